@@ -1,0 +1,261 @@
+//! Throughput of decoding and detection, next to the cost of merely validating the same JSON
+//! (`serde_json::from_slice::<IgnoredAny>`).
+//!
+//! Two corpora are built from real event shapes: `../shared/data/real` when present (set
+//! `TRIPLINE_SHARED_DATA` to point elsewhere), otherwise the bundled `samples/audit.log`.
+//! - `request_response`: events as logged at `RequestResponse` level, bodies included.
+//! - `metadata`: the same events at `Metadata` level (bodies removed).
+//!
+//! Run: `cargo bench --bench engine`. After criterion's output, a summary table prints events/s,
+//! MB/s and the ratio of decode+detect to IgnoredAny for each corpus.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
+use serde_json::Value;
+
+use tripline::config::Config;
+use tripline::event::decode_value_into;
+use tripline::rules::{load_configured, RuleSet};
+use tripline::scan::Detector;
+
+/// Target corpus size: large enough to leave the caches, small enough for a 2-core machine.
+const CORPUS_BYTES: usize = 16 << 20;
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("TRIPLINE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    dir.join("real").is_dir().then_some(dir)
+}
+
+/// Real events, one JSON value each.
+fn seed_events() -> (Vec<Value>, String) {
+    let mut files = Vec::new();
+    let origin;
+    if let Some(dir) = data_dir() {
+        origin = format!("{}/real", dir.display());
+        for f in [
+            "openshift/audit_in.log",
+            "openshift/audit_small.log",
+            "audit2rbac/demo.log",
+        ] {
+            files.push(dir.join("real").join(f));
+        }
+    } else {
+        origin = "samples/audit.log (../shared/data not found)".to_string();
+        files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/audit.log"));
+    }
+    let mut events = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        events.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok()),
+        );
+    }
+    assert!(!events.is_empty(), "no seed events found in {origin}");
+    (events, origin)
+}
+
+/// Repeats the seed events (with distinct audit IDs and user names, so throttling and hashing
+/// see variety) up to the corpus size; returns JSON lines.
+fn build_corpus(seed: &[Value], metadata_only: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CORPUS_BYTES + (1 << 20));
+    let mut n = 0u64;
+    while out.len() < CORPUS_BYTES {
+        for ev in seed {
+            let mut ev = ev.clone();
+            if let Some(obj) = ev.as_object_mut() {
+                obj.insert("auditID".into(), Value::String(format!("bench-{n:016x}")));
+                if metadata_only {
+                    obj.remove("requestObject");
+                    obj.remove("responseObject");
+                    obj.insert("level".into(), Value::String("Metadata".into()));
+                }
+                if let Some(Value::Object(user)) = obj.get_mut("user") {
+                    if let Some(Value::String(name)) = user.get_mut("username") {
+                        if !name.starts_with("system:") {
+                            name.push_str(&format!("-{}", n % 97));
+                        }
+                    }
+                }
+            }
+            serde_json::to_writer(&mut out, &ev).expect("writing to a Vec");
+            out.push(b'\n');
+            n += 1;
+        }
+    }
+    out
+}
+
+fn lines(corpus: &[u8]) -> impl Iterator<Item = &[u8]> {
+    corpus.split(|b| *b == b'\n').filter(|l| !l.is_empty())
+}
+
+fn ignored_any(corpus: &[u8]) -> usize {
+    let mut n = 0;
+    for line in lines(corpus) {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn decode_only(corpus: &[u8]) -> usize {
+    let mut n = 0;
+    for line in lines(corpus) {
+        if let Ok(text) = std::str::from_utf8(line) {
+            decode_value_into(text, &mut |ev| {
+                if let Ok(ev) = ev {
+                    black_box(ev.verb());
+                    n += 1;
+                }
+            });
+        }
+    }
+    n
+}
+
+fn decode_detect(corpus: &[u8], rules: &RuleSet) -> (usize, usize) {
+    let mut detector = Detector::new(rules, Some("bench".into()));
+    let (mut n, mut alerts) = (0, 0);
+    for line in lines(corpus) {
+        if let Ok(text) = std::str::from_utf8(line) {
+            decode_value_into(text, &mut |ev| {
+                if let Ok(ev) = ev {
+                    n += 1;
+                    detector.detect(ev, &mut |a| {
+                        black_box(&a);
+                        alerts += 1;
+                    });
+                }
+            });
+        }
+    }
+    (n, alerts)
+}
+
+fn full_pack() -> RuleSet {
+    let loaded = load_configured(&Config::default(), &[], true);
+    assert!(
+        loaded.errors.is_empty(),
+        "default pack has errors: {:?}",
+        loaded.errors
+    );
+    RuleSet::new(loaded.rules)
+}
+
+struct Corpus {
+    name: &'static str,
+    bytes: Vec<u8>,
+    events: usize,
+}
+
+fn corpora() -> Vec<Corpus> {
+    let (seed, _) = seed_events();
+    [("request_response", false), ("metadata", true)]
+        .into_iter()
+        .map(|(name, meta)| {
+            let bytes = build_corpus(&seed, meta);
+            let events = ignored_any(&bytes);
+            Corpus {
+                name,
+                bytes,
+                events,
+            }
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let rules = full_pack();
+    for corpus in corpora() {
+        let mut g = c.benchmark_group(corpus.name);
+        g.throughput(Throughput::Bytes(corpus.bytes.len() as u64));
+        g.sample_size(10);
+        g.measurement_time(Duration::from_secs(4));
+        g.bench_function(BenchmarkId::new("ignored_any", corpus.events), |b| {
+            b.iter(|| ignored_any(black_box(&corpus.bytes)))
+        });
+        g.bench_function(BenchmarkId::new("decode", corpus.events), |b| {
+            b.iter(|| decode_only(black_box(&corpus.bytes)))
+        });
+        g.bench_function(
+            BenchmarkId::new("decode_detect_full_pack", corpus.events),
+            |b| b.iter(|| decode_detect(black_box(&corpus.bytes), &rules)),
+        );
+        g.finish();
+    }
+}
+
+/// Best of `runs` wall-clock times.
+fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn summary() {
+    let (_, origin) = seed_events();
+    let rules = full_pack();
+    println!(
+        "\nSummary (best of 5 runs; corpus from {origin}; {} rules)",
+        rules.len()
+    );
+    println!(
+        "{:<18} {:<26} {:>12} {:>10} {:>16}",
+        "corpus", "mode", "events/s", "MB/s", "vs IgnoredAny"
+    );
+    for corpus in corpora() {
+        let mb = corpus.bytes.len() as f64 / 1e6;
+        let base = best_of(5, || {
+            black_box(ignored_any(&corpus.bytes));
+        });
+        let dec = best_of(5, || {
+            black_box(decode_only(&corpus.bytes));
+        });
+        let mut alerts = 0;
+        let det = best_of(5, || {
+            alerts = decode_detect(&corpus.bytes, &rules).1;
+        });
+        for (mode, d) in [
+            ("ignored_any", base),
+            ("decode", dec),
+            ("decode+detect (full pack)", det),
+        ] {
+            let s = d.as_secs_f64();
+            println!(
+                "{:<18} {:<26} {:>12.0} {:>10.1} {:>15.2}x",
+                corpus.name,
+                mode,
+                corpus.events as f64 / s,
+                mb / s,
+                base.as_secs_f64() / s
+            );
+        }
+        println!(
+            "{:<18} {} events, {:.1} MB, {:.0} bytes/event, {} alerts per pass",
+            "",
+            corpus.events,
+            mb,
+            corpus.bytes.len() as f64 / corpus.events as f64,
+            alerts
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    summary();
+}

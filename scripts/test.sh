@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, then runs them.
+# Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# sigma-cli (pinned) validates the default pack the way SOC tooling will read it.
+VENV="${TRIPLINE_VENV:-target/venv}"
+if [ ! -x "$VENV/bin/sigma" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check sigma-cli==3.1.0 pySigma==1.5.1
+fi
+
+echo "== cargo test"
+cargo test --lib --bins --tests 2>&1
+cargo bench --no-run --quiet
+
+echo "== tripline rules test (embedded tests of the default pack)"
+cargo run --quiet -- rules check detections
+cargo run --quiet -- rules test detections
+
+echo "== sigma check (sigma-cli 3.1.0)"
+# attacktag and d3_fendtag download MITRE data from the internet, which CI does not reach;
+# tripline's own tests check that every attack.* tag is a known tactic or technique id.
+"$VENV/bin/sigma" check --fail-on-issues -x attacktag -x d3_fendtag detections

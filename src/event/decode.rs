@@ -1,0 +1,835 @@
+//! Decoding audit events from bytes: JSON Lines (the log backend), a single `Event`, an
+//! `EventList` (the webhook backend), pretty-printed documents, plain or gzip files and
+//! directories. Bad input is counted by reason and reported with its source and line, never a
+//! panic and never the end of a scan.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::view::Event;
+
+/// Default limit on one line (and on one pretty-printed document): 16 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Why input was skipped. The labels are the `reason` values of `lines_skipped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// Not valid JSON.
+    MalformedJson,
+    /// Valid JSON, but not an audit `Event` or `EventList` (e.g. `{"kind": 0}`).
+    NotAnEvent,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// A line over the size limit.
+    TooLong,
+    /// The last line of an input ended without a newline and is not a complete event.
+    Truncated,
+    /// The input could not be read (I/O error, corrupt gzip).
+    Unreadable,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 6] = [
+        SkipReason::MalformedJson,
+        SkipReason::NotAnEvent,
+        SkipReason::InvalidUtf8,
+        SkipReason::TooLong,
+        SkipReason::Truncated,
+        SkipReason::Unreadable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::MalformedJson => "malformed_json",
+            SkipReason::NotAnEvent => "not_an_event",
+            SkipReason::InvalidUtf8 => "invalid_utf8",
+            SkipReason::TooLong => "too_long",
+            SkipReason::Truncated => "truncated",
+            SkipReason::Unreadable => "unreadable",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One piece of input that was skipped, with where it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub source: String,
+    /// 1-based line number (the first line of the document for pretty-printed input).
+    pub line: u64,
+    pub reason: SkipReason,
+    pub message: String,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.source, self.line, self.reason, self.message
+        )
+    }
+}
+
+/// Counters of a decoding run.
+#[derive(Debug, Default, Clone)]
+pub struct DecodeStats {
+    pub events: u64,
+    pub lines: u64,
+    pub bytes: u64,
+    pub skipped: [u64; SkipReason::ALL.len()],
+}
+
+impl DecodeStats {
+    pub fn skipped(&self, reason: SkipReason) -> u64 {
+        self.skipped[reason.index()]
+    }
+
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
+
+    pub fn add(&mut self, other: &DecodeStats) {
+        self.events += other.events;
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+        for (a, b) in self.skipped.iter_mut().zip(other.skipped.iter()) {
+            *a += b;
+        }
+    }
+
+    fn count(&mut self, reason: SkipReason) {
+        self.skipped[reason.index()] += 1;
+    }
+}
+
+/// What one decoded JSON value produced.
+pub type Decoded<'r, 'a> = Result<&'r Event<'a>, (SkipReason, String)>;
+
+fn classify(e: &serde_json::Error) -> SkipReason {
+    match e.classify() {
+        serde_json::error::Category::Data => SkipReason::NotAnEvent,
+        serde_json::error::Category::Eof => SkipReason::Truncated,
+        _ => SkipReason::MalformedJson,
+    }
+}
+
+fn decode_event<'a>(text: &'a str) -> Result<Event<'a>, (SkipReason, String)> {
+    let mut ev: Event<'a> =
+        serde_json::from_str(text).map_err(|e| (classify(&e), e.to_string()))?;
+    ev.raw = text;
+    Ok(ev)
+}
+
+fn check_event(ev: &Event<'_>) -> Result<(), (SkipReason, String)> {
+    match ev.kind.as_deref() {
+        None | Some("Event") => {}
+        Some(other) => {
+            return Err((
+                SkipReason::NotAnEvent,
+                format!("kind is `{other}`, expected `Event` or `EventList`"),
+            ))
+        }
+    }
+    if ev.verb.is_none() && ev.audit_id.is_none() {
+        return Err((
+            SkipReason::NotAnEvent,
+            "neither `verb` nor `auditID` is present".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes one JSON value that is an audit `Event` or an `EventList` and calls `f` with each
+/// event (or with the reason an item was skipped). Returns the number of events passed to `f`.
+/// Borrows from `text`; allocates only for escaped strings and the item list of an `EventList`.
+pub fn decode_value_into<'a>(text: &'a str, f: &mut dyn FnMut(Decoded<'_, 'a>)) -> usize {
+    let ev = match decode_event(text) {
+        Ok(ev) => ev,
+        Err(e) => {
+            f(Err(e));
+            return 0;
+        }
+    };
+    if ev.kind.as_deref() == Some("EventList") {
+        let Some(items) = ev.items else {
+            f(Err((
+                SkipReason::NotAnEvent,
+                "EventList without `items`".into(),
+            )));
+            return 0;
+        };
+        let items: Vec<&'a RawValue> = match serde_json::from_str(items.get()) {
+            Ok(items) => items,
+            Err(e) => {
+                f(Err((
+                    SkipReason::NotAnEvent,
+                    format!("EventList items: {e}"),
+                )));
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for (i, item) in items.into_iter().enumerate() {
+            match decode_event(item.get()).and_then(|ev| check_event(&ev).map(|()| ev)) {
+                Ok(ev) => {
+                    n += 1;
+                    f(Ok(&ev));
+                }
+                Err((reason, msg)) => f(Err((reason, format!("EventList item {i}: {msg}")))),
+            }
+        }
+        return n;
+    }
+    match check_event(&ev) {
+        Ok(()) => {
+            f(Ok(&ev));
+            1
+        }
+        Err(e) => {
+            f(Err(e));
+            0
+        }
+    }
+}
+
+/// One line from a [`LineReader`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'b> {
+    /// A line without its `\n` (and without a trailing `\r`).
+    Complete(&'b [u8]),
+    /// The input ended without a newline after these bytes.
+    Unterminated(&'b [u8]),
+    /// A line longer than the limit; its bytes were discarded.
+    TooLong,
+}
+
+/// Splits a byte stream into lines, reading in large chunks and finding newlines with `memchr`.
+/// Memory stays bounded by the line limit: a longer line is skipped to its newline.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    scanned: usize,
+    max_line: usize,
+    skipping: bool,
+    eof: bool,
+    line_no: u64,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl<R: Read> LineReader<R> {
+    pub fn new(inner: R, max_line: usize) -> Self {
+        LineReader {
+            inner,
+            buf: vec![0; CHUNK],
+            start: 0,
+            end: 0,
+            scanned: 0,
+            max_line: max_line.max(1),
+            skipping: false,
+            eof: false,
+            line_no: 0,
+        }
+    }
+
+    /// The 1-based number of the line last returned.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    /// The next line, or `None` at the end of the input.
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        self.next_numbered().map(|o| o.map(|(_, l)| l))
+    }
+
+    /// The next line with its 1-based number, or `None` at the end of the input.
+    pub fn next_numbered(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
+                let nl = self.scanned + i;
+                let (s, e) = (self.start, nl);
+                self.start = nl + 1;
+                self.scanned = self.start;
+                self.line_no += 1;
+                if std::mem::take(&mut self.skipping) || e - s > self.max_line {
+                    return Ok(Some((self.line_no, Line::TooLong)));
+                }
+                let e = if e > s && self.buf[e - 1] == b'\r' {
+                    e - 1
+                } else {
+                    e
+                };
+                return Ok(Some((self.line_no, Line::Complete(&self.buf[s..e]))));
+            }
+            self.scanned = self.end;
+            if self.end - self.start > self.max_line {
+                // Too long: drop what we hold and skip to the next newline.
+                self.skipping = true;
+                self.start = 0;
+                self.end = 0;
+                self.scanned = 0;
+            }
+            if self.eof {
+                if self.skipping {
+                    self.skipping = false;
+                    self.line_no += 1;
+                    return Ok(Some((self.line_no, Line::TooLong)));
+                }
+                if self.start < self.end {
+                    let (s, e) = (self.start, self.end);
+                    self.start = self.end;
+                    self.line_no += 1;
+                    return Ok(Some((self.line_no, Line::Unterminated(&self.buf[s..e]))));
+                }
+                return Ok(None);
+            }
+            // Make room: move the partial line to the front, grow when it fills the buffer.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.scanned -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < CHUNK / 2 {
+                let want = (self.buf.len() * 2).min(self.max_line + CHUNK + 1);
+                if want > self.buf.len() {
+                    self.buf.resize(want, 0);
+                }
+            }
+            let n = loop {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+    }
+}
+
+/// A reader that counts the bytes read from the underlying file (for progress reporting).
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Where events are read from: a file (plain or gzip, detected by its magic bytes), a directory
+/// (every regular file below it, in sorted order, hidden files skipped) or `-` for stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    File(PathBuf),
+    Stdin,
+}
+
+impl Input {
+    pub fn name(&self) -> String {
+        match self {
+            Input::File(p) => p.display().to_string(),
+            Input::Stdin => "<stdin>".to_string(),
+        }
+    }
+
+    /// Expands paths: `-` is stdin, a directory is every file below it (sorted, recursively).
+    pub fn expand(paths: &[PathBuf]) -> io::Result<Vec<Input>> {
+        let mut out = Vec::new();
+        for p in paths {
+            if p.as_os_str() == "-" {
+                out.push(Input::Stdin);
+            } else if p.is_dir() {
+                let mut files = Vec::new();
+                collect_files(p, &mut files)?;
+                files.sort();
+                out.extend(files.into_iter().map(Input::File));
+            } else {
+                // Open errors surface when the file is read, with the file's name.
+                out.push(Input::File(p.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The size on disk, when known (for progress bars).
+    pub fn len(&self) -> Option<u64> {
+        match self {
+            Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            Input::Stdin => None,
+        }
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            collect_files(&path, out)?;
+        } else if ft.is_file() || (ft.is_symlink() && path.is_file()) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads events from one [`Input`], counting and reporting everything it skips.
+pub struct InputReader {
+    pub max_line_bytes: usize,
+    /// Bytes read from the underlying file so far (compressed bytes for gzip).
+    pub progress: Arc<AtomicU64>,
+}
+
+impl Default for InputReader {
+    fn default() -> Self {
+        InputReader {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            progress: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl InputReader {
+    fn open(&self, input: &Input) -> io::Result<Box<dyn Read>> {
+        let raw: Box<dyn Read> = match input {
+            Input::File(p) => Box::new(File::open(p)?),
+            Input::Stdin => Box::new(io::stdin().lock()),
+        };
+        let mut r = BufReader::with_capacity(
+            CHUNK,
+            Counting {
+                inner: raw,
+                count: self.progress.clone(),
+            },
+        );
+        let magic = io::BufRead::fill_buf(&mut r)?;
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Ok(Box::new(flate2::read::MultiGzDecoder::new(r)))
+        } else {
+            Ok(Box::new(r))
+        }
+    }
+
+    /// Decodes every event of `input`, calling `on_event` for each and `on_error` for each piece
+    /// of input skipped; both are also counted in `stats`. An unreadable input is reported, not
+    /// returned as an error.
+    pub fn read(
+        &self,
+        input: &Input,
+        stats: &mut DecodeStats,
+        on_event: &mut dyn FnMut(&Event<'_>),
+        on_error: &mut dyn FnMut(DecodeError),
+    ) {
+        let source = input.name();
+        let mut report =
+            |stats: &mut DecodeStats, line: u64, reason: SkipReason, message: String| {
+                stats.count(reason);
+                on_error(DecodeError {
+                    source: source.clone(),
+                    line,
+                    reason,
+                    message,
+                });
+            };
+        let reader = match self.open(input) {
+            Ok(r) => r,
+            Err(e) => {
+                report(stats, 0, SkipReason::Unreadable, e.to_string());
+                return;
+            }
+        };
+        let mut lines = LineReader::new(reader, self.max_line_bytes);
+        let mut first = true;
+        loop {
+            let (n, line) = match lines.next_numbered() {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(e) => {
+                    let n = lines.line_no() + 1;
+                    report(stats, n, SkipReason::Unreadable, e.to_string());
+                    break;
+                }
+            };
+            let (bytes, terminated) = match line {
+                Line::Complete(b) => (b, true),
+                Line::Unterminated(b) => (b, false),
+                Line::TooLong => {
+                    stats.lines += 1;
+                    let limit = self.max_line_bytes;
+                    report(
+                        stats,
+                        n,
+                        SkipReason::TooLong,
+                        format!("line longer than {limit} bytes"),
+                    );
+                    continue;
+                }
+            };
+            stats.lines += 1;
+            stats.bytes += bytes.len() as u64 + u64::from(terminated);
+            let trimmed = trim_ascii(bytes);
+            if trimmed.is_empty() {
+                continue;
+            }
+            let text = match std::str::from_utf8(trimmed) {
+                Ok(t) => t,
+                Err(e) => {
+                    report(stats, n, SkipReason::InvalidUtf8, e.to_string());
+                    first = false;
+                    continue;
+                }
+            };
+            if first {
+                first = false;
+                // A first line that opens a JSON value without closing it: pretty-printed input
+                // (one Event or EventList spread over lines). Read the document as a whole.
+                if (text.starts_with('{') || text.starts_with('['))
+                    && matches!(
+                        serde_json::from_str::<serde::de::IgnoredAny>(text),
+                        Err(ref e) if e.is_eof()
+                    )
+                {
+                    let first_line = text.as_bytes().to_vec();
+                    self.read_document(&first_line, &mut lines, stats, &mut report, on_event);
+                    return;
+                }
+            }
+            let mut errors = Vec::new();
+            stats.events += decode_value_into(text, &mut |d| match d {
+                Ok(ev) => on_event(ev),
+                Err(e) => errors.push(e),
+            }) as u64;
+            for (reason, msg) in errors {
+                let reason = if reason == SkipReason::Truncated && terminated {
+                    SkipReason::MalformedJson
+                } else {
+                    reason
+                };
+                report(stats, n, reason, msg);
+            }
+        }
+    }
+
+    /// Reads the rest of the input as concatenated pretty-printed JSON values, within the size
+    /// limit.
+    fn read_document(
+        &self,
+        first_line: &[u8],
+        lines: &mut LineReader<Box<dyn Read>>,
+        stats: &mut DecodeStats,
+        report: &mut dyn FnMut(&mut DecodeStats, u64, SkipReason, String),
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) {
+        let mut doc = first_line.to_vec();
+        doc.push(b'\n');
+        loop {
+            match lines.next_line() {
+                Ok(Some(Line::Complete(b))) | Ok(Some(Line::Unterminated(b))) => {
+                    stats.lines += 1;
+                    stats.bytes += b.len() as u64 + 1;
+                    doc.extend_from_slice(b);
+                    doc.push(b'\n');
+                }
+                Ok(Some(Line::TooLong)) => {
+                    stats.lines += 1;
+                    let n = lines.line_no();
+                    report(
+                        stats,
+                        n,
+                        SkipReason::TooLong,
+                        "line too long inside a document".into(),
+                    );
+                    return;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    report(
+                        stats,
+                        lines.line_no() + 1,
+                        SkipReason::Unreadable,
+                        e.to_string(),
+                    );
+                    return;
+                }
+            }
+            if doc.len() > self.max_line_bytes {
+                report(
+                    stats,
+                    1,
+                    SkipReason::TooLong,
+                    format!("document longer than {} bytes", self.max_line_bytes),
+                );
+                return;
+            }
+        }
+        let text = match std::str::from_utf8(&doc) {
+            Ok(t) => t,
+            Err(e) => {
+                report(stats, 1, SkipReason::InvalidUtf8, e.to_string());
+                return;
+            }
+        };
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+        loop {
+            let offset = stream.byte_offset();
+            let line = 1 + text[..offset].bytes().filter(|b| *b == b'\n').count() as u64;
+            let line = line + u64::from(text[offset..].starts_with('\n'));
+            match stream.next() {
+                None => break,
+                Some(Ok(value)) => {
+                    let mut errors = Vec::new();
+                    stats.events += decode_value_into(value.get(), &mut |d| match d {
+                        Ok(ev) => on_event(ev),
+                        Err(e) => errors.push(e),
+                    }) as u64;
+                    for (reason, msg) in errors {
+                        report(stats, line, reason, msg);
+                    }
+                }
+                Some(Err(e)) => {
+                    let reason = if e.is_eof() {
+                        SkipReason::Truncated
+                    } else {
+                        SkipReason::MalformedJson
+                    };
+                    report(stats, e.line() as u64, reason, e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(input: &[u8], max: usize) -> Vec<Line<'static>> {
+        let mut r = LineReader::new(input, max);
+        let mut out = Vec::new();
+        while let Some(l) = r.next_line().unwrap() {
+            out.push(match l {
+                Line::Complete(b) => Line::Complete(b.to_vec().leak()),
+                Line::Unterminated(b) => Line::Unterminated(b.to_vec().leak()),
+                Line::TooLong => Line::TooLong,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn line_reader_splits_and_keeps_partial_last_line() {
+        let got = lines_of(b"a\nbb\r\n\nccc", 100);
+        assert_eq!(
+            got,
+            vec![
+                Line::Complete(b"a"),
+                Line::Complete(b"bb"),
+                Line::Complete(b""),
+                Line::Unterminated(b"ccc")
+            ]
+        );
+    }
+
+    #[test]
+    fn line_reader_skips_lines_over_the_limit_to_the_next_newline() {
+        let mut input = b"ok\n".to_vec();
+        input.extend(std::iter::repeat(b'x').take(3 * CHUNK));
+        input.extend(b"\nafter\n");
+        let got = lines_of(&input, 1000);
+        assert_eq!(
+            got,
+            vec![
+                Line::Complete(b"ok"),
+                Line::TooLong,
+                Line::Complete(b"after")
+            ]
+        );
+        // A long line within the limit is returned whole, across buffer growth.
+        let mut input = std::iter::repeat(b'y')
+            .take(2 * CHUNK + 7)
+            .collect::<Vec<_>>();
+        input.push(b'\n');
+        let got = lines_of(&input, 4 * CHUNK);
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0], Line::Complete(b) if b.len() == 2 * CHUNK + 7));
+    }
+
+    #[test]
+    fn too_long_last_line_without_newline_is_reported() {
+        let input = std::iter::repeat(b'z').take(5000).collect::<Vec<_>>();
+        assert_eq!(lines_of(&input, 100), vec![Line::TooLong]);
+    }
+
+    fn decode_one(text: &str) -> Result<usize, SkipReason> {
+        let mut err = None;
+        let n = decode_value_into(text, &mut |d| {
+            if let Err((r, _)) = d {
+                err = Some(r)
+            }
+        });
+        match err {
+            Some(r) => Err(r),
+            None => Ok(n),
+        }
+    }
+
+    #[test]
+    fn decoding_classifies_bad_values() {
+        let cases: &[(&str, Result<usize, SkipReason>)] = &[
+            (r#"{"kind":"Event","verb":"get","auditID":"a"}"#, Ok(1)),
+            (r#"{"verb":"get"}"#, Ok(1)),
+            (r#"{"kind": 0}"#, Err(SkipReason::NotAnEvent)),
+            (
+                r#"{"kind":"Pod","verb":"get"}"#,
+                Err(SkipReason::NotAnEvent),
+            ),
+            (r#"{}"#, Err(SkipReason::NotAnEvent)),
+            (r#"[1,2]"#, Err(SkipReason::NotAnEvent)),
+            (r#""str""#, Err(SkipReason::NotAnEvent)),
+            (r#"{"verb":"get""#, Err(SkipReason::Truncated)),
+            (r#"{"verb":get}"#, Err(SkipReason::MalformedJson)),
+            (
+                r#"{"verb":"get","user":{"groups":"x"}}"#,
+                Err(SkipReason::NotAnEvent),
+            ),
+            (
+                r#"{"kind":"EventList","items":[{"verb":"get"},{"verb":"list"}]}"#,
+                Ok(2),
+            ),
+            (r#"{"kind":"EventList"}"#, Err(SkipReason::NotAnEvent)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&decode_one(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded_and_plain_ones_borrowed() {
+        let text = r#"{"verb":"get","requestURI":"/api?a=1\u0026b=2","user":{"username":"alice"}}"#;
+        decode_value_into(text, &mut |d| {
+            let ev = d.unwrap();
+            assert_eq!(ev.request_uri.as_deref(), Some("/api?a=1&b=2"));
+            assert!(matches!(ev.request_uri, Some(std::borrow::Cow::Owned(_))));
+            assert!(matches!(
+                ev.user.as_ref().unwrap().username,
+                Some(std::borrow::Cow::Borrowed(_))
+            ));
+        });
+    }
+
+    fn read_all(bytes: &[u8]) -> (DecodeStats, Vec<String>, Vec<DecodeError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.log");
+        std::fs::write(&p, bytes).unwrap();
+        let reader = InputReader {
+            max_line_bytes: 4096,
+            ..InputReader::default()
+        };
+        let mut stats = DecodeStats::default();
+        let mut verbs = Vec::new();
+        let mut errs = Vec::new();
+        reader.read(
+            &Input::File(p),
+            &mut stats,
+            &mut |ev| verbs.push(ev.verb().unwrap_or("").to_string()),
+            &mut |e| errs.push(e),
+        );
+        (stats, verbs, errs)
+    }
+
+    #[test]
+    fn bad_lines_are_counted_with_their_line_numbers_and_the_scan_goes_on() {
+        let mut input = Vec::new();
+        input.extend(b"{\"verb\":\"get\"}\n");
+        input.extend(b"not json\n");
+        input.extend(b"{\"verb\":\"list\",\"x\":\"\xff\"}\n");
+        input.extend(b"{\"kind\": 0}\n");
+        input.extend(std::iter::repeat(b'x').take(10_000));
+        input.extend(b"\n{\"verb\":\"watch\"}\n");
+        input.extend(b"{\"verb\":\"cre");
+        let (stats, verbs, errs) = read_all(&input);
+        assert_eq!(verbs, ["get", "watch"]);
+        let got: Vec<(u64, SkipReason)> = errs.iter().map(|e| (e.line, e.reason)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, SkipReason::MalformedJson),
+                (3, SkipReason::InvalidUtf8),
+                (4, SkipReason::NotAnEvent),
+                (5, SkipReason::TooLong),
+                (7, SkipReason::Truncated)
+            ]
+        );
+        assert_eq!(stats.events, 2);
+        assert_eq!(stats.skipped_total(), 5);
+        assert!(
+            errs[0].to_string().contains("in.log:2: malformed_json"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn pretty_printed_events_and_event_lists_are_read() {
+        let pretty = b"{\n  \"kind\": \"EventList\",\n  \"items\": [\n    {\"verb\": \"get\"},\n    {\"verb\": \"delete\"}\n  ]\n}\n{\n \"verb\": \"patch\"\n}\n";
+        let (stats, verbs, errs) = read_all(pretty);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(verbs, ["get", "delete", "patch"]);
+        assert_eq!(stats.events, 3);
+    }
+
+    #[test]
+    fn gzip_input_is_detected_by_magic_bytes() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"{\"verb\":\"get\"}\n{\"verb\":\"list\"}\n")
+            .unwrap();
+        let (_, verbs, errs) = read_all(&gz.finish().unwrap());
+        assert!(errs.is_empty());
+        assert_eq!(verbs, ["get", "list"]);
+    }
+}

@@ -1,0 +1,15 @@
+//! Audit events: the borrowed [`Event`] view, field access for rules, decoding of inputs, and
+//! redaction of secret values before anything leaves the process.
+
+mod decode;
+mod field;
+mod pod;
+pub mod redact;
+mod view;
+
+pub use decode::{
+    decode_value_into, DecodeError, DecodeStats, Decoded, Input, InputReader, Line, LineReader,
+    SkipReason, DEFAULT_MAX_LINE_BYTES,
+};
+pub use field::{FieldPath, FieldRef, FieldValue, PathError};
+pub use view::{Event, ObjectRef, ResponseStatus, UserInfo};

@@ -1,0 +1,1129 @@
+//! Redaction of secret values in kube-apiserver audit events (DESIGN.md principle 7: secrets never
+//! leave).
+//!
+//! Detection runs on the original event. Everything that leaves the process (event sinks, alerts)
+//! is first passed through [`redact_event`], and any text rendered from the original event (a rule's
+//! output message) is passed through [`scrub`] with the values `redact_event` returned.
+//!
+//! What is redacted (object keys are kept, values become [`REDACTED`]):
+//!
+//! * Secrets in `requestObject` / `responseObject`: the values of `data` and `stringData`, and the
+//!   secret values inside the `kubectl.kubernetes.io/last-applied-configuration` annotation (parsed,
+//!   redacted and re-serialized; replaced as a whole when it is not a JSON object). An object is a
+//!   Secret when its `kind` is `Secret`, or when it has no `kind` and the request is for the
+//!   `secrets` resource. Items of a `SecretList` (or of any list returned for `secrets`), rows of a
+//!   `Table` returned for `secrets`, and objects of `kind: Secret` nested anywhere else (for example
+//!   in the `items` of a generic `List`) are handled the same way.
+//! * Patches of secrets (`objectRef.resource == "secrets"`, verb `patch`): every string and number
+//!   anywhere in the `requestObject`, whatever the patch type. In a JSON patch
+//!   (`[{"op", "path", "value"}]`) the `op`, `path` and `from` members are kept.
+//! * TokenReview (`objectRef.resource == "tokenreviews"` or `kind: TokenReview`): `spec.token` and
+//!   `status.token`.
+//! * TokenRequest (the `serviceaccounts/token` subresource or `kind: TokenRequest`):
+//!   `status.token`.
+//! * `Bearer <token>` in the string values of the event's top-level `annotations` and in
+//!   `requestURI`, plus the values of the `access_token`, `token`, `id_token`
+//!   and `refresh_token` query parameters of `requestURI`.
+//!
+//! `null` values are left alone (they carry no secret, and in a merge patch they record that a key
+//! was removed). A value that already is [`REDACTED`] is not redacted again, so redaction is
+//! idempotent.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+/// The replacement for every redacted value.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Replaced values shorter than this (in bytes) are not returned by [`redact_event`]: scrubbing
+/// such short strings out of messages would mangle them without protecting anything.
+const MIN_RETURNED_LEN: usize = 4;
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Query parameters of `requestURI` whose values are credentials.
+const TOKEN_PARAMS: [&str; 4] = ["access_token", "token", "id_token", "refresh_token"];
+
+/// The authorization scheme whose credential follows it, lowercase.
+const BEARER: &str = "bearer";
+
+/// Redacts secret values in a kube-apiserver audit event (a `serde_json::Value` of the whole
+/// event) in place.
+///
+/// Returns every distinct secret string value that was replaced (for scrubbing messages with
+/// [`scrub`]), in the order they were found, skipping values shorter than 4 bytes. Numbers that
+/// were redacted are returned in their JSON text form. An event that is not a JSON object is left
+/// unchanged.
+pub fn redact_event(event: &mut Value) -> Vec<String> {
+    let mut found = Found::default();
+    let Some(ev) = event.as_object_mut() else {
+        return found.list;
+    };
+
+    let object_ref = ev.get("objectRef");
+    let resource = object_ref
+        .and_then(|o| o.get("resource"))
+        .and_then(Value::as_str);
+    let subresource = object_ref
+        .and_then(|o| o.get("subresource"))
+        .and_then(Value::as_str);
+    let verb = ev.get("verb").and_then(Value::as_str);
+    let is_secrets = resource == Some("secrets");
+    let is_secret_patch = is_secrets && verb == Some("patch");
+    let is_token_review = resource == Some("tokenreviews");
+    let is_token_request = resource == Some("serviceaccounts") && subresource == Some("token");
+
+    for key in ["requestObject", "responseObject"] {
+        let Some(object) = ev.get_mut(key) else {
+            continue;
+        };
+        if key == "requestObject" && is_secret_patch {
+            redact_patch(object, &mut found);
+        } else {
+            walk(object, is_secrets, &mut found);
+        }
+        if let Value::Object(map) = object {
+            if is_token_review {
+                redact_token_review(map, &mut found);
+            }
+            if is_token_request {
+                redact_at(map, &["status", "token"], &mut found);
+            }
+        }
+    }
+
+    if let Some(Value::Object(annotations)) = ev.get_mut("annotations") {
+        for value in annotations.values_mut() {
+            if let Value::String(s) = value {
+                if let Some(redacted) = redact_bearer(s, &mut found) {
+                    *s = redacted;
+                }
+            }
+        }
+    }
+
+    if let Some(Value::String(uri)) = ev.get_mut("requestURI") {
+        if let Some(redacted) = redact_query_tokens(uri, &mut found) {
+            *uri = redacted;
+        }
+        if let Some(redacted) = redact_bearer(uri, &mut found) {
+            *uri = redacted;
+        }
+    }
+
+    found.list
+}
+
+/// Replaces every occurrence of each secret in `text` with [`REDACTED`].
+///
+/// Longer secrets win over shorter ones that overlap them, so no fragment of a long secret is left
+/// behind. Each secret is also looked for in its JSON-escaped form (as it appears when a message
+/// embeds a JSON rendering of an object), when that differs. Empty secrets are ignored.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut patterns: Vec<Cow<'_, str>> = Vec::with_capacity(secrets.len());
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        patterns.push(Cow::Borrowed(secret.as_str()));
+        if let Some(escaped) = json_escaped(secret) {
+            patterns.push(Cow::Owned(escaped));
+        }
+    }
+    if patterns.is_empty() {
+        return text.to_owned();
+    }
+    patterns.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    patterns.dedup();
+
+    let mut first_bytes = [false; 256];
+    for p in &patterns {
+        if let Some(&b) = p.as_bytes().first() {
+            first_bytes[usize::from(b)] = true;
+        }
+    }
+
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let hit = if first_bytes[usize::from(bytes[i])] {
+            patterns
+                .iter()
+                .find(|p| bytes[i..].starts_with(p.as_bytes()))
+        } else {
+            None
+        };
+        match hit {
+            // A pattern is valid UTF-8, so it can only match starting at a char boundary of `text`
+            // and ends at one: both slices below fall on char boundaries.
+            Some(p) => {
+                out.push_str(&text[copied..i]);
+                out.push_str(REDACTED);
+                i += p.len();
+                copied = i;
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// The body of the JSON string literal for `s`, when it differs from `s`.
+fn json_escaped(s: &str) -> Option<String> {
+    let quoted = serde_json::to_string(s).ok()?;
+    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    (inner != s).then(|| inner.to_owned())
+}
+
+/// The secret values replaced so far.
+#[derive(Default)]
+struct Found {
+    /// Distinct replaced values of at least [`MIN_RETURNED_LEN`] bytes, in order of discovery.
+    list: Vec<String>,
+    seen: HashSet<String>,
+    /// Number of replacements made (including short values), to tell whether anything changed.
+    replaced: usize,
+}
+
+impl Found {
+    fn add(&mut self, secret: &str) {
+        self.replaced += 1;
+        if secret.len() < MIN_RETURNED_LEN || secret == REDACTED || self.seen.contains(secret) {
+            return;
+        }
+        self.seen.insert(secret.to_owned());
+        self.list.push(secret.to_owned());
+    }
+}
+
+/// Walks a request or response object (or anything nested in one) and redacts every Secret in it.
+/// `implied_secret` says that an object without `kind` at this position is a Secret.
+fn walk(value: &mut Value, implied_secret: bool, found: &mut Found) {
+    match value {
+        Value::Object(map) => walk_object(map, implied_secret, found),
+        Value::Array(items) => {
+            for item in items {
+                walk(item, false, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn walk_object(map: &mut Map<String, Value>, implied_secret: bool, found: &mut Found) {
+    let kind = map.get("kind").and_then(Value::as_str);
+    let is_secret = match kind {
+        Some(kind) => kind == "Secret",
+        None => implied_secret,
+    };
+    // List items carry no `kind` of their own: in a SecretList, or in any list returned for the
+    // `secrets` resource, they are Secrets.
+    let members_are_secrets =
+        kind == Some("SecretList") || (implied_secret && kind != Some("Secret"));
+    let is_table = kind == Some("Table");
+    let is_token_review = kind == Some("TokenReview");
+    let is_token_request = kind == Some("TokenRequest");
+
+    if is_secret {
+        redact_secret(map, found);
+    }
+    if is_token_review {
+        redact_token_review(map, found);
+    }
+    if is_token_request {
+        redact_at(map, &["status", "token"], found);
+    }
+
+    for (key, child) in map.iter_mut() {
+        match (key.as_str(), child) {
+            ("data" | "stringData", _) if is_secret => {}
+            ("items", Value::Array(items)) => {
+                for item in items {
+                    walk(item, members_are_secrets, found);
+                }
+            }
+            ("rows", Value::Array(rows)) if is_table => {
+                for row in rows {
+                    if let Value::Object(row) = row {
+                        for (key, cell) in row.iter_mut() {
+                            walk(cell, key == "object" && members_are_secrets, found);
+                        }
+                    }
+                }
+            }
+            (_, child) => walk(child, false, found),
+        }
+    }
+}
+
+/// Redacts `data`, `stringData` and the last-applied-configuration annotation of a Secret.
+fn redact_secret(secret: &mut Map<String, Value>, found: &mut Found) {
+    for key in ["data", "stringData"] {
+        match secret.get_mut(key) {
+            Some(Value::Object(entries)) => {
+                for value in entries.values_mut() {
+                    redact_value(value, found);
+                }
+            }
+            Some(other) => redact_value(other, found),
+            None => {}
+        }
+    }
+
+    let annotation = secret
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(|a| a.get_mut(LAST_APPLIED));
+    if let Some(annotation) = annotation {
+        redact_last_applied(annotation, found);
+    }
+}
+
+/// The last-applied-configuration annotation holds the applied object as a JSON string: redact
+/// the Secret in it and re-serialize it, or replace it as a whole when it is not a JSON object.
+fn redact_last_applied(annotation: &mut Value, found: &mut Found) {
+    let Value::String(text) = annotation else {
+        redact_value(annotation, found);
+        return;
+    };
+    if text == REDACTED {
+        return;
+    }
+    let mut applied = match serde_json::from_str::<Value>(text) {
+        Ok(applied @ Value::Object(_)) => applied,
+        _ => {
+            redact_value(annotation, found);
+            return;
+        }
+    };
+    let before = found.replaced;
+    walk(&mut applied, true, found);
+    if found.replaced == before {
+        return;
+    }
+    match serde_json::to_string(&applied) {
+        Ok(mut reserialized) => {
+            // kubectl ends the annotation with a newline; keep it so the shape stays familiar.
+            if text.ends_with('\n') {
+                reserialized.push('\n');
+            }
+            *text = reserialized;
+        }
+        Err(_) => redact_value(annotation, found),
+    }
+}
+
+/// Redacts `spec.token` and `status.token` of a TokenReview.
+fn redact_token_review(review: &mut Map<String, Value>, found: &mut Found) {
+    redact_at(review, &["spec", "token"], found);
+    redact_at(review, &["status", "token"], found);
+}
+
+/// Redacts the value at `path` below `map`, if there is one.
+fn redact_at(map: &mut Map<String, Value>, path: &[&str], found: &mut Found) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let mut target = map.get_mut(*first);
+    for key in rest {
+        target = target.and_then(|v| v.get_mut(*key));
+    }
+    if let Some(target) = target {
+        redact_value(target, found);
+    }
+}
+
+/// Redacts a patch of a Secret: every string and number in it, keeping JSON-patch operations and
+/// paths.
+fn redact_patch(patch: &mut Value, found: &mut Found) {
+    match patch {
+        Value::Array(ops) => {
+            for op in ops {
+                match op {
+                    Value::Object(op) => {
+                        for (key, value) in op.iter_mut() {
+                            if !matches!(key.as_str(), "op" | "path" | "from") {
+                                redact_leaves(value, found);
+                            }
+                        }
+                    }
+                    other => redact_leaves(other, found),
+                }
+            }
+        }
+        other => redact_leaves(other, found),
+    }
+}
+
+/// Replaces every string and number in `value`, keeping object keys and structure.
+fn redact_leaves(value: &mut Value, found: &mut Found) {
+    match value {
+        Value::String(_) | Value::Number(_) => redact_value(value, found),
+        Value::Array(items) => {
+            for item in items {
+                redact_leaves(item, found);
+            }
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                redact_leaves(item, found);
+            }
+        }
+        Value::Null | Value::Bool(_) => {}
+    }
+}
+
+/// Replaces `value` as a whole with [`REDACTED`], recording the strings and numbers it held.
+/// `null` and already-redacted values are left alone.
+fn redact_value(value: &mut Value, found: &mut Found) {
+    match value {
+        Value::Null => return,
+        Value::String(s) if s == REDACTED => return,
+        _ => {}
+    }
+    record_leaves(value, found);
+    *value = Value::String(REDACTED.to_owned());
+}
+
+fn record_leaves(value: &Value, found: &mut Found) {
+    match value {
+        Value::String(s) => found.add(s),
+        Value::Number(n) => found.add(&n.to_string()),
+        Value::Bool(_) => found.replaced += 1,
+        Value::Array(items) => items.iter().for_each(|v| record_leaves(v, found)),
+        Value::Object(map) => map.values().for_each(|v| record_leaves(v, found)),
+        Value::Null => {}
+    }
+}
+
+/// Replaces the token after `Bearer` (case-insensitive, not preceded by a letter or digit, followed
+/// by spaces, tabs, `+` or `%20`). Returns the new string when something was replaced.
+fn redact_bearer(s: &str, found: &mut Found) -> Option<String> {
+    // ASCII lowercasing keeps every byte offset.
+    let lower = s.to_ascii_lowercase();
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some(start) = lower[pos..].find(BEARER).map(|i| pos + i) else {
+            break;
+        };
+        let after = start + BEARER.len();
+        pos = after;
+        if start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let token_start = after + separator_len(&bytes[after..]);
+        if token_start == after {
+            continue;
+        }
+        let token_len = bytes[token_start..]
+            .iter()
+            .position(|&b| is_token_end(b))
+            .unwrap_or(bytes.len() - token_start);
+        let token_end = token_start + token_len;
+        pos = token_end;
+        // "bearer", separators and terminators are ASCII, so these offsets are char boundaries.
+        let token = &s[token_start..token_end];
+        if token.is_empty() || token == REDACTED {
+            continue;
+        }
+        found.add(token);
+        out.push_str(&s[copied..token_start]);
+        out.push_str(REDACTED);
+        copied = token_end;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&s[copied..]);
+    Some(out)
+}
+
+/// Length of the run of separators (space, tab, `+`, `%20`) at the start of `bytes`.
+fn separator_len(bytes: &[u8]) -> usize {
+    let mut n = 0;
+    loop {
+        match bytes.get(n..) {
+            Some([b' ' | b'\t' | b'+', ..]) => n += 1,
+            Some([b'%', b'2', b'0', ..]) => n += 3,
+            _ => return n,
+        }
+    }
+}
+
+fn is_token_end(b: u8) -> bool {
+    b.is_ascii_whitespace()
+        || matches!(
+            b,
+            b'"' | b'\''
+                | b','
+                | b';'
+                | b'&'
+                | b'#'
+                | b'<'
+                | b'>'
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b'\\'
+        )
+}
+
+/// Replaces the values of credential query parameters in a request URI. Returns the new URI when
+/// something was replaced.
+fn redact_query_tokens(uri: &str, found: &mut Found) -> Option<String> {
+    let query_start = uri.find('?')? + 1;
+    let query_end = uri[query_start..]
+        .find('#')
+        .map_or(uri.len(), |i| query_start + i);
+    let mut out = String::with_capacity(uri.len());
+    out.push_str(&uri[..query_start]);
+    let mut changed = false;
+    for (i, param) in uri[query_start..query_end].split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match param.split_once('=') {
+            Some((name, value))
+                if !value.is_empty()
+                    && value != REDACTED
+                    && TOKEN_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p)) =>
+            {
+                found.add(value);
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+                changed = true;
+            }
+            _ => out.push_str(param),
+        }
+    }
+    out.push_str(&uri[query_end..]);
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// One redaction case: an event, the JSON pointers that must end up redacted, pointers whose
+    /// values must be untouched, and values that must (or must not) be returned.
+    struct Case {
+        name: &'static str,
+        event: Value,
+        redacted: &'static [&'static str],
+        kept: &'static [&'static str],
+        returned: &'static [&'static str],
+        not_returned: &'static [&'static str],
+    }
+
+    fn secret_event(verb: &str, request: Value, response: Value) -> Value {
+        json!({
+            "kind": "Event",
+            "apiVersion": "audit.k8s.io/v1",
+            "level": "RequestResponse",
+            "auditID": "2b2c4a8e-1f0e-4c55-9f4c-7a0c0c4f9d11",
+            "stage": "ResponseComplete",
+            "requestURI": "/api/v1/namespaces/prod/secrets",
+            "verb": verb,
+            "user": {"username": "alice", "groups": ["system:authenticated"]},
+            "sourceIPs": ["10.0.0.7"],
+            "userAgent": "kubectl/v1.30.1",
+            "objectRef": {"resource": "secrets", "namespace": "prod", "name": "db", "apiVersion": "v1"},
+            "responseStatus": {"metadata": {}, "code": 200},
+            "requestObject": request,
+            "responseObject": response,
+            "requestReceivedTimestamp": "2024-05-01T10:00:00.000000Z",
+            "stageTimestamp": "2024-05-01T10:00:00.010000Z"
+        })
+    }
+
+    fn secret_object(data: Value, string_data: Value) -> Value {
+        json!({
+            "kind": "Secret",
+            "apiVersion": "v1",
+            "metadata": {"name": "db", "namespace": "prod", "labels": {"app": "billing"}},
+            "type": "Opaque",
+            "data": data,
+            "stringData": string_data
+        })
+    }
+
+    fn cases() -> Vec<Case> {
+        vec![
+            Case {
+                name: "create secret: data (base64) and stringData, request and response",
+                event: secret_event(
+                    "create",
+                    secret_object(
+                        json!({"password": "c3VwZXItc2VjcmV0LXB3", "user": "YWRtaW4="}),
+                        json!({"api-key": "sk_live_123456"}),
+                    ),
+                    secret_object(json!({"password": "c3VwZXItc2VjcmV0LXB3"}), json!(null)),
+                ),
+                redacted: &[
+                    "/requestObject/data/password",
+                    "/requestObject/data/user",
+                    "/requestObject/stringData/api-key",
+                    "/responseObject/data/password",
+                ],
+                kept: &[
+                    "/requestObject/metadata/name",
+                    "/requestObject/metadata/labels/app",
+                    "/requestObject/type",
+                    "/responseObject/stringData",
+                    "/objectRef/name",
+                    "/user/username",
+                ],
+                returned: &["c3VwZXItc2VjcmV0LXB3", "YWRtaW4=", "sk_live_123456"],
+                not_returned: &["db", "Opaque"],
+            },
+            Case {
+                name: "update secret without kind: resource says secrets",
+                event: secret_event(
+                    "update",
+                    json!({"metadata": {"name": "db"}, "data": {"token": "dG9rZW4tdmFsdWU="}}),
+                    json!(null),
+                ),
+                redacted: &["/requestObject/data/token"],
+                kept: &["/requestObject/metadata/name"],
+                returned: &["dG9rZW4tdmFsdWU="],
+                not_returned: &[],
+            },
+            Case {
+                name: "SecretList response: items carry no kind",
+                event: {
+                    let mut ev = secret_event(
+                        "list",
+                        json!(null),
+                        json!({
+                            "kind": "SecretList",
+                            "apiVersion": "v1",
+                            "metadata": {"resourceVersion": "4711"},
+                            "items": [
+                                {"metadata": {"name": "a"}, "type": "Opaque", "data": {"k": "YWFhYWFhYWE="}},
+                                {"metadata": {"name": "b"}, "stringData": {"k": "plain-text-b"}}
+                            ]
+                        }),
+                    );
+                    ev["objectRef"] = json!({"resource": "secrets", "namespace": "prod", "apiVersion": "v1"});
+                    ev
+                },
+                redacted: &["/responseObject/items/0/data/k", "/responseObject/items/1/stringData/k"],
+                kept: &[
+                    "/responseObject/items/0/metadata/name",
+                    "/responseObject/items/0/type",
+                    "/responseObject/metadata/resourceVersion",
+                ],
+                returned: &["YWFhYWFhYWE=", "plain-text-b"],
+                not_returned: &["4711"],
+            },
+            Case {
+                name: "SecretList recognized by kind alone",
+                event: json!({
+                    "verb": "list",
+                    "objectRef": {"resource": "things"},
+                    "responseObject": {"kind": "SecretList", "items": [{"data": {"k": "c2VjcmV0LWs="}}]}
+                }),
+                redacted: &["/responseObject/items/0/data/k"],
+                kept: &[],
+                returned: &["c2VjcmV0LWs="],
+                not_returned: &[],
+            },
+            Case {
+                name: "generic List: only items of kind Secret",
+                event: json!({
+                    "verb": "list",
+                    "objectRef": {"resource": "configmaps"},
+                    "responseObject": {"kind": "List", "items": [
+                        {"kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "bGlzdC1zZWNyZXQ="}},
+                        {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "not-a-secret"}}
+                    ]}
+                }),
+                redacted: &["/responseObject/items/0/data/k"],
+                kept: &["/responseObject/items/1/data/k", "/responseObject/items/0/metadata/name"],
+                returned: &["bGlzdC1zZWNyZXQ="],
+                not_returned: &["not-a-secret"],
+            },
+            Case {
+                name: "ConfigMap data is not redacted",
+                event: json!({
+                    "verb": "create",
+                    "objectRef": {"resource": "configmaps", "namespace": "prod", "name": "cfg"},
+                    "requestObject": {"kind": "ConfigMap", "data": {"log-level": "debug", "password-hint": "ask-bob"}},
+                    "responseObject": {"kind": "ConfigMap", "data": {"log-level": "debug"}}
+                }),
+                redacted: &[],
+                kept: &[
+                    "/requestObject/data/log-level",
+                    "/requestObject/data/password-hint",
+                    "/responseObject/data/log-level",
+                ],
+                returned: &[],
+                not_returned: &["debug", "ask-bob"],
+            },
+            Case {
+                name: "Table of secrets with included objects",
+                event: json!({
+                    "verb": "list",
+                    "objectRef": {"resource": "secrets", "namespace": "prod"},
+                    "responseObject": {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                        "columnDefinitions": [{"name": "Name", "type": "string"}],
+                        "rows": [{"cells": ["db"], "object": {"metadata": {"name": "db"}, "data": {"pw": "dGFibGUtcm93"}}}]}
+                }),
+                redacted: &["/responseObject/rows/0/object/data/pw"],
+                kept: &["/responseObject/rows/0/cells/0", "/responseObject/rows/0/object/metadata/name"],
+                returned: &["dGFibGUtcm93"],
+                not_returned: &[],
+            },
+            Case {
+                name: "unparseable last-applied annotation is replaced whole",
+                event: secret_event(
+                    "create",
+                    json!({"kind": "Secret", "metadata": {"name": "db", "annotations": {
+                        "kubectl.kubernetes.io/last-applied-configuration": "{not json: hunter2-xyz",
+                        "team": "payments"
+                    }}, "data": {}}),
+                    json!(null),
+                ),
+                redacted: &["/requestObject/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration"],
+                kept: &["/requestObject/metadata/annotations/team"],
+                returned: &["{not json: hunter2-xyz"],
+                not_returned: &["payments"],
+            },
+            Case {
+                name: "merge patch of a secret: every string and number",
+                event: secret_event(
+                    "patch",
+                    json!({"data": {"password": "bmV3LXBhc3N3b3Jk", "old": null}, "metadata": {"labels": {"rotated": "yes"}}, "pin": 98765, "immutable": true}),
+                    json!({"kind": "Secret", "metadata": {"name": "db"}, "data": {"password": "bmV3LXBhc3N3b3Jk"}}),
+                ),
+                redacted: &[
+                    "/requestObject/data/password",
+                    "/requestObject/metadata/labels/rotated",
+                    "/requestObject/pin",
+                    "/responseObject/data/password",
+                ],
+                kept: &["/requestObject/data/old", "/requestObject/immutable", "/responseObject/metadata/name"],
+                returned: &["bmV3LXBhc3N3b3Jk", "98765"],
+                not_returned: &["yes"],
+            },
+            Case {
+                name: "JSON patch of a secret: values, keeping op and path",
+                event: secret_event(
+                    "patch",
+                    json!([
+                        {"op": "replace", "path": "/data/password", "value": "anNvbi1wYXRjaC1wdw=="},
+                        {"op": "add", "path": "/stringData", "value": {"k": "plain-json-patch"}},
+                        {"op": "copy", "from": "/data/a", "path": "/data/b"}
+                    ]),
+                    json!(null),
+                ),
+                redacted: &["/requestObject/0/value", "/requestObject/1/value/k"],
+                kept: &[
+                    "/requestObject/0/op",
+                    "/requestObject/0/path",
+                    "/requestObject/1/path",
+                    "/requestObject/2/from",
+                    "/requestObject/2/path",
+                ],
+                returned: &["anNvbi1wYXRjaC1wdw==", "plain-json-patch"],
+                not_returned: &["replace", "/data/password"],
+            },
+            Case {
+                name: "TokenReview by resource: spec.token and status.token",
+                event: json!({
+                    "verb": "create",
+                    "requestURI": "/apis/authentication.k8s.io/v1/tokenreviews",
+                    "objectRef": {"resource": "tokenreviews", "apiGroup": "authentication.k8s.io", "apiVersion": "v1"},
+                    "requestObject": {"spec": {"token": "eyJhbGciOiJSUzI1NiJ9.review", "audiences": ["api"]}},
+                    "responseObject": {"kind": "TokenReview", "spec": {"token": "eyJhbGciOiJSUzI1NiJ9.review"},
+                        "status": {"authenticated": true, "user": {"username": "system:serviceaccount:ci:deployer"}, "token": "status-token-1"}}
+                }),
+                redacted: &["/requestObject/spec/token", "/responseObject/spec/token", "/responseObject/status/token"],
+                kept: &[
+                    "/requestObject/spec/audiences/0",
+                    "/responseObject/status/user/username",
+                    "/responseObject/status/authenticated",
+                ],
+                returned: &["eyJhbGciOiJSUzI1NiJ9.review", "status-token-1"],
+                not_returned: &["api"],
+            },
+            Case {
+                name: "TokenReview by kind only",
+                event: json!({
+                    "verb": "create",
+                    "requestObject": {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1", "spec": {"token": "kind-only-token"}}
+                }),
+                redacted: &["/requestObject/spec/token"],
+                kept: &["/requestObject/apiVersion"],
+                returned: &["kind-only-token"],
+                not_returned: &[],
+            },
+            Case {
+                name: "ServiceAccount TokenRequest response",
+                event: json!({
+                    "verb": "create",
+                    "requestURI": "/api/v1/namespaces/ci/serviceaccounts/deployer/token",
+                    "objectRef": {"resource": "serviceaccounts", "subresource": "token", "namespace": "ci", "name": "deployer", "apiVersion": "v1"},
+                    "requestObject": {"kind": "TokenRequest", "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600}},
+                    "responseObject": {"kind": "TokenRequest", "spec": {"expirationSeconds": 3600},
+                        "status": {"token": "eyJhbGciOiJSUzI1NiIsImtpZCI6InNhIn0.payload.sig", "expirationTimestamp": "2024-05-01T11:00:00Z"}}
+                }),
+                redacted: &["/responseObject/status/token"],
+                kept: &[
+                    "/responseObject/status/expirationTimestamp",
+                    "/requestObject/spec/expirationSeconds",
+                    "/requestObject/spec/audiences/0",
+                ],
+                returned: &["eyJhbGciOiJSUzI1NiIsImtpZCI6InNhIn0.payload.sig"],
+                not_returned: &["3600"],
+            },
+            Case {
+                name: "TokenRequest without kind, by subresource",
+                event: json!({
+                    "verb": "create",
+                    "objectRef": {"resource": "serviceaccounts", "subresource": "token", "name": "deployer"},
+                    "responseObject": {"status": {"token": "subresource-token"}}
+                }),
+                redacted: &["/responseObject/status/token"],
+                kept: &[],
+                returned: &["subresource-token"],
+                not_returned: &[],
+            },
+            Case {
+                name: "serviceaccounts without token subresource is untouched",
+                event: json!({
+                    "verb": "get",
+                    "objectRef": {"resource": "serviceaccounts", "name": "deployer"},
+                    "responseObject": {"kind": "ServiceAccount", "status": {"token": "not-a-token-field"}}
+                }),
+                redacted: &[],
+                kept: &["/responseObject/status/token"],
+                returned: &[],
+                not_returned: &["not-a-token-field"],
+            },
+            Case {
+                name: "short values are redacted but not returned",
+                event: secret_event(
+                    "create",
+                    secret_object(json!({"a": "eA==", "b": "abc"}), json!({"n": 42})),
+                    json!(null),
+                ),
+                redacted: &["/requestObject/data/a", "/requestObject/data/b", "/requestObject/stringData/n"],
+                kept: &[],
+                returned: &["eA=="],
+                not_returned: &["abc", "42"],
+            },
+        ]
+    }
+
+    #[test]
+    fn redaction_table() {
+        for case in cases() {
+            let original = case.event.clone();
+            let mut event = case.event;
+            let returned = redact_event(&mut event);
+            for pointer in case.redacted {
+                assert_eq!(
+                    event.pointer(pointer),
+                    Some(&json!(REDACTED)),
+                    "{}: {pointer} not redacted in {event:#}",
+                    case.name
+                );
+            }
+            for pointer in case.kept {
+                assert!(
+                    original.pointer(pointer).is_some(),
+                    "{}: bad pointer {pointer}",
+                    case.name
+                );
+                assert_eq!(
+                    event.pointer(pointer),
+                    original.pointer(pointer),
+                    "{}: {pointer} changed",
+                    case.name
+                );
+            }
+            for value in case.returned {
+                assert!(
+                    returned.iter().any(|r| r == value),
+                    "{}: {value:?} missing from {returned:?}",
+                    case.name
+                );
+            }
+            for value in case.not_returned {
+                assert!(
+                    !returned.iter().any(|r| r == value),
+                    "{}: {value:?} wrongly returned",
+                    case.name
+                );
+            }
+            let text = event.to_string();
+            for value in case.returned {
+                assert!(
+                    !text.contains(value),
+                    "{}: {value:?} still in event",
+                    case.name
+                );
+            }
+            // Redaction is idempotent.
+            let mut again = event.clone();
+            assert!(
+                redact_event(&mut again).is_empty(),
+                "{}: second pass found more",
+                case.name
+            );
+            assert_eq!(again, event, "{}: second pass changed the event", case.name);
+        }
+    }
+
+    #[test]
+    fn secret_keys_are_kept() {
+        let mut event = secret_event(
+            "create",
+            secret_object(
+                json!({"tls.crt": "Y2VydA==", "tls.key": "a2V5LWJ5dGVz"}),
+                json!({"x": "y-value"}),
+            ),
+            json!(null),
+        );
+        redact_event(&mut event);
+        assert_eq!(
+            event["requestObject"]["data"],
+            json!({"tls.crt": REDACTED, "tls.key": REDACTED})
+        );
+        assert_eq!(event["requestObject"]["stringData"], json!({"x": REDACTED}));
+    }
+
+    #[test]
+    fn base64_data_values_are_redacted_and_returned() {
+        // "postgres://app:s3cr3t@db:5432/app" base64-encoded, as the API server returns it.
+        let encoded = "cG9zdGdyZXM6Ly9hcHA6czNjcjN0QGRiOjU0MzIvYXBw";
+        let mut event = secret_event(
+            "get",
+            json!(null),
+            secret_object(json!({"DATABASE_URL": encoded}), json!(null)),
+        );
+        let returned = redact_event(&mut event);
+        assert_eq!(
+            event["responseObject"]["data"]["DATABASE_URL"],
+            json!(REDACTED)
+        );
+        assert_eq!(returned, vec![encoded.to_owned()]);
+        assert!(!event.to_string().contains(encoded));
+    }
+
+    #[test]
+    fn last_applied_configuration_is_parsed_and_redacted() {
+        let applied = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "prod"},
+            "data": {"password": "bGFzdC1hcHBsaWVk"},
+            "stringData": {"note": "applied-plain"}
+        });
+        let annotation = format!("{applied}\n");
+        let mut event = secret_event(
+            "create",
+            json!({
+                "kind": "Secret",
+                "apiVersion": "v1",
+                "metadata": {"name": "db", "annotations": {LAST_APPLIED: annotation}},
+                "data": {"password": "bGFzdC1hcHBsaWVk"}
+            }),
+            json!(null),
+        );
+        let returned = redact_event(&mut event);
+        let pointer =
+            "/requestObject/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration";
+        let Some(Value::String(text)) = event.pointer(pointer) else {
+            panic!("annotation missing: {event:#}");
+        };
+        assert!(text.ends_with('\n'));
+        let reparsed: Value = serde_json::from_str(text).expect("re-serialized annotation is JSON");
+        assert_eq!(reparsed["data"]["password"], json!(REDACTED));
+        assert_eq!(reparsed["stringData"]["note"], json!(REDACTED));
+        assert_eq!(reparsed["metadata"]["name"], json!("db"));
+        assert!(returned.contains(&"bGFzdC1hcHBsaWVk".to_owned()));
+        assert!(returned.contains(&"applied-plain".to_owned()));
+        // Distinct values: the password appears twice but is returned once.
+        assert_eq!(
+            returned.iter().filter(|r| *r == "bGFzdC1hcHBsaWVk").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn last_applied_of_a_configmap_is_untouched() {
+        let annotation = r#"{"apiVersion":"v1","kind":"ConfigMap","data":{"k":"v-value"}}"#;
+        let mut event = json!({
+            "verb": "create",
+            "objectRef": {"resource": "configmaps"},
+            "requestObject": {"kind": "ConfigMap", "metadata": {"annotations": {LAST_APPLIED: annotation}}, "data": {"k": "v-value"}}
+        });
+        let original = event.clone();
+        assert!(redact_event(&mut event).is_empty());
+        assert_eq!(event, original);
+    }
+
+    #[test]
+    fn bearer_tokens_in_annotations_and_uri() {
+        let mut event = json!({
+            "verb": "get",
+            "requestURI": "/api/v1/namespaces/prod/pods?watch=true&access_token=qwertyuiop123&fieldSelector=x#frag",
+            "objectRef": {"resource": "pods", "namespace": "prod"},
+            "annotations": {
+                "authorization.k8s.io/decision": "allow",
+                "example.com/forwarded-header": "Authorization: Bearer eyJhbGciOi.annot.sig, other=1",
+                "example.com/count": "3"
+            }
+        });
+        let returned = redact_event(&mut event);
+        assert_eq!(
+            event["requestURI"],
+            json!("/api/v1/namespaces/prod/pods?watch=true&access_token=[REDACTED]&fieldSelector=x#frag")
+        );
+        assert_eq!(
+            event["annotations"]["example.com/forwarded-header"],
+            json!("Authorization: Bearer [REDACTED], other=1")
+        );
+        assert_eq!(
+            event["annotations"]["authorization.k8s.io/decision"],
+            json!("allow")
+        );
+        for secret in ["qwertyuiop123", "eyJhbGciOi.annot.sig"] {
+            assert!(
+                returned.contains(&secret.to_owned()),
+                "{secret} not returned: {returned:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uri_token_forms() {
+        let table = [
+            (
+                "/api?token=abcdefgh",
+                "/api?token=[REDACTED]",
+                Some("abcdefgh"),
+            ),
+            (
+                "/api?TOKEN=abcdefgh&x=1",
+                "/api?TOKEN=[REDACTED]&x=1",
+                Some("abcdefgh"),
+            ),
+            ("/api?mytoken=abcdefgh", "/api?mytoken=abcdefgh", None),
+            ("/api?token=", "/api?token=", None),
+            ("/api/v1/pods", "/api/v1/pods", None),
+            (
+                "/proxy?h=Bearer%20tok-in-uri&y=2",
+                "/proxy?h=Bearer%20[REDACTED]&y=2",
+                Some("tok-in-uri"),
+            ),
+            (
+                "/proxy?h=bearer+tok-plus",
+                "/proxy?h=bearer+[REDACTED]",
+                Some("tok-plus"),
+            ),
+            ("/forbearer%20x", "/forbearer%20x", None),
+            (
+                "/api?id_token=a.b.c&refresh_token=zzzz",
+                "/api?id_token=[REDACTED]&refresh_token=[REDACTED]",
+                Some("zzzz"),
+            ),
+            (
+                "/caf\u{e9}?token=\u{e9}t\u{e9}-token",
+                "/caf\u{e9}?token=[REDACTED]",
+                Some("\u{e9}t\u{e9}-token"),
+            ),
+        ];
+        for (uri, expected, secret) in table {
+            let mut event = json!({"requestURI": uri});
+            let returned = redact_event(&mut event);
+            assert_eq!(event["requestURI"], json!(expected), "{uri}");
+            if let Some(secret) = secret {
+                assert!(returned.contains(&secret.to_owned()), "{uri}: {returned:?}");
+            } else {
+                assert!(returned.is_empty(), "{uri}: {returned:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn odd_shapes_do_not_panic() {
+        for mut event in [
+            json!(null),
+            json!("string event"),
+            json!([1, 2, 3]),
+            json!({"objectRef": "secrets", "requestObject": 5}),
+            json!({"objectRef": {"resource": "secrets"}, "verb": "patch", "requestObject": "raw patch text"}),
+            json!({"objectRef": {"resource": "secrets"}, "requestObject": {"kind": "Secret", "data": "not-a-map", "metadata": {"annotations": {LAST_APPLIED: 17}}}}),
+            json!({"objectRef": {"resource": "tokenreviews"}, "requestObject": {"spec": "x"}}),
+            json!({"annotations": ["Bearer abcdef"], "requestURI": 7}),
+            json!({"requestURI": "Bearer", "annotations": {"a": "bearer ", "b": "Bearer \"quoted\""}}),
+        ] {
+            let _ = redact_event(&mut event);
+        }
+        let mut event = json!({"objectRef": {"resource": "secrets"}, "verb": "patch", "requestObject": "raw patch text"});
+        assert_eq!(redact_event(&mut event), vec!["raw patch text".to_owned()]);
+        assert_eq!(event["requestObject"], json!(REDACTED));
+    }
+
+    #[test]
+    fn scrub_removes_returned_values_from_messages() {
+        let mut event = secret_event(
+            "create",
+            secret_object(
+                json!({"password": "c3VwZXItc2VjcmV0LXB3"}),
+                json!({"api-key": "sk_live_123456"}),
+            ),
+            json!(null),
+        );
+        let message =
+            "alice created secret prod/db with password=c3VwZXItc2VjcmV0LXB3 key=sk_live_123456";
+        let secrets = redact_event(&mut event);
+        assert_eq!(
+            scrub(message, &secrets),
+            "alice created secret prod/db with password=[REDACTED] key=[REDACTED]"
+        );
+    }
+
+    #[test]
+    fn scrub_cases() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let table: [(&str, Vec<String>, &str); 8] = [
+            ("nothing to do", s(&[]), "nothing to do"),
+            ("abc", s(&[""]), "abc"),
+            (
+                "x=abcdef y=abcd",
+                s(&["abcd", "abcdef"]),
+                "x=[REDACTED] y=[REDACTED]",
+            ),
+            ("abcdabcd", s(&["abcd"]), "[REDACTED][REDACTED]"),
+            (
+                "caf\u{e9} s\u{e9}cr\u{e9}t!",
+                s(&["s\u{e9}cr\u{e9}t"]),
+                "caf\u{e9} [REDACTED]!",
+            ),
+            (
+                r#"{"pw":"a\"b\\c"}"#,
+                s(&["a\"b\\c"]),
+                r#"{"pw":"[REDACTED]"}"#,
+            ),
+            ("plain a\"b\\c", s(&["a\"b\\c"]), "plain [REDACTED]"),
+            ("no match here", s(&["zzzz"]), "no match here"),
+        ];
+        for (text, secrets, expected) in table {
+            assert_eq!(scrub(text, &secrets), expected, "{text}");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! tripline: a Kubernetes audit-log analyzer. Decodes kube-apiserver audit events, matches them
+//! against Sigma detection rules and renders alerts as Elastic Common Schema documents.
+
+pub mod alert;
+pub mod config;
+pub mod event;
+pub mod rules;
+pub mod scan;

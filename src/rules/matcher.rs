@@ -1,0 +1,423 @@
+//! Value matchers: one Sigma value (with its modifiers) compiled to the cheapest strategy that can
+//! match it: exact, prefix, suffix, substring (aho-corasick), wildcard or user regex, CIDR,
+//! numeric comparison, null and exists.
+
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+
+use crate::event::{Event, FieldRef, FieldValue};
+
+/// A compiled string comparison.
+#[derive(Debug, Clone)]
+pub enum StrMatcher {
+    /// `*`: any value at all.
+    Any,
+    /// Equality; the needle is lowercased unless `cased`.
+    Exact {
+        needle: String,
+        cased: bool,
+    },
+    Prefix {
+        needle: String,
+        cased: bool,
+    },
+    Suffix {
+        needle: String,
+        cased: bool,
+    },
+    Contains {
+        finder: AhoCorasick,
+        needle: String,
+    },
+    /// Wildcards that fit no simpler shape, and user regexes (`re`).
+    Regex(Regex),
+}
+
+impl StrMatcher {
+    /// True if and only if `hay` matches. Allocates only for case-insensitive comparisons of
+    /// non-ASCII text.
+    pub fn is_match(&self, hay: &str) -> bool {
+        match self {
+            StrMatcher::Any => true,
+            StrMatcher::Exact { needle, cased } => eq(hay, needle, *cased),
+            StrMatcher::Prefix { needle, cased } => {
+                hay.len() >= needle.len()
+                    && hay.is_char_boundary(needle.len())
+                    && eq(&hay[..needle.len()], needle, *cased)
+                    || (!cased
+                        && !hay.is_ascii()
+                        && hay.to_lowercase().starts_with(needle.as_str()))
+            }
+            StrMatcher::Suffix { needle, cased } => {
+                let start = hay.len().wrapping_sub(needle.len());
+                hay.len() >= needle.len()
+                    && hay.is_char_boundary(start)
+                    && eq(&hay[start..], needle, *cased)
+                    || (!cased && !hay.is_ascii() && hay.to_lowercase().ends_with(needle.as_str()))
+            }
+            StrMatcher::Contains { finder, .. } => finder.is_match(hay),
+            StrMatcher::Regex(re) => re.is_match(hay),
+        }
+    }
+
+    /// The exact value this matcher requires, if it is a plain equality (for the rule index).
+    pub fn exact_value(&self) -> Option<&str> {
+        match self {
+            StrMatcher::Exact { needle, .. } => Some(needle),
+            _ => None,
+        }
+    }
+}
+
+fn eq(hay: &str, needle: &str, cased: bool) -> bool {
+    if cased {
+        hay == needle
+    } else if hay.is_ascii() {
+        hay.eq_ignore_ascii_case(needle)
+    } else {
+        hay.to_lowercase() == needle
+    }
+}
+
+/// One piece of a Sigma string value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tok {
+    Lit(String),
+    Star,
+    Question,
+}
+
+/// Splits a Sigma string into literals and wildcards. `\` escapes only `*`, `?` and `\`; before any
+/// other character it is a literal backslash.
+pub fn tokenize(s: &str) -> Vec<Tok> {
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(&n @ ('*' | '?' | '\\')) => {
+                    lit.push(n);
+                    chars.next();
+                }
+                _ => lit.push('\\'),
+            },
+            '*' | '?' => {
+                if !lit.is_empty() {
+                    out.push(Tok::Lit(std::mem::take(&mut lit)));
+                }
+                let t = if c == '*' { Tok::Star } else { Tok::Question };
+                if !(t == Tok::Star && out.last() == Some(&Tok::Star)) {
+                    out.push(t);
+                }
+            }
+            _ => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        out.push(Tok::Lit(lit));
+    }
+    out
+}
+
+/// Compiles wildcard tokens to the cheapest matcher.
+pub fn compile_tokens(toks: &[Tok], cased: bool) -> Result<StrMatcher, regex::Error> {
+    let norm = |s: &str| {
+        if cased {
+            s.to_string()
+        } else {
+            s.to_lowercase()
+        }
+    };
+    let ascii = toks.iter().all(|t| match t {
+        Tok::Lit(s) => s.is_ascii(),
+        _ => true,
+    });
+    Ok(match toks {
+        [] => StrMatcher::Exact {
+            needle: String::new(),
+            cased,
+        },
+        [Tok::Star] => StrMatcher::Any,
+        [Tok::Lit(s)] => StrMatcher::Exact {
+            needle: norm(s),
+            cased,
+        },
+        [Tok::Lit(s), Tok::Star] => StrMatcher::Prefix {
+            needle: norm(s),
+            cased,
+        },
+        [Tok::Star, Tok::Lit(s)] => StrMatcher::Suffix {
+            needle: norm(s),
+            cased,
+        },
+        [Tok::Star, Tok::Lit(s), Tok::Star] if cased || ascii => StrMatcher::Contains {
+            finder: AhoCorasick::builder()
+                .ascii_case_insensitive(!cased)
+                .build([s.as_str()])
+                .map_err(|e| regex::Error::Syntax(e.to_string()))?,
+            needle: s.clone(),
+        },
+        _ => {
+            let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
+            for t in toks {
+                match t {
+                    Tok::Lit(s) => re.push_str(&regex::escape(s)),
+                    Tok::Star => re.push_str(".*"),
+                    Tok::Question => re.push('.'),
+                }
+            }
+            re.push('$');
+            StrMatcher::Regex(Regex::new(&re)?)
+        }
+    })
+}
+
+/// Numeric comparison operators (`gt`, `gte`, `lt`, `lte`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+/// One compiled value of a field condition.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    /// A string (with wildcards) or regex. Numbers and booleans in the event are compared by
+    /// their JSON text (`"403"` matches `403`, `'true'` matches `true`).
+    Str(StrMatcher),
+    /// A YAML number: equal to a number in the event, or to a string holding that number.
+    Num(f64),
+    /// A YAML boolean: equal to a boolean in the event, or to the string `true`/`false`.
+    Bool(bool),
+    /// `gt`/`gte`/`lt`/`lte`: numeric events, or strings that parse as numbers.
+    Compare(Cmp, f64),
+    /// `cidr`: an IP address inside the network.
+    Cidr(ipnet::IpNet),
+    /// YAML `null`: the field is absent or null.
+    Null,
+    /// `exists: true|false`.
+    Exists(bool),
+}
+
+fn as_number(v: FieldValue<'_>) -> Option<f64> {
+    match v {
+        FieldValue::Int(i) => Some(i as f64),
+        FieldValue::Float(f) => Some(f),
+        FieldValue::Str(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+impl Pattern {
+    /// Field-level patterns look at presence, not at values.
+    pub fn is_field_level(&self) -> bool {
+        matches!(self, Pattern::Null | Pattern::Exists(_))
+    }
+
+    /// True if and only if this value-level pattern matches one value.
+    pub fn matches_value(&self, v: FieldValue<'_>) -> bool {
+        match (self, v) {
+            (Pattern::Str(StrMatcher::Any), FieldValue::Null) => false,
+            (Pattern::Str(StrMatcher::Any), _) => true,
+            (Pattern::Str(m), FieldValue::Str(s)) => m.is_match(s),
+            (Pattern::Str(m), FieldValue::Int(i)) => {
+                let mut buf = itoa_buf(i);
+                m.is_match(buf.as_str())
+            }
+            (Pattern::Str(m), FieldValue::Float(f)) => m.is_match(&f.to_string()),
+            (Pattern::Str(m), FieldValue::Bool(b)) => m.is_match(if b { "true" } else { "false" }),
+            (Pattern::Str(_), _) => false,
+            (Pattern::Num(n), v) => as_number(v).is_some_and(|x| x == *n),
+            (Pattern::Bool(b), FieldValue::Bool(x)) => *b == x,
+            (Pattern::Bool(b), FieldValue::Str(s)) => {
+                s.eq_ignore_ascii_case(if *b { "true" } else { "false" })
+            }
+            (Pattern::Bool(_), _) => false,
+            (Pattern::Compare(op, n), v) => as_number(v).is_some_and(|x| match op {
+                Cmp::Gt => x > *n,
+                Cmp::Gte => x >= *n,
+                Cmp::Lt => x < *n,
+                Cmp::Lte => x <= *n,
+            }),
+            (Pattern::Cidr(net), FieldValue::Str(s)) => {
+                s.trim().parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip))
+            }
+            (Pattern::Cidr(_), _) => false,
+            (Pattern::Null | Pattern::Exists(_), _) => false,
+        }
+    }
+
+    /// True if and only if this pattern matches `field` of `ev` (any value, for value patterns).
+    pub fn matches_field(&self, ev: &Event<'_>, field: &FieldRef) -> bool {
+        match self {
+            Pattern::Null => !ev.has(field),
+            Pattern::Exists(want) => ev.has(field) == *want,
+            _ => ev.any_value(field, &mut |v| self.matches_value(v)),
+        }
+    }
+}
+
+/// Formats an integer without allocating.
+struct IntBuf {
+    buf: [u8; 24],
+    start: usize,
+}
+
+impl IntBuf {
+    fn as_str(&mut self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("")
+    }
+}
+
+fn itoa_buf(i: i64) -> IntBuf {
+    let mut buf = [0u8; 24];
+    let mut pos = buf.len();
+    let neg = i < 0;
+    let mut n = i.unsigned_abs();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if neg {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    IntBuf { buf, start: pos }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, cased: bool) -> StrMatcher {
+        compile_tokens(&tokenize(pattern), cased).unwrap()
+    }
+
+    #[test]
+    fn sigma_string_matching_table() {
+        // (pattern, cased, value, expected)
+        let cases: &[(&str, bool, &str, bool)] = &[
+            ("get", false, "get", true),
+            ("get", false, "GET", true),
+            ("GET", false, "get", true),
+            ("get", true, "GET", false),
+            ("get", false, "gets", false),
+            ("", false, "", true),
+            ("", false, "x", false),
+            ("*", false, "", true),
+            ("*", false, "anything", true),
+            ("system:*", false, "system:node:n1", true),
+            ("system:*", false, "System:Node", true),
+            ("system:*", false, "user", false),
+            ("*:latest", false, "nginx:latest", true),
+            ("*:latest", false, "nginx:LATEST", true),
+            ("*:latest", false, "nginx:1.25", false),
+            ("*secret*", false, "my-SECRET-x", true),
+            ("*secret*", true, "my-SECRET-x", false),
+            ("a?c", false, "abc", true),
+            ("a?c", false, "ac", false),
+            ("a?c", false, "abbc", false),
+            ("a*c", false, "abbc", true),
+            ("a*c", false, "abbd", false),
+            (r"\*", false, "*", true),
+            (r"\*", false, "x", false),
+            (r"a\?", false, "a?", true),
+            (r"a\?", false, "ab", false),
+            (r"c:\\x", false, r"c:\x", true),
+            (r"c:\x", false, r"c:\x", true),
+            (r"\\*", false, r"\anything", true),
+            ("/healthz*", false, "/healthz?verbose", true),
+            ("Ünïcode", false, "üNÏCODE", true),
+            ("*ÄB*", false, "xxäbyy", true),
+            ("ü*", false, "ÜBER", true),
+            ("*ß", false, "STRASSß", true),
+            ("a.b", false, "axb", false),
+            ("(x)*", false, "(x)yz", true),
+        ];
+        for (pat, cased, val, want) in cases {
+            assert_eq!(
+                m(pat, *cased).is_match(val),
+                *want,
+                "{pat:?} cased={cased} on {val:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wildcards_compile_to_the_cheapest_strategy() {
+        assert!(matches!(m("abc", false), StrMatcher::Exact { .. }));
+        assert!(matches!(m("abc*", false), StrMatcher::Prefix { .. }));
+        assert!(matches!(m("*abc", false), StrMatcher::Suffix { .. }));
+        assert!(matches!(m("*abc*", false), StrMatcher::Contains { .. }));
+        assert!(matches!(m("**", false), StrMatcher::Any));
+        assert!(matches!(m("a*b", false), StrMatcher::Regex(_)));
+    }
+
+    #[test]
+    fn typed_values_compare_as_defined() {
+        use FieldValue::*;
+        let s = |p: &str| Pattern::Str(m(p, false));
+        let cases: Vec<(Pattern, FieldValue<'_>, bool)> = vec![
+            (Pattern::Num(403.0), Int(403), true),
+            (Pattern::Num(403.0), Str("403"), true),
+            (Pattern::Num(403.0), Int(401), false),
+            (Pattern::Num(403.0), Str("forbidden"), false),
+            (s("403"), Int(403), true),
+            (s("40*"), Int(403), true),
+            (s("-5"), Int(-5), true),
+            (Pattern::Bool(true), Bool(true), true),
+            (Pattern::Bool(true), Bool(false), false),
+            (Pattern::Bool(true), Str("True"), true),
+            (Pattern::Bool(true), Int(1), false),
+            (s("true"), Bool(true), true),
+            (s("*"), Null, false),
+            (s("*"), Object, true),
+            (s("x"), Object, false),
+            (Pattern::Compare(Cmp::Gt, 399.0), Int(403), true),
+            (Pattern::Compare(Cmp::Gt, 403.0), Int(403), false),
+            (Pattern::Compare(Cmp::Gte, 403.0), Int(403), true),
+            (Pattern::Compare(Cmp::Lt, 1.0), Float(0.5), true),
+            (Pattern::Compare(Cmp::Lte, 0.0), Str("0"), true),
+            (Pattern::Compare(Cmp::Lte, 0.0), Str("zero"), false),
+            (
+                Pattern::Cidr("10.0.0.0/8".parse().unwrap()),
+                Str("10.1.2.3"),
+                true,
+            ),
+            (
+                Pattern::Cidr("10.0.0.0/8".parse().unwrap()),
+                Str("11.1.2.3"),
+                false,
+            ),
+            (
+                Pattern::Cidr("fd00::/8".parse().unwrap()),
+                Str("fd00::1"),
+                true,
+            ),
+            (
+                Pattern::Cidr("10.0.0.0/8".parse().unwrap()),
+                Str("not-an-ip"),
+                false,
+            ),
+        ];
+        for (p, v, want) in cases {
+            assert_eq!(p.matches_value(v), want, "{p:?} on {v:?}");
+        }
+    }
+
+    #[test]
+    fn integers_format_without_allocation() {
+        for i in [0i64, 7, -7, 403, i64::MIN, i64::MAX] {
+            assert_eq!(itoa_buf(i).as_str(), i.to_string());
+        }
+    }
+}

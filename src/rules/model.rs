@@ -1,0 +1,139 @@
+//! The rule model: what a loaded rule is, independent of the language it was written in.
+
+use std::fmt;
+
+/// Sigma `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s {
+            "informational" => Level::Informational,
+            "low" => Level::Low,
+            "medium" => Level::Medium,
+            "high" => Level::High,
+            "critical" => Level::Critical,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Informational => "informational",
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+            Level::Critical => "critical",
+        }
+    }
+
+    /// ECS `event.severity` / Elastic Security risk score for this level.
+    pub fn severity(self) -> u8 {
+        match self {
+            Level::Informational => 1,
+            Level::Low => 21,
+            Level::Medium => 47,
+            Level::High => 73,
+            Level::Critical => 99,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The descriptive part of a rule: what alerts carry about the rule that fired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleMeta {
+    /// Sigma `id` (a UUID).
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: Option<String>,
+    pub author: Option<String>,
+    pub date: Option<String>,
+    pub modified: Option<String>,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub references: Vec<String>,
+    pub falsepositives: Vec<String>,
+    /// Where the rule came from: a file path, or `builtin:<file>` for the default pack.
+    pub source: String,
+    /// `tripline` for the default pack, `custom` for rules loaded from files.
+    pub ruleset: String,
+}
+
+/// One field condition of a selection: `field|modifiers: values`.
+#[derive(Debug, Clone)]
+pub struct FieldCond {
+    /// The field as written in the rule (for messages).
+    pub name: String,
+    /// Where to read it; more than one when a field mapping maps it to several paths (any counts).
+    pub fields: Vec<crate::event::FieldRef>,
+    pub patterns: Vec<super::matcher::Pattern>,
+    /// `all`: every pattern must match (by some value); otherwise any pattern.
+    pub all: bool,
+}
+
+/// A named detection item of a rule.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// A map: every field condition holds.
+    Map(Vec<FieldCond>),
+    /// A list of maps: any of them holds.
+    AnyOf(Vec<Vec<FieldCond>>),
+    /// A list of keywords: any occurs in the event's JSON text.
+    Keywords(Vec<super::matcher::Pattern>),
+}
+
+/// A piece of an `output` template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputPart {
+    Lit(String),
+    Field(crate::event::FieldRef),
+}
+
+/// `throttle`: repeated matches with the same key within `window` (event time) are counted, not
+/// re-alerted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrottleSpec {
+    pub key: Vec<crate::event::FieldRef>,
+    pub window: std::time::Duration,
+}
+
+/// One embedded test of a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleTest {
+    pub name: String,
+    pub expect_match: bool,
+    /// The sample event as JSON text.
+    pub event_json: String,
+    pub line: usize,
+}
+
+/// A compiled rule: metadata, selections, the condition over them, and the extensions.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub meta: RuleMeta,
+    /// Detection names, in the rule's order (selection `i` is `names[i]`).
+    pub names: Vec<String>,
+    pub selections: Vec<Selection>,
+    pub condition: super::condition::Expr,
+    /// Configured exceptions: if any holds, the rule does not match.
+    pub exceptions: Vec<Vec<FieldCond>>,
+    pub output: Option<Vec<OutputPart>>,
+    pub throttle: Option<ThrottleSpec>,
+    pub tests: Vec<RuleTest>,
+    /// The line of `id:` in `meta.source`.
+    pub line: usize,
+}

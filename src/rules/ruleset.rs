@@ -1,0 +1,539 @@
+//! The compiled, immutable [`RuleSet`]: rules indexed by the verbs and resources they can match,
+//! evaluation, throttling and output rendering.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+
+use super::condition::Expr;
+use super::model::{FieldCond, OutputPart, Rule, Selection};
+use crate::event::{Event, FieldRef, FieldValue};
+
+/// Default bound on the number of throttle keys held at once.
+pub const DEFAULT_THROTTLE_MAX_KEYS: usize = 100_000;
+
+impl FieldCond {
+    /// True if and only if this condition holds for `ev`.
+    pub fn matches(&self, ev: &Event<'_>) -> bool {
+        if self.all {
+            return self
+                .patterns
+                .iter()
+                .all(|p| self.fields.iter().any(|f| p.matches_field(ev, f)));
+        }
+        self.fields.iter().any(|f| {
+            self.patterns
+                .iter()
+                .any(|p| p.is_field_level() && p.matches_field(ev, f))
+                || (self.patterns.iter().any(|p| !p.is_field_level())
+                    && ev.any_value(f, &mut |v| {
+                        self.patterns
+                            .iter()
+                            .any(|p| !p.is_field_level() && p.matches_value(v))
+                    }))
+        })
+    }
+
+    /// The lowercased values this condition requires for `field`, if it is a plain equality on it.
+    fn required_values(&self, field: &FieldRef) -> Option<HashSet<String>> {
+        if self.all || self.fields.len() != 1 || &self.fields[0] != field {
+            return None;
+        }
+        self.patterns
+            .iter()
+            .map(|p| match p {
+                super::matcher::Pattern::Str(m) => m.exact_value().map(str::to_lowercase),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn map_matches(conds: &[FieldCond], ev: &Event<'_>) -> bool {
+    conds.iter().all(|c| c.matches(ev))
+}
+
+impl Selection {
+    pub fn matches(&self, ev: &Event<'_>) -> bool {
+        match self {
+            Selection::Map(conds) => map_matches(conds, ev),
+            Selection::AnyOf(maps) => maps.iter().any(|m| map_matches(m, ev)),
+            Selection::Keywords(pats) => pats
+                .iter()
+                .any(|p| p.matches_value(FieldValue::Str(ev.raw()))),
+        }
+    }
+
+    fn required_values(&self, field: &FieldRef) -> Option<HashSet<String>> {
+        let of_map = |conds: &[FieldCond]| {
+            conds
+                .iter()
+                .filter_map(|c| c.required_values(field))
+                .reduce(|a, b| a.intersection(&b).cloned().collect())
+        };
+        match self {
+            Selection::Map(conds) => of_map(conds),
+            Selection::AnyOf(maps) => maps
+                .iter()
+                .map(|m| of_map(m))
+                .collect::<Option<Vec<_>>>()
+                .map(|sets| sets.into_iter().flatten().collect()),
+            Selection::Keywords(_) => None,
+        }
+    }
+}
+
+/// The values of `field` that `expr` requires, or `None` if any value (or none) could match.
+/// Sound by construction: a rule whose condition holds always has its field in the set.
+fn required_values(expr: &Expr, sels: &[Selection], field: &FieldRef) -> Option<HashSet<String>> {
+    match expr {
+        Expr::Sel(i) => sels[*i].required_values(field),
+        Expr::Not(_) => None,
+        Expr::And(es) => es
+            .iter()
+            .filter_map(|e| required_values(e, sels, field))
+            .reduce(|a, b| a.intersection(&b).cloned().collect()),
+        Expr::Or(es) => es
+            .iter()
+            .map(|e| required_values(e, sels, field))
+            .collect::<Option<Vec<_>>>()
+            .map(|sets| sets.into_iter().flatten().collect()),
+        Expr::AtLeast(_, ids) => ids
+            .iter()
+            .map(|i| sels[*i].required_values(field))
+            .collect::<Option<Vec<_>>>()
+            .map(|sets| sets.into_iter().flatten().collect()),
+    }
+}
+
+impl Rule {
+    /// True if and only if the rule's detection holds for `ev` and no configured exception does.
+    pub fn matches(&self, ev: &Event<'_>) -> bool {
+        self.detection_matches(ev) && !self.exceptions.iter().any(|e| map_matches(e, ev))
+    }
+
+    /// The detection alone, without configured exceptions (what embedded tests check).
+    pub fn detection_matches(&self, ev: &Event<'_>) -> bool {
+        self.condition.eval(&mut |i| self.selections[i].matches(ev))
+    }
+
+    /// Renders the `output` template (or the title) for `ev`. Fields with several values are
+    /// joined with `, `; a missing field renders as `<none>`.
+    pub fn render_output(&self, ev: &Event<'_>) -> String {
+        let Some(parts) = &self.output else {
+            return self.meta.title.clone();
+        };
+        let mut out = String::new();
+        for p in parts {
+            match p {
+                OutputPart::Lit(s) => out.push_str(s),
+                OutputPart::Field(f) => {
+                    let vals = ev.values_as_strings(f);
+                    if vals.is_empty() {
+                        out.push_str("<none>");
+                    } else {
+                        out.push_str(&vals.join(", "));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii() {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// Rule candidates by verb, with a resource pre-filter per rule.
+#[derive(Debug, Default)]
+struct Index {
+    by_verb: HashMap<String, Vec<u32>>,
+    any_verb: Vec<u32>,
+    resources: Vec<Option<HashSet<String>>>,
+}
+
+impl Index {
+    fn build(rules: &[Rule]) -> Index {
+        let mut idx = Index::default();
+        for (i, r) in rules.iter().enumerate() {
+            let i = i as u32;
+            match required_values(&r.condition, &r.selections, &FieldRef::Verb) {
+                Some(verbs) => {
+                    for v in verbs {
+                        idx.by_verb.entry(v).or_default().push(i);
+                    }
+                }
+                None => idx.any_verb.push(i),
+            }
+            idx.resources.push(required_values(
+                &r.condition,
+                &r.selections,
+                &FieldRef::ObjResource,
+            ));
+        }
+        idx
+    }
+}
+
+#[derive(Debug)]
+struct ThrottleEntry {
+    window_start: DateTime<Utc>,
+    suppressed: u64,
+}
+
+/// One rule that fired on an event.
+#[derive(Debug)]
+pub struct Match<'r> {
+    /// Index of the rule in the set.
+    pub index: usize,
+    pub rule: &'r Rule,
+    /// Matches of this rule and throttle key suppressed since the previous alert.
+    pub suppressed: u64,
+}
+
+/// An immutable set of compiled rules with its index and shared throttle state.
+/// `Sync`: worker threads share one `RuleSet`.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    index: Index,
+    throttle: DashMap<(u32, u64), ThrottleEntry>,
+    throttle_max_keys: usize,
+    /// Matches not alerted because of throttling.
+    pub suppressed_total: AtomicU64,
+    /// Matches alerted without throttling because the key table was full.
+    pub throttle_overflow_total: AtomicU64,
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> RuleSet {
+        let index = Index::build(&rules);
+        RuleSet {
+            rules,
+            index,
+            throttle: DashMap::new(),
+            throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
+            suppressed_total: AtomicU64::new(0),
+            throttle_overflow_total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn with_throttle_max_keys(mut self, n: usize) -> RuleSet {
+        self.throttle_max_keys = n.max(1);
+        self
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Pushes the index of every rule matching `ev`, testing only the candidates the index
+    /// selects. Allocates nothing when no rule matches (beyond lazily parsed event parts).
+    pub fn matching_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
+        let verb = ev.verb().map(lower);
+        let resource = ev.resource().map(lower);
+        let by_verb = verb
+            .as_deref()
+            .and_then(|v| self.index.by_verb.get(v))
+            .map_or(&[][..], Vec::as_slice);
+        for &i in by_verb.iter().chain(self.index.any_verb.iter()) {
+            let i = i as usize;
+            if let Some(set) = &self.index.resources[i] {
+                match resource.as_deref() {
+                    Some(r) if set.contains(r) => {}
+                    _ => continue,
+                }
+            }
+            if self.rules[i].matches(ev) {
+                out.push(i);
+            }
+        }
+    }
+
+    /// Like [`RuleSet::matching_into`], but tests every rule (the reference for the index).
+    pub fn matching_unindexed_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
+        out.extend((0..self.rules.len()).filter(|&i| self.rules[i].matches(ev)));
+    }
+
+    /// The rules that fire on `ev` after throttling, in rule order.
+    pub fn matches_into<'r>(&'r self, ev: &Event<'_>, out: &mut Vec<Match<'r>>) {
+        let mut hits = Vec::new();
+        self.matching_into(ev, &mut hits);
+        hits.sort_unstable();
+        for i in hits {
+            let rule = &self.rules[i];
+            match &rule.throttle {
+                None => out.push(Match {
+                    index: i,
+                    rule,
+                    suppressed: 0,
+                }),
+                Some(spec) => {
+                    if let Some(suppressed) = self.throttle_check(i as u32, spec, ev) {
+                        out.push(Match {
+                            index: i,
+                            rule,
+                            suppressed,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns `Some(suppressed count)` when the match should alert, `None` when suppressed.
+    fn throttle_check(
+        &self,
+        rule: u32,
+        spec: &super::model::ThrottleSpec,
+        ev: &Event<'_>,
+    ) -> Option<u64> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for f in &spec.key {
+            ev.values_as_strings(f).hash(&mut h);
+        }
+        let key = (rule, h.finish());
+        let now = ev.time().unwrap_or_else(Utc::now);
+        let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::MAX);
+        if let Some(mut e) = self.throttle.get_mut(&key) {
+            if now >= e.window_start && now - e.window_start < window {
+                e.suppressed += 1;
+                self.suppressed_total.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            let suppressed = std::mem::take(&mut e.suppressed);
+            e.window_start = now;
+            return Some(suppressed);
+        }
+        if self.throttle.len() >= self.throttle_max_keys {
+            // Drop keys whose window has passed (by this event's time); if still full, alert
+            // rather than lose the match.
+            self.throttle.retain(|_, e| now - e.window_start < window);
+            if self.throttle.len() >= self.throttle_max_keys {
+                self.throttle_overflow_total.fetch_add(1, Ordering::Relaxed);
+                return Some(0);
+            }
+        }
+        self.throttle.insert(
+            key,
+            ThrottleEntry {
+                window_start: now,
+                suppressed: 0,
+            },
+        );
+        Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::decode_value_into;
+    use crate::rules::sigma::{builtin_field_mappings, load_str, CompileOptions};
+
+    fn rules(yaml_detections: &[(&str, &str)]) -> RuleSet {
+        let mut text = String::new();
+        for (i, (det, extra)) in yaml_detections.iter().enumerate() {
+            text.push_str(&format!(
+                "title: R{i}\nid: 00000000-0000-4000-8000-{i:012}\nlogsource: {{product: kubernetes, service: audit}}\nlevel: medium\n{extra}\ndetection:\n{det}\n---\n"
+            ));
+        }
+        let opts = CompileOptions {
+            field_mappings: builtin_field_mappings(),
+            ..CompileOptions::default()
+        };
+        let (r, e) = load_str("t.yml", &text, &opts);
+        assert!(e.is_empty(), "{e:?}");
+        RuleSet::new(r)
+    }
+
+    fn hits(set: &RuleSet, json: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        decode_value_into(json, &mut |ev| set.matching_into(ev.unwrap(), &mut out));
+        out
+    }
+
+    #[test]
+    fn selections_follow_sigma_semantics() {
+        let set = rules(&[
+            // 0: map = AND, list = OR
+            ("  s:\n    verb: [get, list]\n    objectRef.resource: secrets\n  condition: s", ""),
+            // 1: list of maps = OR of maps
+            ("  s:\n    - verb: delete\n    - user.username: mallory\n  condition: s", ""),
+            // 2: all: every value must match some element
+            ("  s:\n    user.groups|all: [dev, 'system:authenticated']\n  condition: s", ""),
+            // 3: null: field missing
+            ("  s:\n    verb: get\n    objectRef.namespace: null\n  condition: s", ""),
+            // 4: exists false
+            ("  s:\n    verb: get\n    impersonatedUser|exists: true\n  condition: s", ""),
+            // 5: numbers, gt, cidr
+            ("  s:\n    responseStatus.code|gte: 400\n    sourceIPs|cidr: 10.0.0.0/8\n  condition: s", ""),
+            // 6: bracketed annotation key + keywords
+            ("  s:\n    annotations['authorization.k8s.io/decision']: allow\n  k:\n    - 'evil-tool'\n  condition: s and k", ""),
+            // 7: re is case-sensitive unless i
+            ("  s:\n    userAgent|re: '^kubectl/'\n  condition: s", ""),
+        ]);
+        let cases: &[(&str, &[usize])] = &[
+            (
+                r#"{"verb":"get","objectRef":{"resource":"secrets","namespace":"a"}}"#,
+                &[0],
+            ),
+            (
+                r#"{"verb":"LIST","objectRef":{"resource":"Secrets"}}"#,
+                &[0],
+            ),
+            (
+                r#"{"verb":"watch","objectRef":{"resource":"secrets"}}"#,
+                &[],
+            ),
+            (r#"{"verb":"delete"}"#, &[1]),
+            (r#"{"verb":"patch","user":{"username":"Mallory"}}"#, &[1]),
+            (
+                r#"{"verb":"patch","user":{"groups":["dev","system:authenticated"]}}"#,
+                &[2],
+            ),
+            (r#"{"verb":"patch","user":{"groups":["dev"]}}"#, &[]),
+            (r#"{"verb":"get","objectRef":{"resource":"pods"}}"#, &[3]),
+            (
+                r#"{"verb":"get","objectRef":{"resource":"pods","namespace":null}}"#,
+                &[3],
+            ),
+            (
+                r#"{"verb":"get","objectRef":{"resource":"pods","namespace":"x"},"impersonatedUser":{"username":"bob"}}"#,
+                &[4],
+            ),
+            (
+                r#"{"verb":"get","objectRef":{"resource":"pods","namespace":"x"},"responseStatus":{"code":403},"sourceIPs":["1.2.3.4","10.0.0.9"]}"#,
+                &[5],
+            ),
+            (
+                r#"{"verb":"get","objectRef":{"resource":"pods","namespace":"x"},"responseStatus":{"code":200},"sourceIPs":["10.0.0.9"]}"#,
+                &[],
+            ),
+            (
+                r#"{"verb":"create","userAgent":"evil-tool/1.0","annotations":{"authorization.k8s.io/decision":"allow"}}"#,
+                &[6],
+            ),
+            (r#"{"verb":"create","userAgent":"kubectl/v1.29"}"#, &[7]),
+            (r#"{"verb":"create","userAgent":"KUBECTL/v1.29"}"#, &[]),
+        ];
+        for (json, want) in cases {
+            assert_eq!(hits(&set, json), *want, "{json}");
+        }
+    }
+
+    #[test]
+    fn the_index_selects_only_candidate_rules() {
+        let set = rules(&[
+            (
+                "  s:\n    verb: get\n    objectRef.resource: secrets\n  condition: s",
+                "",
+            ),
+            (
+                "  a:\n    verb: create\n  b:\n    verb: [patch, update]\n  condition: a or b",
+                "",
+            ),
+            (
+                "  a:\n    verb: create\n  f:\n    verb: delete\n  condition: not f",
+                "",
+            ),
+            ("  a:\n    verb|startswith: cre\n  condition: a", ""),
+        ]);
+        assert_eq!(set.index.by_verb.get("get"), Some(&vec![0]));
+        assert_eq!(set.index.by_verb.get("create"), Some(&vec![1]));
+        assert_eq!(set.index.by_verb.get("patch"), Some(&vec![1]));
+        assert_eq!(set.index.any_verb, vec![2, 3]);
+        assert_eq!(set.index.resources[0].as_ref().map(|s| s.len()), Some(1));
+        assert!(set.index.resources[1].is_none());
+    }
+
+    #[test]
+    fn throttle_suppresses_repeats_on_event_time_and_reports_the_count() {
+        let set = rules(&[(
+            "  s:\n    verb: get\n  condition: s",
+            "throttle:\n  key: [user.username]\n  window: 10m",
+        )]);
+        let ev = |user: &str, t: &str| {
+            format!(r#"{{"verb":"get","user":{{"username":"{user}"}},"stageTimestamp":"{t}"}}"#)
+        };
+        let mut fired = Vec::new();
+        for (u, t) in [
+            ("a", "2026-01-01T00:00:00Z"),
+            ("a", "2026-01-01T00:01:00Z"),
+            ("b", "2026-01-01T00:02:00Z"),
+            ("a", "2026-01-01T00:09:59Z"),
+            ("a", "2026-01-01T00:10:00Z"),
+            ("a", "2026-01-01T00:11:00Z"),
+        ] {
+            let json = ev(u, t);
+            decode_value_into(&json, &mut |e| {
+                let mut m = Vec::new();
+                set.matches_into(e.unwrap(), &mut m);
+                fired.extend(m.iter().map(|m| (u, t, m.suppressed)));
+            });
+        }
+        assert_eq!(
+            fired,
+            vec![
+                ("a", "2026-01-01T00:00:00Z", 0),
+                ("b", "2026-01-01T00:02:00Z", 0),
+                ("a", "2026-01-01T00:10:00Z", 2),
+            ]
+        );
+        assert_eq!(set.suppressed_total.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn throttle_key_table_is_bounded() {
+        let set = rules(&[(
+            "  s:\n    verb: get\n  condition: s",
+            "throttle:\n  key: [user.username]\n  window: 1h",
+        )])
+        .with_throttle_max_keys(2);
+        let mut alerts = 0;
+        for i in 0..5 {
+            let json = format!(
+                r#"{{"verb":"get","user":{{"username":"u{i}"}},"stageTimestamp":"2026-01-01T00:00:0{i}Z"}}"#
+            );
+            decode_value_into(&json, &mut |e| {
+                let mut m = Vec::new();
+                set.matches_into(e.unwrap(), &mut m);
+                alerts += m.len();
+            });
+        }
+        assert_eq!(alerts, 5, "a full table alerts rather than drops");
+        assert!(set.throttle.len() <= 2);
+        assert_eq!(set.throttle_overflow_total.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn output_renders_fields_and_missing_ones() {
+        let set = rules(&[(
+            "  s:\n    verb: get\n  condition: s",
+            "output: '{user.username} read {objectRef.namespace}/{objectRef.name} from {sourceIPs}'",
+        )]);
+        let json = r#"{"verb":"get","user":{"username":"eve"},"objectRef":{"name":"db"},"sourceIPs":["1.1.1.1","2.2.2.2"]}"#;
+        decode_value_into(json, &mut |e| {
+            assert_eq!(
+                set.rules()[0].render_output(e.unwrap()),
+                "eve read <none>/db from 1.1.1.1, 2.2.2.2"
+            );
+        });
+    }
+}

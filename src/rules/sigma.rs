@@ -1,0 +1,1006 @@
+//! The Sigma front end: YAML rule documents compiled into [`Rule`]s. Every problem is reported as
+//! `file:line: message`; a file with several rules loads the good ones.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde_yaml::Value as Yaml;
+
+use super::condition;
+use super::matcher::{compile_tokens, tokenize, Cmp, Pattern, StrMatcher, Tok};
+use super::model::{
+    FieldCond, Level, OutputPart, Rule, RuleMeta, RuleTest, Selection, ThrottleSpec,
+};
+use crate::event::{FieldPath, FieldRef};
+
+/// A problem with a rule, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub source: String,
+    /// 1-based line.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.source, self.line, self.message)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// What the compiler needs from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// `expand` placeholders: `%name%` -> values.
+    pub placeholders: HashMap<String, Vec<String>>,
+    /// Field mappings: a field name as written in rules -> one or more event paths.
+    pub field_mappings: HashMap<String, Vec<String>>,
+    /// `ruleset` label of the rules compiled (`tripline` for the default pack).
+    pub ruleset: String,
+}
+
+/// The mapping that makes SigmaHQ's Kubernetes audit rules meaningful: they name a few abstract
+/// fields that do not exist in audit events.
+pub fn builtin_field_mappings() -> HashMap<String, Vec<String>> {
+    [
+        ("apiGroup", vec!["objectRef.apiGroup"]),
+        ("hostPath", vec!["pod.volumes.hostPath.path"]),
+        (
+            "capabilities",
+            vec!["pod.containers.securityContext.capabilities.add"],
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect()
+}
+
+/// One YAML document of a file and the line it starts on.
+struct Doc<'t> {
+    text: &'t str,
+    first_line: usize,
+}
+
+/// Splits a multi-document YAML file at `---` lines.
+fn split_documents(text: &str) -> Vec<Doc<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1usize;
+    let mut offset = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") || t == "..." {
+            docs.push(Doc {
+                text: &text[start..offset],
+                first_line: start_line,
+            });
+            start = offset + line.len();
+            start_line = i + 2;
+        }
+        offset += line.len();
+    }
+    docs.push(Doc {
+        text: &text[start..],
+        first_line: start_line,
+    });
+    docs.retain(|d| {
+        d.text
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
+/// Finds the line (0-based, within `doc`) of a nested key, searching each key after its parent.
+fn key_line(doc: &str, keys: &[&str]) -> Option<usize> {
+    let lines: Vec<&str> = doc.lines().collect();
+    let mut from = 0;
+    let mut found = None;
+    for key in keys {
+        let pos = (from..lines.len()).find(|&i| {
+            let t = lines[i].trim_start().trim_start_matches("- ");
+            [
+                format!("{key}:"),
+                format!("'{key}':"),
+                format!("\"{key}\":"),
+            ]
+            .iter()
+            .any(|k| t.starts_with(k.as_str()))
+        })?;
+        found = Some(pos);
+        from = pos + 1;
+    }
+    found
+}
+
+struct Ctx<'a> {
+    source: &'a str,
+    doc: &'a Doc<'a>,
+    opts: &'a CompileOptions,
+    errors: Vec<RuleError>,
+}
+
+impl Ctx<'_> {
+    fn line(&self, keys: &[&str]) -> usize {
+        self.doc.first_line + key_line(self.doc.text, keys).unwrap_or(0)
+    }
+
+    fn err(&mut self, keys: &[&str], message: impl Into<String>) {
+        let line = self.line(keys);
+        self.errors.push(RuleError {
+            source: self.source.to_string(),
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+fn yaml_str(v: &Yaml) -> Option<String> {
+    match v {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Number(n) => Some(n.to_string()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn str_list(v: Option<&Yaml>) -> Result<Vec<String>, ()> {
+    match v {
+        None | Some(Yaml::Null) => Ok(Vec::new()),
+        Some(Yaml::Sequence(items)) => items.iter().map(|i| yaml_str(i).ok_or(())).collect(),
+        Some(other) => yaml_str(other).map(|s| vec![s]).ok_or(()),
+    }
+}
+
+/// Loads every rule in one file's text. Returns the rules that compiled and every error.
+pub fn load_str(source: &str, text: &str, opts: &CompileOptions) -> (Vec<Rule>, Vec<RuleError>) {
+    let mut rules = Vec::new();
+    let mut errors = Vec::new();
+    for doc in split_documents(text) {
+        let mut ctx = Ctx {
+            source,
+            doc: &doc,
+            opts,
+            errors: Vec::new(),
+        };
+        let value: Yaml = match serde_yaml::from_str(doc.text) {
+            Ok(v) => v,
+            Err(e) => {
+                let line = doc.first_line + e.location().map_or(0, |l| l.line().saturating_sub(1));
+                errors.push(RuleError {
+                    source: source.to_string(),
+                    line,
+                    message: format!("invalid YAML: {e}"),
+                });
+                continue;
+            }
+        };
+        // A Sigma "action" document (global/reset/repeat) is a construct tripline does not support.
+        if let Some(action) = value.get("action") {
+            ctx.err(
+                &["action"],
+                format!("Sigma rule collections (`action: {}`) are not supported; write each rule in full", yaml_str(action).unwrap_or_default()),
+            );
+            errors.append(&mut ctx.errors);
+            continue;
+        }
+        if let Some(rule) = compile_rule(&mut ctx, &value) {
+            if ctx.errors.is_empty() {
+                rules.push(rule);
+            }
+        }
+        errors.append(&mut ctx.errors);
+    }
+    (rules, errors)
+}
+
+fn compile_rule(ctx: &mut Ctx<'_>, v: &Yaml) -> Option<Rule> {
+    let Some(map) = v.as_mapping() else {
+        ctx.err(&[], "a rule must be a YAML mapping");
+        return None;
+    };
+    let get = |k: &str| map.get(k);
+    let title = get("title").and_then(yaml_str);
+    if title.is_none() {
+        ctx.err(&[], "missing `title`");
+    }
+    let id = get("id").and_then(yaml_str);
+    match &id {
+        None => ctx.err(
+            &[],
+            "missing `id` (a UUID that identifies the rule for disabling and exceptions)",
+        ),
+        Some(id) if !is_uuid(id) => ctx.err(&["id"], format!("`id` `{id}` is not a UUID")),
+        _ => {}
+    }
+    let level = match get("level").map(yaml_str) {
+        None => Level::Medium,
+        Some(Some(l)) => match Level::parse(&l) {
+            Some(l) => l,
+            None => {
+                ctx.err(
+                    &["level"],
+                    format!("unknown level `{l}` (informational, low, medium, high, critical)"),
+                );
+                Level::Medium
+            }
+        },
+        Some(None) => {
+            ctx.err(&["level"], "`level` must be a string");
+            Level::Medium
+        }
+    };
+    let mut list = |key: &str| match str_list(get(key)) {
+        Ok(l) => l,
+        Err(()) => {
+            ctx.err(&[key], format!("`{key}` must be a list of strings"));
+            Vec::new()
+        }
+    };
+    let tags = list("tags");
+    let references = list("references");
+    let falsepositives = list("falsepositives");
+    let author = get("author").and_then(yaml_str);
+    check_logsource(ctx, get("logsource"));
+
+    let line = ctx.line(&["id"]);
+    let meta = RuleMeta {
+        id: id.clone().unwrap_or_default(),
+        title: title.clone().unwrap_or_default(),
+        description: get("description").and_then(yaml_str),
+        status: get("status").and_then(yaml_str),
+        author,
+        date: get("date").and_then(yaml_str),
+        modified: get("modified").and_then(yaml_str),
+        level,
+        tags,
+        references,
+        falsepositives,
+        source: ctx.source.to_string(),
+        ruleset: ctx.opts.ruleset.clone(),
+    };
+
+    let Some(detection) = get("detection").and_then(Yaml::as_mapping) else {
+        ctx.err(&[], "missing `detection` mapping");
+        return None;
+    };
+    let mut names = Vec::new();
+    let mut selections = Vec::new();
+    let mut cond_text = None;
+    for (k, v) in detection {
+        let Some(name) = k.as_str() else {
+            ctx.err(&["detection"], "detection names must be strings");
+            continue;
+        };
+        if name == "condition" {
+            cond_text = Some(v.clone());
+            continue;
+        }
+        if name == "timeframe" {
+            ctx.err(
+                &["detection", "timeframe"],
+                "`timeframe` (correlation) is not supported; use `throttle`",
+            );
+            continue;
+        }
+        // A selection that failed to compile keeps its name (the rule is rejected anyway), so
+        // the condition does not report it a second time as missing.
+        let sel = compile_selection(ctx, name, v).unwrap_or(Selection::Keywords(Vec::new()));
+        names.push(name.to_string());
+        selections.push(sel);
+    }
+    let condition = match cond_text {
+        None => {
+            ctx.err(&["detection"], "missing `detection.condition`");
+            return None;
+        }
+        Some(Yaml::String(c)) => condition::parse(&c, &names),
+        Some(Yaml::Sequence(items)) => {
+            // A list of conditions is their `or` (deprecated Sigma form).
+            let mut alts = Vec::new();
+            let mut res = Ok(());
+            for i in &items {
+                match yaml_str(i).map(|c| condition::parse(&c, &names)) {
+                    Some(Ok(e)) => alts.push(e),
+                    Some(Err(e)) => res = Err(e),
+                    None => {
+                        res = Err(condition::ConditionError {
+                            condition: String::new(),
+                            message: "condition list items must be strings".into(),
+                        })
+                    }
+                }
+            }
+            res.map(|()| condition::Expr::Or(alts))
+        }
+        Some(_) => {
+            ctx.err(&["detection", "condition"], "`condition` must be a string");
+            return None;
+        }
+    };
+    let condition = match condition {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.err(&["detection", "condition"], e.to_string());
+            return None;
+        }
+    };
+    let output = get("output").and_then(|o| match yaml_str(o) {
+        Some(t) => match parse_output(&t) {
+            Ok(parts) => Some(parts),
+            Err(e) => {
+                ctx.err(&["output"], format!("`output`: {e}"));
+                None
+            }
+        },
+        None => {
+            ctx.err(&["output"], "`output` must be a string");
+            None
+        }
+    });
+    let throttle = get("throttle").and_then(|t| compile_throttle(ctx, t));
+    let tests = get("tests")
+        .map(|t| compile_tests(ctx, t))
+        .unwrap_or_default();
+    Some(Rule {
+        meta,
+        names,
+        selections,
+        condition,
+        exceptions: Vec::new(),
+        output,
+        throttle,
+        tests,
+        line,
+    })
+}
+
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn check_logsource(ctx: &mut Ctx<'_>, ls: Option<&Yaml>) {
+    let Some(ls) = ls else {
+        ctx.err(
+            &[],
+            "missing `logsource` (product: kubernetes, service: audit)",
+        );
+        return;
+    };
+    let product = ls.get("product").and_then(yaml_str);
+    let service = ls.get("service").and_then(yaml_str);
+    if product.as_deref() != Some("kubernetes") {
+        ctx.err(
+            &["logsource"],
+            format!(
+                "`logsource.product` is {:?}; tripline reads `kubernetes` audit events",
+                product.unwrap_or_default()
+            ),
+        );
+    }
+    if service.as_deref().is_some_and(|s| s != "audit") {
+        ctx.err(
+            &["logsource", "service"],
+            "`logsource.service` must be `audit`",
+        );
+    }
+}
+
+fn compile_selection(ctx: &mut Ctx<'_>, name: &str, v: &Yaml) -> Option<Selection> {
+    match v {
+        Yaml::Mapping(m) => compile_map(ctx, name, m).map(Selection::Map),
+        Yaml::Sequence(items) if !items.is_empty() && items.iter().all(|i| i.is_mapping()) => {
+            let mut maps = Vec::new();
+            for i in items {
+                maps.push(compile_map(ctx, name, i.as_mapping()?)?);
+            }
+            Some(Selection::AnyOf(maps))
+        }
+        Yaml::Sequence(items) if !items.is_empty() => {
+            let mut pats = Vec::new();
+            for i in items {
+                match yaml_str(i) {
+                    Some(s) => pats.push(compile_keyword(ctx, name, &s)?),
+                    None => {
+                        ctx.err(
+                            &["detection", name],
+                            format!("`{name}`: a list must hold only maps or only keywords"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            Some(Selection::Keywords(pats))
+        }
+        Yaml::String(s) => Some(Selection::Keywords(vec![compile_keyword(ctx, name, s)?])),
+        _ => {
+            ctx.err(
+                &["detection", name],
+                format!("`{name}` must be a map, a list of maps, or a list of keywords"),
+            );
+            None
+        }
+    }
+}
+
+fn compile_keyword(ctx: &mut Ctx<'_>, name: &str, s: &str) -> Option<Pattern> {
+    let mut toks = vec![Tok::Star];
+    toks.extend(tokenize(s));
+    toks.push(Tok::Star);
+    toks.dedup_by(|a, b| *a == Tok::Star && *b == Tok::Star);
+    match compile_tokens(&toks, false) {
+        Ok(m) => Some(Pattern::Str(m)),
+        Err(e) => {
+            ctx.err(&["detection", name], format!("keyword `{s}`: {e}"));
+            None
+        }
+    }
+}
+
+fn compile_map(ctx: &mut Ctx<'_>, name: &str, m: &serde_yaml::Mapping) -> Option<Vec<FieldCond>> {
+    let mut conds = Vec::new();
+    let mut ok = true;
+    for (k, v) in m {
+        let Some(key) = k.as_str() else {
+            ctx.err(
+                &["detection", name],
+                format!("`{name}`: field names must be strings"),
+            );
+            ok = false;
+            continue;
+        };
+        match compile_field(ctx.opts, key, v) {
+            Ok(c) => conds.push(c),
+            Err(msg) => {
+                ctx.err(&["detection", name, key], format!("`{name}.{key}`: {msg}"));
+                ok = false;
+            }
+        }
+    }
+    if conds.is_empty() && ok {
+        ctx.err(&["detection", name], format!("`{name}` is empty"));
+        return None;
+    }
+    ok.then_some(conds)
+}
+
+/// Compiles one `field|modifiers: value(s)` entry (also used for configured exceptions).
+pub fn compile_field(opts: &CompileOptions, key: &str, v: &Yaml) -> Result<FieldCond, String> {
+    let mut parts = key.split('|');
+    let field_name = parts.next().unwrap_or_default();
+    let mods: Vec<&str> = parts.collect();
+    let paths: Vec<String> = match opts.field_mappings.get(field_name) {
+        Some(mapped) => mapped.clone(),
+        None => vec![field_name.to_string()],
+    };
+    let mut fields = Vec::new();
+    for p in &paths {
+        let path = FieldPath::parse(p).map_err(|e| e.to_string())?;
+        fields.push(FieldRef::resolve(&path));
+    }
+
+    #[derive(PartialEq, Clone, Copy)]
+    enum Shape {
+        Plain,
+        Contains,
+        Starts,
+        Ends,
+    }
+    let mut shape = Shape::Plain;
+    let (mut all, mut cased, mut expand, mut exists, mut cidr) =
+        (false, false, false, false, false);
+    let mut re: Option<String> = None;
+    let mut cmp = None;
+    for m in &mods {
+        let set_shape = |shape: &mut Shape, s| {
+            if *shape != Shape::Plain {
+                return Err(
+                    "only one of `contains`, `startswith`, `endswith` may be used".to_string(),
+                );
+            }
+            *shape = s;
+            Ok(())
+        };
+        match *m {
+            "contains" => set_shape(&mut shape, Shape::Contains)?,
+            "startswith" => set_shape(&mut shape, Shape::Starts)?,
+            "endswith" => set_shape(&mut shape, Shape::Ends)?,
+            "all" => all = true,
+            "cased" => cased = true,
+            "expand" => expand = true,
+            "exists" => exists = true,
+            "cidr" => cidr = true,
+            "re" => re = Some(String::new()),
+            "i" | "m" | "s" => match re.as_mut() {
+                Some(flags) => flags.push_str(m),
+                None => return Err(format!("modifier `{m}` must follow `re`")),
+            },
+            "gt" => cmp = Some(Cmp::Gt),
+            "gte" => cmp = Some(Cmp::Gte),
+            "lt" => cmp = Some(Cmp::Lt),
+            "lte" => cmp = Some(Cmp::Lte),
+            "" => return Err("empty modifier".into()),
+            other => {
+                return Err(format!(
+                    "modifier `{other}` is not supported (supported: contains, startswith, endswith, all, re, i, m, s, cidr, exists, gt, gte, lt, lte, cased, expand)"
+                ))
+            }
+        }
+    }
+    if re.is_some() && (shape != Shape::Plain || cidr || exists || cmp.is_some()) {
+        return Err(
+            "`re` cannot be combined with string, cidr, exists or numeric modifiers".into(),
+        );
+    }
+    let values: Vec<Yaml> = match v {
+        Yaml::Sequence(items) if items.is_empty() => return Err("empty value list".into()),
+        Yaml::Sequence(items) => items.clone(),
+        Yaml::Mapping(_) => {
+            return Err("a field's value must be a scalar or a list of scalars".into())
+        }
+        other => vec![other.clone()],
+    };
+    let mut patterns = Vec::new();
+    for value in values {
+        if let Yaml::Sequence(_) | Yaml::Mapping(_) | Yaml::Tagged(_) = value {
+            return Err("nested lists and maps are not allowed as values".into());
+        }
+        if exists {
+            match value {
+                Yaml::Bool(b) => patterns.push(Pattern::Exists(b)),
+                _ => return Err("`exists` takes `true` or `false`".into()),
+            }
+            continue;
+        }
+        if let Some(op) = cmp {
+            let n = match &value {
+                Yaml::Number(n) => n.as_f64(),
+                Yaml::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) => patterns.push(Pattern::Compare(op, n)),
+                None => return Err("numeric modifiers take a number".into()),
+            }
+            continue;
+        }
+        if value.is_null() {
+            if shape != Shape::Plain || re.is_some() || cidr {
+                return Err("`null` cannot be used with modifiers".into());
+            }
+            patterns.push(Pattern::Null);
+            continue;
+        }
+        if shape == Shape::Plain && re.is_none() && !cidr && !expand {
+            match value {
+                Yaml::Bool(b) => {
+                    patterns.push(Pattern::Bool(b));
+                    continue;
+                }
+                Yaml::Number(ref n) => {
+                    if let Some(f) = n.as_f64() {
+                        patterns.push(Pattern::Num(f));
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let s = yaml_str(&value).ok_or("unsupported value type")?;
+        let strings = if expand {
+            expand_placeholders(&s, &opts.placeholders)?
+        } else {
+            vec![s]
+        };
+        for s in strings {
+            if let Some(flags) = &re {
+                let mut b = regex::RegexBuilder::new(&s);
+                b.case_insensitive(flags.contains('i'))
+                    .multi_line(flags.contains('m'))
+                    .dot_matches_new_line(flags.contains('s'));
+                let r = b.build().map_err(|e| format!("invalid regex `{s}`: {e}"))?;
+                patterns.push(Pattern::Str(StrMatcher::Regex(r)));
+            } else if cidr {
+                let net: ipnet::IpNet = s
+                    .parse()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{s}` is not a CIDR network"))?;
+                patterns.push(Pattern::Cidr(net));
+            } else {
+                let mut toks = tokenize(&s);
+                if matches!(shape, Shape::Contains | Shape::Ends)
+                    && toks.first() != Some(&Tok::Star)
+                {
+                    toks.insert(0, Tok::Star);
+                }
+                if matches!(shape, Shape::Contains | Shape::Starts)
+                    && toks.last() != Some(&Tok::Star)
+                {
+                    toks.push(Tok::Star);
+                }
+                let m = compile_tokens(&toks, cased).map_err(|e| format!("value `{s}`: {e}"))?;
+                patterns.push(Pattern::Str(m));
+            }
+        }
+    }
+    if patterns.is_empty() {
+        return Err("no values after placeholder expansion".into());
+    }
+    Ok(FieldCond {
+        name: field_name.to_string(),
+        fields,
+        patterns,
+        all,
+    })
+}
+
+/// Replaces `%name%` in `s` with each value of the placeholder (one output string per value).
+fn expand_placeholders(
+    s: &str,
+    placeholders: &HashMap<String, Vec<String>>,
+) -> Result<Vec<String>, String> {
+    let mut outs = vec![String::new()];
+    let mut rest = s;
+    while let Some(start) = rest.find('%') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('%') else { break };
+        let name = &after[..end];
+        let values = placeholders.get(name).ok_or_else(|| {
+            format!("placeholder `%{name}%` has no value; set `rules.placeholders.{name}` in the config")
+        })?;
+        let prefix = &rest[..start];
+        outs = outs
+            .iter()
+            .flat_map(|o| values.iter().map(move |v| format!("{o}{prefix}{v}")))
+            .collect();
+        rest = &after[end + 1..];
+    }
+    for o in &mut outs {
+        o.push_str(rest);
+    }
+    Ok(outs)
+}
+
+/// Parses an `output` template: `{field.path}` is replaced by the field's values; `{{`/`}}` are
+/// literal braces.
+pub fn parse_output(t: &str) -> Result<Vec<OutputPart>, String> {
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                lit.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                lit.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => return Err(format!("unterminated `{{{name}`")),
+                    }
+                }
+                if !lit.is_empty() {
+                    parts.push(OutputPart::Lit(std::mem::take(&mut lit)));
+                }
+                let path = FieldPath::parse(name.trim()).map_err(|e| e.to_string())?;
+                parts.push(OutputPart::Field(FieldRef::resolve(&path)));
+            }
+            '}' => return Err("unmatched `}` (write `}}` for a literal brace)".into()),
+            c => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        parts.push(OutputPart::Lit(lit));
+    }
+    Ok(parts)
+}
+
+/// Parses `30s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+fn compile_throttle(ctx: &mut Ctx<'_>, t: &Yaml) -> Option<ThrottleSpec> {
+    let key = match str_list(t.get("key")) {
+        Ok(k) if !k.is_empty() => k,
+        _ => {
+            ctx.err(
+                &["throttle"],
+                "`throttle.key` must be a non-empty list of field paths",
+            );
+            return None;
+        }
+    };
+    let mut fields = Vec::new();
+    for k in &key {
+        match FieldPath::parse(k) {
+            Ok(p) => fields.push(FieldRef::resolve(&p)),
+            Err(e) => {
+                ctx.err(&["throttle", "key"], format!("`throttle.key`: {e}"));
+                return None;
+            }
+        }
+    }
+    let window = t
+        .get("window")
+        .and_then(yaml_str)
+        .and_then(|w| parse_duration(&w));
+    let Some(window) = window else {
+        ctx.err(
+            &["throttle", "window"],
+            "`throttle.window` must be a duration like `30s`, `10m`, `1h`",
+        );
+        return None;
+    };
+    if let Some(Yaml::Mapping(m)) = Some(t) {
+        for k in m.keys() {
+            if !matches!(k.as_str(), Some("key" | "window")) {
+                ctx.err(
+                    &["throttle"],
+                    format!("unknown key `throttle.{}`", yaml_str(k).unwrap_or_default()),
+                );
+            }
+        }
+    }
+    Some(ThrottleSpec {
+        key: fields,
+        window,
+    })
+}
+
+fn compile_tests(ctx: &mut Ctx<'_>, t: &Yaml) -> Vec<RuleTest> {
+    let Some(items) = t.as_sequence() else {
+        ctx.err(&["tests"], "`tests` must be a list");
+        return Vec::new();
+    };
+    let base = key_line(ctx.doc.text, &["tests"]).unwrap_or(0);
+    let lines: Vec<&str> = ctx.doc.text.lines().collect();
+    // Each test item starts at a `- ` line below `tests:`, at the first item's indentation.
+    let item_lines: Vec<usize> = {
+        let mut found = Vec::new();
+        let mut indent = None;
+        for (i, l) in lines.iter().enumerate().skip(base + 1) {
+            let ind = l.len() - l.trim_start().len();
+            if !l.trim().is_empty() && ind == 0 && !l.trim_start().starts_with('-') {
+                break;
+            }
+            if l.trim_start().starts_with("- ") || l.trim() == "-" {
+                if indent.is_none() {
+                    indent = Some(ind);
+                }
+                if Some(ind) == indent {
+                    found.push(i);
+                }
+            }
+        }
+        found
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let line = ctx.doc.first_line + item_lines.get(i).copied().unwrap_or(base);
+        let name = item
+            .get("name")
+            .and_then(yaml_str)
+            .unwrap_or_else(|| format!("test {}", i + 1));
+        let expect = match item.get("match") {
+            Some(Yaml::Bool(b)) => *b,
+            _ => {
+                ctx.errors.push(RuleError {
+                    source: ctx.source.to_string(),
+                    line,
+                    message: format!("test `{name}`: `match: true|false` is required"),
+                });
+                continue;
+            }
+        };
+        let event_json = match item.get("event") {
+            Some(ev @ Yaml::Mapping(_)) => match serde_json::to_string(ev) {
+                Ok(j) => j,
+                Err(e) => {
+                    ctx.errors.push(RuleError {
+                        source: ctx.source.to_string(),
+                        line,
+                        message: format!("test `{name}`: event cannot be written as JSON: {e}"),
+                    });
+                    continue;
+                }
+            },
+            _ => {
+                ctx.errors.push(RuleError {
+                    source: ctx.source.to_string(),
+                    line,
+                    message: format!("test `{name}`: `event` must be a mapping (an audit event)"),
+                });
+                continue;
+            }
+        };
+        out.push(RuleTest {
+            name,
+            expect_match: expect,
+            event_json,
+            line,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> CompileOptions {
+        CompileOptions {
+            placeholders: [(
+                "registries".to_string(),
+                vec!["a.io/".to_string(), "b.io/".to_string()],
+            )]
+            .into_iter()
+            .collect(),
+            field_mappings: builtin_field_mappings(),
+            ruleset: "test".into(),
+        }
+    }
+
+    const GOOD: &str = "title: T\nid: 3f1c2a7e-0d5b-4e3a-9b1e-6c2f8a4d7e10\nlogsource:\n  product: kubernetes\n  service: audit\ndetection:\n  selection:\n    verb: get\n  condition: selection\nlevel: high\n";
+
+    #[test]
+    fn a_good_rule_loads() {
+        let (rules, errors) = load_str("r.yml", GOOD, &opts());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].meta.level, Level::High);
+        assert_eq!(rules[0].line, 2);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let bad = GOOD.replace("    verb: get", "    verb|base64: get");
+        let text = format!("{GOOD}---\n{bad}");
+        let (rules, errors) = load_str("r.yml", &text, &opts());
+        assert_eq!(rules.len(), 1, "the good rule still loads");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].line, 19, "{}", errors[0]);
+        assert!(
+            errors[0].to_string().starts_with("r.yml:19: "),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].message.contains("base64"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn unsupported_constructs_are_load_errors() {
+        let cases = [
+            (
+                "  condition: selection",
+                "  condition: selection | count() > 3",
+                "aggregations",
+            ),
+            (
+                "  condition: selection",
+                "  condition: selection and missing",
+                "not a detection",
+            ),
+            ("    verb: get", "    verb|windash: get", "not supported"),
+            ("    verb: get", "    verb|i: get", "must follow `re`"),
+            (
+                "    verb: get",
+                "    verb|contains|startswith: get",
+                "only one of",
+            ),
+            (
+                "    verb: get",
+                "    verb|exists: yes please",
+                "`exists` takes",
+            ),
+            ("    verb: get", "    verb|gt: many", "numeric"),
+            ("    verb: get", "    verb|cidr: 10.0.0.0/99", "CIDR"),
+            ("    verb: get", "    verb|re: '('", "invalid regex"),
+            (
+                "    verb: get",
+                "    verb|expand: '%nope%'",
+                "placeholder `%nope%`",
+            ),
+            ("    verb: get", "    verb: {a: b}", "scalar"),
+            ("    verb: get", "    verb: []", "empty value list"),
+            ("    verb: get", "    verb['x: get", "field path"),
+            ("level: high", "level: severe", "unknown level"),
+            (
+                "id: 3f1c2a7e-0d5b-4e3a-9b1e-6c2f8a4d7e10",
+                "id: not-a-uuid",
+                "not a UUID",
+            ),
+            (
+                "  product: kubernetes",
+                "  product: windows",
+                "logsource.product",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "{from} not found");
+            let (rules, errors) = load_str("r.yml", &text, &opts());
+            assert!(rules.is_empty(), "{to}: should not load");
+            assert!(
+                errors.iter().any(|e| e.message.contains(want)),
+                "{to}: want {want:?} in {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn placeholders_expand_to_a_value_list() {
+        let c = compile_field(
+            &opts(),
+            "image|expand|startswith",
+            &Yaml::String("%registries%".into()),
+        )
+        .unwrap();
+        assert_eq!(c.patterns.len(), 2);
+        let c = compile_field(
+            &opts(),
+            "image|expand",
+            &Yaml::String("x/%registries%y".into()),
+        )
+        .unwrap();
+        assert_eq!(c.patterns.len(), 2);
+    }
+
+    #[test]
+    fn field_mappings_apply_to_abstract_names() {
+        let c = compile_field(&opts(), "hostPath", &Yaml::String("*".into())).unwrap();
+        assert_eq!(
+            c.fields,
+            vec![FieldRef::Pod(vec![
+                "volumes".into(),
+                "hostPath".into(),
+                "path".into()
+            ])]
+        );
+    }
+
+    #[test]
+    fn output_templates_parse_fields_and_escapes() {
+        let parts = parse_output("{user.username} read {{x}} {objectRef.name}").unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[1], OutputPart::Lit(" read {x} ".into()));
+        assert!(parse_output("{unterminated").is_err());
+        assert!(parse_output("a } b").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("ten"), None);
+        assert_eq!(parse_duration("5y"), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! Property tests: the rule index never changes a result, and decoding never panics.
+
+use proptest::prelude::*;
+use tripline::event::{decode_value_into, DecodeStats, Input, InputReader};
+use tripline::rules::{builtin_field_mappings, load_str, CompileOptions, RuleSet};
+
+const VERBS: &[&str] = &["get", "list", "create", "patch", "delete", "GET"];
+const RESOURCES: &[&str] = &["pods", "secrets", "roles", "Secrets", "configmaps"];
+
+/// A random selection over verb, resource and user, with modifiers that the index must treat
+/// as "could match anything".
+fn selection() -> impl Strategy<Value = String> {
+    let verb = prop_oneof![
+        Just(String::new()),
+        proptest::sample::subsequence(VERBS, 1..3)
+            .prop_map(|v| format!("    verb: [{}]\n", v.join(", "))),
+        Just("    verb|startswith: cr\n".to_string()),
+        Just("    verb: null\n".to_string()),
+    ];
+    let res = prop_oneof![
+        Just(String::new()),
+        proptest::sample::subsequence(RESOURCES, 1..3)
+            .prop_map(|v| format!("    objectRef.resource: [{}]\n", v.join(", "))),
+        Just("    objectRef.resource|contains: e\n".to_string()),
+    ];
+    let user = prop_oneof![
+        Just("    user.username|startswith: 'system:'\n".to_string()),
+        Just("    user.username: alice\n".to_string()),
+        Just("    user.username|exists: true\n".to_string()),
+    ];
+    (verb, res, user).prop_map(|(v, r, u)| format!("{v}{r}{u}"))
+}
+
+fn condition() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("a".to_string()),
+        Just("b".to_string()),
+        Just("c".to_string())
+    ];
+    leaf.prop_recursive(3, 12, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x} and {y})")),
+            (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x} or {y})")),
+            inner.clone().prop_map(|x| format!("not {x}")),
+            Just("1 of them".to_string()),
+            Just("all of them".to_string()),
+        ]
+    })
+}
+
+fn rule_text(i: usize, a: &str, b: &str, c: &str, cond: &str) -> String {
+    format!(
+        "title: R{i}\nid: 00000000-0000-4000-8000-{i:012}\nlogsource: {{product: kubernetes, service: audit}}\ndetection:\n  a:\n{a}  b:\n{b}  c:\n{c}  condition: {cond}\n---\n"
+    )
+}
+
+fn event() -> impl Strategy<Value = String> {
+    (
+        proptest::option::of(proptest::sample::select(VERBS)),
+        proptest::option::of(proptest::sample::select(RESOURCES)),
+        proptest::option::of(prop_oneof![
+            Just("alice"),
+            Just("system:node:n1"),
+            Just("bob")
+        ]),
+    )
+        .prop_map(|(v, r, u)| {
+            let mut parts = vec![r#""auditID":"x""#.to_string()];
+            if let Some(v) = v {
+                parts.push(format!(r#""verb":"{v}""#));
+            }
+            if let Some(r) = r {
+                parts.push(format!(r#""objectRef":{{"resource":"{r}"}}"#));
+            }
+            if let Some(u) = u {
+                parts.push(format!(r#""user":{{"username":"{u}"}}"#));
+            }
+            format!("{{{}}}", parts.join(","))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn the_index_never_changes_a_result(
+        rules in proptest::collection::vec((selection(), selection(), selection(), condition()), 1..8),
+        events in proptest::collection::vec(event(), 1..20),
+    ) {
+        let text: String = rules
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b, c, cond))| rule_text(i, a, b, c, cond))
+            .collect();
+        let opts = CompileOptions { field_mappings: builtin_field_mappings(), ..CompileOptions::default() };
+        let (compiled, errors) = load_str("p.yml", &text, &opts);
+        // Empty selections are load errors; skip those draws.
+        prop_assume!(errors.is_empty());
+        let set = RuleSet::new(compiled);
+        for json in &events {
+            decode_value_into(json, &mut |ev| {
+                let ev = ev.expect("generated events decode");
+                let mut indexed = Vec::new();
+                let mut all = Vec::new();
+                set.matching_into(ev, &mut indexed);
+                set.matching_unindexed_into(ev, &mut all);
+                indexed.sort_unstable();
+                assert_eq!(indexed, all, "event {json}");
+            });
+        }
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.log");
+        std::fs::write(&p, &bytes).unwrap();
+        let reader = InputReader { max_line_bytes: 1024, ..InputReader::default() };
+        let mut stats = DecodeStats::default();
+        reader.read(&Input::File(p), &mut stats, &mut |_| {}, &mut |_| {});
+        prop_assert!(stats.lines as usize <= bytes.len() + 1);
+    }
+
+    #[test]
+    fn decoding_mutated_events_never_panics(
+        cut in 0usize..400,
+        flip in 0usize..400,
+        byte in any::<u8>(),
+    ) {
+        let base = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"a","stage":"ResponseComplete","verb":"create","user":{"username":"u","groups":["g"]},"sourceIPs":["1.2.3.4"],"objectRef":{"resource":"pods","namespace":"n"},"requestObject":{"kind":"Pod","spec":{"containers":[{"image":"x"}]}},"annotations":{"a":"b"}}"#;
+        let mut b = base.as_bytes().to_vec();
+        if flip < b.len() { b[flip] = byte; }
+        b.truncate(cut.min(b.len()));
+        if let Ok(text) = std::str::from_utf8(&b) {
+            decode_value_into(text, &mut |ev| {
+                if let Ok(ev) = ev {
+                    let _ = ev.request_object();
+                    let _ = ev.annotations();
+                }
+            });
+        }
+    }
+}
