@@ -146,6 +146,12 @@ fn scan(args: ScanArgs) -> Result<u8> {
     } else {
         args.paths.clone()
     };
+    for p in &paths {
+        if p.as_os_str() != "-" && !p.exists() {
+            eprintln!("error: {}: no such file or directory", p.display());
+            return Ok(EXIT_USAGE);
+        }
+    }
     let inputs = Input::expand(&paths).context("listing inputs")?;
     let reader = InputReader {
         max_line_bytes: cfg.input.max_line_bytes,

@@ -68,7 +68,6 @@ impl<'r> Detector<'r> {
 #[derive(Debug, Default, Clone)]
 pub struct RuleSummary {
     pub alerts: u64,
-    pub suppressed: u64,
     pub users: HashMap<String, u64>,
     pub first: Option<DateTime<Utc>>,
     pub last: Option<DateTime<Utc>>,
@@ -91,10 +90,6 @@ impl Report {
         let s = self.per_rule.entry(alert.rule).or_default();
         s.alerts += 1;
         let doc = &alert.document;
-        s.suppressed += doc
-            .pointer("/tripline/suppressed_count")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
         let user = doc
             .pointer("/user/name")
             .and_then(Value::as_str)
@@ -142,8 +137,9 @@ impl Report {
                 let _ = writeln!(out, "\n== {} ==", rule.meta.level.as_str().to_uppercase());
             }
             let _ = write!(out, "{:>6}  {}", s.alerts, rule.meta.title);
-            if s.suppressed > 0 {
-                let _ = write!(out, "  (+{} throttled)", s.suppressed);
+            let throttled = rules.suppressed(*idx);
+            if throttled > 0 {
+                let _ = write!(out, "  (+{throttled} throttled)");
             }
             let _ = writeln!(out, "  [{}]", rule.meta.id);
             let mut users: Vec<(&String, &u64)> = s.users.iter().collect();

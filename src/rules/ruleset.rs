@@ -209,6 +209,8 @@ pub struct RuleSet {
     throttle_max_keys: usize,
     /// Matches not alerted because of throttling.
     pub suppressed_total: AtomicU64,
+    /// The same, per rule (by index).
+    suppressed_by_rule: Vec<AtomicU64>,
     /// Matches alerted without throttling because the key table was full.
     pub throttle_overflow_total: AtomicU64,
 }
@@ -216,7 +218,9 @@ pub struct RuleSet {
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
         let index = Index::build(&rules);
+        let suppressed_by_rule = rules.iter().map(|_| AtomicU64::new(0)).collect();
         RuleSet {
+            suppressed_by_rule,
             rules,
             index,
             throttle: DashMap::new(),
@@ -229,6 +233,13 @@ impl RuleSet {
     pub fn with_throttle_max_keys(mut self, n: usize) -> RuleSet {
         self.throttle_max_keys = n.max(1);
         self
+    }
+
+    /// Matches of rule `i` suppressed by throttling so far.
+    pub fn suppressed(&self, i: usize) -> u64 {
+        self.suppressed_by_rule
+            .get(i)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -315,6 +326,9 @@ impl RuleSet {
             if now >= e.window_start && now - e.window_start < window {
                 e.suppressed += 1;
                 self.suppressed_total.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = self.suppressed_by_rule.get(rule as usize) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
                 return None;
             }
             let suppressed = std::mem::take(&mut e.suppressed);

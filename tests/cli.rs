@@ -1,0 +1,344 @@
+//! The `tripline` binary, run as a user runs it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tripline"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the binary runs")
+}
+
+fn run_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn alerts(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+fn titles(alerts: &[Value]) -> Vec<String> {
+    alerts
+        .iter()
+        .map(|a| a["rule"]["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+const EXEC: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"7d3c5b4e-1f2a-4c1b-9a7e-3e2d1c0b9a8f","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/prod/pods/web-0/exec?command=sh&stdin=true&tty=true","verb":"create","user":{"username":"mallory@example.com","groups":["system:authenticated"]},"sourceIPs":["203.0.113.7"],"userAgent":"kubectl/v1.29.0","objectRef":{"resource":"pods","namespace":"prod","name":"web-0","apiVersion":"v1","subresource":"exec"},"responseStatus":{"metadata":{},"code":101},"requestReceivedTimestamp":"2026-03-01T10:00:00.000000Z","stageTimestamp":"2026-03-01T10:00:00.050000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}"#;
+
+#[test]
+fn scan_of_the_bundled_sample_finds_the_attacks_and_only_prints_alerts_in_json_mode() {
+    let out = run(&["scan", "--format", "json", "samples/audit.log"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let alerts = alerts(&out);
+    assert!(alerts.len() >= 8, "only {} alerts", alerts.len());
+    for a in &alerts {
+        assert_eq!(a["event"]["kind"], "alert");
+        assert!(a["rule"]["id"].is_string());
+        assert!(a["kubernetes"]["audit"]["auditID"].is_string());
+    }
+    let t = titles(&alerts).join("\n").to_lowercase();
+    for want in ["exec", "cluster-admin", "secret", "privileged", "anonymous"] {
+        assert!(t.contains(want), "no alert about {want} in:\n{t}");
+    }
+    // Health checks by system:anonymous are normal traffic, not alerts.
+    for a in &alerts {
+        let uri = a["url"]["original"].as_str().unwrap_or_default();
+        assert!(
+            !uri.starts_with("/healthz")
+                && !uri.starts_with("/livez")
+                && !uri.starts_with("/readyz"),
+            "health check alerted: {a}"
+        );
+    }
+}
+
+#[test]
+fn text_report_groups_by_severity_and_counts_what_was_read() {
+    let out = run(&["scan", "samples/audit.log"]);
+    assert!(out.status.success());
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("== HIGH ==") || report.contains("== CRITICAL =="),
+        "{report}"
+    );
+    assert!(report.contains("users: "), "{report}");
+    assert!(report.contains("events read from"), "{report}");
+}
+
+#[test]
+fn stdin_is_read_when_no_path_or_dash_is_given() {
+    for args in [
+        &["scan", "--format", "json"][..],
+        &["scan", "--format", "json", "-"][..],
+    ] {
+        let out = run_stdin(args, format!("{EXEC}\n").as_bytes());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let a = alerts(&out);
+        assert!(!a.is_empty(), "exec into a prod pod must alert");
+        assert_eq!(a[0]["source"]["ip"], "203.0.113.7");
+        assert_eq!(a[0]["user"]["name"], "mallory@example.com");
+    }
+}
+
+#[test]
+fn bad_input_is_reported_with_file_and_line_and_the_scan_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let mut body = Vec::new();
+    body.extend(b"not json at all\n");
+    body.extend(b"{\"kind\": 0}\n");
+    body.extend(b"{\"verb\":\"get\",\"x\":\"\xff\xfe\"}\n");
+    body.extend(EXEC.as_bytes());
+    body.extend(b"\n{\"verb\":\"get\",\"auditID\":\"trunc");
+    std::fs::write(&p, &body).unwrap();
+    let out = run(&["scan", "--format", "json", p.to_str().unwrap()]);
+    assert!(out.status.success());
+    let err = text(&out.stderr);
+    let name = p.display().to_string();
+    for want in [
+        format!("{name}:1: malformed_json"),
+        format!("{name}:2: not_an_event"),
+        format!("{name}:3: invalid_utf8"),
+        format!("{name}:5: truncated"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("4 skipped"), "{err}");
+    assert!(
+        !alerts(&out).is_empty(),
+        "the good line after bad ones is still scanned"
+    );
+}
+
+#[test]
+fn gzip_files_and_directories_are_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(format!("{EXEC}\n").as_bytes()).unwrap();
+    std::fs::write(
+        dir.path().join("audit-2026-03-01T10-00-00.000.log.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("audit.log"), format!("{EXEC}\n")).unwrap();
+    let out = run(&["scan", "--format", "json", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(
+        alerts(&out)
+            .iter()
+            .filter(|a| a["url"]["original"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/exec"))
+            .count(),
+        2,
+        "both files alert"
+    );
+}
+
+fn write_rule(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+const SECRET_RULE: &str = "title: Secret Created\nid: 5b0c7a52-8f1e-4d0b-a3f5-0c8d9e7f6a51\nlogsource:\n  product: kubernetes\n  service: audit\ndetection:\n  selection:\n    verb: create\n    objectRef.resource: secrets\n  condition: selection\nlevel: high\noutput: '{user.username} created secret {objectRef.name} with {requestObject.data.password}'\n";
+
+#[test]
+fn custom_rules_replace_the_pack_and_secret_values_never_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = write_rule(dir.path(), "secret.yml", SECRET_RULE);
+    let secret_b64 = "c3VwZXItc2VjcmV0LXBhc3N3b3Jk";
+    let event = format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a1","stage":"ResponseComplete","verb":"create","user":{{"username":"dev@example.com"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"secrets","namespace":"app","name":"db","apiVersion":"v1"}},"requestObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db","annotations":{{"kubectl.kubernetes.io/last-applied-configuration":"{{\"apiVersion\":\"v1\",\"data\":{{\"password\":\"{secret_b64}\"}},\"kind\":\"Secret\"}}"}}}},"data":{{"password":"{secret_b64}"}},"stringData":{{"token":"plain-text-token-value"}}}},"responseObject":{{"kind":"Secret","data":{{"password":"{secret_b64}"}}}},"stageTimestamp":"2026-03-01T10:00:00Z"}}"#
+    );
+    let out = run_stdin(
+        &[
+            "scan",
+            "--format",
+            "json",
+            "--no-default-rules",
+            "--rules",
+            rule.to_str().unwrap(),
+        ],
+        format!("{event}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let a = alerts(&out);
+    assert_eq!(titles(&a), ["Secret Created"], "only the custom rule runs");
+    assert!(
+        !stdout.contains(secret_b64),
+        "secret value leaked: {stdout}"
+    );
+    assert!(
+        !stdout.contains("plain-text-token-value"),
+        "stringData leaked: {stdout}"
+    );
+    assert!(a[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("dev@example.com created secret db with "));
+    assert_eq!(
+        a[0]["kubernetes"]["audit"]["requestObject"]["data"]["password"], "[REDACTED]",
+        "keys are kept"
+    );
+}
+
+#[test]
+fn rules_check_reports_every_problem_as_file_line_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = SECRET_RULE.replace("    verb: create", "    verb|base64offset: create")
+        + "---\n"
+        + &SECRET_RULE
+            .replace(
+                "5b0c7a52-8f1e-4d0b-a3f5-0c8d9e7f6a51",
+                "6b0c7a52-8f1e-4d0b-a3f5-0c8d9e7f6a52",
+            )
+            .replace("condition: selection", "condition: selection and nothing");
+    let p = write_rule(dir.path(), "bad.yml", &bad);
+    let out = run(&["rules", "check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let s = text(&out.stdout);
+    let name = p.display().to_string();
+    assert!(
+        s.contains(&format!("{name}:8: `selection.verb|base64offset`")),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("{name}:23: condition `selection and nothing`")),
+        "{s}"
+    );
+    // scan refuses to run with broken rules rather than silently skipping them.
+    let out = run(&["scan", "--rules", p.to_str().unwrap(), "samples/audit.log"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn rules_test_passes_on_the_pack_and_fails_with_a_diff_on_a_wrong_expectation() {
+    let out = run(&["rules", "test"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(" passed, 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{SECRET_RULE}tests:\n  - name: a configmap is not a secret\n    match: true\n    event: {{verb: create, objectRef: {{resource: configmaps}}}}\n"
+    );
+    let p = write_rule(dir.path(), "t.yml", &body);
+    let out = run(&["rules", "test", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("test `a configmap is not a secret`: expected a match, got no match"),
+        "{s}"
+    );
+    assert!(s.contains("- selection"), "{s}");
+    assert!(
+        s.contains("objectRef.resource (event has [\"configmaps\"])"),
+        "{s}"
+    );
+    assert!(s.contains("0 passed, 1 failed"), "{s}");
+}
+
+#[test]
+fn rules_list_shows_id_level_title_and_tags() {
+    let out = run(&["rules", "list"]);
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    assert!(
+        s.lines().count() >= 30,
+        "the default pack has at least 30 rules:\n{s}"
+    );
+    assert!(
+        s.lines().all(|l| l.len() > 40 && l.as_bytes()[8] == b'-'),
+        "{s}"
+    );
+}
+
+#[test]
+fn config_file_drives_disable_exceptions_placeholders_and_cluster_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = write_rule(dir.path(), "secret.yml", SECRET_RULE);
+    let cfg = dir.path().join("tripline.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster_name: prod-eu\nrules:\n  builtin: false\n  paths: [{}]\n  exceptions:\n    5b0c7a52-8f1e-4d0b-a3f5-0c8d9e7f6a51:\n      - user.username: ci-bot\n        objectRef.namespace: ci\n",
+            rule.display()
+        ),
+    )
+    .unwrap();
+    let ev = |user: &str, ns: &str| {
+        format!(
+            r#"{{"verb":"create","auditID":"x","user":{{"username":"{user}"}},"objectRef":{{"resource":"secrets","namespace":"{ns}","name":"s"}}}}"#
+        )
+    };
+    let input = format!(
+        "{}\n{}\n{}\n",
+        ev("ci-bot", "ci"),
+        ev("ci-bot", "prod"),
+        ev("eve", "ci")
+    );
+    let out = run_stdin(
+        &[
+            "scan",
+            "--format",
+            "json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let a = alerts(&out);
+    assert_eq!(
+        a.len(),
+        2,
+        "only the excepted user+namespace pair is suppressed"
+    );
+    assert_eq!(a[0]["orchestrator"]["cluster"]["name"], "prod-eu");
+
+    std::fs::write(
+        &cfg,
+        "rules:\n  disable: [5b0c7a52-8f1e-4d0b-a3f5-0c8d9e7f6a51]\n  bogus: 1\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("unknown field `bogus`") && e.contains("line 3"),
+        "{e}"
+    );
+}
