@@ -121,14 +121,36 @@ fn default_max_line() -> usize {
     DEFAULT_MAX_LINE_BYTES
 }
 
-/// Replaces `${NAME}` with the environment variable's value. `$${` is a literal `${`.
-/// Unset variables are reported by name.
+/// Replaces `${NAME}` with the environment variable's value. `$${` is a literal `${`. Comment
+/// lines are left as they are. Unset variables are reported by name and line.
 pub fn interpolate_env(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, Vec<String>> {
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut m = Vec::new();
+        interpolate_line(line, env, &mut out, &mut m);
+        missing.extend(m.into_iter().map(|e| format!("line {}: {e}", i + 1)));
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
+}
+
+fn interpolate_line(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) {
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
@@ -157,11 +179,6 @@ pub fn interpolate_env(
         }
     }
     out.push_str(rest);
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(missing)
-    }
 }
 
 impl Config {

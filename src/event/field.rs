@@ -155,6 +155,18 @@ pub enum FieldRef {
 }
 
 impl FieldRef {
+    /// A rough rank of how expensive reading this field is: 0 for typed fields, higher for
+    /// fields that parse raw JSON on first use. Used to order ANDed conditions.
+    pub fn cost(&self) -> u8 {
+        match self {
+            FieldRef::SourceIps | FieldRef::UserGroups | FieldRef::ImpersonatedGroups => 1,
+            FieldRef::Annotation(_) | FieldRef::UserExtra(_) | FieldRef::ImpersonatedExtra(_) => 2,
+            FieldRef::RequestObject(_) | FieldRef::ResponseObject(_) | FieldRef::Pod(_) => 3,
+            FieldRef::Other(_) => 4,
+            _ => 0,
+        }
+    }
+
     /// Resolves a parsed path. Never fails: unknown paths read the whole event.
     pub fn resolve(path: &FieldPath) -> FieldRef {
         let s: Vec<&str> = path.0.iter().map(String::as_str).collect();

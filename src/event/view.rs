@@ -156,7 +156,7 @@ pub struct Event<'a> {
     #[serde(default, borrow)]
     pub user: Option<UserInfo<'a>>,
     #[serde(default, borrow, rename = "impersonatedUser")]
-    pub impersonated_user: Option<UserInfo<'a>>,
+    pub impersonated_user: Option<Box<UserInfo<'a>>>,
     #[serde(default, borrow, rename = "sourceIPs", deserialize_with = "cow::list")]
     pub source_ips: SmallVec<[Cow<'a, str>; 2]>,
     #[serde(default, borrow, rename = "userAgent", deserialize_with = "cow::opt")]
@@ -195,8 +195,9 @@ pub struct Event<'a> {
     /// The exact bytes of this event (one JSON object).
     #[serde(skip)]
     pub(crate) raw: &'a str,
+    /// Boxed so that an event stays small to move; allocated on the first lazy access only.
     #[serde(skip)]
-    pub(crate) lazy: Lazy,
+    lazy: OnceCell<Box<Lazy>>,
 }
 
 /// Parsed-on-demand parts of an event. Each is parsed at most once per event.
@@ -215,6 +216,10 @@ fn parse_raw(raw: Option<&RawValue>) -> Option<Value> {
 }
 
 impl<'a> Event<'a> {
+    fn lazy(&self) -> &Lazy {
+        self.lazy.get_or_init(Box::default)
+    }
+
     /// The exact JSON text of this event.
     pub fn raw(&self) -> &'a str {
         self.raw
@@ -250,7 +255,7 @@ impl<'a> Event<'a> {
 
     /// `requestObject`, parsed on first use. `None` when absent or not valid JSON.
     pub fn request_object(&self) -> Option<&Value> {
-        self.lazy
+        self.lazy()
             .request_object
             .get_or_init(|| parse_raw(self.request_object))
             .as_ref()
@@ -258,7 +263,7 @@ impl<'a> Event<'a> {
 
     /// `responseObject`, parsed on first use.
     pub fn response_object(&self) -> Option<&Value> {
-        self.lazy
+        self.lazy()
             .response_object
             .get_or_init(|| parse_raw(self.response_object))
             .as_ref()
@@ -266,7 +271,7 @@ impl<'a> Event<'a> {
 
     /// The annotations as key/value pairs, parsed on first use. Non-string values are skipped.
     pub fn annotations(&self) -> &[(String, String)] {
-        self.lazy.annotations.get_or_init(|| {
+        self.lazy().annotations.get_or_init(|| {
             let Some(raw) = self.annotations else {
                 return Vec::new();
             };
@@ -293,12 +298,12 @@ impl<'a> Event<'a> {
 
     pub(crate) fn user_extra(&self, impersonated: bool) -> Option<&Value> {
         if impersonated {
-            self.lazy
+            self.lazy()
                 .impersonated_extra
                 .get_or_init(|| parse_raw(self.impersonated_user.as_ref().and_then(|u| u.extra)))
                 .as_ref()
         } else {
-            self.lazy
+            self.lazy()
                 .user_extra
                 .get_or_init(|| parse_raw(self.user.as_ref().and_then(|u| u.extra)))
                 .as_ref()
@@ -307,7 +312,7 @@ impl<'a> Event<'a> {
 
     /// The whole event as a JSON value, parsed on first use (for fields without a typed accessor).
     pub fn whole(&self) -> Option<&Value> {
-        self.lazy
+        self.lazy()
             .whole
             .get_or_init(|| serde_json::from_str(self.raw).ok())
             .as_ref()

@@ -1,7 +1,7 @@
 //! The compiled, immutable [`RuleSet`]: rules indexed by the verbs and resources they can match,
 //! evaluation, throttling and output rendering.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -152,12 +152,22 @@ fn lower(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Rule candidates by verb, with a resource pre-filter per rule.
+/// Rule candidates by verb, with a resource pre-filter per rule. Kubernetes has a dozen verbs
+/// and rules name a few resources each, so short vectors scanned linearly beat hashing.
 #[derive(Debug, Default)]
 struct Index {
-    by_verb: HashMap<String, Vec<u32>>,
+    by_verb: Vec<(String, Vec<u32>)>,
     any_verb: Vec<u32>,
-    resources: Vec<Option<HashSet<String>>>,
+    resources: Vec<Option<Vec<String>>>,
+}
+
+impl Index {
+    fn verb(&self, verb: &str) -> &[u32] {
+        self.by_verb
+            .iter()
+            .find(|(v, _)| v == verb)
+            .map_or(&[][..], |(_, ids)| ids.as_slice())
+    }
 }
 
 impl Index {
@@ -168,16 +178,18 @@ impl Index {
             match required_values(&r.condition, &r.selections, &FieldRef::Verb) {
                 Some(verbs) => {
                     for v in verbs {
-                        idx.by_verb.entry(v).or_default().push(i);
+                        match idx.by_verb.iter_mut().find(|(k, _)| *k == v) {
+                            Some((_, ids)) => ids.push(i),
+                            None => idx.by_verb.push((v, vec![i])),
+                        }
                     }
                 }
                 None => idx.any_verb.push(i),
             }
-            idx.resources.push(required_values(
-                &r.condition,
-                &r.selections,
-                &FieldRef::ObjResource,
-            ));
+            idx.resources.push(
+                required_values(&r.condition, &r.selections, &FieldRef::ObjResource)
+                    .map(|set| set.into_iter().collect()),
+            );
         }
         idx
     }
@@ -259,15 +271,12 @@ impl RuleSet {
     pub fn matching_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
         let verb = ev.verb().map(lower);
         let resource = ev.resource().map(lower);
-        let by_verb = verb
-            .as_deref()
-            .and_then(|v| self.index.by_verb.get(v))
-            .map_or(&[][..], Vec::as_slice);
+        let by_verb = verb.as_deref().map_or(&[][..], |v| self.index.verb(v));
         for &i in by_verb.iter().chain(self.index.any_verb.iter()) {
             let i = i as usize;
             if let Some(set) = &self.index.resources[i] {
                 match resource.as_deref() {
-                    Some(r) if set.contains(r) => {}
+                    Some(r) if set.iter().any(|s| s == r) => {}
                     _ => continue,
                 }
             }
@@ -469,9 +478,9 @@ mod tests {
             ),
             ("  a:\n    verb|startswith: cre\n  condition: a", ""),
         ]);
-        assert_eq!(set.index.by_verb.get("get"), Some(&vec![0]));
-        assert_eq!(set.index.by_verb.get("create"), Some(&vec![1]));
-        assert_eq!(set.index.by_verb.get("patch"), Some(&vec![1]));
+        assert_eq!(set.index.verb("get"), &[0]);
+        assert_eq!(set.index.verb("create"), &[1]);
+        assert_eq!(set.index.verb("patch"), &[1]);
         assert_eq!(set.index.any_verb, vec![2, 3]);
         assert_eq!(set.index.resources[0].as_ref().map(|s| s.len()), Some(1));
         assert!(set.index.resources[1].is_none());

@@ -469,6 +469,8 @@ fn compile_map(ctx: &mut Ctx<'_>, name: &str, m: &serde_yaml::Mapping) -> Option
         ctx.err(&["detection", name], format!("`{name}` is empty"));
         return None;
     }
+    // AND is commutative: test typed fields before ones that parse raw JSON on first use.
+    conds.sort_by_key(|c| c.fields.iter().map(FieldRef::cost).max().unwrap_or(0));
     ok.then_some(conds)
 }
 
