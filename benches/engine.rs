@@ -144,6 +144,24 @@ fn decode_detect(corpus: &[u8], rules: &RuleSet) -> (usize, usize) {
     (n, alerts)
 }
 
+/// Rule matching only, without building alert documents (to separate the two costs).
+fn decode_match(corpus: &[u8], rules: &RuleSet) -> usize {
+    let mut hits = Vec::new();
+    let mut n = 0;
+    for line in lines(corpus) {
+        if let Ok(text) = std::str::from_utf8(line) {
+            decode_value_into(text, &mut |ev| {
+                if let Ok(ev) = ev {
+                    hits.clear();
+                    rules.matching_into(ev, &mut hits);
+                    n += hits.len();
+                }
+            });
+        }
+    }
+    n
+}
+
 fn full_pack() -> RuleSet {
     let loaded = load_configured(&Config::default(), &[], true);
     assert!(
@@ -228,6 +246,9 @@ fn summary() {
         let dec = best_of(5, || {
             black_box(decode_only(&corpus.bytes));
         });
+        let mat = best_of(5, || {
+            black_box(decode_match(&corpus.bytes, &rules));
+        });
         let mut alerts = 0;
         let det = best_of(5, || {
             alerts = decode_detect(&corpus.bytes, &rules).1;
@@ -235,6 +256,7 @@ fn summary() {
         for (mode, d) in [
             ("ignored_any", base),
             ("decode", dec),
+            ("decode+match (no alerts)", mat),
             ("decode+detect (full pack)", det),
         ] {
             let s = d.as_secs_f64();
@@ -258,10 +280,39 @@ fn summary() {
     }
 }
 
+/// With `TRIPLINE_BENCH_PER_RULE=1`: the matching cost of each rule alone on the metadata
+/// corpus, most expensive first (for tuning the pack).
+fn per_rule() {
+    let loaded = load_configured(&Config::default(), &[], true);
+    let corpus = corpora().remove(1);
+    let base = best_of(3, || {
+        black_box(decode_only(&corpus.bytes));
+    });
+    let mut rows = Vec::new();
+    for r in loaded.rules {
+        let title = r.meta.title.clone();
+        let set = RuleSet::new(vec![r]);
+        let d = best_of(3, || {
+            black_box(decode_match(&corpus.bytes, &set));
+        });
+        rows.push((d.saturating_sub(base), title));
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    for (d, t) in rows.iter().take(15) {
+        println!(
+            "{:>8.2} ns/event  {t}",
+            d.as_nanos() as f64 / corpus.events as f64
+        );
+    }
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     summary();
+    if std::env::var_os("TRIPLINE_BENCH_PER_RULE").is_some() {
+        per_rule();
+    }
 }

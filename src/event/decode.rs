@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use super::json::{JsonError, Scanner};
 use super::view::Event;
 
 /// Default limit on one line (and on one pretty-printed document): 16 MiB.
@@ -121,19 +122,28 @@ impl DecodeStats {
 /// What one decoded JSON value produced.
 pub type Decoded<'r, 'a> = Result<&'r Event<'a>, (SkipReason, String)>;
 
-fn classify(e: &serde_json::Error) -> SkipReason {
-    match e.classify() {
-        serde_json::error::Category::Data => SkipReason::NotAnEvent,
-        serde_json::error::Category::Eof => SkipReason::Truncated,
-        _ => SkipReason::MalformedJson,
+fn classify(e: JsonError, text: &str) -> (SkipReason, String) {
+    match e {
+        JsonError::Type(m) => (SkipReason::NotAnEvent, m),
+        JsonError::Eof => (
+            SkipReason::Truncated,
+            "the JSON text ends inside a value".into(),
+        ),
+        JsonError::Syntax(m, at) => {
+            let near: String = text[text.floor_char_boundary(at)..]
+                .chars()
+                .take(16)
+                .collect();
+            (
+                SkipReason::MalformedJson,
+                format!("{m} at byte {at} (near {near:?})"),
+            )
+        }
     }
 }
 
 fn decode_event<'a>(text: &'a str) -> Result<Event<'a>, (SkipReason, String)> {
-    let mut ev: Event<'a> =
-        serde_json::from_str(text).map_err(|e| (classify(&e), e.to_string()))?;
-    ev.raw = text;
-    Ok(ev)
+    Event::parse(text).map_err(|e| classify(e, text))
 }
 
 fn check_event(ev: &Event<'_>) -> Result<(), (SkipReason, String)> {
@@ -174,19 +184,19 @@ pub fn decode_value_into<'a>(text: &'a str, f: &mut dyn FnMut(Decoded<'_, 'a>)) 
             )));
             return 0;
         };
-        let items: Vec<&'a RawValue> = match serde_json::from_str(items.get()) {
-            Ok(items) => items,
-            Err(e) => {
-                f(Err((
-                    SkipReason::NotAnEvent,
-                    format!("EventList items: {e}"),
-                )));
-                return 0;
-            }
-        };
+        let mut list = Vec::new();
+        let mut s = Scanner::new(items);
+        if let Err(e) = s.array("EventList items", &mut |s| {
+            list.push(s.skip_value()?);
+            Ok(())
+        }) {
+            let (reason, msg) = classify(e, items);
+            f(Err((reason, format!("EventList items: {msg}"))));
+            return 0;
+        }
         let mut n = 0;
-        for (i, item) in items.into_iter().enumerate() {
-            match decode_event(item.get()).and_then(|ev| check_event(&ev).map(|()| ev)) {
+        for (i, item) in list.into_iter().enumerate() {
+            match decode_event(item).and_then(|ev| check_event(&ev).map(|()| ev)) {
                 Ok(ev) => {
                     n += 1;
                     f(Ok(&ev));

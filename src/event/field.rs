@@ -304,6 +304,43 @@ impl<'a> Event<'a> {
         }
     }
 
+    /// For fields that hold at most one typed value (verb, user name, objectRef parts, ...):
+    /// `Some(value or None if absent)`, read without callbacks. `None` for every other field.
+    #[inline]
+    pub fn scalar(&self, field: &FieldRef) -> Option<Option<FieldValue<'_>>> {
+        fn s(o: Option<&str>) -> Option<Option<FieldValue<'_>>> {
+            Some(o.map(FieldValue::Str))
+        }
+        let objref = self.object_ref.as_ref();
+        let status = self.response_status.as_ref();
+        match field {
+            FieldRef::Kind => s(self.kind.as_deref()),
+            FieldRef::ApiVersion => s(self.api_version.as_deref()),
+            FieldRef::Level => s(self.level.as_deref()),
+            FieldRef::AuditId => s(self.audit_id.as_deref()),
+            FieldRef::Stage => s(self.stage.as_deref()),
+            FieldRef::RequestUri => s(self.request_uri.as_deref()),
+            FieldRef::Verb => s(self.verb.as_deref()),
+            FieldRef::UserAgent => s(self.user_agent.as_deref()),
+            FieldRef::UserName => s(self.user.as_ref().and_then(|u| u.username.as_deref())),
+            FieldRef::UserUid => s(self.user.as_ref().and_then(|u| u.uid.as_deref())),
+            FieldRef::ImpersonatedName => s(self
+                .impersonated_user
+                .as_ref()
+                .and_then(|u| u.username.as_deref())),
+            FieldRef::ObjResource => s(objref.and_then(|o| o.resource.as_deref())),
+            FieldRef::ObjSubresource => s(objref.and_then(|o| o.subresource.as_deref())),
+            FieldRef::ObjNamespace => s(objref.and_then(|o| o.namespace.as_deref())),
+            FieldRef::ObjName => s(objref.and_then(|o| o.name.as_deref())),
+            FieldRef::ObjApiGroup => s(objref.and_then(|o| o.api_group.as_deref())),
+            FieldRef::ObjApiVersion => s(objref.and_then(|o| o.api_version.as_deref())),
+            FieldRef::StatusCode => Some(status.and_then(|st| st.code).map(FieldValue::Int)),
+            FieldRef::StatusReason => s(status.and_then(|st| st.reason.as_deref())),
+            FieldRef::StatusStatus => s(status.and_then(|st| st.status.as_deref())),
+            _ => None,
+        }
+    }
+
     /// True if and only if `field` yields at least one value (JSON `null` counts as absent).
     pub fn has(&self, field: &FieldRef) -> bool {
         self.any_value(field, &mut |v| !matches!(v, FieldValue::Null))

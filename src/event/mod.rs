@@ -3,6 +3,7 @@
 
 mod decode;
 mod field;
+mod json;
 mod pod;
 pub mod redact;
 mod view;

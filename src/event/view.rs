@@ -3,201 +3,273 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use smallvec::SmallVec;
 
-/// Deserializers that borrow strings from the input when they contain no escapes. serde's own
-/// `Cow` impl borrows only for a bare `Cow` field; these work inside `Option` and lists too.
-mod cow {
-    use std::borrow::Cow;
-    use std::fmt;
-
-    use serde::de::{Deserializer, SeqAccess, Visitor};
-    use serde::Deserialize;
-
-    pub struct CowStr<'a>(pub Cow<'a, str>);
-
-    impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = CowStr<'de>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                    Ok(CowStr(Cow::Borrowed(v)))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                    Ok(CowStr(Cow::Owned(v.to_owned())))
-                }
-                fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                    Ok(CowStr(Cow::Owned(v)))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
-    pub fn opt<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
-        Ok(Option::<CowStr<'a>>::deserialize(d)?.map(|c| c.0))
-    }
-
-    /// A list of strings (`null` is an empty list).
-    pub fn list<'de: 'a, 'a, D, A>(d: D) -> Result<smallvec::SmallVec<A>, D::Error>
-    where
-        D: Deserializer<'de>,
-        A: smallvec::Array<Item = Cow<'a, str>>,
-    {
-        struct V<A>(std::marker::PhantomData<A>);
-        impl<'de: 'a, 'a, A: smallvec::Array<Item = Cow<'a, str>>> Visitor<'de> for V<A> {
-            type Value = smallvec::SmallVec<A>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of strings")
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(smallvec::SmallVec::new())
-            }
-            fn visit_none<E>(self) -> Result<Self::Value, E> {
-                Ok(smallvec::SmallVec::new())
-            }
-            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-                d.deserialize_seq(self)
-            }
-            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
-                let mut out = smallvec::SmallVec::new();
-                while let Some(CowStr(s)) = seq.next_element::<CowStr<'a>>()? {
-                    out.push(s);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_option(V(std::marker::PhantomData))
-    }
-}
+use super::json::{JsonError, Scanner};
 
 /// `user` and `impersonatedUser` of an audit event.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct UserInfo<'a> {
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub username: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub uid: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::list")]
     pub groups: SmallVec<[Cow<'a, str>; 4]>,
-    /// `extra` is a map of string lists; parsed only when a rule asks for it.
-    #[serde(default, borrow)]
-    pub extra: Option<&'a RawValue>,
+    /// `extra` (a map of string lists) as raw JSON; parsed only when a rule asks for it.
+    pub extra: Option<&'a str>,
 }
 
 /// `objectRef` of an audit event.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct ObjectRef<'a> {
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub resource: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub subresource: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub namespace: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub name: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "apiGroup", deserialize_with = "cow::opt")]
     pub api_group: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "apiVersion", deserialize_with = "cow::opt")]
     pub api_version: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub uid: Option<Cow<'a, str>>,
-    #[serde(
-        default,
-        borrow,
-        rename = "resourceVersion",
-        deserialize_with = "cow::opt"
-    )]
     pub resource_version: Option<Cow<'a, str>>,
 }
 
 /// `responseStatus` of an audit event (a `metav1.Status`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct ResponseStatus<'a> {
-    #[serde(default)]
     pub code: Option<i64>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub status: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub reason: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub message: Option<Cow<'a, str>>,
 }
 
 /// One kube-apiserver audit event (`audit.k8s.io/v1` or `v1beta1`), borrowing its strings from the
-/// bytes it was decoded from wherever they contain no JSON escapes.
+/// text it was decoded from wherever they contain no JSON escapes.
 ///
-/// `requestObject`, `responseObject`, `annotations` and `user.extra` stay raw JSON until a rule
-/// asks for a path inside them; they are then parsed once and cached in the view. Decoding an
-/// event allocates only for strings with escapes and for more than four groups or two source IPs.
-#[derive(Debug, Default, Deserialize)]
+/// `requestObject`, `responseObject`, `annotations` and `user.extra` stay raw JSON text until a
+/// rule asks for a path inside them; they are then parsed once and cached in the view. Decoding
+/// an event allocates only for strings with escapes, for more than four groups or two source IPs,
+/// and for an `impersonatedUser`.
+#[derive(Debug, Default)]
 pub struct Event<'a> {
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "apiVersion", deserialize_with = "cow::opt")]
     pub api_version: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub level: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "auditID", deserialize_with = "cow::opt")]
     pub audit_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub stage: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "requestURI", deserialize_with = "cow::opt")]
     pub request_uri: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub verb: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     pub user: Option<UserInfo<'a>>,
-    #[serde(default, borrow, rename = "impersonatedUser")]
     pub impersonated_user: Option<Box<UserInfo<'a>>>,
-    #[serde(default, borrow, rename = "sourceIPs", deserialize_with = "cow::list")]
     pub source_ips: SmallVec<[Cow<'a, str>; 2]>,
-    #[serde(default, borrow, rename = "userAgent", deserialize_with = "cow::opt")]
     pub user_agent: Option<Cow<'a, str>>,
-    #[serde(default, borrow, rename = "objectRef")]
     pub object_ref: Option<ObjectRef<'a>>,
-    #[serde(default, borrow, rename = "responseStatus")]
     pub response_status: Option<ResponseStatus<'a>>,
-    #[serde(default, borrow, rename = "requestObject")]
-    pub request_object: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "responseObject")]
-    pub response_object: Option<&'a RawValue>,
-    #[serde(
-        default,
-        borrow,
-        rename = "requestReceivedTimestamp",
-        deserialize_with = "cow::opt"
-    )]
+    /// Raw JSON text of `requestObject`.
+    pub request_object: Option<&'a str>,
+    /// Raw JSON text of `responseObject`.
+    pub response_object: Option<&'a str>,
     pub request_received_timestamp: Option<Cow<'a, str>>,
-    #[serde(
-        default,
-        borrow,
-        rename = "stageTimestamp",
-        deserialize_with = "cow::opt"
-    )]
     pub stage_timestamp: Option<Cow<'a, str>>,
     /// `timestamp` of `v1beta1` and older events.
-    #[serde(default, borrow, deserialize_with = "cow::opt")]
     pub timestamp: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub annotations: Option<&'a RawValue>,
-    /// Present only on an `EventList`; the decoder unwraps it.
-    #[serde(default, borrow)]
-    pub(crate) items: Option<&'a RawValue>,
+    /// Raw JSON text of `annotations`.
+    pub annotations: Option<&'a str>,
+    /// Raw JSON text of `items`, present only on an `EventList`; the decoder unwraps it.
+    pub(crate) items: Option<&'a str>,
 
-    /// The exact bytes of this event (one JSON object).
-    #[serde(skip)]
+    /// The exact text of this event (one JSON object).
     pub(crate) raw: &'a str,
     /// Boxed so that an event stays small to move; allocated on the first lazy access only.
-    #[serde(skip)]
     lazy: OnceCell<Box<Lazy>>,
+}
+
+fn string_list<'a, A: smallvec::Array<Item = Cow<'a, str>>>(
+    s: &mut Scanner<'a>,
+    what: &str,
+    out: &mut SmallVec<A>,
+) -> Result<(), JsonError> {
+    if s.null()? {
+        return Ok(());
+    }
+    s.array(what, &mut |s| {
+        match s.opt_string(what)? {
+            Some(v) => out.push(v),
+            None => return Err(JsonError::Type(format!("{what} must hold strings"))),
+        }
+        Ok(())
+    })
+}
+
+/// Sets a field once: a repeated member is a type error (as with serde), so that what a rule
+/// sees and what a SIEM indexes cannot differ.
+fn once<T>(slot: &mut Option<T>, v: Option<T>, key: &str) -> Result<(), JsonError> {
+    if slot.is_some() {
+        return Err(JsonError::Type(format!("duplicate field `{key}`")));
+    }
+    *slot = v;
+    Ok(())
+}
+
+fn user<'a>(s: &mut Scanner<'a>, what: &str) -> Result<Option<UserInfo<'a>>, JsonError> {
+    if s.null()? {
+        return Ok(None);
+    }
+    let mut u = UserInfo::default();
+    let mut seen_groups = false;
+    s.object(what, &mut |s, key| match key {
+        "username" => {
+            let v = s.opt_string("user.username")?;
+            once(&mut u.username, v, key)
+        }
+        "uid" => {
+            let v = s.opt_string("user.uid")?;
+            once(&mut u.uid, v, key)
+        }
+        "groups" => {
+            if std::mem::replace(&mut seen_groups, true) {
+                return Err(JsonError::Type("duplicate field `groups`".into()));
+            }
+            string_list(s, "user.groups", &mut u.groups)
+        }
+        "extra" => {
+            let v = s.skip_value()?;
+            once(&mut u.extra, (v != "null").then_some(v), key)
+        }
+        _ => s.skip_value().map(|_| ()),
+    })?;
+    Ok(Some(u))
+}
+
+fn object_ref<'a>(s: &mut Scanner<'a>) -> Result<Option<ObjectRef<'a>>, JsonError> {
+    if s.null()? {
+        return Ok(None);
+    }
+    let mut o = ObjectRef::default();
+    s.object("objectRef", &mut |s, key| {
+        let slot = match key {
+            "resource" => &mut o.resource,
+            "subresource" => &mut o.subresource,
+            "namespace" => &mut o.namespace,
+            "name" => &mut o.name,
+            "apiGroup" => &mut o.api_group,
+            "apiVersion" => &mut o.api_version,
+            "uid" => &mut o.uid,
+            "resourceVersion" => &mut o.resource_version,
+            _ => return s.skip_value().map(|_| ()),
+        };
+        let v = s.opt_string("objectRef field")?;
+        once(slot, v, key)
+    })?;
+    Ok(Some(o))
+}
+
+fn response_status<'a>(s: &mut Scanner<'a>) -> Result<Option<ResponseStatus<'a>>, JsonError> {
+    if s.null()? {
+        return Ok(None);
+    }
+    let mut r = ResponseStatus::default();
+    s.object("responseStatus", &mut |s, key| {
+        let slot = match key {
+            "code" => {
+                if s.null()? {
+                    return Ok(());
+                }
+                if !matches!(s.peek(), Some(b'-' | b'0'..=b'9')) {
+                    s.skip_value()?;
+                    return Err(JsonError::Type(
+                        "responseStatus.code must be an integer".into(),
+                    ));
+                }
+                let n = s.number()?;
+                let code = n.parse::<i64>().map_err(|_| {
+                    JsonError::Type(format!("responseStatus.code `{n}` is not an integer"))
+                })?;
+                return once(&mut r.code, Some(code), key);
+            }
+            "status" => &mut r.status,
+            "reason" => &mut r.reason,
+            "message" => &mut r.message,
+            _ => return s.skip_value().map(|_| ()),
+        };
+        let v = s.opt_string("responseStatus field")?;
+        once(slot, v, key)
+    })?;
+    Ok(Some(r))
+}
+
+/// A raw JSON member kept for later; `null` counts as absent.
+fn raw<'a>(s: &mut Scanner<'a>) -> Result<Option<&'a str>, JsonError> {
+    let v = s.skip_value()?;
+    Ok((v != "null").then_some(v))
+}
+
+impl<'a> Event<'a> {
+    /// Decodes one JSON object into an event view. Validates the whole text; unknown members are
+    /// skipped; a member of the wrong type is a [`JsonError::Type`].
+    pub fn parse(text: &'a str) -> Result<Event<'a>, JsonError> {
+        let mut s = Scanner::new(text);
+        let mut ev = Event {
+            raw: text,
+            ..Event::default()
+        };
+        let mut seen_ips = false;
+        s.object("an audit event", &mut |s, key| {
+            let slot = match key {
+                "kind" => &mut ev.kind,
+                "apiVersion" => &mut ev.api_version,
+                "level" => &mut ev.level,
+                "auditID" => &mut ev.audit_id,
+                "stage" => &mut ev.stage,
+                "requestURI" => &mut ev.request_uri,
+                "verb" => &mut ev.verb,
+                "userAgent" => &mut ev.user_agent,
+                "requestReceivedTimestamp" => &mut ev.request_received_timestamp,
+                "stageTimestamp" => &mut ev.stage_timestamp,
+                "timestamp" => &mut ev.timestamp,
+                "user" => {
+                    let u = user(s, "user")?;
+                    return once(&mut ev.user, u, key);
+                }
+                "impersonatedUser" => {
+                    let u = user(s, "impersonatedUser")?.map(Box::new);
+                    return once(&mut ev.impersonated_user, u, key);
+                }
+                "sourceIPs" => {
+                    if std::mem::replace(&mut seen_ips, true) {
+                        return Err(JsonError::Type("duplicate field `sourceIPs`".into()));
+                    }
+                    return string_list(s, "sourceIPs", &mut ev.source_ips);
+                }
+                "objectRef" => {
+                    let o = object_ref(s)?;
+                    return once(&mut ev.object_ref, o, key);
+                }
+                "responseStatus" => {
+                    let r = response_status(s)?;
+                    return once(&mut ev.response_status, r, key);
+                }
+                "requestObject" => {
+                    let r = raw(s)?;
+                    return once(&mut ev.request_object, r, key);
+                }
+                "responseObject" => {
+                    let r = raw(s)?;
+                    return once(&mut ev.response_object, r, key);
+                }
+                "annotations" => {
+                    let r = raw(s)?;
+                    return once(&mut ev.annotations, r, key);
+                }
+                "items" => {
+                    let r = raw(s)?;
+                    return once(&mut ev.items, r, key);
+                }
+                _ => return s.skip_value().map(|_| ()),
+            };
+            let v = s.opt_string(key)?;
+            once(slot, v, key)
+        })?;
+        s.end()?;
+        Ok(ev)
+    }
 }
 
 /// Parsed-on-demand parts of an event. Each is parsed at most once per event.
@@ -211,8 +283,8 @@ pub(crate) struct Lazy {
     pub whole: OnceCell<Option<Value>>,
 }
 
-fn parse_raw(raw: Option<&RawValue>) -> Option<Value> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+fn parse_raw(raw: Option<&str>) -> Option<Value> {
+    raw.and_then(|r| serde_json::from_str(r).ok())
 }
 
 impl<'a> Event<'a> {
@@ -275,7 +347,7 @@ impl<'a> Event<'a> {
             let Some(raw) = self.annotations else {
                 return Vec::new();
             };
-            match serde_json::from_str::<std::collections::BTreeMap<String, Value>>(raw.get()) {
+            match serde_json::from_str::<std::collections::BTreeMap<String, Value>>(raw) {
                 Ok(map) => map
                     .into_iter()
                     .filter_map(|(k, v)| match v {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
 use super::condition::Expr;
+use super::matcher::Pattern;
 use super::model::{FieldCond, OutputPart, Rule, Selection};
 use crate::event::{Event, FieldRef, FieldValue};
 
@@ -18,6 +19,17 @@ pub const DEFAULT_THROTTLE_MAX_KEYS: usize = 100_000;
 impl FieldCond {
     /// True if and only if this condition holds for `ev`.
     pub fn matches(&self, ev: &Event<'_>) -> bool {
+        // Fast path: one typed single-valued field, read once without callbacks.
+        if let ([field], false) = (self.fields.as_slice(), self.all) {
+            if let Some(v) = ev.scalar(field) {
+                return self.patterns.iter().any(|p| match (p, v) {
+                    (Pattern::Null, v) => v.is_none(),
+                    (Pattern::Exists(want), v) => v.is_some() == *want,
+                    (p, Some(v)) => p.matches_value(v),
+                    (_, None) => false,
+                });
+            }
+        }
         if self.all {
             return self
                 .patterns
@@ -558,5 +570,24 @@ mod tests {
                 "eve read <none>/db from 1.1.1.1, 2.2.2.2"
             );
         });
+    }
+}
+#[cfg(test)]
+mod index_stats {
+    #[test]
+    #[ignore]
+    fn print_index_stats() {
+        let loaded = crate::rules::load_configured(&crate::config::Config::default(), &[], true);
+        let set = super::RuleSet::new(loaded.rules);
+        for i in &set.index.any_verb {
+            let r = &set.rules[*i as usize];
+            println!(
+                "any-verb: {} resources={:?}",
+                r.meta.title, set.index.resources[*i as usize]
+            );
+        }
+        for (v, ids) in &set.index.by_verb {
+            println!("{v}: {}", ids.len());
+        }
     }
 }

@@ -1,0 +1,607 @@
+//! A small JSON scanner specialised for audit events: it validates the whole text (RFC 8259, the
+//! same documents `serde_json` accepts, nesting up to 128 levels), borrows strings that contain no
+//! escapes, and hands back the raw text of values it does not need to look at. Parsing an
+//! event touches each byte about once and allocates only for strings with escapes.
+//!
+//! Strings are found eight bytes at a time (SWAR): a word is tested for `"`, `\` and control
+//! bytes with a few integer operations instead of one comparison per byte.
+
+use std::borrow::Cow;
+
+/// Why a text is not an acceptable value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonError {
+    /// Not JSON (with the byte offset).
+    Syntax(String, usize),
+    /// The text ended inside a value.
+    Eof,
+    /// Valid JSON of the wrong shape for an audit event.
+    Type(String),
+}
+
+pub type Result<T> = std::result::Result<T, JsonError>;
+
+const MAX_DEPTH: usize = 128;
+
+/// A cursor over JSON text.
+pub struct Scanner<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    pub pos: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Bytes of `v` equal to `c` (high bit set in each matching byte; exact for the lowest match).
+#[inline]
+fn eq_mask(v: u64, c: u8) -> u64 {
+    let x = v ^ (ONES * c as u64);
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
+/// Bytes of `v` below 0x20 (exact for the lowest match).
+#[inline]
+fn ctrl_mask(v: u64) -> u64 {
+    v.wrapping_sub(ONES * 0x20) & !v & HIGH
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Scanner {
+            text,
+            b: text.as_bytes(),
+            pos: 0,
+        }
+    }
+
+    fn syntax<T>(&self, what: &str) -> Result<T> {
+        if self.pos >= self.b.len() {
+            return Err(JsonError::Eof);
+        }
+        Err(JsonError::Syntax(what.to_string(), self.pos))
+    }
+
+    #[inline]
+    pub fn skip_ws(&mut self) {
+        while let Some(&c) = self.b.get(self.pos) {
+            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    pub fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.b.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8) -> Result<()> {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            self.syntax(&format!("expected `{}`", c as char))
+        }
+    }
+
+    /// Moves to the first `"`, `\` or control byte at or after `pos`.
+    #[inline]
+    fn find_special(&mut self) {
+        let b = self.b;
+        while self.pos + 8 <= b.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[self.pos..self.pos + 8]);
+            let v = u64::from_le_bytes(w);
+            let m = eq_mask(v, b'"') | eq_mask(v, b'\\') | ctrl_mask(v);
+            if m != 0 {
+                self.pos += (m.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
+        }
+        while let Some(&c) = b.get(self.pos) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                return;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// Parses a string (the cursor on its opening quote). Borrows unless it has escapes.
+    pub fn string(&mut self) -> Result<Cow<'a, str>> {
+        if self.peek() != Some(b'"') {
+            return self.syntax("expected a string");
+        }
+        self.pos += 1;
+        let start = self.pos;
+        self.find_special();
+        match self.b.get(self.pos) {
+            Some(b'"') => {
+                let s = &self.text[start..self.pos];
+                self.pos += 1;
+                Ok(Cow::Borrowed(s))
+            }
+            Some(b'\\') => {
+                let mut out = String::from(&self.text[start..self.pos]);
+                self.unescape_into(&mut out)?;
+                Ok(Cow::Owned(out))
+            }
+            Some(_) => self.syntax("control character in a string"),
+            None => Err(JsonError::Eof),
+        }
+    }
+
+    /// Skips a string without building it (still validating escapes).
+    fn skip_string(&mut self) -> Result<()> {
+        self.pos += 1; // opening quote, checked by the caller
+        loop {
+            self.find_special();
+            match self.b.get(self.pos) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.escape(&mut None)?;
+                }
+                Some(_) => return self.syntax("control character in a string"),
+                None => return Err(JsonError::Eof),
+            }
+        }
+    }
+
+    /// Continues an escaped string into `out` from the cursor (on a `\`) to the closing quote.
+    fn unescape_into(&mut self, out: &mut String) -> Result<()> {
+        loop {
+            match self.b.get(self.pos) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    let mut o = Some(&mut *out);
+                    self.escape(&mut o)?;
+                }
+                Some(_) => return self.syntax("control character in a string"),
+                None => return Err(JsonError::Eof),
+            }
+            let start = self.pos;
+            self.find_special();
+            out.push_str(&self.text[start..self.pos]);
+        }
+    }
+
+    /// Decodes one escape sequence at the cursor (on a `\`), pushing it to `out` if given.
+    fn escape(&mut self, out: &mut Option<&mut String>) -> Result<()> {
+        self.pos += 1;
+        let c = match self.b.get(self.pos) {
+            Some(c) => *c,
+            None => return Err(JsonError::Eof),
+        };
+        self.pos += 1;
+        let ch = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                // Lone surrogates become U+FFFD, as Go's encoding/json (which writes audit
+                // logs) does when it reads them.
+                let hi = self.hex4()?;
+                if (0xD800..0xDC00).contains(&hi)
+                    && self.b.get(self.pos) == Some(&b'\\')
+                    && self.b.get(self.pos + 1) == Some(&b'u')
+                {
+                    let save = self.pos;
+                    self.pos += 2;
+                    let lo = self.hex4()?;
+                    if (0xDC00..0xE000).contains(&lo) {
+                        let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                        char::from_u32(cp).unwrap_or('\u{FFFD}')
+                    } else {
+                        self.pos = save;
+                        '\u{FFFD}'
+                    }
+                } else {
+                    char::from_u32(hi).unwrap_or('\u{FFFD}')
+                }
+            }
+            _ => {
+                self.pos -= 1;
+                return self.syntax("invalid escape");
+            }
+        };
+        if let Some(o) = out {
+            o.push(ch);
+        }
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32> {
+        let mut v = 0u32;
+        for _ in 0..4 {
+            let c = match self.b.get(self.pos) {
+                Some(c) => *c,
+                None => return Err(JsonError::Eof),
+            };
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return self.syntax("invalid \\u escape"),
+            };
+            v = v * 16 + d as u32;
+            self.pos += 1;
+        }
+        Ok(v)
+    }
+
+    /// Validates a number at the cursor and returns its text.
+    pub fn number(&mut self) -> Result<&'a str> {
+        self.skip_ws();
+        let start = self.pos;
+        let b = self.b;
+        let digits = |p: &mut usize| {
+            let s = *p;
+            while b.get(*p).is_some_and(u8::is_ascii_digit) {
+                *p += 1;
+            }
+            *p - s
+        };
+        let mut p = self.pos;
+        if b.get(p) == Some(&b'-') {
+            p += 1;
+        }
+        match b.get(p) {
+            Some(b'0') => p += 1,
+            Some(b'1'..=b'9') => {
+                digits(&mut p);
+            }
+            None => return Err(JsonError::Eof),
+            _ => {
+                self.pos = p;
+                return self.syntax("invalid number");
+            }
+        }
+        if b.get(p) == Some(&b'.') {
+            p += 1;
+            if digits(&mut p) == 0 {
+                self.pos = p;
+                return self.syntax("invalid number");
+            }
+        }
+        if matches!(b.get(p), Some(b'e' | b'E')) {
+            p += 1;
+            if matches!(b.get(p), Some(b'+' | b'-')) {
+                p += 1;
+            }
+            if digits(&mut p) == 0 {
+                self.pos = p;
+                return self.syntax("invalid number");
+            }
+        }
+        self.pos = p;
+        Ok(&self.text[start..p])
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<()> {
+        let end = self.pos + word.len();
+        if end > self.b.len() {
+            return if word.starts_with(&self.b[self.pos..]) {
+                Err(JsonError::Eof)
+            } else {
+                self.syntax("invalid literal")
+            };
+        }
+        if &self.b[self.pos..end] == word {
+            self.pos = end;
+            Ok(())
+        } else {
+            self.syntax("invalid literal")
+        }
+    }
+
+    /// Validates and skips one value; returns its raw text.
+    pub fn skip_value(&mut self) -> Result<&'a str> {
+        self.skip_ws();
+        let start = self.pos;
+        self.skip_inner(0)?;
+        Ok(&self.text[start..self.pos])
+    }
+
+    fn skip_inner(&mut self, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return self.syntax("nesting too deep");
+        }
+        match self.peek() {
+            Some(b'"') => self.skip_string(),
+            Some(b'{') => {
+                self.pos += 1;
+                if self.peek() == Some(b'}') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    if self.peek() != Some(b'"') {
+                        return self.syntax("expected a key");
+                    }
+                    self.skip_string()?;
+                    self.expect(b':')?;
+                    self.skip_inner(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.pos += 1,
+                        Some(b'}') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return self.syntax("expected `,` or `}`"),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_inner(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.pos += 1,
+                        Some(b']') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return self.syntax("expected `,` or `]`"),
+                    }
+                }
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            Some(_) => self.syntax("expected a value"),
+            None => Err(JsonError::Eof),
+        }
+    }
+
+    /// True (and consumes it) if the next value is `null`.
+    pub fn null(&mut self) -> Result<bool> {
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Iterates an object's members: `f(scanner, key)` must consume the value.
+    pub fn object(
+        &mut self,
+        what: &str,
+        f: &mut dyn FnMut(&mut Self, &str) -> Result<()>,
+    ) -> Result<()> {
+        match self.peek() {
+            Some(b'{') => self.pos += 1,
+            Some(b'"' | b'[' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+                // Valid JSON of the wrong type: report it as such, after checking it is JSON.
+                self.skip_value()?;
+                return Err(JsonError::Type(format!("{what} must be an object")));
+            }
+            _ => return self.syntax("expected a value"),
+        }
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            let key = self.string()?;
+            self.expect(b':')?;
+            f(self, &key)?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return self.syntax("expected `,` or `}`"),
+            }
+        }
+    }
+
+    /// Iterates an array's elements: `f(scanner)` must consume each.
+    pub fn array(&mut self, what: &str, f: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        match self.peek() {
+            Some(b'[') => self.pos += 1,
+            Some(b'"' | b'{' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+                self.skip_value()?;
+                return Err(JsonError::Type(format!("{what} must be an array")));
+            }
+            _ => return self.syntax("expected a value"),
+        }
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            f(self)?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return self.syntax("expected `,` or `]`"),
+            }
+        }
+    }
+
+    /// A string or `null`; any other valid value is a type error.
+    pub fn opt_string(&mut self, what: &str) -> Result<Option<Cow<'a, str>>> {
+        match self.peek() {
+            Some(b'"') => self.string().map(Some),
+            Some(b'n') => self.literal(b"null").map(|()| None),
+            _ => {
+                self.skip_value()?;
+                Err(JsonError::Type(format!("{what} must be a string")))
+            }
+        }
+    }
+
+    /// Checks that only whitespace follows.
+    pub fn end(&mut self) -> Result<()> {
+        if self.peek().is_some() {
+            return self.syntax("trailing characters");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(text: &str) -> bool {
+        let mut s = Scanner::new(text);
+        s.skip_value().and_then(|_| s.end()).is_ok()
+    }
+
+    #[test]
+    fn the_scanner_accepts_exactly_what_serde_json_accepts() {
+        let cases = [
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"a":1}"#,
+            r#"{"a":[1,2,{"b":null}]}"#,
+            r#""x""#,
+            "0",
+            "-0",
+            "1.5e10",
+            "1E+2",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "+1",
+            "tru",
+            "true",
+            "nul",
+            "null",
+            "falsey",
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"{"a"}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#""\u00e9\n\"""#,
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\ud83d\ude00""#,
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            "\"a\u{1}b\"",
+            "\"tab\there\"",
+            r#""unterminated"#,
+            "[1 2]",
+            " { \"a\" : [ ] } ",
+            "{} {}",
+            "",
+            r#"{"k":"v","k2":{"n":[true,false,null,-1.25e-3]}}"#,
+            "[[[[[]]]]]",
+            "\"é ü 😀\"",
+            r#""12345678\"9""#,
+            r#""abcdefghijklmnopqrstuvwxyz\\""#,
+        ];
+        for c in cases {
+            let serde_ok = serde_json::from_str::<serde::de::IgnoredAny>(c).is_ok();
+            assert_eq!(accepts(c), serde_ok, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn strings_borrow_without_escapes_and_unescape_with_them() {
+        let cases = [
+            (r#""plain""#, "plain", true),
+            (r#""a\u0026b""#, "a&b", false),
+            (
+                r#""long text without any escapes at all""#,
+                "long text without any escapes at all",
+                true,
+            ),
+            (r#""x\"y\\z\/\n""#, "x\"y\\z/\n", false),
+            (r#""\ud83d\ude00 ok""#, "😀 ok", false),
+            (r#""\ud83d x""#, "\u{FFFD} x", false),
+            (r#""\ud83d\u0041""#, "\u{FFFD}A", false),
+        ];
+        for (input, want, borrowed) in cases {
+            let s = Scanner::new(input).string().unwrap();
+            assert_eq!(s, want);
+            assert_eq!(matches!(s, Cow::Borrowed(_)), borrowed, "{input}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(!accepts(&deep));
+        let ok = "[".repeat(100) + &"]".repeat(100);
+        assert!(accepts(&ok));
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|i| serde_json::json!(i)),
+            (-1e6f64..1e6).prop_map(|f| serde_json::json!(f)),
+            any::<String>().prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skipping_any_serialized_value_consumes_it_exactly(v in json_value()) {
+            let text = serde_json::to_string(&v).unwrap();
+            let mut s = Scanner::new(&text);
+            proptest::prop_assert_eq!(s.skip_value().unwrap(), text.as_str());
+            proptest::prop_assert!(s.end().is_ok());
+        }
+
+        #[test]
+        fn strings_decode_like_serde_json(st in proptest::prelude::any::<String>()) {
+            let text = serde_json::to_string(&st).unwrap();
+            proptest::prop_assert_eq!(Scanner::new(&text).string().unwrap(), st.as_str());
+        }
+
+        #[test]
+        fn acceptance_matches_serde_json_on_mutated_text(v in json_value(), at in 0usize..64, byte in 0u8..128) {
+            let mut bytes = serde_json::to_string(&v).unwrap().into_bytes();
+            if !bytes.is_empty() {
+                let i = at % bytes.len();
+                bytes[i] = byte;
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let serde_ok = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+                proptest::prop_assert_eq!(accepts(text), serde_ok, "{:?}", text);
+            }
+        }
+    }
+}
