@@ -53,48 +53,68 @@ pub fn render_alert(
     cluster_name: Option<&str>,
     suppressed: u64,
 ) -> Value {
-    let mut doc = Doc::default();
+    AlertTemplate::new(rule).render(event.clone(), message, cluster_name, suppressed)
+}
 
-    let timestamp = ["stageTimestamp", "requestReceivedTimestamp", "timestamp"]
-        .into_iter()
-        .filter_map(|key| str_at(event, &[key]))
-        .find(|ts| is_timestamp(ts));
-    doc.set_opt("@timestamp", timestamp);
+/// The part of an alert that depends only on the rule (`rule.*`, `threat.*`, severity, ECS
+/// constants), built once per rule and reused for each of its alerts.
+#[derive(Debug, Clone)]
+pub struct AlertTemplate(Map<String, Value>);
 
-    let verb = str_at(event, &["verb"]);
-    let code = status_code(event);
-    doc.set("event.kind", "alert");
-    doc.set("event.category", json!([category(event, code)]));
-    doc.set("event.type", json!([event_type(verb)]));
-    doc.set_opt("event.action", verb);
-    doc.set("event.outcome", outcome(code));
-    level_fields(&mut doc, rule.level);
-    doc.set("event.module", "kubernetes");
-    doc.set("event.dataset", "kubernetes.audit");
-    doc.set("event.provider", "kube-apiserver");
-    doc.set_opt(
-        "event.start",
-        str_at(event, &["requestReceivedTimestamp"]).filter(|ts| is_timestamp(ts)),
-    );
-
-    rule_fields(&mut doc, rule);
-    if suppressed > 0 {
-        doc.set("tripline.suppressed_count", suppressed);
-    }
-    if let Some(threat) = threat_from_tags(&rule.tags) {
-        doc.set("threat", threat);
+impl AlertTemplate {
+    pub fn new(rule: &RuleMeta) -> AlertTemplate {
+        let mut doc = Doc::default();
+        doc.set("event.kind", "alert");
+        level_fields(&mut doc, rule.level);
+        doc.set("event.module", "kubernetes");
+        doc.set("event.dataset", "kubernetes.audit");
+        doc.set("event.provider", "kube-apiserver");
+        rule_fields(&mut doc, rule);
+        if let Some(threat) = threat_from_tags(&rule.tags) {
+            doc.set("threat", threat);
+        }
+        doc.set("ecs.version", ECS_VERSION);
+        AlertTemplate(doc.0)
     }
 
-    user_fields(&mut doc, event);
-    network_fields(&mut doc, event, code);
-    orchestrator_fields(&mut doc, event, cluster_name);
+    /// Builds the alert for one (redacted) event, taking ownership of it for
+    /// `kubernetes.audit`. See [`render_alert`] for the fields.
+    pub fn render(
+        &self,
+        event: Value,
+        message: &str,
+        cluster_name: Option<&str>,
+        suppressed: u64,
+    ) -> Value {
+        let mut doc = Doc(self.0.clone());
+        let timestamp = ["stageTimestamp", "requestReceivedTimestamp", "timestamp"]
+            .into_iter()
+            .filter_map(|key| str_at(&event, &[key]))
+            .find(|ts| is_timestamp(ts));
+        doc.set_opt("@timestamp", timestamp);
 
-    if !message.is_empty() {
-        doc.set("message", message);
+        let verb = str_at(&event, &["verb"]);
+        let code = status_code(&event);
+        doc.set("event.category", json!([category(&event, code)]));
+        doc.set("event.type", json!([event_type(verb)]));
+        doc.set_opt("event.action", verb);
+        doc.set("event.outcome", outcome(code));
+        doc.set_opt(
+            "event.start",
+            str_at(&event, &["requestReceivedTimestamp"]).filter(|ts| is_timestamp(ts)),
+        );
+        if suppressed > 0 {
+            doc.set("tripline.suppressed_count", suppressed);
+        }
+        user_fields(&mut doc, &event);
+        network_fields(&mut doc, &event, code);
+        orchestrator_fields(&mut doc, &event, cluster_name);
+        if !message.is_empty() {
+            doc.set("message", message);
+        }
+        doc.set("kubernetes.audit", event);
+        Value::Object(doc.0)
     }
-    doc.set("kubernetes.audit", event.clone());
-    doc.set("ecs.version", ECS_VERSION);
-    Value::Object(doc.0)
 }
 
 /// Splits Sigma tags into ECS threat fields. Returns `None` when the rule has no `attack.*` tags

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::alert::render_alert;
+use crate::alert::AlertTemplate;
 use crate::event::redact::{redact_event, scrub};
 use crate::event::{DecodeError, DecodeStats, Event, SkipReason};
 use crate::rules::{Level, Match, RuleSet};
@@ -25,6 +25,8 @@ pub struct Detector<'r> {
     pub rules: &'r RuleSet,
     pub cluster_name: Option<String>,
     matches: Vec<Match<'r>>,
+    /// Per rule, built on its first alert.
+    templates: Vec<Option<AlertTemplate>>,
 }
 
 impl<'r> Detector<'r> {
@@ -33,6 +35,7 @@ impl<'r> Detector<'r> {
             rules,
             cluster_name,
             matches: Vec::new(),
+            templates: vec![None; rules.len()],
         }
     }
 
@@ -47,15 +50,17 @@ impl<'r> Detector<'r> {
         }
         let mut value: Value = serde_json::from_str(ev.raw()).unwrap_or(Value::Null);
         let secrets = redact_event(&mut value);
-        for m in &self.matches {
+        let last = self.matches.len() - 1;
+        for (n, m) in self.matches.iter().enumerate() {
             let message = scrub(&m.rule.render_output(ev), &secrets);
-            let document = render_alert(
-                &value,
-                &m.rule.meta,
-                &message,
-                self.cluster_name.as_deref(),
-                m.suppressed,
-            );
+            let template = self.templates[m.index].get_or_insert_with(|| AlertTemplate::new(&m.rule.meta));
+            // The last alert of this event takes the event; earlier ones copy it.
+            let event = if n == last {
+                std::mem::take(&mut value)
+            } else {
+                value.clone()
+            };
+            let document = template.render(event, &message, self.cluster_name.as_deref(), m.suppressed);
             emit(Alert {
                 rule: m.index,
                 document,

@@ -142,8 +142,8 @@ fn classify(e: JsonError, text: &str) -> (SkipReason, String) {
     }
 }
 
-fn decode_event<'a>(text: &'a str) -> Result<Event<'a>, (SkipReason, String)> {
-    Event::parse(text).map_err(|e| classify(e, text))
+fn decode_event<'a>(text: &'a str, ev: &mut Event<'a>) -> Result<(), (SkipReason, String)> {
+    Event::parse_into(text, ev).map_err(|e| classify(e, text))
 }
 
 fn check_event(ev: &Event<'_>) -> Result<(), (SkipReason, String)> {
@@ -169,8 +169,9 @@ fn check_event(ev: &Event<'_>) -> Result<(), (SkipReason, String)> {
 /// event (or with the reason an item was skipped). Returns the number of events passed to `f`.
 /// Borrows from `text`; allocates only for escaped strings and the item list of an `EventList`.
 pub fn decode_value_into<'a>(text: &'a str, f: &mut dyn FnMut(Decoded<'_, 'a>)) -> usize {
-    let ev = match decode_event(text) {
-        Ok(ev) => ev,
+    let mut ev = Event::default();
+    match decode_event(text, &mut ev) {
+        Ok(()) => {}
         Err(e) => {
             f(Err(e));
             return 0;
@@ -196,8 +197,9 @@ pub fn decode_value_into<'a>(text: &'a str, f: &mut dyn FnMut(Decoded<'_, 'a>)) 
         }
         let mut n = 0;
         for (i, item) in list.into_iter().enumerate() {
-            match decode_event(item).and_then(|ev| check_event(&ev).map(|()| ev)) {
-                Ok(ev) => {
+            let mut ev = Event::default();
+            match decode_event(item, &mut ev).and_then(|()| check_event(&ev)) {
+                Ok(()) => {
                     n += 1;
                     f(Ok(&ev));
                 }

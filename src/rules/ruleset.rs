@@ -207,6 +207,78 @@ impl Index {
     }
 }
 
+/// A selection in terms of shared condition ids.
+#[derive(Debug)]
+enum SharedSel {
+    Map(Vec<u32>),
+    AnyOf(Vec<Vec<u32>>),
+    /// Keywords are evaluated from the rule's own selection.
+    Keywords,
+}
+
+/// Field conditions deduplicated across all rules (the same `user.username|expand:
+/// '%system_components%'` filter appears in many rules), so that each is evaluated at most once
+/// per event.
+#[derive(Debug, Default)]
+struct Shared {
+    conds: Vec<FieldCond>,
+    rules: Vec<Vec<SharedSel>>,
+    exceptions: Vec<Vec<Vec<u32>>>,
+}
+
+impl Shared {
+    fn build(rules: &[Rule]) -> Shared {
+        let mut shared = Shared::default();
+        let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        let mut intern = |c: &FieldCond, conds: &mut Vec<FieldCond>| -> u32 {
+            // Debug output of fields, patterns (compiled from the same text) and `all` identifies
+            // a condition exactly.
+            let key = format!("{:?}|{}|{:?}", c.fields, c.all, c.patterns);
+            *ids.entry(key).or_insert_with(|| {
+                conds.push(c.clone());
+                (conds.len() - 1) as u32
+            })
+        };
+        for r in rules {
+            let mut sels = Vec::new();
+            for sel in &r.selections {
+                sels.push(match sel {
+                    Selection::Map(cs) => {
+                        SharedSel::Map(cs.iter().map(|c| intern(c, &mut shared.conds)).collect())
+                    }
+                    Selection::AnyOf(maps) => SharedSel::AnyOf(
+                        maps.iter()
+                            .map(|m| m.iter().map(|c| intern(c, &mut shared.conds)).collect())
+                            .collect(),
+                    ),
+                    Selection::Keywords(_) => SharedSel::Keywords,
+                });
+            }
+            shared.rules.push(sels);
+            shared.exceptions.push(
+                r.exceptions
+                    .iter()
+                    .map(|m| m.iter().map(|c| intern(c, &mut shared.conds)).collect())
+                    .collect(),
+            );
+        }
+        shared
+    }
+}
+
+/// Per-thread memo of condition results for the event being evaluated: `(generation, result)`
+/// per shared condition; a slot from an older generation is unknown.
+struct Memo {
+    generation: u64,
+    slots: Vec<(u64, bool)>,
+}
+
+thread_local! {
+    static MEMO: std::cell::RefCell<Memo> = const {
+        std::cell::RefCell::new(Memo { generation: 0, slots: Vec::new() })
+    };
+}
+
 #[derive(Debug)]
 struct ThrottleEntry {
     window_start: DateTime<Utc>,
@@ -229,6 +301,7 @@ pub struct Match<'r> {
 pub struct RuleSet {
     rules: Vec<Rule>,
     index: Index,
+    shared: Shared,
     throttle: DashMap<(u32, u64), ThrottleEntry>,
     throttle_max_keys: usize,
     /// Matches not alerted because of throttling.
@@ -242,11 +315,13 @@ pub struct RuleSet {
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
         let index = Index::build(&rules);
+        let shared = Shared::build(&rules);
         let suppressed_by_rule = rules.iter().map(|_| AtomicU64::new(0)).collect();
         RuleSet {
             suppressed_by_rule,
             rules,
             index,
+            shared,
             throttle: DashMap::new(),
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
             suppressed_total: AtomicU64::new(0),
@@ -284,18 +359,57 @@ impl RuleSet {
         let verb = ev.verb().map(lower);
         let resource = ev.resource().map(lower);
         let by_verb = verb.as_deref().map_or(&[][..], |v| self.index.verb(v));
-        for &i in by_verb.iter().chain(self.index.any_verb.iter()) {
-            let i = i as usize;
-            if let Some(set) = &self.index.resources[i] {
-                match resource.as_deref() {
-                    Some(r) if set.iter().any(|s| s == r) => {}
-                    _ => continue,
+        MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            self.begin(&mut memo);
+            for &i in by_verb.iter().chain(self.index.any_verb.iter()) {
+                let i = i as usize;
+                if let Some(set) = &self.index.resources[i] {
+                    match resource.as_deref() {
+                        Some(r) if set.iter().any(|s| s == r) => {}
+                        _ => continue,
+                    }
+                }
+                if self.eval(i, ev, &mut memo) {
+                    out.push(i);
                 }
             }
-            if self.rules[i].matches(ev) {
-                out.push(i);
-            }
+        });
+    }
+
+    fn begin(&self, memo: &mut Memo) {
+        memo.generation += 1;
+        if memo.slots.len() < self.shared.conds.len() {
+            memo.slots.resize(self.shared.conds.len(), (0, false));
         }
+    }
+
+    fn cond(&self, c: u32, ev: &Event<'_>, memo: &mut Memo) -> bool {
+        let slot = memo.slots[c as usize];
+        if slot.0 == memo.generation {
+            return slot.1;
+        }
+        let r = self.shared.conds[c as usize].matches(ev);
+        memo.slots[c as usize] = (memo.generation, r);
+        r
+    }
+
+    /// Rule `i` on `ev`, with shared conditions memoised: the same result as
+    /// [`Rule::matches`].
+    fn eval(&self, i: usize, ev: &Event<'_>, memo: &mut Memo) -> bool {
+        let rule = &self.rules[i];
+        let sels = &self.shared.rules[i];
+        let detection = rule.condition.eval(&mut |s| match &sels[s] {
+            SharedSel::Map(ids) => ids.iter().all(|&c| self.cond(c, ev, memo)),
+            SharedSel::AnyOf(maps) => maps
+                .iter()
+                .any(|m| m.iter().all(|&c| self.cond(c, ev, memo))),
+            SharedSel::Keywords => rule.selections[s].matches(ev),
+        });
+        detection
+            && !self.shared.exceptions[i]
+                .iter()
+                .any(|m| m.iter().all(|&c| self.cond(c, ev, memo)))
     }
 
     /// Like [`RuleSet::matching_into`], but tests every rule (the reference for the index).
