@@ -53,14 +53,16 @@ impl<'r> Detector<'r> {
         let last = self.matches.len() - 1;
         for (n, m) in self.matches.iter().enumerate() {
             let message = scrub(&m.rule.render_output(ev), &secrets);
-            let template = self.templates[m.index].get_or_insert_with(|| AlertTemplate::new(&m.rule.meta));
+            let template =
+                self.templates[m.index].get_or_insert_with(|| AlertTemplate::new(&m.rule.meta));
             // The last alert of this event takes the event; earlier ones copy it.
             let event = if n == last {
                 std::mem::take(&mut value)
             } else {
                 value.clone()
             };
-            let document = template.render(event, &message, self.cluster_name.as_deref(), m.suppressed);
+            let document =
+                template.render(event, &message, self.cluster_name.as_deref(), m.suppressed);
             emit(Alert {
                 rule: m.index,
                 document,
