@@ -297,7 +297,34 @@ fn per_rule() {
         });
         rows.push((d.saturating_sub(base), title));
     }
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    // The whole pack, and the pack without the rules the index cannot narrow by verb.
+    let loaded = load_configured(&Config::default(), &[], true);
+    let all = RuleSet::new(loaded.rules.clone());
+    let indexed: Vec<_> = loaded
+        .rules
+        .into_iter()
+        .filter(|r| {
+            let one = RuleSet::new(vec![r.clone()]);
+            !one.is_any_verb(0)
+        })
+        .collect();
+    let n_indexed = indexed.len();
+    let indexed = RuleSet::new(indexed);
+    for (name, set) in [("full pack", &all), ("verb-indexed rules only", &indexed)] {
+        let d = best_of(3, || {
+            black_box(decode_match(&corpus.bytes, set));
+        });
+        println!(
+            "{:>8.2} ns/event  {name} ({} rules)",
+            d.saturating_sub(base).as_nanos() as f64 / corpus.events as f64,
+            if name == "full pack" {
+                all.len()
+            } else {
+                n_indexed
+            }
+        );
+    }
     for (d, t) in rows.iter().take(15) {
         println!(
             "{:>8.2} ns/event  {t}",

@@ -157,7 +157,7 @@ fn scan(args: ScanArgs) -> Result<u8> {
         max_line_bytes: cfg.input.max_line_bytes,
         ..InputReader::default()
     };
-    let total: u64 = inputs.iter().filter_map(Input::len).sum();
+    let total: u64 = inputs.iter().filter_map(Input::size_on_disk).sum();
     let bar =
         (!args.no_progress && std::io::stderr().is_terminal() && total > 32 << 20).then(|| {
             let bar = indicatif::ProgressBar::new(total);

@@ -130,10 +130,11 @@ fn classify(e: JsonError, text: &str) -> (SkipReason, String) {
             "the JSON text ends inside a value".into(),
         ),
         JsonError::Syntax(m, at) => {
-            let near: String = text[text.floor_char_boundary(at)..]
-                .chars()
-                .take(16)
-                .collect();
+            let start = (0..=at.min(text.len()))
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            let near: String = text[start..].chars().take(16).collect();
             (
                 SkipReason::MalformedJson,
                 format!("{m} at byte {at} (near {near:?})"),
@@ -391,7 +392,7 @@ impl Input {
     }
 
     /// The size on disk, when known (for progress bars).
-    pub fn len(&self) -> Option<u64> {
+    pub fn size_on_disk(&self) -> Option<u64> {
         match self {
             Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
             Input::Stdin => None,

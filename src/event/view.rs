@@ -394,11 +394,3 @@ impl<'a> Event<'a> {
             .as_ref()
     }
 }
-#[cfg(test)]
-mod size {
-    #[test]
-    #[ignore]
-    fn print_size() {
-        println!("Event: {} bytes", std::mem::size_of::<super::Event<'_>>());
-    }
-}

@@ -23,6 +23,13 @@ pub struct TestFailure {
 
 impl fmt::Display for TestFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.detections.is_none() {
+            return writeln!(
+                f,
+                "{}:{}: rule `{}` ({}), test `{}`: {}",
+                self.source, self.line, self.rule_title, self.rule_id, self.test, self.detail
+            );
+        }
         writeln!(
             f,
             "{}:{}: rule `{}` ({}), test `{}`: expected {}, got {}",

@@ -71,14 +71,18 @@ impl StrMatcher {
     }
 }
 
+/// `needle` is already lowercased unless `cased`.
+#[inline]
 fn eq(hay: &str, needle: &str, cased: bool) -> bool {
     if cased {
-        hay == needle
-    } else if hay.is_ascii() {
-        hay.eq_ignore_ascii_case(needle)
-    } else {
-        hay.to_lowercase() == needle
+        return hay == needle;
     }
+    if hay.len() == needle.len() && hay.eq_ignore_ascii_case(needle) {
+        return true;
+    }
+    // Only text with non-ASCII letters can still match after Unicode lowercasing (which may
+    // change its length); the common mismatch returns before scanning for them.
+    !hay.is_ascii() && hay.to_lowercase() == needle
 }
 
 /// One piece of a Sigma string value.

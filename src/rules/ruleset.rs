@@ -334,6 +334,11 @@ impl RuleSet {
         self
     }
 
+    /// True if rule `i` is tested on every event (its condition requires no particular verb).
+    pub fn is_any_verb(&self, i: usize) -> bool {
+        self.index.any_verb.contains(&(i as u32))
+    }
+
     /// Matches of rule `i` suppressed by throttling so far.
     pub fn suppressed(&self, i: usize) -> u64 {
         self.suppressed_by_rule
@@ -684,24 +689,5 @@ mod tests {
                 "eve read <none>/db from 1.1.1.1, 2.2.2.2"
             );
         });
-    }
-}
-#[cfg(test)]
-mod index_stats {
-    #[test]
-    #[ignore]
-    fn print_index_stats() {
-        let loaded = crate::rules::load_configured(&crate::config::Config::default(), &[], true);
-        let set = super::RuleSet::new(loaded.rules);
-        for i in &set.index.any_verb {
-            let r = &set.rules[*i as usize];
-            println!(
-                "any-verb: {} resources={:?}",
-                r.meta.title, set.index.resources[*i as usize]
-            );
-        }
-        for (v, ids) in &set.index.by_verb {
-            println!("{v}: {}", ids.len());
-        }
     }
 }
