@@ -208,6 +208,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| decode_only(black_box(&corpus.bytes)))
         });
         g.bench_function(
+            BenchmarkId::new("decode_match_full_pack", corpus.events),
+            |b| b.iter(|| decode_match(black_box(&corpus.bytes), &rules)),
+        );
+        g.bench_function(
             BenchmarkId::new("decode_detect_full_pack", corpus.events),
             |b| b.iter(|| decode_detect(black_box(&corpus.bytes), &rules)),
         );

@@ -188,7 +188,7 @@ pub fn decode_value_into<'a>(text: &'a str, f: &mut dyn FnMut(Decoded<'_, 'a>)) 
         };
         let mut list = Vec::new();
         let mut s = Scanner::new(items);
-        if let Err(e) = s.array("EventList items", &mut |s| {
+        if let Err(e) = s.array("EventList items", |s: &mut Scanner<'_>| {
             list.push(s.skip_value()?);
             Ok(())
         }) {

@@ -81,6 +81,10 @@ impl<'a> Scanner<'a> {
 
     #[inline]
     fn expect(&mut self, c: u8) -> Result<()> {
+        if self.b.get(self.pos) == Some(&c) {
+            self.pos += 1;
+            return Ok(());
+        }
         if self.peek() == Some(c) {
             self.pos += 1;
             Ok(())
@@ -93,6 +97,28 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn find_special(&mut self) {
         let b = self.b;
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SSE2 is part of x86_64: 16 bytes per step.
+            use std::arch::x86_64::*;
+            while self.pos + 16 <= b.len() {
+                // SAFETY: `pos + 16 <= len`, so the unaligned 16-byte load stays inside `b`;
+                // SSE2 is always available on x86_64.
+                let m = unsafe {
+                    let v = _mm_loadu_si128(b.as_ptr().add(self.pos) as *const __m128i);
+                    let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                    let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                    let limit = _mm_set1_epi8(0x1f);
+                    let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
+                    _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), ctrl)) as u32
+                };
+                if m != 0 {
+                    self.pos += m.trailing_zeros() as usize;
+                    return;
+                }
+                self.pos += 16;
+            }
+        }
         while self.pos + 8 <= b.len() {
             let mut w = [0u8; 8];
             w.copy_from_slice(&b[self.pos..self.pos + 8]);
@@ -114,7 +140,7 @@ impl<'a> Scanner<'a> {
 
     /// Parses a string (the cursor on its opening quote). Borrows unless it has escapes.
     pub fn string(&mut self) -> Result<Cow<'a, str>> {
-        if self.peek() != Some(b'"') {
+        if self.b.get(self.pos) != Some(&b'"') && self.peek() != Some(b'"') {
             return self.syntax("expected a string");
         }
         self.pos += 1;
@@ -385,10 +411,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// Iterates an object's members: `f(scanner, key)` must consume the value.
-    pub fn object(
+    pub fn object<F: FnMut(&mut Self, &str) -> Result<()>>(
         &mut self,
         what: &str,
-        f: &mut dyn FnMut(&mut Self, &str) -> Result<()>,
+        mut f: F,
     ) -> Result<()> {
         match self.peek() {
             Some(b'{') => self.pos += 1,
@@ -419,7 +445,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Iterates an array's elements: `f(scanner)` must consume each.
-    pub fn array(&mut self, what: &str, f: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+    pub fn array<F: FnMut(&mut Self) -> Result<()>>(&mut self, what: &str, mut f: F) -> Result<()> {
         match self.peek() {
             Some(b'[') => self.pos += 1,
             Some(b'"' | b'{' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {

@@ -89,7 +89,7 @@ fn string_list<'a, A: smallvec::Array<Item = Cow<'a, str>>>(
     if s.null()? {
         return Ok(());
     }
-    s.array(what, &mut |s| {
+    s.array(what, |s: &mut Scanner<'a>| {
         match s.opt_string(what)? {
             Some(v) => out.push(v),
             None => return Err(JsonError::Type(format!("{what} must hold strings"))),
@@ -114,7 +114,7 @@ fn user<'a>(s: &mut Scanner<'a>, what: &str) -> Result<Option<UserInfo<'a>>, Jso
     }
     let mut u = UserInfo::default();
     let mut seen_groups = false;
-    s.object(what, &mut |s, key| match key {
+    s.object(what, |s: &mut Scanner<'a>, key: &str| match key {
         "username" => {
             let v = s.opt_string("user.username")?;
             once(&mut u.username, v, key)
@@ -143,7 +143,7 @@ fn object_ref<'a>(s: &mut Scanner<'a>) -> Result<Option<ObjectRef<'a>>, JsonErro
         return Ok(None);
     }
     let mut o = ObjectRef::default();
-    s.object("objectRef", &mut |s, key| {
+    s.object("objectRef", |s: &mut Scanner<'a>, key: &str| {
         let slot = match key {
             "resource" => &mut o.resource,
             "subresource" => &mut o.subresource,
@@ -166,7 +166,7 @@ fn response_status<'a>(s: &mut Scanner<'a>) -> Result<Option<ResponseStatus<'a>>
         return Ok(None);
     }
     let mut r = ResponseStatus::default();
-    s.object("responseStatus", &mut |s, key| {
+    s.object("responseStatus", |s: &mut Scanner<'a>, key: &str| {
         let slot = match key {
             "code" => {
                 if s.null()? {
@@ -215,7 +215,7 @@ impl<'a> Event<'a> {
         let mut s = Scanner::new(text);
         ev.raw = text;
         let mut seen_ips = false;
-        s.object("an audit event", &mut |s, key| {
+        s.object("an audit event", |s: &mut Scanner<'a>, key: &str| {
             let slot = match key {
                 "kind" => &mut ev.kind,
                 "apiVersion" => &mut ev.api_version,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
 use super::condition::Expr;
-use super::matcher::Pattern;
+use super::matcher::{Pattern, StrMatcher};
 use super::model::{FieldCond, OutputPart, Rule, Selection};
 use crate::event::{Event, FieldRef, FieldValue};
 
@@ -164,22 +164,42 @@ fn lower(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Rule candidates by verb, with a resource pre-filter per rule. Kubernetes has a dozen verbs
-/// and rules name a few resources each, so short vectors scanned linearly beat hashing.
+/// Candidate rules for one verb (or, in [`Index::any_verb`], for rules that require none).
 #[derive(Debug, Default)]
-struct Index {
-    by_verb: Vec<(String, Vec<u32>)>,
-    any_verb: Vec<u32>,
-    resources: Vec<Option<Vec<String>>>,
+struct Bucket {
+    /// Rules that require no particular resource.
+    any_resource: Vec<u32>,
+    /// Rules by each resource they require.
+    by_resource: rustc_hash::FxHashMap<String, Vec<u32>>,
 }
 
-impl Index {
-    fn verb(&self, verb: &str) -> &[u32] {
-        self.by_verb
-            .iter()
-            .find(|(v, _)| v == verb)
-            .map_or(&[][..], |(_, ids)| ids.as_slice())
+impl Bucket {
+    fn add(&mut self, rule: u32, resources: &Option<HashSet<String>>) {
+        match resources {
+            None => self.any_resource.push(rule),
+            Some(set) => {
+                for r in set {
+                    self.by_resource.entry(r.clone()).or_default().push(rule);
+                }
+            }
+        }
     }
+
+    /// The candidates for an event with this resource; each rule at most once.
+    fn candidates<'s>(&'s self, resource: Option<&'s str>) -> impl Iterator<Item = u32> + 's {
+        let by_res = resource
+            .and_then(|r| self.by_resource.get(r))
+            .map_or(&[][..], Vec::as_slice);
+        self.any_resource.iter().chain(by_res.iter()).copied()
+    }
+}
+
+/// Rules indexed by the verbs and resources their conditions require: an event is tested only
+/// against rules that can match its verb and resource.
+#[derive(Debug, Default)]
+struct Index {
+    by_verb: rustc_hash::FxHashMap<String, Bucket>,
+    any_verb: Bucket,
 }
 
 impl Index {
@@ -187,23 +207,28 @@ impl Index {
         let mut idx = Index::default();
         for (i, r) in rules.iter().enumerate() {
             let i = i as u32;
+            let resources = required_values(&r.condition, &r.selections, &FieldRef::ObjResource);
             match required_values(&r.condition, &r.selections, &FieldRef::Verb) {
                 Some(verbs) => {
                     for v in verbs {
-                        match idx.by_verb.iter_mut().find(|(k, _)| *k == v) {
-                            Some((_, ids)) => ids.push(i),
-                            None => idx.by_verb.push((v, vec![i])),
-                        }
+                        idx.by_verb.entry(v).or_default().add(i, &resources);
                     }
                 }
-                None => idx.any_verb.push(i),
+                None => idx.any_verb.add(i, &resources),
             }
-            idx.resources.push(
-                required_values(&r.condition, &r.selections, &FieldRef::ObjResource)
-                    .map(|set| set.into_iter().collect()),
-            );
         }
         idx
+    }
+
+    fn candidates<'s>(
+        &'s self,
+        verb: Option<&str>,
+        resource: Option<&'s str>,
+    ) -> impl Iterator<Item = u32> + 's {
+        verb.and_then(|v| self.by_verb.get(v))
+            .into_iter()
+            .flat_map(move |b| b.candidates(resource))
+            .chain(self.any_verb.candidates(resource))
     }
 }
 
@@ -222,6 +247,8 @@ enum SharedSel {
 #[derive(Debug, Default)]
 struct Shared {
     conds: Vec<FieldCond>,
+    /// The same conditions in their fastest form (parallel to `conds`).
+    preds: Vec<Pred>,
     rules: Vec<Vec<SharedSel>>,
     exceptions: Vec<Vec<Vec<u32>>>,
 }
@@ -262,7 +289,118 @@ impl Shared {
                     .collect(),
             );
         }
+        shared.preds = shared.conds.iter().map(Pred::from_cond).collect();
         shared
+    }
+}
+
+/// How a string compares in a [`Pred`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum StrOp {
+    Eq,
+    Prefix,
+    Suffix,
+}
+
+/// A condition specialised for the commonest shape: one typed single-valued string field
+/// (verb, user name, objectRef parts, ...) compared case-insensitively with a few ASCII values,
+/// tested without going through the general field and pattern machinery.
+#[derive(Debug)]
+enum Pred {
+    Str {
+        field: FieldRef,
+        op: StrOp,
+        /// Lowercase ASCII.
+        needles: Box<[Box<str>]>,
+        /// `null` is among the values: an absent field matches.
+        or_absent: bool,
+    },
+    General,
+}
+
+impl Pred {
+    fn from_cond(c: &FieldCond) -> Pred {
+        let ([field], false) = (c.fields.as_slice(), c.all) else {
+            return Pred::General;
+        };
+        let single_string_field = matches!(
+            field,
+            FieldRef::Kind
+                | FieldRef::ApiVersion
+                | FieldRef::Level
+                | FieldRef::AuditId
+                | FieldRef::Stage
+                | FieldRef::RequestUri
+                | FieldRef::Verb
+                | FieldRef::UserAgent
+                | FieldRef::UserName
+                | FieldRef::UserUid
+                | FieldRef::ImpersonatedName
+                | FieldRef::ObjResource
+                | FieldRef::ObjSubresource
+                | FieldRef::ObjNamespace
+                | FieldRef::ObjName
+                | FieldRef::ObjApiGroup
+                | FieldRef::ObjApiVersion
+                | FieldRef::StatusReason
+                | FieldRef::StatusStatus
+        );
+        if !single_string_field {
+            return Pred::General;
+        }
+        let mut op = None;
+        let mut needles = Vec::new();
+        let mut or_absent = false;
+        for p in &c.patterns {
+            let (this, needle) = match p {
+                Pattern::Null => {
+                    or_absent = true;
+                    continue;
+                }
+                Pattern::Str(StrMatcher::Exact {
+                    needle,
+                    cased: false,
+                }) => (StrOp::Eq, needle),
+                Pattern::Str(StrMatcher::Prefix {
+                    needle,
+                    cased: false,
+                }) => (StrOp::Prefix, needle),
+                Pattern::Str(StrMatcher::Suffix {
+                    needle,
+                    cased: false,
+                }) => (StrOp::Suffix, needle),
+                _ => return Pred::General,
+            };
+            if !needle.is_ascii() || op.is_some_and(|o| o != this) {
+                return Pred::General;
+            }
+            op = Some(this);
+            needles.push(needle.clone().into_boxed_str());
+        }
+        match op {
+            Some(op) => Pred::Str {
+                field: field.clone(),
+                op,
+                needles: needles.into_boxed_slice(),
+                or_absent,
+            },
+            None => Pred::General,
+        }
+    }
+}
+
+/// Case-insensitive ASCII comparison of `hay` with a lowercase ASCII `needle`. Non-ASCII bytes
+/// in `hay` never equal ASCII needle bytes, so no Unicode lowercasing is needed.
+#[inline]
+fn ascii_op(op: StrOp, hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    if h.len() < n.len() {
+        return false;
+    }
+    match op {
+        StrOp::Eq => h.len() == n.len() && h.eq_ignore_ascii_case(n),
+        StrOp::Prefix => h[..n.len()].eq_ignore_ascii_case(n),
+        StrOp::Suffix => h[h.len() - n.len()..].eq_ignore_ascii_case(n),
     }
 }
 
@@ -336,7 +474,14 @@ impl RuleSet {
 
     /// True if rule `i` is tested on every event (its condition requires no particular verb).
     pub fn is_any_verb(&self, i: usize) -> bool {
-        self.index.any_verb.contains(&(i as u32))
+        let i = i as u32;
+        self.index.any_verb.any_resource.contains(&i)
+            || self
+                .index
+                .any_verb
+                .by_resource
+                .values()
+                .any(|ids| ids.contains(&i))
     }
 
     /// Matches of rule `i` suppressed by throttling so far.
@@ -363,18 +508,11 @@ impl RuleSet {
     pub fn matching_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
         let verb = ev.verb().map(lower);
         let resource = ev.resource().map(lower);
-        let by_verb = verb.as_deref().map_or(&[][..], |v| self.index.verb(v));
         MEMO.with(|memo| {
             let mut memo = memo.borrow_mut();
             self.begin(&mut memo);
-            for &i in by_verb.iter().chain(self.index.any_verb.iter()) {
+            for i in self.index.candidates(verb.as_deref(), resource.as_deref()) {
                 let i = i as usize;
-                if let Some(set) = &self.index.resources[i] {
-                    match resource.as_deref() {
-                        Some(r) if set.iter().any(|s| s == r) => {}
-                        _ => continue,
-                    }
-                }
                 if self.eval(i, ev, &mut memo) {
                     out.push(i);
                 }
@@ -394,7 +532,22 @@ impl RuleSet {
         if slot.0 == memo.generation {
             return slot.1;
         }
-        let r = self.shared.conds[c as usize].matches(ev);
+        let r = match &self.shared.preds[c as usize] {
+            Pred::Str {
+                field,
+                op,
+                needles,
+                or_absent,
+            } => match ev.scalar(field) {
+                Some(Some(FieldValue::Str(hay))) => {
+                    needles.iter().any(|n| ascii_op(*op, hay, n))
+                        || (!hay.is_ascii() && self.shared.conds[c as usize].matches(ev))
+                }
+                Some(None) => *or_absent,
+                _ => self.shared.conds[c as usize].matches(ev),
+            },
+            Pred::General => self.shared.conds[c as usize].matches(ev),
+        };
         memo.slots[c as usize] = (memo.generation, r);
         r
     }
@@ -609,12 +762,13 @@ mod tests {
             ),
             ("  a:\n    verb|startswith: cre\n  condition: a", ""),
         ]);
-        assert_eq!(set.index.verb("get"), &[0]);
-        assert_eq!(set.index.verb("create"), &[1]);
-        assert_eq!(set.index.verb("patch"), &[1]);
-        assert_eq!(set.index.any_verb, vec![2, 3]);
-        assert_eq!(set.index.resources[0].as_ref().map(|s| s.len()), Some(1));
-        assert!(set.index.resources[1].is_none());
+        let c = |verb, res| set.index.candidates(verb, res).collect::<Vec<_>>();
+        assert_eq!(c(Some("get"), Some("secrets")), [0, 2, 3]);
+        assert_eq!(c(Some("get"), Some("pods")), [2, 3]);
+        assert_eq!(c(Some("create"), Some("pods")), [1, 2, 3]);
+        assert_eq!(c(Some("patch"), None), [1, 2, 3]);
+        assert_eq!(c(None, None), [2, 3]);
+        assert_eq!(set.index.any_verb.any_resource, vec![2, 3]);
     }
 
     #[test]
