@@ -139,6 +139,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Parses a string (the cursor on its opening quote). Borrows unless it has escapes.
+    #[inline]
     pub fn string(&mut self) -> Result<Cow<'a, str>> {
         if self.b.get(self.pos) != Some(&b'"') && self.peek() != Some(b'"') {
             return self.syntax("expected a string");
@@ -472,6 +473,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string or `null`; any other valid value is a type error.
+    #[inline]
     pub fn opt_string(&mut self, what: &str) -> Result<Option<Cow<'a, str>>> {
         match self.peek() {
             Some(b'"') => self.string().map(Some),

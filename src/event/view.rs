@@ -100,6 +100,7 @@ fn string_list<'a, A: smallvec::Array<Item = Cow<'a, str>>>(
 
 /// Sets a field once: a repeated member is a type error (as with serde), so that what a rule
 /// sees and what a SIEM indexes cannot differ.
+#[inline]
 fn once<T>(slot: &mut Option<T>, v: Option<T>, key: &str) -> Result<(), JsonError> {
     if slot.is_some() {
         return Err(JsonError::Type(format!("duplicate field `{key}`")));
@@ -364,12 +365,33 @@ impl<'a> Event<'a> {
         })
     }
 
-    /// One annotation's value.
+    /// One annotation's value. Scans the raw annotations without allocating; only a value with
+    /// JSON escapes falls back to the parsed (and cached) map.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations()
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        let raw = self.annotations?;
+        let mut s = Scanner::new(raw);
+        let mut found: Option<Result<&'a str, ()>> = None;
+        let scanned = s.object("annotations", |s: &mut Scanner<'a>, k: &str| {
+            if found.is_none() && k == key {
+                found = Some(match s.opt_string("annotation")? {
+                    Some(Cow::Borrowed(v)) => Ok(v),
+                    Some(Cow::Owned(_)) => Err(()),
+                    None => return Ok(()),
+                });
+                return Ok(());
+            }
+            s.skip_value().map(|_| ())
+        });
+        match (scanned, found) {
+            (Ok(()), Some(Ok(v))) => Some(v),
+            (Ok(()), None) => None,
+            // Escaped value, or a non-string member: use the parsed map.
+            _ => self
+                .annotations()
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str()),
+        }
     }
 
     pub(crate) fn user_extra(&self, impersonated: bool) -> Option<&Value> {
@@ -392,5 +414,48 @@ impl<'a> Event<'a> {
             .whole
             .get_or_init(|| serde_json::from_str(self.raw).ok())
             .as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_are_read_without_parsing_and_escapes_fall_back_to_the_map() {
+        let text = r#"{"verb":"get","annotations":{"a.io/x":"plain","b.io/y":"esc\u0026aped","c":5,"d":"last"}}"#;
+        let ev = Event::parse(text).unwrap();
+        assert_eq!(ev.annotation("a.io/x"), Some("plain"));
+        assert_eq!(ev.annotation("b.io/y"), Some("esc&aped"));
+        assert_eq!(
+            ev.annotation("c"),
+            None,
+            "non-string annotations are skipped"
+        );
+        assert_eq!(ev.annotation("d"), Some("last"));
+        assert_eq!(ev.annotation("missing"), None);
+        let none = Event::parse(r#"{"verb":"get","annotations":null}"#).unwrap();
+        assert_eq!(none.annotation("a"), None);
+    }
+
+    #[test]
+    fn members_of_the_wrong_type_and_duplicates_are_not_events() {
+        for bad in [
+            r#"{"verb":1}"#,
+            r#"{"user":"alice"}"#,
+            r#"{"user":{"groups":[1]}}"#,
+            r#"{"sourceIPs":"1.2.3.4"}"#,
+            r#"{"responseStatus":{"code":"200"}}"#,
+            r#"{"responseStatus":{"code":2.5}}"#,
+            r#"{"verb":"get","verb":"delete"}"#,
+            r#"{"objectRef":{"namespace":"a","namespace":"b"}}"#,
+        ] {
+            assert!(
+                matches!(Event::parse(bad), Err(JsonError::Type(_))),
+                "{bad}"
+            );
+        }
+        let ok = Event::parse(r#"{"verb":null,"user":null,"sourceIPs":null,"objectRef":null,"x":{"y":[1,{"z":null}]}}"#).unwrap();
+        assert!(ok.verb.is_none() && ok.user.is_none() && ok.source_ips.is_empty());
     }
 }

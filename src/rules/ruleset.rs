@@ -251,6 +251,10 @@ struct Shared {
     preds: Vec<Pred>,
     rules: Vec<Vec<SharedSel>>,
     exceptions: Vec<Vec<Vec<u32>>>,
+    /// Per rule: clauses that must all hold for the rule to match, each a set of conditions at
+    /// least one of which is true (empty: none known). Checked, memoised, before the rule's
+    /// condition is evaluated, so most rules are rejected with a few cached lookups.
+    guards: Vec<Vec<Vec<u32>>>,
 }
 
 impl Shared {
@@ -290,7 +294,73 @@ impl Shared {
             );
         }
         shared.preds = shared.conds.iter().map(Pred::from_cond).collect();
+        shared.guards = rules
+            .iter()
+            .zip(&shared.rules)
+            .map(|(r, sels)| {
+                let mut clauses = match &r.condition {
+                    Expr::And(es) => es
+                        .iter()
+                        .filter_map(|e| necessary(e, sels, &shared.conds))
+                        .collect(),
+                    e => necessary(e, sels, &shared.conds)
+                        .into_iter()
+                        .collect::<Vec<_>>(),
+                };
+                // Cheap, single-condition clauses first.
+                clauses.sort_by_key(|c| (clause_cost(c, &shared.conds), c.len()));
+                clauses
+            })
+            .collect();
         shared
+    }
+}
+
+fn clause_cost(clause: &[u32], conds: &[FieldCond]) -> u8 {
+    clause
+        .iter()
+        .flat_map(|c| conds[*c as usize].fields.iter().map(FieldRef::cost))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A set of conditions at least one of which holds whenever `expr` holds, preferring few and
+/// cheap conditions; `None` if none is known (under `not`, or for keywords).
+fn necessary(expr: &Expr, sels: &[SharedSel], conds: &[FieldCond]) -> Option<Vec<u32>> {
+    let cost = |c: &u32| {
+        conds[*c as usize]
+            .fields
+            .iter()
+            .map(FieldRef::cost)
+            .max()
+            .unwrap_or(0)
+    };
+    let of_sel = |i: usize| match &sels[i] {
+        // Every condition of a map is necessary: take the cheapest.
+        SharedSel::Map(ids) => ids.iter().min_by_key(|c| cost(c)).map(|c| vec![*c]),
+        SharedSel::AnyOf(maps) => maps
+            .iter()
+            .map(|m| m.iter().min_by_key(|c| cost(c)).copied())
+            .collect::<Option<Vec<_>>>(),
+        SharedSel::Keywords => None,
+    };
+    let union = |sets: Option<Vec<Vec<u32>>>| {
+        sets.map(|v| {
+            let mut all: Vec<u32> = v.into_iter().flatten().collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        })
+    };
+    match expr {
+        Expr::Sel(i) => of_sel(*i),
+        Expr::Not(_) => None,
+        Expr::And(es) => es
+            .iter()
+            .filter_map(|e| necessary(e, sels, conds))
+            .min_by_key(|set| (set.iter().map(cost).max().unwrap_or(0), set.len())),
+        Expr::Or(es) => union(es.iter().map(|e| necessary(e, sels, conds)).collect()),
+        Expr::AtLeast(_, ids) => union(ids.iter().map(|i| of_sel(*i)).collect()),
     }
 }
 
@@ -472,6 +542,15 @@ impl RuleSet {
         self
     }
 
+    #[doc(hidden)]
+    pub fn candidate_count(&self, ev: &Event<'_>) -> usize {
+        let verb = ev.verb().map(lower);
+        let resource = ev.resource().map(lower);
+        self.index
+            .candidates(verb.as_deref(), resource.as_deref())
+            .count()
+    }
+
     /// True if rule `i` is tested on every event (its condition requires no particular verb).
     pub fn is_any_verb(&self, i: usize) -> bool {
         let i = i as u32;
@@ -555,6 +634,11 @@ impl RuleSet {
     /// Rule `i` on `ev`, with shared conditions memoised: the same result as
     /// [`Rule::matches`].
     fn eval(&self, i: usize, ev: &Event<'_>, memo: &mut Memo) -> bool {
+        for clause in &self.shared.guards[i] {
+            if !clause.iter().any(|&c| self.cond(c, ev, memo)) {
+                return false;
+            }
+        }
         let rule = &self.rules[i];
         let sels = &self.shared.rules[i];
         let detection = rule.condition.eval(&mut |s| match &sels[s] {
