@@ -352,9 +352,7 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'"') => self.skip_string(),
             Some(b'{') => {
-                self.pos += 1;
-                if self.peek() == Some(b'}') {
-                    self.pos += 1;
+                if self.open(b'{', b'}', "", "")? {
                     return Ok(());
                 }
                 loop {
@@ -364,31 +362,19 @@ impl<'a> Scanner<'a> {
                     self.skip_string()?;
                     self.expect(b':')?;
                     self.skip_inner(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.pos += 1,
-                        Some(b'}') => {
-                            self.pos += 1;
-                            return Ok(());
-                        }
-                        _ => return self.syntax("expected `,` or `}`"),
+                    if self.next_or_close(b'}')? {
+                        return Ok(());
                     }
                 }
             }
             Some(b'[') => {
-                self.pos += 1;
-                if self.peek() == Some(b']') {
-                    self.pos += 1;
+                if self.open(b'[', b']', "", "")? {
                     return Ok(());
                 }
                 loop {
                     self.skip_inner(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.pos += 1,
-                        Some(b']') => {
-                            self.pos += 1;
-                            return Ok(());
-                        }
-                        _ => return self.syntax("expected `,` or `]`"),
+                    if self.next_or_close(b']')? {
+                        return Ok(());
                     }
                 }
             }
@@ -411,63 +397,72 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Consumes the opening `open` of a container. Valid JSON of another type is a type error
+    /// (reported after checking that it is JSON). Returns true if the container is empty (and
+    /// consumes its closing byte too).
+    fn open(&mut self, open: u8, close: u8, what: &str, kind: &str) -> Result<bool> {
+        match self.peek() {
+            Some(c) if c == open => self.pos += 1,
+            Some(b'"' | b'{' | b'[' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+                self.skip_value()?;
+                return Err(JsonError::Type(format!("{what} must be {kind}")));
+            }
+            _ => return self.syntax("expected a value"),
+        }
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// After a member or element: true at the end of the container.
+    fn next_or_close(&mut self, close: u8) -> Result<bool> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => self.syntax(if close == b'}' {
+                "expected `,` or `}`"
+            } else {
+                "expected `,` or `]`"
+            }),
+        }
+    }
+
     /// Iterates an object's members: `f(scanner, key)` must consume the value.
     pub fn object<F: FnMut(&mut Self, &str) -> Result<()>>(
         &mut self,
         what: &str,
         mut f: F,
     ) -> Result<()> {
-        match self.peek() {
-            Some(b'{') => self.pos += 1,
-            Some(b'"' | b'[' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
-                // Valid JSON of the wrong type: report it as such, after checking it is JSON.
-                self.skip_value()?;
-                return Err(JsonError::Type(format!("{what} must be an object")));
-            }
-            _ => return self.syntax("expected a value"),
-        }
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        if self.open(b'{', b'}', what, "an object")? {
             return Ok(());
         }
         loop {
             let key = self.string()?;
             self.expect(b':')?;
             f(self, &key)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return self.syntax("expected `,` or `}`"),
+            if self.next_or_close(b'}')? {
+                return Ok(());
             }
         }
     }
 
     /// Iterates an array's elements: `f(scanner)` must consume each.
     pub fn array<F: FnMut(&mut Self) -> Result<()>>(&mut self, what: &str, mut f: F) -> Result<()> {
-        match self.peek() {
-            Some(b'[') => self.pos += 1,
-            Some(b'"' | b'{' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
-                self.skip_value()?;
-                return Err(JsonError::Type(format!("{what} must be an array")));
-            }
-            _ => return self.syntax("expected a value"),
-        }
-        if self.peek() == Some(b']') {
-            self.pos += 1;
+        if self.open(b'[', b']', what, "an array")? {
             return Ok(());
         }
         loop {
             f(self)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return self.syntax("expected `,` or `]`"),
+            if self.next_or_close(b']')? {
+                return Ok(());
             }
         }
     }
