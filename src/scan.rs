@@ -75,6 +75,8 @@ impl<'r> Detector<'r> {
 #[derive(Debug, Default, Clone)]
 pub struct RuleSummary {
     pub alerts: u64,
+    /// The message of the first alert.
+    pub example: Option<String>,
     pub users: HashMap<String, u64>,
     pub first: Option<DateTime<Utc>>,
     pub last: Option<DateTime<Utc>>,
@@ -97,6 +99,9 @@ impl Report {
         let s = self.per_rule.entry(alert.rule).or_default();
         s.alerts += 1;
         let doc = &alert.document;
+        if s.example.is_none() {
+            s.example = doc.get("message").and_then(Value::as_str).map(String::from);
+        }
         let user = doc
             .pointer("/user/name")
             .and_then(Value::as_str)
@@ -156,6 +161,9 @@ impl Report {
                 .take(3)
                 .map(|(u, n)| format!("{u} ({n})"))
                 .collect();
+            if let Some(e) = &s.example {
+                let _ = writeln!(out, "        e.g.:  {e}");
+            }
             let _ = writeln!(out, "        users: {}", top.join(", "));
             if let (Some(f), Some(l)) = (s.first, s.last) {
                 let fmt = "%Y-%m-%dT%H:%M:%SZ";
