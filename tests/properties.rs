@@ -27,6 +27,11 @@ fn selection() -> impl Strategy<Value = String> {
         Just("    user.username|startswith: 'system:'\n".to_string()),
         Just("    user.username: alice\n".to_string()),
         Just("    user.username|exists: true\n".to_string()),
+        Just("    user.groups: [dev, 'system:masters']\n".to_string()),
+        Just("    user.groups|startswith: 'system:'\n".to_string()),
+        Just("    user.groups: null\n".to_string()),
+        Just("    sourceIPs|endswith: '.9'\n".to_string()),
+        Just("    stage: ResponseComplete\n".to_string()),
     ];
     (verb, res, user).prop_map(|(v, r, u)| format!("{v}{r}{u}"))
 }
@@ -63,8 +68,14 @@ fn event() -> impl Strategy<Value = String> {
             Just("system:node:n1"),
             Just("bob")
         ]),
+        proptest::option::of(proptest::sample::subsequence(
+            &["dev", "System:Masters", "system:authenticated", "Ünïcode"][..],
+            0..3,
+        )),
+        proptest::option::of(prop_oneof![Just("10.0.0.9"), Just("10.0.0.1")]),
+        any::<bool>(),
     )
-        .prop_map(|(v, r, u)| {
+        .prop_map(|(v, r, u, groups, ip, complete)| {
             let mut parts = vec![r#""auditID":"x""#.to_string()];
             if let Some(v) = v {
                 parts.push(format!(r#""verb":"{v}""#));
@@ -72,8 +83,23 @@ fn event() -> impl Strategy<Value = String> {
             if let Some(r) = r {
                 parts.push(format!(r#""objectRef":{{"resource":"{r}"}}"#));
             }
-            if let Some(u) = u {
-                parts.push(format!(r#""user":{{"username":"{u}"}}"#));
+            let groups = groups.map(|g| {
+                let quoted: Vec<String> = g.iter().map(|x| format!("\"{x}\"")).collect();
+                format!(r#","groups":[{}]"#, quoted.join(","))
+            });
+            match (u, groups) {
+                (Some(u), g) => parts.push(format!(
+                    r#""user":{{"username":"{u}"{}}}"#,
+                    g.unwrap_or_default()
+                )),
+                (None, Some(g)) => parts.push(format!(r#""user":{{{}}}"#, &g[1..])),
+                (None, None) => {}
+            }
+            if let Some(ip) = ip {
+                parts.push(format!(r#""sourceIPs":["1.2.3.4","{ip}"]"#));
+            }
+            if complete {
+                parts.push(r#""stage":"ResponseComplete""#.to_string());
             }
             format!("{{{}}}", parts.join(","))
         })

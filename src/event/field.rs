@@ -341,6 +341,22 @@ impl<'a> Event<'a> {
         }
     }
 
+    /// For the typed string-list fields (`user.groups`, `impersonatedUser.groups`,
+    /// `sourceIPs`): the list (empty when absent). `None` for every other field.
+    #[inline]
+    pub fn string_list(&self, field: &FieldRef) -> Option<&[std::borrow::Cow<'a, str>]> {
+        match field {
+            FieldRef::UserGroups => Some(self.user.as_ref().map_or(&[][..], |u| &u.groups[..])),
+            FieldRef::ImpersonatedGroups => Some(
+                self.impersonated_user
+                    .as_ref()
+                    .map_or(&[][..], |u| &u.groups[..]),
+            ),
+            FieldRef::SourceIps => Some(&self.source_ips[..]),
+            _ => None,
+        }
+    }
+
     /// True if and only if `field` yields at least one value (JSON `null` counts as absent).
     pub fn has(&self, field: &FieldRef) -> bool {
         self.any_value(field, &mut |v| !matches!(v, FieldValue::Null))

@@ -308,12 +308,31 @@ impl Shared {
                         .collect::<Vec<_>>(),
                 };
                 // Cheap, single-condition clauses first.
-                clauses.sort_by_key(|c| (clause_cost(c, &shared.conds), c.len()));
+                clauses.sort_by_key(|c| {
+                    (
+                        clause_cost(c, &shared.conds),
+                        weak(c, &shared.conds),
+                        c.len(),
+                    )
+                });
                 clauses
             })
             .collect();
         shared
     }
+}
+
+/// True if every condition of the clause reads a field most events share a few values of
+/// (`stage`, `level`, ...): such clauses reject few events, so they are checked last.
+fn weak(clause: &[u32], conds: &[FieldCond]) -> bool {
+    clause.iter().all(|c| {
+        conds[*c as usize].fields.iter().all(|f| {
+            matches!(
+                f,
+                FieldRef::Stage | FieldRef::Level | FieldRef::Kind | FieldRef::ApiVersion
+            )
+        })
+    })
 }
 
 fn clause_cost(clause: &[u32], conds: &[FieldCond]) -> u8 {
@@ -384,6 +403,8 @@ enum Pred {
         needles: Box<[Box<str>]>,
         /// `null` is among the values: an absent field matches.
         or_absent: bool,
+        /// A list field (`user.groups`, `sourceIPs`): any element may match.
+        list: bool,
     },
     General,
 }
@@ -415,7 +436,11 @@ impl Pred {
                 | FieldRef::StatusReason
                 | FieldRef::StatusStatus
         );
-        if !single_string_field {
+        let list = matches!(
+            field,
+            FieldRef::UserGroups | FieldRef::ImpersonatedGroups | FieldRef::SourceIps
+        );
+        if !single_string_field && !list {
             return Pred::General;
         }
         let mut op = None;
@@ -453,6 +478,7 @@ impl Pred {
                 op,
                 needles: needles.into_boxed_slice(),
                 or_absent,
+                list,
             },
             None => Pred::General,
         }
@@ -617,6 +643,22 @@ impl RuleSet {
                 op,
                 needles,
                 or_absent,
+                list: true,
+            } => match ev.string_list(field) {
+                Some(items) if items.iter().all(|h| h.is_ascii()) => {
+                    (items.is_empty() && *or_absent)
+                        || items
+                            .iter()
+                            .any(|h| needles.iter().any(|n| ascii_op(*op, h, n)))
+                }
+                _ => self.shared.conds[c as usize].matches(ev),
+            },
+            Pred::Str {
+                field,
+                op,
+                needles,
+                or_absent,
+                list: false,
             } => match ev.scalar(field) {
                 Some(Some(FieldValue::Str(hay))) => {
                     needles.iter().any(|n| ascii_op(*op, hay, n))
