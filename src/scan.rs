@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::alert::AlertTemplate;
-use crate::event::redact::{redact_event, scrub};
+use crate::event::redact::redact_event;
 use crate::event::{DecodeError, DecodeStats, Event, SkipReason};
 use crate::rules::{Level, Match, RuleSet};
 
@@ -48,11 +48,19 @@ impl<'r> Detector<'r> {
         if self.matches.is_empty() {
             return;
         }
-        let mut value: Value = serde_json::from_str(ev.raw()).unwrap_or(Value::Null);
+        // The same parser decoded the event, so this succeeds; if it ever did not, the alert
+        // would carry no event and no rendered fields rather than unredacted ones.
+        let parsed = crate::event::parse_value(ev.raw());
+        let complete = parsed.is_some();
+        let mut value = parsed.unwrap_or(Value::Null);
         let secrets = redact_event(&mut value);
         let last = self.matches.len() - 1;
         for (n, m) in self.matches.iter().enumerate() {
-            let message = scrub(&m.rule.render_output(ev), &secrets);
+            let message = if complete {
+                m.rule.render_output_redacted(ev, &secrets)
+            } else {
+                m.rule.meta.title.clone()
+            };
             let template =
                 self.templates[m.index].get_or_insert_with(|| AlertTemplate::new(&m.rule.meta));
             // The last alert of this event takes the event; earlier ones copy it.

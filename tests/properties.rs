@@ -32,6 +32,10 @@ fn selection() -> impl Strategy<Value = String> {
         Just("    user.groups: null\n".to_string()),
         Just("    sourceIPs|endswith: '.9'\n".to_string()),
         Just("    stage: ResponseComplete\n".to_string()),
+        Just("    userAgent|re: '^kubectl/'\n".to_string()),
+        Just("    userAgent|re|i: '^kubectl/'\n".to_string()),
+        Just("    userAgent|contains|cased: Kube\n".to_string()),
+        Just("    userAgent|contains: kube\n".to_string()),
     ];
     (verb, res, user).prop_map(|(v, r, u)| format!("{v}{r}{u}"))
 }
@@ -74,8 +78,13 @@ fn event() -> impl Strategy<Value = String> {
         )),
         proptest::option::of(prop_oneof![Just("10.0.0.9"), Just("10.0.0.1")]),
         any::<bool>(),
+        proptest::option::of(prop_oneof![
+            Just("kubectl/v1"),
+            Just("KUBECTL/v1"),
+            Just("Kubelet")
+        ]),
     )
-        .prop_map(|(v, r, u, groups, ip, complete)| {
+        .prop_map(|(v, r, u, groups, ip, complete, agent)| {
             let mut parts = vec![r#""auditID":"x""#.to_string()];
             if let Some(v) = v {
                 parts.push(format!(r#""verb":"{v}""#));
@@ -100,6 +109,9 @@ fn event() -> impl Strategy<Value = String> {
             }
             if complete {
                 parts.push(r#""stage":"ResponseComplete""#.to_string());
+            }
+            if let Some(a) = agent {
+                parts.push(format!(r#""userAgent":"{a}""#));
             }
             format!("{{{}}}", parts.join(","))
         })

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
-
 use super::json::{JsonError, Scanner};
 use super::view::Event;
 
@@ -446,8 +444,21 @@ impl InputReader {
                 count: self.progress.clone(),
             },
         );
-        let magic = io::BufRead::fill_buf(&mut r)?;
-        if magic.starts_with(&[0x1f, 0x8b]) {
+        // Read the first two bytes whatever the reads return (a pipe may deliver one at a
+        // time), then put them back in front.
+        let mut magic = Vec::with_capacity(2);
+        while magic.len() < 2 {
+            let mut b = [0u8; 1];
+            match r.read(&mut b) {
+                Ok(0) => break,
+                Ok(_) => magic.push(b[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let gz = magic == [0x1f, 0x8b];
+        let r = io::Cursor::new(magic).chain(r);
+        if gz {
             Ok(Box::new(flate2::read::MultiGzDecoder::new(r)))
         } else {
             Ok(Box::new(r))
@@ -511,7 +522,11 @@ impl InputReader {
             };
             stats.lines += 1;
             stats.bytes += bytes.len() as u64 + u64::from(terminated);
-            let trimmed = trim_ascii(bytes);
+            let mut trimmed = trim_ascii(bytes);
+            if n == 1 {
+                // A UTF-8 byte-order mark (editors on Windows write one).
+                trimmed = trimmed.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(trimmed);
+            }
             if trimmed.is_empty() {
                 continue;
             }
@@ -527,14 +542,16 @@ impl InputReader {
                 first = false;
                 // A first line that opens a JSON value without closing it: pretty-printed input
                 // (one Event or EventList spread over lines). Read the document as a whole.
-                if (text.starts_with('{') || text.starts_with('['))
+                // A truncated JSON line is not taken for one: a pretty-printer's first line is
+                // short and ends where a value opens or continues.
+                if looks_pretty_printed(text)
                     && matches!(
                         serde_json::from_str::<serde::de::IgnoredAny>(text),
                         Err(ref e) if e.is_eof()
                     )
                 {
                     let first_line = text.as_bytes().to_vec();
-                    self.read_document(&first_line, &mut lines, stats, &mut report, on_event);
+                    self.read_document(&first_line, n, &mut lines, stats, &mut report, on_event);
                     return;
                 }
             }
@@ -559,6 +576,7 @@ impl InputReader {
     fn read_document(
         &self,
         first_line: &[u8],
+        first_line_no: u64,
         lines: &mut LineReader<Box<dyn Read>>,
         stats: &mut DecodeStats,
         report: &mut dyn FnMut(&mut DecodeStats, u64, SkipReason, String),
@@ -599,7 +617,7 @@ impl InputReader {
             if doc.len() > self.max_line_bytes {
                 report(
                     stats,
-                    1,
+                    first_line_no,
                     SkipReason::TooLong,
                     format!("document longer than {} bytes", self.max_line_bytes),
                 );
@@ -609,20 +627,23 @@ impl InputReader {
         let text = match std::str::from_utf8(&doc) {
             Ok(t) => t,
             Err(e) => {
-                report(stats, 1, SkipReason::InvalidUtf8, e.to_string());
+                report(stats, first_line_no, SkipReason::InvalidUtf8, e.to_string());
                 return;
             }
         };
-        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+        // Concatenated values, with the same scanner as single lines.
+        let mut scanner = Scanner::new(text);
         loop {
-            let offset = stream.byte_offset();
-            let line = 1 + text[..offset].bytes().filter(|b| *b == b'\n').count() as u64;
-            let line = line + u64::from(text[offset..].starts_with('\n'));
-            match stream.next() {
-                None => break,
-                Some(Ok(value)) => {
+            scanner.skip_ws();
+            let start = scanner.pos;
+            if start >= text.len() {
+                break;
+            }
+            let line = first_line_no + text[..start].bytes().filter(|b| *b == b'\n').count() as u64;
+            match scanner.skip_value() {
+                Ok(value) => {
                     let mut errors = Vec::new();
-                    stats.events += decode_value_into(value.get(), &mut |d| match d {
+                    stats.events += decode_value_into(value, &mut |d| match d {
                         Ok(ev) => on_event(ev),
                         Err(e) => errors.push(e),
                     }) as u64;
@@ -630,18 +651,30 @@ impl InputReader {
                         report(stats, line, reason, msg);
                     }
                 }
-                Some(Err(e)) => {
-                    let reason = if e.is_eof() {
-                        SkipReason::Truncated
-                    } else {
-                        SkipReason::MalformedJson
-                    };
-                    report(stats, e.line() as u64, reason, e.to_string());
+                Err(e) => {
+                    let (reason, msg) = classify(e, text);
+                    let at = first_line_no
+                        + text[..scanner.pos.min(text.len())]
+                            .bytes()
+                            .filter(|b| *b == b'\n')
+                            .count() as u64;
+                    report(stats, at, reason, msg);
                     break;
                 }
             }
         }
     }
+}
+
+/// A first line as pretty-printers write it: `{` or `[` alone, or a short line opening a value
+/// that continues on the next line.
+fn looks_pretty_printed(first: &str) -> bool {
+    let t = first.trim();
+    t == "{"
+        || t == "["
+        || ((t.starts_with('{') || t.starts_with('['))
+            && t.len() < 200
+            && (t.ends_with('{') || t.ends_with('[') || t.ends_with(',')))
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
@@ -844,5 +877,33 @@ mod tests {
         let (_, verbs, errs) = read_all(&gz.finish().unwrap());
         assert!(errs.is_empty());
         assert_eq!(verbs, ["get", "list"]);
+    }
+
+    #[test]
+    fn a_truncated_first_line_does_not_swallow_the_file() {
+        let input = b"{\"verb\":\"get\",\"auditID\":\"cut-in-the-midd\n{\"verb\":\"list\"}\n{\"verb\":\"watch\"}\n";
+        let (stats, verbs, errs) = read_all(input);
+        assert_eq!(verbs, ["list", "watch"]);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(
+            (errs[0].line, errs[0].reason),
+            (1, SkipReason::MalformedJson)
+        );
+        assert_eq!(stats.events, 2);
+    }
+
+    #[test]
+    fn document_errors_count_lines_from_the_start_of_the_file() {
+        let input = b"\n\n{\n  \"kind\": 5\n}\n";
+        let (_, _, errs) = read_all(input);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].reason), (3, SkipReason::NotAnEvent));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let (_, verbs, errs) = read_all(b"\xEF\xBB\xBF{\"verb\":\"get\"}\n");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(verbs, ["get"]);
     }
 }

@@ -115,6 +115,9 @@ pub enum FieldRef {
     Verb,
     UserAgent,
     SourceIps,
+    /// `source.ip`: the last entry of `sourceIPs`, the address that connected to the API server
+    /// (earlier entries come from `X-Forwarded-For`, which the client controls).
+    SourceIp,
     UserName,
     UserUid,
     UserGroups,
@@ -181,6 +184,7 @@ impl FieldRef {
             ["verb"] => FieldRef::Verb,
             ["userAgent"] => FieldRef::UserAgent,
             ["sourceIPs"] => FieldRef::SourceIps,
+            ["source", "ip"] => FieldRef::SourceIp,
             ["user"] => FieldRef::User,
             ["user", "username"] => FieldRef::UserName,
             ["user", "uid"] => FieldRef::UserUid,
@@ -250,6 +254,7 @@ impl<'a> Event<'a> {
             FieldRef::Verb => s(self.verb.as_deref(), f),
             FieldRef::UserAgent => s(self.user_agent.as_deref(), f),
             FieldRef::SourceIps => self.source_ips.iter().any(|ip| f(FieldValue::Str(ip))),
+            FieldRef::SourceIp => s(self.source_ips.last().map(|ip| &**ip), f),
             FieldRef::User => self.user.is_some() && f(FieldValue::Object),
             FieldRef::UserName => s(self.user.as_ref().and_then(|u| u.username.as_deref()), f),
             FieldRef::UserUid => s(self.user.as_ref().and_then(|u| u.uid.as_deref()), f),
@@ -322,6 +327,7 @@ impl<'a> Event<'a> {
             FieldRef::RequestUri => s(self.request_uri.as_deref()),
             FieldRef::Verb => s(self.verb.as_deref()),
             FieldRef::UserAgent => s(self.user_agent.as_deref()),
+            FieldRef::SourceIp => s(self.source_ips.last().map(|ip| &**ip)),
             FieldRef::UserName => s(self.user.as_ref().and_then(|u| u.username.as_deref())),
             FieldRef::UserUid => s(self.user.as_ref().and_then(|u| u.uid.as_deref())),
             FieldRef::ImpersonatedName => s(self

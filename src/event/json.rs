@@ -1,10 +1,15 @@
-//! A small JSON scanner specialised for audit events: it validates the whole text (RFC 8259, the
-//! same documents `serde_json` accepts, nesting up to 128 levels), borrows strings that contain no
-//! escapes, and hands back the raw text of values it does not need to look at. Parsing an
-//! event touches each byte about once and allocates only for strings with escapes.
+//! A small JSON scanner specialised for audit events: it validates the whole text (RFC 8259,
+//! nesting up to 129 levels), borrows strings that contain no escapes, and hands back the raw
+//! text of values it does not need to look at. Parsing an event touches each byte about once and
+//! allocates only for strings with escapes.
 //!
-//! Strings are found eight bytes at a time (SWAR): a word is tested for `"`, `\` and control
-//! bytes with a few integer operations instead of one comparison per byte.
+//! It is a little more lenient than `serde_json`, as Go's `encoding/json` (which writes audit
+//! logs) is: a lone surrogate escape becomes U+FFFD and a number beyond `f64` is kept as text.
+//! Bodies parsed later ([`parse_value`]) go through the same scanner, so an event that decoded
+//! never has a body that fails to parse, whatever a client put in its PATCH.
+//!
+//! Strings are found sixteen bytes at a time (SSE2 on x86_64, eight with SWAR elsewhere): a block
+//! is tested for `"`, `\` and control bytes at once instead of one comparison per byte.
 
 use std::borrow::Cow;
 
@@ -480,6 +485,45 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Builds a `serde_json::Value` (the same acceptance as the rest of the scanner, so a body
+    /// that decoded as part of an event always parses). Duplicate keys: the last wins.
+    /// Numbers outside the range of `f64` are kept as their text, in a string.
+    pub fn value(&mut self, depth: usize) -> Result<serde_json::Value> {
+        use serde_json::Value;
+        if depth > MAX_DEPTH {
+            return self.syntax("nesting too deep");
+        }
+        match self.peek() {
+            Some(b'"') => Ok(Value::String(self.string()?.into_owned())),
+            Some(b'{') => {
+                let mut map = serde_json::Map::new();
+                self.object("", |s: &mut Self, k: &str| {
+                    let v = s.value(depth + 1)?;
+                    map.insert(k.to_string(), v);
+                    Ok(())
+                })?;
+                Ok(Value::Object(map))
+            }
+            Some(b'[') => {
+                let mut items = Vec::new();
+                self.array("", |s: &mut Self| {
+                    items.push(s.value(depth + 1)?);
+                    Ok(())
+                })?;
+                Ok(Value::Array(items))
+            }
+            Some(b't') => self.literal(b"true").map(|()| Value::Bool(true)),
+            Some(b'f') => self.literal(b"false").map(|()| Value::Bool(false)),
+            Some(b'n') => self.literal(b"null").map(|()| Value::Null),
+            Some(b'-' | b'0'..=b'9') => {
+                let n = self.number()?;
+                Ok(number_value(n))
+            }
+            Some(_) => self.syntax("expected a value"),
+            None => Err(JsonError::Eof),
+        }
+    }
+
     /// Checks that only whitespace follows.
     pub fn end(&mut self) -> Result<()> {
         if self.peek().is_some() {
@@ -487,6 +531,29 @@ impl<'a> Scanner<'a> {
         }
         Ok(())
     }
+}
+
+fn number_value(text: &str) -> serde_json::Value {
+    use serde_json::{Number, Value};
+    if let Ok(i) = text.parse::<i64>() {
+        return Value::Number(i.into());
+    }
+    if let Ok(u) = text.parse::<u64>() {
+        return Value::Number(u.into());
+    }
+    match text.parse::<f64>().ok().and_then(Number::from_f64) {
+        Some(n) => Value::Number(n),
+        None => Value::String(text.to_string()),
+    }
+}
+
+/// Parses JSON text into a `Value` with the scanner's rules: every text an event was decoded
+/// from parses, whatever its nesting or escapes. `None` if it is not one JSON value.
+pub fn parse_value(text: &str) -> Option<serde_json::Value> {
+    let mut s = Scanner::new(text);
+    let v = s.value(0).ok()?;
+    s.end().ok()?;
+    Some(v)
 }
 
 #[cfg(test)]
@@ -626,5 +693,29 @@ mod tests {
                 proptest::prop_assert_eq!(accepts(text), serde_ok, "{:?}", text);
             }
         }
+    }
+
+    #[test]
+    fn values_parse_like_serde_json_and_beyond_its_limits() {
+        for text in [
+            r#"{"a":[1,-2,3.5,true,null,"x\u0026y"],"b":{}}"#,
+            "[]",
+            "18446744073709551615",
+        ] {
+            assert_eq!(parse_value(text), serde_json::from_str(text).ok(), "{text}");
+        }
+        // What serde_json rejects but audit logs can hold: still a value.
+        assert_eq!(
+            parse_value(r#""\ud800x""#),
+            Some(serde_json::json!("\u{FFFD}x"))
+        );
+        assert_eq!(parse_value("1e400"), Some(serde_json::json!("1e400")));
+        let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        assert!(parse_value(&deep).is_some());
+        assert_eq!(
+            parse_value(r#"{"k":1,"k":2}"#),
+            Some(serde_json::json!({"k": 2}))
+        );
+        assert_eq!(parse_value("{} x"), None);
     }
 }

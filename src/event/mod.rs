@@ -13,4 +13,5 @@ pub use decode::{
     SkipReason, DEFAULT_MAX_LINE_BYTES,
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};
+pub use json::parse_value;
 pub use view::{Event, ObjectRef, ResponseStatus, UserInfo};

@@ -37,9 +37,11 @@ use serde_json::{Map, Value};
 /// The replacement for every redacted value.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Replaced values shorter than this (in bytes) are not returned by [`redact_event`]: scrubbing
-/// such short strings out of messages would mangle them without protecting anything.
-const MIN_RETURNED_LEN: usize = 4;
+/// Every non-empty replaced value is returned by [`redact_event`]; [`scrub`] replaces only those
+/// of at least this many bytes inside longer text (shorter ones would mangle messages), while
+/// output rendering replaces a field value equal to any returned value, whatever its length.
+pub const MIN_SCRUB_LEN: usize = 4;
+const MIN_RETURNED_LEN: usize = 1;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -53,8 +55,8 @@ const BEARER: &str = "bearer";
 /// event) in place.
 ///
 /// Returns every distinct secret string value that was replaced (for scrubbing messages with
-/// [`scrub`]), in the order they were found, skipping values shorter than 4 bytes. Numbers that
-/// were redacted are returned in their JSON text form. An event that is not a JSON object is left
+/// [`scrub`] and output rendering), in the order they were found. Numbers that were redacted
+/// are returned in their JSON text form. An event that is not a JSON object is left
 /// unchanged.
 pub fn redact_event(event: &mut Value) -> Vec<String> {
     let mut found = Found::default();
@@ -120,10 +122,11 @@ pub fn redact_event(event: &mut Value) -> Vec<String> {
 ///
 /// Longer secrets win over shorter ones that overlap them, so no fragment of a long secret is left
 /// behind. Each secret is also looked for in its JSON-escaped form (as it appears when a message
-/// embeds a JSON rendering of an object), when that differs. Empty secrets are ignored.
+/// embeds a JSON rendering of an object), when that differs. Secrets shorter than
+/// [`MIN_SCRUB_LEN`] bytes are not replaced inside longer text.
 pub fn scrub(text: &str, secrets: &[String]) -> String {
     let mut patterns: Vec<Cow<'_, str>> = Vec::with_capacity(secrets.len());
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+    for secret in secrets.iter().filter(|s| s.len() >= MIN_SCRUB_LEN) {
         patterns.push(Cow::Borrowed(secret.as_str()));
         if let Some(escaped) = json_escaped(secret) {
             patterns.push(Cow::Owned(escaped));
@@ -713,8 +716,9 @@ mod tests {
                     "/responseObject/data/password",
                 ],
                 kept: &["/requestObject/data/old", "/requestObject/immutable", "/responseObject/metadata/name"],
-                returned: &["bmV3LXBhc3N3b3Jk", "98765"],
-                not_returned: &["yes"],
+                // Short values are returned too, so rendered messages can redact them.
+                returned: &["bmV3LXBhc3N3b3Jk", "98765", "yes"],
+                not_returned: &[],
             },
             Case {
                 name: "JSON patch of a secret: values, keeping op and path",
@@ -812,7 +816,7 @@ mod tests {
                 not_returned: &["not-a-token-field"],
             },
             Case {
-                name: "short values are redacted but not returned",
+                name: "short values are redacted and returned",
                 event: secret_event(
                     "create",
                     secret_object(json!({"a": "eA==", "b": "abc"}), json!({"n": 42})),
@@ -820,8 +824,8 @@ mod tests {
                 ),
                 redacted: &["/requestObject/data/a", "/requestObject/data/b", "/requestObject/stringData/n"],
                 kept: &[],
-                returned: &["eA=="],
-                not_returned: &["abc", "42"],
+                returned: &["eA==", "abc", "42"],
+                not_returned: &[],
             },
         ]
     }

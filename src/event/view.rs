@@ -289,7 +289,7 @@ pub(crate) struct Lazy {
 }
 
 fn parse_raw(raw: Option<&str>) -> Option<Value> {
-    raw.and_then(|r| serde_json::from_str(r).ok())
+    raw.and_then(super::json::parse_value)
 }
 
 impl<'a> Event<'a> {
@@ -352,15 +352,15 @@ impl<'a> Event<'a> {
             let Some(raw) = self.annotations else {
                 return Vec::new();
             };
-            match serde_json::from_str::<std::collections::BTreeMap<String, Value>>(raw) {
-                Ok(map) => map
+            match super::json::parse_value(raw) {
+                Some(Value::Object(map)) => map
                     .into_iter()
                     .filter_map(|(k, v)| match v {
                         Value::String(s) => Some((k, s)),
                         _ => None,
                     })
                     .collect(),
-                Err(_) => Vec::new(),
+                _ => Vec::new(),
             }
         })
     }
@@ -372,12 +372,13 @@ impl<'a> Event<'a> {
         let mut s = Scanner::new(raw);
         let mut found: Option<Result<&'a str, ()>> = None;
         let scanned = s.object("annotations", |s: &mut Scanner<'a>, k: &str| {
-            if found.is_none() && k == key {
-                found = Some(match s.opt_string("annotation")? {
-                    Some(Cow::Borrowed(v)) => Ok(v),
-                    Some(Cow::Owned(_)) => Err(()),
-                    None => return Ok(()),
-                });
+            if k == key {
+                // The last of duplicate keys wins, as in the parsed map and in redaction.
+                found = match s.opt_string("annotation")? {
+                    Some(Cow::Borrowed(v)) => Some(Ok(v)),
+                    Some(Cow::Owned(_)) => Some(Err(())),
+                    None => None,
+                };
                 return Ok(());
             }
             s.skip_value().map(|_| ())
@@ -412,7 +413,7 @@ impl<'a> Event<'a> {
     pub fn whole(&self) -> Option<&Value> {
         self.lazy()
             .whole
-            .get_or_init(|| serde_json::from_str(self.raw).ok())
+            .get_or_init(|| super::json::parse_value(self.raw))
             .as_ref()
     }
 }
@@ -434,6 +435,9 @@ mod tests {
         );
         assert_eq!(ev.annotation("d"), Some("last"));
         assert_eq!(ev.annotation("missing"), None);
+        let dup = Event::parse(r#"{"verb":"get","annotations":{"k":"first","k":"last"}}"#).unwrap();
+        assert_eq!(dup.annotation("k"), Some("last"));
+        assert_eq!(dup.annotations(), &[("k".to_string(), "last".to_string())]);
         let none = Event::parse(r#"{"verb":"get","annotations":null}"#).unwrap();
         assert_eq!(none.annotation("a"), None);
     }

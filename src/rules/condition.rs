@@ -186,9 +186,17 @@ impl Parser<'_> {
             return Err("expected `of` after a count".into());
         }
         let ids: Vec<usize> = match self.next() {
-            Some(Token::Them) => (0..self.names.len())
-                .filter(|i| !self.names[*i].starts_with('_'))
-                .collect(),
+            Some(Token::Them) => {
+                let ids: Vec<usize> = (0..self.names.len())
+                    .filter(|i| !self.names[*i].starts_with('_'))
+                    .collect();
+                if ids.is_empty() {
+                    return Err(
+                        "`them` matches no detection (names starting with `_` are excluded)".into(),
+                    );
+                }
+                ids
+            }
             Some(Token::Ident(pat)) => {
                 let ids: Vec<usize> = (0..self.names.len())
                     .filter(|i| name_matches(&pat, &self.names[*i]))
@@ -332,6 +340,13 @@ mod tests {
         for (cond, truthy, want) in cases {
             assert_eq!(eval(cond, truthy), *want, "{cond} with {truthy:?}");
         }
+    }
+
+    #[test]
+    fn them_over_only_hidden_detections_is_an_error() {
+        let names = vec!["_a".to_string(), "_b".to_string()];
+        assert!(parse("all of them", &names).is_err());
+        assert!(parse("1 of them", &names).is_err());
     }
 
     #[test]

@@ -30,12 +30,25 @@ pub enum StrMatcher {
     Contains {
         finder: AhoCorasick,
         needle: String,
+        cased: bool,
     },
     /// Wildcards that fit no simpler shape, and user regexes (`re`).
     Regex(Regex),
 }
 
 impl StrMatcher {
+    /// A text that identifies what this matcher accepts (equal keys, equal behaviour).
+    pub fn key(&self) -> String {
+        match self {
+            StrMatcher::Any => "any".into(),
+            StrMatcher::Exact { needle, cased } => format!("eq:{cased}:{needle}"),
+            StrMatcher::Prefix { needle, cased } => format!("prefix:{cased}:{needle}"),
+            StrMatcher::Suffix { needle, cased } => format!("suffix:{cased}:{needle}"),
+            StrMatcher::Contains { needle, cased, .. } => format!("contains:{cased}:{needle}"),
+            StrMatcher::Regex(r) => format!("re:{}", r.as_str()),
+        }
+    }
+
     /// True if and only if `hay` matches. Allocates only for case-insensitive comparisons of
     /// non-ASCII text.
     pub fn is_match(&self, hay: &str) -> bool {
@@ -163,6 +176,7 @@ pub fn compile_tokens(toks: &[Tok], cased: bool) -> Result<StrMatcher, regex::Er
                 .build([s.as_str()])
                 .map_err(|e| regex::Error::Syntax(e.to_string()))?,
             needle: s.clone(),
+            cased,
         },
         _ => {
             let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
@@ -218,6 +232,19 @@ fn as_number(v: FieldValue<'_>) -> Option<f64> {
 }
 
 impl Pattern {
+    /// A text that identifies what this pattern accepts (equal keys, equal behaviour).
+    pub fn key(&self) -> String {
+        match self {
+            Pattern::Str(m) => m.key(),
+            Pattern::Num(n) => format!("num:{n}"),
+            Pattern::Bool(b) => format!("bool:{b}"),
+            Pattern::Compare(op, n) => format!("cmp:{op:?}:{n}"),
+            Pattern::Cidr(net) => format!("cidr:{net}"),
+            Pattern::Null => "null".into(),
+            Pattern::Exists(b) => format!("exists:{b}"),
+        }
+    }
+
     /// Field-level patterns look at presence, not at values.
     pub fn is_field_level(&self) -> bool {
         matches!(self, Pattern::Null | Pattern::Exists(_))

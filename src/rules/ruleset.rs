@@ -132,6 +132,45 @@ impl Rule {
         self.condition.eval(&mut |i| self.selections[i].matches(ev))
     }
 
+    /// Renders the `output` template like [`Rule::render_output`], but never shows a value that
+    /// redaction removed from the event (`secrets`, as returned by `redact_event`): a field value
+    /// equal to one of them (as text or as a number) renders as `[REDACTED]`, and longer
+    /// values are scrubbed of them.
+    pub fn render_output_redacted(&self, ev: &Event<'_>, secrets: &[String]) -> String {
+        use crate::event::redact::{scrub, REDACTED};
+        let Some(parts) = &self.output else {
+            return self.meta.title.clone();
+        };
+        let numbers: Vec<f64> = secrets.iter().filter_map(|s| s.parse().ok()).collect();
+        let mut out = String::new();
+        for p in parts {
+            match p {
+                OutputPart::Lit(s) => out.push_str(s),
+                OutputPart::Field(f) => {
+                    let vals: Vec<String> = ev
+                        .values_as_strings(f)
+                        .into_iter()
+                        .map(|v| {
+                            let secret = secrets.contains(&v)
+                                || v.parse::<f64>().is_ok_and(|n| numbers.contains(&n));
+                            if secret {
+                                REDACTED.to_string()
+                            } else {
+                                scrub(&v, secrets)
+                            }
+                        })
+                        .collect();
+                    if vals.is_empty() {
+                        out.push_str("<none>");
+                    } else {
+                        out.push_str(&vals.join(", "));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Renders the `output` template (or the title) for `ev`. Fields with several values are
     /// joined with `, `; a missing field renders as `<none>`.
     pub fn render_output(&self, ev: &Event<'_>) -> String {
@@ -262,9 +301,10 @@ impl Shared {
         let mut shared = Shared::default();
         let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
         let mut intern = |c: &FieldCond, conds: &mut Vec<FieldCond>| -> u32 {
-            // Debug output of fields, patterns (compiled from the same text) and `all` identifies
-            // a condition exactly.
-            let key = format!("{:?}|{}|{:?}", c.fields, c.all, c.patterns);
+            // Fields, `all` and each pattern's key identify a condition exactly (flags and
+            // case sensitivity included).
+            let patterns: Vec<String> = c.patterns.iter().map(Pattern::key).collect();
+            let key = format!("{:?}|{}|{}", c.fields, c.all, patterns.join("\u{1f}"));
             *ids.entry(key).or_insert_with(|| {
                 conds.push(c.clone());
                 (conds.len() - 1) as u32
@@ -424,6 +464,7 @@ impl Pred {
                 | FieldRef::RequestUri
                 | FieldRef::Verb
                 | FieldRef::UserAgent
+                | FieldRef::SourceIp
                 | FieldRef::UserName
                 | FieldRef::UserUid
                 | FieldRef::ImpersonatedName
@@ -516,6 +557,8 @@ thread_local! {
 #[derive(Debug)]
 struct ThrottleEntry {
     window_start: DateTime<Utc>,
+    /// `window_start` plus the rule's window (for sweeping without knowing the rule).
+    expires: DateTime<Utc>,
     suppressed: u64,
 }
 
@@ -544,6 +587,8 @@ pub struct RuleSet {
     suppressed_by_rule: Vec<AtomicU64>,
     /// Matches alerted without throttling because the key table was full.
     pub throttle_overflow_total: AtomicU64,
+    /// Wall-clock second of the last sweep of expired keys.
+    last_sweep: AtomicU64,
 }
 
 impl RuleSet {
@@ -560,6 +605,7 @@ impl RuleSet {
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
             suppressed_total: AtomicU64::new(0),
             throttle_overflow_total: AtomicU64::new(0),
+            last_sweep: AtomicU64::new(0),
         }
     }
 
@@ -741,36 +787,59 @@ impl RuleSet {
         let key = (rule, h.finish());
         let now = ev.time().unwrap_or_else(Utc::now);
         let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::MAX);
-        if let Some(mut e) = self.throttle.get_mut(&key) {
-            if now >= e.window_start && now - e.window_start < window {
-                e.suppressed += 1;
-                self.suppressed_total.fetch_add(1, Ordering::Relaxed);
-                if let Some(c) = self.suppressed_by_rule.get(rule as usize) {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                return None;
-            }
-            let suppressed = std::mem::take(&mut e.suppressed);
-            e.window_start = now;
-            return Some(suppressed);
-        }
-        if self.throttle.len() >= self.throttle_max_keys {
-            // Drop keys whose window has passed (by this event's time); if still full, alert
-            // rather than lose the match.
-            self.throttle.retain(|_, e| now - e.window_start < window);
+        if self.throttle.len() >= self.throttle_max_keys && !self.throttle.contains_key(&key) {
+            self.sweep(now);
             if self.throttle.len() >= self.throttle_max_keys {
+                // Full of live keys: alert rather than lose the match.
                 self.throttle_overflow_total.fetch_add(1, Ordering::Relaxed);
                 return Some(0);
             }
         }
-        self.throttle.insert(
-            key,
-            ThrottleEntry {
-                window_start: now,
-                suppressed: 0,
-            },
-        );
-        Some(0)
+        // `entry` locks the key's shard: two workers cannot both open a window for one key.
+        match self.throttle.entry(key) {
+            dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
+                let age = now.signed_duration_since(e.window_start);
+                if age.abs() < window {
+                    // Inside the window, including events a little out of order.
+                    e.suppressed += 1;
+                    self.suppressed_total.fetch_add(1, Ordering::Relaxed);
+                    if let Some(c) = self.suppressed_by_rule.get(rule as usize) {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None
+                } else if age >= window {
+                    let suppressed = std::mem::take(&mut e.suppressed);
+                    e.window_start = now;
+                    e.expires = now + window;
+                    Some(suppressed)
+                } else {
+                    // Much older than the window (old data replayed): alert, and never move
+                    // the window back.
+                    Some(0)
+                }
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(ThrottleEntry {
+                    window_start: now,
+                    expires: now + window,
+                    suppressed: 0,
+                });
+                Some(0)
+            }
+        }
+    }
+
+    /// Drops keys whose window ended before `now` (event time). Runs at most once per second
+    /// of wall time, so a flood of new keys costs one sweep a second, not one per match.
+    fn sweep(&self, now: DateTime<Utc>) {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_sweep.swap(wall, Ordering::Relaxed) == wall {
+            return;
+        }
+        self.throttle.retain(|_, e| e.expires > now);
     }
 }
 
@@ -931,6 +1000,23 @@ mod tests {
             ]
         );
         assert_eq!(set.suppressed_total.load(Ordering::Relaxed), 3);
+
+        // A little out of order (concurrent requests, several API servers): still suppressed,
+        // and the window does not move back.
+        let mut fired = 0;
+        for t in [
+            "2026-01-01T01:00:00Z",
+            "2026-01-01T00:59:59.999Z",
+            "2026-01-01T01:09:59Z",
+        ] {
+            let json = ev("c", t);
+            decode_value_into(&json, &mut |e| {
+                let mut m = Vec::new();
+                set.matches_into(e.unwrap(), &mut m);
+                fired += m.len();
+            });
+        }
+        assert_eq!(fired, 1);
     }
 
     #[test]

@@ -298,6 +298,10 @@ fn compile_rule(ctx: &mut Ctx<'_>, v: &Yaml) -> Option<Rule> {
             return None;
         }
         Some(Yaml::String(c)) => condition::parse(&c, &names),
+        Some(Yaml::Sequence(items)) if items.is_empty() => {
+            ctx.err(&["detection", "condition"], "`condition` is an empty list");
+            return None;
+        }
         Some(Yaml::Sequence(items)) => {
             // A list of conditions is their `or` (deprecated Sigma form).
             let mut alts = Vec::new();
@@ -604,11 +608,17 @@ pub fn compile_field(opts: &CompileOptions, key: &str, v: &Yaml) -> Result<Field
         };
         for s in strings {
             if let Some(flags) = &re {
-                let mut b = regex::RegexBuilder::new(&s);
-                b.case_insensitive(flags.contains('i'))
-                    .multi_line(flags.contains('m'))
-                    .dot_matches_new_line(flags.contains('s'));
-                let r = b.build().map_err(|e| format!("invalid regex `{s}`: {e}"))?;
+                // Flags go inline, so the compiled regex's text identifies it completely (shared
+                // conditions are deduplicated by it).
+                let mut inline: String = ['i', 'm', 's']
+                    .into_iter()
+                    .filter(|f| flags.contains(*f))
+                    .collect();
+                if !inline.is_empty() {
+                    inline = format!("(?{inline})");
+                }
+                let r = regex::Regex::new(&format!("{inline}{s}"))
+                    .map_err(|e| format!("invalid regex `{s}`: {e}"))?;
                 patterns.push(Pattern::Str(StrMatcher::Regex(r)));
             } else if cidr {
                 let net: ipnet::IpNet = s
