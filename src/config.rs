@@ -50,6 +50,251 @@ pub struct Config {
     pub rules: RulesConfig,
     #[serde(default)]
     pub input: InputConfig,
+    /// Where the daemon keeps checkpoints and the dead-letter file.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where audit events come from (`tripline run`).
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// Where alerts and events go (`tripline run`).
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tripline")
+}
+
+/// A duration written as `500ms`, `30s`, `10m`, `2h` or `1d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_human_duration(&s).map(HumanDuration).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration (use e.g. `500ms`, `30s`, `10m`, `2h`)"
+            ))
+        })
+    }
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `1d`.
+pub fn parse_human_duration(s: &str) -> Option<std::time::Duration> {
+    match s.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(std::time::Duration::from_millis),
+        None => crate::rules::parse_duration(s),
+    }
+}
+
+/// Where a file source starts in files that exist when it first runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    Beginning,
+    #[default]
+    End,
+}
+
+/// One entry of `sources:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    File(FileSourceConfig),
+}
+
+/// `sources: - type: file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Names the source in metrics, logs and the checkpoint file (default `file-<index>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Glob patterns of the files to follow.
+    pub paths: Vec<String>,
+    /// Glob patterns of files not to follow.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// For files present at the first start (no checkpoint yet): `end` or `beginning`. Files
+    /// that appear later are always read from the beginning.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// How often globs are re-evaluated and files polled (inotify wakes the reader sooner).
+    #[serde(default = "default_poll")]
+    pub poll_interval: HumanDuration,
+    /// How often confirmed offsets are written to `state_dir`.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval: HumanDuration,
+    /// Raise an alert when no event arrived for this long.
+    #[serde(default = "default_silence")]
+    pub silence_alert_after: HumanDuration,
+}
+
+fn default_poll() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(250))
+}
+fn default_checkpoint() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(1))
+}
+fn default_silence() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(300))
+}
+
+/// Which outputs a sink takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flow {
+    /// ECS alert documents.
+    Alerts,
+    /// Every audit event, redacted and enriched (SIEM archiving).
+    Events,
+}
+
+/// One entry of `sinks:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// JSON lines appended to a file.
+    File(FileSinkConfig),
+    /// JSON lines on standard output.
+    Stdout(StdoutSinkConfig),
+}
+
+/// `sinks: - type: file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub path: PathBuf,
+    #[serde(default = "default_flows")]
+    pub flows: Vec<Flow>,
+    /// A required sink must confirm a batch before its offset is checkpointed.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+/// `sinks: - type: stdout`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_flows")]
+    pub flows: Vec<Flow>,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn default_flows() -> Vec<Flow> {
+    vec![Flow::Alerts]
+}
+
+impl SinkConfig {
+    pub fn flows(&self) -> &[Flow] {
+        match self {
+            SinkConfig::File(c) => &c.flows,
+            SinkConfig::Stdout(c) => &c.flows,
+        }
+    }
+
+    pub fn required(&self) -> bool {
+        match self {
+            SinkConfig::File(c) => c.required,
+            SinkConfig::Stdout(c) => c.required,
+        }
+    }
+
+    /// The configured name, or `<type>-<index>`.
+    pub fn name(&self, index: usize) -> String {
+        match self {
+            SinkConfig::File(c) => c.name.clone().unwrap_or(format!("file-{index}")),
+            SinkConfig::Stdout(c) => c.name.clone().unwrap_or(format!("stdout-{index}")),
+        }
+    }
+}
+
+impl SourceConfig {
+    /// The configured name, or `<type>-<index>`.
+    pub fn name(&self, index: usize) -> String {
+        match self {
+            SourceConfig::File(c) => c.name.clone().unwrap_or(format!("file-{index}")),
+        }
+    }
+}
+
+/// `pipeline:`: the daemon's concurrency and bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Detection threads; 0 means one per CPU core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Largest batch a source hands to the workers, in bytes of complete lines.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_max_bytes: usize,
+    /// Batches queued between stages; when full, sources stop reading.
+    #[serde(default = "default_queue")]
+    pub queue_batches: usize,
+    /// On SIGTERM/SIGINT, how long to deliver what is in flight before exiting anyway.
+    #[serde(default = "default_shutdown")]
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 0,
+            batch_max_bytes: default_batch_bytes(),
+            queue_batches: default_queue(),
+            shutdown_timeout: default_shutdown(),
+        }
+    }
+}
+
+fn default_batch_bytes() -> usize {
+    1 << 20
+}
+fn default_queue() -> usize {
+    16
+}
+fn default_shutdown() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+
+/// `telemetry:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`; unset disables the endpoint.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: None,
+            log_format: default_log_format(),
+        }
+    }
+}
+
+fn default_log_format() -> String {
+    "json".to_string()
 }
 
 /// `rules:`: which rules run and how they are tuned.
@@ -226,6 +471,51 @@ impl Config {
         let mut p = Vec::new();
         if self.input.max_line_bytes < 1024 {
             p.push("input.max_line_bytes: must be at least 1024".to_string());
+        }
+        for (i, src) in self.sources.iter().enumerate() {
+            match src {
+                SourceConfig::File(f) => {
+                    if f.paths.is_empty() {
+                        p.push(format!("sources[{i}].paths: at least one glob is required"));
+                    }
+                    for (j, g) in f.paths.iter().chain(&f.exclude).enumerate() {
+                        if let Err(e) = glob::Pattern::new(g) {
+                            p.push(format!("sources[{i}].paths[{j}]: `{g}` is not a glob: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let n = s.name(i);
+            if !names.insert(n.clone()) {
+                p.push(format!("sources[{i}].name: `{n}` is used twice"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            let n = s.name(i);
+            if !names.insert(n.clone()) {
+                p.push(format!("sinks[{i}].name: `{n}` is used twice"));
+            }
+            if s.flows().is_empty() {
+                p.push(format!(
+                    "sinks[{i}].flows: name at least one of `alerts`, `events`"
+                ));
+            }
+        }
+        if self.pipeline.queue_batches == 0 {
+            p.push("pipeline.queue_batches: must be at least 1".to_string());
+        }
+        if self.pipeline.batch_max_bytes < 4096 {
+            p.push("pipeline.batch_max_bytes: must be at least 4096".to_string());
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
+            p.push(format!(
+                "telemetry.log_format: `{}` is neither `json` nor `text`",
+                self.telemetry.log_format
+            ));
         }
         if self.rules.throttle_max_keys == 0 {
             p.push("rules.throttle_max_keys: must be at least 1".to_string());

@@ -4,5 +4,9 @@
 pub mod alert;
 pub mod config;
 pub mod event;
+pub mod pipeline;
 pub mod rules;
 pub mod scan;
+pub mod sink;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,561 @@
+//! The daemon's wiring: sources -> detection workers -> sinks, with acknowledgements flowing
+//! back so sources checkpoint only what every required sink confirmed.
+//!
+//! ```text
+//! file source --Batch--> [bounded] --> workers (decode, detect, redact) --SinkBatch--> [bounded] --> sink
+//!      ^                                                                                          |
+//!      +------------------------------ Completion (last confirmation) <---------------------------+
+//! ```
+//!
+//! Threads, not async tasks: reading files and matching rules are blocking and CPU-bound, and
+//! bounded channels give backpressure directly (a full queue stops the source from reading).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::Value;
+
+use crate::config::{Config, Flow, SourceConfig};
+use crate::event::decode_value_into;
+use crate::event::redact::redact_event;
+use crate::rules::{Level, RuleMeta, RuleSet};
+use crate::scan::Detector;
+use crate::sink::{self, DeadLetters, SinkBatch, SinkHandle};
+use crate::source::file::{FileSource, SourceEvent};
+use crate::source::Batch;
+use crate::telemetry::{Health, Metrics, LATENCY_BUCKETS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("no sources configured (`sources:`)")]
+    NoSources,
+    #[error("no sinks configured (`sinks:`)")]
+    NoSinks,
+    #[error(transparent)]
+    Sink(#[from] sink::SinkError),
+    #[error(transparent)]
+    Source(#[from] crate::source::file::FileSourceError),
+    #[error("rules: {0}")]
+    Rules(String),
+}
+
+/// The current rule set; swapped whole on reload.
+pub type SharedRules = Arc<RwLock<Arc<RuleSet>>>;
+
+/// Loads the configured rules; every problem is an error (a daemon does not start half-armed).
+pub fn load_rules(cfg: &Config) -> Result<RuleSet, Vec<String>> {
+    let loaded = crate::rules::load_configured(cfg, &[], true);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    if !loaded.errors.is_empty() {
+        return Err(loaded.errors.iter().map(|e| e.to_string()).collect());
+    }
+    Ok(RuleSet::new(loaded.rules).with_throttle_max_keys(cfg.rules.throttle_max_keys))
+}
+
+/// Signals the daemon reacts to.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// Set on SIGTERM/SIGINT: stop reading, drain, checkpoint, exit.
+    pub stop: Arc<AtomicBool>,
+    /// Set on SIGHUP: reload the rules.
+    pub reload: Arc<AtomicBool>,
+}
+
+/// Runs the pipeline until `control.stop` is set, then drains within the configured deadline.
+pub fn run(
+    cfg: Config,
+    rules: RuleSet,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    control: Control,
+) -> Result<(), PipelineError> {
+    if cfg.sources.is_empty() {
+        return Err(PipelineError::NoSources);
+    }
+    if cfg.sinks.is_empty() {
+        return Err(PipelineError::NoSinks);
+    }
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+        PipelineError::Rules(format!(
+            "creating state_dir {}: {e}",
+            cfg.state_dir.display()
+        ))
+    })?;
+    let queue = cfg.pipeline.queue_batches;
+    // Sinks keep running until every worker is gone, so in-flight batches are delivered.
+    let sink_stop = Arc::new(AtomicBool::new(false));
+    let mut sinks = Vec::new();
+    let mut sink_threads = Vec::new();
+    for (i, s) in cfg.sinks.iter().enumerate() {
+        let (h, t) = sink::start(s, i, queue, &metrics, sink_stop.clone())?;
+        sinks.push(h);
+        sink_threads.push(t);
+    }
+    let sinks: Arc<[SinkHandle]> = sinks.into();
+    let dead_letters = Arc::new(DeadLetters::new(&cfg.state_dir, &metrics));
+    let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
+    metrics
+        .gauge(
+            "tripline_rules_loaded",
+            "Rules in the running rule set.",
+            &[],
+        )
+        .set(rules.read().map(|r| r.len()).unwrap_or(0) as i64);
+
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<Batch>(queue);
+    let (event_tx, event_rx) = crossbeam_channel::bounded::<SourceEvent>(64);
+
+    // Sources.
+    let pipeline_health = health.component("pipeline");
+    let mut source_threads = Vec::new();
+    let mut watchers = Vec::new();
+    for (i, s) in cfg.sources.iter().enumerate() {
+        let name = s.name(i);
+        match s {
+            SourceConfig::File(fc) => {
+                let src = FileSource::new(
+                    &name,
+                    fc.clone(),
+                    &cfg.state_dir,
+                    cfg.input.max_line_bytes,
+                    cfg.pipeline.batch_max_bytes,
+                    batch_tx.clone(),
+                    event_tx.clone(),
+                    &metrics,
+                )?;
+                let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+                watchers.push(watch(&src.watch_dirs(), wake_tx, &name));
+                let stop = control.stop.clone();
+                let drain = cfg.pipeline.shutdown_timeout.0;
+                let h = health.component(&format!("source:{name}"));
+                source_threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("source-{name}"))
+                        .spawn(move || {
+                            h.set_ready(true);
+                            src.run(stop, drain, wake_rx);
+                            h.set_ready(false);
+                        })
+                        .expect("spawning a thread"),
+                );
+            }
+        }
+    }
+    drop(batch_tx);
+    drop(event_tx);
+
+    // Workers.
+    let workers = if cfg.pipeline.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        cfg.pipeline.workers
+    };
+    let mut worker_threads = Vec::new();
+    for w in 0..workers {
+        let ctx = WorkerContext {
+            rx: batch_rx.clone(),
+            rules: rules.clone(),
+            sinks: sinks.clone(),
+            dead_letters: dead_letters.clone(),
+            cluster: cfg.cluster_name.clone(),
+            metrics: metrics.clone(),
+        };
+        worker_threads.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{w}"))
+                .spawn(move || ctx.run())
+                .expect("spawning a thread"),
+        );
+    }
+    drop(batch_rx);
+    pipeline_health.set_ready(true);
+    tracing::info!(
+        sources = cfg.sources.len(),
+        sinks = sinks.len(),
+        workers,
+        "pipeline running"
+    );
+
+    // Control loop: silence alerts, rule reloads, until stop.
+    let mut reloader = Reloader::new(&cfg, rules.clone(), metrics.clone());
+    while !control.stop.load(Ordering::Relaxed) {
+        match event_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(SourceEvent::Silent {
+                source,
+                silent,
+                for_secs,
+            }) => silence_alert(
+                &sinks,
+                &source,
+                silent,
+                for_secs,
+                cfg.cluster_name.as_deref(),
+            ),
+            Err(_) => {}
+        }
+        if control.reload.swap(false, Ordering::Relaxed) {
+            tracing::info!("SIGHUP: reloading rules");
+            reloader.reload(&cfg);
+        } else {
+            reloader.poll(&cfg);
+        }
+    }
+    tracing::info!("stopping: draining in-flight batches");
+    pipeline_health.set_ready(false);
+    for t in source_threads {
+        let _ = t.join();
+    }
+    drop(watchers);
+    for t in worker_threads {
+        let _ = t.join();
+    }
+    drop(sinks);
+    drop(reloader);
+    sink_stop.store(true, Ordering::Relaxed);
+    for t in sink_threads {
+        let _ = t.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Wakes a source when its directories change (inotify). Polling remains the fallback.
+fn watch(dirs: &[PathBuf], wake: Sender<()>, source: &str) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = wake.try_send(());
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(source, error = %e, "inotify unavailable; polling only");
+            return None;
+        }
+    };
+    for d in dirs {
+        if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(source, dir = %d.display(), error = %e, "cannot watch directory; polling it");
+        }
+    }
+    Some(w)
+}
+
+struct WorkerContext {
+    rx: Receiver<Batch>,
+    rules: SharedRules,
+    sinks: Arc<[SinkHandle]>,
+    dead_letters: Arc<DeadLetters>,
+    cluster: Option<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl WorkerContext {
+    fn run(self) {
+        let wants_events = self.sinks.iter().any(|s| s.takes(Flow::Events));
+        let latency = self.metrics.histogram(
+            "tripline_batch_duration_seconds",
+            "Time to decode and detect one batch.",
+            &[],
+            LATENCY_BUCKETS,
+        );
+        let queue_depth = self.metrics.gauge(
+            "tripline_queue_batches",
+            "Batches waiting for a worker.",
+            &[],
+        );
+        for batch in self.rx.iter() {
+            queue_depth.set(self.rx.len() as i64);
+            let started = Instant::now();
+            let rules = match self.rules.read() {
+                Ok(r) => r.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            let mut out = Outputs::default();
+            self.process(&batch, &rules, wants_events, &mut out);
+            self.dispatch(&batch, out);
+            latency.observe(started.elapsed().as_secs_f64());
+            batch.ack.done();
+        }
+    }
+
+    fn process(&self, batch: &Batch, rules: &RuleSet, wants_events: bool, out: &mut Outputs) {
+        let source = &*batch.source;
+        let m = &self.metrics;
+        let events_read = m.counter(
+            "tripline_events_received_total",
+            "Audit events decoded.",
+            &[("source", source)],
+        );
+        let mut detector = Detector::new(rules, self.cluster.clone());
+        let mut offset = batch.start_offset;
+        let mut start = 0;
+        let data = &batch.data;
+        for (this_line, nl) in (batch.first_line..).zip(memchr::memchr_iter(b'\n', data)) {
+            let raw = &data[start..nl];
+            let line_offset = offset;
+            offset += (nl + 1 - start) as u64;
+            start = nl + 1;
+            let trimmed = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if trimmed.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = match std::str::from_utf8(trimmed) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.skip(
+                        batch,
+                        this_line,
+                        line_offset,
+                        "invalid_utf8",
+                        &e.to_string(),
+                        trimmed,
+                    );
+                    continue;
+                }
+            };
+            decode_value_into(text, &mut |d| match d {
+                Ok(ev) => {
+                    events_read.inc();
+                    detector.detect(ev, &mut |a| {
+                        let rule = &rules.rules()[a.rule].meta;
+                        m.counter(
+                            "tripline_alerts_emitted_total",
+                            "Alerts raised, by rule.",
+                            &[("rule_id", &rule.id), ("level", rule.level.as_str())],
+                        )
+                        .inc();
+                        if serde_json::to_writer(&mut out.alerts, &a.document).is_ok() {
+                            out.alerts.push(b'\n');
+                            out.n_alerts += 1;
+                        }
+                    });
+                    if wants_events {
+                        let mut v = crate::event::parse_value(ev.raw()).unwrap_or(Value::Null);
+                        redact_event(&mut v);
+                        if let (Some(obj), Some(c)) = (v.as_object_mut(), &self.cluster) {
+                            obj.insert("tripline".into(), serde_json::json!({ "cluster_name": c }));
+                        }
+                        if serde_json::to_writer(&mut out.events, &v).is_ok() {
+                            out.events.push(b'\n');
+                            out.n_events += 1;
+                        }
+                    }
+                }
+                Err((reason, msg)) => self.skip(
+                    batch,
+                    this_line,
+                    line_offset,
+                    reason.as_str(),
+                    &msg,
+                    trimmed,
+                ),
+            });
+        }
+    }
+
+    fn skip(&self, batch: &Batch, line: u64, offset: u64, reason: &str, msg: &str, raw: &[u8]) {
+        self.metrics
+            .counter(
+                "tripline_lines_skipped_total",
+                "Lines or events skipped, by reason.",
+                &[("source", &batch.source), ("reason", reason)],
+            )
+            .inc();
+        tracing::warn!(source = %batch.source, path = %batch.path, line, offset, reason, "skipped: {msg}");
+        self.dead_letters
+            .write(&batch.source, &batch.path, line, offset, reason, msg, raw);
+    }
+
+    /// Hands each sink the outputs of the flows it takes; every required sink that receives
+    /// something must confirm before the batch is confirmed.
+    fn dispatch(&self, batch: &Batch, out: Outputs) {
+        for s in self.sinks.iter() {
+            let mut body = Vec::new();
+            let mut records = 0;
+            if s.takes(Flow::Alerts) && out.n_alerts > 0 {
+                body.extend_from_slice(&out.alerts);
+                records += out.n_alerts;
+            }
+            if s.takes(Flow::Events) && out.n_events > 0 {
+                body.extend_from_slice(&out.events);
+                records += out.n_events;
+            }
+            if records == 0 {
+                continue;
+            }
+            let ack = if s.required {
+                batch.ack.add(1);
+                Some(batch.ack.clone())
+            } else {
+                None
+            };
+            if s.tx.send(SinkBatch { body, records, ack }).is_err() {
+                tracing::error!(sink = %s.name, "sink stopped; batch not delivered");
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Outputs {
+    alerts: Vec<u8>,
+    n_alerts: usize,
+    events: Vec<u8>,
+    n_events: usize,
+}
+
+/// The id of tripline's own "audit events stopped" alert.
+pub const SILENCE_RULE_ID: &str = "5e1f0c3a-7a4e-4c59-9a3c-2f6d8b1e0a77";
+
+fn silence_alert(
+    sinks: &[SinkHandle],
+    source: &str,
+    silent: bool,
+    for_secs: u64,
+    cluster: Option<&str>,
+) {
+    if !silent {
+        tracing::info!(source, "audit events resumed");
+        return;
+    }
+    tracing::warn!(
+        source,
+        for_secs,
+        "no audit events: audit logging may be off or the API server down"
+    );
+    let meta = RuleMeta {
+        id: SILENCE_RULE_ID.to_string(),
+        title: "Audit Events Stopped".to_string(),
+        description: Some(
+            "A tripline source delivered no audit events for longer than its silence threshold. Disabling audit logging or stopping the API server is what an attacker covering tracks would do; it also happens when the audit log path or policy changed.".to_string(),
+        ),
+        status: Some("stable".to_string()),
+        author: Some("tripline".to_string()),
+        date: None,
+        modified: None,
+        level: Level::High,
+        tags: vec!["attack.defense-evasion".into(), "attack.t1562.008".into()],
+        references: vec![],
+        falsepositives: vec!["Idle test clusters; maintenance windows".into()],
+        source: "builtin:pipeline".to_string(),
+        ruleset: "tripline".to_string(),
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let event = serde_json::json!({ "stageTimestamp": now });
+    let message = format!("source `{source}` delivered no audit events for {for_secs} s");
+    let mut doc = crate::alert::render_alert(&event, &meta, &message, cluster, 0);
+    if let Some(obj) = doc.as_object_mut() {
+        // There is no audit event behind this alert.
+        obj.remove("kubernetes");
+        obj.insert(
+            "tripline".into(),
+            serde_json::json!({ "source": source, "silent_seconds": for_secs }),
+        );
+    }
+    let mut body = serde_json::to_vec(&doc).unwrap_or_default();
+    body.push(b'\n');
+    for s in sinks.iter().filter(|s| s.takes(Flow::Alerts)) {
+        let _ = s.tx.try_send(SinkBatch {
+            body: body.clone(),
+            records: 1,
+            ack: None,
+        });
+    }
+}
+
+/// Reloads rules on SIGHUP and when a rule file changes (Kubernetes updates ConfigMap volumes
+/// by swapping a symlink, so modification times are read through links).
+struct Reloader {
+    rules: SharedRules,
+    stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
+    last_poll: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    fn new(cfg: &Config, rules: SharedRules, metrics: Arc<Metrics>) -> Reloader {
+        Reloader {
+            rules,
+            stamp: stamp(cfg),
+            last_poll: Instant::now(),
+            metrics,
+        }
+    }
+
+    fn poll(&mut self, cfg: &Config) {
+        if self.last_poll.elapsed() < Duration::from_secs(2) {
+            return;
+        }
+        self.last_poll = Instant::now();
+        let now = stamp(cfg);
+        if now != self.stamp {
+            tracing::info!("rule files changed: reloading rules");
+            self.reload(cfg);
+        }
+    }
+
+    fn reload(&mut self, cfg: &Config) {
+        self.stamp = stamp(cfg);
+        match load_rules(cfg) {
+            Ok(set) => {
+                let n = set.len();
+                if let Ok(mut w) = self.rules.write() {
+                    *w = Arc::new(set);
+                }
+                self.metrics
+                    .counter(
+                        "tripline_rule_reloads_total",
+                        "Rule reloads, by result.",
+                        &[("result", "ok")],
+                    )
+                    .inc();
+                self.metrics
+                    .gauge(
+                        "tripline_rules_loaded",
+                        "Rules in the running rule set.",
+                        &[],
+                    )
+                    .set(n as i64);
+                tracing::info!(rules = n, "rules reloaded");
+            }
+            Err(errors) => {
+                self.metrics
+                    .counter(
+                        "tripline_rule_reloads_total",
+                        "Rule reloads, by result.",
+                        &[("result", "failed")],
+                    )
+                    .inc();
+                for e in &errors {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    problems = errors.len(),
+                    "rule reload failed; the previous rules keep running"
+                );
+            }
+        }
+    }
+}
+
+fn stamp(cfg: &Config) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = cfg.rules.paths.clone();
+    while let Some(p) = stack.pop() {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    stack.extend(rd.filter_map(Result::ok).map(|e| e.path()));
+                }
+            }
+            Ok(m) => out.push((p, m.modified().ok(), m.len())),
+            Err(_) => out.push((p, None, 0)),
+        }
+    }
+    out.sort();
+    out
+}

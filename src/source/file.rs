@@ -1,0 +1,748 @@
+//! The file source: follows audit log files as the API server writes and rotates them.
+//!
+//! Files are identified by device and inode plus a fingerprint of their first bytes, and are
+//! read through a descriptor that stays open, so a file renamed by rotation
+//! (`audit.log` -> `audit-<time>.log`) is read to its end through the same descriptor and never
+//! read twice, whether or not its new name still matches the globs. A file whose size drops
+//! below what was read (copy-truncate) is read again from the start. A file that disappears from
+//! the globs is released once it has been read to its end and every batch of it was confirmed.
+//!
+//! Only complete lines leave the source; a partial last line waits for its newline. The
+//! checkpoint of a file is the end of the longest run of confirmed batches from its start, so
+//! batches may finish out of order without a gap ever being checkpointed.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+
+use super::checkpoint::{fingerprint, read_prefix, Checkpoints, FileCheckpoint, FINGERPRINT_BYTES};
+use super::{Ack, Batch, Completion, FileKey};
+use crate::config::{FileSourceConfig, ReadFrom};
+use crate::telemetry::{Counter, Gauge, Metrics};
+
+/// How much is read from a file per system call.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// What a source reports besides batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceEvent {
+    /// No new data for the configured time (true) or data again after silence (false).
+    Silent {
+        source: Arc<str>,
+        silent: bool,
+        for_secs: u64,
+    },
+}
+
+/// One followed file.
+struct Tracked {
+    key: FileKey,
+    path: PathBuf,
+    path_label: Arc<str>,
+    file: File,
+    fingerprint: u64,
+    fingerprint_len: u64,
+    /// Bytes consumed from the file (complete lines handed on, skipped lines, and `partial`).
+    read_pos: u64,
+    /// The start of a line not yet terminated.
+    partial: Vec<u8>,
+    /// Discarding an over-long line up to its newline.
+    skipping: bool,
+    /// Discarding the rest of a line that was being written when reading started at the end.
+    skipping_start: bool,
+    /// Lines completed so far (the number of the last complete line).
+    line: u64,
+    /// In flight: (seq, end offset, line at end, confirmed).
+    pending: VecDeque<(u64, u64, u64, bool)>,
+    next_seq: u64,
+    /// Confirmed up to here (the checkpoint).
+    confirmed: u64,
+    confirmed_line: u64,
+    /// Bumped on truncation, so that completions of older batches are ignored.
+    generation: u64,
+    /// Seen in the last glob evaluation.
+    present: bool,
+}
+
+impl Tracked {
+    fn checkpoint(&self) -> FileCheckpoint {
+        FileCheckpoint {
+            dev: self.key.dev,
+            ino: self.key.ino,
+            fingerprint: self.fingerprint,
+            fingerprint_len: self.fingerprint_len,
+            offset: self.confirmed,
+            line: self.confirmed_line,
+            path: self.path.display().to_string(),
+        }
+    }
+
+    /// Records a completion; advances the checkpoint over the confirmed prefix.
+    fn complete(&mut self, seq: u64) {
+        if let Some(front) = self.pending.front().map(|p| p.0) {
+            if seq >= front {
+                if let Some(p) = self.pending.get_mut((seq - front) as usize) {
+                    p.3 = true;
+                }
+            }
+        }
+        while let Some(&(_, end, line, true)) = self.pending.front() {
+            self.confirmed = end;
+            self.confirmed_line = line;
+            self.pending.pop_front();
+        }
+    }
+
+    /// A range that needs no confirmation (a skipped line): confirmed as soon as what precedes
+    /// it is.
+    fn push_done(&mut self, end: u64, line: u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push_back((seq, end, line, true));
+        self.complete(seq);
+    }
+
+    fn drained(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Metrics of one file source.
+struct SourceMetrics {
+    lines: Counter,
+    bytes: Counter,
+    too_long: Counter,
+    truncations: Counter,
+    checkpoint_writes: Counter,
+    checkpoint_failures: Counter,
+    files: Gauge,
+    lag_bytes: Gauge,
+    silent: Gauge,
+}
+
+impl SourceMetrics {
+    fn new(m: &Metrics, source: &str) -> Self {
+        let l = [("source", source)];
+        SourceMetrics {
+            lines: m.counter("tripline_lines_read_total", "Complete lines read by a source.", &l),
+            bytes: m.counter("tripline_bytes_read_total", "Bytes read by a source.", &l),
+            too_long: m.counter(
+                "tripline_lines_skipped_total",
+                "Lines or events skipped, by reason.",
+                &[("source", source), ("reason", "too_long")],
+            ),
+            truncations: m.counter(
+                "tripline_file_truncations_total",
+                "Files found shorter than what was read (copy-truncate); read again from the start.",
+                &l,
+            ),
+            checkpoint_writes: m.counter(
+                "tripline_checkpoint_writes_total",
+                "Checkpoint files written.",
+                &l,
+            ),
+            checkpoint_failures: m.counter(
+                "tripline_checkpoint_write_failures_total",
+                "Checkpoint files that could not be written.",
+                &l,
+            ),
+            files: m.gauge("tripline_source_files", "Files a source follows.", &l),
+            lag_bytes: m.gauge(
+                "tripline_source_lag_bytes",
+                "Bytes written to followed files and not yet read.",
+                &l,
+            ),
+            silent: m.gauge(
+                "tripline_source_silent",
+                "1 while a source has delivered nothing for longer than its silence threshold.",
+                &l,
+            ),
+        }
+    }
+}
+
+/// A running file source.
+pub struct FileSource {
+    name: Arc<str>,
+    cfg: FileSourceConfig,
+    include: Vec<glob::Pattern>,
+    exclude: Vec<glob::Pattern>,
+    checkpoint_path: PathBuf,
+    max_line: usize,
+    batch_max: usize,
+    tracked: HashMap<FileKey, Tracked>,
+    /// Checkpoints loaded at start for files not opened yet.
+    restored: HashMap<FileKey, FileCheckpoint>,
+    first_start: bool,
+    acks_tx: Sender<Completion>,
+    acks_rx: Receiver<Completion>,
+    out: Sender<Batch>,
+    events: Sender<SourceEvent>,
+    metrics: SourceMetrics,
+    dirty: bool,
+    last_data: Instant,
+    silent: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileSourceError {
+    #[error("source `{source_name}`: {message}")]
+    Setup {
+        source_name: String,
+        message: String,
+    },
+}
+
+impl FileSource {
+    /// Prepares a source: compiles globs, loads its checkpoint (a corrupt one is moved aside and
+    /// reported, and the source starts as on a first start).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        cfg: FileSourceConfig,
+        state_dir: &Path,
+        max_line: usize,
+        batch_max: usize,
+        out: Sender<Batch>,
+        events: Sender<SourceEvent>,
+        metrics: &Metrics,
+    ) -> Result<FileSource, FileSourceError> {
+        let setup = |message: String| FileSourceError::Setup {
+            source_name: name.to_string(),
+            message,
+        };
+        let compile = |globs: &[String]| -> Result<Vec<glob::Pattern>, FileSourceError> {
+            globs
+                .iter()
+                .map(|g| glob::Pattern::new(g).map_err(|e| setup(format!("glob `{g}`: {e}"))))
+                .collect()
+        };
+        let include = compile(&cfg.paths)?;
+        let exclude = compile(&cfg.exclude)?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| setup(format!("creating state_dir {}: {e}", state_dir.display())))?;
+        let checkpoint_path = Checkpoints::path(state_dir, name);
+        let (restored, first_start) = match Checkpoints::load(&checkpoint_path) {
+            Ok(Some(c)) => (
+                c.files
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            FileKey {
+                                dev: f.dev,
+                                ino: f.ino,
+                            },
+                            f,
+                        )
+                    })
+                    .collect(),
+                false,
+            ),
+            Ok(None) => (HashMap::new(), true),
+            Err(e) => {
+                tracing::error!(source = name, error = %e, "checkpoint unusable; moving it aside and reading as on a first start");
+                let aside = checkpoint_path.with_extension("json.corrupt");
+                let _ = std::fs::rename(&checkpoint_path, aside);
+                (HashMap::new(), true)
+            }
+        };
+        let (acks_tx, acks_rx) = crossbeam_channel::unbounded();
+        Ok(FileSource {
+            name: Arc::from(name),
+            cfg,
+            include,
+            exclude,
+            checkpoint_path,
+            max_line,
+            batch_max,
+            tracked: HashMap::new(),
+            restored,
+            first_start,
+            acks_tx,
+            acks_rx,
+            out,
+            events,
+            metrics: SourceMetrics::new(metrics, name),
+            dirty: false,
+            last_data: Instant::now(),
+            silent: false,
+        })
+    }
+
+    /// The directories to watch with inotify (the fixed prefixes of the globs).
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .cfg
+            .paths
+            .iter()
+            .map(|g| {
+                let fixed: PathBuf = Path::new(g)
+                    .components()
+                    .take_while(|c| {
+                        let s = c.as_os_str().to_string_lossy();
+                        !s.contains(['*', '?', '['])
+                    })
+                    .collect();
+                if fixed.as_os_str() == std::ffi::OsStr::new(g) {
+                    fixed.parent().map(Path::to_path_buf).unwrap_or_default()
+                } else {
+                    fixed
+                }
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Runs until `stop` is set, then delivers what is in flight (until `deadline` after the
+    /// stop) and writes the final checkpoint.
+    pub fn run(mut self, stop: Arc<AtomicBool>, drain_timeout: Duration, wake: Receiver<()>) {
+        let poll = self.cfg.poll_interval.0;
+        let checkpoint_every = self.cfg.checkpoint_interval.0;
+        let mut last_checkpoint = Instant::now();
+        let mut last_scan = Instant::now() - poll;
+        tracing::info!(source = %self.name, globs = ?self.cfg.paths, first_start = self.first_start, "file source started");
+        while !stop.load(Ordering::Relaxed) {
+            self.take_completions();
+            if last_scan.elapsed() >= poll {
+                self.scan();
+                last_scan = Instant::now();
+            }
+            let progressed = self.read_all(&stop);
+            self.release_finished();
+            self.check_silence();
+            if last_checkpoint.elapsed() >= checkpoint_every {
+                self.write_checkpoint();
+                last_checkpoint = Instant::now();
+            }
+            if !progressed {
+                // Wait for inotify, a completion, or the poll interval.
+                crossbeam_channel::select! {
+                    recv(wake) -> _ => {}
+                    recv(self.acks_rx) -> c => {
+                        if let Ok(c) = c {
+                            self.complete(c);
+                        }
+                    }
+                    default(poll) => { last_scan = Instant::now() - poll; }
+                }
+            }
+        }
+        // Drain: stop reading, wait for confirmations of what was handed on.
+        let deadline = Instant::now() + drain_timeout;
+        while self.tracked.values().any(|t| !t.drained()) && Instant::now() < deadline {
+            match self.acks_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(c) => self.complete(c),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.take_completions();
+        let unconfirmed: usize = self.tracked.values().map(|t| t.pending.len()).sum();
+        if unconfirmed > 0 {
+            tracing::warn!(source = %self.name, batches = unconfirmed, "shutdown deadline passed with unconfirmed batches; they will be read again at the next start");
+        }
+        self.dirty = true;
+        self.write_checkpoint();
+        tracing::info!(source = %self.name, "file source stopped");
+    }
+
+    fn take_completions(&mut self) {
+        while let Ok(c) = self.acks_rx.try_recv() {
+            self.complete(c);
+        }
+    }
+
+    fn complete(&mut self, c: Completion) {
+        // The high bits of `seq` carry the file's truncation generation.
+        let generation = c.seq >> 40;
+        let seq = c.seq & ((1 << 40) - 1);
+        if let Some(t) = self.tracked.get_mut(&c.file) {
+            if t.generation == generation {
+                t.complete(seq);
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn matches(&self, p: &Path) -> bool {
+        let opts = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
+        self.include.iter().any(|g| g.matches_path_with(p, opts))
+            && !self.exclude.iter().any(|g| g.matches_path_with(p, opts))
+    }
+
+    /// Re-evaluates the globs: opens new files, follows renames, notices disappearances.
+    fn scan(&mut self) {
+        for t in self.tracked.values_mut() {
+            t.present = false;
+        }
+        let mut paths = Vec::new();
+        for g in &self.cfg.paths {
+            match glob::glob(g) {
+                Ok(found) => paths.extend(found.filter_map(Result::ok)),
+                Err(e) => tracing::warn!(source = %self.name, glob = g, error = %e, "bad glob"),
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        for p in paths {
+            if !self.matches(&p) {
+                continue;
+            }
+            // Compressed backups are not followed.
+            if p.extension().is_some_and(|e| e == "gz") {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let key = FileKey {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            if let Some(t) = self.tracked.get_mut(&key) {
+                t.present = true;
+                if t.path != p {
+                    tracing::debug!(source = %self.name, from = %t.path.display(), to = %p.display(), "file renamed");
+                    t.path_label = Arc::from(p.display().to_string());
+                    t.path = p;
+                }
+                continue;
+            }
+            if let Err(e) = self.open(p.clone(), key, meta.len()) {
+                tracing::warn!(source = %self.name, path = %p.display(), error = %e, "cannot open file");
+            }
+        }
+        self.metrics.files.set(self.tracked.len() as i64);
+    }
+
+    fn open(&mut self, path: PathBuf, key: FileKey, len: u64) -> io::Result<()> {
+        let file = File::open(&path)?;
+        let prefix = read_prefix(&file, FINGERPRINT_BYTES)?;
+        let mut start = 0;
+        let mut line = 0;
+        let mut skipping = false;
+        match self.restored.remove(&key) {
+            Some(cp)
+                if (cp.fingerprint_len as usize) <= prefix.len()
+                    && fingerprint(&prefix[..cp.fingerprint_len as usize]) == cp.fingerprint =>
+            {
+                if cp.offset <= len {
+                    start = cp.offset;
+                    line = cp.line;
+                } else {
+                    tracing::warn!(source = %self.name, path = %path.display(), "file shorter than its checkpoint (truncated while stopped); reading from the start");
+                }
+            }
+            Some(_) => {
+                tracing::info!(source = %self.name, path = %path.display(), "inode reused by a different file; reading from the start");
+            }
+            None if self.first_start && self.cfg.read_from == ReadFrom::End => {
+                start = len;
+                // Starting inside a line: skip to its end.
+                if len > 0 {
+                    let mut last = [0u8; 1];
+                    file.read_at(&mut last, len - 1)?;
+                    skipping = last[0] != b'\n';
+                }
+            }
+            None => {}
+        }
+        tracing::info!(source = %self.name, path = %path.display(), offset = start, "following file");
+        let label: Arc<str> = Arc::from(path.display().to_string());
+        self.tracked.insert(
+            key,
+            Tracked {
+                key,
+                path,
+                path_label: label,
+                file,
+                fingerprint: fingerprint(&prefix),
+                fingerprint_len: prefix.len() as u64,
+                read_pos: start,
+                partial: Vec::new(),
+                skipping: false,
+                skipping_start: skipping,
+                line,
+                pending: VecDeque::new(),
+                next_seq: 0,
+                confirmed: start,
+                confirmed_line: line,
+                generation: 0,
+                present: true,
+            },
+        );
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Reads what was appended to every followed file. Returns true if anything was read.
+    fn read_all(&mut self, stop: &AtomicBool) -> bool {
+        let mut progressed = false;
+        let mut lag = 0i64;
+        // Rotated (renamed or vanished) files first: their events are older.
+        let mut keys: Vec<(bool, FileKey)> =
+            self.tracked.iter().map(|(k, t)| (t.present, *k)).collect();
+        keys.sort();
+        let mut buf = vec![0u8; READ_CHUNK];
+        for (_, key) in keys {
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return progressed;
+                }
+                match self.read_some(key, &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => progressed = true,
+                    Err(e) => {
+                        tracing::warn!(source = %self.name, error = %e, "read failed");
+                        break;
+                    }
+                }
+            }
+            if let Some(t) = self.tracked.get(&key) {
+                if let Ok(m) = t.file.metadata() {
+                    lag += m.len().saturating_sub(t.read_pos) as i64;
+                }
+            }
+        }
+        self.metrics.lag_bytes.set(lag);
+        progressed
+    }
+
+    /// Reads one chunk of one file and hands on its complete lines. Returns bytes read.
+    fn read_some(&mut self, key: FileKey, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(t) = self.tracked.get_mut(&key) else {
+            return Ok(0);
+        };
+        let size = t.file.metadata()?.len();
+        if size < t.read_pos {
+            tracing::warn!(source = %self.name, path = %t.path.display(), size, read = t.read_pos, "file truncated (copy-truncate?); reading from the start");
+            self.metrics.truncations.inc();
+            t.generation += 1;
+            t.read_pos = 0;
+            t.partial.clear();
+            t.skipping = false;
+            t.skipping_start = false;
+            t.line = 0;
+            t.pending.clear();
+            t.confirmed = 0;
+            t.confirmed_line = 0;
+            t.next_seq = 0;
+            self.dirty = true;
+        }
+        let n = t.file.read_at(buf, t.read_pos)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        t.read_pos += n as u64;
+        self.metrics.bytes.add(n as u64);
+        self.last_data = Instant::now();
+        let chunk = &buf[..n];
+        // Offset of chunk[0] in the file.
+        let chunk_start = t.read_pos - n as u64;
+
+        let mut lines = Vec::with_capacity(self.batch_max.min(n + t.partial.len()));
+        let mut first_line = t.line + 1;
+        // Offset of the first byte of `lines` (a partial line carried over started earlier).
+        let mut lines_start = chunk_start - t.partial.len() as u64;
+        let mut batch_end = None;
+        let mut pos = 0;
+        let mut batches = Vec::new();
+        while pos < n {
+            let nl = memchr::memchr(b'\n', &chunk[pos..]).map(|i| pos + i);
+            match nl {
+                None => {
+                    // No newline in the rest: keep it for later, unless it is too long already.
+                    if !t.skipping && !t.skipping_start {
+                        t.partial.extend_from_slice(&chunk[pos..]);
+                        if t.partial.len() > self.max_line {
+                            t.partial.clear();
+                            t.skipping = true;
+                        }
+                    }
+                    pos = n;
+                }
+                Some(nl) => {
+                    let end_offset = chunk_start + nl as u64 + 1;
+                    if std::mem::take(&mut t.skipping_start) {
+                        // The tail of a line written before tripline started: not an event.
+                        batches.push((Vec::new(), t.line, Some((end_offset, t.line)), end_offset));
+                        first_line = t.line + 1;
+                        lines_start = end_offset;
+                        pos = nl + 1;
+                        continue;
+                    }
+                    t.line += 1;
+                    if t.skipping {
+                        t.skipping = false;
+                        t.partial.clear();
+                        self.metrics.too_long.inc();
+                        tracing::warn!(source = %self.name, path = %t.path.display(), line = t.line, "line longer than input.max_line_bytes skipped");
+                        if !lines.is_empty() {
+                            batches.push((
+                                std::mem::take(&mut lines),
+                                first_line,
+                                batch_end,
+                                lines_start,
+                            ));
+                        }
+                        first_line = t.line + 1;
+                        batches.push((Vec::new(), t.line, Some((end_offset, t.line)), end_offset));
+                        batch_end = None;
+                        lines_start = end_offset;
+                    } else if t.partial.len() + (nl - pos) > self.max_line {
+                        t.partial.clear();
+                        self.metrics.too_long.inc();
+                        tracing::warn!(source = %self.name, path = %t.path.display(), line = t.line, "line longer than input.max_line_bytes skipped");
+                        if !lines.is_empty() {
+                            batches.push((
+                                std::mem::take(&mut lines),
+                                first_line,
+                                batch_end,
+                                lines_start,
+                            ));
+                        }
+                        first_line = t.line + 1;
+                        batches.push((Vec::new(), t.line, Some((end_offset, t.line)), end_offset));
+                        batch_end = None;
+                        lines_start = end_offset;
+                    } else {
+                        lines.append(&mut t.partial);
+                        lines.extend_from_slice(&chunk[pos..=nl]);
+                        batch_end = Some((end_offset, t.line));
+                        self.metrics.lines.inc();
+                        if lines.len() >= self.batch_max {
+                            batches.push((
+                                std::mem::take(&mut lines),
+                                first_line,
+                                batch_end,
+                                lines_start,
+                            ));
+                            first_line = t.line + 1;
+                            batch_end = None;
+                            lines_start = end_offset;
+                        }
+                    }
+                    pos = nl + 1;
+                }
+            }
+        }
+        if !lines.is_empty() {
+            batches.push((lines, first_line, batch_end, lines_start));
+        }
+        let generation = t.generation;
+        let path_label = t.path_label.clone();
+        for (data, first, end, start_offset) in batches {
+            let Some((end_offset, end_line)) = end else {
+                continue;
+            };
+            let t = self.tracked.get_mut(&key).expect("tracked above");
+            if data.is_empty() {
+                t.push_done(end_offset, end_line);
+                self.dirty = true;
+                continue;
+            }
+            let seq = t.next_seq;
+            t.next_seq += 1;
+            t.pending.push_back((seq, end_offset, end_line, false));
+            let ack = Ack::new(
+                Completion {
+                    file: key,
+                    seq: (generation << 40) | seq,
+                },
+                self.acks_tx.clone(),
+            );
+            let mut batch = Batch {
+                source: self.name.clone(),
+                path: path_label.clone(),
+                data,
+                first_line: first,
+                start_offset,
+                ack,
+            };
+            // Backpressure: wait for room, taking completions meanwhile.
+            loop {
+                match self.out.send_timeout(batch, Duration::from_millis(100)) {
+                    Ok(()) => break,
+                    Err(SendTimeoutError::Timeout(b)) => {
+                        batch = b;
+                        self.take_completions();
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => return Ok(n),
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Releases files that left the globs (deleted or renamed away) once read and confirmed.
+    fn release_finished(&mut self) {
+        let before = self.tracked.len();
+        self.tracked.retain(|_, t| {
+            let at_end = t
+                .file
+                .metadata()
+                .map(|m| m.len() <= t.read_pos)
+                .unwrap_or(true);
+            let keep = t.present || !at_end || !t.drained();
+            if !keep {
+                tracing::info!(path = %t.path.display(), "released file");
+            }
+            keep
+        });
+        if self.tracked.len() != before {
+            self.dirty = true;
+            self.metrics.files.set(self.tracked.len() as i64);
+        }
+    }
+
+    fn check_silence(&mut self) {
+        let quiet = self.last_data.elapsed();
+        let silent = quiet >= self.cfg.silence_alert_after.0;
+        if silent != self.silent {
+            self.silent = silent;
+            self.metrics.silent.set(i64::from(silent));
+            let _ = self.events.try_send(SourceEvent::Silent {
+                source: self.name.clone(),
+                silent,
+                for_secs: quiet.as_secs(),
+            });
+        }
+    }
+
+    fn write_checkpoint(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let mut files: Vec<FileCheckpoint> =
+            self.tracked.values().map(Tracked::checkpoint).collect();
+        // Keep restored entries of files not seen yet (e.g. an unmounted directory).
+        files.extend(self.restored.values().cloned());
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let c = Checkpoints { version: 1, files };
+        match c.store(&self.checkpoint_path) {
+            Ok(()) => {
+                self.metrics.checkpoint_writes.inc();
+                self.dirty = false;
+            }
+            Err(e) => {
+                self.metrics.checkpoint_failures.inc();
+                tracing::error!(source = %self.name, error = %e, "checkpoint not written");
+            }
+        }
+    }
+}

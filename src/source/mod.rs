@@ -1,0 +1,76 @@
+//! Sources of audit events and the acknowledgement types that let a source advance its
+//! checkpoint only past what every required sink confirmed.
+
+pub mod checkpoint;
+pub mod file;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+/// Identifies a file across renames: device, inode and a fingerprint of its first bytes (so a
+/// reused inode is not taken for the old file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Completion of one batch, sent back to its source once every sink that took it confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    pub file: FileKey,
+    pub seq: u64,
+}
+
+/// Counts the confirmations a batch still needs; the last one notifies the source. Dropping an
+/// `Ack` without calling [`Ack::done`] does not confirm: the batch is re-read after a restart.
+#[derive(Debug)]
+pub struct Ack {
+    remaining: AtomicUsize,
+    completion: Completion,
+    notify: Sender<Completion>,
+}
+
+impl Ack {
+    /// A batch that needs one confirmation (the worker's); more holders are added with
+    /// [`Ack::add`] before it is handed on.
+    pub fn new(completion: Completion, notify: Sender<Completion>) -> Arc<Ack> {
+        Arc::new(Ack {
+            remaining: AtomicUsize::new(1),
+            completion,
+            notify,
+        })
+    }
+
+    /// Registers `n` more confirmations to wait for.
+    pub fn add(&self, n: usize) {
+        self.remaining.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// One holder confirms. The last confirmation notifies the source.
+    pub fn done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The source may have stopped (shutdown): then nobody needs the notice.
+            let _ = self.notify.send(self.completion);
+        }
+    }
+}
+
+/// Complete lines read from one file, with where they came from.
+#[derive(Debug)]
+pub struct Batch {
+    /// The source's configured name (a metric label).
+    pub source: Arc<str>,
+    /// The file path at the time of reading (for dead letters and logs).
+    pub path: Arc<str>,
+    /// Complete lines, each ending in `\n`.
+    pub data: Vec<u8>,
+    /// The line number of the first line in `data` (counted from where reading started when a
+    /// file was first read from its end).
+    pub first_line: u64,
+    /// The byte offset of `data[0]` in the file.
+    pub start_offset: u64,
+    pub ack: Arc<Ack>,
+}
