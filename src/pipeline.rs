@@ -89,15 +89,22 @@ pub fn run(
     let queue = cfg.pipeline.queue_batches;
     // Sinks keep running until every worker is gone, so in-flight batches are delivered.
     let sink_stop = Arc::new(AtomicBool::new(false));
+    let dead_letters = Arc::new(DeadLetters::new(&cfg.state_dir, &metrics));
     let mut sinks = Vec::new();
     let mut sink_threads = Vec::new();
     for (i, s) in cfg.sinks.iter().enumerate() {
-        let (h, t) = sink::start(s, i, queue, &metrics, sink_stop.clone())?;
+        let (h, t) = sink::start(
+            s,
+            i,
+            queue,
+            &metrics,
+            sink_stop.clone(),
+            dead_letters.clone(),
+        )?;
         sinks.push(h);
         sink_threads.push(t);
     }
     let sinks: Arc<[SinkHandle]> = sinks.into();
-    let dead_letters = Arc::new(DeadLetters::new(&cfg.state_dir, &metrics));
     let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
     metrics
         .gauge(
@@ -387,14 +394,25 @@ impl WorkerContext {
             if records == 0 {
                 continue;
             }
-            let ack = if s.required {
+            if s.required {
+                // Backpressure: a full queue blocks this worker, and in turn the sources.
                 batch.ack.add(1);
-                Some(batch.ack.clone())
+                let ack = Some(batch.ack.clone());
+                if s.tx.send(SinkBatch { body, records, ack }).is_err() {
+                    tracing::error!(sink = %s.name, "sink stopped; batch not delivered");
+                }
             } else {
-                None
-            };
-            if s.tx.send(SinkBatch { body, records, ack }).is_err() {
-                tracing::error!(sink = %s.name, "sink stopped; batch not delivered");
+                // A sink nobody waits for never stalls the pipeline: when it is behind, drop.
+                if let Err(e) = s.tx.try_send(SinkBatch {
+                    body,
+                    records,
+                    ack: None,
+                }) {
+                    let b = e.into_inner();
+                    sink::dropped_counter(&self.metrics, &s.name).inc();
+                    self.dead_letters
+                        .write_dropped(&s.name, "sink queue full", &b.body);
+                }
             }
         }
     }

@@ -25,6 +25,10 @@ fn free_port() -> u16 {
 
 /// Writes a config under `dir` and starts the daemon with it.
 fn start(dir: &Path, extra_sinks: &str, extra: &str) -> Daemon {
+    start_with(dir, extra_sinks, extra, "1h")
+}
+
+fn start_with(dir: &Path, extra_sinks: &str, extra: &str, silence: &str) -> Daemon {
     let port = free_port();
     let cfg = format!(
         r#"cluster_name: test
@@ -38,7 +42,7 @@ sources:
     read_from: beginning
     poll_interval: 100ms
     checkpoint_interval: 200ms
-    silence_alert_after: 1h
+    silence_alert_after: {silence}
 sinks:
   - type: file
     name: alerts
@@ -453,5 +457,74 @@ fn sighup_with_a_broken_rule_keeps_the_old_rules_running() {
     );
     assert_eq!(read_lines(&alerts)[0]["rule"]["name"], "Any Get");
     assert!(d.logs().contains("nonsense"), "the broken rule is logged");
+    assert!(d.stop().success());
+}
+
+#[test]
+fn silence_raises_an_alert_and_a_metric() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start_with(dir, "", "", "1s");
+    let alerts = dir.join("out/alerts.jsonl");
+    wait_until(
+        Duration::from_secs(10),
+        || !read_lines(&alerts).is_empty(),
+        || d.logs(),
+    );
+    let a = read_lines(&alerts);
+    assert_eq!(a[0]["rule"]["name"], "Audit Events Stopped");
+    assert_eq!(a[0]["tripline"]["source"], "audit");
+    assert_eq!(
+        d.metric("tripline_source_silent{source=\"audit\"}"),
+        Some(1.0)
+    );
+    // Events again: the metric clears.
+    append(
+        &dir.join("logs/audit.log"),
+        &format!("{}\n", quiet_event("back")),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        || d.metric("tripline_source_silent{source=\"audit\"}") == Some(0.0),
+        || d.logs(),
+    );
+    assert!(d.stop().success());
+}
+
+#[test]
+fn a_failing_optional_sink_drops_to_dead_letters_without_stalling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // /dev/full accepts the open and fails every write (ENOSPC).
+    let sink = "  - type: file\n    name: chat\n    path: /dev/full\n    flows: [alerts]\n    required: false\n";
+    let d = start(dir, sink, "");
+    append(
+        &dir.join("logs/audit.log"),
+        &format!("{}\n", event("exec-9", "create", Some("exec"))),
+    );
+    let alerts = dir.join("out/alerts.jsonl");
+    wait_until(
+        Duration::from_secs(10),
+        || !read_lines(&alerts).is_empty(),
+        || d.logs(),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            d.metric("tripline_sink_dropped_total{sink=\"chat\"}")
+                .is_some_and(|v| v >= 1.0)
+        },
+        || d.logs(),
+    );
+    let dl = read_lines(&dir.join("state/dead-letter.jsonl"));
+    assert!(
+        dl.iter()
+            .any(|r| r["reason"] == "sink_dropped" && r["source"] == "chat"),
+        "{dl:?}"
+    );
+    // The checkpoint still advances past the batch: the required sink confirmed it.
+    std::thread::sleep(Duration::from_millis(500));
+    let cp = std::fs::read_to_string(dir.join("state/checkpoints-audit.json")).unwrap();
+    assert!(!cp.contains("\"offset\": 0"), "{cp}");
     assert!(d.stop().success());
 }

@@ -69,7 +69,11 @@ struct SinkMetrics {
     records: Counter,
     failures: Counter,
     retries: Counter,
+    dropped: Counter,
 }
+
+/// Write attempts of a non-required sink before a batch is dropped (and dead-lettered).
+const OPTIONAL_ATTEMPTS: u32 = 3;
 
 /// Starts the sink described by `cfg`: validates and opens its output before returning.
 pub fn start(
@@ -78,6 +82,7 @@ pub fn start(
     queue: usize,
     metrics: &Metrics,
     stop: Arc<AtomicBool>,
+    dead_letters: Arc<DeadLetters>,
 ) -> Result<(SinkHandle, JoinHandle<()>), SinkError> {
     let name = cfg.name(index);
     let l = [("sink", name.as_str())];
@@ -102,6 +107,7 @@ pub fn start(
             "Retried writes of a sink.",
             &l,
         ),
+        dropped: dropped_counter(metrics, &name),
     };
     let (tx, rx) = crossbeam_channel::bounded(queue);
     let out: Box<dyn Write + Send> = match cfg {
@@ -115,17 +121,27 @@ pub fn start(
         }
         SinkConfig::Stdout(_) => Box::new(BufWriter::new(io::stdout())),
     };
+    let required = cfg.required();
     let handle = SinkHandle {
         name: name.clone(),
         flows: cfg.flows().to_vec(),
-        required: cfg.required(),
+        required,
         tx,
     };
     let thread = std::thread::Builder::new()
         .name(format!("sink-{name}"))
-        .spawn(move || run(name, out, rx, m, stop))
+        .spawn(move || run(name, out, rx, m, stop, required, dead_letters))
         .expect("spawning a thread");
     Ok((handle, thread))
+}
+
+/// The counter of batches a non-required sink gave up on.
+pub fn dropped_counter(metrics: &Metrics, sink: &str) -> Counter {
+    metrics.counter(
+        "tripline_sink_dropped_total",
+        "Batches a non-required sink dropped (queue full or writes failing); each is dead-lettered.",
+        &[("sink", sink)],
+    )
 }
 
 fn run(
@@ -134,10 +150,14 @@ fn run(
     rx: Receiver<SinkBatch>,
     m: SinkMetrics,
     stop: Arc<AtomicBool>,
+    required: bool,
+    dead_letters: Arc<DeadLetters>,
 ) {
     for batch in rx {
         let mut backoff = Duration::from_millis(100);
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             match out.write_all(&batch.body).and_then(|()| out.flush()) {
                 Ok(()) => {
                     m.delivered.inc();
@@ -149,6 +169,12 @@ fn run(
                 }
                 Err(e) => {
                     m.failures.inc();
+                    if !required && attempts >= OPTIONAL_ATTEMPTS {
+                        m.dropped.inc();
+                        tracing::error!(sink = %name, error = %e, records = batch.records, "write failed; batch dropped (sink not required)");
+                        dead_letters.write_dropped(&name, &e.to_string(), &batch.body);
+                        break;
+                    }
                     tracing::error!(sink = %name, error = %e, "write failed; retrying");
                     // A required batch is retried until it is written or the daemon stops (then
                     // it is not confirmed and is read again at the next start).
@@ -191,6 +217,11 @@ impl DeadLetters {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records output a non-required sink could not deliver.
+    pub fn write_dropped(&self, sink: &str, message: &str, body: &[u8]) {
+        self.write(sink, "", 0, 0, "sink_dropped", message, body);
     }
 
     /// Appends one record; failures are logged, never fatal.
