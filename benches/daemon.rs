@@ -1,0 +1,306 @@
+//! End-to-end measurement of `tripline run` (a benchmark binary, not a test): the release
+//! daemon follows a file that this program appends to, with the full rule pack and a file sink.
+//!
+//! 1. Throughput: a large Metadata-level corpus (real event shapes from `../shared/data/real`,
+//!    else `samples/audit.log`) is appended as fast as possible; reported: sustained events/s,
+//!    CPU seconds per second (cores used) and peak RSS of the daemon.
+//! 2. Latency: alerting events are appended at a steady 1,000 events/s; reported: p50/p99 of the
+//!    time from append to the alert being in the sink's file.
+//!
+//! Run: `cargo bench --bench daemon` (set `TRIPLINE_BENCH_EVENTS` to change the corpus size,
+//! default 300000).
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("TRIPLINE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    dir.join("real").is_dir().then_some(dir)
+}
+
+fn seed() -> Vec<Value> {
+    let files: Vec<PathBuf> = match data_dir() {
+        Some(d) => [
+            "openshift/audit_in.log",
+            "openshift/audit_small.log",
+            "audit2rbac/demo.log",
+        ]
+        .iter()
+        .map(|f| d.join("real").join(f))
+        .collect(),
+        None => vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/audit.log")],
+    };
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Daemon {
+        let port = free_port();
+        let rules = dir.join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        // A probe rule without throttling, so every latency event alerts.
+        std::fs::write(
+            rules.join("probe.yml"),
+            "title: Latency Probe\nid: 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  s:\n    userAgent: tripline-latency-probe\n  condition: s\nlevel: low\n",
+        )
+        .unwrap();
+        let cfg = format!(
+            "state_dir: {d}/state\nrules:\n  paths: [{d}/rules]\nsources:\n  - type: file\n    name: bench\n    paths: [\"{d}/logs/*.log\"]\n    read_from: beginning\n    poll_interval: 250ms\nsinks:\n  - type: file\n    path: {d}/out/alerts.jsonl\n    flows: [alerts]\ntelemetry:\n  listen: 127.0.0.1:{port}\n  log_format: json\n",
+            d = dir.display()
+        );
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        std::fs::write(dir.join("tripline.yaml"), cfg).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tripline"))
+            .args(["run", "--config"])
+            .arg(dir.join("tripline.yaml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .expect("tripline runs");
+        let d = Daemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while d.metric("tripline_rules_loaded").is_none() {
+            assert!(Instant::now() < deadline, "daemon did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn metric(&self, prefix: &str) -> Option<f64> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// (user+system CPU seconds, peak RSS in KiB) from /proc.
+    fn usage(&self) -> (f64, u64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = 100.0; // USER_HZ on Linux
+        let cpu = fields
+            .get(11)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (cpu / ticks, hwm)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn throughput(n: usize) {
+    let seeds = seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // The corpus, written first so that only appending is timed.
+    let mut corpus = Vec::with_capacity(n * 1200);
+    for i in 0..n {
+        let mut ev = seeds[i % seeds.len()].clone();
+        if let Some(o) = ev.as_object_mut() {
+            o.remove("requestObject");
+            o.remove("responseObject");
+            o.insert("level".into(), "Metadata".into());
+            o.insert("auditID".into(), format!("bench-{i}").into());
+        }
+        serde_json::to_writer(&mut corpus, &ev).unwrap();
+        corpus.push(b'\n');
+    }
+    let d = Daemon::start(dir);
+    let (cpu0, _) = d.usage();
+    let log = dir.join("logs/audit.log");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let started = Instant::now();
+    for chunk in corpus.chunks(4 << 20) {
+        f.write_all(chunk).unwrap();
+    }
+    let metric = "tripline_events_received_total{source=\"bench\"}";
+    loop {
+        if d.metric(metric).unwrap_or(0.0) as usize >= n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not all events were read"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = d.usage();
+    println!(
+        "throughput: {n} Metadata events ({:.0} MB) in {secs:.2} s = {:.0} events/s, {:.2} CPU cores, peak RSS {:.1} MiB",
+        corpus.len() as f64 / 1e6,
+        n as f64 / secs,
+        (cpu1 - cpu0) / secs,
+        rss as f64 / 1024.0
+    );
+    d.stop();
+}
+
+fn latency(rate: u64, seconds: u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = Daemon::start(dir);
+    let log = dir.join("logs/audit.log");
+    let alerts = dir.join("out/alerts.jsonl");
+    let total = rate * seconds;
+    // Reader: tails the alerts file and notes when each probe's alert appears.
+    let reader = {
+        let alerts = alerts.clone();
+        std::thread::spawn(move || {
+            let mut seen: HashMap<String, Instant> = HashMap::new();
+            let deadline = Instant::now() + Duration::from_secs(seconds + 30);
+            let mut pos = 0u64;
+            let mut partial = String::new();
+            while (seen.len() as u64) < total && Instant::now() < deadline {
+                if let Ok(mut f) = std::fs::File::open(&alerts) {
+                    let _ = f.seek(SeekFrom::Start(pos));
+                    let mut r = BufReader::new(f);
+                    let mut line = String::new();
+                    while let Ok(n) = r.read_line(&mut line) {
+                        if n == 0 {
+                            break;
+                        }
+                        pos += n as u64;
+                        if !line.ends_with('\n') {
+                            partial.push_str(&line);
+                            line.clear();
+                            continue;
+                        }
+                        let full = std::mem::take(&mut partial) + &line;
+                        if let Ok(v) = serde_json::from_str::<Value>(&full) {
+                            if let Some(id) = v
+                                .pointer("/kubernetes/audit/auditID")
+                                .and_then(Value::as_str)
+                            {
+                                seen.entry(id.to_string()).or_insert_with(Instant::now);
+                            }
+                        }
+                        line.clear();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            seen
+        })
+    };
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + Duration::from_micros(i * 1_000_000 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let id = format!("lat-{i}");
+        let line = format!(
+            "{{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"Metadata\",\"auditID\":\"{id}\",\"stage\":\"ResponseComplete\",\"requestURI\":\"/api/v1/namespaces/default/pods\",\"verb\":\"list\",\"user\":{{\"username\":\"probe\"}},\"sourceIPs\":[\"10.0.0.1\"],\"userAgent\":\"tripline-latency-probe\",\"objectRef\":{{\"resource\":\"pods\",\"namespace\":\"default\",\"apiVersion\":\"v1\"}},\"responseStatus\":{{\"code\":200}},\"stageTimestamp\":\"2026-03-01T10:00:00Z\"}}\n"
+        );
+        f.write_all(line.as_bytes()).unwrap();
+        sent.insert(id, Instant::now());
+    }
+    let seen = reader.join().unwrap();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, t)| {
+            seen.get(id)
+                .map(|s| s.saturating_duration_since(*t).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "latency at {rate} events/s for {seconds} s: {} of {total} alerts seen; append-to-alert p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.len(),
+        pct(0.50),
+        pct(0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    d.stop();
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with `--bench` absent; do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let n = std::env::var("TRIPLINE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    throughput(n);
+    latency(1000, 10);
+}
