@@ -603,6 +603,50 @@ mod tests {
     }
 
     #[test]
+    fn daemon_config_parses_and_problems_name_their_key_path() {
+        let ok = parse(
+            "state_dir: /tmp/s\nsources:\n  - type: file\n    paths: [\"/var/log/*.log\"]\n    poll_interval: 500ms\nsinks:\n  - type: file\n    path: /tmp/a.jsonl\n    flows: [alerts, events]\n  - type: stdout\ntelemetry:\n  listen: 127.0.0.1:9090\n",
+        )
+        .unwrap();
+        assert_eq!(ok.sources.len(), 1);
+        assert_eq!(ok.sinks[0].flows(), [Flow::Alerts, Flow::Events]);
+        assert_eq!(ok.sinks[1].flows(), [Flow::Alerts]);
+        let SourceConfig::File(f) = &ok.sources[0];
+        assert_eq!(f.poll_interval.0, std::time::Duration::from_millis(500));
+        assert_eq!(f.read_from, ReadFrom::End);
+
+        let e = parse("sources:\n  - type: file\n    paths: []\n    exclude: ['[']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sources[0].paths: at least one glob is required"),
+            "{e}"
+        );
+        assert!(e.contains("is not a glob"), "{e}");
+        let e = parse("sources:\n  - type: file\n    paths: [a]\n    pol_interval: 1s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `pol_interval`"), "{e}");
+        let e = parse("sources:\n  - type: kafka\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `kafka`"), "{e}");
+        let e = parse("sources:\n  - type: file\n    paths: [a]\n    poll_interval: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`soon` is not a duration"), "{e}");
+        let e = parse(
+            "sinks:\n  - type: stdout\n    name: x\n  - type: stdout\n    name: x\n    flows: []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sinks[1].name: `x` is used twice") && e.contains("sinks[1].flows"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_exceptions_name_their_key_path() {
         let e = parse("rules:\n  exceptions:\n    abc:\n      - user.username|bogus: x\n")
             .unwrap_err()

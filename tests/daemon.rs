@@ -528,3 +528,46 @@ fn a_failing_optional_sink_drops_to_dead_letters_without_stalling() {
     assert!(!cp.contains("\"offset\": 0"), "{cp}");
     assert!(d.stop().success());
 }
+
+#[test]
+fn a_rotated_file_compressed_while_stopped_is_resumed_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("logs/audit.log");
+    let events = dir.join("out/events.jsonl");
+    let d = start(dir, &events_sink(dir), "");
+    for i in 0..100 {
+        append(&log, &format!("{}\n", quiet_event(&format!("g-{i}"))));
+    }
+    wait_until(
+        Duration::from_secs(10),
+        || delivered_ids(&events).len() >= 100,
+        || d.logs(),
+    );
+    assert!(d.stop().success());
+    // While tripline is down: more events, then rotation with --audit-log-compress (rename,
+    // gzip, delete), then a new file.
+    for i in 100..150 {
+        append(&log, &format!("{}\n", quiet_event(&format!("g-{i}"))));
+    }
+    let rotated = dir.join("logs/audit-2026-03-01T10-00-00.000.log");
+    std::fs::rename(&log, &rotated).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&std::fs::read(&rotated).unwrap()).unwrap();
+    std::fs::write(rotated.with_extension("log.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::remove_file(&rotated).unwrap();
+    for i in 150..160 {
+        append(&log, &format!("{}\n", quiet_event(&format!("g-{i}"))));
+    }
+    let d = start(dir, &events_sink(dir), "");
+    wait_until(
+        Duration::from_secs(10),
+        || delivered_ids(&events).len() >= 160,
+        || d.logs(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let ids = delivered_ids(&events);
+    assert_eq!(ids.len(), 160, "the tail inside the .gz was read");
+    assert!(ids.values().all(|n| *n == 1), "nothing read twice");
+    assert!(d.stop().success());
+}

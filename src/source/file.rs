@@ -6,6 +6,8 @@
 //! read twice, whether or not its new name still matches the globs. A file whose size drops
 //! below what was read (copy-truncate) is read again from the start. A file that disappears from
 //! the globs is released once it has been read to its end and every batch of it was confirmed.
+//! Compressed backups are not followed, except to resume a checkpointed file whose unread tail
+//! exists only in its `.gz` (the API server compressed and deleted it while tripline was down).
 //!
 //! Only complete lines leave the source; a partial last line waits for its newline. The
 //! checkpoint of a file is the end of the longest run of confirmed batches from its start, so
@@ -46,7 +48,8 @@ struct Tracked {
     key: FileKey,
     path: PathBuf,
     path_label: Arc<str>,
-    file: File,
+    /// `None` for a compressed backup, which is read in full when found.
+    file: Option<File>,
     fingerprint: u64,
     fingerprint_len: u64,
     /// Bytes consumed from the file (complete lines handed on, skipped lines, and `partial`).
@@ -189,6 +192,8 @@ pub struct FileSource {
     dirty: bool,
     last_data: Instant,
     silent: bool,
+    /// Compressed backups are looked for once, at start.
+    compressed_checked: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +278,7 @@ impl FileSource {
             dirty: false,
             last_data: Instant::now(),
             silent: false,
+            compressed_checked: false,
         })
     }
 
@@ -427,7 +433,97 @@ impl FileSource {
                 tracing::warn!(source = %self.name, path = %p.display(), error = %e, "cannot open file");
             }
         }
+        if !std::mem::replace(&mut self.compressed_checked, true) {
+            self.resume_compressed();
+        }
         self.metrics.files.set(self.tracked.len() as i64);
+    }
+
+    /// With `--audit-log-compress`, the API server gzips a rotated file and deletes it. If
+    /// tripline was down then, the unread tail of a checkpointed file exists only in the `.gz`:
+    /// find it (same fingerprint) and read it from the checkpoint, inside the decompressed stream.
+    fn resume_compressed(&mut self) {
+        let waiting: Vec<FileCheckpoint> = self.restored.values().cloned().collect();
+        for cp in waiting {
+            let Some(dir) = Path::new(&cp.path).parent() else {
+                continue;
+            };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut candidates: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+                .collect();
+            candidates.sort();
+            for gz in candidates {
+                match self.resume_from(&cp, &gz) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(source = %self.name, path = %gz.display(), error = %e, "cannot read compressed backup")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads `gz` from the checkpoint if it holds the file of `cp`. Returns whether it did.
+    fn resume_from(&mut self, cp: &FileCheckpoint, gz: &Path) -> io::Result<bool> {
+        use std::io::Read;
+        let mut dec = flate2::read::MultiGzDecoder::new(io::BufReader::new(File::open(gz)?));
+        let mut prefix = vec![0u8; cp.fingerprint_len as usize];
+        if dec.read_exact(&mut prefix).is_err() || fingerprint(&prefix) != cp.fingerprint {
+            return Ok(false);
+        }
+        let key = FileKey {
+            dev: cp.dev,
+            ino: cp.ino,
+        };
+        self.restored.remove(&key);
+        tracing::info!(source = %self.name, path = %gz.display(), offset = cp.offset, "resuming a rotated file from its compressed backup");
+        self.tracked.insert(
+            key,
+            Tracked {
+                key,
+                path: gz.to_path_buf(),
+                path_label: Arc::from(gz.display().to_string()),
+                file: None,
+                fingerprint: cp.fingerprint,
+                fingerprint_len: cp.fingerprint_len,
+                read_pos: cp.offset,
+                partial: Vec::new(),
+                skipping: false,
+                skipping_start: false,
+                line: cp.line,
+                pending: VecDeque::new(),
+                next_seq: 0,
+                confirmed: cp.offset,
+                confirmed_line: cp.line,
+                generation: 0,
+                present: false,
+            },
+        );
+        // Position the stream at the checkpoint.
+        let mut buf = vec![0u8; READ_CHUNK];
+        if cp.offset < cp.fingerprint_len {
+            self.feed(key, &prefix[cp.offset as usize..])?;
+        } else {
+            io::copy(
+                &mut (&mut dec).take(cp.offset - cp.fingerprint_len),
+                &mut io::sink(),
+            )?;
+        }
+        loop {
+            let n = dec.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            self.feed(key, &buf[..n])?;
+        }
+        self.dirty = true;
+        Ok(true)
     }
 
     fn open(&mut self, path: PathBuf, key: FileKey, len: u64) -> io::Result<()> {
@@ -470,7 +566,7 @@ impl FileSource {
                 key,
                 path,
                 path_label: label,
-                file,
+                file: Some(file),
                 fingerprint: fingerprint(&prefix),
                 fingerprint_len: prefix.len() as u64,
                 read_pos: start,
@@ -514,7 +610,7 @@ impl FileSource {
                 }
             }
             if let Some(t) = self.tracked.get(&key) {
-                if let Ok(m) = t.file.metadata() {
+                if let Some(Ok(m)) = t.file.as_ref().map(File::metadata) {
                     lag += m.len().saturating_sub(t.read_pos) as i64;
                 }
             }
@@ -528,7 +624,10 @@ impl FileSource {
         let Some(t) = self.tracked.get_mut(&key) else {
             return Ok(0);
         };
-        let size = t.file.metadata()?.len();
+        let Some(file) = &t.file else {
+            return Ok(0);
+        };
+        let size = file.metadata()?.len();
         if size < t.read_pos {
             tracing::warn!(source = %self.name, path = %t.path.display(), size, read = t.read_pos, "file truncated (copy-truncate?); reading from the start");
             self.metrics.truncations.inc();
@@ -544,14 +643,23 @@ impl FileSource {
             t.next_seq = 0;
             self.dirty = true;
         }
-        let n = t.file.read_at(buf, t.read_pos)?;
+        let n = file.read_at(buf, t.read_pos)?;
         if n == 0 {
             return Ok(0);
         }
+        self.feed(key, &buf[..n])?;
+        Ok(n)
+    }
+
+    /// Hands on the complete lines of `chunk`, the next bytes of file `key` after its `read_pos`.
+    fn feed(&mut self, key: FileKey, chunk: &[u8]) -> io::Result<()> {
+        let n = chunk.len();
+        let Some(t) = self.tracked.get_mut(&key) else {
+            return Ok(());
+        };
         t.read_pos += n as u64;
         self.metrics.bytes.add(n as u64);
         self.last_data = Instant::now();
-        let chunk = &buf[..n];
         // Offset of chunk[0] in the file.
         let chunk_start = t.read_pos - n as u64;
 
@@ -682,11 +790,11 @@ impl FileSource {
                         batch = b;
                         self.take_completions();
                     }
-                    Err(SendTimeoutError::Disconnected(_)) => return Ok(n),
+                    Err(SendTimeoutError::Disconnected(_)) => return Ok(()),
                 }
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Releases files that left the globs (deleted or renamed away) once read and confirmed.
@@ -695,8 +803,8 @@ impl FileSource {
         self.tracked.retain(|_, t| {
             let at_end = t
                 .file
-                .metadata()
-                .map(|m| m.len() <= t.read_pos)
+                .as_ref()
+                .map(|f| f.metadata().map(|m| m.len() <= t.read_pos).unwrap_or(true))
                 .unwrap_or(true);
             let keep = t.present || !at_end || !t.drained();
             if !keep {
