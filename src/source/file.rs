@@ -194,6 +194,7 @@ pub struct FileSource {
     silent: bool,
     /// Compressed backups are looked for once, at start.
     compressed_checked: bool,
+    next_synthetic: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +260,12 @@ impl FileSource {
             }
         };
         let (acks_tx, acks_rx) = crossbeam_channel::unbounded();
+        let next_synthetic = restored
+            .keys()
+            .filter(|k: &&FileKey| k.dev == u64::MAX)
+            .map(|k| k.ino)
+            .max()
+            .unwrap_or(0);
         Ok(FileSource {
             name: Arc::from(name),
             cfg,
@@ -279,6 +286,7 @@ impl FileSource {
             last_data: Instant::now(),
             silent: false,
             compressed_checked: false,
+            next_synthetic,
         })
     }
 
@@ -469,6 +477,15 @@ impl FileSource {
         }
     }
 
+    /// A key no real file has (device `u64::MAX`), for files known only by their checkpoint.
+    fn synthetic_key(&mut self) -> FileKey {
+        self.next_synthetic += 1;
+        FileKey {
+            dev: u64::MAX,
+            ino: self.next_synthetic,
+        }
+    }
+
     /// Reads `gz` from the checkpoint if it holds the file of `cp`. Returns whether it did.
     fn resume_from(&mut self, cp: &FileCheckpoint, gz: &Path) -> io::Result<bool> {
         use std::io::Read;
@@ -477,11 +494,10 @@ impl FileSource {
         if dec.read_exact(&mut prefix).is_err() || fingerprint(&prefix) != cp.fingerprint {
             return Ok(false);
         }
-        let key = FileKey {
-            dev: cp.dev,
-            ino: cp.ino,
-        };
-        self.restored.remove(&key);
+        // Compressed backups are tracked under keys no real file has: the deleted file's inode
+        // may already belong to a new file.
+        self.restored.retain(|_, c| c != cp);
+        let key = self.synthetic_key();
         tracing::info!(source = %self.name, path = %gz.display(), offset = cp.offset, "resuming a rotated file from its compressed backup");
         self.tracked.insert(
             key,
@@ -544,8 +560,11 @@ impl FileSource {
                     tracing::warn!(source = %self.name, path = %path.display(), "file shorter than its checkpoint (truncated while stopped); reading from the start");
                 }
             }
-            Some(_) => {
+            Some(cp) => {
                 tracing::info!(source = %self.name, path = %path.display(), "inode reused by a different file; reading from the start");
+                // The old file may live on as a compressed backup: keep its checkpoint for that.
+                let orphan = self.synthetic_key();
+                self.restored.insert(orphan, cp);
             }
             None if self.first_start && self.cfg.read_from == ReadFrom::End => {
                 start = len;
