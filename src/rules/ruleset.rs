@@ -808,15 +808,13 @@ impl RuleSet {
                         c.fetch_add(1, Ordering::Relaxed);
                     }
                     None
-                } else if age >= window {
+                } else {
+                    // Outside the window, later or (old data, files read out of order) much
+                    // earlier: a new window starts at this event.
                     let suppressed = std::mem::take(&mut e.suppressed);
                     e.window_start = now;
                     e.expires = now + window;
                     Some(suppressed)
-                } else {
-                    // Much older than the window (old data replayed): alert, and never move
-                    // the window back.
-                    Some(0)
                 }
             }
             dashmap::mapref::entry::Entry::Vacant(v) => {
