@@ -407,12 +407,12 @@ impl<'a> Scanner<'a> {
     /// Consumes the opening `open` of a container. Valid JSON of another type is a type error
     /// (reported after checking that it is JSON). Returns true if the container is empty (and
     /// consumes its closing byte too).
+    #[inline]
     fn open(&mut self, open: u8, close: u8, what: &str, kind: &str) -> Result<bool> {
         match self.peek() {
             Some(c) if c == open => self.pos += 1,
             Some(b'"' | b'{' | b'[' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
-                self.skip_value()?;
-                return Err(JsonError::Type(format!("{what} must be {kind}")));
+                return self.type_error(what, kind);
             }
             _ => return self.syntax("expected a value"),
         }
@@ -423,7 +423,14 @@ impl<'a> Scanner<'a> {
         Ok(false)
     }
 
+    #[cold]
+    fn type_error<T>(&mut self, what: &str, kind: &str) -> Result<T> {
+        self.skip_value()?;
+        Err(JsonError::Type(format!("{what} must be {kind}")))
+    }
+
     /// After a member or element: true at the end of the container.
+    #[inline]
     fn next_or_close(&mut self, close: u8) -> Result<bool> {
         match self.peek() {
             Some(b',') => {
