@@ -529,15 +529,18 @@ fn a_failing_optional_sink_drops_to_dead_letters_without_stalling() {
     assert!(d.stop().success());
 }
 
-#[test]
-fn a_rotated_file_compressed_while_stopped_is_resumed_from_its_checkpoint() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// Reads 100 events with the daemon, stops it, then (while it is down) appends 50 more, rotates
+/// the file the way `--audit-log-compress` does (rename, gzip, delete) and starts a new file with
+/// 10 events. Returns the new file.
+fn rotate_compressed_while_stopped(dir: &Path, prefix: &str) -> PathBuf {
     let log = dir.join("logs/audit.log");
     let events = dir.join("out/events.jsonl");
     let d = start(dir, &events_sink(dir), "");
     for i in 0..100 {
-        append(&log, &format!("{}\n", quiet_event(&format!("g-{i}"))));
+        append(
+            &log,
+            &format!("{}\n", quiet_event(&format!("{prefix}-{i}"))),
+        );
     }
     wait_until(
         Duration::from_secs(10),
@@ -545,10 +548,11 @@ fn a_rotated_file_compressed_while_stopped_is_resumed_from_its_checkpoint() {
         || d.logs(),
     );
     assert!(d.stop().success());
-    // While tripline is down: more events, then rotation with --audit-log-compress (rename,
-    // gzip, delete), then a new file.
     for i in 100..150 {
-        append(&log, &format!("{}\n", quiet_event(&format!("g-{i}"))));
+        append(
+            &log,
+            &format!("{}\n", quiet_event(&format!("{prefix}-{i}"))),
+        );
     }
     let rotated = dir.join("logs/audit-2026-03-01T10-00-00.000.log");
     std::fs::rename(&log, &rotated).unwrap();
@@ -557,8 +561,17 @@ fn a_rotated_file_compressed_while_stopped_is_resumed_from_its_checkpoint() {
     std::fs::write(rotated.with_extension("log.gz"), gz.finish().unwrap()).unwrap();
     std::fs::remove_file(&rotated).unwrap();
     for i in 150..160 {
-        append(&log, &format!("{}\n", quiet_event(&format!("g-{i}"))));
+        append(
+            &log,
+            &format!("{}\n", quiet_event(&format!("{prefix}-{i}"))),
+        );
     }
+    log
+}
+
+/// Restarts the daemon and checks that all 160 events were delivered exactly once.
+fn restart_and_expect_each_of_160_once(dir: &Path) -> Daemon {
+    let events = dir.join("out/events.jsonl");
     let d = start(dir, &events_sink(dir), "");
     wait_until(
         Duration::from_secs(10),
@@ -569,6 +582,14 @@ fn a_rotated_file_compressed_while_stopped_is_resumed_from_its_checkpoint() {
     let ids = delivered_ids(&events);
     assert_eq!(ids.len(), 160, "the tail inside the .gz was read");
     assert!(ids.values().all(|n| *n == 1), "nothing read twice");
+    d
+}
+
+#[test]
+fn a_rotated_file_compressed_while_stopped_is_resumed_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    rotate_compressed_while_stopped(tmp.path(), "g");
+    let d = restart_and_expect_each_of_160_once(tmp.path());
     assert!(d.stop().success());
 }
 
@@ -580,47 +601,13 @@ fn a_compressed_backup_is_resumed_even_when_its_inode_was_reused() {
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let log = dir.join("logs/audit.log");
-    let events = dir.join("out/events.jsonl");
-    let d = start(dir, &events_sink(dir), "");
-    for i in 0..100 {
-        append(&log, &format!("{}\n", quiet_event(&format!("r-{i}"))));
-    }
-    wait_until(
-        Duration::from_secs(10),
-        || delivered_ids(&events).len() >= 100,
-        || d.logs(),
-    );
-    assert!(d.stop().success());
-    for i in 100..150 {
-        append(&log, &format!("{}\n", quiet_event(&format!("r-{i}"))));
-    }
-    let rotated = dir.join("logs/audit-2026-03-01T11-00-00.000.log");
-    std::fs::rename(&log, &rotated).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&std::fs::read(&rotated).unwrap()).unwrap();
-    std::fs::write(rotated.with_extension("log.gz"), gz.finish().unwrap()).unwrap();
-    std::fs::remove_file(&rotated).unwrap();
-    for i in 150..160 {
-        append(&log, &format!("{}\n", quiet_event(&format!("r-{i}"))));
-    }
-    let new_ino = std::fs::metadata(&log).unwrap().ino();
+    let log = rotate_compressed_while_stopped(dir, "r");
     let cp_path = dir.join("state/checkpoints-audit.json");
     let mut cp: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cp_path).unwrap()).unwrap();
-    cp["files"][0]["ino"] = new_ino.into();
+    cp["files"][0]["ino"] = std::fs::metadata(&log).unwrap().ino().into();
     std::fs::write(&cp_path, serde_json::to_string(&cp).unwrap()).unwrap();
-
-    let d = start(dir, &events_sink(dir), "");
-    wait_until(
-        Duration::from_secs(10),
-        || delivered_ids(&events).len() >= 160,
-        || d.logs(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let ids = delivered_ids(&events);
-    assert_eq!(ids.len(), 160);
-    assert!(ids.values().all(|n| *n == 1), "nothing read twice");
+    let d = restart_and_expect_each_of_160_once(dir);
     assert!(d.logs().contains("inode reused"), "the reuse path ran");
     assert!(d.stop().success());
 }

@@ -714,24 +714,9 @@ impl FileSource {
                         continue;
                     }
                     t.line += 1;
-                    if t.skipping {
-                        t.skipping = false;
-                        t.partial.clear();
-                        self.metrics.too_long.inc();
-                        tracing::warn!(source = %self.name, path = %t.path.display(), line = t.line, "line longer than input.max_line_bytes skipped");
-                        if !lines.is_empty() {
-                            batches.push((
-                                std::mem::take(&mut lines),
-                                first_line,
-                                batch_end,
-                                lines_start,
-                            ));
-                        }
-                        first_line = t.line + 1;
-                        batches.push((Vec::new(), t.line, Some((end_offset, t.line)), end_offset));
-                        batch_end = None;
-                        lines_start = end_offset;
-                    } else if t.partial.len() + (nl - pos) > self.max_line {
+                    let too_long = std::mem::take(&mut t.skipping)
+                        || t.partial.len() + (nl - pos) > self.max_line;
+                    if too_long {
                         t.partial.clear();
                         self.metrics.too_long.inc();
                         tracing::warn!(source = %self.name, path = %t.path.display(), line = t.line, "line longer than input.max_line_bytes skipped");
