@@ -466,6 +466,16 @@ impl Config {
         }
     }
 
+    /// Things that are allowed but probably not meant (printed by `config check`, logged at
+    /// start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.sinks.is_empty() && !self.sinks.iter().any(|s| s.flows().contains(&Flow::Alerts)) {
+            w.push("sinks: no sink takes `alerts`: alerts (including \"Audit Events Stopped\") are counted but not delivered".to_string());
+        }
+        w
+    }
+
     /// Checks what can be checked without I/O; returns every problem with its key path.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -489,9 +499,16 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let n = s.name(i);
-            if !names.insert(n.clone()) {
-                p.push(format!("sources[{i}].name: `{n}` is used twice"));
+            // Names become checkpoint file names: compare them as such.
+            let file = crate::source::checkpoint::Checkpoints::path(std::path::Path::new(""), &n);
+            if !names.insert(file) {
+                p.push(format!(
+                    "sources[{i}].name: `{n}` is used twice (names differing only in characters other than letters, digits, `-` and `_` count as the same)"
+                ));
             }
+        }
+        if self.pipeline.workers > 1024 {
+            p.push("pipeline.workers: at most 1024".to_string());
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sinks.iter().enumerate() {

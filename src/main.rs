@@ -424,6 +424,9 @@ fn main() -> ExitCode {
         Command::Rules(cmd) => rules_cmd(cmd),
         Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
             Ok(cfg) => {
+                for w in cfg.warnings() {
+                    println!("warning: {w}");
+                }
                 let loaded = rules::load_configured(&cfg, &[], true);
                 for w in &loaded.warnings {
                     println!("warning: {w}");

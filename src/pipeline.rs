@@ -38,7 +38,7 @@ pub enum PipelineError {
     Sink(#[from] sink::SinkError),
     #[error(transparent)]
     Source(#[from] crate::source::file::FileSourceError),
-    #[error("rules: {0}")]
+    #[error("{0}")]
     Rules(String),
 }
 
@@ -86,21 +86,28 @@ pub fn run(
             cfg.state_dir.display()
         ))
     })?;
+    // Fail now, not at the first checkpoint, if state cannot be kept.
+    let probe = cfg.state_dir.join(".tripline-write-probe");
+    std::fs::write(&probe, b"probe")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            PipelineError::Rules(format!(
+                "state_dir {} is not writable: {e}",
+                cfg.state_dir.display()
+            ))
+        })?;
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let queue = cfg.pipeline.queue_batches;
-    // Sinks keep running until every worker is gone, so in-flight batches are delivered.
-    let sink_stop = Arc::new(AtomicBool::new(false));
+    // Set when the shutdown deadline has passed: from then on, nothing waits for a sink any
+    // more (unconfirmed batches are read again at the next start).
+    let abandon = Arc::new(AtomicBool::new(false));
     let dead_letters = Arc::new(DeadLetters::new(&cfg.state_dir, &metrics));
     let mut sinks = Vec::new();
     let mut sink_threads = Vec::new();
     for (i, s) in cfg.sinks.iter().enumerate() {
-        let (h, t) = sink::start(
-            s,
-            i,
-            queue,
-            &metrics,
-            sink_stop.clone(),
-            dead_letters.clone(),
-        )?;
+        let (h, t) = sink::start(s, i, queue, &metrics, abandon.clone(), dead_letters.clone())?;
         sinks.push(h);
         sink_threads.push(t);
     }
@@ -144,8 +151,7 @@ pub fn run(
                     std::thread::Builder::new()
                         .name(format!("source-{name}"))
                         .spawn(move || {
-                            h.set_ready(true);
-                            src.run(stop, drain, wake_rx);
+                            src.run(stop, drain, wake_rx, h.clone());
                             h.set_ready(false);
                         })
                         .expect("spawning a thread"),
@@ -171,6 +177,7 @@ pub fn run(
             dead_letters: dead_letters.clone(),
             cluster: cfg.cluster_name.clone(),
             metrics: metrics.clone(),
+            abandon: abandon.clone(),
         };
         worker_threads.push(
             std::thread::Builder::new()
@@ -214,6 +221,14 @@ pub fn run(
     }
     tracing::info!("stopping: draining in-flight batches");
     pipeline_health.set_ready(false);
+    {
+        let abandon = abandon.clone();
+        let deadline = cfg.pipeline.shutdown_timeout.0;
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            abandon.store(true, Ordering::Relaxed);
+        });
+    }
     for t in source_threads {
         let _ = t.join();
     }
@@ -223,7 +238,7 @@ pub fn run(
     }
     drop(sinks);
     drop(reloader);
-    sink_stop.store(true, Ordering::Relaxed);
+    abandon.store(true, Ordering::Relaxed);
     for t in sink_threads {
         let _ = t.join();
     }
@@ -258,6 +273,7 @@ struct WorkerContext {
     dead_letters: Arc<DeadLetters>,
     cluster: Option<String>,
     metrics: Arc<Metrics>,
+    abandon: Arc<AtomicBool>,
 }
 
 impl WorkerContext {
@@ -275,6 +291,10 @@ impl WorkerContext {
             &[],
         );
         for batch in self.rx.iter() {
+            if self.abandon.load(Ordering::Relaxed) {
+                // Past the shutdown deadline: leave the batch unconfirmed.
+                continue;
+            }
             queue_depth.set(self.rx.len() as i64);
             let started = Instant::now();
             let rules = match self.rules.read() {
@@ -397,9 +417,26 @@ impl WorkerContext {
             if s.required {
                 // Backpressure: a full queue blocks this worker, and in turn the sources.
                 batch.ack.add(1);
-                let ack = Some(batch.ack.clone());
-                if s.tx.send(SinkBatch { body, records, ack }).is_err() {
-                    tracing::error!(sink = %s.name, "sink stopped; batch not delivered");
+                let mut item = SinkBatch {
+                    body,
+                    records,
+                    ack: Some(batch.ack.clone()),
+                };
+                loop {
+                    match s.tx.send_timeout(item, Duration::from_millis(100)) {
+                        Ok(()) => break,
+                        Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                            if self.abandon.load(Ordering::Relaxed) {
+                                // Never confirmed: read again at the next start.
+                                break;
+                            }
+                            item = back;
+                        }
+                        Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                            tracing::error!(sink = %s.name, "sink stopped; batch not delivered");
+                            break;
+                        }
+                    }
                 }
             } else {
                 // A sink nobody waits for never stalls the pipeline: when it is behind, drop.

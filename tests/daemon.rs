@@ -29,6 +29,17 @@ fn start(dir: &Path, extra_sinks: &str, extra: &str) -> Daemon {
 }
 
 fn start_with(dir: &Path, extra_sinks: &str, extra: &str, silence: &str) -> Daemon {
+    start_edit(dir, extra_sinks, extra, silence, &|c| c)
+}
+
+/// Like `start_with`, with a last edit of the config text.
+fn start_edit(
+    dir: &Path,
+    extra_sinks: &str,
+    extra: &str,
+    silence: &str,
+    edit: &dyn Fn(String) -> String,
+) -> Daemon {
     let port = free_port();
     let cfg = format!(
         r#"cluster_name: test
@@ -57,7 +68,7 @@ telemetry:
         dir = dir.display()
     );
     std::fs::create_dir_all(dir.join("logs")).unwrap();
-    std::fs::write(dir.join("tripline.yaml"), cfg).unwrap();
+    std::fs::write(dir.join("tripline.yaml"), edit(cfg)).unwrap();
     let log = std::fs::File::create(dir.join(format!("daemon-{port}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_tripline"))
         .args(["run", "--config"])
@@ -609,5 +620,266 @@ fn a_compressed_backup_is_resumed_even_when_its_inode_was_reused() {
     std::fs::write(&cp_path, serde_json::to_string(&cp).unwrap()).unwrap();
     let d = restart_and_expect_each_of_160_once(dir);
     assert!(d.logs().contains("inode reused"), "the reuse path ran");
+    assert!(d.stop().success());
+}
+
+/// Kills a daemon that a failing assertion would otherwise leave running.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Regression (review): during the very first run with `read_from: end`, a file created after
+/// start must be read from its beginning.
+#[test]
+fn on_the_first_run_files_created_later_are_read_from_the_beginning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start_edit(dir, &events_sink(dir), "", "1h", &|c| {
+        c.replace("read_from: beginning", "read_from: end")
+    });
+    let _g = KillOnDrop(d.child.id());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut text = String::new();
+    for i in 0..5 {
+        text.push_str(&format!("{}\n", quiet_event(&format!("late-{i}"))));
+    }
+    append(&dir.join("logs/audit.log"), &text);
+    std::thread::sleep(Duration::from_millis(300));
+    append(
+        &dir.join("logs/audit.log"),
+        &format!("{}\n", quiet_event("late-5")),
+    );
+    let events = dir.join("out/events.jsonl");
+    wait_until(
+        Duration::from_secs(10),
+        || delivered_ids(&events).len() >= 6,
+        || d.logs(),
+    );
+    assert!(d.stop().success());
+}
+
+/// Regression (review): a required sink that keeps failing must not hold shutdown past
+/// `pipeline.shutdown_timeout`; the undelivered batches stay unconfirmed.
+#[test]
+fn sigterm_with_a_failing_required_sink_exits_after_the_shutdown_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sink = "  - type: file\n    name: stuck\n    path: /dev/full\n    flows: [alerts]\n";
+    let d = start(
+        dir,
+        sink,
+        "pipeline:\n  workers: 1\n  queue_batches: 1\n  shutdown_timeout: 2s\n",
+    );
+    let _g = KillOnDrop(d.child.id());
+    for i in 0..6 {
+        append(
+            &dir.join("logs/audit.log"),
+            &format!("{}\n", event(&format!("x-{i}"), "create", Some("exec"))),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    assert!(d.stop().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Nothing was confirmed by the stuck sink: the checkpoint did not move past the alerts.
+    let cp = std::fs::read_to_string(dir.join("state/checkpoints-audit.json")).unwrap();
+    assert!(cp.contains("\"offset\": 0"), "{cp}");
+}
+
+/// Regression (review): a checkpoint whose inode now belongs to another file (no backup
+/// exists) must not make the live file be read again at every restart.
+#[test]
+fn a_reused_inode_without_backup_is_read_once_across_restarts() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("logs/audit.log");
+    let events = dir.join("out/events.jsonl");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    for i in 0..20 {
+        append(&log, &format!("{}\n", quiet_event(&format!("n-{i}"))));
+    }
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let m = std::fs::metadata(&log).unwrap();
+    let cp = serde_json::json!({"version": 1, "files": [{
+        "dev": m.dev(), "ino": m.ino(), "fingerprint": 12345u64, "fingerprint_len": 1024,
+        "offset": 100, "line": 1, "path": log.display().to_string()}]});
+    std::fs::write(dir.join("state/checkpoints-audit.json"), cp.to_string()).unwrap();
+    for _ in 0..3 {
+        let d = start(dir, &events_sink(dir), "");
+        let _g = KillOnDrop(d.child.id());
+        wait_until(
+            Duration::from_secs(10),
+            || delivered_ids(&events).len() >= 20,
+            || d.logs(),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(d.stop().success());
+    }
+    let ids = delivered_ids(&events);
+    assert!(
+        ids.values().all(|n| *n == 1),
+        "read again on restart: {ids:?}"
+    );
+}
+
+/// Regression (review): a file first seen empty must not be "resumed" from an unrelated
+/// compressed backup.
+#[test]
+fn a_file_first_seen_empty_is_not_resumed_from_an_unrelated_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("logs/audit.log");
+    let events = dir.join("out/events.jsonl");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let d = start(dir, &events_sink(dir), "");
+    let _g = KillOnDrop(d.child.id());
+    std::fs::File::create(&log).unwrap();
+    let cp_path = dir.join("state/checkpoints-audit.json");
+    wait_until(
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&cp_path).is_ok_and(|c| c.contains("audit.log")),
+        || d.logs(),
+    );
+    for i in 0..10 {
+        append(&log, &format!("{}\n", quiet_event(&format!("e-{i}"))));
+    }
+    wait_until(
+        Duration::from_secs(10),
+        || delivered_ids(&events).len() >= 10,
+        || d.logs(),
+    );
+    assert!(d.stop().success());
+    let gz = |text: &[u8], to: &Path| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text).unwrap();
+        std::fs::write(to, e.finish().unwrap()).unwrap();
+    };
+    let mut old = String::new();
+    for i in 0..50 {
+        old.push_str(&format!("{}\n", quiet_event(&format!("old-{i}"))));
+    }
+    gz(
+        old.as_bytes(),
+        &dir.join("logs/audit-2020-01-01T00-00-00.000.log.gz"),
+    );
+    for i in 10..15 {
+        append(&log, &format!("{}\n", quiet_event(&format!("e-{i}"))));
+    }
+    gz(
+        &std::fs::read(&log).unwrap(),
+        &dir.join("logs/audit-2026-03-01T10-00-00.000.log.gz"),
+    );
+    std::fs::remove_file(&log).unwrap();
+    let d = start(dir, &events_sink(dir), "");
+    let _g2 = KillOnDrop(d.child.id());
+    wait_until(
+        Duration::from_secs(10),
+        || delivered_ids(&events).len() >= 15,
+        || d.logs(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let ids = delivered_ids(&events);
+    assert!(d.stop().success());
+    let olds = ids.keys().filter(|k| k.starts_with("old-")).count();
+    let news = ids.keys().filter(|k| k.starts_with("e-")).count();
+    assert_eq!((olds, news), (0, 15), "{ids:?}");
+}
+
+/// Regression (review): state that cannot be kept is an error at start, and a source whose
+/// checkpoints start failing later is not ready.
+#[test]
+fn an_unwritable_state_dir_fails_start_and_failing_checkpoints_clear_readiness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("not-a-dir"), "x").unwrap();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::write(
+        dir.join("bad.yaml"),
+        format!(
+            "state_dir: {}/not-a-dir/state\nsources:\n  - type: file\n    paths: [\"{}/logs/*.log\"]\nsinks:\n  - type: stdout\n",
+            dir.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["run", "--config"])
+        .arg(dir.join("bad.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("state_dir"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let d = start(dir, "", "");
+    let _g = KillOnDrop(d.child.id());
+    // The state directory disappears and a file takes its place.
+    std::fs::remove_dir_all(dir.join("state")).unwrap();
+    std::fs::write(dir.join("state"), "x").unwrap();
+    append(
+        &dir.join("logs/audit.log"),
+        &format!("{}\n", quiet_event("after")),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            d.get("/readyz")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 503"))
+        },
+        || d.logs(),
+    );
+    assert!(
+        d.metric("tripline_checkpoint_write_failures_total{source=\"audit\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    d.kill9();
+}
+
+/// A line of exactly `input.max_line_bytes` (newline not counted) is accepted; one byte more
+/// is skipped.
+#[test]
+fn a_line_of_exactly_the_limit_is_read_and_one_byte_more_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, &events_sink(dir), "");
+    let _g = KillOnDrop(d.child.id());
+    let pad = |id: &str, len: usize| {
+        let e = quiet_event(id);
+        let e = e.strip_suffix('}').unwrap().to_string();
+        let filler = len - e.len() - r#","x":""}"#.len();
+        format!("{e},\"x\":\"{}\"}}", "a".repeat(filler))
+    };
+    let (a, b) = (pad("exact", 4096), pad("over", 4097));
+    append(
+        &dir.join("logs/audit.log"),
+        &format!("{a}\n{b}\n{}\n", quiet_event("after")),
+    );
+    let events = dir.join("out/events.jsonl");
+    wait_until(
+        Duration::from_secs(10),
+        || delivered_ids(&events).contains_key("after"),
+        || d.logs(),
+    );
+    let ids = delivered_ids(&events);
+    assert!(
+        ids.contains_key("exact") && !ids.contains_key("over"),
+        "{ids:?}"
+    );
     assert!(d.stop().success());
 }

@@ -110,16 +110,16 @@ pub fn start(
         dropped: dropped_counter(metrics, &name),
     };
     let (tx, rx) = crossbeam_channel::bounded(queue);
-    let out: Box<dyn Write + Send> = match cfg {
+    let out = match cfg {
         SinkConfig::File(f) => {
             let file = open_append(&f.path).map_err(|source| SinkError::Open {
                 sink: name.clone(),
                 path: f.path.clone(),
                 source,
             })?;
-            Box::new(BufWriter::with_capacity(256 * 1024, file))
+            Output::File(file)
         }
-        SinkConfig::Stdout(_) => Box::new(BufWriter::new(io::stdout())),
+        SinkConfig::Stdout(_) => Output::Stdout(io::stdout()),
     };
     let required = cfg.required();
     let handle = SinkHandle {
@@ -144,9 +144,40 @@ pub fn dropped_counter(metrics: &Metrics, sink: &str) -> Counter {
     )
 }
 
+/// Where a local sink writes. Unbuffered: each batch body is one large write, and a write that
+/// fails part-way is resumed at the byte where it stopped, so a retry neither repeats nor tears
+/// a record.
+enum Output {
+    File(File),
+    Stdout(io::Stdout),
+}
+
+impl Output {
+    /// Writes `body[*written..]`, advancing `written`; then makes it durable (file sinks fsync
+    /// their data before a batch is confirmed, so a checkpoint never runs ahead of the disk).
+    fn write_from(&mut self, body: &[u8], written: &mut usize) -> io::Result<()> {
+        while *written < body.len() {
+            let n = match self {
+                Output::File(f) => f.write(&body[*written..]),
+                Output::Stdout(o) => o.write(&body[*written..]),
+            };
+            match n {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote nothing")),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self {
+            Output::File(f) => f.sync_data(),
+            Output::Stdout(o) => o.flush(),
+        }
+    }
+}
+
 fn run(
     name: String,
-    mut out: Box<dyn Write + Send>,
+    mut out: Output,
     rx: Receiver<SinkBatch>,
     m: SinkMetrics,
     stop: Arc<AtomicBool>,
@@ -156,9 +187,10 @@ fn run(
     for batch in rx {
         let mut backoff = Duration::from_millis(100);
         let mut attempts = 0;
+        let mut written = 0;
         loop {
             attempts += 1;
-            match out.write_all(&batch.body).and_then(|()| out.flush()) {
+            match out.write_from(&batch.body, &mut written) {
                 Ok(()) => {
                     m.delivered.inc();
                     m.records.add(batch.records as u64);
@@ -170,25 +202,31 @@ fn run(
                 Err(e) => {
                     m.failures.inc();
                     if !required && attempts >= OPTIONAL_ATTEMPTS {
+                        if written > 0 && written < batch.body.len() {
+                            // End the torn record so the next batch starts on its own line.
+                            let _ = out.write_from(b"\n", &mut 0);
+                        }
                         m.dropped.inc();
                         tracing::error!(sink = %name, error = %e, records = batch.records, "write failed; batch dropped (sink not required)");
                         dead_letters.write_dropped(&name, &e.to_string(), &batch.body);
                         break;
                     }
                     tracing::error!(sink = %name, error = %e, "write failed; retrying");
-                    // A required batch is retried until it is written or the daemon stops (then
-                    // it is not confirmed and is read again at the next start).
-                    if stop.load(Ordering::Relaxed) && backoff >= Duration::from_secs(1) {
+                    // A required batch is retried until it is written or the shutdown deadline
+                    // passes (then it is not confirmed and is read again at the next start).
+                    if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    std::thread::sleep(backoff);
+                    let until = std::time::Instant::now() + backoff;
+                    while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     m.retries.inc();
                 }
             }
         }
     }
-    let _ = out.flush();
 }
 
 /// Invalid input, kept with its position so that nothing is dropped silently. The file is
@@ -201,6 +239,10 @@ pub struct DeadLetters {
 
 /// How much of an invalid line a dead-letter record keeps.
 const DEAD_LETTER_MAX_BYTES: usize = 64 * 1024;
+
+/// Size at which the dead-letter file is rotated to `dead-letter.jsonl.1` (one old file kept),
+/// so a flood of bad input cannot fill the node's disk.
+const DEAD_LETTER_ROTATE_BYTES: u64 = 64 << 20;
 
 impl DeadLetters {
     pub fn new(state_dir: &Path, metrics: &Metrics) -> DeadLetters {
@@ -252,6 +294,14 @@ impl DeadLetters {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let too_big = guard
+            .as_ref()
+            .and_then(|w| w.get_ref().metadata().ok())
+            .is_some_and(|m| m.len() >= DEAD_LETTER_ROTATE_BYTES);
+        if too_big {
+            *guard = None;
+            let _ = std::fs::rename(&self.path, self.path.with_extension("jsonl.1"));
+        }
         if guard.is_none() {
             use std::os::unix::fs::OpenOptionsExt;
             match OpenOptions::new()

@@ -68,8 +68,9 @@ struct Tracked {
     /// Confirmed up to here (the checkpoint).
     confirmed: u64,
     confirmed_line: u64,
-    /// Bumped on truncation, so that completions of older batches are ignored.
-    generation: u64,
+    /// Unique per reading of a file (new on open and on truncation): completions of other
+    /// readings are ignored.
+    instance: u64,
     /// Seen in the last glob evaluation.
     present: bool,
 }
@@ -115,6 +116,17 @@ impl Tracked {
     fn drained(&self) -> bool {
         self.pending.is_empty()
     }
+}
+
+/// True if `prefix` (the first bytes of a file) is the file of checkpoint `cp`. The fingerprint
+/// must cover everything before the checkpoint offset, up to [`FINGERPRINT_BYTES`]: a shorter
+/// one (say, of a file first seen empty) would match unrelated files.
+fn fingerprint_matches(cp: &FileCheckpoint, prefix: &[u8]) -> bool {
+    let need = cp.offset.min(FINGERPRINT_BYTES as u64);
+    let len = cp.fingerprint_len as usize;
+    cp.fingerprint_len >= need
+        && len <= prefix.len()
+        && fingerprint(&prefix[..len]) == cp.fingerprint
 }
 
 /// Metrics of one file source.
@@ -195,6 +207,9 @@ pub struct FileSource {
     /// Compressed backups are looked for once, at start.
     compressed_checked: bool,
     next_synthetic: u64,
+    instances: u64,
+    stop: Arc<AtomicBool>,
+    health: Option<crate::telemetry::HealthHandle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +302,9 @@ impl FileSource {
             silent: false,
             compressed_checked: false,
             next_synthetic,
+            instances: 0,
+            stop: Arc::new(AtomicBool::new(false)),
+            health: None,
         })
     }
 
@@ -318,7 +336,16 @@ impl FileSource {
 
     /// Runs until `stop` is set, then delivers what is in flight (until `deadline` after the
     /// stop) and writes the final checkpoint.
-    pub fn run(mut self, stop: Arc<AtomicBool>, drain_timeout: Duration, wake: Receiver<()>) {
+    pub fn run(
+        mut self,
+        stop: Arc<AtomicBool>,
+        drain_timeout: Duration,
+        wake: Receiver<()>,
+        health: crate::telemetry::HealthHandle,
+    ) {
+        self.stop = stop.clone();
+        health.set_ready(true);
+        self.health = Some(health);
         let poll = self.cfg.poll_interval.0;
         let checkpoint_every = self.cfg.checkpoint_interval.0;
         let mut last_checkpoint = Instant::now();
@@ -376,12 +403,9 @@ impl FileSource {
     }
 
     fn complete(&mut self, c: Completion) {
-        // The high bits of `seq` carry the file's truncation generation.
-        let generation = c.seq >> 40;
-        let seq = c.seq & ((1 << 40) - 1);
         if let Some(t) = self.tracked.get_mut(&c.file) {
-            if t.generation == generation {
-                t.complete(seq);
+            if t.instance == c.instance {
+                t.complete(c.seq);
                 self.dirty = true;
             }
         }
@@ -443,6 +467,13 @@ impl FileSource {
         }
         if !std::mem::replace(&mut self.compressed_checked, true) {
             self.resume_compressed();
+            // What is still unmatched names files that are gone: forget them.
+            for cp in self.restored.values() {
+                tracing::info!(source = %self.name, path = %cp.path, "checkpointed file not found; forgetting it");
+            }
+            self.restored.clear();
+            // Files that appear from now on are new: read from their beginning.
+            self.first_start = false;
         }
         self.metrics.files.set(self.tracked.len() as i64);
     }
@@ -462,7 +493,7 @@ impl FileSource {
             let mut candidates: Vec<PathBuf> = entries
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+                .filter(|p| p.is_file())
                 .collect();
             candidates.sort();
             for gz in candidates {
@@ -477,6 +508,11 @@ impl FileSource {
         }
     }
 
+    fn next_instance(&mut self) -> u64 {
+        self.instances += 1;
+        self.instances
+    }
+
     /// A key no real file has (device `u64::MAX`), for files known only by their checkpoint.
     fn synthetic_key(&mut self) -> FileKey {
         self.next_synthetic += 1;
@@ -487,11 +523,56 @@ impl FileSource {
     }
 
     /// Reads `gz` from the checkpoint if it holds the file of `cp`. Returns whether it did.
+    /// An uncompressed file is followed (from the checkpoint) if it is the checkpointed file
+    /// renamed out of the globs while tripline was down.
     fn resume_from(&mut self, cp: &FileCheckpoint, gz: &Path) -> io::Result<bool> {
         use std::io::Read;
+        if cp.offset == 0 {
+            return Ok(false);
+        }
+        if gz.extension().map_or(true, |e| e != "gz") {
+            let meta = std::fs::metadata(gz)?;
+            if meta.dev() != cp.dev || meta.ino() != cp.ino {
+                return Ok(false);
+            }
+            let file = File::open(gz)?;
+            if !fingerprint_matches(cp, &read_prefix(&file, FINGERPRINT_BYTES)?) {
+                return Ok(false);
+            }
+            let key = FileKey {
+                dev: cp.dev,
+                ino: cp.ino,
+            };
+            self.restored.retain(|_, c| c != cp);
+            tracing::info!(source = %self.name, path = %gz.display(), offset = cp.offset, "following a file renamed out of the globs to its end");
+            let instance = self.next_instance();
+            self.tracked.insert(
+                key,
+                Tracked {
+                    key,
+                    path: gz.to_path_buf(),
+                    path_label: Arc::from(gz.display().to_string()),
+                    file: Some(file),
+                    fingerprint: cp.fingerprint,
+                    fingerprint_len: cp.fingerprint_len,
+                    read_pos: cp.offset,
+                    partial: Vec::new(),
+                    skipping: false,
+                    skipping_start: false,
+                    line: cp.line,
+                    pending: VecDeque::new(),
+                    next_seq: 0,
+                    confirmed: cp.offset,
+                    confirmed_line: cp.line,
+                    instance,
+                    present: false,
+                },
+            );
+            return Ok(true);
+        }
         let mut dec = flate2::read::MultiGzDecoder::new(io::BufReader::new(File::open(gz)?));
         let mut prefix = vec![0u8; cp.fingerprint_len as usize];
-        if dec.read_exact(&mut prefix).is_err() || fingerprint(&prefix) != cp.fingerprint {
+        if dec.read_exact(&mut prefix).is_err() || !fingerprint_matches(cp, &prefix) {
             return Ok(false);
         }
         // Compressed backups are tracked under keys no real file has: the deleted file's inode
@@ -499,6 +580,7 @@ impl FileSource {
         self.restored.retain(|_, c| c != cp);
         let key = self.synthetic_key();
         tracing::info!(source = %self.name, path = %gz.display(), offset = cp.offset, "resuming a rotated file from its compressed backup");
+        let instance = self.next_instance();
         self.tracked.insert(
             key,
             Tracked {
@@ -517,7 +599,7 @@ impl FileSource {
                 next_seq: 0,
                 confirmed: cp.offset,
                 confirmed_line: cp.line,
-                generation: 0,
+                instance,
                 present: false,
             },
         );
@@ -549,10 +631,7 @@ impl FileSource {
         let mut line = 0;
         let mut skipping = false;
         match self.restored.remove(&key) {
-            Some(cp)
-                if (cp.fingerprint_len as usize) <= prefix.len()
-                    && fingerprint(&prefix[..cp.fingerprint_len as usize]) == cp.fingerprint =>
-            {
+            Some(cp) if fingerprint_matches(&cp, &prefix) => {
                 if cp.offset <= len {
                     start = cp.offset;
                     line = cp.line;
@@ -579,6 +658,7 @@ impl FileSource {
         }
         tracing::info!(source = %self.name, path = %path.display(), offset = start, "following file");
         let label: Arc<str> = Arc::from(path.display().to_string());
+        let instance = self.next_instance();
         self.tracked.insert(
             key,
             Tracked {
@@ -597,7 +677,7 @@ impl FileSource {
                 next_seq: 0,
                 confirmed: start,
                 confirmed_line: line,
-                generation: 0,
+                instance,
                 present: true,
             },
         );
@@ -650,7 +730,8 @@ impl FileSource {
         if size < t.read_pos {
             tracing::warn!(source = %self.name, path = %t.path.display(), size, read = t.read_pos, "file truncated (copy-truncate?); reading from the start");
             self.metrics.truncations.inc();
-            t.generation += 1;
+            self.instances += 1;
+            t.instance = self.instances;
             t.read_pos = 0;
             t.partial.clear();
             t.skipping = false;
@@ -665,6 +746,14 @@ impl FileSource {
         let n = file.read_at(buf, t.read_pos)?;
         if n == 0 {
             return Ok(0);
+        }
+        // Extend the fingerprint while the file is younger than its full length.
+        if (t.fingerprint_len as usize) < FINGERPRINT_BYTES {
+            let prefix = read_prefix(file, FINGERPRINT_BYTES)?;
+            if prefix.len() as u64 > t.fingerprint_len {
+                t.fingerprint = fingerprint(&prefix);
+                t.fingerprint_len = prefix.len() as u64;
+            }
         }
         self.feed(key, &buf[..n])?;
         Ok(n)
@@ -756,7 +845,7 @@ impl FileSource {
         if !lines.is_empty() {
             batches.push((lines, first_line, batch_end, lines_start));
         }
-        let generation = t.generation;
+        let instance = t.instance;
         let path_label = t.path_label.clone();
         for (data, first, end, start_offset) in batches {
             let Some((end_offset, end_line)) = end else {
@@ -774,7 +863,8 @@ impl FileSource {
             let ack = Ack::new(
                 Completion {
                     file: key,
-                    seq: (generation << 40) | seq,
+                    instance,
+                    seq,
                 },
                 self.acks_tx.clone(),
             );
@@ -791,6 +881,11 @@ impl FileSource {
                 match self.out.send_timeout(batch, Duration::from_millis(100)) {
                     Ok(()) => break,
                     Err(SendTimeoutError::Timeout(b)) => {
+                        if self.stop.load(Ordering::Relaxed) {
+                            // Shutting down: the batch stays unconfirmed and is read again at
+                            // the next start.
+                            return Ok(());
+                        }
                         batch = b;
                         self.take_completions();
                     }
@@ -826,13 +921,19 @@ impl FileSource {
         let quiet = self.last_data.elapsed();
         let silent = quiet >= self.cfg.silence_alert_after.0;
         if silent != self.silent {
-            self.silent = silent;
-            self.metrics.silent.set(i64::from(silent));
-            let _ = self.events.try_send(SourceEvent::Silent {
-                source: self.name.clone(),
-                silent,
-                for_secs: quiet.as_secs(),
-            });
+            let sent = self
+                .events
+                .try_send(SourceEvent::Silent {
+                    source: self.name.clone(),
+                    silent,
+                    for_secs: quiet.as_secs(),
+                })
+                .is_ok();
+            // Retried at the next check if the pipeline could not take it now.
+            if sent {
+                self.silent = silent;
+                self.metrics.silent.set(i64::from(silent));
+            }
         }
     }
 
@@ -842,18 +943,25 @@ impl FileSource {
         }
         let mut files: Vec<FileCheckpoint> =
             self.tracked.values().map(Tracked::checkpoint).collect();
-        // Keep restored entries of files not seen yet (e.g. an unmounted directory).
-        files.extend(self.restored.values().cloned());
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let c = Checkpoints { version: 1, files };
         match c.store(&self.checkpoint_path) {
             Ok(()) => {
                 self.metrics.checkpoint_writes.inc();
                 self.dirty = false;
+                if let Some(h) = &self.health {
+                    h.set_ready(true);
+                }
             }
             Err(e) => {
                 self.metrics.checkpoint_failures.inc();
-                tracing::error!(source = %self.name, error = %e, "checkpoint not written");
+                // Not ready: what is read now could not survive a restart.
+                if let Some(h) = &self.health {
+                    if h.is_ready() {
+                        tracing::error!(source = %self.name, error = %e, "checkpoint not written; source not ready until it is");
+                    }
+                    h.set_ready(false);
+                }
             }
         }
     }

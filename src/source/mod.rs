@@ -21,6 +21,9 @@ pub struct FileKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
     pub file: FileKey,
+    /// Which reading of the file (a new one after truncation or inode reuse), so that a late
+    /// confirmation never counts for a different file or reading.
+    pub instance: u64,
     pub seq: u64,
 }
 
