@@ -196,7 +196,7 @@ impl Rule {
 }
 
 fn lower(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii() {
+    if s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
         std::borrow::Cow::Owned(s.to_lowercase())
     } else {
         std::borrow::Cow::Borrowed(s)
