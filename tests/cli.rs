@@ -175,16 +175,8 @@ fn write_rule(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
-const SECRET_RULE: &str = "title: Secret Created\nid: 5b0c7a52-8f1e-4d0b-a3f5-0c8d9e7f6a51\nlogsource:\n  product: kubernetes\n  service: audit\ndetection:\n  selection:\n    verb: create\n    objectRef.resource: secrets\n  condition: selection\nlevel: high\noutput: '{user.username} created secret {objectRef.name} with {requestObject.data.password}'\n";
-
-#[test]
-fn custom_rules_replace_the_pack_and_secret_values_never_leave() {
-    let dir = tempfile::tempdir().unwrap();
-    let rule = write_rule(dir.path(), "secret.yml", SECRET_RULE);
-    let secret_b64 = "c3VwZXItc2VjcmV0LXBhc3N3b3Jk";
-    let event = format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a1","stage":"ResponseComplete","verb":"create","user":{{"username":"dev@example.com"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"secrets","namespace":"app","name":"db","apiVersion":"v1"}},"requestObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db","annotations":{{"kubectl.kubernetes.io/last-applied-configuration":"{{\"apiVersion\":\"v1\",\"data\":{{\"password\":\"{secret_b64}\"}},\"kind\":\"Secret\"}}"}}}},"data":{{"password":"{secret_b64}"}},"stringData":{{"token":"plain-text-token-value"}}}},"responseObject":{{"kind":"Secret","data":{{"password":"{secret_b64}"}}}},"stageTimestamp":"2026-03-01T10:00:00Z"}}"#
-    );
+/// `tripline scan --format json` of one event with only the rule file `rule`; must succeed.
+fn scan_with_only(rule: &Path, event: &str) -> Output {
     let out = run_stdin(
         &[
             "scan",
@@ -197,6 +189,20 @@ fn custom_rules_replace_the_pack_and_secret_values_never_leave() {
         format!("{event}\n").as_bytes(),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    out
+}
+
+const SECRET_RULE: &str = "title: Secret Created\nid: 5b0c7a52-8f1e-4d0b-a3f5-0c8d9e7f6a51\nlogsource:\n  product: kubernetes\n  service: audit\ndetection:\n  selection:\n    verb: create\n    objectRef.resource: secrets\n  condition: selection\nlevel: high\noutput: '{user.username} created secret {objectRef.name} with {requestObject.data.password}'\n";
+
+#[test]
+fn custom_rules_replace_the_pack_and_secret_values_never_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = write_rule(dir.path(), "secret.yml", SECRET_RULE);
+    let secret_b64 = "c3VwZXItc2VjcmV0LXBhc3N3b3Jk";
+    let event = format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a1","stage":"ResponseComplete","verb":"create","user":{{"username":"dev@example.com"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"secrets","namespace":"app","name":"db","apiVersion":"v1"}},"requestObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db","annotations":{{"kubectl.kubernetes.io/last-applied-configuration":"{{\"apiVersion\":\"v1\",\"data\":{{\"password\":\"{secret_b64}\"}},\"kind\":\"Secret\"}}"}}}},"data":{{"password":"{secret_b64}"}},"stringData":{{"token":"plain-text-token-value"}}}},"responseObject":{{"kind":"Secret","data":{{"password":"{secret_b64}"}}}},"stageTimestamp":"2026-03-01T10:00:00Z"}}"#
+    );
+    let out = scan_with_only(&rule, &event);
     let stdout = text(&out.stdout);
     let a = alerts(&out);
     assert_eq!(titles(&a), ["Secret Created"], "only the custom rule runs");
@@ -359,18 +365,7 @@ fn short_secrets_and_deeply_nested_bodies_never_reach_the_message() {
     let event = format!(
         r#"{{"kind":"Event","auditID":"p1","verb":"patch","user":{{"username":"dev"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"secrets","namespace":"app","name":"db"}},"requestObject":{{"stringData":{{"pin":"907","password":"hunter2-hunter2"}},"deep":{deep}}},"stageTimestamp":"2026-03-01T10:00:00Z"}}"#
     );
-    let out = run_stdin(
-        &[
-            "scan",
-            "--format",
-            "json",
-            "--no-default-rules",
-            "--rules",
-            rule.to_str().unwrap(),
-        ],
-        format!("{event}\n").as_bytes(),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = scan_with_only(&rule, &event);
     let stdout = text(&out.stdout);
     assert!(!stdout.contains("hunter2"), "{stdout}");
     let a = alerts(&out);

@@ -152,6 +152,24 @@ impl Daemon {
     }
 }
 
+/// Waits (10 s at most) until the alerts file has an alert.
+fn wait_for_alerts(d: &Daemon, alerts: &Path) {
+    wait_until(
+        Duration::from_secs(10),
+        || !read_lines(alerts).is_empty(),
+        || d.logs(),
+    );
+}
+
+/// Waits (10 s at most) until the metric sample starting with `prefix` is at least 1.
+fn wait_for_metric(d: &Daemon, prefix: &str) {
+    wait_until(
+        Duration::from_secs(10),
+        || d.metric(prefix).is_some_and(|v| v >= 1.0),
+        || format!("{}\n{}", d.get("/metrics").unwrap_or_default(), d.logs()),
+    );
+}
+
 fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + limit;
     while !ok() {
@@ -231,11 +249,7 @@ fn appended_lines_alert_and_a_partial_line_waits_for_its_newline() {
         "a partial line must not be read"
     );
     append(&log, &format!("{tail}\n"));
-    wait_until(
-        Duration::from_secs(10),
-        || !read_lines(&alerts).is_empty(),
-        || d.logs(),
-    );
+    wait_for_alerts(&d, &alerts);
     let a = read_lines(&alerts);
     assert!(
         a.iter()
@@ -402,18 +416,10 @@ fn bad_lines_are_counted_and_dead_lettered_and_the_daemon_goes_on() {
     body.push('\n');
     append(&log, &body);
     let alerts = dir.join("out/alerts.jsonl");
-    wait_until(
-        Duration::from_secs(10),
-        || !read_lines(&alerts).is_empty(),
-        || d.logs(),
-    );
-    wait_until(
-        Duration::from_secs(10),
-        || {
-            d.metric("tripline_lines_skipped_total{reason=\"too_long\",source=\"audit\"}")
-                .is_some_and(|v| v >= 1.0)
-        },
-        || d.get("/metrics").unwrap_or_default(),
+    wait_for_alerts(&d, &alerts);
+    wait_for_metric(
+        &d,
+        "tripline_lines_skipped_total{reason=\"too_long\",source=\"audit\"}",
     );
     assert!(
         d.metric("tripline_lines_skipped_total{reason=\"malformed_json\",source=\"audit\"}")
@@ -448,24 +454,13 @@ fn sighup_with_a_broken_rule_keeps_the_old_rules_running() {
     )
     .unwrap();
     d.signal("-HUP");
-    wait_until(
-        Duration::from_secs(10),
-        || {
-            d.metric("tripline_rule_reloads_total{result=\"failed\"}")
-                .is_some_and(|v| v >= 1.0)
-        },
-        || d.logs(),
-    );
+    wait_for_metric(&d, "tripline_rule_reloads_total{result=\"failed\"}");
     append(
         &dir.join("logs/audit.log"),
         &format!("{}\n", quiet_event("still-alerting")),
     );
     let alerts = dir.join("out/alerts.jsonl");
-    wait_until(
-        Duration::from_secs(10),
-        || !read_lines(&alerts).is_empty(),
-        || d.logs(),
-    );
+    wait_for_alerts(&d, &alerts);
     assert_eq!(read_lines(&alerts)[0]["rule"]["name"], "Any Get");
     assert!(d.logs().contains("nonsense"), "the broken rule is logged");
     assert!(d.stop().success());
@@ -477,11 +472,7 @@ fn silence_raises_an_alert_and_a_metric() {
     let dir = tmp.path();
     let d = start_with(dir, "", "", "1s");
     let alerts = dir.join("out/alerts.jsonl");
-    wait_until(
-        Duration::from_secs(10),
-        || !read_lines(&alerts).is_empty(),
-        || d.logs(),
-    );
+    wait_for_alerts(&d, &alerts);
     let a = read_lines(&alerts);
     assert_eq!(a[0]["rule"]["name"], "Audit Events Stopped");
     assert_eq!(a[0]["tripline"]["source"], "audit");
@@ -514,19 +505,8 @@ fn a_failing_optional_sink_drops_to_dead_letters_without_stalling() {
         &format!("{}\n", event("exec-9", "create", Some("exec"))),
     );
     let alerts = dir.join("out/alerts.jsonl");
-    wait_until(
-        Duration::from_secs(10),
-        || !read_lines(&alerts).is_empty(),
-        || d.logs(),
-    );
-    wait_until(
-        Duration::from_secs(10),
-        || {
-            d.metric("tripline_sink_dropped_total{sink=\"chat\"}")
-                .is_some_and(|v| v >= 1.0)
-        },
-        || d.logs(),
-    );
+    wait_for_alerts(&d, &alerts);
+    wait_for_metric(&d, "tripline_sink_dropped_total{sink=\"chat\"}");
     let dl = read_lines(&dir.join("state/dead-letter.jsonl"));
     assert!(
         dl.iter()

@@ -76,6 +76,40 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// A file followed from `offset` (the `line`-th line boundary), nothing in flight.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        key: FileKey,
+        path: PathBuf,
+        file: Option<File>,
+        fingerprint: u64,
+        fingerprint_len: u64,
+        offset: u64,
+        line: u64,
+        instance: u64,
+        present: bool,
+    ) -> Tracked {
+        Tracked {
+            key,
+            path_label: Arc::from(path.display().to_string()),
+            path,
+            file,
+            fingerprint,
+            fingerprint_len,
+            read_pos: offset,
+            partial: Vec::new(),
+            skipping: false,
+            skipping_start: false,
+            line,
+            pending: VecDeque::new(),
+            next_seq: 0,
+            confirmed: offset,
+            confirmed_line: line,
+            instance,
+            present,
+        }
+    }
+
     fn checkpoint(&self) -> FileCheckpoint {
         FileCheckpoint {
             dev: self.key.dev,
@@ -513,6 +547,29 @@ impl FileSource {
         self.instances
     }
 
+    /// Follows a file known from checkpoint `cp` (not present under the globs) from its offset.
+    fn track_from_checkpoint(
+        &mut self,
+        key: FileKey,
+        path: &Path,
+        file: Option<File>,
+        cp: &FileCheckpoint,
+    ) {
+        let instance = self.next_instance();
+        let t = Tracked::new(
+            key,
+            path.to_path_buf(),
+            file,
+            cp.fingerprint,
+            cp.fingerprint_len,
+            cp.offset,
+            cp.line,
+            instance,
+            false,
+        );
+        self.tracked.insert(key, t);
+    }
+
     /// A key no real file has (device `u64::MAX`), for files known only by their checkpoint.
     fn synthetic_key(&mut self) -> FileKey {
         self.next_synthetic += 1;
@@ -545,29 +602,7 @@ impl FileSource {
             };
             self.restored.retain(|_, c| c != cp);
             tracing::info!(source = %self.name, path = %gz.display(), offset = cp.offset, "following a file renamed out of the globs to its end");
-            let instance = self.next_instance();
-            self.tracked.insert(
-                key,
-                Tracked {
-                    key,
-                    path: gz.to_path_buf(),
-                    path_label: Arc::from(gz.display().to_string()),
-                    file: Some(file),
-                    fingerprint: cp.fingerprint,
-                    fingerprint_len: cp.fingerprint_len,
-                    read_pos: cp.offset,
-                    partial: Vec::new(),
-                    skipping: false,
-                    skipping_start: false,
-                    line: cp.line,
-                    pending: VecDeque::new(),
-                    next_seq: 0,
-                    confirmed: cp.offset,
-                    confirmed_line: cp.line,
-                    instance,
-                    present: false,
-                },
-            );
+            self.track_from_checkpoint(key, gz, Some(file), cp);
             return Ok(true);
         }
         let mut dec = flate2::read::MultiGzDecoder::new(io::BufReader::new(File::open(gz)?));
@@ -580,29 +615,7 @@ impl FileSource {
         self.restored.retain(|_, c| c != cp);
         let key = self.synthetic_key();
         tracing::info!(source = %self.name, path = %gz.display(), offset = cp.offset, "resuming a rotated file from its compressed backup");
-        let instance = self.next_instance();
-        self.tracked.insert(
-            key,
-            Tracked {
-                key,
-                path: gz.to_path_buf(),
-                path_label: Arc::from(gz.display().to_string()),
-                file: None,
-                fingerprint: cp.fingerprint,
-                fingerprint_len: cp.fingerprint_len,
-                read_pos: cp.offset,
-                partial: Vec::new(),
-                skipping: false,
-                skipping_start: false,
-                line: cp.line,
-                pending: VecDeque::new(),
-                next_seq: 0,
-                confirmed: cp.offset,
-                confirmed_line: cp.line,
-                instance,
-                present: false,
-            },
-        );
+        self.track_from_checkpoint(key, gz, None, cp);
         // Position the stream at the checkpoint.
         let mut buf = vec![0u8; READ_CHUNK];
         if cp.offset < cp.fingerprint_len {
@@ -657,30 +670,20 @@ impl FileSource {
             None => {}
         }
         tracing::info!(source = %self.name, path = %path.display(), offset = start, "following file");
-        let label: Arc<str> = Arc::from(path.display().to_string());
         let instance = self.next_instance();
-        self.tracked.insert(
+        let mut t = Tracked::new(
             key,
-            Tracked {
-                key,
-                path,
-                path_label: label,
-                file: Some(file),
-                fingerprint: fingerprint(&prefix),
-                fingerprint_len: prefix.len() as u64,
-                read_pos: start,
-                partial: Vec::new(),
-                skipping: false,
-                skipping_start: skipping,
-                line,
-                pending: VecDeque::new(),
-                next_seq: 0,
-                confirmed: start,
-                confirmed_line: line,
-                instance,
-                present: true,
-            },
+            path,
+            Some(file),
+            fingerprint(&prefix),
+            prefix.len() as u64,
+            start,
+            line,
+            instance,
+            true,
         );
+        t.skipping_start = skipping;
+        self.tracked.insert(key, t);
         self.dirty = true;
         Ok(())
     }
