@@ -77,6 +77,29 @@ impl AlertTemplate {
         AlertTemplate(doc.0)
     }
 
+    /// The template of the `events` flow: the same ECS fields as an alert (`@timestamp`,
+    /// `user.*`, `source.*`, `event.*`, `kubernetes.audit`) with `event.kind: event` and no rule,
+    /// so alerts and events share one index mapping and one set of dashboards.
+    pub fn for_events() -> AlertTemplate {
+        let mut doc = Doc::default();
+        doc.set("event.kind", "event");
+        doc.set("event.module", "kubernetes");
+        doc.set("event.dataset", "kubernetes.audit");
+        doc.set("event.provider", "kube-apiserver");
+        doc.set("ecs.version", ECS_VERSION);
+        AlertTemplate(doc.0)
+    }
+
+    /// Adds `host.name`: the node whose API server wrote the event (the daemon's `node_name`).
+    pub fn with_host(mut self, node_name: Option<&str>) -> AlertTemplate {
+        if let Some(n) = node_name.filter(|n| !n.is_empty()) {
+            let mut doc = Doc(std::mem::take(&mut self.0));
+            doc.set("host.name", n);
+            self.0 = doc.0;
+        }
+        self
+    }
+
     /// Builds the alert for one (redacted) event, taking ownership of it for
     /// `kubernetes.audit`. See [`render_alert`] for the fields.
     pub fn render(

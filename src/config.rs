@@ -46,6 +46,10 @@ pub struct Config {
     /// Added to every alert as `orchestrator.cluster.name`.
     #[serde(default)]
     pub cluster_name: Option<String>,
+    /// Added to alerts and events as `host.name`: the node whose API server wrote the audit
+    /// log. Default: the `NODE_NAME` environment variable (set it from the downward API).
+    #[serde(default)]
+    pub node_name: Option<String>,
     #[serde(default)]
     pub rules: RulesConfig,
     #[serde(default)]
@@ -160,67 +164,141 @@ pub enum Flow {
     Events,
 }
 
-/// One entry of `sinks:`.
+/// One entry of `sinks:`: the settings every sink has, and its type's own.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SinkConfig {
+    /// Names the sink in metrics, logs and dead letters (default `<type>-<index>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `alerts` (ECS alert documents) and/or `events` (every audit event, redacted).
+    #[serde(default = "default_flows")]
+    pub flows: Vec<Flow>,
+    /// Only alerts of this level or higher.
+    #[serde(default)]
+    pub min_level: Option<LevelName>,
+    /// Only alerts of rules that carry at least one of these tags (`attack.*` matches by prefix).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// A required sink must confirm a batch before its offset is checkpointed; a sink that is
+    /// not required never holds the pipeline back and dead-letters what it cannot deliver.
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// How records are grouped into requests.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+    /// Delivery attempts of a whole request before it is dead-lettered; unset means retry until
+    /// delivered (required sinks) or 3 attempts (other sinks).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(flatten)]
+    pub kind: SinkKind,
+}
+
+/// A Sigma level as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LevelName {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl LevelName {
+    pub fn level(self) -> crate::rules::Level {
+        use crate::rules::Level;
+        match self {
+            LevelName::Informational => Level::Informational,
+            LevelName::Low => Level::Low,
+            LevelName::Medium => Level::Medium,
+            LevelName::High => Level::High,
+            LevelName::Critical => Level::Critical,
+        }
+    }
+}
+
+/// `batch:` of a sink. Defaults depend on the sink type.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Records per request.
+    #[serde(default)]
+    pub max_records: Option<usize>,
+    /// Bytes of documents per request (before compression).
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    /// How long the first record of a request may wait for more.
+    #[serde(default)]
+    pub flush_interval: Option<HumanDuration>,
+}
+
+/// The type of a sink and its own settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-pub enum SinkConfig {
+pub enum SinkKind {
     /// JSON lines appended to a file.
     File(FileSinkConfig),
     /// JSON lines on standard output.
     Stdout(StdoutSinkConfig),
+    /// Elasticsearch or OpenSearch bulk API.
+    #[serde(alias = "opensearch")]
+    Elasticsearch(crate::sink::elasticsearch::ElasticsearchConfig),
+    /// Kafka topics.
+    Kafka(crate::sink::kafka::KafkaSinkConfig),
+    /// Splunk HTTP Event Collector.
+    #[serde(rename = "splunk_hec", alias = "splunk")]
+    SplunkHec(crate::sink::splunk::SplunkConfig),
+    /// RFC 5424 syslog over TCP, TLS or UDP.
+    Syslog(crate::sink::syslog::SyslogConfig),
+    /// JSON POSTed to an HTTP endpoint (generic webhooks, Slack).
+    Http(crate::sink::http::HttpSinkConfig),
 }
 
 /// `sinks: - type: file`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    #[serde(default)]
-    pub name: Option<String>,
     pub path: PathBuf,
-    #[serde(default = "default_flows")]
-    pub flows: Vec<Flow>,
-    /// A required sink must confirm a batch before its offset is checkpointed.
-    #[serde(default = "yes")]
-    pub required: bool,
 }
 
 /// `sinks: - type: stdout`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StdoutSinkConfig {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default = "default_flows")]
-    pub flows: Vec<Flow>,
-    #[serde(default = "yes")]
-    pub required: bool,
-}
+pub struct StdoutSinkConfig {}
 
 fn default_flows() -> Vec<Flow> {
     vec![Flow::Alerts]
 }
 
+impl SinkKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::File(_) => "file",
+            SinkKind::Stdout(_) => "stdout",
+            SinkKind::Elasticsearch(_) => "elasticsearch",
+            SinkKind::Kafka(_) => "kafka",
+            SinkKind::SplunkHec(_) => "splunk_hec",
+            SinkKind::Syslog(_) => "syslog",
+            SinkKind::Http(_) => "http",
+        }
+    }
+}
+
 impl SinkConfig {
     pub fn flows(&self) -> &[Flow] {
-        match self {
-            SinkConfig::File(c) => &c.flows,
-            SinkConfig::Stdout(c) => &c.flows,
-        }
+        &self.flows
     }
 
     pub fn required(&self) -> bool {
-        match self {
-            SinkConfig::File(c) => c.required,
-            SinkConfig::Stdout(c) => c.required,
-        }
+        self.required
     }
 
     /// The configured name, or `<type>-<index>`.
     pub fn name(&self, index: usize) -> String {
-        match self {
-            SinkConfig::File(c) => c.name.clone().unwrap_or(format!("file-{index}")),
-            SinkConfig::Stdout(c) => c.name.clone().unwrap_or(format!("stdout-{index}")),
-        }
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{index}", self.kind.type_name()))
     }
 }
 

@@ -417,6 +417,7 @@ fn run_daemon(config: PathBuf) -> Result<u8> {
 }
 
 fn main() -> ExitCode {
+    tripline::sink::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run_daemon(config),

@@ -107,7 +107,15 @@ pub fn run(
     let mut sinks = Vec::new();
     let mut sink_threads = Vec::new();
     for (i, s) in cfg.sinks.iter().enumerate() {
-        let (h, t) = sink::start(s, i, queue, &metrics, abandon.clone(), dead_letters.clone())?;
+        let ctx = sink::SinkContext {
+            index: i,
+            queue,
+            metrics: &metrics,
+            health: &health,
+            stop: abandon.clone(),
+            dead_letters: dead_letters.clone(),
+        };
+        let (h, t) = sink::start(s, ctx)?;
         sinks.push(h);
         sink_threads.push(t);
     }
@@ -176,6 +184,7 @@ pub fn run(
             sinks: sinks.clone(),
             dead_letters: dead_letters.clone(),
             cluster: cfg.cluster_name.clone(),
+            node: node_name(&cfg),
             metrics: metrics.clone(),
             abandon: abandon.clone(),
         };
@@ -209,6 +218,7 @@ pub fn run(
                 silent,
                 for_secs,
                 cfg.cluster_name.as_deref(),
+                node_name(&cfg).as_deref(),
             ),
             Err(_) => {}
         }
@@ -272,8 +282,17 @@ struct WorkerContext {
     sinks: Arc<[SinkHandle]>,
     dead_letters: Arc<DeadLetters>,
     cluster: Option<String>,
+    node: Option<String>,
     metrics: Arc<Metrics>,
     abandon: Arc<AtomicBool>,
+}
+
+/// `node_name` from the config, else the `NODE_NAME` environment variable.
+fn node_name(cfg: &Config) -> Option<String> {
+    cfg.node_name
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok())
+        .filter(|n| !n.is_empty())
 }
 
 impl WorkerContext {
@@ -303,7 +322,7 @@ impl WorkerContext {
             };
             let mut out = Outputs::default();
             self.process(&batch, &rules, wants_events, &mut out);
-            self.dispatch(&batch, out);
+            self.dispatch(&batch, &rules, out);
             latency.observe(started.elapsed().as_secs_f64());
             batch.ack.done();
         }
@@ -318,6 +337,10 @@ impl WorkerContext {
             &[("source", source)],
         );
         let mut detector = Detector::new(rules, self.cluster.clone());
+        detector.node_name = self.node.clone();
+        let event_template = wants_events.then(|| {
+            crate::alert::AlertTemplate::for_events().with_host(self.node.as_deref())
+        });
         let mut offset = batch.start_offset;
         let mut start = 0;
         let data = &batch.data;
@@ -347,6 +370,9 @@ impl WorkerContext {
             decode_value_into(text, &mut |d| match d {
                 Ok(ev) => {
                     events_read.inc();
+                    let event_id = sink::content_id(&[ev.raw().as_bytes()]);
+                    let time = ev.time();
+                    let user = ev.username().map(str::to_owned);
                     detector.detect(ev, &mut |a| {
                         let rule = &rules.rules()[a.rule].meta;
                         m.counter(
@@ -355,20 +381,37 @@ impl WorkerContext {
                             &[("rule_id", &rule.id), ("level", rule.level.as_str())],
                         )
                         .inc();
-                        if serde_json::to_writer(&mut out.alerts, &a.document).is_ok() {
-                            out.alerts.push(b'\n');
-                            out.n_alerts += 1;
+                        if let Ok(doc) = serde_json::to_vec(&a.document) {
+                            out.records.push(Arc::new(sink::Record {
+                                flow: Flow::Alerts,
+                                id: sink::content_id(&[
+                                    event_id.as_bytes(),
+                                    rule.id.as_bytes(),
+                                ]),
+                                time,
+                                level: Some(rule.level),
+                                rule: Some((rule.id.clone(), rule.title.clone())),
+                                user: user.clone(),
+                                doc,
+                            }));
+                            out.rules.push(Some(a.rule));
                         }
                     });
-                    if wants_events {
+                    if let Some(template) = &event_template {
                         let mut v = crate::event::parse_value(ev.raw()).unwrap_or(Value::Null);
                         redact_event(&mut v);
-                        if let (Some(obj), Some(c)) = (v.as_object_mut(), &self.cluster) {
-                            obj.insert("tripline".into(), serde_json::json!({ "cluster_name": c }));
-                        }
-                        if serde_json::to_writer(&mut out.events, &v).is_ok() {
-                            out.events.push(b'\n');
-                            out.n_events += 1;
+                        let doc = template.render(v, "", self.cluster.as_deref(), 0);
+                        if let Ok(doc) = serde_json::to_vec(&doc) {
+                            out.records.push(Arc::new(sink::Record {
+                                flow: Flow::Events,
+                                id: event_id,
+                                time,
+                                level: None,
+                                rule: None,
+                                user,
+                                doc,
+                            }));
+                            out.rules.push(None);
                         }
                     }
                 }
@@ -397,28 +440,30 @@ impl WorkerContext {
             .write(&batch.source, &batch.path, line, offset, reason, msg, raw);
     }
 
-    /// Hands each sink the outputs of the flows it takes; every required sink that receives
-    /// something must confirm before the batch is confirmed.
-    fn dispatch(&self, batch: &Batch, out: Outputs) {
+    /// Hands each sink the records it takes (flows, level, tags); every required sink that
+    /// receives something must confirm before the batch is confirmed.
+    fn dispatch(&self, batch: &Batch, rules: &RuleSet, out: Outputs) {
         for s in self.sinks.iter() {
-            let mut body = Vec::new();
-            let mut records = 0;
-            if s.takes(Flow::Alerts) && out.n_alerts > 0 {
-                body.extend_from_slice(&out.alerts);
-                records += out.n_alerts;
-            }
-            if s.takes(Flow::Events) && out.n_events > 0 {
-                body.extend_from_slice(&out.events);
-                records += out.n_events;
-            }
-            if records == 0 {
+            let records: Vec<Arc<sink::Record>> = out
+                .records
+                .iter()
+                .zip(&out.rules)
+                .filter(|(r, rule)| {
+                    s.filter.takes(r.flow)
+                        && rule.is_none_or(|i| {
+                            let meta = &rules.rules()[i].meta;
+                            s.filter.takes_alert(meta.level, &meta.tags)
+                        })
+                })
+                .map(|(r, _)| r.clone())
+                .collect();
+            if records.is_empty() {
                 continue;
             }
             if s.required {
                 // Backpressure: a full queue blocks this worker, and in turn the sources.
                 batch.ack.add(1);
                 let mut item = SinkBatch {
-                    body,
                     records,
                     ack: Some(batch.ack.clone()),
                 };
@@ -440,15 +485,13 @@ impl WorkerContext {
                 }
             } else {
                 // A sink nobody waits for never stalls the pipeline: when it is behind, drop.
-                if let Err(e) = s.tx.try_send(SinkBatch {
-                    body,
-                    records,
-                    ack: None,
-                }) {
+                if let Err(e) = s.tx.try_send(SinkBatch { records, ack: None }) {
                     let b = e.into_inner();
-                    sink::dropped_counter(&self.metrics, &s.name).inc();
-                    self.dead_letters
-                        .write_dropped(&s.name, "sink queue full", &b.body);
+                    sink::dropped_counter(&self.metrics, &s.name).add(b.records.len() as u64);
+                    for r in &b.records {
+                        self.dead_letters
+                            .write_rejected(&s.name, "sink queue full", r);
+                    }
                 }
             }
         }
@@ -457,10 +500,9 @@ impl WorkerContext {
 
 #[derive(Default)]
 struct Outputs {
-    alerts: Vec<u8>,
-    n_alerts: usize,
-    events: Vec<u8>,
-    n_events: usize,
+    records: Vec<Arc<sink::Record>>,
+    /// Per record, the rule of an alert (for the sinks' level and tag filters).
+    rules: Vec<Option<usize>>,
 }
 
 /// The id of tripline's own "audit events stopped" alert.
@@ -472,6 +514,7 @@ fn silence_alert(
     silent: bool,
     for_secs: u64,
     cluster: Option<&str>,
+    node: Option<&str>,
 ) {
     if !silent {
         tracing::info!(source, "audit events resumed");
@@ -502,7 +545,9 @@ fn silence_alert(
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let event = serde_json::json!({ "stageTimestamp": now });
     let message = format!("source `{source}` delivered no audit events for {for_secs} s");
-    let mut doc = crate::alert::render_alert(&event, &meta, &message, cluster, 0);
+    let mut doc = crate::alert::AlertTemplate::new(&meta)
+        .with_host(node)
+        .render(event, &message, cluster, 0);
     if let Some(obj) = doc.as_object_mut() {
         // There is no audit event behind this alert.
         obj.remove("kubernetes");
@@ -511,12 +556,24 @@ fn silence_alert(
             serde_json::json!({ "source": source, "silent_seconds": for_secs }),
         );
     }
-    let mut body = serde_json::to_vec(&doc).unwrap_or_default();
-    body.push(b'\n');
-    for s in sinks.iter().filter(|s| s.takes(Flow::Alerts)) {
+    let Ok(doc) = serde_json::to_vec(&doc) else {
+        return;
+    };
+    let record = Arc::new(sink::Record {
+        flow: Flow::Alerts,
+        id: sink::content_id(&[SILENCE_RULE_ID.as_bytes(), source.as_bytes(), now.as_bytes()]),
+        time: Some(chrono::Utc::now()),
+        level: Some(meta.level),
+        rule: Some((meta.id.clone(), meta.title.clone())),
+        user: None,
+        doc,
+    });
+    for s in sinks
+        .iter()
+        .filter(|s| s.takes(Flow::Alerts) && s.filter.takes_alert(meta.level, &meta.tags))
+    {
         let _ = s.tx.try_send(SinkBatch {
-            body: body.clone(),
-            records: 1,
+            records: vec![record.clone()],
             ack: None,
         });
     }

@@ -24,6 +24,8 @@ pub struct Alert {
 pub struct Detector<'r> {
     pub rules: &'r RuleSet,
     pub cluster_name: Option<String>,
+    /// `host.name` of alerts (the daemon's node).
+    pub node_name: Option<String>,
     matches: Vec<Match<'r>>,
     /// Per rule, built on its first alert.
     templates: Vec<Option<AlertTemplate>>,
@@ -34,6 +36,7 @@ impl<'r> Detector<'r> {
         Detector {
             rules,
             cluster_name,
+            node_name: None,
             matches: Vec::new(),
             templates: vec![None; rules.len()],
         }
@@ -62,7 +65,9 @@ impl<'r> Detector<'r> {
                 m.rule.meta.title.clone()
             };
             let template =
-                self.templates[m.index].get_or_insert_with(|| AlertTemplate::new(&m.rule.meta));
+                self.templates[m.index].get_or_insert_with(|| {
+                AlertTemplate::new(&m.rule.meta).with_host(self.node_name.as_deref())
+            });
             // The last alert of this event takes the event; earlier ones copy it.
             let event = if n == last {
                 std::mem::take(&mut value)

@@ -1,7 +1,24 @@
 //! Sinks: where alerts and events go. Each sink runs on its own thread behind a bounded queue
-//! and confirms a batch only once it is written, so sources checkpoint only delivered data.
+//! and confirms a batch only once every record of it was delivered (or, for a record the
+//! destination rejected for its content, written to the dead-letter file), so sources
+//! checkpoint only delivered data.
 //!
-//! This module has the local sinks (`file`, `stdout`) and the dead-letter file.
+//! A sink type implements [`Deliver`]: send these records, say what happened to each. The
+//! [`Driver`] around it does the rest the same way for every type: grouping records into
+//! requests (by count, bytes and time), retrying what is worth retrying with exponential backoff
+//! and jitter, dead-lettering what is not, confirming source batches, and the metrics.
+
+pub mod elasticsearch;
+pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(not(feature = "kafka"))]
+#[path = "kafka_disabled.rs"]
+pub mod kafka;
+pub mod local;
+pub mod splunk;
+pub mod syslog;
+pub mod tls;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -9,36 +26,120 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::config::{Flow, SinkConfig};
+use crate::config::{BatchConfig, Flow, SinkConfig, SinkKind};
+use crate::rules::Level;
 use crate::source::Ack;
-use crate::telemetry::{Counter, Metrics};
+use crate::telemetry::{Counter, Health, HealthHandle, Metrics};
 
-/// JSON lines for one sink from one source batch.
+/// One document for the sinks: an alert or an audit event, serialized once and shared by every
+/// sink that takes it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub flow: Flow,
+    /// Deterministic document id (hex): for an event, a hash of its bytes; for an alert, a hash
+    /// of the event id and the rule id. The same input always gives the same id, so a retry
+    /// after a crash does not duplicate documents in sinks that dedupe by id.
+    pub id: String,
+    /// The event time (`stageTimestamp`, else `requestReceivedTimestamp`, else `timestamp`),
+    /// used for dated index names; `None` when the event has none.
+    pub time: Option<DateTime<Utc>>,
+    /// The alert's level (alerts only).
+    pub level: Option<Level>,
+    /// The rule's id and title (alerts only).
+    pub rule: Option<(String, String)>,
+    /// `user.username` of the event, a partitioning key.
+    pub user: Option<String>,
+    /// The JSON document, without a trailing newline.
+    pub doc: Vec<u8>,
+}
+
+impl Record {
+    /// The record's time, or now when the event carries none.
+    pub fn time_or_now(&self) -> DateTime<Utc> {
+        self.time.unwrap_or_else(Utc::now)
+    }
+}
+
+/// A hash of `bytes` as 32 hex digits (128 bits of BLAKE3): collision-free in practice and not
+/// controllable by whoever wrote the event, unlike `auditID`.
+pub fn content_id(parts: &[&[u8]]) -> String {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    let hash = h.finalize();
+    let mut out = String::with_capacity(32);
+    for b in &hash.as_bytes()[..16] {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Records for one sink from one source batch.
 #[derive(Debug)]
 pub struct SinkBatch {
-    /// Newline-terminated JSON documents.
-    pub body: Vec<u8>,
-    pub records: usize,
-    /// Confirmed once written (`None` for records no source waits for, e.g. silence alerts).
+    pub records: Vec<Arc<Record>>,
+    /// Confirmed once delivered (`None` for records no source waits for, e.g. silence alerts).
     pub ack: Option<Arc<Ack>>,
+}
+
+/// Which records a sink takes.
+#[derive(Debug, Clone)]
+pub struct SinkFilter {
+    pub flows: Vec<Flow>,
+    pub min_level: Option<Level>,
+    /// Lowercased; an entry ending in `*` matches by prefix.
+    pub tags: Vec<String>,
+}
+
+impl SinkFilter {
+    pub fn from_config(cfg: &SinkConfig) -> SinkFilter {
+        SinkFilter {
+            flows: cfg.flows.clone(),
+            min_level: cfg.min_level.map(|l| l.level()),
+            tags: cfg.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    pub fn takes(&self, flow: Flow) -> bool {
+        self.flows.contains(&flow)
+    }
+
+    /// Whether an alert of `level` from a rule with `tags` passes the level and tag filters.
+    pub fn takes_alert(&self, level: Level, tags: &[String]) -> bool {
+        if self.min_level.is_some_and(|min| level < min) {
+            return false;
+        }
+        self.tags.is_empty()
+            || tags.iter().any(|t| {
+                let t = t.to_ascii_lowercase();
+                self.tags.iter().any(|want| match want.strip_suffix('*') {
+                    Some(prefix) => t.starts_with(prefix),
+                    None => *want == t,
+                })
+            })
+    }
 }
 
 /// The pipeline's handle on a running sink.
 #[derive(Debug, Clone)]
 pub struct SinkHandle {
     pub name: String,
-    pub flows: Vec<Flow>,
+    pub filter: SinkFilter,
     pub required: bool,
     pub tx: Sender<SinkBatch>,
 }
 
 impl SinkHandle {
     pub fn takes(&self, flow: Flow) -> bool {
-        self.flows.contains(&flow)
+        self.filter.takes(flow)
     }
 }
 
@@ -50,18 +151,66 @@ pub enum SinkError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("sink `{sink}`: {message}")]
+    Setup { sink: String, message: String },
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+/// What happened to one record of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored (or already stored: a duplicate of a deterministic id counts as delivered).
+    Delivered,
+    /// Rejected for a reason that may pass (overload, a server error): send it again.
+    Retry(String),
+    /// Rejected for its content: retrying cannot help. Goes to the dead-letter file.
+    Reject(String),
+}
+
+/// A request that failed as a whole (connection refused, timeout, 5xx, 429): every record of it
+/// is retried.
+#[derive(Debug, Clone)]
+pub struct RequestError(pub String);
+
+impl<E: std::fmt::Display> From<E> for RequestError {
+    fn from(e: E) -> Self {
+        RequestError(e.to_string())
     }
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+}
+
+/// One sink type's delivery: send `records` as one request (or one burst), report per record.
+pub trait Deliver: Send {
+    /// Returns one [`Outcome`] per record, in order, or a [`RequestError`] when the request as a
+    /// whole failed.
+    fn deliver(&mut self, records: &[Arc<Record>]) -> Result<Vec<Outcome>, RequestError>;
+
+    /// Called when the driver gives up on the records of the last failed call (a sink that is not
+    /// required, or `max_attempts` reached), before they are dead-lettered.
+    fn abandon(&mut self) {}
+
+    /// Called when the sink has been idle for a while: checks the destination is reachable
+    /// (drives `/readyz`). `Ok` by default.
+    fn probe(&mut self) -> Result<(), RequestError> {
+        Ok(())
+    }
+}
+
+/// Batching limits after defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub flush_interval: Duration,
+}
+
+impl Limits {
+    pub fn with(cfg: Option<BatchConfig>, default: Limits) -> Limits {
+        let cfg = cfg.unwrap_or_default();
+        Limits {
+            max_records: cfg.max_records.unwrap_or(default.max_records).max(1),
+            max_bytes: cfg.max_bytes.unwrap_or(default.max_bytes).max(1),
+            flush_interval: cfg.flush_interval.map_or(default.flush_interval, |d| d.0),
+        }
+    }
 }
 
 struct SinkMetrics {
@@ -69,168 +218,389 @@ struct SinkMetrics {
     records: Counter,
     failures: Counter,
     retries: Counter,
+    rejected: Counter,
     dropped: Counter,
 }
 
-/// Write attempts of a non-required sink before a batch is dropped (and dead-lettered).
-const OPTIONAL_ATTEMPTS: u32 = 3;
-
-/// Starts the sink described by `cfg`: validates and opens its output before returning.
-pub fn start(
-    cfg: &SinkConfig,
-    index: usize,
-    queue: usize,
-    metrics: &Metrics,
-    stop: Arc<AtomicBool>,
-    dead_letters: Arc<DeadLetters>,
-) -> Result<(SinkHandle, JoinHandle<()>), SinkError> {
-    let name = cfg.name(index);
-    let l = [("sink", name.as_str())];
-    let m = SinkMetrics {
-        delivered: metrics.counter(
-            "tripline_sink_batches_delivered_total",
-            "Batches a sink wrote.",
-            &l,
-        ),
-        records: metrics.counter(
-            "tripline_sink_records_delivered_total",
-            "Alerts or events a sink wrote.",
-            &l,
-        ),
-        failures: metrics.counter(
-            "tripline_sink_failures_total",
-            "Failed writes of a sink (each retried).",
-            &l,
-        ),
-        retries: metrics.counter(
-            "tripline_sink_retries_total",
-            "Retried writes of a sink.",
-            &l,
-        ),
-        dropped: dropped_counter(metrics, &name),
-    };
-    let (tx, rx) = crossbeam_channel::bounded(queue);
-    let out = match cfg {
-        SinkConfig::File(f) => {
-            let file = open_append(&f.path).map_err(|source| SinkError::Open {
-                sink: name.clone(),
-                path: f.path.clone(),
-                source,
-            })?;
-            Output::File(file)
+impl SinkMetrics {
+    fn new(metrics: &Metrics, name: &str) -> SinkMetrics {
+        let l = [("sink", name)];
+        SinkMetrics {
+            delivered: metrics.counter(
+                "tripline_sink_batches_delivered_total",
+                "Requests a sink completed.",
+                &l,
+            ),
+            records: metrics.counter(
+                "tripline_sink_records_delivered_total",
+                "Alerts or events a sink delivered.",
+                &l,
+            ),
+            failures: metrics.counter(
+                "tripline_sink_failures_total",
+                "Failed requests of a sink (each retried unless given up).",
+                &l,
+            ),
+            retries: metrics.counter(
+                "tripline_sink_retries_total",
+                "Records a sink sent again.",
+                &l,
+            ),
+            rejected: metrics.counter(
+                "tripline_sink_rejected_total",
+                "Records the destination rejected for their content (dead-lettered).",
+                &l,
+            ),
+            dropped: dropped_counter(metrics, name),
         }
-        SinkConfig::Stdout(_) => Output::Stdout(io::stdout()),
-    };
-    let required = cfg.required();
-    let handle = SinkHandle {
-        name: name.clone(),
-        flows: cfg.flows().to_vec(),
-        required,
-        tx,
-    };
-    let thread = std::thread::Builder::new()
-        .name(format!("sink-{name}"))
-        .spawn(move || run(name, out, rx, m, stop, required, dead_letters))
-        .expect("spawning a thread");
-    Ok((handle, thread))
+    }
 }
 
-/// The counter of batches a non-required sink gave up on.
+/// The counter of records a sink gave up on.
 pub fn dropped_counter(metrics: &Metrics, sink: &str) -> Counter {
     metrics.counter(
         "tripline_sink_dropped_total",
-        "Batches a non-required sink dropped (queue full or writes failing); each is dead-lettered.",
+        "Records a sink gave up on (queue full or delivery failing); each is dead-lettered.",
         &[("sink", sink)],
     )
 }
 
-/// Where a local sink writes. Unbuffered: each batch body is one large write, and a write that
-/// fails part-way is resumed at the byte where it stopped, so a retry neither repeats nor tears
-/// a record.
-enum Output {
-    File(File),
-    Stdout(io::Stdout),
+/// What a sink thread needs besides its [`Deliver`].
+pub struct SinkContext<'a> {
+    pub index: usize,
+    pub queue: usize,
+    pub metrics: &'a Metrics,
+    pub health: &'a Health,
+    /// Set when the shutdown deadline passed: stop retrying, leave records unconfirmed.
+    pub stop: Arc<AtomicBool>,
+    pub dead_letters: Arc<DeadLetters>,
 }
 
-impl Output {
-    /// Writes `body[*written..]`, advancing `written`; then makes it durable (file sinks fsync
-    /// their data before a batch is confirmed, so a checkpoint never runs ahead of the disk).
-    fn write_from(&mut self, body: &[u8], written: &mut usize) -> io::Result<()> {
-        while *written < body.len() {
-            let n = match self {
-                Output::File(f) => f.write(&body[*written..]),
-                Output::Stdout(o) => o.write(&body[*written..]),
-            };
-            match n {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote nothing")),
-                Ok(n) => *written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+/// Starts the sink described by `cfg`: validates and connects what can be checked before
+/// returning (files opened, TLS material read), then runs it on its own thread.
+pub fn start(
+    cfg: &SinkConfig,
+    ctx: SinkContext<'_>,
+) -> Result<(SinkHandle, JoinHandle<()>), SinkError> {
+    let name = cfg.name(ctx.index);
+    let health = ctx.health.component(&format!("sink:{name}"));
+    let (deliver, defaults): (Box<dyn Deliver>, Limits) = match &cfg.kind {
+        SinkKind::File(f) => (
+            Box::new(local::Local::file(&name, &f.path)?),
+            local::LIMITS,
+        ),
+        SinkKind::Stdout(_) => (Box::new(local::Local::stdout()), local::LIMITS),
+        SinkKind::Elasticsearch(c) => (
+            Box::new(elasticsearch::Elasticsearch::new(&name, c, ctx.metrics)?),
+            elasticsearch::LIMITS,
+        ),
+        SinkKind::Kafka(c) => (
+            Box::new(kafka::KafkaSink::new(&name, c, ctx.metrics)?),
+            kafka::LIMITS,
+        ),
+        SinkKind::SplunkHec(c) => (Box::new(splunk::Splunk::new(&name, c)?), splunk::LIMITS),
+        SinkKind::Syslog(c) => (Box::new(syslog::Syslog::new(&name, c)?), syslog::LIMITS),
+        SinkKind::Http(c) => (Box::new(http::HttpSink::new(&name, c)?), http::LIMITS),
+    };
+    let (tx, rx) = crossbeam_channel::bounded(ctx.queue);
+    let required = cfg.required;
+    let handle = SinkHandle {
+        name: name.clone(),
+        filter: SinkFilter::from_config(cfg),
+        required,
+        tx,
+    };
+    let max_attempts = cfg
+        .max_attempts
+        .or(if required { None } else { Some(OPTIONAL_ATTEMPTS) });
+    let driver = Driver {
+        metrics: SinkMetrics::new(ctx.metrics, &name),
+        name: name.clone(),
+        deliver,
+        limits: Limits::with(cfg.batch, defaults),
+        max_attempts,
+        stop: ctx.stop,
+        dead_letters: ctx.dead_letters,
+        health,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("sink-{name}"))
+        .spawn(move || driver.run(rx))
+        .map_err(|e| SinkError::Setup {
+            sink: name,
+            message: format!("spawning a thread: {e}"),
+        })?;
+    Ok((handle, thread))
+}
+
+/// Attempts of a sink that is not required before it gives up on a request.
+const OPTIONAL_ATTEMPTS: u32 = 3;
+/// First and longest pause between attempts.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// An idle sink probes its destination this often (for `/readyz`).
+const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A source batch whose records are being delivered.
+struct Pending {
+    ack: Option<Arc<Ack>>,
+    remaining: usize,
+}
+
+/// Runs one sink: groups, delivers, retries, confirms.
+pub struct Driver {
+    name: String,
+    deliver: Box<dyn Deliver>,
+    limits: Limits,
+    max_attempts: Option<u32>,
+    stop: Arc<AtomicBool>,
+    dead_letters: Arc<DeadLetters>,
+    metrics: SinkMetrics,
+    health: HealthHandle,
+}
+
+impl Driver {
+    fn run(mut self, rx: Receiver<SinkBatch>) {
+        self.health.set_ready(self.deliver.probe().is_ok());
+        let mut last_activity = Instant::now();
+        // Records waiting for delivery, each with the index of its source batch in `pending`.
+        let mut todo: Vec<(Arc<Record>, usize)> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut open = true;
+        while open || !todo.is_empty() {
+            if todo.is_empty() {
+                pending.clear();
+                match rx.recv_timeout(PROBE_INTERVAL) {
+                    Ok(b) => push(&mut todo, &mut pending, b),
+                    Err(RecvTimeoutError::Timeout) => {
+                        if last_activity.elapsed() >= PROBE_INTERVAL {
+                            let ok = self.deliver.probe();
+                            if let Err(e) = &ok {
+                                tracing::warn!(sink = %self.name, error = %e.0, "destination unreachable");
+                            }
+                            self.health.set_ready(ok.is_ok());
+                            last_activity = Instant::now();
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            // Fill the request up to its limits, waiting at most `flush_interval` after the
+            // first record.
+            let deadline = Instant::now() + self.limits.flush_interval;
+            while open && !self.full(&todo) {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let next = if wait.is_zero() {
+                    rx.try_recv().map_err(|e| match e {
+                        crossbeam_channel::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        crossbeam_channel::TryRecvError::Disconnected => {
+                            RecvTimeoutError::Disconnected
+                        }
+                    })
+                } else {
+                    rx.recv_timeout(wait)
+                };
+                match next {
+                    Ok(b) => push(&mut todo, &mut pending, b),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                }
+            }
+            // Deliver in requests within the limits.
+            while !todo.is_empty() {
+                let n = self.request_len(&todo);
+                let chunk: Vec<(Arc<Record>, usize)> = todo.drain(..n).collect();
+                if !self.deliver_chunk(chunk, &mut pending) {
+                    // Shutdown deadline: leave the rest unconfirmed.
+                    return;
+                }
+                last_activity = Instant::now();
+                if self.full(&todo) || !open {
+                    continue;
+                }
+                break;
             }
         }
-        match self {
-            Output::File(f) => f.sync_data(),
-            Output::Stdout(o) => o.flush(),
-        }
     }
-}
 
-fn run(
-    name: String,
-    mut out: Output,
-    rx: Receiver<SinkBatch>,
-    m: SinkMetrics,
-    stop: Arc<AtomicBool>,
-    required: bool,
-    dead_letters: Arc<DeadLetters>,
-) {
-    for batch in rx {
-        let mut backoff = Duration::from_millis(100);
-        let mut attempts = 0;
-        let mut written = 0;
+    fn full(&self, todo: &[(Arc<Record>, usize)]) -> bool {
+        todo.len() >= self.limits.max_records
+            || todo.iter().map(|(r, _)| r.doc.len()).sum::<usize>() >= self.limits.max_bytes
+    }
+
+    /// How many records from the front of `todo` make one request.
+    fn request_len(&self, todo: &[(Arc<Record>, usize)]) -> usize {
+        let mut bytes = 0;
+        let mut n = 0;
+        for (r, _) in todo.iter().take(self.limits.max_records) {
+            if n > 0 && bytes + r.doc.len() > self.limits.max_bytes {
+                break;
+            }
+            bytes += r.doc.len();
+            n += 1;
+        }
+        n.max(1)
+    }
+
+    /// Delivers `chunk` until every record is delivered, rejected or given up; returns false if
+    /// the shutdown deadline interrupted it.
+    fn deliver_chunk(
+        &mut self,
+        mut chunk: Vec<(Arc<Record>, usize)>,
+        pending: &mut [Pending],
+    ) -> bool {
+        let mut backoff = BACKOFF_START;
+        let mut attempts = 0u32;
         loop {
             attempts += 1;
-            match out.write_from(&batch.body, &mut written) {
-                Ok(()) => {
-                    m.delivered.inc();
-                    m.records.add(batch.records as u64);
-                    if let Some(ack) = &batch.ack {
-                        ack.done();
+            let records: Vec<Arc<Record>> = chunk.iter().map(|(r, _)| r.clone()).collect();
+            let error = match self.deliver.deliver(&records) {
+                Ok(outcomes) => {
+                    self.health.set_ready(true);
+                    self.metrics.delivered.inc();
+                    let mut retry = Vec::new();
+                    let mut reason = String::new();
+                    for ((rec, batch), outcome) in chunk.into_iter().zip(
+                        outcomes
+                            .into_iter()
+                            .chain(std::iter::repeat(Outcome::Retry("no result".into()))),
+                    ) {
+                        match outcome {
+                            Outcome::Delivered => {
+                                self.metrics.records.inc();
+                                done(pending, batch);
+                            }
+                            Outcome::Reject(why) => {
+                                self.metrics.rejected.inc();
+                                tracing::warn!(sink = %self.name, id = %rec.id, reason = %why, "record rejected; dead-lettered");
+                                self.dead_letters.write_rejected(&self.name, &why, &rec);
+                                done(pending, batch);
+                            }
+                            Outcome::Retry(why) => {
+                                reason = why;
+                                retry.push((rec, batch));
+                            }
+                        }
                     }
-                    break;
+                    if retry.is_empty() {
+                        return true;
+                    }
+                    chunk = retry;
+                    reason
                 }
                 Err(e) => {
-                    m.failures.inc();
-                    if !required && attempts >= OPTIONAL_ATTEMPTS {
-                        if written > 0 && written < batch.body.len() {
-                            // End the torn record so the next batch starts on its own line.
-                            let _ = out.write_from(b"\n", &mut 0);
-                        }
-                        m.dropped.inc();
-                        tracing::error!(sink = %name, error = %e, records = batch.records, "write failed; batch dropped (sink not required)");
-                        dead_letters.write_dropped(&name, &e.to_string(), &batch.body);
-                        break;
+                    self.metrics.failures.inc();
+                    if attempts == 1 || attempts.is_power_of_two() {
+                        tracing::error!(sink = %self.name, error = %e.0, attempts, records = chunk.len(), "delivery failed; retrying");
                     }
-                    tracing::error!(sink = %name, error = %e, "write failed; retrying");
-                    // A required batch is retried until it is written or the shutdown deadline
-                    // passes (then it is not confirmed and is read again at the next start).
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let until = std::time::Instant::now() + backoff;
-                    while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    m.retries.inc();
+                    self.health.set_ready(false);
+                    e.0
                 }
+            };
+            if self.max_attempts.is_some_and(|max| attempts >= max) {
+                self.deliver.abandon();
+                tracing::error!(sink = %self.name, error = %error, records = chunk.len(), "giving up; records dead-lettered");
+                for (rec, batch) in chunk {
+                    self.metrics.dropped.inc();
+                    self.dead_letters.write_rejected(&self.name, &error, &rec);
+                    done(pending, batch);
+                }
+                return true;
             }
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            // Exponential backoff with jitter (50-100% of the step), interruptible by shutdown.
+            let jitter = 0.5 + 0.5 * fastrand_unit();
+            let until = Instant::now() + backoff.mul_f64(jitter);
+            while Instant::now() < until {
+                if self.stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            self.metrics.retries.add(chunk.len() as u64);
         }
     }
 }
 
-/// Invalid input, kept with its position so that nothing is dropped silently. The file is
-/// created with mode 0600: a broken line may still hold secret values.
+fn push(todo: &mut Vec<(Arc<Record>, usize)>, pending: &mut Vec<Pending>, b: SinkBatch) {
+    let i = pending.len();
+    if b.records.is_empty() {
+        if let Some(a) = b.ack {
+            a.done();
+        }
+        return;
+    }
+    pending.push(Pending {
+        ack: b.ack,
+        remaining: b.records.len(),
+    });
+    todo.extend(b.records.into_iter().map(|r| (r, i)));
+}
+
+fn done(pending: &mut [Pending], batch: usize) {
+    let p = &mut pending[batch];
+    p.remaining -= 1;
+    if p.remaining == 0 {
+        if let Some(a) = p.ack.take() {
+            a.done();
+        }
+    }
+}
+
+/// A uniform number in [0, 1) for backoff jitter (not for anything security-relevant).
+fn fastrand_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Runs a future to completion on a small runtime owned by the calling sink thread (the HTTP
+/// clients are async; sink threads are not).
+pub fn runtime(name: &str) -> Result<tokio::runtime::Runtime, SinkError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SinkError::Setup {
+            sink: name.to_string(),
+            message: format!("starting an async runtime: {e}"),
+        })
+}
+
+/// Reads a secret given inline (usually `${ENV_VAR}`) or from a file (a mounted Kubernetes
+/// Secret); trailing newlines of files are removed.
+pub fn read_secret(
+    sink: &str,
+    key: &str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, SinkError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(SinkError::Setup {
+            sink: sink.to_string(),
+            message: format!("give `{key}` or `{key}_file`, not both"),
+        }),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| SinkError::Setup {
+                sink: sink.to_string(),
+                message: format!("{key}_file {}: {e}", p.display()),
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Invalid input and undeliverable records, kept with their origin so that nothing is dropped
+/// silently. The file is created with mode 0600: a broken line may still hold secret values.
 pub struct DeadLetters {
     path: PathBuf,
     out: Mutex<Option<BufWriter<File>>>,
@@ -261,12 +631,26 @@ impl DeadLetters {
         &self.path
     }
 
-    /// Records output a non-required sink could not deliver.
-    pub fn write_dropped(&self, sink: &str, message: &str, body: &[u8]) {
-        self.write(sink, "", 0, 0, "sink_dropped", message, body);
+    /// Records a document a sink could not deliver: reason `sink_rejected`, with the record's id
+    /// and the whole document (it is already redacted).
+    pub fn write_rejected(&self, sink: &str, message: &str, record: &Record) {
+        let flow = match record.flow {
+            Flow::Alerts => "alert",
+            Flow::Events => "event",
+        };
+        let record = serde_json::json!({
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "sink": sink,
+            "reason": "sink_rejected",
+            "message": message,
+            "flow": flow,
+            "id": record.id,
+            "raw": String::from_utf8_lossy(&record.doc),
+        });
+        self.append(&record);
     }
 
-    /// Appends one record; failures are logged, never fatal.
+    /// Appends one record about invalid input; failures are logged, never fatal.
     #[allow(clippy::too_many_arguments)]
     pub fn write(
         &self,
@@ -290,6 +674,10 @@ impl DeadLetters {
             "raw": String::from_utf8_lossy(raw),
             "raw_truncated": raw.len() == DEAD_LETTER_MAX_BYTES,
         });
+        self.append(&record);
+    }
+
+    fn append(&self, record: &serde_json::Value) {
         let mut guard = match self.out.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -318,7 +706,7 @@ impl DeadLetters {
             }
         }
         if let Some(w) = guard.as_mut() {
-            let res = serde_json::to_writer(&mut *w, &record)
+            let res = serde_json::to_writer(&mut *w, record)
                 .map_err(io::Error::from)
                 .and_then(|()| w.write_all(b"\n"))
                 .and_then(|()| w.flush());
@@ -329,5 +717,39 @@ impl DeadLetters {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ids_are_stable_and_separate_parts() {
+        let a = content_id(&[b"ab", b"c"]);
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, content_id(&[b"ab", b"c"]));
+        assert_ne!(a, content_id(&[b"a", b"bc"]));
+        assert_ne!(a, content_id(&[b"abc"]));
+    }
+
+    #[test]
+    fn filter_by_level_and_tags() {
+        let f = SinkFilter {
+            flows: vec![Flow::Alerts],
+            min_level: Some(Level::High),
+            tags: vec!["attack.t1609".into(), "attack.privilege*".into()],
+        };
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(f.takes_alert(Level::High, &t(&["attack.T1609"])));
+        assert!(f.takes_alert(Level::Critical, &t(&["attack.privilege-escalation"])));
+        assert!(!f.takes_alert(Level::Medium, &t(&["attack.t1609"])));
+        assert!(!f.takes_alert(Level::High, &t(&["attack.t1610"])));
+        let all = SinkFilter {
+            flows: vec![Flow::Alerts],
+            min_level: None,
+            tags: vec![],
+        };
+        assert!(all.takes_alert(Level::Informational, &[]));
     }
 }
