@@ -594,6 +594,11 @@ impl Config {
             if !names.insert(n.clone()) {
                 p.push(format!("sinks[{i}].name: `{n}` is used twice"));
             }
+            if let SinkKind::Elasticsearch(es) = &s.kind {
+                for problem in es.validate() {
+                    p.push(format!("sinks[{i}].{problem}"));
+                }
+            }
             if s.flows().is_empty() {
                 p.push(format!(
                     "sinks[{i}].flows: name at least one of `alerts`, `events`"

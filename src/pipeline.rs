@@ -338,9 +338,8 @@ impl WorkerContext {
         );
         let mut detector = Detector::new(rules, self.cluster.clone());
         detector.node_name = self.node.clone();
-        let event_template = wants_events.then(|| {
-            crate::alert::AlertTemplate::for_events().with_host(self.node.as_deref())
-        });
+        let event_template = wants_events
+            .then(|| crate::alert::AlertTemplate::for_events().with_host(self.node.as_deref()));
         let mut offset = batch.start_offset;
         let mut start = 0;
         let data = &batch.data;
@@ -384,10 +383,7 @@ impl WorkerContext {
                         if let Ok(doc) = serde_json::to_vec(&a.document) {
                             out.records.push(Arc::new(sink::Record {
                                 flow: Flow::Alerts,
-                                id: sink::content_id(&[
-                                    event_id.as_bytes(),
-                                    rule.id.as_bytes(),
-                                ]),
+                                id: sink::content_id(&[event_id.as_bytes(), rule.id.as_bytes()]),
                                 time,
                                 level: Some(rule.level),
                                 rule: Some((rule.id.clone(), rule.title.clone())),
@@ -489,8 +485,12 @@ impl WorkerContext {
                     let b = e.into_inner();
                     sink::dropped_counter(&self.metrics, &s.name).add(b.records.len() as u64);
                     for r in &b.records {
-                        self.dead_letters
-                            .write_rejected(&s.name, "sink queue full", r);
+                        self.dead_letters.write_record(
+                            &s.name,
+                            "sink_dropped",
+                            "sink queue full",
+                            r,
+                        );
                     }
                 }
             }
@@ -561,7 +561,11 @@ fn silence_alert(
     };
     let record = Arc::new(sink::Record {
         flow: Flow::Alerts,
-        id: sink::content_id(&[SILENCE_RULE_ID.as_bytes(), source.as_bytes(), now.as_bytes()]),
+        id: sink::content_id(&[
+            SILENCE_RULE_ID.as_bytes(),
+            source.as_bytes(),
+            now.as_bytes(),
+        ]),
         time: Some(chrono::Utc::now()),
         level: Some(meta.level),
         rule: Some((meta.id.clone(), meta.title.clone())),

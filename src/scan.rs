@@ -64,8 +64,7 @@ impl<'r> Detector<'r> {
             } else {
                 m.rule.meta.title.clone()
             };
-            let template =
-                self.templates[m.index].get_or_insert_with(|| {
+            let template = self.templates[m.index].get_or_insert_with(|| {
                 AlertTemplate::new(&m.rule.meta).with_host(self.node_name.as_deref())
             });
             // The last alert of this event takes the event; earlier ones copy it.

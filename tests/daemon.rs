@@ -219,7 +219,7 @@ fn read_lines(path: &Path) -> Vec<serde_json::Value> {
 fn delivered_ids(path: &Path) -> HashMap<String, usize> {
     let mut ids = HashMap::new();
     for v in read_lines(path) {
-        if let Some(id) = v["auditID"].as_str() {
+        if let Some(id) = v["kubernetes"]["audit"]["auditID"].as_str() {
             *ids.entry(id.to_string()).or_default() += 1;
         }
     }
@@ -510,7 +510,7 @@ fn a_failing_optional_sink_drops_to_dead_letters_without_stalling() {
     let dl = read_lines(&dir.join("state/dead-letter.jsonl"));
     assert!(
         dl.iter()
-            .any(|r| r["reason"] == "sink_dropped" && r["source"] == "chat"),
+            .any(|r| r["reason"] == "sink_dropped" && r["sink"] == "chat"),
         "{dl:?}"
     );
     // The checkpoint still advances past the batch: the required sink confirmed it.

@@ -285,10 +285,7 @@ pub fn start(
     let name = cfg.name(ctx.index);
     let health = ctx.health.component(&format!("sink:{name}"));
     let (deliver, defaults): (Box<dyn Deliver>, Limits) = match &cfg.kind {
-        SinkKind::File(f) => (
-            Box::new(local::Local::file(&name, &f.path)?),
-            local::LIMITS,
-        ),
+        SinkKind::File(f) => (Box::new(local::Local::file(&name, &f.path)?), local::LIMITS),
         SinkKind::Stdout(_) => (Box::new(local::Local::stdout()), local::LIMITS),
         SinkKind::Elasticsearch(c) => (
             Box::new(elasticsearch::Elasticsearch::new(&name, c, ctx.metrics)?),
@@ -310,9 +307,11 @@ pub fn start(
         required,
         tx,
     };
-    let max_attempts = cfg
-        .max_attempts
-        .or(if required { None } else { Some(OPTIONAL_ATTEMPTS) });
+    let max_attempts = cfg.max_attempts.or(if required {
+        None
+    } else {
+        Some(OPTIONAL_ATTEMPTS)
+    });
     let driver = Driver {
         metrics: SinkMetrics::new(ctx.metrics, &name),
         name: name.clone(),
@@ -474,7 +473,12 @@ impl Driver {
                             Outcome::Reject(why) => {
                                 self.metrics.rejected.inc();
                                 tracing::warn!(sink = %self.name, id = %rec.id, reason = %why, "record rejected; dead-lettered");
-                                self.dead_letters.write_rejected(&self.name, &why, &rec);
+                                self.dead_letters.write_record(
+                                    &self.name,
+                                    "sink_rejected",
+                                    &why,
+                                    &rec,
+                                );
                                 done(pending, batch);
                             }
                             Outcome::Retry(why) => {
@@ -503,7 +507,8 @@ impl Driver {
                 tracing::error!(sink = %self.name, error = %error, records = chunk.len(), "giving up; records dead-lettered");
                 for (rec, batch) in chunk {
                     self.metrics.dropped.inc();
-                    self.dead_letters.write_rejected(&self.name, &error, &rec);
+                    self.dead_letters
+                        .write_record(&self.name, "sink_dropped", &error, &rec);
                     done(pending, batch);
                 }
                 return true;
@@ -631,9 +636,10 @@ impl DeadLetters {
         &self.path
     }
 
-    /// Records a document a sink could not deliver: reason `sink_rejected`, with the record's id
-    /// and the whole document (it is already redacted).
-    pub fn write_rejected(&self, sink: &str, message: &str, record: &Record) {
+    /// Records a document a sink could not deliver, with the record's id and the whole document
+    /// (it is already redacted). `reason` is `sink_rejected` (the destination refused its
+    /// content) or `sink_dropped` (the sink gave up: queue full or delivery failing).
+    pub fn write_record(&self, sink: &str, reason: &str, message: &str, record: &Record) {
         let flow = match record.flow {
             Flow::Alerts => "alert",
             Flow::Events => "event",
@@ -641,7 +647,7 @@ impl DeadLetters {
         let record = serde_json::json!({
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "sink": sink,
-            "reason": "sink_rejected",
+            "reason": reason,
             "message": message,
             "flow": flow,
             "id": record.id,

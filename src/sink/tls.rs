@@ -80,7 +80,10 @@ fn read_certs(path: &std::path::Path, key: &str) -> Result<Vec<CertificateDer<'s
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{key} {}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{key} {}: no PEM certificate in it", path.display()));
+        return Err(format!(
+            "{key} {}: no PEM certificate in it",
+            path.display()
+        ));
     }
     Ok(certs)
 }
