@@ -1,27 +1,17 @@
 //! `tripline run` end to end: the real binary follows files that are really appended to,
 //! renamed, truncated and deleted, and is really signalled and killed.
 
+#[path = "support/daemon.rs"]
+mod daemon;
+
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use daemon::{append, free_port, read_lines, wait_until, Daemon};
 
 /// Writes a config under `dir` and starts the daemon with it.
 fn start(dir: &Path, extra_sinks: &str, extra: &str) -> Daemon {
@@ -68,20 +58,7 @@ telemetry:
         dir = dir.display()
     );
     std::fs::create_dir_all(dir.join("logs")).unwrap();
-    std::fs::write(dir.join("tripline.yaml"), edit(cfg)).unwrap();
-    let log = std::fs::File::create(dir.join(format!("daemon-{port}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["run", "--config"])
-        .arg(dir.join("tripline.yaml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("the binary runs");
-    let d = Daemon {
-        child,
-        dir: dir.to_path_buf(),
-        port,
-    };
+    let d = Daemon::spawn(dir, &edit(cfg), port);
     wait_until(
         Duration::from_secs(20),
         || {
@@ -91,65 +68,6 @@ telemetry:
         || d.logs(),
     );
     d
-}
-
-impl Daemon {
-    fn get(&self, path: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    }
-
-    fn metric(&self, line_prefix: &str) -> Option<f64> {
-        let body = self.get("/metrics")?;
-        body.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-
-    /// SIGTERM, then the exit status (within 20 s).
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not stop:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("daemon-{}.log", self.port)))
-            .unwrap_or_default()
-    }
 }
 
 /// Waits (10 s at most) until the alerts file has an alert.
@@ -170,18 +88,6 @@ fn wait_for_metric(d: &Daemon, prefix: &str) {
     );
 }
 
-fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out; daemon log:\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn event(id: &str, verb: &str, subresource: Option<&str>) -> String {
     let sub = subresource
         .map(|s| format!(r#","subresource":"{s}""#))
@@ -195,24 +101,6 @@ fn quiet_event(id: &str) -> String {
     format!(
         r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/kube-system/configmaps/x","verb":"get","user":{{"username":"system:kube-controller-manager"}},"sourceIPs":["10.0.0.2"],"objectRef":{{"resource":"configmaps","namespace":"kube-system","name":"x","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2026-03-01T10:00:00.050000Z"}}"#
     )
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
-fn read_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))
-        .collect()
 }
 
 /// auditID -> how many times it was delivered in the events file.
