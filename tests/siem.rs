@@ -1,0 +1,401 @@
+//! The Elasticsearch and OpenSearch sinks end to end: the real tripline binary tails a file of
+//! audit events into real servers (noida-db speaks the Elasticsearch 8 API, osmem-server the
+//! OpenSearch 3 API), installed by `scripts/test.sh` from pinned PyPI wheels. Faults come from
+//! stopping the servers and from a fault-injecting proxy.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/proxy.rs"]
+mod proxy;
+#[path = "support/servers.rs"]
+mod servers;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use daemon::{append, free_port, read_lines, wait_until, Daemon};
+use servers::Server;
+
+/// A value that must never reach a SIEM: the content of a Secret.
+const SECRET: &str = "aHVudGVyMi1wcm9kLWRiLXBhc3N3b3Jk";
+
+fn exec_event(id: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/prod/pods/web-0/exec?command=sh","verb":"create","user":{{"username":"mallory@example.com","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.7"],"userAgent":"kubectl/v1.29.0","objectRef":{{"resource":"pods","namespace":"prod","name":"web-0","apiVersion":"v1","subresource":"exec"}},"responseStatus":{{"code":101}},"requestReceivedTimestamp":"2026-03-01T10:00:00.000000Z","stageTimestamp":"2026-03-01T10:00:00.050000Z","annotations":{{"authorization.k8s.io/decision":"allow"}}}}"#
+    )
+}
+
+/// A pod create whose labels have both `app` and `app.kubernetes.io/name` (dynamic mapping
+/// cannot index both), and a list of env with mixed types.
+fn pod_event(id: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/pods","verb":"create","user":{{"username":"system:serviceaccount:kube-system:replicaset-controller","extra":{{"authentication.kubernetes.io/pod-name":["x"]}}}},"sourceIPs":["10.0.0.3"],"objectRef":{{"resource":"pods","namespace":"shop","name":"cart-1","apiVersion":"v1"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"cart-1","labels":{{"app":"cart","app.kubernetes.io/name":"cart","app.kubernetes.io/version":"1.2"}}}},"spec":{{"containers":[{{"name":"c","image":"registry.example/cart:1.2","ports":[{{"containerPort":8080}}]}}]}}}},"requestReceivedTimestamp":"2026-03-01T10:00:01.000000Z","stageTimestamp":"2026-03-01T10:00:01.010000Z"}}"#
+    )
+}
+
+/// A Secret created with its data in the request and response bodies.
+fn secret_event(id: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/secrets","verb":"create","user":{{"username":"alice@example.com"}},"sourceIPs":["198.51.100.4"],"objectRef":{{"resource":"secrets","namespace":"shop","name":"db","apiVersion":"v1"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db","annotations":{{"kubectl.kubernetes.io/last-applied-configuration":"{{\"data\":{{\"password\":\"{SECRET}\"}}}}"}}}},"data":{{"password":"{SECRET}"}}}},"responseObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db"}},"data":{{"password":"{SECRET}"}}}},"requestReceivedTimestamp":"2026-03-01T10:00:02.000000Z","stageTimestamp":"2026-03-01T10:00:02.010000Z"}}"#
+    )
+}
+
+fn quiet_event(id: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/kube-system/configmaps/x","verb":"get","user":{{"username":"system:kube-controller-manager"}},"sourceIPs":["10.0.0.2"],"objectRef":{{"resource":"configmaps","namespace":"kube-system","name":"x","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2026-03-01T10:00:03.050000Z"}}"#
+    )
+}
+
+/// `n` quiet events `q-<start>..`, one line each.
+fn quiet_lines(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| quiet_event(&format!("q-{i}")) + "\n")
+        .collect()
+}
+
+/// Starts the daemon on `dir/logs/*.log` with the given `sinks:` entries.
+fn start(dir: &Path, sinks: &str) -> Daemon {
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let cfg = format!(
+        r#"cluster_name: test
+node_name: cp-1
+state_dir: {dir}/state
+sources:
+  - type: file
+    name: audit
+    paths: ["{dir}/logs/*.log"]
+    read_from: beginning
+    poll_interval: 100ms
+    checkpoint_interval: 200ms
+    silence_alert_after: 1h
+sinks:
+{sinks}
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        dir = dir.display()
+    );
+    Daemon::spawn(dir, &cfg, port)
+}
+
+fn es_sink(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "  - type: elasticsearch\n    name: {name}\n    endpoints: [\"{url}\"]\n    flows: [alerts, events]\n    batch: {{ flush_interval: 200ms }}\n{extra}"
+    )
+}
+
+const EVENTS: &str = "kubernetes-audit-2026.03.01";
+const ALERTS: &str = "tripline-alerts-2026.03.01";
+
+/// Refreshes and counts; 0 when the index does not exist yet.
+fn count(base: &str, index: &str) -> u64 {
+    let (status, _) = servers::http("POST", &format!("{base}/{index}/_refresh"), "");
+    if status == 404 {
+        return 0;
+    }
+    servers::count(base, index)
+}
+
+/// `auditID` -> number of documents in `index`.
+fn audit_ids(base: &str, index: &str) -> HashMap<String, usize> {
+    servers::refresh(base, index);
+    let mut ids = HashMap::new();
+    for hit in servers::search_all(base, index) {
+        let id = hit["_source"]["kubernetes"]["audit"]["auditID"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        *ids.entry(id).or_default() += 1;
+    }
+    ids
+}
+
+fn wait_count(d: &Daemon, base: &str, index: &str, n: u64, limit: Duration) {
+    wait_until(
+        limit,
+        || count(base, index) >= n,
+        || format!("{index}: {} documents\n{}", count(base, index), d.logs()),
+    );
+}
+
+/// The type of the field at `path` (dotted, through `properties`) in the mapping of `index`.
+fn mapped_type(base: &str, index: &str, path: &str) -> String {
+    let (status, body) = servers::http("GET", &format!("{base}/{index}/_mapping"), "");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut m = &v[index]["mappings"];
+    for part in path.split('.') {
+        m = &m["properties"][part];
+    }
+    m["type"].as_str().unwrap_or("object").to_string()
+}
+
+#[test]
+fn events_and_alerts_reach_elasticsearch_and_opensearch_with_mappings_and_no_secrets() {
+    if !servers::available(&[servers::NOIDA, servers::OSMEM]) {
+        return;
+    }
+    let es = Server::noida_temp();
+    let os = Server::osmem();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sinks = es_sink("es", &es.base_url(), "") + &es_sink("os", &os.base_url(), "");
+    let d = start(dir, &sinks);
+    d.wait_ready(Duration::from_secs(20));
+    let mut text = String::new();
+    text += &(exec_event("exec-1") + "\n");
+    text += &(pod_event("pod-1") + "\n");
+    text += &(secret_event("secret-1") + "\n");
+    text += &quiet_lines(0, 50);
+    append(&dir.join("logs/audit.log"), &text);
+
+    for (name, base) in [("es", es.base_url()), ("os", os.base_url())] {
+        wait_count(&d, &base, EVENTS, 53, Duration::from_secs(30));
+        wait_count(&d, &base, ALERTS, 1, Duration::from_secs(30));
+        let ids = audit_ids(&base, EVENTS);
+        assert_eq!(ids.len(), 53, "{name}: {ids:?}");
+        assert!(ids.values().all(|&n| n == 1), "{name}: duplicates {ids:?}");
+        let alerts = servers::search_all(&base, ALERTS);
+        assert!(
+            alerts.iter().any(
+                |a| a["_source"]["kubernetes"]["audit"]["auditID"] == "exec-1"
+                    && a["_source"]["event"]["kind"] == "alert"
+                    && a["_source"]["host"]["name"] == "cp-1"
+            ),
+            "{name}: {alerts:?}"
+        );
+        // Types that make Kibana / Dashboards work, and bodies with dotted keys indexable.
+        let flat = if name == "es" {
+            "flattened"
+        } else {
+            "flat_object"
+        };
+        for index in [EVENTS, ALERTS] {
+            assert_eq!(
+                mapped_type(&base, index, "@timestamp"),
+                "date",
+                "{name} {index}"
+            );
+            assert_eq!(
+                mapped_type(&base, index, "source.ip"),
+                "ip",
+                "{name} {index}"
+            );
+            assert_eq!(
+                mapped_type(&base, index, "user.name"),
+                "keyword",
+                "{name} {index}"
+            );
+            assert_eq!(
+                mapped_type(&base, index, "kubernetes.audit.verb"),
+                "keyword",
+                "{name} {index}"
+            );
+            assert_eq!(
+                mapped_type(&base, index, "kubernetes.audit.requestObject"),
+                flat,
+                "{name} {index}"
+            );
+        }
+        // The event's time, not the wall clock, named the index; `@timestamp` is stageTimestamp.
+        let pod = servers::search_all(&base, EVENTS)
+            .into_iter()
+            .find(|h| h["_source"]["kubernetes"]["audit"]["auditID"] == "pod-1")
+            .unwrap();
+        assert_eq!(pod["_source"]["@timestamp"], "2026-03-01T10:00:01.010000Z");
+        assert_eq!(
+            pod["_source"]["kubernetes"]["audit"]["requestObject"]["metadata"]["labels"]
+                ["app.kubernetes.io/name"],
+            "cart"
+        );
+        // The secret's value is nowhere in either index, in any form.
+        for index in [EVENTS, ALERTS] {
+            let all = serde_json::to_string(&servers::search_all(&base, index)).unwrap();
+            assert!(!all.contains(SECRET), "{name} {index} holds the secret");
+            assert!(all.contains("secret-1") || index == ALERTS);
+        }
+    }
+    assert_eq!(
+        d.metric("tripline_sink_rejected_total{sink=\"es\"}"),
+        Some(0.0)
+    );
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_server_down_at_start_and_stopped_mid_run_loses_nothing_and_duplicates_nothing() {
+    if !servers::available(&[servers::NOIDA]) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut es = Server::noida(data.path());
+    let base = es.base_url();
+    // Down at start: the proxy drops every connection until it is told otherwise.
+    let proxy = proxy::Proxy::start(&base);
+    proxy.with(|f| f.down = true);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, &es_sink("es", &proxy.url(), ""));
+    append(&dir.join("logs/audit.log"), &quiet_lines(0, 300));
+    std::thread::sleep(Duration::from_secs(2));
+    let ready = d.get("/readyz").unwrap_or_default();
+    assert!(
+        ready.starts_with("HTTP/1.1 503"),
+        "unreachable cluster but ready: {ready}"
+    );
+    assert!(ready.contains("sink:es"), "{ready}");
+    assert_eq!(count(&base, EVENTS), 0);
+    proxy.with(|f| f.down = false);
+    wait_count(&d, &base, EVENTS, 300, Duration::from_secs(60));
+    d.wait_ready(Duration::from_secs(30));
+
+    // Stopped mid-run (noida keeps its data) while events keep coming, then restarted.
+    es.stop();
+    append(&dir.join("logs/audit.log"), &quiet_lines(300, 300));
+    std::thread::sleep(Duration::from_secs(2));
+    es.start_again();
+    assert_eq!(es.base_url(), base, "restarted on another port");
+    wait_count(&d, &base, EVENTS, 600, Duration::from_secs(90));
+    std::thread::sleep(Duration::from_millis(500));
+    let ids = audit_ids(&base, EVENTS);
+    assert_eq!(ids.len(), 600);
+    assert!(ids.values().all(|&n| n == 1), "duplicates: {ids:?}");
+    assert!(
+        d.metric("tripline_sink_failures_total{sink=\"es\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // A restart of tripline after a kill -9 sends the unconfirmed tail again: 409s, no
+    // duplicates.
+    d.kill9();
+    std::fs::remove_file(dir.join("state/audit.checkpoint.json")).ok();
+    for entry in std::fs::read_dir(dir.join("state")).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().contains("checkpoint") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let d = start(dir, &es_sink("es", &proxy.url(), ""));
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            d.metric("tripline_sink_records_delivered_total{sink=\"es\"}")
+                .unwrap_or(0.0)
+                >= 600.0
+        },
+        || d.logs(),
+    );
+    let ids = audit_ids(&base, EVENTS);
+    assert_eq!(ids.len(), 600);
+    assert!(
+        ids.values().all(|&n| n == 1),
+        "duplicates after re-reading: {ids:?}"
+    );
+    d.stop();
+}
+
+#[test]
+fn only_rejected_items_and_requests_are_retried() {
+    if !servers::available(&[servers::NOIDA]) {
+        return;
+    }
+    let es = Server::noida_temp();
+    let base = es.base_url();
+    let proxy = proxy::Proxy::start(&base);
+    // Two whole bulk requests answered 429, then every 4th item of the next request.
+    proxy.with(|f| {
+        f.reject_bulk = 2;
+        f.reject_every = 4;
+        f.item_fault_bulks = 1;
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(
+        dir,
+        &es_sink("es", &proxy.url(), "    flows: [events]\n")
+            .replace("    flows: [alerts, events]\n", ""),
+    );
+    append(&dir.join("logs/audit.log"), &quiet_lines(0, 40));
+    wait_count(&d, &base, EVENTS, 40, Duration::from_secs(60));
+    let (forwarded, rejected, bulks, gzip) = proxy.with(|f| {
+        (
+            f.forwarded.clone(),
+            f.rejected_items.clone(),
+            f.rejected_bulks,
+            f.gzip_seen,
+        )
+    });
+    assert_eq!(bulks, 2);
+    assert!(gzip, "bulk bodies are gzip-compressed by default");
+    assert_eq!(rejected.len(), 10, "{rejected:?}");
+    // The request after the item faults carried exactly the rejected items.
+    let first = forwarded
+        .iter()
+        .position(|r| r.len() == 30)
+        .expect("the partial request");
+    assert_eq!(
+        forwarded[first + 1]
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        rejected.iter().collect::<std::collections::BTreeSet<_>>(),
+        "{forwarded:?}"
+    );
+    let ids = audit_ids(&base, EVENTS);
+    assert_eq!(ids.len(), 40);
+    assert!(ids.values().all(|&n| n == 1));
+    assert!(
+        d.metric("tripline_sink_retries_total{sink=\"es\"}")
+            .unwrap_or(0.0)
+            >= 10.0
+    );
+    d.stop();
+}
+
+#[test]
+fn a_mapping_conflict_goes_to_the_dead_letter_file() {
+    if !servers::available(&[servers::NOIDA]) {
+        return;
+    }
+    let es = Server::noida_temp();
+    let base = es.base_url();
+    // An index created beforehand by someone else, where `verb` is a number.
+    servers::put_json(
+        &base,
+        &format!("/{EVENTS}"),
+        &serde_json::json!({"mappings": {"properties": {"kubernetes": {"properties": {"audit": {"properties": {"verb": {"type": "long"}}}}}}}}),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, &es_sink("es", &base, ""));
+    append(
+        &dir.join("logs/audit.log"),
+        &(quiet_lines(0, 3) + &exec_event("exec-1") + "\n"),
+    );
+    let dl = dir.join("state/dead-letter.jsonl");
+    wait_until(
+        Duration::from_secs(30),
+        || read_lines(&dl).len() >= 4,
+        || d.logs(),
+    );
+    let records = read_lines(&dl);
+    for r in &records {
+        assert_eq!(r["reason"], "sink_rejected", "{r}");
+        assert_eq!(r["sink"], "es");
+        assert!(r["message"].as_str().unwrap().starts_with("400"), "{r}");
+        assert!(r["raw"].as_str().unwrap().contains("kubernetes"), "{r}");
+    }
+    // The alert went to its own index, unaffected.
+    wait_count(&d, &base, ALERTS, 1, Duration::from_secs(30));
+    wait_until(
+        Duration::from_secs(10),
+        || d.metric("tripline_sink_rejected_total{sink=\"es\"}") == Some(4.0),
+        || d.get("/metrics").unwrap_or_default(),
+    );
+    // Rejected records are confirmed: the checkpoint moves past them.
+    let st = d.stop();
+    assert!(st.success());
+}
