@@ -7,8 +7,13 @@
 //! 2. Latency: alerting events are appended at a steady 1,000 events/s; reported: p50/p99 of the
 //!    time from append to the alert being in the sink's file.
 //!
+//! 3. Elasticsearch: the events flow (every event a document) into noida-db, the
+//!    Elasticsearch-compatible server the tests use; reported: documents/s, MB/s and tripline's
+//!    CPU seconds per 10,000 documents.
+//!
 //! Run: `cargo bench --bench daemon` (set `TRIPLINE_BENCH_EVENTS` to change the corpus size,
-//! default 300000).
+//! default 300000; `TRIPLINE_BENCH_ES_DOCS` the documents sent to Elasticsearch, default
+//! 100000; `TRIPLINE_BENCH_ONLY=throughput|latency|elasticsearch` to run one part).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -19,6 +24,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "../tests/support/servers.rs"]
+mod servers;
 
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TRIPLINE_SHARED_DATA")
@@ -67,6 +75,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        Self::start_with(
+            dir,
+            &format!(
+                "  - type: file\n    path: {}/out/alerts.jsonl\n    flows: [alerts]\n",
+                dir.display()
+            ),
+        )
+    }
+
+    /// The daemon with the given `sinks:` entries.
+    fn start_with(dir: &Path, sinks: &str) -> Daemon {
         let port = free_port();
         let rules = dir.join("rules");
         std::fs::create_dir_all(&rules).unwrap();
@@ -77,7 +96,7 @@ impl Daemon {
         )
         .unwrap();
         let cfg = format!(
-            "state_dir: {d}/state\nrules:\n  paths: [{d}/rules]\nsources:\n  - type: file\n    name: bench\n    paths: [\"{d}/logs/*.log\"]\n    read_from: beginning\n    poll_interval: 250ms\nsinks:\n  - type: file\n    path: {d}/out/alerts.jsonl\n    flows: [alerts]\ntelemetry:\n  listen: 127.0.0.1:{port}\n  log_format: json\n",
+            "state_dir: {d}/state\nrules:\n  paths: [{d}/rules]\nsources:\n  - type: file\n    name: bench\n    paths: [\"{d}/logs/*.log\"]\n    read_from: beginning\n    poll_interval: 250ms\nsinks:\n{sinks}telemetry:\n  listen: 127.0.0.1:{port}\n  log_format: json\n",
             d = dir.display()
         );
         std::fs::create_dir_all(dir.join("logs")).unwrap();
@@ -150,11 +169,9 @@ impl Daemon {
     }
 }
 
-fn throughput(n: usize) {
+/// The Metadata corpus of `n` events, one per line.
+fn corpus(n: usize) -> Vec<u8> {
     let seeds = seed();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    // The corpus, written first so that only appending is timed.
     let mut corpus = Vec::with_capacity(n * 1200);
     for i in 0..n {
         let mut ev = seeds[i % seeds.len()].clone();
@@ -167,6 +184,14 @@ fn throughput(n: usize) {
         serde_json::to_writer(&mut corpus, &ev).unwrap();
         corpus.push(b'\n');
     }
+    corpus
+}
+
+fn throughput(n: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // The corpus, written first so that only appending is timed.
+    let corpus = corpus(n);
     let d = Daemon::start(dir);
     let (cpu0, _) = d.usage();
     let log = dir.join("logs/audit.log");
@@ -292,6 +317,60 @@ fn latency(rate: u64, seconds: u64) {
     d.stop();
 }
 
+/// The events flow into the Elasticsearch-compatible server (noida-db from the test
+/// virtualenv): every event indexed as a document, with the sink's default batch settings.
+fn elasticsearch(n: usize) {
+    if !servers::available(&[servers::NOIDA]) {
+        println!("elasticsearch: skipped (noida-db not installed; run scripts/test.sh)");
+        return;
+    }
+    let es = servers::Server::noida_temp();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let corpus = corpus(n);
+    let sinks = format!(
+        "  - type: elasticsearch\n    name: es\n    endpoints: [\"{}\"]\n    flows: [events]\n",
+        es.base_url()
+    );
+    let d = Daemon::start_with(dir, &sinks);
+    let (cpu0, _) = d.usage();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("logs/audit.log"))
+        .unwrap();
+    let started = Instant::now();
+    f.write_all(&corpus).unwrap();
+    let metric = "tripline_sink_records_delivered_total{sink=\"es\"}";
+    while (d.metric(metric).unwrap_or(0.0) as usize) < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "not all documents were delivered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = d.usage();
+    let bytes = d
+        .metric("tripline_sink_bytes_delivered_total{sink=\"es\"}")
+        .unwrap_or(0.0);
+    let requests = d
+        .metric("tripline_sink_batches_delivered_total{sink=\"es\"}")
+        .unwrap_or(0.0);
+    println!(
+        "elasticsearch (noida-db, batch 2000 docs / 5 MiB / 1 s, gzip): {n} documents ({:.0} MB of JSON) in {secs:.2} s = {:.0} documents/s, {:.1} MB/s, {requests:.0} bulk requests, tripline CPU {:.3} s per 10,000 documents, peak RSS {:.1} MiB",
+        bytes / 1e6,
+        n as f64 / secs,
+        bytes / 1e6 / secs,
+        (cpu1 - cpu0) / n as f64 * 10_000.0,
+        rss as f64 / 1024.0
+    );
+    d.stop();
+    servers::refresh(&es.base_url(), "kubernetes-audit-*");
+    let indexed = servers::count(&es.base_url(), "kubernetes-audit-*");
+    println!("elasticsearch: {indexed} documents indexed");
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries with `--bench` absent; do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -301,6 +380,21 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    throughput(n);
-    latency(1000, 10);
+    // `TRIPLINE_BENCH_ONLY=elasticsearch` (or `throughput`, `latency`) runs one part.
+    let only = std::env::var("TRIPLINE_BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    if run("throughput") {
+        throughput(n);
+    }
+    if run("latency") {
+        latency(1000, 10);
+    }
+    if !run("elasticsearch") {
+        return;
+    }
+    let es_n = std::env::var("TRIPLINE_BENCH_ES_DOCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    elasticsearch(es_n);
 }

@@ -216,6 +216,7 @@ impl Limits {
 struct SinkMetrics {
     delivered: Counter,
     records: Counter,
+    bytes: Counter,
     failures: Counter,
     retries: Counter,
     rejected: Counter,
@@ -234,6 +235,11 @@ impl SinkMetrics {
             records: metrics.counter(
                 "tripline_sink_records_delivered_total",
                 "Alerts or events a sink delivered.",
+                &l,
+            ),
+            bytes: metrics.counter(
+                "tripline_sink_bytes_delivered_total",
+                "Bytes of documents a sink delivered (before compression and framing).",
                 &l,
             ),
             failures: metrics.counter(
@@ -468,6 +474,7 @@ impl Driver {
                         match outcome {
                             Outcome::Delivered => {
                                 self.metrics.records.inc();
+                                self.metrics.bytes.add(rec.doc.len() as u64);
                                 done(pending, batch);
                             }
                             Outcome::Reject(why) => {
