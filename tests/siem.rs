@@ -399,3 +399,78 @@ fn a_mapping_conflict_goes_to_the_dead_letter_file() {
     let st = d.stop();
     assert!(st.success());
 }
+
+#[test]
+fn data_streams_and_credentials_from_files() {
+    if !servers::available(&[servers::NOIDA]) {
+        return;
+    }
+    let es = Server::noida_temp();
+    let base = es.base_url();
+    let proxy = proxy::Proxy::start(&base);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let password = "s3cr3t-from-a-mounted-file";
+    std::fs::write(dir.join("es-password"), format!("{password}\n")).unwrap();
+    let extra = format!(
+        "    data_stream: true\n    alerts_index: logs-tripline.alerts-default\n    events_index: logs-kubernetes.audit-default\n    auth: {{ username: tripline, password_file: {}/es-password }}\n",
+        dir.display()
+    );
+    let d = start(dir, &es_sink("es", &proxy.url(), &extra));
+    append(
+        &dir.join("logs/audit.log"),
+        &(exec_event("exec-1") + "\n" + &quiet_lines(0, 5)),
+    );
+    wait_count(
+        &d,
+        &base,
+        "logs-kubernetes.audit-default",
+        6,
+        Duration::from_secs(30),
+    );
+    wait_count(
+        &d,
+        &base,
+        "logs-tripline.alerts-default",
+        1,
+        Duration::from_secs(30),
+    );
+    // The templates declare the data streams.
+    let (status, t) = servers::http(
+        "GET",
+        &format!("{base}/_index_template/tripline-events"),
+        "",
+    );
+    assert_eq!(status, 200, "{t}");
+    let t: serde_json::Value = serde_json::from_str(&t).unwrap();
+    let tpl = &t["index_templates"][0]["index_template"];
+    assert!(tpl["data_stream"].is_object(), "{t}");
+    assert_eq!(tpl["index_patterns"][0], "logs-kubernetes.audit-default*");
+    // Basic auth from the file (trailing newline removed), and the password is never logged.
+    let expected = format!(
+        "Basic {}",
+        base64(format!("tripline:{password}").as_bytes())
+    );
+    assert_eq!(proxy.with(|f| f.authorization.clone()), Some(expected));
+    d.signal("-TERM");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!d.logs().contains(password), "password in the logs");
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

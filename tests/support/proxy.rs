@@ -28,6 +28,8 @@ pub struct Faults {
     pub rejected_bulks: usize,
     /// Whether request bodies arrived gzip-compressed.
     pub gzip_seen: bool,
+    /// The last `Authorization` header seen.
+    pub authorization: Option<String>,
 }
 
 pub struct Proxy {
@@ -120,6 +122,9 @@ fn serve(mut conn: TcpStream, backend: &str, faults: &Mutex<Faults>) -> std::io:
         let mut f = faults.lock().unwrap();
         if is_bulk && gzip {
             f.gzip_seen = true;
+        }
+        if authorization.is_some() {
+            f.authorization = authorization.clone();
         }
         if f.down {
             return Ok(()); // dropped without an answer
