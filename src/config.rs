@@ -115,6 +115,8 @@ pub enum ReadFrom {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     File(FileSourceConfig),
+    /// The API server's audit webhook (`--audit-webhook-config-file`).
+    Webhook(crate::source::webhook::WebhookSourceConfig),
 }
 
 /// `sources: - type: file`.
@@ -307,6 +309,7 @@ impl SourceConfig {
     pub fn name(&self, index: usize) -> String {
         match self {
             SourceConfig::File(c) => c.name.clone().unwrap_or(format!("file-{index}")),
+            SourceConfig::Webhook(c) => c.name.clone().unwrap_or(format!("webhook-{index}")),
         }
     }
 }
@@ -572,6 +575,11 @@ impl Config {
                         }
                     }
                 }
+                SourceConfig::Webhook(w) => {
+                    for problem in w.validate() {
+                        p.push(format!("sources[{i}].{problem}"));
+                    }
+                }
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -711,7 +719,9 @@ mod tests {
         assert_eq!(ok.sources.len(), 1);
         assert_eq!(ok.sinks[0].flows(), [Flow::Alerts, Flow::Events]);
         assert_eq!(ok.sinks[1].flows(), [Flow::Alerts]);
-        let SourceConfig::File(f) = &ok.sources[0];
+        let SourceConfig::File(f) = &ok.sources[0] else {
+            panic!("a file source")
+        };
         assert_eq!(f.poll_interval.0, std::time::Duration::from_millis(500));
         assert_eq!(f.read_from, ReadFrom::End);
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::Value;
 
-use crate::config::{Config, Flow, SourceConfig};
+use crate::config::{Config, FileSourceConfig, Flow, HumanDuration, ReadFrom, SourceConfig};
 use crate::event::decode_value_into;
 use crate::event::redact::redact_event;
 use crate::rules::{Level, RuleMeta, RuleSet};
@@ -136,36 +136,66 @@ pub fn run(
     let pipeline_health = health.component("pipeline");
     let mut source_threads = Vec::new();
     let mut watchers = Vec::new();
+    let mut webhooks = Vec::new();
     for (i, s) in cfg.sources.iter().enumerate() {
         let name = s.name(i);
-        match s {
-            SourceConfig::File(fc) => {
-                let src = FileSource::new(
+        // A webhook source spools what it accepts; a file source follows the spool.
+        let fc = match s {
+            SourceConfig::File(fc) => fc.clone(),
+            SourceConfig::Webhook(wc) => {
+                let dir = crate::source::webhook::spool_dir(&cfg.state_dir, &name);
+                let spool = crate::source::spool::Spool::open(&dir, wc.spool_max_bytes)
+                    .map_err(|e| {
+                        PipelineError::Rules(format!(
+                            "source `{name}`: opening the spool {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                let webhook = crate::source::webhook::Webhook::start(
                     &name,
-                    fc.clone(),
-                    &cfg.state_dir,
-                    cfg.input.max_line_bytes,
-                    cfg.pipeline.batch_max_bytes,
-                    batch_tx.clone(),
-                    event_tx.clone(),
-                    &metrics,
-                )?;
-                let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-                watchers.push(watch(&src.watch_dirs(), wake_tx, &name));
-                let stop = control.stop.clone();
-                let drain = cfg.pipeline.shutdown_timeout.0;
-                let h = health.component(&format!("source:{name}"));
-                source_threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("source-{name}"))
-                        .spawn(move || {
-                            src.run(stop, drain, wake_rx, h.clone());
-                            h.set_ready(false);
-                        })
-                        .expect("spawning a thread"),
-                );
+                    wc,
+                    Arc::new(spool),
+                    crate::source::checkpoint::Checkpoints::path(&cfg.state_dir, &name),
+                    metrics.clone(),
+                    health.component(&format!("webhook:{name}")),
+                )
+                .map_err(|e| PipelineError::Rules(e.to_string()))?;
+                webhooks.push(webhook);
+                FileSourceConfig {
+                    name: Some(name.clone()),
+                    paths: vec![crate::source::spool::Spool::glob(&dir)],
+                    exclude: vec![],
+                    read_from: ReadFrom::Beginning,
+                    poll_interval: HumanDuration(Duration::from_millis(100)),
+                    checkpoint_interval: HumanDuration(Duration::from_millis(500)),
+                    silence_alert_after: wc.silence_alert_after,
+                }
             }
-        }
+        };
+        let src = FileSource::new(
+            &name,
+            fc,
+            &cfg.state_dir,
+            cfg.input.max_line_bytes,
+            cfg.pipeline.batch_max_bytes,
+            batch_tx.clone(),
+            event_tx.clone(),
+            &metrics,
+        )?;
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        watchers.push(watch(&src.watch_dirs(), wake_tx, &name));
+        let stop = control.stop.clone();
+        let drain = cfg.pipeline.shutdown_timeout.0;
+        let h = health.component(&format!("source:{name}"));
+        source_threads.push(
+            std::thread::Builder::new()
+                .name(format!("source-{name}"))
+                .spawn(move || {
+                    src.run(stop, drain, wake_rx, h.clone());
+                    h.set_ready(false);
+                })
+                .expect("spawning a thread"),
+        );
     }
     drop(batch_tx);
     drop(event_tx);
@@ -231,6 +261,10 @@ pub fn run(
     }
     tracing::info!("stopping: draining in-flight batches");
     pipeline_health.set_ready(false);
+    // Webhooks first: new batches get 503 and stay with the API server.
+    for w in webhooks {
+        w.stop();
+    }
     {
         let abandon = abandon.clone();
         let deadline = cfg.pipeline.shutdown_timeout.0;

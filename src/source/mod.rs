@@ -3,6 +3,8 @@
 
 pub mod checkpoint;
 pub mod file;
+pub mod spool;
+pub mod webhook;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,415 @@
+//! The audit webhook source end to end: the real binary, a real HTTPS client presenting client
+//! certificates made for the test (a CA, a server and client certificate, and a client
+//! certificate from another CA), the spool on disk, `kill -9` right after a 200.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use daemon::{free_port, read_lines, wait_until, Daemon};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    /// PEM of a client certificate and key signed by `ca`.
+    client: Vec<u8>,
+    /// PEM of a client certificate and key from another CA.
+    stranger: Vec<u8>,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_string());
+    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, name: &str, client: bool) -> (String, String) {
+    let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_string());
+    p.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ca1 = ca("tripline test CA");
+    let ca2 = ca("another CA");
+    let (scert, skey) = leaf(&ca1, "localhost", false);
+    let (ccert, ckey) = leaf(&ca1, "kube-apiserver", true);
+    let (xcert, xkey) = leaf(&ca2, "kube-apiserver", true);
+    let p = Pki {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("tls.crt"),
+        server_key: dir.join("tls.key"),
+        client: format!("{ccert}{ckey}").into_bytes(),
+        stranger: format!("{xcert}{xkey}").into_bytes(),
+    };
+    std::fs::write(&p.ca, ca1.pem()).unwrap();
+    std::fs::write(&p.server_cert, scert).unwrap();
+    std::fs::write(&p.server_key, skey).unwrap();
+    p
+}
+
+struct Hook {
+    daemon: Daemon,
+    url: String,
+}
+
+/// Starts the daemon with a webhook source (`extra` adds keys to it) and file sinks for alerts
+/// and events; `sink_path` replaces the events file (e.g. `/dev/full`).
+fn start(dir: &Path, pki: &Pki, extra: &str, events_path: Option<&str>) -> Hook {
+    let port = free_port();
+    let hook_port = free_port();
+    let events = events_path
+        .map(String::from)
+        .unwrap_or_else(|| format!("{}/out/events.jsonl", dir.display()));
+    let cfg = format!(
+        r#"state_dir: {d}/state
+sources:
+  - type: webhook
+    name: hook
+    listen: 127.0.0.1:{hook_port}
+    path: /audit
+    tls: {{ cert: {cert}, key: {key}, client_ca: {ca} }}
+{extra}
+sinks:
+  - type: file
+    name: alerts
+    path: {d}/out/alerts.jsonl
+    flows: [alerts]
+  - type: file
+    name: events
+    path: {events}
+    flows: [events]
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        d = dir.display(),
+        cert = pki.server_cert.display(),
+        key = pki.server_key.display(),
+        ca = pki.ca.display(),
+    );
+    let daemon = Daemon::spawn(dir, &cfg, port);
+    wait_until(
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", hook_port)).is_ok(),
+        || daemon.logs(),
+    );
+    Hook {
+        daemon,
+        url: format!("https://localhost:{hook_port}/audit"),
+    }
+}
+
+fn event(id: &str, exec: bool) -> serde_json::Value {
+    let (uri, sub, verb, user) = if exec {
+        (
+            "/api/v1/namespaces/prod/pods/web-0/exec?command=sh",
+            "exec",
+            "create",
+            "mallory@example.com",
+        )
+    } else {
+        (
+            "/api/v1/namespaces/kube-system/configmaps/x",
+            "",
+            "get",
+            "system:kube-controller-manager",
+        )
+    };
+    let mut v = serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": id,
+        "stage": "ResponseComplete", "requestURI": uri, "verb": verb,
+        "user": {"username": user, "groups": ["system:authenticated"]},
+        "sourceIPs": ["203.0.113.7"], "userAgent": "kubectl/v1.29.0",
+        "objectRef": {"resource": if exec {"pods"} else {"configmaps"}, "namespace": "prod", "name": "web-0", "apiVersion": "v1"},
+        "responseStatus": {"code": if exec {101} else {200}},
+        "requestReceivedTimestamp": "2026-03-01T10:00:00.000000Z",
+        "stageTimestamp": "2026-03-01T10:00:00.050000Z",
+        "annotations": {"authorization.k8s.io/decision": "allow"}
+    });
+    if exec {
+        v["objectRef"]["subresource"] = "exec".into();
+    }
+    let _ = sub;
+    v
+}
+
+fn event_list(ids: &[String], exec_every: usize) -> String {
+    let items: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| event(id, exec_every > 0 && i % exec_every == 0))
+        .collect();
+    serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items})
+        .to_string()
+}
+
+fn client(pki: &Pki, identity: Option<&[u8]>) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(30));
+    if let Some(id) = identity {
+        b = b.identity(reqwest::Identity::from_pem(id).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// POSTs `body`; the status, or the error text when no HTTP answer came.
+fn post(
+    rt: &tokio::runtime::Runtime,
+    c: &reqwest::Client,
+    url: &str,
+    body: String,
+    token: Option<&str>,
+) -> Result<u16, String> {
+    rt.block_on(async {
+        let mut r = c
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| format!("{e:?}"))
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// auditID -> deliveries in a JSON-lines file of events.
+fn delivered(path: &Path) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for v in read_lines(path) {
+        if let Some(id) = v["kubernetes"]["audit"]["auditID"].as_str() {
+            *m.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn client_certificates_tokens_and_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki(dir);
+    std::fs::write(dir.join("token"), "s3cret-token\n").unwrap();
+    let extra = format!(
+        "    token_file: {}/token\n    max_body_bytes: 100000\n",
+        dir.display()
+    );
+    let h = start(dir, &pki, &extra, None);
+    let rt = runtime();
+    let good = client(&pki, Some(&pki.client));
+
+    // A certificate from the configured CA and the token: accepted and detected.
+    let batch = event_list(&ids("a", 10), 5);
+    assert_eq!(
+        post(&rt, &good, &h.url, batch, Some("s3cret-token")),
+        Ok(200)
+    );
+    let events = dir.join("out/events.jsonl");
+    wait_until(
+        Duration::from_secs(20),
+        || delivered(&events).len() == 10,
+        || h.daemon.logs(),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        // Both execs are by one user into one pod: the rule throttles the second.
+        || read_lines(&dir.join("out/alerts.jsonl")).len() == 1,
+        || h.daemon.logs(),
+    );
+
+    // No certificate, or one from another CA: the handshake fails, no HTTP answer.
+    let none = post(
+        &rt,
+        &client(&pki, None),
+        &h.url,
+        event_list(&ids("x", 1), 0),
+        Some("s3cret-token"),
+    );
+    assert!(none.is_err(), "no client certificate accepted: {none:?}");
+    let stranger = post(
+        &rt,
+        &client(&pki, Some(&pki.stranger)),
+        &h.url,
+        event_list(&ids("y", 1), 0),
+        Some("s3cret-token"),
+    );
+    assert!(
+        stranger.is_err(),
+        "foreign client certificate accepted: {stranger:?}"
+    );
+
+    // The right certificate but a wrong or missing token: 401.
+    assert_eq!(
+        post(
+            &rt,
+            &good,
+            &h.url,
+            event_list(&ids("z", 1), 0),
+            Some("wrong")
+        ),
+        Ok(401)
+    );
+    assert_eq!(
+        post(&rt, &good, &h.url, event_list(&ids("z", 1), 0), None),
+        Ok(401)
+    );
+    // Too large: 413. Not JSON: 400.
+    assert_eq!(
+        post(
+            &rt,
+            &good,
+            &h.url,
+            event_list(&ids("big", 200), 0),
+            Some("s3cret-token")
+        ),
+        Ok(413)
+    );
+    assert_eq!(
+        post(&rt, &good, &h.url, "{nope".into(), Some("s3cret-token")),
+        Ok(400)
+    );
+
+    // A replayed batch: its events are delivered once.
+    let batch = event_list(&ids("r", 20), 0);
+    assert_eq!(
+        post(&rt, &good, &h.url, batch.clone(), Some("s3cret-token")),
+        Ok(200)
+    );
+    assert_eq!(
+        post(&rt, &good, &h.url, batch, Some("s3cret-token")),
+        Ok(200)
+    );
+    wait_until(
+        Duration::from_secs(20),
+        || delivered(&events).len() == 30,
+        || h.daemon.logs(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let d = delivered(&events);
+    assert!(d.values().all(|&n| n == 1), "{d:?}");
+    assert_eq!(
+        h.daemon
+            .metric("tripline_webhook_duplicates_total{source=\"hook\"}"),
+        Some(20.0)
+    );
+    assert!(
+        h.daemon
+            .metric("tripline_webhook_requests_total{code=\"401\",source=\"hook\"}")
+            .or_else(|| h
+                .daemon
+                .metric("tripline_webhook_requests_total{source=\"hook\",code=\"401\"}"))
+            .is_some_and(|v| v >= 2.0),
+        "{}",
+        h.daemon.get("/metrics").unwrap_or_default()
+    );
+    let st = h.daemon.stop();
+    assert!(st.success());
+}
+
+#[test]
+fn a_full_spool_answers_429_and_a_batch_acknowledged_before_a_kill_is_delivered_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki(dir);
+    // The events sink cannot write (/dev/full): nothing is confirmed, the spool only grows.
+    let extra = "    spool_max_bytes: 40000\n";
+    let h = start(dir, &pki, extra, Some("/dev/full"));
+    let rt = runtime();
+    let c = client(&pki, Some(&pki.client));
+    let mut accepted = Vec::new();
+    let mut refused = false;
+    for b in 0..40 {
+        let batch_ids = ids(&format!("b{b}"), 10);
+        match post(&rt, &c, &h.url, event_list(&batch_ids, 0), None) {
+            Ok(200) => accepted.extend(batch_ids),
+            Ok(429) => {
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected answer {other:?}\n{}", h.daemon.logs()),
+        }
+    }
+    assert!(refused, "the spool never filled");
+    assert!(!accepted.is_empty());
+    let ready = h.daemon.get("/readyz").unwrap_or_default();
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            h.daemon
+                .get("/readyz")
+                .is_some_and(|r| r.contains("webhook:hook"))
+        },
+        || ready.clone(),
+    );
+    // kill -9 right after the 200s: nothing was delivered, everything is on disk.
+    h.daemon.kill9();
+    let events = dir.join("out/events.jsonl");
+    assert!(delivered(&events).is_empty());
+    let h = start(dir, &pki, extra, None);
+    wait_until(
+        Duration::from_secs(30),
+        || delivered(&events).len() == accepted.len(),
+        || {
+            format!(
+                "{} of {}\n{}",
+                delivered(&events).len(),
+                accepted.len(),
+                h.daemon.logs()
+            )
+        },
+    );
+    let d = delivered(&events);
+    assert!(accepted.iter().all(|id| d.get(id) == Some(&1)));
+    // Confirmed segments are deleted: the spool shrinks back.
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            h.daemon
+                .metric("tripline_spool_bytes{source=\"hook\"}")
+                .is_some_and(|b| b < 20000.0)
+        },
+        || h.daemon.get("/metrics").unwrap_or_default(),
+    );
+    // And it accepts again.
+    assert_eq!(
+        post(&rt, &c, &h.url, event_list(&ids("after", 5), 0), None),
+        Ok(200)
+    );
+    h.daemon.stop();
+}
