@@ -146,6 +146,8 @@ fn event(id: &str, exec: bool) -> serde_json::Value {
     });
     if exec {
         v["objectRef"]["subresource"] = "exec".into();
+        // The pack alerts on an exec once, at ResponseStarted.
+        v["stage"] = "ResponseStarted".into();
     }
     let _ = sub;
     v
@@ -248,9 +250,15 @@ fn client_certificates_tokens_and_limits() {
     );
     wait_until(
         Duration::from_secs(10),
-        // Both execs are by one user into one pod: the rule throttles the second.
-        || read_lines(&dir.join("out/alerts.jsonl")).len() == 1,
-        || h.daemon.logs(),
+        // Two execs into a pod in a sensitive namespace: two alerts.
+        || read_lines(&dir.join("out/alerts.jsonl")).len() == 2,
+        || {
+            format!(
+                "alerts: {:?}\n{}",
+                read_lines(&dir.join("out/alerts.jsonl")),
+                h.daemon.logs()
+            )
+        },
     );
 
     // No certificate, or one from another CA: the handshake fails, no HTTP answer.
@@ -348,7 +356,7 @@ fn a_full_spool_answers_429_and_a_batch_acknowledged_before_a_kill_is_delivered_
     let dir = tmp.path();
     let pki = pki(dir);
     // The events sink cannot write (/dev/full): nothing is confirmed, the spool only grows.
-    let extra = "    spool_max_bytes: 40000\n";
+    let extra = "    spool_max_bytes: 40000\n    max_body_bytes: 8000\n";
     let h = start(dir, &pki, extra, Some("/dev/full"));
     let rt = runtime();
     let c = client(&pki, Some(&pki.client));

@@ -108,11 +108,6 @@ impl Spool {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Whether the spool has room left.
-    pub fn has_room(&self) -> bool {
-        self.used() < self.max_bytes
-    }
-
     /// Whether an append of `len` bytes would be accepted now.
     pub fn accepts(&self, len: u64) -> bool {
         self.used() + len <= self.max_bytes

@@ -223,6 +223,8 @@ struct Shared {
     token: Option<String>,
     permits: Semaphore,
     stopping: AtomicBool,
+    /// Ready while the spool has room for this much (one large request).
+    ready_room: u64,
     metrics: Arc<Metrics>,
     m: Metricset,
 }
@@ -440,6 +442,7 @@ impl Webhook {
             token,
             permits: Semaphore::new(cfg.max_concurrent_requests),
             stopping: AtomicBool::new(false),
+            ready_room: (cfg.max_body_bytes as u64).min(cfg.spool_max_bytes / 4),
             m: Metricset {
                 events: metrics.counter(
                     "tripline_webhook_events_total",
@@ -581,7 +584,7 @@ async fn janitor(
             tracing::warn!(source = %st.name, error = %e, "cleaning the spool");
         }
         st.m.spool_bytes.set(st.spool.used() as i64);
-        health.set_ready(!st.stopping.load(Ordering::Relaxed) && st.spool.has_room());
+        health.set_ready(!st.stopping.load(Ordering::Relaxed) && st.spool.accepts(st.ready_room));
         tokio::select! {
             _ = stop.changed() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
