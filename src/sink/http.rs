@@ -1,35 +1,603 @@
-//! Placeholder while the http sink is written.
+//! The HTTP sink: alerts POSTed as JSON to a webhook, as a JSON array per request (`batch`), one
+//! document per request (`single`), or one Slack message per alert (`template: slack`).
+//!
+//! Statuses: 2xx is delivered; 408, 429, 5xx, timeouts and connection errors fail the request
+//! (the driver retries it with backoff); a redirect fails it too (the body would be lost on the
+//! way: set `url` to the final address); any other status rejects the records (dead-lettered
+//! with the status and the start of the response body).
+//!
+//! The URL, the headers and the credentials are treated as secrets: Slack and many other
+//! webhooks carry their token in the URL path, so logs and errors name only the scheme, host
+//! and port.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
+use serde_json::json;
 
-use super::{Deliver, Limits, Outcome, Record, RequestError, SinkError};
+use super::syslog::Summary;
+use super::tls::TlsConfig;
+use super::{read_secret, Deliver, Limits, Outcome, Record, RequestError, SinkError};
+use crate::config::{Flow, HumanDuration};
+use crate::rules::Level;
 
+/// Up to 100 alerts or 1 MiB per request, sent at most 1 s after the first one: webhooks are
+/// for people and chat tools, not bulk data. In `single` mode (and with `template: slack`) a
+/// request of the driver becomes up to 100 POSTs in a row; lower `batch.max_records` for a
+/// rate-limited endpoint (Slack allows about one message per second per webhook).
 pub const LIMITS: Limits = Limits {
-    max_records: 500,
+    max_records: 100,
     max_bytes: 1 << 20,
     flush_interval: Duration::from_secs(1),
 };
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSinkConfig {}
+/// How much of a response body is read (to explain a rejection); the rest is not read.
+const RESPONSE_PREFIX_BYTES: usize = 4096;
+/// How many characters of a response body a rejection reason quotes.
+const REASON_BODY_CHARS: usize = 256;
 
-pub struct HttpSink;
+/// `sinks: - type: http`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// Where records are POSTed (`http://` or `https://`). Treated as a secret: logs and errors
+    /// show only its scheme, host and port.
+    pub url: String,
+    /// `batch` (default): a JSON array of documents per request; `single`: one document per
+    /// request. `template: slack` implies (and requires) `single`.
+    #[serde(default)]
+    pub mode: Option<HttpMode>,
+    /// `none` (default): the ECS documents as they are; `slack`: a Slack message
+    /// (`{"text", "blocks"}`, for an incoming webhook) per record, with the level, rule,
+    /// message, user, source IP, namespace and resource.
+    #[serde(default)]
+    pub template: HttpTemplate,
+    /// Extra request headers, e.g. `X-Api-Key: ${WEBHOOK_KEY}`. Values are never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Bearer token sent as `Authorization: Bearer <token>` (usually `${ENV_VAR}`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// File holding the bearer token (a mounted Secret); instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// User name for HTTP basic authentication (with `password` or `password_file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for HTTP basic authentication.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// File holding the basic-authentication password; instead of `password`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS settings for an `https://` URL (default: verify against the bundled Mozilla roots).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Timeout of one request, from connecting to the end of the response. Default `10s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// `mode:` of an HTTP sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpMode {
+    Batch,
+    Single,
+}
+
+/// `template:` of an HTTP sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpTemplate {
+    #[default]
+    None,
+    Slack,
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+impl fmt::Debug for HttpSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |v: bool| if v { "<redacted>" } else { "<unset>" };
+        f.debug_struct("HttpSinkConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("mode", &self.mode)
+            .field("template", &self.template)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("token", &set(self.token.is_some()))
+            .field("token_file", &self.token_file)
+            .field("username", &self.username)
+            .field("password", &set(self.password.is_some()))
+            .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A running HTTP sink.
+pub struct HttpSink {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    /// `scheme://host:port` of `url`, for messages.
+    origin: String,
+    /// Every request's headers: content type, the configured ones, authorization (all values
+    /// marked sensitive).
+    headers: HeaderMap,
+    single: bool,
+    template: HttpTemplate,
+}
 
 impl HttpSink {
-    pub fn new(name: &str, _cfg: &HttpSinkConfig) -> Result<HttpSink, SinkError> {
-        Err(SinkError::Setup {
+    /// Checks the settings, reads the secrets and TLS files; connects only on first use.
+    pub fn new(name: &str, cfg: &HttpSinkConfig) -> Result<HttpSink, SinkError> {
+        let setup = |message: String| SinkError::Setup {
             sink: name.to_string(),
-            message: "not available yet".to_string(),
+            message,
+        };
+        let url = parse_url(&cfg.url, "url", cfg.tls.is_some()).map_err(setup)?;
+        let single = match (cfg.template, cfg.mode) {
+            (HttpTemplate::Slack, Some(HttpMode::Batch)) => {
+                return Err(setup(
+                    "`template: slack` sends one message per request: use `mode: single`"
+                        .to_string(),
+                ))
+            }
+            (HttpTemplate::Slack, _) | (_, Some(HttpMode::Single)) => true,
+            (HttpTemplate::None, Some(HttpMode::Batch) | None) => false,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in &cfg.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| setup(format!("headers: `{k}` is not a header name")))?;
+            // The value is not quoted: it may be a secret.
+            let value = sensitive(v).map_err(|_| {
+                setup(format!(
+                    "headers.{k}: the value is not a valid header value"
+                ))
+            })?;
+            headers.insert(name, value);
+        }
+        let token = read_secret(name, "token", &cfg.token, &cfg.token_file)?;
+        let password = read_secret(name, "password", &cfg.password, &cfg.password_file)?;
+        let authorization = match (token, &cfg.username, password) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(setup(
+                    "give `token` (bearer) or `username`/`password` (basic), not both".to_string(),
+                ))
+            }
+            (Some(t), None, None) => Some(format!("Bearer {t}")),
+            (None, Some(user), password) => Some(basic_auth(user, password.as_deref())),
+            (None, None, Some(_)) => {
+                return Err(setup("`password` needs `username`".to_string()));
+            }
+            (None, None, None) => None,
+        };
+        if let Some(auth) = authorization {
+            if headers.contains_key(AUTHORIZATION) {
+                return Err(setup(
+                    "`headers` has `Authorization` and a token or password is set too".to_string(),
+                ));
+            }
+            let value = sensitive(&auth)
+                .map_err(|_| setup("the token or password is not a valid header value".into()))?;
+            headers.insert(AUTHORIZATION, value);
+        }
+        Ok(HttpSink {
+            rt: super::runtime(name)?,
+            client: client(name, cfg.tls.as_ref(), cfg.timeout.0)?,
+            origin: origin(&url),
+            url,
+            headers,
+            single,
+            template: cfg.template,
         })
+    }
+
+    /// POSTs `body`; the status and the start of the response body, or why there was none.
+    fn post(&self, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+        let request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(body);
+        self.rt
+            .block_on(async {
+                let mut response = request.send().await?;
+                let status = response.status().as_u16();
+                Ok((
+                    status,
+                    body_prefix(&mut response, RESPONSE_PREFIX_BYTES).await,
+                ))
+            })
+            .map_err(|e: reqwest::Error| format!("POST {}: {}", self.origin, error_text(e)))
+    }
+
+    /// One request: what happened to the records in it, or why it must be retried.
+    fn send(&self, body: Vec<u8>) -> Result<Outcome, String> {
+        let (status, response) = self.post(body)?;
+        match status {
+            200..=299 => Ok(Outcome::Delivered),
+            408 | 429 | 500..=599 => Err(format!(
+                "POST {}: HTTP {status}{}",
+                self.origin,
+                quote_body(&response)
+            )),
+            300..=399 => Err(format!(
+                "POST {}: HTTP {status} (a redirect): set `url` to the final address",
+                self.origin
+            )),
+            _ => Ok(Outcome::Reject(format!(
+                "HTTP {status}{}",
+                quote_body(&response)
+            ))),
+        }
+    }
+
+    fn body_of(&self, rec: &Record) -> Vec<u8> {
+        match self.template {
+            HttpTemplate::None => rec.doc.clone(),
+            HttpTemplate::Slack => slack_message(rec).to_string().into_bytes(),
+        }
     }
 }
 
 impl Deliver for HttpSink {
-    fn deliver(&mut self, _records: &[Arc<Record>]) -> Result<Vec<Outcome>, RequestError> {
-        Err(RequestError("not available".into()))
+    fn deliver(&mut self, records: &[Arc<Record>]) -> Result<Vec<Outcome>, RequestError> {
+        if !self.single {
+            let mut body =
+                Vec::with_capacity(records.iter().map(|r| r.doc.len() + 1).sum::<usize>() + 2);
+            body.push(b'[');
+            for (i, r) in records.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&r.doc);
+            }
+            body.push(b']');
+            let outcome = self.send(body).map_err(RequestError)?;
+            return Ok(vec![outcome; records.len()]);
+        }
+        let mut outcomes = Vec::with_capacity(records.len());
+        for rec in records {
+            match self.send(self.body_of(rec)) {
+                Ok(outcome) => outcomes.push(outcome),
+                // Nothing sent yet: the request as a whole failed.
+                Err(e) if outcomes.is_empty() => return Err(RequestError(e)),
+                // The endpoint is failing: do not try the rest now, the driver retries them
+                // after a pause.
+                Err(e) => {
+                    outcomes.resize(records.len(), Outcome::Retry(e));
+                    break;
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// A Slack message for `rec`: a short `text` (the notification) and `blocks` with the level,
+/// rule, message and the who/where fields. User-controlled text is escaped (`&`, `<`, `>`), so
+/// an event cannot inject links or `@channel` mentions.
+pub fn slack_message(rec: &Record) -> serde_json::Value {
+    let s = Summary::of(&rec.doc);
+    let (label, emoji) = match (rec.flow, rec.level) {
+        (Flow::Events, _) => ("EVENT", ":information_source:"),
+        (Flow::Alerts, Some(Level::Critical)) => ("CRITICAL", ":rotating_light:"),
+        (Flow::Alerts, Some(Level::High)) => ("HIGH", ":red_circle:"),
+        (Flow::Alerts, Some(Level::Medium)) => ("MEDIUM", ":large_orange_circle:"),
+        (Flow::Alerts, Some(Level::Low)) => ("LOW", ":large_yellow_circle:"),
+        (Flow::Alerts, Some(Level::Informational) | None) => ("INFO", ":information_source:"),
+    };
+    let title = match (&rec.flow, &rec.rule) {
+        (Flow::Alerts, Some((_, title))) => title.clone(),
+        _ => s.event_name(),
+    };
+    let title = slack_escape(&truncate_chars(&title, 150));
+    let message = s
+        .message
+        .as_deref()
+        .map(|m| slack_escape(&truncate_chars(m, 500)));
+    let text = match &message {
+        Some(m) => format!("[{label}] {title}: {m}"),
+        None => format!("[{label}] {title}"),
+    };
+    let mut headline = format!("{emoji} *{label}* {title}");
+    if let Some(m) = &message {
+        headline.push('\n');
+        headline.push_str(m);
+    }
+    let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": headline}})];
+    let fields: Vec<serde_json::Value> = [
+        ("User", s.user.name.clone()),
+        ("Source IP", s.source.ip.clone()),
+        ("Namespace", s.orchestrator.namespace.clone()),
+        ("Resource", s.resource()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| {
+        let v = slack_escape(&truncate_chars(&v?, 200));
+        Some(json!({"type": "mrkdwn", "text": format!("*{k}*\n{v}")}))
+    })
+    .collect();
+    if !fields.is_empty() {
+        blocks.push(json!({"type": "section", "fields": fields}));
+    }
+    let mut context = Vec::new();
+    if let (Flow::Alerts, Some((id, _))) = (&rec.flow, &rec.rule) {
+        context.push(format!("rule {}", slack_escape(&truncate_chars(id, 100))));
+    }
+    if let Some(c) = &s.orchestrator.cluster.name {
+        context.push(format!("cluster {}", slack_escape(&truncate_chars(c, 100))));
+    }
+    context.push(
+        rec.time_or_now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": context.join(" · ")}],
+    }));
+    json!({"text": text, "blocks": blocks})
+}
+
+/// Escapes the three characters Slack's message formatting gives meaning to.
+fn slack_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most `max` characters of `s`, ending with `…` when cut.
+pub(super) fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => {
+            let mut out = s[..end].trim_end().to_string();
+            out.push('…');
+            out
+        }
+    }
+}
+
+/// ` (body: ...)` quoting the start of a response body, or nothing when it is empty.
+pub(super) fn quote_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" (body: {})", truncate_chars(&text, REASON_BODY_CHARS))
+    }
+}
+
+/// The HTTP client of a sink: rustls with the sink's TLS settings, a timeout per request, no
+/// redirects (a redirected POST can lose its body; credentials must not follow it).
+pub(super) fn client(
+    sink: &str,
+    tls: Option<&TlsConfig>,
+    timeout: Duration,
+) -> Result<reqwest::Client, SinkError> {
+    let setup = |message: String| SinkError::Setup {
+        sink: sink.to_string(),
+        message,
+    };
+    let tls = tls
+        .cloned()
+        .unwrap_or_default()
+        .client_config()
+        .map_err(setup)?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tripline/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| setup(format!("building the HTTP client: {}", error_text(e))))
+}
+
+/// Parses an `http(s)://` URL given under `key`; `tls` says whether TLS settings were given
+/// (they need `https`). Errors never quote the URL.
+pub(super) fn parse_url(url: &str, key: &str, tls: bool) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{key}: not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if tls => return Err(format!("{key}: `tls` is set but the URL is `http://`")),
+        "http" => {}
+        other => {
+            return Err(format!(
+                "{key}: scheme `{other}` is neither `http` nor `https`"
+            ))
+        }
+    }
+    if parsed.host_str().is_none() {
+        return Err(format!("{key}: the URL has no host"));
+    }
+    Ok(parsed)
+}
+
+/// `scheme://host:port` of a URL: what messages may show of it.
+pub(super) fn origin(url: &reqwest::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!("{}/<redacted>", origin(&u)),
+        Err(_) => "<redacted>".to_string(),
+    }
+}
+
+/// A header value marked sensitive (left out of the HTTP stack's debug output).
+pub(super) fn sensitive(v: &str) -> Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::from_str(v)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Reads at most `max` bytes of a response body; a body that fails half-way gives what came.
+pub(super) async fn body_prefix(response: &mut reqwest::Response, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(max - out.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A reqwest error and its causes, without the URL (it may hold a secret).
+pub(super) fn error_text(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.ends_with(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// `Basic base64(user:password)` (RFC 7617).
+fn basic_auth(user: &str, password: Option<&str>) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{}", password.unwrap_or(""));
+    let mut out = String::from("Basic ");
+    for chunk in input.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(yaml: &str) -> HttpSinkConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn basic_auth_is_rfc_7617_base64() {
+        assert_eq!(
+            basic_auth("Aladdin", Some("open sesame")),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(basic_auth("a", Some("")), "Basic YTo=");
+        assert_eq!(basic_auth("ab", Some("c")), "Basic YWI6Yw==");
+        assert_eq!(basic_auth("ab", Some("cd")), "Basic YWI6Y2Q=");
+    }
+
+    #[test]
+    fn slack_text_is_escaped_and_short() {
+        assert_eq!(
+            slack_escape("<!channel> & <http://x|y>"),
+            "&lt;!channel&gt; &amp; &lt;http://x|y&gt;"
+        );
+        assert_eq!(truncate_chars("héllo wörld", 5), "héllo…");
+        assert_eq!(truncate_chars("short", 5), "short");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = cfg("url: https://hooks.example/services/T0/B0/SECRETPATH\ntoken: s3cret-token\nheaders:\n  X-Key: hidden-value\nusername: u\npassword: hunter2\n");
+        let d = format!("{c:?}");
+        for secret in ["SECRETPATH", "s3cret-token", "hidden-value", "hunter2"] {
+            assert!(!d.contains(secret), "{d}");
+        }
+        assert!(
+            d.contains("https://hooks.example") && d.contains("X-Key"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_reported_without_secrets() {
+        let err = |y: &str| match HttpSink::new("h", &cfg(y)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted {y}"),
+        };
+        assert!(err("url: ftp://x/y\n").contains("scheme `ftp`"));
+        assert!(err("url: http://x/\ntls: {}\n").contains("`tls` is set"));
+        assert!(err("url: http://x/\ntemplate: slack\nmode: batch\n").contains("mode: single"));
+        assert!(err("url: http://x/\ntoken: t\nusername: u\n").contains("not both"));
+        assert!(err("url: http://x/\npassword: p\n").contains("needs `username`"));
+        let e = err("url: http://x/\nheaders:\n  X-A: \"bad\\nSECRET\"\n");
+        assert!(e.contains("headers.X-A") && !e.contains("SECRET"), "{e}");
+        assert!(
+            err("url: http://x/\ntoken: t\nheaders:\n  Authorization: x\n")
+                .contains("Authorization")
+        );
+        assert!(serde_yaml::from_str::<HttpSinkConfig>("url: http://x/\nmethod: PUT\n").is_err());
+    }
+
+    #[test]
+    fn response_bodies_are_quoted_short_and_on_one_line() {
+        assert_eq!(quote_body(b""), "");
+        assert_eq!(quote_body(b"bad\nthing"), " (body: bad thing)");
+        let long = vec![b'x'; 1000];
+        assert_eq!(
+            quote_body(&long).chars().count(),
+            " (body: )".len() + REASON_BODY_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn keys_parse_inside_the_sinks_list() {
+        let c = crate::config::Config::from_str_named(
+            "c.yaml",
+            "sinks:\n  - type: http\n    url: https://hooks.slack.com/services/x\n    template: slack\n    headers:\n      X-Key: ${K}\n    timeout: 3s\n",
+            &|_| Some("v".to_string()),
+        )
+        .unwrap();
+        let crate::config::SinkKind::Http(h) = &c.sinks[0].kind else {
+            panic!("{:?}", c.sinks[0].kind);
+        };
+        assert_eq!(h.template, HttpTemplate::Slack);
+        assert_eq!(h.headers.get("X-Key").map(String::as_str), Some("v"));
+        assert_eq!(h.timeout.0, Duration::from_secs(3));
     }
 }
