@@ -117,6 +117,8 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// The API server's audit webhook (`--audit-webhook-config-file`).
     Webhook(crate::source::webhook::WebhookSourceConfig),
+    /// A Kafka consumer group.
+    Kafka(crate::source::kafka::KafkaSourceConfig),
 }
 
 /// `sources: - type: file`.
@@ -310,6 +312,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.name.clone().unwrap_or(format!("file-{index}")),
             SourceConfig::Webhook(c) => c.name.clone().unwrap_or(format!("webhook-{index}")),
+            SourceConfig::Kafka(c) => c.name.clone().unwrap_or(format!("kafka-{index}")),
         }
     }
 }
@@ -577,6 +580,11 @@ impl Config {
                 }
                 SourceConfig::Webhook(w) => {
                     for problem in w.validate() {
+                        p.push(format!("sources[{i}].{problem}"));
+                    }
+                }
+                SourceConfig::Kafka(k) => {
+                    for problem in k.validate() {
                         p.push(format!("sources[{i}].{problem}"));
                     }
                 }

@@ -142,10 +142,41 @@ pub fn run(
         // A webhook source spools what it accepts; a file source follows the spool.
         let fc = match s {
             SourceConfig::File(fc) => fc.clone(),
+            SourceConfig::Kafka(kc) => {
+                #[cfg(feature = "kafka")]
+                {
+                    let src = crate::source::kafka::KafkaSource::new(
+                        &name,
+                        kc,
+                        cfg.pipeline.batch_max_bytes,
+                        batch_tx.clone(),
+                        event_tx.clone(),
+                        metrics.clone(),
+                    )
+                    .map_err(|e| PipelineError::Rules(e.to_string()))?;
+                    let stop = control.stop.clone();
+                    let drain = cfg.pipeline.shutdown_timeout.0;
+                    let h = health.component(&format!("source:{name}"));
+                    source_threads.push(
+                        std::thread::Builder::new()
+                            .name(format!("source-{name}"))
+                            .spawn(move || src.run(stop, drain, h))
+                            .expect("spawning a thread"),
+                    );
+                    continue;
+                }
+                #[cfg(not(feature = "kafka"))]
+                {
+                    let _ = kc;
+                    return Err(PipelineError::Rules(format!(
+                        "source `{name}`: this tripline was built without Kafka support (cargo feature `kafka`)"
+                    )));
+                }
+            }
             SourceConfig::Webhook(wc) => {
                 let dir = crate::source::webhook::spool_dir(&cfg.state_dir, &name);
-                let spool = crate::source::spool::Spool::open(&dir, wc.spool_max_bytes)
-                    .map_err(|e| {
+                let spool =
+                    crate::source::spool::Spool::open(&dir, wc.spool_max_bytes).map_err(|e| {
                         PipelineError::Rules(format!(
                             "source `{name}`: opening the spool {}: {e}",
                             dir.display()
@@ -465,6 +496,7 @@ impl WorkerContext {
                 &[("source", &batch.source), ("reason", reason)],
             )
             .inc();
+        let offset = batch.report_offset(offset);
         tracing::warn!(source = %batch.source, path = %batch.path, line, offset, reason, "skipped: {msg}");
         self.dead_letters
             .write(&batch.source, &batch.path, line, offset, reason, msg, raw);

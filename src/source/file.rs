@@ -877,6 +877,7 @@ impl FileSource {
                 data,
                 first_line: first,
                 start_offset,
+                message_offsets: Vec::new(),
                 ack,
             };
             // Backpressure: wait for room, taking completions meanwhile.

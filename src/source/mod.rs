@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod file;
+pub mod kafka;
 pub mod spool;
 pub mod webhook;
 
@@ -77,5 +78,21 @@ pub struct Batch {
     pub first_line: u64,
     /// The byte offset of `data[0]` in the file.
     pub start_offset: u64,
+    /// For sources of messages (Kafka): byte position in `data` -> message offset, ascending,
+    /// so a bad line is reported by its message offset. Empty for files.
+    pub message_offsets: Vec<(u64, u64)>,
     pub ack: Arc<Ack>,
+}
+
+impl Batch {
+    /// The position to report for a line at `offset` (as computed from `start_offset`): the
+    /// offset of the message holding it for message sources, else `offset` itself.
+    pub fn report_offset(&self, offset: u64) -> u64 {
+        if self.message_offsets.is_empty() {
+            return offset;
+        }
+        let rel = offset - self.start_offset;
+        let i = self.message_offsets.partition_point(|(pos, _)| *pos <= rel);
+        self.message_offsets[i.saturating_sub(1)].1
+    }
 }
