@@ -421,3 +421,74 @@ fn a_full_spool_answers_429_and_a_batch_acknowledged_before_a_kill_is_delivered_
     );
     h.daemon.stop();
 }
+
+/// (rule id, auditID) of each alert document.
+fn alert_keys(alerts: &[serde_json::Value]) -> Vec<(String, String)> {
+    let mut k: Vec<(String, String)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["rule"]["id"].as_str().unwrap_or("?").to_string(),
+                a["kubernetes"]["audit"]["auditID"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn real_events_replayed_as_event_lists_alert_like_tripline_scan() {
+    let data = std::env::var_os("TRIPLINE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let log = data.join("real/openshift/audit_in.log");
+    if !log.is_file() {
+        eprintln!(
+            "SKIPPED: {} not found (set TRIPLINE_SHARED_DATA); webhook replay not checked",
+            log.display()
+        );
+        return;
+    }
+    // What `tripline scan` finds in the file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["scan", "--format", "json", "--no-progress"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let expected: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!expected.is_empty(), "the capture has an alert to compare");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki(dir);
+    let h = start(dir, &pki, "", None);
+    let rt = runtime();
+    let c = client(&pki, Some(&pki.client));
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for chunk in events.chunks(25) {
+        let body = serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": chunk});
+        assert_eq!(post(&rt, &c, &h.url, body.to_string(), None), Ok(200));
+    }
+    let events_out = dir.join("out/events.jsonl");
+    wait_until(
+        Duration::from_secs(30),
+        || read_lines(&events_out).len() >= events.len(),
+        || h.daemon.logs(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = read_lines(&dir.join("out/alerts.jsonl"));
+    assert_eq!(alert_keys(&got), alert_keys(&expected));
+    h.daemon.stop();
+}
