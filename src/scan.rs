@@ -207,6 +207,13 @@ impl Report {
                 .collect();
             let _ = writeln!(out, "Skipped {}: {}.", st.skipped_total(), parts.join(", "));
         }
+        if st.bodies_omitted > 0 {
+            let _ = writeln!(
+                out,
+                "Bodies replaced by `skipped-too-big-size-object` (AKS) in {} events: rules on fields inside them could not match.",
+                st.bodies_omitted
+            );
+        }
         out
     }
 }

@@ -376,3 +376,70 @@ fn short_secrets_and_deeply_nested_bodies_never_reach_the_message() {
     );
     assert_eq!(a[0]["user"]["name"], "dev", "the alert keeps its fields");
 }
+
+/// The alerts of a JSON-mode scan, by what identifies them: rule, event, message.
+fn alert_keys(out: &Output) -> Vec<String> {
+    let mut keys: Vec<String> = alerts(out)
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["rule"]["id"], a["kubernetes"]["audit"]["auditID"], a["message"]
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn eks_cloudwatch_exports_alert_like_the_plain_events() {
+    use base64::Engine as _;
+    let plain = std::fs::read_to_string(root().join("samples/audit.log")).unwrap();
+    let events: Vec<&str> = plain.lines().filter(|l| !l.trim().is_empty()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    // `aws logs filter-log-events ... | jq -c '.events[]'`: one log event per line.
+    let mut exported = String::new();
+    for (i, e) in events.iter().enumerate() {
+        let line = serde_json::json!({
+            "logStreamName": "kube-apiserver-audit-0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "timestamp": 1772359200000u64 + i as u64,
+            "message": e,
+            "ingestionTime": 1772359201000u64 + i as u64,
+            "eventId": format!("{i:056}"),
+        });
+        exported.push_str(&format!("{line}\n"));
+    }
+    let exported_path = dir.path().join("eks-export.jsonl");
+    std::fs::write(&exported_path, &exported).unwrap();
+    // Kinesis records of a subscription filter: gzip+base64 payloads of 100 log events.
+    let mut kinesis = String::new();
+    for chunk in events.chunks(100) {
+        let payload = serde_json::json!({
+            "messageType": "DATA_MESSAGE",
+            "owner": "111122223333",
+            "logGroup": "/aws/eks/prod-eu/cluster",
+            "logStream": "kube-apiserver-audit-0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "subscriptionFilters": ["tripline"],
+            "logEvents": chunk.iter().enumerate().map(|(i, e)| serde_json::json!({"id": i.to_string(), "timestamp": 1772359200000u64, "message": e})).collect::<Vec<_>>(),
+        });
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(payload.to_string().as_bytes()).unwrap();
+        kinesis.push_str(&base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap()));
+        kinesis.push('\n');
+    }
+    let kinesis_path = dir.path().join("eks-kinesis.b64");
+    std::fs::write(&kinesis_path, &kinesis).unwrap();
+
+    let want = run(&["scan", "--format", "json", "samples/audit.log"]);
+    assert!(want.status.success());
+    let want_keys = alert_keys(&want);
+    assert!(want_keys.len() >= 8, "{want_keys:?}");
+    for path in [&exported_path, &kinesis_path] {
+        let got = run(&["scan", "--format", "json", path.to_str().unwrap()]);
+        assert!(got.status.success(), "{}", text(&got.stderr));
+        assert_eq!(alert_keys(&got), want_keys, "{}", path.display());
+        // Same events, nothing skipped.
+        assert_eq!(text(&got.stderr), text(&want.stderr), "{}", path.display());
+    }
+}

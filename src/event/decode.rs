@@ -1,6 +1,7 @@
 //! Decoding audit events from bytes: JSON Lines (the log backend), a single `Event`, an
 //! `EventList` (the webhook backend), pretty-printed documents, plain or gzip files and
-//! directories. Bad input is counted by reason and reported with its source and line, never a
+//! directories, and the managed clusters' log envelopes around events (EKS, AKS, GKE: see
+//! `envelope.rs`). Bad input is counted by reason and reported with its source and line, never a
 //! panic and never the end of a scan.
 
 use std::fmt;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::envelope;
 use super::json::{JsonError, Scanner};
 use super::view::Event;
 
@@ -21,7 +23,8 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
 pub enum SkipReason {
     /// Not valid JSON.
     MalformedJson,
-    /// Valid JSON, but not an audit `Event` or `EventList` (e.g. `{"kind": 0}`).
+    /// Valid JSON, but not an audit `Event`, `EventList` or a known cloud envelope around events
+    /// (e.g. `{"kind": 0}`).
     NotAnEvent,
     /// Bytes that are not UTF-8.
     InvalidUtf8,
@@ -92,6 +95,9 @@ pub struct DecodeStats {
     pub lines: u64,
     pub bytes: u64,
     pub skipped: [u64; SkipReason::ALL.len()],
+    /// Events whose request or response body AKS replaced by `skipped-too-big-size-object`
+    /// ([`Event::body_omitted`]).
+    pub bodies_omitted: u64,
 }
 
 impl DecodeStats {
@@ -107,6 +113,7 @@ impl DecodeStats {
         self.events += other.events;
         self.lines += other.lines;
         self.bytes += other.bytes;
+        self.bodies_omitted += other.bodies_omitted;
         for (a, b) in self.skipped.iter_mut().zip(other.skipped.iter()) {
             *a += b;
         }
@@ -119,6 +126,10 @@ impl DecodeStats {
 
 /// What one decoded JSON value produced.
 pub type Decoded<'r, 'a> = Result<&'r Event<'a>, (SkipReason, String)>;
+
+/// The callback of [`decode_value_into`]. It is called for any lifetime of the event: an event
+/// unwrapped from a cloud envelope borrows from a buffer that lives only for the call.
+pub type DecodeFn<'f> = dyn for<'r, 'e> FnMut(Decoded<'r, 'e>) + 'f;
 
 fn classify(e: JsonError, text: &str) -> (SkipReason, String) {
     match e {
@@ -164,17 +175,24 @@ fn check_event(ev: &Event<'_>) -> Result<(), (SkipReason, String)> {
     Ok(())
 }
 
-/// Decodes one JSON value that is an audit `Event` or an `EventList` and calls `f` with each
-/// event (or with the reason an item was skipped). Returns the number of events passed to `f`.
-/// Borrows from `text`; allocates only for escaped strings and the item list of an `EventList`.
-pub fn decode_value_into<'a>(text: &'a str, f: &mut dyn FnMut(Decoded<'_, 'a>)) -> usize {
+/// Decodes one JSON value that is an audit `Event` or an `EventList`, or a cloud envelope around
+/// events (EKS, AKS, GKE: see `envelope.rs`), and calls `f` with each event (or with the reason
+/// an item was skipped). Returns the number of events passed to `f`.
+///
+/// A plain event or `EventList` borrows from `text` and allocates only for escaped strings and
+/// the item list of an `EventList`; envelopes are looked for only after the value turned out not
+/// to be one, so they cost plain events nothing. An unwrapped event's [`Event::raw`] is the inner
+/// event's JSON text.
+pub fn decode_value_into(text: &str, f: &mut DecodeFn<'_>) -> usize {
+    decode_at(text, f, 0)
+}
+
+/// [`decode_value_into`] for a value found `depth` envelopes deep.
+pub(super) fn decode_at(text: &str, f: &mut DecodeFn<'_>, depth: u8) -> usize {
     let mut ev = Event::default();
     match decode_event(text, &mut ev) {
         Ok(()) => {}
-        Err(e) => {
-            f(Err(e));
-            return 0;
-        }
+        Err(e) => return envelope::decode_other(text, e, false, f, depth),
     };
     if ev.kind.as_deref() == Some("EventList") {
         let Some(items) = ev.items else {
@@ -212,6 +230,8 @@ pub fn decode_value_into<'a>(text: &'a str, f: &mut dyn FnMut(Decoded<'_, 'a>)) 
             f(Ok(&ev));
             1
         }
+        // An object without `kind`, `verb` or `auditID`: perhaps an envelope.
+        Err(e) if ev.kind.is_none() => envelope::decode_other(text, e, true, f, depth),
         Err(e) => {
             f(Err(e));
             0
@@ -556,10 +576,15 @@ impl InputReader {
                 }
             }
             let mut errors = Vec::new();
+            let mut omitted = 0;
             stats.events += decode_value_into(text, &mut |d| match d {
-                Ok(ev) => on_event(ev),
+                Ok(ev) => {
+                    omitted += u64::from(ev.body_omitted());
+                    on_event(ev)
+                }
                 Err(e) => errors.push(e),
             }) as u64;
+            stats.bodies_omitted += omitted;
             for (reason, msg) in errors {
                 let reason = if reason == SkipReason::Truncated && terminated {
                     SkipReason::MalformedJson
@@ -643,10 +668,15 @@ impl InputReader {
             match scanner.skip_value() {
                 Ok(value) => {
                     let mut errors = Vec::new();
+                    let mut omitted = 0;
                     stats.events += decode_value_into(value, &mut |d| match d {
-                        Ok(ev) => on_event(ev),
+                        Ok(ev) => {
+                            omitted += u64::from(ev.body_omitted());
+                            on_event(ev)
+                        }
                         Err(e) => errors.push(e),
                     }) as u64;
+                    stats.bodies_omitted += omitted;
                     for (reason, msg) in errors {
                         report(stats, line, reason, msg);
                     }
@@ -787,6 +817,16 @@ mod tests {
                 Ok(2),
             ),
             (r#"{"kind":"EventList"}"#, Err(SkipReason::NotAnEvent)),
+            // Cloud envelopes (more in envelope.rs).
+            (r#"{"timestamp":1,"message":"{\"verb\":\"get\"}"}"#, Ok(1)),
+            (
+                r#"{"records":[{"category":"kube-audit","properties":{"log":{"verb":"get"}}}]}"#,
+                Ok(1),
+            ),
+            (r#"[{"verb":"get"},{"verb":"list"}]"#, Ok(2)),
+            (r#"{"foo":"bar"}"#, Err(SkipReason::NotAnEvent)),
+            (r#"{"messageType":"CONTROL_MESSAGE","logEvents":[]}"#, Ok(0)),
+            ("H4sIAAAA", Err(SkipReason::Unreadable)),
         ];
         for (text, want) in cases {
             assert_eq!(&decode_one(text), want, "{text}");
@@ -898,6 +938,42 @@ mod tests {
         let (_, _, errs) = read_all(input);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!((errs[0].line, errs[0].reason), (3, SkipReason::NotAnEvent));
+    }
+
+    #[test]
+    fn pretty_printed_envelopes_are_read_and_omitted_bodies_counted() {
+        // `gcloud logging read --format=json`: an indented array of entries.
+        let gke = r#"[
+  {
+    "insertId": "1",
+    "logName": "projects/p/logs/cloudaudit.googleapis.com%2Factivity",
+    "operation": {"id": "a-1", "producer": "k8s.io", "first": true, "last": true},
+    "protoPayload": {
+      "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+      "authenticationInfo": {"principalEmail": "alice@example.com"},
+      "methodName": "io.k8s.core.v1.secrets.get",
+      "resourceName": "core/v1/namespaces/default/secrets/db",
+      "serviceName": "k8s.io"
+    },
+    "timestamp": "2026-03-01T10:00:00Z"
+  }
+]
+"#;
+        let (stats, verbs, errs) = read_all(gke.as_bytes());
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(verbs, ["get"]);
+        assert_eq!(stats.events, 1);
+
+        let big =
+            r#"{"verb":"create","auditID":"b","requestObject":"skipped-too-big-size-object"}"#;
+        let aks = format!(
+            "{{\"records\":[{{\"category\":\"kube-audit\",\"properties\":{{\"log\":{}}}}}]}}\n{{\"verb\":\"get\"}}\n",
+            serde_json::to_string(big).unwrap()
+        );
+        let (stats, verbs, errs) = read_all(aks.as_bytes());
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(verbs, ["create", "get"]);
+        assert_eq!(stats.bodies_omitted, 1);
     }
 
     #[test]

@@ -1,16 +1,19 @@
-//! Audit events: the borrowed [`Event`] view, field access for rules, decoding of inputs, and
-//! redaction of secret values before anything leaves the process.
+//! Audit events: the borrowed [`Event`] view, field access for rules, decoding of inputs (with
+//! the EKS, AKS and GKE log envelopes around them), and redaction of secret values before
+//! anything leaves the process.
 
 mod decode;
+mod envelope;
 mod field;
+mod gke;
 mod json;
 mod pod;
 pub mod redact;
 mod view;
 
 pub use decode::{
-    decode_value_into, DecodeError, DecodeStats, Decoded, Input, InputReader, Line, LineReader,
-    SkipReason, DEFAULT_MAX_LINE_BYTES,
+    decode_value_into, DecodeError, DecodeFn, DecodeStats, Decoded, Input, InputReader, Line,
+    LineReader, SkipReason, DEFAULT_MAX_LINE_BYTES,
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};
 pub use json::parse_value;

@@ -297,9 +297,18 @@ impl<'a> Event<'a> {
         self.lazy.get_or_init(Box::default)
     }
 
-    /// The exact JSON text of this event.
+    /// The exact JSON text of this event (for an event unwrapped from a cloud envelope, the inner
+    /// event's text).
     pub fn raw(&self) -> &'a str {
         self.raw
+    }
+
+    /// True if and only if AKS replaced the request or the response body by the string
+    /// `skipped-too-big-size-object` (a body too big to log). Rules on fields inside that body
+    /// cannot match. Two length comparisons; no parsing.
+    pub fn body_omitted(&self) -> bool {
+        const OMITTED: &str = "\"skipped-too-big-size-object\"";
+        self.request_object == Some(OMITTED) || self.response_object == Some(OMITTED)
     }
 
     /// The event's time: `stageTimestamp`, else `requestReceivedTimestamp`, else `timestamp`.

@@ -228,9 +228,11 @@ fn check_index(index: &str, data_stream: bool) -> Result<(), String> {
         if c == '%' {
             match chars.next() {
                 Some('Y' | 'm' | 'd' | 'H') if !data_stream => {}
-                Some('Y' | 'm' | 'd' | 'H') => return Err(format!(
+                Some('Y' | 'm' | 'd' | 'H') => {
+                    return Err(format!(
                     "`{index}`: data streams roll over by themselves; remove the date placeholders"
-                )),
+                ))
+                }
                 other => {
                     return Err(format!(
                         "`{index}`: unknown placeholder `%{}` (use %Y, %m, %d, %H)",
