@@ -474,3 +474,82 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A CA, a server certificate for `localhost` and a client certificate, as PEM files in `dir`;
+/// returns the TLS server configuration that requires the client certificate.
+fn tls_files(dir: &Path) -> std::sync::Arc<rustls::ServerConfig> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    use rustls_pki_types::pem::PemObject;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |name: &str, usage| {
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.extended_key_usages = vec![usage];
+        let k = KeyPair::generate().unwrap();
+        (p.signed_by(&k, &ca).unwrap().pem(), k.serialize_pem())
+    };
+    let (scert, skey) = leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let (ccert, ckey) = leaf("tripline", ExtendedKeyUsagePurpose::ClientAuth);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("client.crt"), ccert).unwrap();
+    std::fs::write(dir.join("client.key"), ckey).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .unwrap();
+    let cfg = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![rustls_pki_types::CertificateDer::from_pem_slice(scert.as_bytes()).unwrap()],
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(skey.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    std::sync::Arc::new(cfg)
+}
+
+#[test]
+fn https_with_a_custom_ca_and_a_client_certificate() {
+    if !servers::available(&[servers::NOIDA]) {
+        return;
+    }
+    let es = Server::noida_temp();
+    let base = es.base_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let front = proxy::Proxy::start_tls(&base, tls_files(dir));
+    let url = format!("https://localhost:{}", front.port);
+    // One sink with the client certificate, one without: only the first gets through.
+    let tls = format!(
+        "    tls: {{ ca: {d}/ca.pem, cert: {d}/client.crt, key: {d}/client.key }}\n",
+        d = dir.display()
+    );
+    let no_cert = format!(
+        "    tls: {{ ca: {d}/ca.pem }}\n    events_index: \"nocert-%Y.%m.%d\"\n    alerts_index: \"nocert-alerts-%Y.%m.%d\"\n    required: false\n",
+        d = dir.display()
+    );
+    let d = start(
+        dir,
+        &(es_sink("es", &url, &tls) + &es_sink("nocert", &url, &no_cert)),
+    );
+    append(&dir.join("logs/audit.log"), &quiet_lines(0, 20));
+    wait_count(&d, &base, EVENTS, 20, Duration::from_secs(30));
+    wait_until(
+        Duration::from_secs(20),
+        || {
+            d.metric("tripline_sink_failures_total{sink=\"nocert\"}")
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+        || d.logs(),
+    );
+    assert_eq!(count(&base, "nocert-*"), 0);
+    d.stop();
+}

@@ -50,7 +50,36 @@ impl Proxy {
                 let f = f.clone();
                 let backend = backend.clone();
                 std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
                     let _ = serve(conn, &backend, &f);
+                });
+            }
+        });
+        Proxy { port, faults }
+    }
+
+    /// Like [`Proxy::start`], serving HTTPS with `config` (which may require client
+    /// certificates): a TLS front for servers that speak only plain HTTP.
+    pub fn start_tls(backend: &str, config: std::sync::Arc<rustls::ServerConfig>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let f = faults.clone();
+        let backend = backend.to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let f = f.clone();
+                let backend = backend.clone();
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                    let Ok(tls) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut stream = rustls::StreamOwned::new(tls, conn);
+                    let _ = serve(&mut stream, &backend, &f);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
                 });
             }
         });
@@ -66,8 +95,11 @@ impl Proxy {
     }
 }
 
-fn serve(mut conn: TcpStream, backend: &str, faults: &Mutex<Faults>) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+fn serve(
+    mut conn: impl Read + Write,
+    backend: &str,
+    faults: &Mutex<Faults>,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     let head_end = loop {
@@ -224,7 +256,7 @@ fn serve(mut conn: TcpStream, backend: &str, faults: &Mutex<Faults>) -> std::io:
     respond(&mut conn, 200, body.as_bytes())
 }
 
-fn respond(conn: &mut TcpStream, status: u16, body: &[u8]) -> std::io::Result<()> {
+fn respond(conn: &mut impl Write, status: u16, body: &[u8]) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
