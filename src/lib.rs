@@ -5,6 +5,7 @@ pub mod alert;
 pub mod config;
 pub mod event;
 pub mod pipeline;
+pub mod policy;
 pub mod rules;
 pub mod scan;
 pub mod sink;

@@ -39,6 +39,9 @@ enum Command {
     /// Work with the configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check an audit policy against the loaded rules.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run the daemon: follow the configured sources, detect, deliver to the sinks.
     Run {
         /// The config file.
@@ -96,6 +99,18 @@ enum RulesCommand {
     },
     /// List the loaded rules: id, level, title, tags.
     List {
+        #[command(flatten)]
+        source: RuleSource,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Report the rules that can never fire under an audit Policy file (their events are not
+    /// recorded, or not with the bodies or stages they read). Exit 1 if there are any.
+    Check {
+        /// The audit Policy (`audit.k8s.io/v1`), as given to `--audit-policy-file`.
+        policy: PathBuf,
         #[command(flatten)]
         source: RuleSource,
     },
@@ -275,6 +290,54 @@ fn load_for_rules_cmd(paths: &[PathBuf]) -> rules::Loaded {
     rules::load_configured(&cfg, paths, builtin)
 }
 
+fn policy_check(path: &std::path::Path, source: &RuleSource) -> Result<u8> {
+    let policy = match tripline::policy::Policy::load(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let (_, set) = match load_rules(source) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let mut never = 0;
+    let mut unknown = Vec::new();
+    for r in set.rules() {
+        match tripline::policy::check_rule(&policy, r) {
+            tripline::policy::Verdict::CanFire => {}
+            tripline::policy::Verdict::Never(reasons) => {
+                never += 1;
+                println!("{} ({}) can never fire:", r.meta.title, r.meta.id);
+                for why in reasons {
+                    println!("    {why}");
+                }
+            }
+            tripline::policy::Verdict::NoExamples => unknown.push(r.meta.title.as_str()),
+        }
+    }
+    if !unknown.is_empty() {
+        println!(
+            "note: {} rules have no positive tests to check with: {}",
+            unknown.len(),
+            unknown.join("; ")
+        );
+    }
+    println!(
+        "{}: {} of {} rules can fire, {never} cannot{}",
+        path.display(),
+        set.len() - never - unknown.len(),
+        set.len(),
+        if unknown.is_empty() {
+            String::new()
+        } else {
+            format!(", {} unchecked", unknown.len())
+        }
+    );
+    Ok(if never > 0 { 1 } else { 0 })
+}
+
 fn rules_cmd(cmd: RulesCommand) -> Result<u8> {
     match cmd {
         RulesCommand::Check { paths } => {
@@ -423,6 +486,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run_daemon(config),
         Command::Scan(args) => scan(args),
         Command::Rules(cmd) => rules_cmd(cmd),
+        Command::Policy(PolicyCommand::Check { policy, source }) => policy_check(&policy, &source),
         Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
             Ok(cfg) => {
                 for w in cfg.warnings() {

@@ -443,3 +443,60 @@ fn eks_cloudwatch_exports_alert_like_the_plain_events() {
         assert_eq!(text(&got.stderr), text(&want.stderr), "{}", path.display());
     }
 }
+
+#[test]
+fn policy_check_names_the_rules_a_policy_starves() {
+    let dir = tempfile::tempdir().unwrap();
+    let starving = dir.path().join("starving.yaml");
+    std::fs::write(
+        &starving,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n    resources: [{group: \"\", resources: [\"pods/exec\", \"pods/attach\"]}]\n  - level: Metadata\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["policy", "check"])
+        .arg(&starving)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // Exec rules lose their events; body rules lose their bodies; metadata rules still fire.
+    assert!(
+        text.contains("Exec Or Attach Into Pod In Sensitive Namespace"),
+        "{text}"
+    );
+    assert!(text.contains("not recorded (policy rule 1)"), "{text}");
+    assert!(
+        text.contains("recorded at Metadata, which lacks fields the rule reads"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Anonymous Access To API Resource Allowed"),
+        "metadata-only rules can fire: {text}"
+    );
+
+    let everything = dir.path().join("everything.yaml");
+    std::fs::write(
+        &everything,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: RequestResponse\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["policy", "check"])
+        .arg(&everything)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("59 of 59 rules can fire, 0 cannot"), "{text}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    verbz: [get]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verbz"));
+}

@@ -1,0 +1,423 @@
+//! `tripline policy check`: which rules of the loaded pack can never fire under an audit Policy
+//! (`audit.k8s.io/v1`), because the events they need are not recorded, or not at a level that
+//! keeps the request or response bodies they read, or only at stages they do not look at.
+//!
+//! The check replays each rule's own positive examples (its embedded `tests`): an example is
+//! evaluated against the policy as the API server would (the first matching rule gives the level;
+//! `omitStages` drops stages), cut down to what that level records (`Metadata` has no bodies,
+//! `Request` no response body), and matched again. A rule passes if one of its examples still
+//! matches. A rule without examples cannot be checked and is reported as such.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::event::decode_value_into;
+use crate::rules::model::Rule;
+
+/// The audit levels, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum AuditLevel {
+    None,
+    Metadata,
+    Request,
+    RequestResponse,
+}
+
+/// An audit `Policy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<PolicyRule>,
+    #[serde(default)]
+    pub omit_stages: Vec<String>,
+    #[serde(default)]
+    pub omit_managed_fields: bool,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyRule {
+    pub level: AuditLevel,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub user_groups: Vec<String>,
+    #[serde(default)]
+    pub verbs: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<GroupResources>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default, rename = "nonResourceURLs")]
+    pub non_resource_urls: Vec<String>,
+    #[serde(default)]
+    pub omit_stages: Vec<String>,
+    #[serde(default)]
+    pub omit_managed_fields: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupResources {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub resource_names: Vec<String>,
+}
+
+/// What the policy looks at in a request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub verb: String,
+    /// `None` for non-resource requests (`/healthz`).
+    pub resource: Option<ResourceRef>,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ResourceRef {
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Request {
+    /// Reads the fields the policy matches on from an audit event.
+    pub fn from_event(ev: &Value) -> Request {
+        let s = |p: &str| {
+            ev.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let resource = ev
+            .get("objectRef")
+            .filter(|o| o.is_object())
+            .map(|_| ResourceRef {
+                group: s("/objectRef/apiGroup"),
+                resource: s("/objectRef/resource"),
+                subresource: s("/objectRef/subresource"),
+                namespace: s("/objectRef/namespace"),
+                name: s("/objectRef/name"),
+            });
+        let path = s("/requestURI");
+        Request {
+            user: s("/user/username"),
+            groups: ev
+                .pointer("/user/groups")
+                .and_then(Value::as_array)
+                .map(|g| {
+                    g.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            verb: s("/verb"),
+            resource,
+            path: path.split('?').next().unwrap_or("").to_string(),
+        }
+    }
+}
+
+impl PolicyRule {
+    fn url_list(&self) -> impl Iterator<Item = &String> {
+        self.non_resource_urls.iter()
+    }
+
+    /// Whether this rule applies to `r` (the API server's `ruleMatches`).
+    pub fn matches(&self, r: &Request) -> bool {
+        if !self.users.is_empty() && !self.users.contains(&r.user) {
+            return false;
+        }
+        if !self.user_groups.is_empty() && !self.user_groups.iter().any(|g| r.groups.contains(g)) {
+            return false;
+        }
+        if !self.verbs.is_empty() && !self.verbs.contains(&r.verb) {
+            return false;
+        }
+        let has_urls = self.url_list().next().is_some();
+        match &r.resource {
+            Some(res) => {
+                if has_urls && self.resources.is_empty() && self.namespaces.is_empty() {
+                    return false;
+                }
+                if !self.namespaces.is_empty() && !self.namespaces.contains(&res.namespace) {
+                    return false;
+                }
+                if !self.resources.is_empty() && !self.resources.iter().any(|g| g.matches(res)) {
+                    return false;
+                }
+                true
+            }
+            None => {
+                if !self.resources.is_empty() || !self.namespaces.is_empty() {
+                    return false;
+                }
+                if !has_urls {
+                    return true;
+                }
+                self.url_list().any(|u| match u.strip_suffix('*') {
+                    Some(prefix) => r.path.starts_with(prefix),
+                    None => *u == r.path,
+                })
+            }
+        }
+    }
+}
+
+impl GroupResources {
+    fn matches(&self, r: &ResourceRef) -> bool {
+        if self.group != r.group && self.group != "*" {
+            return false;
+        }
+        let name_ok = self.resource_names.is_empty() || self.resource_names.contains(&r.name);
+        if self.resources.is_empty() {
+            return name_ok;
+        }
+        let full = if r.subresource.is_empty() {
+            r.resource.clone()
+        } else {
+            format!("{}/{}", r.resource, r.subresource)
+        };
+        let hit = self.resources.iter().any(|p| {
+            if p == "*" || *p == full {
+                return true;
+            }
+            if let Some(res) = p.strip_suffix("/*") {
+                return res == r.resource && !r.subresource.is_empty();
+            }
+            if let Some(sub) = p.strip_prefix("*/") {
+                return sub == r.subresource;
+            }
+            false
+        });
+        hit && name_ok
+    }
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Policy, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let p: Policy = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        match p.kind.as_deref() {
+            Some("Policy") => {}
+            other => return Err(format!("kind is {other:?}, expected `Policy`")),
+        }
+        match p.api_version.as_deref() {
+            Some("audit.k8s.io/v1") | Some("audit.k8s.io/v1beta1") => {}
+            other => {
+                return Err(format!(
+                    "apiVersion is {other:?}, expected `audit.k8s.io/v1`"
+                ))
+            }
+        }
+        Ok(p)
+    }
+
+    /// The level and the omitted stages for `r`, and the index of the rule that decided.
+    pub fn evaluate(&self, r: &Request) -> (AuditLevel, Vec<String>, Option<usize>) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.matches(r) {
+                let mut omit = self.omit_stages.clone();
+                omit.extend(rule.omit_stages.iter().cloned());
+                return (rule.level, omit, Some(i));
+            }
+        }
+        (AuditLevel::None, self.omit_stages.clone(), None)
+    }
+
+    /// What the API server would record of `event` (None if nothing), and why.
+    pub fn record(&self, event: &Value) -> Result<Value, String> {
+        let r = Request::from_event(event);
+        let (level, omit, rule) = self.evaluate(&r);
+        let which = match rule {
+            Some(i) => format!("policy rule {}", i + 1),
+            None => "no policy rule (level None)".to_string(),
+        };
+        if level == AuditLevel::None {
+            return Err(format!("not recorded ({which})"));
+        }
+        let stage = event.get("stage").and_then(Value::as_str).unwrap_or("");
+        if omit.iter().any(|s| s == stage) {
+            return Err(format!("stage {stage} omitted ({which})"));
+        }
+        let mut out = event.clone();
+        if let Some(o) = out.as_object_mut() {
+            o.insert("level".into(), Value::String(format!("{level:?}")));
+            if level < AuditLevel::Request {
+                o.remove("requestObject");
+            }
+            if level < AuditLevel::RequestResponse {
+                o.remove("responseObject");
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The verdict for one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// One of its examples is recorded fully enough to match.
+    CanFire,
+    /// None is: each example's reason.
+    Never(Vec<String>),
+    /// The rule has no positive examples to replay.
+    NoExamples,
+}
+
+/// Replays `rule`'s positive examples through `policy`.
+pub fn check_rule(policy: &Policy, rule: &Rule) -> Verdict {
+    let mut reasons = Vec::new();
+    let mut any = false;
+    for t in rule.tests.iter().filter(|t| t.expect_match) {
+        any = true;
+        let Ok(ev) = serde_json::from_str::<Value>(&t.event_json) else {
+            reasons.push(format!("test `{}`: unreadable example", t.name));
+            continue;
+        };
+        match policy.record(&ev) {
+            Err(why) => reasons.push(format!("test `{}`: {why}", t.name)),
+            Ok(recorded) => {
+                let text = recorded.to_string();
+                let mut hit = false;
+                decode_value_into(&text, &mut |d| {
+                    if let Ok(e) = d {
+                        hit |= rule.detection_matches(e);
+                    }
+                });
+                if hit {
+                    return Verdict::CanFire;
+                }
+                let level = recorded.get("level").and_then(Value::as_str).unwrap_or("?");
+                reasons.push(format!(
+                    "test `{}`: recorded at {level}, which lacks fields the rule reads",
+                    t.name
+                ));
+            }
+        }
+    }
+    if any {
+        Verdict::Never(reasons)
+    } else {
+        Verdict::NoExamples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    users: ["system:kube-proxy"]
+  - level: None
+    nonResourceURLs: ["/healthz*", "/readyz"]
+  - level: Metadata
+    resources: [{group: "", resources: ["secrets"]}]
+  - level: RequestResponse
+    resources: [{group: "", resources: ["pods/exec", "pods/attach"]}]
+  - level: Request
+    verbs: [create]
+    resources: [{group: "apps", resources: ["*"]}, {group: "", resources: ["pods"]}]
+  - level: Metadata
+    omitStages: [ResponseStarted]
+"#;
+
+    fn ev(v: Value) -> Value {
+        v
+    }
+
+    #[test]
+    fn first_matching_rule_decides() {
+        let p = Policy::parse(POLICY).unwrap();
+        let level = |e: Value| p.evaluate(&Request::from_event(&e)).0;
+        assert_eq!(
+            level(ev(
+                serde_json::json!({"user": {"username": "system:kube-proxy"}, "verb": "get", "objectRef": {"resource": "secrets"}})
+            )),
+            AuditLevel::None
+        );
+        assert_eq!(
+            level(
+                serde_json::json!({"verb": "get", "objectRef": {"resource": "secrets", "namespace": "a"}})
+            ),
+            AuditLevel::Metadata
+        );
+        assert_eq!(
+            level(
+                serde_json::json!({"verb": "create", "objectRef": {"resource": "pods", "subresource": "exec"}})
+            ),
+            AuditLevel::RequestResponse
+        );
+        assert_eq!(
+            level(
+                serde_json::json!({"verb": "create", "objectRef": {"resource": "pods", "subresource": "log"}})
+            ),
+            AuditLevel::Metadata,
+            "pods does not cover pods/log"
+        );
+        assert_eq!(
+            level(
+                serde_json::json!({"verb": "create", "objectRef": {"apiGroup": "apps", "resource": "deployments"}})
+            ),
+            AuditLevel::Request
+        );
+        assert_eq!(
+            level(serde_json::json!({"verb": "get", "requestURI": "/healthz/etcd"})),
+            AuditLevel::None
+        );
+        assert_eq!(
+            level(serde_json::json!({"verb": "get", "requestURI": "/version"})),
+            AuditLevel::Metadata
+        );
+    }
+
+    #[test]
+    fn recording_cuts_bodies_and_omits_stages() {
+        let p = Policy::parse(POLICY).unwrap();
+        let e = serde_json::json!({"verb": "update", "stage": "ResponseComplete", "objectRef": {"resource": "configmaps"}, "requestObject": {"a": 1}, "responseObject": {"b": 2}});
+        let r = p.record(&e).unwrap();
+        assert!(r.get("requestObject").is_none() && r.get("responseObject").is_none());
+        assert_eq!(r["level"], "Metadata");
+        let e = serde_json::json!({"verb": "create", "stage": "ResponseComplete", "objectRef": {"resource": "pods"}, "requestObject": {"a": 1}, "responseObject": {"b": 2}});
+        let r = p.record(&e).unwrap();
+        assert!(r.get("requestObject").is_some() && r.get("responseObject").is_none());
+        let e = serde_json::json!({"verb": "get", "stage": "ResponseStarted", "objectRef": {"resource": "configmaps"}});
+        assert!(p
+            .record(&e)
+            .unwrap_err()
+            .contains("ResponseStarted omitted"));
+        assert!(Policy::parse("kind: Pod\napiVersion: v1\n")
+            .unwrap_err()
+            .contains("Policy"));
+        assert!(Policy::parse(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Sometimes\n"
+        )
+        .is_err());
+    }
+}
