@@ -745,10 +745,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `pol_interval`"), "{e}");
-        let e = parse("sources:\n  - type: kafka\n")
+        let e = parse("sources:\n  - type: kafkaa\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown variant `kafka`"), "{e}");
+        assert!(e.contains("unknown variant `kafkaa`"), "{e}");
         let e = parse("sources:\n  - type: file\n    paths: [a]\n    poll_interval: soon\n")
             .unwrap_err()
             .to_string();
