@@ -70,7 +70,7 @@ fn exercise(base: &str, flat_type: &str, parse_error: &str) {
     let mut ids: Vec<&str> = hits.iter().map(|h| h["_id"].as_str().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, ["a1", "a2"]);
-    assert_eq!(hits[0]["_source"]["event"].is_object(), true);
+    assert!(hits[0]["_source"]["event"].is_object());
 
     let (status, mapping) = http("GET", &format!("{base}/tl-alerts-1/_mapping"), "");
     assert_eq!(status, 200);
