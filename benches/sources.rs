@@ -41,7 +41,11 @@ fn wait_processed(d: &Daemon, source: &str, n: usize, limit: Duration) -> f64 {
     let started = Instant::now();
     let metric = format!("tripline_events_received_total{{source=\"{source}\"}}");
     while (d.metric(&metric).unwrap_or(0.0) as usize) < n {
-        assert!(started.elapsed() < limit, "not all events processed:\n{}", d.logs());
+        assert!(
+            started.elapsed() < limit,
+            "not all events processed:\n{}",
+            d.logs()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     started.elapsed().as_secs_f64()
@@ -135,8 +139,7 @@ fn webhook(n: usize) {
         all
     });
     let accepted_secs = started.elapsed().as_secs_f64();
-    let processed_secs = wait_processed(&d, "hook", n, Duration::from_secs(600))
-        + accepted_secs;
+    let processed_secs = wait_processed(&d, "hook", n, Duration::from_secs(600)) + accepted_secs;
     latencies.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
@@ -190,7 +193,11 @@ fn kafka(n: usize) {
     // The group join (slow on tansu) is not consumption: time from the first event on.
     let metric = "tripline_events_received_total{source=\"kafka\"}";
     while d.metric(metric).unwrap_or(0.0) < 1.0 {
-        assert!(started.elapsed() < Duration::from_secs(120), "nothing consumed:\n{}", d.logs());
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "nothing consumed:\n{}",
+            d.logs()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let join = started.elapsed().as_secs_f64();

@@ -753,7 +753,7 @@ mod tests {
     #[test]
     fn line_reader_skips_lines_over_the_limit_to_the_next_newline() {
         let mut input = b"ok\n".to_vec();
-        input.extend(std::iter::repeat(b'x').take(3 * CHUNK));
+        input.extend(std::iter::repeat_n(b'x', 3 * CHUNK));
         input.extend(b"\nafter\n");
         let got = lines_of(&input, 1000);
         assert_eq!(
@@ -765,9 +765,7 @@ mod tests {
             ]
         );
         // A long line within the limit is returned whole, across buffer growth.
-        let mut input = std::iter::repeat(b'y')
-            .take(2 * CHUNK + 7)
-            .collect::<Vec<_>>();
+        let mut input = std::iter::repeat_n(b'y', 2 * CHUNK + 7).collect::<Vec<_>>();
         input.push(b'\n');
         let got = lines_of(&input, 4 * CHUNK);
         assert_eq!(got.len(), 1);
@@ -776,7 +774,7 @@ mod tests {
 
     #[test]
     fn too_long_last_line_without_newline_is_reported() {
-        let input = std::iter::repeat(b'z').take(5000).collect::<Vec<_>>();
+        let input = std::iter::repeat_n(b'z', 5000).collect::<Vec<_>>();
         assert_eq!(lines_of(&input, 100), vec![Line::TooLong]);
     }
 
@@ -874,7 +872,7 @@ mod tests {
         input.extend(b"not json\n");
         input.extend(b"{\"verb\":\"list\",\"x\":\"\xff\"}\n");
         input.extend(b"{\"kind\": 0}\n");
-        input.extend(std::iter::repeat(b'x').take(10_000));
+        input.extend(std::iter::repeat_n(b'x', 10_000));
         input.extend(b"\n{\"verb\":\"watch\"}\n");
         input.extend(b"{\"verb\":\"cre");
         let (stats, verbs, errs) = read_all(&input);

@@ -587,7 +587,7 @@ impl FileSource {
         if cp.offset == 0 {
             return Ok(false);
         }
-        if gz.extension().map_or(true, |e| e != "gz") {
+        if gz.extension().is_none_or(|e| e != "gz") {
             let meta = std::fs::metadata(gz)?;
             if meta.dev() != cp.dev || meta.ino() != cp.ino {
                 return Ok(false);
