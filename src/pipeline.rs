@@ -292,10 +292,7 @@ pub fn run(
     }
     tracing::info!("stopping: draining in-flight batches");
     pipeline_health.set_ready(false);
-    // Webhooks first: new batches get 503 and stay with the API server.
-    for w in webhooks {
-        w.stop();
-    }
+    // The deadline runs from the signal, whatever stopping the webhooks takes.
     {
         let abandon = abandon.clone();
         let deadline = cfg.pipeline.shutdown_timeout.0;
@@ -303,6 +300,10 @@ pub fn run(
             std::thread::sleep(deadline);
             abandon.store(true, Ordering::Relaxed);
         });
+    }
+    // Webhooks first: new batches get 503 with Retry-After and stay with the API server.
+    for w in webhooks {
+        w.stop();
     }
     for t in source_threads {
         let _ = t.join();

@@ -435,17 +435,19 @@ fn data_streams_and_credentials_from_files() {
         1,
         Duration::from_secs(30),
     );
-    // The templates declare the data streams.
-    let (status, t) = servers::http(
-        "GET",
-        &format!("{base}/_index_template/tripline-events"),
-        "",
-    );
+    // The template declares the data streams.
+    let (status, t) = servers::http("GET", &format!("{base}/_index_template/tripline"), "");
     assert_eq!(status, 200, "{t}");
     let t: serde_json::Value = serde_json::from_str(&t).unwrap();
     let tpl = &t["index_templates"][0]["index_template"];
     assert!(tpl["data_stream"].is_object(), "{t}");
-    assert_eq!(tpl["index_patterns"][0], "logs-kubernetes.audit-default*");
+    assert_eq!(
+        tpl["index_patterns"],
+        serde_json::json!([
+            "logs-tripline.alerts-default*",
+            "logs-kubernetes.audit-default*"
+        ])
+    );
     // Basic auth from the file (trailing newline removed), and the password is never logged.
     let expected = format!(
         "Basic {}",

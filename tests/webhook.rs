@@ -336,16 +336,23 @@ fn client_certificates_tokens_and_limits() {
             .metric("tripline_webhook_duplicates_total{source=\"hook\"}"),
         Some(20.0)
     );
-    assert!(
+    // Every answer is counted, including those given before the handler (401, 413).
+    let requests = |code: &str| {
         h.daemon
-            .metric("tripline_webhook_requests_total{code=\"401\",source=\"hook\"}")
-            .or_else(|| h
-                .daemon
-                .metric("tripline_webhook_requests_total{source=\"hook\",code=\"401\"}"))
-            .is_some_and(|v| v >= 2.0),
-        "{}",
-        h.daemon.get("/metrics").unwrap_or_default()
-    );
+            .metric(&format!(
+                "tripline_webhook_requests_total{{code=\"{code}\",source=\"hook\"}}"
+            ))
+            .or_else(|| {
+                h.daemon.metric(&format!(
+                    "tripline_webhook_requests_total{{source=\"hook\",code=\"{code}\"}}"
+                ))
+            })
+            .unwrap_or(0.0)
+    };
+    let metrics = h.daemon.get("/metrics").unwrap_or_default();
+    assert_eq!(requests("401"), 2.0, "{metrics}");
+    assert_eq!(requests("413"), 1.0, "{metrics}");
+    assert_eq!(requests("400"), 1.0, "{metrics}");
     let st = h.daemon.stop();
     assert!(st.success());
 }

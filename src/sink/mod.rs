@@ -352,6 +352,49 @@ struct Pending {
     remaining: usize,
 }
 
+/// The source batches in delivery, by absolute index; finished ones are dropped from the front,
+/// so a sink that never runs dry does not accumulate them.
+#[derive(Default)]
+struct PendingQueue {
+    base: usize,
+    items: std::collections::VecDeque<Pending>,
+}
+
+impl PendingQueue {
+    /// Takes a batch's records into `todo`, tagged with the batch's index.
+    fn push(&mut self, todo: &mut Vec<(Arc<Record>, usize)>, b: SinkBatch) {
+        if b.records.is_empty() {
+            if let Some(a) = b.ack {
+                a.done();
+            }
+            return;
+        }
+        let i = self.base + self.items.len();
+        self.items.push_back(Pending {
+            ack: b.ack,
+            remaining: b.records.len(),
+        });
+        todo.extend(b.records.into_iter().map(|r| (r, i)));
+    }
+
+    /// One record of batch `i` is finished; the batch is confirmed with its last record.
+    fn done(&mut self, i: usize) {
+        let Some(p) = self.items.get_mut(i - self.base) else {
+            return;
+        };
+        p.remaining -= 1;
+        if p.remaining == 0 {
+            if let Some(a) = p.ack.take() {
+                a.done();
+            }
+        }
+        while self.items.front().is_some_and(|p| p.remaining == 0) {
+            self.items.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
 /// Runs one sink: groups, delivers, retries, confirms.
 pub struct Driver {
     name: String,
@@ -370,13 +413,12 @@ impl Driver {
         let mut last_activity = Instant::now();
         // Records waiting for delivery, each with the index of its source batch in `pending`.
         let mut todo: Vec<(Arc<Record>, usize)> = Vec::new();
-        let mut pending: Vec<Pending> = Vec::new();
+        let mut pending = PendingQueue::default();
         let mut open = true;
         while open || !todo.is_empty() {
             if todo.is_empty() {
-                pending.clear();
                 match rx.recv_timeout(PROBE_INTERVAL) {
-                    Ok(b) => push(&mut todo, &mut pending, b),
+                    Ok(b) => pending.push(&mut todo, b),
                     Err(RecvTimeoutError::Timeout) => {
                         if last_activity.elapsed() >= PROBE_INTERVAL {
                             let ok = self.deliver.probe();
@@ -407,7 +449,7 @@ impl Driver {
                     rx.recv_timeout(wait)
                 };
                 match next {
-                    Ok(b) => push(&mut todo, &mut pending, b),
+                    Ok(b) => pending.push(&mut todo, b),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => open = false,
                 }
@@ -453,17 +495,23 @@ impl Driver {
     fn deliver_chunk(
         &mut self,
         mut chunk: Vec<(Arc<Record>, usize)>,
-        pending: &mut [Pending],
+        pending: &mut PendingQueue,
     ) -> bool {
         let mut backoff = BACKOFF_START;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let records: Vec<Arc<Record>> = chunk.iter().map(|(r, _)| r.clone()).collect();
-            let error = match self.deliver.deliver(&records) {
+            // A panic in a sink type must not end the thread (its batches would never be
+            // confirmed): it counts as a failed request.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.deliver.deliver(&records)
+            }))
+            .unwrap_or_else(|_| Err(RequestError("the sink panicked".into())));
+            let error = match result {
                 Ok(outcomes) => {
-                    self.health.set_ready(true);
                     self.metrics.delivered.inc();
+                    let mut progressed = false;
                     let mut retry = Vec::new();
                     let mut reason = String::new();
                     for ((rec, batch), outcome) in chunk.into_iter().zip(
@@ -473,20 +521,27 @@ impl Driver {
                     ) {
                         match outcome {
                             Outcome::Delivered => {
+                                progressed = true;
                                 self.metrics.records.inc();
                                 self.metrics.bytes.add(rec.doc.len() as u64);
-                                done(pending, batch);
+                                pending.done(batch);
                             }
                             Outcome::Reject(why) => {
-                                self.metrics.rejected.inc();
+                                progressed = true;
                                 tracing::warn!(sink = %self.name, id = %rec.id, reason = %why, "record rejected; dead-lettered");
-                                self.dead_letters.write_record(
+                                // Confirmed only once it is in the dead-letter file.
+                                if self.dead_letters.write_record(
                                     &self.name,
                                     "sink_rejected",
                                     &why,
                                     &rec,
-                                );
-                                done(pending, batch);
+                                ) {
+                                    self.metrics.rejected.inc();
+                                    pending.done(batch);
+                                } else {
+                                    reason = format!("{why}; and the dead-letter write failed");
+                                    retry.push((rec, batch));
+                                }
                             }
                             Outcome::Retry(why) => {
                                 reason = why;
@@ -494,6 +549,7 @@ impl Driver {
                             }
                         }
                     }
+                    self.health.set_ready(progressed);
                     if retry.is_empty() {
                         return true;
                     }
@@ -512,13 +568,24 @@ impl Driver {
             if self.max_attempts.is_some_and(|max| attempts >= max) {
                 self.deliver.abandon();
                 tracing::error!(sink = %self.name, error = %error, records = chunk.len(), "giving up; records dead-lettered");
+                let mut kept = Vec::new();
                 for (rec, batch) in chunk {
-                    self.metrics.dropped.inc();
-                    self.dead_letters
-                        .write_record(&self.name, "sink_dropped", &error, &rec);
-                    done(pending, batch);
+                    if self
+                        .dead_letters
+                        .write_record(&self.name, "sink_dropped", &error, &rec)
+                    {
+                        self.metrics.dropped.inc();
+                        pending.done(batch);
+                    } else {
+                        kept.push((rec, batch));
+                    }
                 }
-                return true;
+                if kept.is_empty() {
+                    return true;
+                }
+                // Nowhere to put them: keep trying (never acknowledge what is nowhere).
+                chunk = kept;
+                attempts = 0;
             }
             if self.stop.load(Ordering::Relaxed) {
                 return false;
@@ -534,31 +601,6 @@ impl Driver {
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
             self.metrics.retries.add(chunk.len() as u64);
-        }
-    }
-}
-
-fn push(todo: &mut Vec<(Arc<Record>, usize)>, pending: &mut Vec<Pending>, b: SinkBatch) {
-    let i = pending.len();
-    if b.records.is_empty() {
-        if let Some(a) = b.ack {
-            a.done();
-        }
-        return;
-    }
-    pending.push(Pending {
-        ack: b.ack,
-        remaining: b.records.len(),
-    });
-    todo.extend(b.records.into_iter().map(|r| (r, i)));
-}
-
-fn done(pending: &mut [Pending], batch: usize) {
-    let p = &mut pending[batch];
-    p.remaining -= 1;
-    if p.remaining == 0 {
-        if let Some(a) = p.ack.take() {
-            a.done();
         }
     }
 }
@@ -646,7 +688,8 @@ impl DeadLetters {
     /// Records a document a sink could not deliver, with the record's id and the whole document
     /// (it is already redacted). `reason` is `sink_rejected` (the destination refused its
     /// content) or `sink_dropped` (the sink gave up: queue full or delivery failing).
-    pub fn write_record(&self, sink: &str, reason: &str, message: &str, record: &Record) {
+    /// Returns whether the record is in the file.
+    pub fn write_record(&self, sink: &str, reason: &str, message: &str, record: &Record) -> bool {
         let flow = match record.flow {
             Flow::Alerts => "alert",
             Flow::Events => "event",
@@ -660,7 +703,7 @@ impl DeadLetters {
             "id": record.id,
             "raw": String::from_utf8_lossy(&record.doc),
         });
-        self.append(&record);
+        self.append(&record)
     }
 
     /// Appends one record about invalid input; failures are logged, never fatal.
@@ -690,7 +733,8 @@ impl DeadLetters {
         self.append(&record);
     }
 
-    fn append(&self, record: &serde_json::Value) {
+    /// Appends one record; false (and an error log) if it could not be written.
+    fn append(&self, record: &serde_json::Value) -> bool {
         let mut guard = match self.out.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -714,7 +758,7 @@ impl DeadLetters {
                 Ok(f) => *guard = Some(BufWriter::new(f)),
                 Err(e) => {
                     tracing::error!(path = %self.path.display(), error = %e, "cannot open the dead-letter file");
-                    return;
+                    return false;
                 }
             }
         }
@@ -724,12 +768,18 @@ impl DeadLetters {
                 .and_then(|()| w.write_all(b"\n"))
                 .and_then(|()| w.flush());
             match res {
-                Ok(()) => self.written.inc(),
+                Ok(()) => {
+                    self.written.inc();
+                    return true;
+                }
                 Err(e) => {
-                    tracing::error!(path = %self.path.display(), error = %e, "dead-letter write failed")
+                    // Drop the writer: its buffer may hold a partial record.
+                    *guard = None;
+                    tracing::error!(path = %self.path.display(), error = %e, "dead-letter write failed");
                 }
             }
         }
+        false
     }
 }
 

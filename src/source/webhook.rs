@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -139,6 +139,11 @@ impl WebhookSourceConfig {
         }
         if self.token.is_some() && self.token_file.is_some() {
             p.push("give `token` or `token_file`, not both".to_string());
+        }
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            p.push(
+                "token: empty (an unset variable?); an empty token would let anyone in".to_string(),
+            );
         }
         let client_auth = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
             || self.token.is_some()
@@ -283,41 +288,76 @@ fn split_events(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         .collect())
 }
 
-async fn receive(State(st): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let started = Instant::now();
-    let (code, message) = handle(&st, &headers, body).await;
-    st.count(code);
-    st.m.duration.observe(started.elapsed().as_secs_f64());
-    (code, message).into_response()
+async fn receive(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
+    handle(&st, body).await.into_response()
 }
 
-async fn handle(st: &Arc<Shared>, headers: &HeaderMap, body: Bytes) -> (StatusCode, String) {
+/// Answers that the API server retries: its webhook client retries 429, 500, 504 and any
+/// answer with `Retry-After`, and drops the batch on anything else.
+fn retry_later(code: StatusCode, message: &str) -> Response {
+    (code, [(header::RETRY_AFTER, "1")], message.to_string()).into_response()
+}
+
+/// Runs before the body is read: refuses when stopping or unauthenticated, and holds one of
+/// the `max_concurrent_requests` permits while the request is served (so at most that many
+/// bodies are in memory); bounds the whole request by `request_timeout`; counts every answer.
+async fn gate(
+    State((st, limit)): State<(Arc<Shared>, Duration)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = Instant::now();
+    let response = gate_inner(&st, limit, request, next).await;
+    st.count(response.status());
+    st.m.duration.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn gate_inner(
+    st: &Arc<Shared>,
+    limit: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     if st.stopping.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+        return retry_later(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     if let Some(token) = &st.token {
-        let given = headers
+        let given = request
+            .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "unauthorized".into());
+            return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
         }
     }
-    let Ok(_permit) = st.permits.acquire().await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
-    };
+    let served = tokio::time::timeout(limit, async {
+        let Ok(_permit) = st.permits.acquire().await else {
+            return retry_later(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        };
+        next.run(request).await
+    })
+    .await;
+    match served {
+        Ok(r) => r,
+        // 504 is retried; a batch that was spooled after all is absorbed by deduplication.
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "request timed out").into_response(),
+    }
+}
+
+async fn handle(st: &Arc<Shared>, body: Bytes) -> Response {
     let lines = match split_events(&body) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(source = %st.name, error = %e, "webhook request refused");
-            return (StatusCode::BAD_REQUEST, e);
+            return (StatusCode::BAD_REQUEST, e).into_response();
         }
     };
     if !st.spool.accepts(body.len() as u64) {
         st.m.spool_full.inc();
-        return (StatusCode::TOO_MANY_REQUESTS, "spool full".into());
+        return (StatusCode::TOO_MANY_REQUESTS, "spool full").into_response();
     }
     let shared = st.clone();
     let appended = tokio::task::spawn_blocking(move || {
@@ -363,19 +403,17 @@ async fn handle(st: &Arc<Shared>, headers: &HeaderMap, body: Bytes) -> (StatusCo
                 StatusCode::OK,
                 format!("accepted {events} events ({dups} duplicates)"),
             )
+                .into_response()
         }
         Ok(Err(SpoolError::Full { .. })) => {
             st.m.spool_full.inc();
-            (StatusCode::TOO_MANY_REQUESTS, "spool full".into())
+            (StatusCode::TOO_MANY_REQUESTS, "spool full").into_response()
         }
         Ok(Err(e)) => {
             tracing::error!(source = %st.name, error = %e, "spool write failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "spool write failed".into(),
-            )
+            (StatusCode::INTERNAL_SERVER_ERROR, "spool write failed").into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
@@ -425,6 +463,11 @@ impl Webhook {
         }
         let token = crate::sink::read_secret(name, "token", &cfg.token, &cfg.token_file)
             .map_err(|e| err(e.to_string()))?;
+        if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(err(
+                "the token is empty; an empty token would let anyone in".to_string(),
+            ));
+        }
         let tls = match &cfg.tls {
             Some(t) => Some(server_tls(t).map_err(err)?),
             None => None,
@@ -477,8 +520,8 @@ impl Webhook {
             .route(&cfg.path, post(receive))
             .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
             .layer(axum::middleware::from_fn_with_state(
-                cfg.request_timeout.0,
-                timeout,
+                (shared.clone(), cfg.request_timeout.0),
+                gate,
             ))
             .with_state(shared.clone());
         let std_listener = std::net::TcpListener::bind(&cfg.listen)
@@ -554,17 +597,6 @@ impl Webhook {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-async fn timeout(
-    State(limit): State<Duration>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(r) => r,
-        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out").into_response(),
     }
 }
 
@@ -759,6 +791,10 @@ mod tests {
         .unwrap();
         let p = cfg.validate().join("\n");
         assert!(p.contains("listen:") && p.contains("path:"), "{p}");
+        let cfg: WebhookSourceConfig =
+            serde_yaml::from_str("listen: 127.0.0.1:9443\ntls: {cert: c, key: k}\ntoken: \"\"\n")
+                .unwrap();
+        assert!(cfg.validate().join("\n").contains("token: empty"));
         assert!(!format!("{cfg:?}").contains("token: Some(\"x\")"));
     }
 

@@ -106,7 +106,7 @@ pub struct TemplateConfig {
     /// Install (or update) the templates at the first connection.
     #[serde(default = "yes")]
     pub install: bool,
-    /// Template names are `<name>-alerts` and `<name>-events`.
+    /// The template's name (one template covers both indices).
     #[serde(default = "default_template_name")]
     pub name: String,
     /// Template priority (higher wins over other templates matching the same indices).
@@ -472,34 +472,36 @@ impl Elasticsearch {
         if !self.templates_installed {
             let flavor = self.flavor.unwrap_or(Flavor::Elasticsearch);
             let settings = Value::Object(self.cfg.template.settings.clone());
-            for (suffix, index) in [
-                ("alerts", self.cfg.alerts_index.clone()),
-                ("events", self.cfg.events_index.clone()),
-            ] {
-                let body = template::index_template(
-                    flavor,
-                    &[template::pattern_of(&index)],
-                    self.cfg.data_stream,
-                    &settings,
-                    self.cfg.template.priority,
-                );
-                let path = format!("/_index_template/{}-{suffix}", self.cfg.template.name);
-                let (status, resp) = self.request(
-                    Method::Put,
-                    &path,
-                    "application/json",
-                    Some(serde_json::to_vec(&body).unwrap_or_default()),
-                )?;
-                if !status.is_success() {
-                    // A template the cluster refuses is a configuration problem (settings, a
-                    // conflicting template): retried, and said loudly.
-                    return Err(RequestError(format!(
-                        "installing index template {path}: {status}: {}",
-                        snippet(&resp)
-                    )));
-                }
-                tracing::info!(sink = %self.name, template = %path, "index template installed");
+            // One template for both flows (their mappings are the same): two templates of one
+            // priority whose patterns overlap would be refused.
+            let mut patterns = vec![
+                template::pattern_of(&self.cfg.alerts_index),
+                template::pattern_of(&self.cfg.events_index),
+            ];
+            patterns.dedup();
+            let body = template::index_template(
+                flavor,
+                &patterns,
+                self.cfg.data_stream,
+                &settings,
+                self.cfg.template.priority,
+            );
+            let path = format!("/_index_template/{}", self.cfg.template.name);
+            let (status, resp) = self.request(
+                Method::Put,
+                &path,
+                "application/json",
+                Some(serde_json::to_vec(&body).unwrap_or_default()),
+            )?;
+            if !status.is_success() {
+                // A template the cluster refuses is a configuration problem (settings, a
+                // conflicting template): retried, and said loudly.
+                return Err(RequestError(format!(
+                    "installing index template {path}: {status}: {}",
+                    snippet(&resp)
+                )));
             }
+            tracing::info!(sink = %self.name, template = %path, "index template installed");
             self.templates_installed = true;
         }
         Ok(())
@@ -576,8 +578,6 @@ fn has_timestamp(doc: &[u8]) -> bool {
 #[derive(Deserialize)]
 struct BulkResponse {
     #[serde(default)]
-    errors: bool,
-    #[serde(default)]
     items: Vec<std::collections::HashMap<String, BulkItem>>,
 }
 
@@ -594,10 +594,7 @@ fn parse_bulk_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, RequestErr
     let resp: BulkResponse = serde_json::from_slice(body)
         .map_err(|e| RequestError(format!("unreadable bulk response ({e}): {}", snippet(body))))?;
     if resp.items.len() != n {
-        if !resp.errors && resp.items.is_empty() {
-            // Some servers omit items when nothing failed (`filter_path`); not ours, but safe.
-            return Ok(vec![Outcome::Delivered; n]);
-        }
+        // Not an answer to this bulk request (a proxy, a wrong path): nothing is known stored.
         return Err(RequestError(format!(
             "bulk response has {} items for {n} documents",
             resp.items.len()
@@ -612,7 +609,11 @@ fn parse_bulk_response(body: &[u8], n: usize) -> Result<Vec<Outcome>, RequestErr
             };
             match result.status {
                 200..=299 | 409 => Outcome::Delivered,
-                429 | 500..=599 => Outcome::Retry(reason(result.status, &result.error)),
+                // Overload and server errors pass; 401/403 (the user may not write this index)
+                // and 404 (indices may not be created) are configuration to fix, not content.
+                401 | 403 | 404 | 429 | 500..=599 => {
+                    Outcome::Retry(reason(result.status, &result.error))
+                }
                 s => Outcome::Reject(reason(s, &result.error)),
             }
         })
@@ -758,9 +759,14 @@ mod tests {
             {"create":{"_index":"i","_id":"2","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}},
             {"create":{"_index":"i","_id":"3","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},
             {"create":{"_index":"i","_id":"4","status":400,"error":{"type":"document_parsing_exception","reason":"failed to parse field [@timestamp]","caused_by":{"reason":"bad date"}}}},
-            {"create":{"_index":"i","_id":"5","status":503,"error":{"type":"unavailable_shards_exception","reason":"no shard"}}}
+            {"create":{"_index":"i","_id":"5","status":503,"error":{"type":"unavailable_shards_exception","reason":"no shard"}}},
+            {"create":{"_index":"i","_id":"6","status":403,"error":{"type":"security_exception","reason":"action [indices:data/write/bulk[s]] is unauthorized"}}}
         ]}"#;
-        let out = parse_bulk_response(body, 5).unwrap();
+        let out = parse_bulk_response(body, 6).unwrap();
+        assert!(
+            matches!(&out[5], Outcome::Retry(r) if r.contains("security_exception")),
+            "a permission problem is configuration, retried until fixed"
+        );
         assert_eq!(out[0], Outcome::Delivered);
         assert_eq!(out[1], Outcome::Delivered);
         assert!(matches!(&out[2], Outcome::Retry(r) if r.contains("429")));
@@ -769,6 +775,10 @@ mod tests {
         );
         assert!(matches!(&out[4], Outcome::Retry(_)));
         assert!(parse_bulk_response(body, 4).is_err());
+        assert!(
+            parse_bulk_response(br#"{"took":1,"errors":false}"#, 3).is_err(),
+            "an answer without items is not a bulk answer"
+        );
         assert!(parse_bulk_response(b"<html>", 1).is_err());
     }
 
