@@ -25,22 +25,21 @@ pub enum AuditLevel {
     RequestResponse,
 }
 
-/// An audit `Policy`.
+/// An audit `Policy`. Unknown fields are errors (a misspelled key would silently change what
+/// is recorded).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Policy {
+    pub api_version: String,
+    pub kind: String,
     #[serde(default)]
-    pub api_version: Option<String>,
-    #[serde(default)]
-    pub kind: Option<String>,
+    pub metadata: Option<Value>,
     #[serde(default)]
     pub rules: Vec<PolicyRule>,
     #[serde(default)]
     pub omit_stages: Vec<String>,
     #[serde(default)]
-    pub omit_managed_fields: bool,
-    #[serde(default)]
-    pub metadata: Option<Value>,
+    pub omit_managed_fields: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,14 +75,15 @@ pub struct GroupResources {
     pub resource_names: Vec<String>,
 }
 
-/// What the policy looks at in a request.
+/// What the API server's policy checker sees of a request, rebuilt from its audit event.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
-    pub user: String,
-    pub groups: Vec<String>,
+    /// Name and groups; `None` when authentication failed (the event's user is empty).
+    pub user: Option<(String, Vec<String>)>,
     pub verb: String,
     /// `None` for non-resource requests (`/healthz`).
     pub resource: Option<ResourceRef>,
+    /// The request path without the query.
     pub path: String,
 }
 
@@ -105,109 +105,97 @@ impl Request {
                 .unwrap_or("")
                 .to_string()
         };
-        let resource = ev
-            .get("objectRef")
-            .filter(|o| o.is_object())
-            .map(|_| ResourceRef {
-                group: s("/objectRef/apiGroup"),
-                resource: s("/objectRef/resource"),
-                subresource: s("/objectRef/subresource"),
-                namespace: s("/objectRef/namespace"),
-                name: s("/objectRef/name"),
-            });
-        let path = s("/requestURI");
+        let name = s("/user/username");
+        let groups = ev
+            .pointer("/user/groups")
+            .and_then(Value::as_array)
+            .map(|g| {
+                g.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         Request {
-            user: s("/user/username"),
-            groups: ev
-                .pointer("/user/groups")
-                .and_then(Value::as_array)
-                .map(|g| {
-                    g.iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            user: (!name.is_empty()).then_some((name, groups)),
             verb: s("/verb"),
-            resource,
-            path: path.split('?').next().unwrap_or("").to_string(),
+            resource: ev
+                .pointer("/objectRef/resource")
+                .is_some_and(Value::is_string)
+                .then(|| ResourceRef {
+                    group: s("/objectRef/apiGroup"),
+                    resource: s("/objectRef/resource"),
+                    subresource: s("/objectRef/subresource"),
+                    namespace: s("/objectRef/namespace"),
+                    name: s("/objectRef/name"),
+                }),
+            path: s("/requestURI").split('?').next().unwrap_or("").to_string(),
         }
     }
 }
 
 impl PolicyRule {
-    fn url_list(&self) -> impl Iterator<Item = &String> {
-        self.non_resource_urls.iter()
-    }
-
-    /// Whether this rule applies to `r` (the API server's `ruleMatches`).
+    /// k8s.io/apiserver/pkg/audit/policy/checker.go `ruleMatches`, line for line.
     pub fn matches(&self, r: &Request) -> bool {
-        if !self.users.is_empty() && !self.users.contains(&r.user) {
+        if !self.users.is_empty() && !r.user.as_ref().is_some_and(|(n, _)| self.users.contains(n)) {
             return false;
         }
-        if !self.user_groups.is_empty() && !self.user_groups.iter().any(|g| r.groups.contains(g)) {
+        if !self.user_groups.is_empty()
+            && !r
+                .user
+                .as_ref()
+                .is_some_and(|(_, g)| g.iter().any(|g| self.user_groups.contains(g)))
+        {
             return false;
         }
         if !self.verbs.is_empty() && !self.verbs.contains(&r.verb) {
             return false;
         }
-        let has_urls = self.url_list().next().is_some();
-        match &r.resource {
-            Some(res) => {
-                if has_urls && self.resources.is_empty() && self.namespaces.is_empty() {
-                    return false;
-                }
-                if !self.namespaces.is_empty() && !self.namespaces.contains(&res.namespace) {
-                    return false;
-                }
-                if !self.resources.is_empty() && !self.resources.iter().any(|g| g.matches(res)) {
-                    return false;
-                }
-                true
-            }
-            None => {
-                if !self.resources.is_empty() || !self.namespaces.is_empty() {
-                    return false;
-                }
-                if !has_urls {
-                    return true;
-                }
-                self.url_list().any(|u| match u.strip_suffix('*') {
-                    Some(prefix) => r.path.starts_with(prefix),
-                    None => *u == r.path,
-                })
-            }
+        if !self.namespaces.is_empty() || !self.resources.is_empty() {
+            return self.matches_resource(r);
         }
+        if !self.non_resource_urls.is_empty() {
+            return r.resource.is_none()
+                && self.non_resource_urls.iter().any(|spec| {
+                    spec == "*"
+                        || *spec == r.path
+                        || (spec.ends_with('*') && r.path.starts_with(spec.trim_end_matches('*')))
+                });
+        }
+        true
     }
-}
 
-impl GroupResources {
-    fn matches(&self, r: &ResourceRef) -> bool {
-        if self.group != r.group && self.group != "*" {
+    /// `ruleMatchesResource`: the group must be equal; `*` is every resource and subresource,
+    /// `*/sub` a subresource of any resource, `res/*` the resource and all its subresources.
+    fn matches_resource(&self, r: &Request) -> bool {
+        let Some(res) = &r.resource else {
+            return false;
+        };
+        if !self.namespaces.is_empty() && !self.namespaces.contains(&res.namespace) {
             return false;
         }
-        let name_ok = self.resource_names.is_empty() || self.resource_names.contains(&r.name);
         if self.resources.is_empty() {
-            return name_ok;
+            return true;
         }
-        let full = if r.subresource.is_empty() {
-            r.resource.clone()
+        let combined = if res.subresource.is_empty() {
+            res.resource.clone()
         } else {
-            format!("{}/{}", r.resource, r.subresource)
+            format!("{}/{}", res.resource, res.subresource)
         };
-        let hit = self.resources.iter().any(|p| {
-            if p == "*" || *p == full {
-                return true;
-            }
-            if let Some(res) = p.strip_suffix("/*") {
-                return res == r.resource && !r.subresource.is_empty();
-            }
-            if let Some(sub) = p.strip_prefix("*/") {
-                return sub == r.subresource;
-            }
-            false
-        });
-        hit && name_ok
+        self.resources
+            .iter()
+            .filter(|gr| gr.group == res.group)
+            .any(|gr| {
+                gr.resources.is_empty()
+                    || gr.resources.iter().any(|p| {
+                        (gr.resource_names.is_empty() || gr.resource_names.contains(&res.name))
+                            && (*p == combined
+                                || p == "*"
+                                || (!res.subresource.is_empty()
+                                    && p.strip_prefix("*/") == Some(res.subresource.as_str()))
+                                || p.strip_suffix("/*") == Some(res.resource.as_str()))
+                    })
+            })
     }
 }
 
@@ -219,22 +207,23 @@ impl Policy {
 
     pub fn parse(text: &str) -> Result<Policy, String> {
         let p: Policy = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        match p.kind.as_deref() {
-            Some("Policy") => {}
-            other => return Err(format!("kind is {other:?}, expected `Policy`")),
+        if p.kind != "Policy" {
+            return Err(format!("kind is `{}`, expected `Policy`", p.kind));
         }
-        match p.api_version.as_deref() {
-            Some("audit.k8s.io/v1") | Some("audit.k8s.io/v1beta1") => {}
-            other => {
-                return Err(format!(
-                    "apiVersion is {other:?}, expected `audit.k8s.io/v1`"
-                ))
-            }
+        if !matches!(
+            p.api_version.as_str(),
+            "audit.k8s.io/v1" | "audit.k8s.io/v1beta1"
+        ) {
+            return Err(format!(
+                "apiVersion is `{}`, expected `audit.k8s.io/v1`",
+                p.api_version
+            ));
         }
         Ok(p)
     }
 
-    /// The level and the omitted stages for `r`, and the index of the rule that decided.
+    /// The level and the omitted stages for `r` (no matching rule is `None`), and the index of
+    /// the rule that decided.
     pub fn evaluate(&self, r: &Request) -> (AuditLevel, Vec<String>, Option<usize>) {
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.matches(r) {
@@ -246,7 +235,8 @@ impl Policy {
         (AuditLevel::None, self.omit_stages.clone(), None)
     }
 
-    /// What the API server would record of `event` (None if nothing), and why.
+    /// The event as the API server would record it under this policy (its bodies cut to the
+    /// level; never more than the event itself holds), or why it would not be recorded.
     pub fn record(&self, event: &Value) -> Result<Value, String> {
         let r = Request::from_event(event);
         let (level, omit, rule) = self.evaluate(&r);
@@ -263,13 +253,21 @@ impl Policy {
         }
         let mut out = event.clone();
         if let Some(o) = out.as_object_mut() {
-            o.insert("level".into(), Value::String(format!("{level:?}")));
-            if level < AuditLevel::Request {
-                o.remove("requestObject");
-            }
             if level < AuditLevel::RequestResponse {
                 o.remove("responseObject");
             }
+            if level < AuditLevel::Request {
+                o.remove("requestObject");
+            }
+            let recorded: AuditLevel = o
+                .get("level")
+                .cloned()
+                .and_then(|l| serde_json::from_value(l).ok())
+                .unwrap_or(AuditLevel::RequestResponse);
+            o.insert(
+                "level".into(),
+                Value::String(format!("{:?}", level.min(recorded))),
+            );
         }
         Ok(out)
     }

@@ -500,3 +500,23 @@ fn policy_check_names_the_rules_a_policy_starves() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("verbz"));
 }
+
+#[test]
+fn every_default_rule_can_fire_under_the_recommended_audit_policy() {
+    let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/audit-policy.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["policy", "check"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(" rules can fire, 0 cannot") && !text.contains("can never fire"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("unchecked"),
+        "every default rule has examples: {text}"
+    );
+}

@@ -1432,7 +1432,10 @@ fn applying_the_manifests_raises_exactly_the_expected_alerts_and_the_recommended
             "{name}: the default pack"
         );
         // The same events as the recommended audit policy records them (secrets without bodies).
-        let recorded: Vec<Value> = events.iter().filter_map(|e| policy.record(e)).collect();
+        let recorded: Vec<Value> = events
+            .iter()
+            .filter_map(|e| policy.record(e).ok())
+            .collect();
         assert_eq!(
             recorded.len(),
             events.len(),
@@ -1524,214 +1527,13 @@ fn the_shipped_exceptions_are_narrow_other_objects_and_images_still_alert() {
 // The audit policy
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-enum Level {
-    None,
-    Metadata,
-    Request,
-    RequestResponse,
-}
-
-/// `audit.k8s.io/v1` Policy (k8s-openapi has no audit types). Unknown fields are errors.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Policy {
-    api_version: String,
-    kind: String,
-    #[serde(default)]
-    metadata: Option<Value>,
-    #[serde(default)]
-    omit_stages: Vec<String>,
-    #[serde(default)]
-    omit_managed_fields: Option<bool>,
-    rules: Vec<PolicyRule>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct PolicyRule {
-    level: Level,
-    #[serde(default)]
-    users: Vec<String>,
-    #[serde(default)]
-    user_groups: Vec<String>,
-    #[serde(default)]
-    verbs: Vec<String>,
-    #[serde(default)]
-    resources: Vec<GroupResources>,
-    #[serde(default)]
-    namespaces: Vec<String>,
-    #[serde(default, rename = "nonResourceURLs")]
-    non_resource_urls: Vec<String>,
-    #[serde(default)]
-    omit_stages: Vec<String>,
-    #[serde(default)]
-    omit_managed_fields: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct GroupResources {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    resources: Vec<String>,
-    #[serde(default)]
-    resource_names: Vec<String>,
-}
-
-/// What the API server's policy checker sees of a request, rebuilt from its audit event.
-#[derive(Debug, Default)]
-struct Attrs {
-    /// None when authentication failed (the event's user is empty).
-    user: Option<(String, Vec<String>)>,
-    verb: String,
-    /// Some for resource requests: (group, resource, subresource, namespace, name).
-    resource: Option<(String, String, String, String, String)>,
-    path: String,
-}
-
 fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
-impl Attrs {
-    fn of(event: &Value) -> Attrs {
-        let name = s(&event["user"]["username"]);
-        let groups = event["user"]["groups"]
-            .as_array()
-            .map(|g| g.iter().map(s).collect())
-            .unwrap_or_default();
-        let r = &event["objectRef"];
-        Attrs {
-            user: (!name.is_empty()).then_some((name, groups)),
-            verb: s(&event["verb"]),
-            resource: r["resource"].is_string().then(|| {
-                (
-                    s(&r["apiGroup"]),
-                    s(&r["resource"]),
-                    s(&r["subresource"]),
-                    s(&r["namespace"]),
-                    s(&r["name"]),
-                )
-            }),
-            path: s(&event["requestURI"])
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        }
-    }
-}
-
-impl PolicyRule {
-    /// k8s.io/apiserver/pkg/audit/policy/checker.go `ruleMatches`, line for line.
-    fn matches(&self, a: &Attrs) -> bool {
-        if !self.users.is_empty() && !a.user.as_ref().is_some_and(|(n, _)| self.users.contains(n)) {
-            return false;
-        }
-        if !self.user_groups.is_empty()
-            && !a
-                .user
-                .as_ref()
-                .is_some_and(|(_, g)| g.iter().any(|g| self.user_groups.contains(g)))
-        {
-            return false;
-        }
-        if !self.verbs.is_empty() && !self.verbs.contains(&a.verb) {
-            return false;
-        }
-        if !self.namespaces.is_empty() || !self.resources.is_empty() {
-            return self.matches_resource(a);
-        }
-        if !self.non_resource_urls.is_empty() {
-            return a.resource.is_none()
-                && self.non_resource_urls.iter().any(|spec| {
-                    spec == "*"
-                        || *spec == a.path
-                        || (spec.ends_with('*') && a.path.starts_with(spec.trim_end_matches('*')))
-                });
-        }
-        true
-    }
-
-    fn matches_resource(&self, a: &Attrs) -> bool {
-        let Some((group, resource, subresource, namespace, name)) = &a.resource else {
-            return false;
-        };
-        if !self.namespaces.is_empty() && !self.namespaces.contains(namespace) {
-            return false;
-        }
-        if self.resources.is_empty() {
-            return true;
-        }
-        let combined = if subresource.is_empty() {
-            resource.clone()
-        } else {
-            format!("{resource}/{subresource}")
-        };
-        self.resources
-            .iter()
-            .filter(|gr| gr.group == *group)
-            .any(|gr| {
-                gr.resources.is_empty()
-                    || gr.resources.iter().any(|res| {
-                        (gr.resource_names.is_empty() || gr.resource_names.contains(name))
-                            && (*res == combined
-                                || res == "*"
-                                || (!subresource.is_empty()
-                                    && res.strip_prefix("*/") == Some(subresource.as_str()))
-                                || res.strip_suffix("/*") == Some(resource.as_str()))
-                    })
-            })
-    }
-}
-
-impl Policy {
-    /// The first matching rule's level and omitted stages; no match is `None`.
-    fn evaluate(&self, a: &Attrs) -> (Level, Vec<&str>) {
-        for r in &self.rules {
-            if r.matches(a) {
-                let stages = self
-                    .omit_stages
-                    .iter()
-                    .chain(&r.omit_stages)
-                    .map(String::as_str)
-                    .collect();
-                return (r.level, stages);
-            }
-        }
-        (
-            Level::None,
-            self.omit_stages.iter().map(String::as_str).collect(),
-        )
-    }
-
-    /// The event as this policy would have recorded it: None if dropped, else with the bodies
-    /// its level does not keep removed.
-    fn record(&self, event: &Value) -> Option<Value> {
-        let (level, omit) = self.evaluate(&Attrs::of(event));
-        if level == Level::None || omit.contains(&event["stage"].as_str().unwrap_or_default()) {
-            return None;
-        }
-        let mut e = event.clone();
-        let o = e.as_object_mut().expect("an event is an object");
-        if level < Level::RequestResponse {
-            o.remove("responseObject");
-        }
-        if level < Level::Request {
-            o.remove("requestObject");
-        }
-        // Never raise: a sample recorded at a lower level keeps its own.
-        let recorded: Level =
-            serde_json::from_value(o["level"].clone()).unwrap_or(Level::RequestResponse);
-        o.insert(
-            "level".into(),
-            serde_json::to_value(format!("{:?}", level.min(recorded))).expect("a string"),
-        );
-        Some(e)
-    }
-}
+// The evaluator is tripline's own (`tripline policy check` uses it): the API server's
+// checker.go, line for line.
+use tripline::policy::{AuditLevel as Level, Policy, PolicyRule, Request as Attrs, ResourceRef};
 
 fn audit_policy() -> Policy {
     let docs = yaml_docs(&deploy().join("audit-policy.yaml"));
@@ -1771,13 +1573,13 @@ fn request(user: User, verb: &str, what: &str) -> Attrs {
     Attrs {
         user,
         verb: verb.into(),
-        resource: Some((
-            group.into(),
-            resource.into(),
-            sub.into(),
-            ns.into(),
-            name.into(),
-        )),
+        resource: Some(ResourceRef {
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        }),
         path: String::new(),
     }
 }
@@ -1841,10 +1643,13 @@ fn the_policy_evaluator_matches_like_the_api_server() {
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- {level: Request, resources: [{resources: [pods]}], omitStages: [ResponseStarted]}\n- {level: Metadata, resources: [{resources: [pods]}]}\n",
     )
     .unwrap();
-    let (level, stages) = policy.evaluate(&request(ALICE, "get", "pods prod/a"));
+    let (level, stages, _) = policy.evaluate(&request(ALICE, "get", "pods prod/a"));
     assert_eq!(
         (level, stages),
-        (Level::Request, vec!["RequestReceived", "ResponseStarted"])
+        (
+            Level::Request,
+            vec!["RequestReceived".to_string(), "ResponseStarted".to_string()]
+        )
     );
     assert_eq!(
         policy.evaluate(&request(ALICE, "get", "/api")).0,
@@ -1890,7 +1695,7 @@ fn the_audit_policy_records_secrets_and_tokens_at_metadata_at_most() {
     for user in users {
         for verb in verbs {
             for t in targets {
-                let (level, _) = policy.evaluate(&request(user, verb, t));
+                let (level, _, _) = policy.evaluate(&request(user, verb, t));
                 assert!(level <= Level::Metadata, "{user:?} {verb} {t}: {level:?}");
                 if t.starts_with("secrets") && user.is_some() {
                     assert_eq!(
@@ -1996,11 +1801,11 @@ fn the_audit_policy_keeps_every_alerting_sample_event_at_the_level_its_rules_nee
     for line in read(&sample).lines() {
         let event: Value = serde_json::from_str(line).expect("a sample event");
         match policy.record(&event) {
-            Some(e) => {
+            Ok(e) => {
                 levels.insert(s(&e["auditID"]), s(&e["level"]));
                 kept.push(e.to_string());
             }
-            None => dropped += 1,
+            Err(_) => dropped += 1,
         }
     }
     assert!(
