@@ -27,6 +27,8 @@ export TRIPLINE_REQUIRE_SERVERS=1
 echo "== cargo test"
 cargo test --lib --bins --tests 2>&1
 cargo bench --no-run --quiet
+# The release binary, exactly as the Dockerfile builds it (default features, locked).
+cargo build --release --locked --quiet
 
 echo "== tripline rules test (embedded tests of the default pack)"
 cargo run --quiet -- rules check detections
