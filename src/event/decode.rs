@@ -707,7 +707,8 @@ fn looks_pretty_printed(first: &str) -> bool {
             && (t.ends_with('{') || t.ends_with('[') || t.ends_with(',')))
 }
 
-fn trim_ascii(b: &[u8]) -> &[u8] {
+/// `b` without leading and trailing ASCII white space.
+pub fn trim_ascii(b: &[u8]) -> &[u8] {
     let start = b
         .iter()
         .position(|c| !c.is_ascii_whitespace())

@@ -10,10 +10,6 @@
 
 pub mod elasticsearch;
 pub mod http;
-#[cfg(feature = "kafka")]
-pub mod kafka;
-#[cfg(not(feature = "kafka"))]
-#[path = "kafka_disabled.rs"]
 pub mod kafka;
 pub mod local;
 pub mod splunk;

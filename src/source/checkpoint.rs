@@ -37,6 +37,19 @@ pub fn read_prefix(f: &File, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A source name as a file name: letters, digits, `-` and `_` kept, anything else `_`.
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// One followed file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileCheckpoint {
@@ -73,17 +86,7 @@ pub enum CheckpointError {
 impl Checkpoints {
     /// The checkpoint file of the source named `source` in `state_dir`.
     pub fn path(state_dir: &Path, source: &str) -> PathBuf {
-        let safe: String = source
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        state_dir.join(format!("checkpoints-{safe}.json"))
+        state_dir.join(format!("checkpoints-{}.json", file_safe(source)))
     }
 
     /// `Ok(None)` when there is no checkpoint yet (a first start).

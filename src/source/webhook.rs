@@ -733,17 +733,9 @@ impl axum::serve::Listener for TlsListener {
 
 /// The spool directory of a source.
 pub fn spool_dir(state_dir: &Path, source: &str) -> PathBuf {
-    let safe: String = source
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    state_dir.join("spool").join(safe)
+    state_dir
+        .join("spool")
+        .join(super::checkpoint::file_safe(source))
 }
 
 #[cfg(test)]

@@ -1,0 +1,153 @@
+//! The librdkafka producer behind a `kafka` sink (cargo feature `kafka`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::{KafkaSinkConfig, KeyChoice};
+use crate::config::Flow;
+use crate::sink::{runtime, Deliver, Outcome, Record, RequestError, SinkError};
+use crate::telemetry::Metrics;
+
+/// Properties tripline sets itself: at-least-once without duplicates from producer retries.
+const FIXED: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+
+pub struct KafkaSink {
+    cfg: KafkaSinkConfig,
+    producer: FutureProducer,
+    rt: tokio::runtime::Runtime,
+}
+
+impl KafkaSink {
+    pub fn new(
+        name: &str,
+        cfg: &KafkaSinkConfig,
+        _metrics: &Metrics,
+    ) -> Result<KafkaSink, SinkError> {
+        let setup = |message: String| SinkError::Setup {
+            sink: name.to_string(),
+            message,
+        };
+        if cfg.brokers.is_empty() {
+            return Err(setup("brokers: at least one broker is required".into()));
+        }
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", cfg.brokers.join(","));
+        c.set("client.id", format!("tripline-{name}"));
+        c.set(
+            "message.timeout.ms",
+            cfg.message_timeout.0.as_millis().to_string(),
+        );
+        for (k, v) in &cfg.options {
+            if FIXED.iter().any(|(f, _)| f == k) {
+                tracing::warn!(sink = name, option = %k, "option ignored: tripline sets it for idempotent delivery");
+                continue;
+            }
+            c.set(k, v);
+        }
+        for (k, v) in FIXED {
+            c.set(*k, *v);
+        }
+        // librdkafka's messages name the option but not a password's value.
+        let producer: FutureProducer = c
+            .create()
+            .map_err(|e| setup(format!("creating the producer: {e}")))?;
+        Ok(KafkaSink {
+            cfg: cfg.clone(),
+            producer,
+            rt: runtime(name)?,
+        })
+    }
+
+    fn key<'r>(&self, r: &'r Record) -> Option<&'r str> {
+        match self.cfg.key {
+            KeyChoice::User => r.user.as_deref(),
+            KeyChoice::Rule => match &r.rule {
+                Some((id, _)) => Some(id),
+                None => r.user.as_deref(),
+            },
+            KeyChoice::Id => Some(&r.id),
+            KeyChoice::None => None,
+        }
+    }
+}
+
+/// Whether a failed delivery is about the message itself (retrying cannot help). Everything
+/// else (brokers down, authorization, timeouts) is retried until it passes.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
+impl Deliver for KafkaSink {
+    fn deliver(&mut self, records: &[Arc<Record>]) -> Result<Vec<Outcome>, RequestError> {
+        let mut futures = Vec::with_capacity(records.len());
+        for r in records {
+            let topic = match r.flow {
+                Flow::Alerts => &self.cfg.alerts_topic,
+                Flow::Events => &self.cfg.events_topic,
+            };
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "tripline-id",
+                value: Some(r.id.as_bytes()),
+            });
+            let mut rec = FutureRecord::to(topic)
+                .payload(r.doc.as_slice())
+                .headers(headers);
+            let key = self.key(r);
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            // The message timestamp is the time of sending, not the event time: brokers apply
+            // time-based retention to it, and a replayed backlog with old event times would be
+            // deleted as soon as its segment closed. The event time is in the document.
+            futures.push(self.producer.send_result(rec).map_err(|(e, _)| e));
+        }
+        let outcomes = self.rt.block_on(async {
+            let mut out = Vec::with_capacity(futures.len());
+            for f in futures {
+                out.push(match f {
+                    Err(e) => Outcome::Retry(format!("enqueueing: {e}")),
+                    Ok(fut) => match fut.await {
+                        Ok(Ok(_)) => Outcome::Delivered,
+                        Ok(Err((e, _))) if is_permanent(&e) => Outcome::Reject(e.to_string()),
+                        Ok(Err((e, _))) => Outcome::Retry(e.to_string()),
+                        Err(_) => Outcome::Retry("producer dropped the message".into()),
+                    },
+                });
+            }
+            out
+        });
+        if outcomes.iter().all(|o| matches!(o, Outcome::Retry(_))) {
+            if let Some(Outcome::Retry(why)) = outcomes.first() {
+                return Err(RequestError(why.clone()));
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn probe(&mut self) -> Result<(), RequestError> {
+        self.producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|_| ())
+            .map_err(|e| RequestError(format!("metadata: {e}")))
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
