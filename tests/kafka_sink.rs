@@ -5,57 +5,24 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/servers.rs"]
 mod servers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon::{append, free_port, wait_until, Daemon};
+use daemon::{append, start_tailing as start, wait_until, Daemon};
+use events::{exec_event, quiet_ids, quiet_lines, secret_event, SECRET};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use servers::Server;
 
-/// A value that must never reach a SIEM: the content of a Secret.
-const SECRET: &str = "aHVudGVyMi1wcm9kLWRiLXBhc3N3b3Jk";
-
 const EVENTS: &str = "tl-audit";
 const ALERTS: &str = "tl-alerts";
-
-/// An exec into a pod by a human user: raises an alert.
-fn exec_event(id: &str) -> String {
-    format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/prod/pods/web-0/exec?command=sh","verb":"create","user":{{"username":"mallory@example.com","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.7"],"userAgent":"kubectl/v1.29.0","objectRef":{{"resource":"pods","namespace":"prod","name":"web-0","apiVersion":"v1","subresource":"exec"}},"responseStatus":{{"code":101}},"requestReceivedTimestamp":"2026-03-01T10:00:00.000000Z","stageTimestamp":"2026-03-01T10:00:00.050000Z","annotations":{{"authorization.k8s.io/decision":"allow"}}}}"#
-    )
-}
-
-/// A Secret created with its data in the request and response bodies.
-fn secret_event(id: &str) -> String {
-    format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/secrets","verb":"create","user":{{"username":"alice@example.com"}},"sourceIPs":["198.51.100.4"],"objectRef":{{"resource":"secrets","namespace":"shop","name":"db","apiVersion":"v1"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db","annotations":{{"kubectl.kubernetes.io/last-applied-configuration":"{{\"data\":{{\"password\":\"{SECRET}\"}}}}"}}}},"data":{{"password":"{SECRET}"}}}},"responseObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db"}},"data":{{"password":"{SECRET}"}}}},"requestReceivedTimestamp":"2026-03-01T10:00:02.000000Z","stageTimestamp":"2026-03-01T10:00:02.010000Z"}}"#
-    )
-}
-
-fn quiet_event(id: &str) -> String {
-    format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/kube-system/configmaps/x","verb":"get","user":{{"username":"system:kube-controller-manager"}},"sourceIPs":["10.0.0.2"],"objectRef":{{"resource":"configmaps","namespace":"kube-system","name":"x","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2026-03-01T10:00:03.050000Z"}}"#
-    )
-}
-
-/// `n` quiet events `q-<start>..`, one line each.
-fn quiet_lines(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| quiet_event(&format!("q-{i}")) + "\n")
-        .collect()
-}
-
-/// The quiet auditIDs `q-<start>..`.
-fn quiet_ids(start: usize, n: usize) -> Vec<String> {
-    (start..start + n).map(|i| format!("q-{i}")).collect()
-}
 
 /// `text` with the events' fixed 2026-03-01 timestamps replaced by the current time (kept from when
 /// message timestamps were event times, which noida's time-based retention deleted at restart;
@@ -69,33 +36,6 @@ fn recent(text: &str) -> String {
     ]
     .iter()
     .fold(text.to_string(), |t, old| t.replace(old, &now))
-}
-
-/// Starts the daemon on `dir/logs/*.log` with the given `sinks:` entries.
-fn start(dir: &Path, sinks: &str) -> Daemon {
-    let port = free_port();
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let cfg = format!(
-        r#"cluster_name: test
-node_name: cp-1
-state_dir: {dir}/state
-sources:
-  - type: file
-    name: audit
-    paths: ["{dir}/logs/*.log"]
-    read_from: beginning
-    poll_interval: 100ms
-    checkpoint_interval: 200ms
-    silence_alert_after: 1h
-sinks:
-{sinks}
-telemetry:
-  listen: 127.0.0.1:{port}
-  log_format: json
-"#,
-        dir = dir.display()
-    );
-    Daemon::spawn(dir, &cfg, port)
 }
 
 /// A Kafka sink named `kafka` taking alerts and events, keyed by user, with librdkafka settings

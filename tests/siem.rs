@@ -5,6 +5,8 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/proxy.rs"]
 mod proxy;
 #[path = "support/servers.rs"]
@@ -14,72 +16,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use daemon::{append, free_port, read_lines, wait_until, Daemon};
+use daemon::{append, read_lines, start_tailing as start, wait_until, Daemon};
+use events::{exec_event, pod_event, quiet_lines, secret_event, SECRET};
 use servers::Server;
-
-/// A value that must never reach a SIEM: the content of a Secret.
-const SECRET: &str = "aHVudGVyMi1wcm9kLWRiLXBhc3N3b3Jk";
-
-fn exec_event(id: &str) -> String {
-    format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/prod/pods/web-0/exec?command=sh","verb":"create","user":{{"username":"mallory@example.com","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.7"],"userAgent":"kubectl/v1.29.0","objectRef":{{"resource":"pods","namespace":"prod","name":"web-0","apiVersion":"v1","subresource":"exec"}},"responseStatus":{{"code":101}},"requestReceivedTimestamp":"2026-03-01T10:00:00.000000Z","stageTimestamp":"2026-03-01T10:00:00.050000Z","annotations":{{"authorization.k8s.io/decision":"allow"}}}}"#
-    )
-}
-
-/// A pod create whose labels have both `app` and `app.kubernetes.io/name` (dynamic mapping
-/// cannot index both), and a list of env with mixed types.
-fn pod_event(id: &str) -> String {
-    format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/pods","verb":"create","user":{{"username":"system:serviceaccount:kube-system:replicaset-controller","extra":{{"authentication.kubernetes.io/pod-name":["x"]}}}},"sourceIPs":["10.0.0.3"],"objectRef":{{"resource":"pods","namespace":"shop","name":"cart-1","apiVersion":"v1"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"cart-1","labels":{{"app":"cart","app.kubernetes.io/name":"cart","app.kubernetes.io/version":"1.2"}}}},"spec":{{"containers":[{{"name":"c","image":"registry.example/cart:1.2","ports":[{{"containerPort":8080}}]}}]}}}},"requestReceivedTimestamp":"2026-03-01T10:00:01.000000Z","stageTimestamp":"2026-03-01T10:00:01.010000Z"}}"#
-    )
-}
-
-/// A Secret created with its data in the request and response bodies.
-fn secret_event(id: &str) -> String {
-    format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/secrets","verb":"create","user":{{"username":"alice@example.com"}},"sourceIPs":["198.51.100.4"],"objectRef":{{"resource":"secrets","namespace":"shop","name":"db","apiVersion":"v1"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db","annotations":{{"kubectl.kubernetes.io/last-applied-configuration":"{{\"data\":{{\"password\":\"{SECRET}\"}}}}"}}}},"data":{{"password":"{SECRET}"}}}},"responseObject":{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"db"}},"data":{{"password":"{SECRET}"}}}},"requestReceivedTimestamp":"2026-03-01T10:00:02.000000Z","stageTimestamp":"2026-03-01T10:00:02.010000Z"}}"#
-    )
-}
-
-fn quiet_event(id: &str) -> String {
-    format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/kube-system/configmaps/x","verb":"get","user":{{"username":"system:kube-controller-manager"}},"sourceIPs":["10.0.0.2"],"objectRef":{{"resource":"configmaps","namespace":"kube-system","name":"x","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2026-03-01T10:00:03.050000Z"}}"#
-    )
-}
-
-/// `n` quiet events `q-<start>..`, one line each.
-fn quiet_lines(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| quiet_event(&format!("q-{i}")) + "\n")
-        .collect()
-}
-
-/// Starts the daemon on `dir/logs/*.log` with the given `sinks:` entries.
-fn start(dir: &Path, sinks: &str) -> Daemon {
-    let port = free_port();
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let cfg = format!(
-        r#"cluster_name: test
-node_name: cp-1
-state_dir: {dir}/state
-sources:
-  - type: file
-    name: audit
-    paths: ["{dir}/logs/*.log"]
-    read_from: beginning
-    poll_interval: 100ms
-    checkpoint_interval: 200ms
-    silence_alert_after: 1h
-sinks:
-{sinks}
-telemetry:
-  listen: 127.0.0.1:{port}
-  log_format: json
-"#,
-        dir = dir.display()
-    );
-    Daemon::spawn(dir, &cfg, port)
-}
 
 fn es_sink(name: &str, url: &str, extra: &str) -> String {
     format!(

@@ -158,3 +158,31 @@ pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))
         .collect()
 }
+
+/// Starts the daemon on `dir/logs/*.log` (read from the beginning, cluster `test`, node `cp-1`)
+/// with the given `sinks:` entries.
+pub fn start_tailing(dir: &Path, sinks: &str) -> Daemon {
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let cfg = format!(
+        r#"cluster_name: test
+node_name: cp-1
+state_dir: {dir}/state
+sources:
+  - type: file
+    name: audit
+    paths: ["{dir}/logs/*.log"]
+    read_from: beginning
+    poll_interval: 100ms
+    checkpoint_interval: 200ms
+    silence_alert_after: 1h
+sinks:
+{sinks}
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        dir = dir.display()
+    );
+    Daemon::spawn(dir, &cfg, port)
+}
