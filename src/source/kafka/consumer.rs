@@ -45,6 +45,9 @@ struct Tracker {
     acks_rx: Receiver<Completion>,
     revoke_timeout: Duration,
     commit_failures: Counter,
+    /// Set at each assignment: the group was joined (the source is ready, even on an idle topic
+    /// or with no partitions).
+    joined: bool,
 }
 
 impl Tracker {
@@ -198,6 +201,7 @@ impl ConsumerContext for Context {
             for e in tpl.elements() {
                 t.assign(e.topic(), e.partition());
             }
+            t.joined = true;
         }
     }
 
@@ -266,6 +270,7 @@ impl KafkaSource {
             acks_tx,
             acks_rx,
             revoke_timeout: cfg.revoke_timeout.0,
+            joined: false,
             commit_failures: metrics.counter(
                 "tripline_kafka_commit_failures_total",
                 "Failed offset commits of a Kafka source.",
@@ -325,9 +330,18 @@ impl KafkaSource {
         let mut silent = false;
         let mut last_lag = Instant::now();
         let mut last_store = Instant::now();
+        // Not ready since a consumer error: the brokers are probed until they answer (an idle
+        // topic brings no message that would say so).
+        let mut failed = false;
+        let mut last_probe = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if std::mem::take(&mut lock(&self.tracker).joined) {
+                failed = false;
+                health.set_ready(true);
+            }
             match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
+                    failed = false;
                     health.set_ready(true);
                     last_message = Instant::now();
                     if silent {
@@ -343,8 +357,17 @@ impl KafkaSource {
                 Some(Err(e)) => {
                     tracing::warn!(source = %self.name, error = %e, "consumer error");
                     health.set_ready(false);
+                    failed = true;
+                    last_probe = Instant::now();
                 }
                 None => {}
+            }
+            if failed && last_probe.elapsed() >= Duration::from_secs(5) {
+                last_probe = Instant::now();
+                if self.brokers_answer() {
+                    failed = false;
+                    health.set_ready(true);
+                }
             }
             self.flush(false);
             if last_store.elapsed() >= Duration::from_millis(200) {
@@ -451,6 +474,15 @@ impl KafkaSource {
                 return;
             }
         }
+    }
+
+    /// Whether the brokers answer a metadata request for the topics.
+    fn brokers_answer(&self) -> bool {
+        self.cfg.topics.iter().all(|topic| {
+            self.consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+                .is_ok_and(|md| md.topics().iter().all(|t| t.error().is_none()))
+        })
     }
 
     fn report_lag(&self) {
