@@ -11,6 +11,7 @@ mod pod;
 pub mod redact;
 mod view;
 
+pub use decode::trim_ascii;
 pub use decode::{
     decode_value_into, DecodeError, DecodeFn, DecodeStats, Decoded, Input, InputReader, Line,
     LineReader, SkipReason, DEFAULT_MAX_LINE_BYTES,

@@ -45,6 +45,8 @@ struct Tracker {
     acks_rx: Receiver<Completion>,
     revoke_timeout: Duration,
     commit_failures: Counter,
+    /// Set once the source stops: the drain has waited for confirmations already.
+    stopping: bool,
     /// Set at each assignment: the group was joined (the source is ready, even on an idle topic
     /// or with no partitions).
     joined: bool,
@@ -140,7 +142,13 @@ impl Tracker {
             .iter()
             .map(|e| (self.topic_id(e.topic()), e.partition()))
             .collect();
-        let deadline = Instant::now() + self.revoke_timeout;
+        // At shutdown the drain already waited: closing the consumer revokes without waiting.
+        let wait = if self.stopping {
+            Duration::ZERO
+        } else {
+            self.revoke_timeout
+        };
+        let deadline = Instant::now() + wait;
         loop {
             self.take_completions();
             let waiting = keys.iter().any(|k| {
@@ -194,10 +202,24 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut t = lock(&self.tracker);
             tracing::info!(source = %t.source, partitions = tpl.count(), "partitions assigned");
+            // With the eager protocol an assignment is the whole set: partitions not in it are
+            // no longer ours, even if their revocation was not seen (their late confirmations
+            // are then ignored). The cooperative protocol assigns increments.
+            if !matches!(
+                consumer.rebalance_protocol(),
+                rdkafka::consumer::RebalanceProtocol::Cooperative
+            ) {
+                let keep: Vec<(usize, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (t.topic_id(e.topic()), e.partition()))
+                    .collect();
+                t.parts.retain(|k, _| keep.contains(k));
+            }
             for e in tpl.elements() {
                 t.assign(e.topic(), e.partition());
             }
@@ -271,6 +293,7 @@ impl KafkaSource {
             acks_rx,
             revoke_timeout: cfg.revoke_timeout.0,
             joined: false,
+            stopping: false,
             commit_failures: metrics.counter(
                 "tripline_kafka_commit_failures_total",
                 "Failed offset commits of a Kafka source.",
@@ -393,6 +416,7 @@ impl KafkaSource {
         health.set_ready(false);
         // Drain: hand on what was read, wait for confirmations, commit.
         self.flush(true);
+        lock(&self.tracker).stopping = true;
         let deadline = Instant::now() + drain_timeout;
         loop {
             let mut t = lock(&self.tracker);
@@ -516,7 +540,7 @@ impl KafkaSource {
 /// Appends a message's payload as complete lines: JSON lines as they are, a pretty-printed
 /// document as one line (re-serialized), and a final newline if missing.
 fn append_lines(buf: &mut Vec<u8>, payload: &[u8]) {
-    let body = trim(payload);
+    let body = crate::event::trim_ascii(payload);
     let multi_line_doc = memchr::memchr(b'\n', body).is_some()
         && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
     if multi_line_doc {
@@ -529,18 +553,6 @@ fn append_lines(buf: &mut Vec<u8>, payload: &[u8]) {
     }
     buf.extend_from_slice(body);
     buf.push(b'\n');
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 #[cfg(test)]
