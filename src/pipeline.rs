@@ -643,10 +643,16 @@ fn silence_alert(
         .iter()
         .filter(|s| s.takes(Flow::Alerts) && s.filter.takes_alert(meta.level, &meta.tags))
     {
-        let _ = s.tx.try_send(SinkBatch {
-            records: vec![record.clone()],
-            ack: None,
-        });
+        // Never blocks the control loop; a sink too far behind to take it says so.
+        if s.tx
+            .try_send(SinkBatch {
+                records: vec![record.clone()],
+                ack: None,
+            })
+            .is_err()
+        {
+            tracing::error!(sink = %s.name, source, "sink queue full: the \"Audit Events Stopped\" alert was not delivered to it");
+        }
     }
 }
 

@@ -156,8 +156,11 @@ fn singles(prefix: &str, n: usize) -> Vec<Out> {
         .collect()
 }
 
+/// A delivery report: (partition, offset), or the error.
+type Report = Result<(i32, i64), String>;
+
 /// Records each message's delivery report by its index.
-struct Reports(Mutex<HashMap<usize, Result<(i32, i64), String>>>);
+struct Reports(Mutex<HashMap<usize, Report>>);
 
 impl ClientContext for Reports {}
 

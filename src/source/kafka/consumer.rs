@@ -405,12 +405,15 @@ impl KafkaSource {
             }
             let quiet = last_message.elapsed();
             if !silent && quiet >= self.cfg.silence_alert_after.0 {
-                silent = true;
-                let _ = self.events.try_send(SourceEvent::Silent {
-                    source: self.name.clone(),
-                    silent: true,
-                    for_secs: quiet.as_secs(),
-                });
+                // Tried again at the next turn if the control loop is busy.
+                silent = self
+                    .events
+                    .try_send(SourceEvent::Silent {
+                        source: self.name.clone(),
+                        silent: true,
+                        for_secs: quiet.as_secs(),
+                    })
+                    .is_ok();
             }
         }
         health.set_ready(false);
