@@ -114,6 +114,10 @@ pub fn run(
             health: &health,
             stop: abandon.clone(),
             dead_letters: dead_letters.clone(),
+            gates_readiness: !cfg
+                .sources
+                .iter()
+                .any(|s| matches!(s, SourceConfig::Webhook(_))),
         };
         let (h, t) = sink::start(s, ctx)?;
         sinks.push(h);

@@ -581,6 +581,15 @@ impl Health {
         }
     }
 
+    /// A handle that is not part of readiness (for components whose state is reported
+    /// elsewhere, e.g. as a metric).
+    pub fn detached(name: &str) -> HealthHandle {
+        HealthHandle {
+            name: Arc::from(name),
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// True if and only if at least one component is declared and every component is ready.
     pub fn is_ready(&self) -> bool {
         let components = self

@@ -217,6 +217,7 @@ struct SinkMetrics {
     retries: Counter,
     rejected: Counter,
     dropped: Counter,
+    up: crate::telemetry::Gauge,
 }
 
 impl SinkMetrics {
@@ -254,6 +255,11 @@ impl SinkMetrics {
                 &l,
             ),
             dropped: dropped_counter(metrics, name),
+            up: metrics.gauge(
+                "tripline_sink_up",
+                "1 while a sink's destination answers (its last request or probe succeeded).",
+                &l,
+            ),
         }
     }
 }
@@ -275,6 +281,9 @@ pub struct SinkContext<'a> {
     pub health: &'a Health,
     /// Set when the shutdown deadline passed: stop retrying, leave records unconfirmed.
     pub stop: Arc<AtomicBool>,
+    /// Whether the destination's reachability is part of `/readyz` (not with a webhook source:
+    /// its readiness is whether the spool accepts; a SIEM outage is what the spool is for).
+    pub gates_readiness: bool,
     pub dead_letters: Arc<DeadLetters>,
 }
 
@@ -285,7 +294,12 @@ pub fn start(
     ctx: SinkContext<'_>,
 ) -> Result<(SinkHandle, JoinHandle<()>), SinkError> {
     let name = cfg.name(ctx.index);
-    let health = ctx.health.component(&format!("sink:{name}"));
+    let component = format!("sink:{name}");
+    let health = if ctx.gates_readiness {
+        ctx.health.component(&component)
+    } else {
+        Health::detached(&component)
+    };
     let (deliver, defaults): (Box<dyn Deliver>, Limits) = match &cfg.kind {
         SinkKind::File(f) => (Box::new(local::Local::file(&name, &f.path)?), local::LIMITS),
         SinkKind::Stdout(_) => (Box::new(local::Local::stdout()), local::LIMITS),
@@ -405,7 +419,8 @@ pub struct Driver {
 
 impl Driver {
     fn run(mut self, rx: Receiver<SinkBatch>) {
-        self.health.set_ready(self.deliver.probe().is_ok());
+        let up = self.deliver.probe().is_ok();
+        self.set_up(up);
         let mut last_activity = Instant::now();
         // Records waiting for delivery, each with the index of its source batch in `pending`.
         let mut todo: Vec<(Arc<Record>, usize)> = Vec::new();
@@ -421,7 +436,7 @@ impl Driver {
                             if let Err(e) = &ok {
                                 tracing::warn!(sink = %self.name, error = %e.0, "destination unreachable");
                             }
-                            self.health.set_ready(ok.is_ok());
+                            self.set_up(ok.is_ok());
                             last_activity = Instant::now();
                         }
                         continue;
@@ -465,6 +480,12 @@ impl Driver {
                 break;
             }
         }
+    }
+
+    /// Readiness and the `tripline_sink_up` gauge.
+    fn set_up(&self, up: bool) {
+        self.health.set_ready(up);
+        self.metrics.up.set(i64::from(up));
     }
 
     fn full(&self, todo: &[(Arc<Record>, usize)]) -> bool {
@@ -545,7 +566,7 @@ impl Driver {
                             }
                         }
                     }
-                    self.health.set_ready(progressed);
+                    self.set_up(progressed);
                     if retry.is_empty() {
                         return true;
                     }
@@ -557,7 +578,7 @@ impl Driver {
                     if attempts == 1 || attempts.is_power_of_two() {
                         tracing::error!(sink = %self.name, error = %e.0, attempts, records = chunk.len(), "delivery failed; retrying");
                     }
-                    self.health.set_ready(false);
+                    self.set_up(false);
                     e.0
                 }
             };
