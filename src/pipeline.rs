@@ -439,9 +439,8 @@ impl WorkerContext {
             decode_value_into(text, &mut |d| match d {
                 Ok(ev) => {
                     events_read.inc();
-                    let event_id = sink::content_id(&[ev.raw().as_bytes()]);
-                    let time = ev.time();
-                    let user = ev.username().map(str::to_owned);
+                    // Only for events that produce a record: most events produce none.
+                    let mut meta: Option<RecordMeta> = None;
                     detector.detect(ev, &mut |a| {
                         let rule = &rules.rules()[a.rule].meta;
                         m.counter(
@@ -451,13 +450,14 @@ impl WorkerContext {
                         )
                         .inc();
                         if let Ok(doc) = serde_json::to_vec(&a.document) {
+                            let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
                             out.records.push(Arc::new(sink::Record {
                                 flow: Flow::Alerts,
-                                id: sink::content_id(&[event_id.as_bytes(), rule.id.as_bytes()]),
-                                time,
+                                id: sink::content_id(&[e.id.as_bytes(), rule.id.as_bytes()]),
+                                time: e.time,
                                 level: Some(rule.level),
                                 rule: Some((rule.id.clone(), rule.title.clone())),
-                                user: user.clone(),
+                                user: e.user.clone(),
                                 doc,
                             }));
                             out.rules.push(Some(a.rule));
@@ -468,13 +468,14 @@ impl WorkerContext {
                         redact_event(&mut v);
                         let doc = template.render(v, "", self.cluster.as_deref(), 0);
                         if let Ok(doc) = serde_json::to_vec(&doc) {
+                            let e = meta.take().unwrap_or_else(|| RecordMeta::of(ev));
                             out.records.push(Arc::new(sink::Record {
                                 flow: Flow::Events,
-                                id: event_id,
-                                time,
+                                id: e.id,
+                                time: e.time,
                                 level: None,
                                 rule: None,
-                                user,
+                                user: e.user,
                                 doc,
                             }));
                             out.rules.push(None);
@@ -565,6 +566,23 @@ impl WorkerContext {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What the records of one event share: its content id, time and user.
+struct RecordMeta {
+    id: String,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+    user: Option<String>,
+}
+
+impl RecordMeta {
+    fn of(ev: &crate::event::Event<'_>) -> RecordMeta {
+        RecordMeta {
+            id: sink::content_id(&[ev.raw().as_bytes()]),
+            time: ev.time(),
+            user: ev.username().map(str::to_owned),
         }
     }
 }

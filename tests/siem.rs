@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine as _;
 use daemon::{append, read_lines, start_tailing as start, wait_until, Daemon};
 use events::{exec_event, pod_event, quiet_lines, secret_event, SECRET};
 use servers::Server;
@@ -390,30 +391,12 @@ fn data_streams_and_credentials_from_files() {
     // Basic auth from the file (trailing newline removed), and the password is never logged.
     let expected = format!(
         "Basic {}",
-        base64(format!("tripline:{password}").as_bytes())
+        base64::engine::general_purpose::STANDARD.encode(format!("tripline:{password}"))
     );
     assert_eq!(proxy.with(|f| f.authorization.clone()), Some(expected));
     d.signal("-TERM");
     std::thread::sleep(Duration::from_secs(1));
     assert!(!d.logs().contains(password), "password in the logs");
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// A CA, a server certificate for `localhost` and a client certificate, as PEM files in `dir`;

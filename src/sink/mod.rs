@@ -646,6 +646,17 @@ pub fn runtime(name: &str) -> Result<tokio::runtime::Runtime, SinkError> {
         })
 }
 
+/// An `Authorization` value for HTTP basic authentication: `Basic base64(user:password)`
+/// (RFC 7617).
+pub fn basic_auth(user: &str, password: Option<&str>) -> String {
+    use base64::Engine as _;
+    let pair = format!("{user}:{}", password.unwrap_or(""));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
 /// Reads a secret given inline (usually `${ENV_VAR}`) or from a file (a mounted Kubernetes
 /// Secret); trailing newlines of files are removed.
 pub fn read_secret(
@@ -811,6 +822,18 @@ mod tests {
         assert_eq!(a, content_id(&[b"ab", b"c"]));
         assert_ne!(a, content_id(&[b"a", b"bc"]));
         assert_ne!(a, content_id(&[b"abc"]));
+    }
+
+    #[test]
+    fn basic_auth_is_rfc_7617_base64() {
+        assert_eq!(
+            basic_auth("Aladdin", Some("open sesame")),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(basic_auth("a", Some("")), "Basic YTo=");
+        assert_eq!(basic_auth("ab", Some("c")), "Basic YWI6Yw==");
+        assert_eq!(basic_auth("ab", Some("cd")), "Basic YWI6Y2Q=");
+        assert_eq!(basic_auth("user", Some("pass")), "Basic dXNlcjpwYXNz");
     }
 
     #[test]

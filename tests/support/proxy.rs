@@ -40,27 +40,16 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on a free port and forwards to `backend` (`http://127.0.0.1:<port>`).
     pub fn start(backend: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let faults = Arc::new(Mutex::new(Faults::default()));
-        let f = faults.clone();
-        let backend = backend.to_string();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let f = f.clone();
-                let backend = backend.clone();
-                std::thread::spawn(move || {
-                    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                    let _ = serve(conn, &backend, &f);
-                });
-            }
-        });
-        Proxy { port, faults }
+        Self::listen(backend, None)
     }
 
     /// Like [`Proxy::start`], serving HTTPS with `config` (which may require client
     /// certificates): a TLS front for servers that speak only plain HTTP.
-    pub fn start_tls(backend: &str, config: std::sync::Arc<rustls::ServerConfig>) -> Proxy {
+    pub fn start_tls(backend: &str, config: Arc<rustls::ServerConfig>) -> Proxy {
+        Self::listen(backend, Some(config))
+    }
+
+    fn listen(backend: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let faults = Arc::new(Mutex::new(Faults::default()));
@@ -70,13 +59,17 @@ impl Proxy {
             for conn in listener.incoming().flatten() {
                 let f = f.clone();
                 let backend = backend.clone();
-                let config = config.clone();
+                let tls = tls.clone();
                 std::thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                    let Ok(tls) = rustls::ServerConnection::new(config) else {
+                    let Some(config) = tls else {
+                        let _ = serve(conn, &backend, &f);
                         return;
                     };
-                    let mut stream = rustls::StreamOwned::new(tls, conn);
+                    let Ok(session) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut stream = rustls::StreamOwned::new(session, conn);
                     let _ = serve(&mut stream, &backend, &f);
                     stream.conn.send_close_notify();
                     let _ = stream.flush();

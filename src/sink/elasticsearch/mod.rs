@@ -295,10 +295,7 @@ impl Elasticsearch {
             &a.bearer_token_file,
         )?;
         let authorization = match (&a.username, password, api_key, bearer) {
-            (Some(u), Some(p), None, None) => Some(format!(
-                "Basic {}",
-                base64_encode(format!("{u}:{p}").as_bytes())
-            )),
+            (Some(u), Some(p), None, None) => Some(crate::sink::basic_auth(u, Some(&p))),
             (None, None, Some(k), None) => Some(format!("ApiKey {k}")),
             (None, None, None, Some(t)) => Some(format!("Bearer {t}")),
             (None, None, None, None) => None,
@@ -690,32 +687,6 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -805,12 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
-        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
+    fn endpoints_in_logs_lose_their_credentials() {
         assert_eq!(redact_url("https://u:p@es:9200/"), "https://es:9200/");
     }
 }
