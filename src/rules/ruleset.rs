@@ -562,6 +562,26 @@ struct ThrottleEntry {
     suppressed: u64,
 }
 
+/// A hash of the values of a throttle key's fields (each value tagged by its type and each
+/// field closed, so that `["a","b"]` and `["ab"]` differ). Allocates nothing.
+fn throttle_key(ev: &Event<'_>, fields: &[crate::event::FieldRef]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in fields {
+        ev.any_value(f, &mut |v| {
+            match v {
+                FieldValue::Str(s) => (0u8, s).hash(&mut h),
+                FieldValue::Int(i) => (1u8, i).hash(&mut h),
+                FieldValue::Float(x) => (2u8, x.to_bits()).hash(&mut h),
+                FieldValue::Bool(b) => (3u8, b).hash(&mut h),
+                FieldValue::Null | FieldValue::Object => {}
+            }
+            false
+        });
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
 /// One rule that fired on an event.
 #[derive(Debug)]
 pub struct Match<'r> {
@@ -752,6 +772,8 @@ impl RuleSet {
         let mut hits = Vec::new();
         self.matching_into(ev, &mut hits);
         hits.sort_unstable();
+        // The event time, read once for all throttled rules that matched.
+        let now = std::cell::OnceCell::new();
         for i in hits {
             let rule = &self.rules[i];
             match &rule.throttle {
@@ -761,7 +783,7 @@ impl RuleSet {
                     suppressed: 0,
                 }),
                 Some(spec) => {
-                    if let Some(suppressed) = self.throttle_check(i as u32, spec, ev) {
+                    if let Some(suppressed) = self.throttle_check(i as u32, spec, ev, &now) {
                         out.push(Match {
                             index: i,
                             rule,
@@ -779,13 +801,10 @@ impl RuleSet {
         rule: u32,
         spec: &super::model::ThrottleSpec,
         ev: &Event<'_>,
+        now: &std::cell::OnceCell<DateTime<Utc>>,
     ) -> Option<u64> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for f in &spec.key {
-            ev.values_as_strings(f).hash(&mut h);
-        }
-        let key = (rule, h.finish());
-        let now = ev.time().unwrap_or_else(Utc::now);
+        let key = (rule, throttle_key(ev, &spec.key));
+        let now = *now.get_or_init(|| ev.time().unwrap_or_else(Utc::now));
         let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::MAX);
         if self.throttle.len() >= self.throttle_max_keys && !self.throttle.contains_key(&key) {
             self.sweep(now);
