@@ -354,8 +354,11 @@ fn per_rule() {
 
 criterion_group!(benches, bench);
 
-/// With `TRIPLINE_BENCH_PROFILE=decode|match|detect`: only that mode, on the metadata corpus,
-/// for about ten seconds (to run under a profiler); nothing else runs.
+/// With `TRIPLINE_BENCH_PROFILE=<mode>`, only that, on the metadata corpus (to run under a
+/// profiler); nothing else runs. `ignored`, `decode`, `match`, `throttle` (matching with
+/// throttling, no alert documents) and `detect` repeat a pass for `SECS` seconds (default 10) or
+/// `PASSES` passes and print the time per event; `stats` prints the rule candidates per event
+/// by verb and resource; `alertparts` times the steps of building alerts.
 fn profile(mode: &str) {
     let rules = full_pack();
     let corpus = corpora().remove(1);
@@ -376,15 +379,128 @@ fn profile(mode: &str) {
             "ignored" => {
                 black_box(ignored_any(&corpus.bytes));
             }
-            "utf8" => {
-                black_box(
-                    lines(&corpus.bytes)
-                        .filter(|l| std::str::from_utf8(l).is_ok())
-                        .count(),
-                );
-            }
             "match" => {
                 black_box(decode_match(&corpus.bytes, &rules));
+            }
+            "stats" => {
+                let (mut n, mut cands) = (0usize, 0usize);
+                let mut by_verb = std::collections::BTreeMap::<String, (usize, usize)>::new();
+                for line in lines(&corpus.bytes) {
+                    if let Ok(text) = std::str::from_utf8(line) {
+                        decode_value_into(text, &mut |ev| {
+                            if let Ok(ev) = ev {
+                                n += 1;
+                                let c = rules.candidate_count(ev);
+                                cands += c;
+                                let e = by_verb
+                                    .entry(format!("{:?}/{:?}", ev.verb(), ev.resource()))
+                                    .or_default();
+                                e.0 += 1;
+                                e.1 = c;
+                            }
+                        });
+                    }
+                }
+                println!(
+                    "{n} events, {:.2} candidates/event",
+                    cands as f64 / n as f64
+                );
+                let mut v: Vec<_> = by_verb.into_iter().collect();
+                v.sort_by_key(|(_, (k, c))| std::cmp::Reverse(k * c));
+                for (k, (cnt, c)) in v.iter().take(25) {
+                    println!("{cnt:6} x {c:3} candidates  {k}");
+                }
+                return;
+            }
+            "alertparts" => {
+                // The events that alert, and the cost of each step of building their alerts.
+                let mut raws: Vec<String> = Vec::new();
+                let mut detector = Detector::new(&rules, Some("bench".into()));
+                for line in lines(&corpus.bytes) {
+                    if let Ok(text) = std::str::from_utf8(line) {
+                        decode_value_into(text, &mut |ev| {
+                            if let Ok(ev) = ev {
+                                let mut fired = false;
+                                detector.detect(ev, &mut |_| fired = true);
+                                if fired {
+                                    raws.push(text.to_string());
+                                }
+                            }
+                        });
+                    }
+                }
+                let n = raws.len() as f64;
+                let t = Instant::now();
+                for _ in 0..20 {
+                    for r in &raws {
+                        black_box(tripline::event::parse_value(r));
+                    }
+                }
+                println!(
+                    "parse_value+drop: {:.0} ns/alert",
+                    t.elapsed().as_nanos() as f64 / n / 20.0
+                );
+                let t = Instant::now();
+                for _ in 0..20 {
+                    for r in &raws {
+                        let mut v = tripline::event::parse_value(r).unwrap();
+                        black_box(tripline::event::redact::redact_event(&mut v));
+                    }
+                }
+                println!(
+                    "parse+redact+drop: {:.0} ns/alert",
+                    t.elapsed().as_nanos() as f64 / n / 20.0
+                );
+                let t = Instant::now();
+                for _ in 0..20 {
+                    for r in &raws {
+                        black_box(serde_json::from_str::<Value>(r).unwrap());
+                    }
+                }
+                println!(
+                    "serde_json Value+drop: {:.0} ns/alert",
+                    t.elapsed().as_nanos() as f64 / n / 20.0
+                );
+                let t = Instant::now();
+                let mut k = 0;
+                for _ in 0..std::env::var("REPS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(20)
+                {
+                    for r in &raws {
+                        decode_value_into(r, &mut |ev| {
+                            if let Ok(ev) = ev {
+                                detector.detect(ev, &mut |a| {
+                                    k += 1;
+                                    black_box(a);
+                                });
+                            }
+                        });
+                    }
+                }
+                println!(
+                    "decode+detect (all alerting): {:.0} ns/event, {:.2} alerts/event",
+                    t.elapsed().as_nanos() as f64 / n / 20.0,
+                    k as f64 / n / 20.0
+                );
+                return;
+            }
+            "throttle" => {
+                let mut out = Vec::new();
+                let mut n = 0;
+                for line in lines(&corpus.bytes) {
+                    if let Ok(text) = std::str::from_utf8(line) {
+                        decode_value_into(text, &mut |ev| {
+                            if let Ok(ev) = ev {
+                                out.clear();
+                                rules.matches_into(ev, &mut out);
+                                n += out.len();
+                            }
+                        });
+                    }
+                }
+                black_box(n);
             }
             _ => {
                 black_box(decode_detect(&corpus.bytes, &rules));

@@ -110,6 +110,122 @@ impl AlertTemplate {
         suppressed: u64,
     ) -> Value {
         let mut doc = Doc(self.0.clone());
+        event_fields(&mut doc, event, message, cluster_name, suppressed);
+        Value::Object(doc.0)
+    }
+
+    /// The fields of the alert that depend on the event: [`AlertTemplate::render`] without the
+    /// template's own fields, for [`Merged`] to combine with them when the alert is written
+    /// (which spares a copy of the rule's fields per alert).
+    pub fn render_event_fields(
+        event: Value,
+        message: &str,
+        cluster_name: Option<&str>,
+        suppressed: u64,
+    ) -> Map<String, Value> {
+        let mut doc = Doc::default();
+        event_fields(&mut doc, event, message, cluster_name, suppressed);
+        doc.0
+    }
+
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+/// Two objects as one: `over`'s members win, except that members that are objects on both
+/// sides are merged in turn (what setting each field of `over` on a copy of `base` gives).
+/// Serializes with the keys in order, as a `Map` does.
+#[derive(Debug, Clone, Copy)]
+pub struct Merged<'a> {
+    pub base: &'a Map<String, Value>,
+    pub over: &'a Map<String, Value>,
+}
+
+impl<'a> Merged<'a> {
+    /// The merged object as a value (a copy).
+    pub fn to_value(self) -> Value {
+        let mut out = self.base.clone();
+        merge_into(&mut out, self.over);
+        Value::Object(out)
+    }
+
+    /// The value at a JSON pointer (`/user/name`, without `~` escapes), from `over` unless
+    /// only `base` has it.
+    pub fn pointer(self, pointer: &str) -> Option<&'a Value> {
+        pointer_in(self.over, pointer).or_else(|| pointer_in(self.base, pointer))
+    }
+}
+
+fn pointer_in<'v>(map: &'v Map<String, Value>, pointer: &str) -> Option<&'v Value> {
+    let mut segments = pointer.strip_prefix('/')?.split('/');
+    let mut v = map.get(segments.next()?)?;
+    for seg in segments {
+        v = v.as_object()?.get(seg)?;
+    }
+    Some(v)
+}
+
+fn merge_into(base: &mut Map<String, Value>, over: &Map<String, Value>) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(Value::Object(b)), Value::Object(o)) => merge_into(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+impl serde::Serialize for Merged<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        use std::cmp::Ordering;
+        let mut map = s.serialize_map(None)?;
+        let (mut a, mut b) = (self.base.iter().peekable(), self.over.iter().peekable());
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((ka, _)), Some((kb, _))) => ka.as_str().cmp(kb.as_str()),
+            };
+            match order {
+                Ordering::Less => {
+                    if let Some((k, v)) = a.next() {
+                        map.serialize_entry(k, v)?;
+                    }
+                }
+                Ordering::Greater => {
+                    if let Some((k, v)) = b.next() {
+                        map.serialize_entry(k, v)?;
+                    }
+                }
+                Ordering::Equal => {
+                    if let (Some((_, va)), Some((k, vb))) = (a.next(), b.next()) {
+                        match (va, vb) {
+                            (Value::Object(base), Value::Object(over)) => {
+                                map.serialize_entry(k, &Merged { base, over })?
+                            }
+                            _ => map.serialize_entry(k, vb)?,
+                        }
+                    }
+                }
+            }
+        }
+        map.end()
+    }
+}
+
+/// Sets the fields of an alert or events-flow document that come from the event.
+fn event_fields(
+    doc: &mut Doc,
+    event: Value,
+    message: &str,
+    cluster_name: Option<&str>,
+    suppressed: u64,
+) {
+    {
         let timestamp = ["stageTimestamp", "requestReceivedTimestamp", "timestamp"]
             .into_iter()
             .filter_map(|key| str_at(&event, &[key]))
@@ -129,14 +245,13 @@ impl AlertTemplate {
         if suppressed > 0 {
             doc.set("tripline.suppressed_count", suppressed);
         }
-        user_fields(&mut doc, &event);
-        network_fields(&mut doc, &event, code);
-        orchestrator_fields(&mut doc, &event, cluster_name);
+        user_fields(doc, &event);
+        network_fields(doc, &event, code);
+        orchestrator_fields(doc, &event, cluster_name);
         if !message.is_empty() {
             doc.set("message", message);
         }
         doc.set("kubernetes.audit", event);
-        Value::Object(doc.0)
     }
 }
 
@@ -674,6 +789,56 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_two_parts_of_an_alert_write_and_read_as_the_whole_document() {
+        let template = AlertTemplate::new(&rule(&["attack.execution", "attack.t1609"]))
+            .with_host(Some("cp-1"));
+        for suppressed in [0, 7] {
+            let whole = template.render(exec_event(), "msg", Some("prod"), suppressed);
+            let fields =
+                AlertTemplate::render_event_fields(exec_event(), "msg", Some("prod"), suppressed);
+            let merged = Merged {
+                base: template.fields(),
+                over: &fields,
+            };
+            // Objects on both sides (`event`, `tripline`) are merged, in key order.
+            assert!(fields.contains_key("event") && template.fields().contains_key("event"));
+            assert_eq!(
+                serde_json::to_string(&merged).unwrap(),
+                serde_json::to_string(&whole).unwrap()
+            );
+            assert_eq!(merged.to_value(), whole);
+            for pointer in [
+                "/event/kind",
+                "/event/action",
+                "/rule/id",
+                "/user/name",
+                "/host/name",
+            ] {
+                assert_eq!(merged.pointer(pointer), whole.pointer(pointer), "{pointer}");
+                assert!(merged.pointer(pointer).is_some(), "{pointer}");
+            }
+            assert_eq!(merged.pointer("/event/nothing"), None);
+            assert_eq!(merged.pointer("event"), None);
+        }
+        // A member set on both sides that is not an object on both: the event's side wins.
+        let base = json!({"a": {"x": 1}, "b": 1, "c": {"y": 1}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let over = json!({"a": 2, "b": {"z": 2}, "c": {"y": 3, "w": 4}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let m = Merged {
+            base: &base,
+            over: &over,
+        };
+        let want = json!({"a": 2, "b": {"z": 2}, "c": {"w": 4, "y": 3}});
+        assert_eq!(m.to_value(), want);
+        assert_eq!(serde_json::to_value(m).unwrap(), want);
     }
 
     #[test]

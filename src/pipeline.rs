@@ -449,7 +449,7 @@ impl WorkerContext {
                             &[("rule_id", &rule.id), ("level", rule.level.as_str())],
                         )
                         .inc();
-                        if let Ok(doc) = serde_json::to_vec(&a.document) {
+                        if let Ok(doc) = serde_json::to_vec(&a) {
                             let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
                             out.records.push(Arc::new(sink::Record {
                                 flow: Flow::Alerts,

@@ -5,19 +5,39 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use std::sync::Arc;
 
-use crate::alert::AlertTemplate;
+use serde_json::{Map, Value};
+
+use crate::alert::{AlertTemplate, Merged};
 use crate::event::redact::redact_event;
 use crate::event::{DecodeError, DecodeStats, Event, SkipReason};
 use crate::rules::{Level, Match, RuleSet};
 
-/// One alert: the rule that fired and the ECS document.
+/// One alert: the rule that fired and its ECS document, kept as two parts that serialize as
+/// one: the rule's fields (shared by all its alerts) and the fields from the event.
 #[derive(Debug, Clone)]
 pub struct Alert {
     /// Index of the rule in the rule set.
     pub rule: usize,
-    pub document: Value,
+    template: Arc<AlertTemplate>,
+    fields: Map<String, Value>,
+}
+
+impl Alert {
+    /// The whole document, as it serializes.
+    pub fn document(&self) -> Merged<'_> {
+        Merged {
+            base: self.template.fields(),
+            over: &self.fields,
+        }
+    }
+}
+
+impl serde::Serialize for Alert {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.document().serialize(s)
+    }
 }
 
 /// Turns events into alerts. Shared by `scan` and the daemon.
@@ -28,7 +48,7 @@ pub struct Detector<'r> {
     pub node_name: Option<String>,
     matches: Vec<Match<'r>>,
     /// Per rule, built on its first alert.
-    templates: Vec<Option<AlertTemplate>>,
+    templates: Vec<Option<Arc<AlertTemplate>>>,
 }
 
 impl<'r> Detector<'r> {
@@ -65,7 +85,7 @@ impl<'r> Detector<'r> {
                 m.rule.meta.title.clone()
             };
             let template = self.templates[m.index].get_or_insert_with(|| {
-                AlertTemplate::new(&m.rule.meta).with_host(self.node_name.as_deref())
+                Arc::new(AlertTemplate::new(&m.rule.meta).with_host(self.node_name.as_deref()))
             });
             // The last alert of this event takes the event; earlier ones copy it.
             let event = if n == last {
@@ -73,11 +93,16 @@ impl<'r> Detector<'r> {
             } else {
                 value.clone()
             };
-            let document =
-                template.render(event, &message, self.cluster_name.as_deref(), m.suppressed);
+            let fields = AlertTemplate::render_event_fields(
+                event,
+                &message,
+                self.cluster_name.as_deref(),
+                m.suppressed,
+            );
             emit(Alert {
                 rule: m.index,
-                document,
+                template: Arc::clone(template),
+                fields,
             });
         }
     }
@@ -110,9 +135,12 @@ impl Report {
     pub fn record_alert(&mut self, alert: &Alert) {
         let s = self.per_rule.entry(alert.rule).or_default();
         s.alerts += 1;
-        let doc = &alert.document;
+        let doc = alert.document();
         if s.example.is_none() {
-            s.example = doc.get("message").and_then(Value::as_str).map(String::from);
+            s.example = doc
+                .pointer("/message")
+                .and_then(Value::as_str)
+                .map(String::from);
         }
         let user = doc
             .pointer("/user/name")
@@ -120,7 +148,7 @@ impl Report {
             .unwrap_or("<none>");
         *s.users.entry(user.to_string()).or_default() += 1;
         if let Some(t) = doc
-            .get("@timestamp")
+            .pointer("/@timestamp")
             .and_then(Value::as_str)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         {

@@ -878,7 +878,9 @@ mod tests {
         // Alert rendering (redaction, ECS) of such an event works too.
         let mut detector = crate::scan::Detector::new(&set, None);
         decode_value_into(&record, &mut |d| {
-            detector.detect(d.unwrap(), &mut |a| assert!(a.document.is_object()))
+            detector.detect(d.unwrap(), &mut |a| {
+                assert!(a.document().to_value().is_object())
+            })
         });
     }
 

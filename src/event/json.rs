@@ -459,9 +459,24 @@ impl<'a> Scanner<'a> {
             return Ok(());
         }
         loop {
-            let key = self.string()?;
-            self.expect(b':')?;
-            f(self, &key)?;
+            // Keys without escapes (all of them, in practice) are read in place.
+            if self.b.get(self.pos) != Some(&b'"') && self.peek() != Some(b'"') {
+                return self.syntax("expected a key");
+            }
+            let start = self.pos + 1;
+            self.pos = start;
+            self.find_special();
+            if self.b.get(self.pos) == Some(&b'"') {
+                let key = &self.text[start..self.pos];
+                self.pos += 1;
+                self.expect(b':')?;
+                f(self, key)?;
+            } else {
+                self.pos = start - 1;
+                let key = self.string()?;
+                self.expect(b':')?;
+                f(self, &key)?;
+            }
             if self.next_or_close(b'}')? {
                 return Ok(());
             }

@@ -109,11 +109,25 @@ fn once<T>(slot: &mut Option<T>, v: Option<T>, key: &str) -> Result<(), JsonErro
     Ok(())
 }
 
-fn user<'a>(s: &mut Scanner<'a>, what: &str) -> Result<Option<UserInfo<'a>>, JsonError> {
-    if s.null()? {
-        return Ok(None);
+/// Reads a member into `slot` in place (these structs are large to move): `null` leaves it
+/// empty, a second occurrence is a type error.
+fn nested<'a, T: Default>(
+    s: &mut Scanner<'a>,
+    slot: &mut Option<T>,
+    key: &str,
+    read: impl FnOnce(&mut Scanner<'a>, &mut T) -> Result<(), JsonError>,
+) -> Result<(), JsonError> {
+    if slot.is_some() {
+        s.skip_value()?;
+        return Err(JsonError::Type(format!("duplicate field `{key}`")));
     }
-    let mut u = UserInfo::default();
+    if s.null()? {
+        return Ok(());
+    }
+    read(s, slot.insert(T::default()))
+}
+
+fn user<'a>(s: &mut Scanner<'a>, what: &str, u: &mut UserInfo<'a>) -> Result<(), JsonError> {
     let mut seen_groups = false;
     s.object(what, |s: &mut Scanner<'a>, key: &str| match key {
         "username" => {
@@ -135,15 +149,10 @@ fn user<'a>(s: &mut Scanner<'a>, what: &str) -> Result<Option<UserInfo<'a>>, Jso
             once(&mut u.extra, (v != "null").then_some(v), key)
         }
         _ => s.skip_value().map(|_| ()),
-    })?;
-    Ok(Some(u))
+    })
 }
 
-fn object_ref<'a>(s: &mut Scanner<'a>) -> Result<Option<ObjectRef<'a>>, JsonError> {
-    if s.null()? {
-        return Ok(None);
-    }
-    let mut o = ObjectRef::default();
+fn object_ref<'a>(s: &mut Scanner<'a>, o: &mut ObjectRef<'a>) -> Result<(), JsonError> {
     s.object("objectRef", |s: &mut Scanner<'a>, key: &str| {
         let slot = match key {
             "resource" => &mut o.resource,
@@ -158,15 +167,10 @@ fn object_ref<'a>(s: &mut Scanner<'a>) -> Result<Option<ObjectRef<'a>>, JsonErro
         };
         let v = s.opt_string("objectRef field")?;
         once(slot, v, key)
-    })?;
-    Ok(Some(o))
+    })
 }
 
-fn response_status<'a>(s: &mut Scanner<'a>) -> Result<Option<ResponseStatus<'a>>, JsonError> {
-    if s.null()? {
-        return Ok(None);
-    }
-    let mut r = ResponseStatus::default();
+fn response_status<'a>(s: &mut Scanner<'a>, r: &mut ResponseStatus<'a>) -> Result<(), JsonError> {
     s.object("responseStatus", |s: &mut Scanner<'a>, key: &str| {
         let slot = match key {
             "code" => {
@@ -192,8 +196,7 @@ fn response_status<'a>(s: &mut Scanner<'a>) -> Result<Option<ResponseStatus<'a>>
         };
         let v = s.opt_string("responseStatus field")?;
         once(slot, v, key)
-    })?;
-    Ok(Some(r))
+    })
 }
 
 /// A raw JSON member kept for later; `null` counts as absent.
@@ -270,13 +273,11 @@ impl<'a> Event<'a> {
                 "requestReceivedTimestamp" => &mut ev.request_received_timestamp,
                 "stageTimestamp" => &mut ev.stage_timestamp,
                 "timestamp" => &mut ev.timestamp,
-                "user" => {
-                    let u = user(s, "user")?;
-                    return once(&mut ev.user, u, key);
-                }
+                "user" => return nested(s, &mut ev.user, key, |s, u| user(s, "user", u)),
                 "impersonatedUser" => {
-                    let u = user(s, "impersonatedUser")?.map(Box::new);
-                    return once(&mut ev.impersonated_user, u, key);
+                    return nested(s, &mut ev.impersonated_user, key, |s, u| {
+                        user(s, "impersonatedUser", u)
+                    })
                 }
                 "sourceIPs" => {
                     if std::mem::replace(&mut seen_ips, true) {
@@ -284,13 +285,9 @@ impl<'a> Event<'a> {
                     }
                     return string_list(s, "sourceIPs", &mut ev.source_ips);
                 }
-                "objectRef" => {
-                    let o = object_ref(s)?;
-                    return once(&mut ev.object_ref, o, key);
-                }
+                "objectRef" => return nested(s, &mut ev.object_ref, key, object_ref),
                 "responseStatus" => {
-                    let r = response_status(s)?;
-                    return once(&mut ev.response_status, r, key);
+                    return nested(s, &mut ev.response_status, key, response_status)
                 }
                 "requestObject" => {
                     let r = raw(s)?;
