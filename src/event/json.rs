@@ -500,7 +500,19 @@ impl<'a> Scanner<'a> {
     #[inline]
     pub fn opt_string(&mut self, what: &str) -> Result<Option<Cow<'a, str>>> {
         match self.peek() {
-            Some(b'"') => self.string().map(Some),
+            Some(b'"') => {
+                // The common case inline: no escapes, borrowed.
+                let start = self.pos + 1;
+                self.pos = start;
+                self.find_special();
+                if self.b.get(self.pos) == Some(&b'"') {
+                    let v = &self.text[start..self.pos];
+                    self.pos += 1;
+                    return Ok(Some(Cow::Borrowed(v)));
+                }
+                self.pos = start - 1;
+                self.string().map(Some)
+            }
             Some(b'n') => self.literal(b"null").map(|()| None),
             _ => {
                 self.skip_value()?;
