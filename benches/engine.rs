@@ -243,7 +243,9 @@ fn summary() {
         "{:<18} {:<26} {:>12} {:>10} {:>16}",
         "corpus", "mode", "events/s", "MB/s", "vs IgnoredAny"
     );
-    let only = std::env::var("TRIPLINE_BENCH_CORPUS").ok();
+    let only = std::env::var("TRIPLINE_BENCH_CORPUS")
+        .ok()
+        .filter(|c| !c.is_empty());
     for corpus in corpora() {
         if only.as_deref().is_some_and(|o| o != corpus.name) {
             continue;
