@@ -431,60 +431,39 @@ fn profile(mode: &str) {
                         });
                     }
                 }
-                let n = raws.len() as f64;
-                let t = Instant::now();
-                for _ in 0..20 {
-                    for r in &raws {
-                        black_box(tripline::event::parse_value(r));
+                let reps = env("REPS", 20);
+                let per_alert = |label: &str, f: &mut dyn FnMut(&str)| {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        raws.iter().for_each(|r| f(r));
                     }
-                }
+                    let ns = t.elapsed().as_nanos() as f64 / (raws.len() as f64 * reps as f64);
+                    println!("{label}: {ns:.0} ns per alerting event");
+                };
+                per_alert("parse_value, drop", &mut |r| {
+                    black_box(tripline::event::parse_value(r));
+                });
+                per_alert("parse_value, redact, drop", &mut |r| {
+                    let mut v = tripline::event::parse_value(r).unwrap_or_default();
+                    black_box(tripline::event::redact::redact_event(&mut v));
+                });
+                per_alert("serde_json::Value, drop (for comparison)", &mut |r| {
+                    black_box(serde_json::from_str::<Value>(r).ok());
+                });
+                let mut alerts = 0;
+                per_alert("decode, detect, drop the alerts", &mut |r| {
+                    decode_value_into(r, &mut |ev| {
+                        if let Ok(ev) = ev {
+                            detector.detect(ev, &mut |a| {
+                                alerts += 1;
+                                black_box(a);
+                            });
+                        }
+                    });
+                });
                 println!(
-                    "parse_value+drop: {:.0} ns/alert",
-                    t.elapsed().as_nanos() as f64 / n / 20.0
-                );
-                let t = Instant::now();
-                for _ in 0..20 {
-                    for r in &raws {
-                        let mut v = tripline::event::parse_value(r).unwrap();
-                        black_box(tripline::event::redact::redact_event(&mut v));
-                    }
-                }
-                println!(
-                    "parse+redact+drop: {:.0} ns/alert",
-                    t.elapsed().as_nanos() as f64 / n / 20.0
-                );
-                let t = Instant::now();
-                for _ in 0..20 {
-                    for r in &raws {
-                        black_box(serde_json::from_str::<Value>(r).unwrap());
-                    }
-                }
-                println!(
-                    "serde_json Value+drop: {:.0} ns/alert",
-                    t.elapsed().as_nanos() as f64 / n / 20.0
-                );
-                let t = Instant::now();
-                let mut k = 0;
-                for _ in 0..std::env::var("REPS")
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(20)
-                {
-                    for r in &raws {
-                        decode_value_into(r, &mut |ev| {
-                            if let Ok(ev) = ev {
-                                detector.detect(ev, &mut |a| {
-                                    k += 1;
-                                    black_box(a);
-                                });
-                            }
-                        });
-                    }
-                }
-                println!(
-                    "decode+detect (all alerting): {:.0} ns/event, {:.2} alerts/event",
-                    t.elapsed().as_nanos() as f64 / n / 20.0,
-                    k as f64 / n / 20.0
+                    "{:.2} alerts per alerting event",
+                    alerts as f64 / (raws.len() as f64 * reps as f64)
                 );
                 return;
             }

@@ -170,6 +170,22 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// With the cursor on an opening quote: a string without escapes, read in place (the common
+    /// case, inlined). Otherwise `None`, with the cursor left on the quote for [`Self::string`].
+    #[inline]
+    fn plain_string(&mut self) -> Option<&'a str> {
+        let start = self.pos + 1;
+        self.pos = start;
+        self.find_special();
+        if self.b.get(self.pos) == Some(&b'"') {
+            let v = &self.text[start..self.pos];
+            self.pos += 1;
+            return Some(v);
+        }
+        self.pos = start - 1;
+        None
+    }
+
     /// Skips a string without building it (still validating escapes).
     fn skip_string(&mut self) -> Result<()> {
         self.pos += 1; // opening quote, checked by the caller
@@ -463,16 +479,10 @@ impl<'a> Scanner<'a> {
             if self.b.get(self.pos) != Some(&b'"') && self.peek() != Some(b'"') {
                 return self.syntax("expected a key");
             }
-            let start = self.pos + 1;
-            self.pos = start;
-            self.find_special();
-            if self.b.get(self.pos) == Some(&b'"') {
-                let key = &self.text[start..self.pos];
-                self.pos += 1;
+            if let Some(key) = self.plain_string() {
                 self.expect(b':')?;
                 f(self, key)?;
             } else {
-                self.pos = start - 1;
                 let key = self.string()?;
                 self.expect(b':')?;
                 f(self, &key)?;
@@ -500,19 +510,10 @@ impl<'a> Scanner<'a> {
     #[inline]
     pub fn opt_string(&mut self, what: &str) -> Result<Option<Cow<'a, str>>> {
         match self.peek() {
-            Some(b'"') => {
-                // The common case inline: no escapes, borrowed.
-                let start = self.pos + 1;
-                self.pos = start;
-                self.find_special();
-                if self.b.get(self.pos) == Some(&b'"') {
-                    let v = &self.text[start..self.pos];
-                    self.pos += 1;
-                    return Ok(Some(Cow::Borrowed(v)));
-                }
-                self.pos = start - 1;
-                self.string().map(Some)
-            }
+            Some(b'"') => match self.plain_string() {
+                Some(v) => Ok(Some(Cow::Borrowed(v))),
+                None => self.string().map(Some),
+            },
             Some(b'n') => self.literal(b"null").map(|()| None),
             _ => {
                 self.skip_value()?;
