@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::alert::{AlertTemplate, Merged};
