@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -600,6 +600,9 @@ pub struct RuleSet {
     index: Index,
     shared: Shared,
     throttle: DashMap<(u32, u64), ThrottleEntry>,
+    /// The number of keys in `throttle`, kept alongside (`DashMap::len` locks every shard).
+    /// Workers racing past the limit can overshoot it by one key each.
+    throttle_keys: AtomicUsize,
     throttle_max_keys: usize,
     /// Matches not alerted because of throttling.
     pub suppressed_total: AtomicU64,
@@ -622,6 +625,7 @@ impl RuleSet {
             index,
             shared,
             throttle: DashMap::new(),
+            throttle_keys: AtomicUsize::new(0),
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
             suppressed_total: AtomicU64::new(0),
             throttle_overflow_total: AtomicU64::new(0),
@@ -806,9 +810,10 @@ impl RuleSet {
         let key = (rule, throttle_key(ev, &spec.key));
         let now = *now.get_or_init(|| ev.time().unwrap_or_else(Utc::now));
         let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::MAX);
-        if self.throttle.len() >= self.throttle_max_keys && !self.throttle.contains_key(&key) {
+        let full = || self.throttle_keys.load(Ordering::Relaxed) >= self.throttle_max_keys;
+        if full() && !self.throttle.contains_key(&key) {
             self.sweep(now);
-            if self.throttle.len() >= self.throttle_max_keys {
+            if full() {
                 // Full of live keys: alert rather than lose the match.
                 self.throttle_overflow_total.fetch_add(1, Ordering::Relaxed);
                 return Some(0);
@@ -837,6 +842,7 @@ impl RuleSet {
                 }
             }
             dashmap::mapref::entry::Entry::Vacant(v) => {
+                self.throttle_keys.fetch_add(1, Ordering::Relaxed);
                 v.insert(ThrottleEntry {
                     window_start: now,
                     expires: now + window,
@@ -856,7 +862,13 @@ impl RuleSet {
         if self.last_sweep.swap(wall, Ordering::Relaxed) == wall {
             return;
         }
-        self.throttle.retain(|_, e| e.expires > now);
+        let mut removed = 0;
+        self.throttle.retain(|_, e| {
+            let keep = e.expires > now;
+            removed += usize::from(!keep);
+            keep
+        });
+        self.throttle_keys.fetch_sub(removed, Ordering::Relaxed);
     }
 }
 
@@ -1056,6 +1068,16 @@ mod tests {
         }
         assert_eq!(alerts, 5, "a full table alerts rather than drops");
         assert!(set.throttle.len() <= 2);
+        assert_eq!(
+            set.throttle_keys.load(Ordering::Relaxed),
+            set.throttle.len()
+        );
+        // Expired windows are swept, and the count follows.
+        set.last_sweep.store(0, Ordering::Relaxed);
+        let later: DateTime<Utc> = "2026-01-01T03:00:00Z".parse().unwrap();
+        set.sweep(later);
+        assert_eq!(set.throttle.len(), 0);
+        assert_eq!(set.throttle_keys.load(Ordering::Relaxed), 0);
         assert_eq!(set.throttle_overflow_total.load(Ordering::Relaxed), 3);
     }
 
