@@ -703,13 +703,11 @@ fn insert_path(map: &mut Map<String, Value>, path: &str, value: Value) {
             map.insert(path.to_owned(), value);
         }
         Some((head, rest)) => {
-            let child = map
-                .entry(head.to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !child.is_object() {
-                *child = Value::Object(Map::new());
+            // Looked up before inserting, so that the key is allocated only when it is new.
+            if !matches!(map.get(head), Some(Value::Object(_))) {
+                map.insert(head.to_owned(), Value::Object(Map::new()));
             }
-            if let Value::Object(child) = child {
+            if let Some(Value::Object(child)) = map.get_mut(head) {
                 insert_path(child, rest, value);
             }
         }
