@@ -680,7 +680,7 @@ impl RuleSet {
 
     /// Pushes the index of every rule matching `ev`, testing only the candidates the index
     /// selects. Allocates nothing when no rule matches (beyond lazily parsed event parts).
-    pub fn matching_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
+    pub fn matching_into(&self, ev: &Event<'_>, out: &mut impl Extend<usize>) {
         let verb = ev.verb().map(lower);
         let resource = ev.resource().map(lower);
         MEMO.with(|memo| {
@@ -689,7 +689,7 @@ impl RuleSet {
             for i in self.index.candidates(verb.as_deref(), resource.as_deref()) {
                 let i = i as usize;
                 if self.eval(i, ev, &mut memo) {
-                    out.push(i);
+                    out.extend([i]);
                 }
             }
         });
@@ -773,7 +773,7 @@ impl RuleSet {
 
     /// The rules that fire on `ev` after throttling, in rule order.
     pub fn matches_into<'r>(&'r self, ev: &Event<'_>, out: &mut Vec<Match<'r>>) {
-        let mut hits = Vec::new();
+        let mut hits = smallvec::SmallVec::<[usize; 8]>::new();
         self.matching_into(ev, &mut hits);
         hits.sort_unstable();
         // The event time, read once for all throttled rules that matched.
