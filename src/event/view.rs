@@ -205,6 +205,78 @@ fn raw<'a>(s: &mut Scanner<'a>) -> Result<Option<&'a str>, JsonError> {
     Ok((v != "null").then_some(v))
 }
 
+/// The members of an audit event the decoder reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Member {
+    Kind,
+    ApiVersion,
+    Level,
+    AuditId,
+    Stage,
+    RequestUri,
+    Verb,
+    UserAgent,
+    RequestReceivedTimestamp,
+    StageTimestamp,
+    Timestamp,
+    User,
+    ImpersonatedUser,
+    SourceIps,
+    ObjectRef,
+    ResponseStatus,
+    RequestObject,
+    ResponseObject,
+    Annotations,
+    Items,
+    Other,
+}
+
+impl Member {
+    /// Dispatches on the length first, so that a key is compared with at most three names.
+    #[inline]
+    fn of(key: &str) -> Member {
+        use Member::*;
+        match key.len() {
+            4 => match key {
+                "kind" => Kind,
+                "verb" => Verb,
+                "user" => User,
+                _ => Other,
+            },
+            5 => match key {
+                "level" => Level,
+                "stage" => Stage,
+                "items" => Items,
+                _ => Other,
+            },
+            7 if key == "auditID" => AuditId,
+            9 => match key {
+                "userAgent" => UserAgent,
+                "sourceIPs" => SourceIps,
+                "objectRef" => ObjectRef,
+                "timestamp" => Timestamp,
+                _ => Other,
+            },
+            10 => match key {
+                "apiVersion" => ApiVersion,
+                "requestURI" => RequestUri,
+                _ => Other,
+            },
+            11 if key == "annotations" => Annotations,
+            13 if key == "requestObject" => RequestObject,
+            14 => match key {
+                "responseStatus" => ResponseStatus,
+                "stageTimestamp" => StageTimestamp,
+                "responseObject" => ResponseObject,
+                _ => Other,
+            },
+            16 if key == "impersonatedUser" => ImpersonatedUser,
+            24 if key == "requestReceivedTimestamp" => RequestReceivedTimestamp,
+            _ => Other,
+        }
+    }
+}
+
 /// The form the API server writes, `2024-05-01T12:00:00.123456Z` (up to nine fraction
 /// digits), without the general RFC 3339 parser; `None` for anything else (offsets, leap
 /// seconds, out-of-range fields), which the caller hands to that parser.
@@ -261,51 +333,52 @@ impl<'a> Event<'a> {
         ev.raw = text;
         let mut seen_ips = false;
         s.object("an audit event", |s: &mut Scanner<'a>, key: &str| {
-            let slot = match key {
-                "kind" => &mut ev.kind,
-                "apiVersion" => &mut ev.api_version,
-                "level" => &mut ev.level,
-                "auditID" => &mut ev.audit_id,
-                "stage" => &mut ev.stage,
-                "requestURI" => &mut ev.request_uri,
-                "verb" => &mut ev.verb,
-                "userAgent" => &mut ev.user_agent,
-                "requestReceivedTimestamp" => &mut ev.request_received_timestamp,
-                "stageTimestamp" => &mut ev.stage_timestamp,
-                "timestamp" => &mut ev.timestamp,
-                "user" => return nested(s, &mut ev.user, key, |s, u| user(s, "user", u)),
-                "impersonatedUser" => {
+            use Member as M;
+            let slot = match Member::of(key) {
+                M::Kind => &mut ev.kind,
+                M::ApiVersion => &mut ev.api_version,
+                M::Level => &mut ev.level,
+                M::AuditId => &mut ev.audit_id,
+                M::Stage => &mut ev.stage,
+                M::RequestUri => &mut ev.request_uri,
+                M::Verb => &mut ev.verb,
+                M::UserAgent => &mut ev.user_agent,
+                M::RequestReceivedTimestamp => &mut ev.request_received_timestamp,
+                M::StageTimestamp => &mut ev.stage_timestamp,
+                M::Timestamp => &mut ev.timestamp,
+                M::User => return nested(s, &mut ev.user, key, |s, u| user(s, "user", u)),
+                M::ImpersonatedUser => {
                     return nested(s, &mut ev.impersonated_user, key, |s, u| {
                         user(s, "impersonatedUser", u)
                     })
                 }
-                "sourceIPs" => {
+                M::SourceIps => {
                     if std::mem::replace(&mut seen_ips, true) {
                         return Err(JsonError::Type("duplicate field `sourceIPs`".into()));
                     }
                     return string_list(s, "sourceIPs", &mut ev.source_ips);
                 }
-                "objectRef" => return nested(s, &mut ev.object_ref, key, object_ref),
-                "responseStatus" => {
+                M::ObjectRef => return nested(s, &mut ev.object_ref, key, object_ref),
+                M::ResponseStatus => {
                     return nested(s, &mut ev.response_status, key, response_status)
                 }
-                "requestObject" => {
+                M::RequestObject => {
                     let r = raw(s)?;
                     return once(&mut ev.request_object, r, key);
                 }
-                "responseObject" => {
+                M::ResponseObject => {
                     let r = raw(s)?;
                     return once(&mut ev.response_object, r, key);
                 }
-                "annotations" => {
+                M::Annotations => {
                     let r = raw(s)?;
                     return once(&mut ev.annotations, r, key);
                 }
-                "items" => {
+                M::Items => {
                     let r = raw(s)?;
                     return once(&mut ev.items, r, key);
                 }
-                _ => return s.skip_value().map(|_| ()),
+                M::Other => return s.skip_value().map(|_| ()),
             };
             let v = s.opt_string(key)?;
             once(slot, v, key)
@@ -470,6 +543,48 @@ impl<'a> Event<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_member_name_is_recognised_and_nothing_else() {
+        use Member::*;
+        let names = [
+            ("kind", Kind),
+            ("apiVersion", ApiVersion),
+            ("level", Level),
+            ("auditID", AuditId),
+            ("stage", Stage),
+            ("requestURI", RequestUri),
+            ("verb", Verb),
+            ("userAgent", UserAgent),
+            ("requestReceivedTimestamp", RequestReceivedTimestamp),
+            ("stageTimestamp", StageTimestamp),
+            ("timestamp", Timestamp),
+            ("user", User),
+            ("impersonatedUser", ImpersonatedUser),
+            ("sourceIPs", SourceIps),
+            ("objectRef", ObjectRef),
+            ("responseStatus", ResponseStatus),
+            ("requestObject", RequestObject),
+            ("responseObject", ResponseObject),
+            ("annotations", Annotations),
+            ("items", Items),
+        ];
+        for (name, member) in names {
+            assert_eq!(Member::of(name), member, "{name}");
+            // Same length, one byte off; other case: not members.
+            let mut off = name.as_bytes().to_vec();
+            off[name.len() / 2] ^= 0x01;
+            assert_eq!(
+                Member::of(std::str::from_utf8(&off).unwrap()),
+                Other,
+                "{name}"
+            );
+            assert_eq!(Member::of(&name.to_uppercase()), Other, "{name}");
+        }
+        for other in ["", "a", "kinds", "auditId", "sourceIps", "metadata"] {
+            assert_eq!(Member::of(other), Other, "{other}");
+        }
+    }
 
     #[test]
     fn the_fast_time_parser_agrees_with_rfc3339() {
