@@ -359,10 +359,33 @@ criterion_group!(benches, bench);
 /// With `TRIPLINE_BENCH_PROFILE=<mode>`, only that, on the metadata corpus (to run under a
 /// profiler); nothing else runs. `ignored`, `decode`, `match`, `throttle` (matching with
 /// throttling, no alert documents) and `detect` repeat a pass for `SECS` seconds (default 10) or
-/// `PASSES` passes and print the time per event; `stats` prints the rule candidates per event
-/// by verb and resource; `alertparts` times the steps of building alerts.
+/// `PASSES` passes and print the time per event; so do `match-any-verb` and `match-indexed`
+/// (only the rules that name no verb, or only the others) and `match-one` (rule number `RULE`
+/// alone). `stats` prints the rule candidates per event by verb and resource; `alertparts`
+/// times the steps of building alerts.
 fn profile(mode: &str) {
     let rules = full_pack();
+    // `match-one`: rule number `RULE` alone (none if out of range).
+    let one = RuleSet::new(
+        std::env::var("RULE")
+            .ok()
+            .and_then(|r| r.parse::<usize>().ok())
+            .and_then(|i| rules.rules().get(i).cloned())
+            .into_iter()
+            .collect(),
+    );
+    let any_verb = RuleSet::new(
+        (0..rules.len())
+            .filter(|&i| rules.is_any_verb(i))
+            .map(|i| rules.rules()[i].clone())
+            .collect(),
+    );
+    let indexed = RuleSet::new(
+        (0..rules.len())
+            .filter(|&i| !rules.is_any_verb(i))
+            .map(|i| rules.rules()[i].clone())
+            .collect(),
+    );
     let corpus = corpora().remove(1);
     let t = Instant::now();
     let mut passes = 0u32;
@@ -383,6 +406,15 @@ fn profile(mode: &str) {
             }
             "match" => {
                 black_box(decode_match(&corpus.bytes, &rules));
+            }
+            "match-indexed" => {
+                black_box(decode_match(&corpus.bytes, &indexed));
+            }
+            "match-any-verb" => {
+                black_box(decode_match(&corpus.bytes, &any_verb));
+            }
+            "match-one" => {
+                black_box(decode_match(&corpus.bytes, &one));
             }
             "stats" => {
                 let (mut n, mut cands) = (0usize, 0usize);
