@@ -136,6 +136,11 @@ impl AlertTemplate {
 /// Two objects as one: `over`'s members win, except that members that are objects on both
 /// sides are merged in turn (what setting each field of `over` on a copy of `base` gives).
 /// Serializes with the keys in order, as a `Map` does.
+///
+/// Setting a field replaces an object that was there, while this merges it: the two agree as
+/// long as the event's fields never put an object where the rule's fields have one (they put
+/// only scalars and lists under `event`, `tripline` and `host`, and `kubernetes.audit` where the
+/// rule has nothing), which the alert tests check.
 #[derive(Debug, Clone, Copy)]
 pub struct Merged<'a> {
     pub base: &'a Map<String, Value>,
@@ -150,20 +155,30 @@ impl<'a> Merged<'a> {
         Value::Object(out)
     }
 
-    /// The value at a JSON pointer (`/user/name`, without `~` escapes), from `over` unless
-    /// only `base` has it.
+    /// The value at a JSON pointer (`/user/name`, without `~` escapes) in the merged document.
+    /// For a member that is an object on both sides (`/event`), the event's side alone.
     pub fn pointer(self, pointer: &str) -> Option<&'a Value> {
-        pointer_in(self.over, pointer).or_else(|| pointer_in(self.base, pointer))
+        let mut over = Some(self.over);
+        let mut base = Some(self.base);
+        let mut segments = pointer.strip_prefix('/')?.split('/').peekable();
+        while let Some(seg) = segments.next() {
+            let o = over.and_then(|m| m.get(seg));
+            let b = base.and_then(|m| m.get(seg));
+            if segments.peek().is_none() {
+                return o.or(b);
+            }
+            // Below an object only where the merged document has one: the event's side wins
+            // unless both sides are objects.
+            (over, base) = match (o, b) {
+                (Some(Value::Object(o)), Some(Value::Object(b))) => (Some(o), Some(b)),
+                (Some(Value::Object(o)), _) => (Some(o), None),
+                (Some(_), _) => return None,
+                (None, Some(Value::Object(b))) => (None, Some(b)),
+                (None, _) => return None,
+            };
+        }
+        None
     }
-}
-
-fn pointer_in<'v>(map: &'v Map<String, Value>, pointer: &str) -> Option<&'v Value> {
-    let mut segments = pointer.strip_prefix('/')?.split('/');
-    let mut v = map.get(segments.next()?)?;
-    for seg in segments {
-        v = v.as_object()?.get(seg)?;
-    }
-    Some(v)
 }
 
 fn merge_into(base: &mut Map<String, Value>, over: &Map<String, Value>) {
@@ -225,34 +240,32 @@ fn event_fields(
     cluster_name: Option<&str>,
     suppressed: u64,
 ) {
-    {
-        let timestamp = ["stageTimestamp", "requestReceivedTimestamp", "timestamp"]
-            .into_iter()
-            .filter_map(|key| str_at(&event, &[key]))
-            .find(|ts| is_timestamp(ts));
-        doc.set_opt("@timestamp", timestamp);
+    let timestamp = ["stageTimestamp", "requestReceivedTimestamp", "timestamp"]
+        .into_iter()
+        .filter_map(|key| str_at(&event, &[key]))
+        .find(|ts| is_timestamp(ts));
+    doc.set_opt("@timestamp", timestamp);
 
-        let verb = str_at(&event, &["verb"]);
-        let code = status_code(&event);
-        doc.set("event.category", json!([category(&event, code)]));
-        doc.set("event.type", json!([event_type(verb)]));
-        doc.set_opt("event.action", verb);
-        doc.set("event.outcome", outcome(code));
-        doc.set_opt(
-            "event.start",
-            str_at(&event, &["requestReceivedTimestamp"]).filter(|ts| is_timestamp(ts)),
-        );
-        if suppressed > 0 {
-            doc.set("tripline.suppressed_count", suppressed);
-        }
-        user_fields(doc, &event);
-        network_fields(doc, &event, code);
-        orchestrator_fields(doc, &event, cluster_name);
-        if !message.is_empty() {
-            doc.set("message", message);
-        }
-        doc.set("kubernetes.audit", event);
+    let verb = str_at(&event, &["verb"]);
+    let code = status_code(&event);
+    doc.set("event.category", json!([category(&event, code)]));
+    doc.set("event.type", json!([event_type(verb)]));
+    doc.set_opt("event.action", verb);
+    doc.set("event.outcome", outcome(code));
+    doc.set_opt(
+        "event.start",
+        str_at(&event, &["requestReceivedTimestamp"]).filter(|ts| is_timestamp(ts)),
+    );
+    if suppressed > 0 {
+        doc.set("tripline.suppressed_count", suppressed);
     }
+    user_fields(doc, &event);
+    network_fields(doc, &event, code);
+    orchestrator_fields(doc, &event, cluster_name);
+    if !message.is_empty() {
+        doc.set("message", message);
+    }
+    doc.set("kubernetes.audit", event);
 }
 
 /// Splits Sigma tags into ECS threat fields. Returns `None` when the rule has no `attack.*` tags
@@ -837,6 +850,14 @@ mod tests {
         let want = json!({"a": 2, "b": {"z": 2}, "c": {"w": 4, "y": 3}});
         assert_eq!(m.to_value(), want);
         assert_eq!(serde_json::to_value(m).unwrap(), want);
+        // Pointers see the merged document, not what the event's side hides.
+        for p in ["/a", "/a/x", "/b/z", "/c/y", "/c/w", "/c/v", "/d", ""] {
+            assert_eq!(
+                m.pointer(p),
+                want.pointer(p).filter(|_| !p.is_empty()),
+                "{p}"
+            );
+        }
     }
 
     #[test]

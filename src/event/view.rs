@@ -118,7 +118,10 @@ fn nested<'a, T: Default>(
     read: impl FnOnce(&mut Scanner<'a>, &mut T) -> Result<(), JsonError>,
 ) -> Result<(), JsonError> {
     if slot.is_some() {
-        s.skip_value()?;
+        // The repeated member is read as the first was (its own errors first), then refused.
+        if !s.null()? {
+            read(s, &mut T::default())?;
+        }
         return Err(JsonError::Type(format!("duplicate field `{key}`")));
     }
     if s.null()? {
@@ -232,7 +235,7 @@ enum Member {
 }
 
 impl Member {
-    /// Dispatches on the length first, so that a key is compared with at most three names.
+    /// Dispatches on the length first, so that a key is compared with at most four names.
     #[inline]
     fn of(key: &str) -> Member {
         use Member::*;
@@ -659,6 +662,41 @@ mod tests {
                 "{bad}"
             );
         }
+        // A repeated nested member is read like the first, its own errors first, then refused.
+        for (bad, why) in [
+            (
+                r#"{"user":{"username":"a"},"user":null}"#,
+                "duplicate field `user`",
+            ),
+            (
+                r#"{"user":{"username":"a"},"user":{"username":"b"}}"#,
+                "duplicate field `user`",
+            ),
+            (
+                r#"{"user":{"username":"a"},"user":{"username":5}}"#,
+                "user.username must be a string",
+            ),
+            (
+                r#"{"objectRef":{},"objectRef":{}}"#,
+                "duplicate field `objectRef`",
+            ),
+            (
+                r#"{"responseStatus":{},"responseStatus":{"code":"x"}}"#,
+                "responseStatus.code must be an integer",
+            ),
+            (
+                r#"{"impersonatedUser":{},"impersonatedUser":{}}"#,
+                "duplicate field `impersonatedUser`",
+            ),
+        ] {
+            assert_eq!(
+                Event::parse(bad).err(),
+                Some(JsonError::Type(why.into())),
+                "{bad}"
+            );
+        }
+        let first_null = Event::parse(r#"{"user":null,"user":{"username":"a"}}"#).unwrap();
+        assert_eq!(first_null.username(), Some("a"));
         let ok = Event::parse(r#"{"verb":null,"user":null,"sourceIPs":null,"objectRef":null,"x":{"y":[1,{"z":null}]}}"#).unwrap();
         assert!(ok.verb.is_none() && ok.user.is_none() && ok.source_ips.is_empty());
     }

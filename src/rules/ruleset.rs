@@ -2,7 +2,7 @@
 //! evaluation, throttling and output rendering.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
@@ -562,22 +562,34 @@ struct ThrottleEntry {
     suppressed: u64,
 }
 
-/// A hash of the values of a throttle key's fields (each value tagged by its type and each
-/// field closed, so that `["a","b"]` and `["ab"]` differ). Allocates nothing.
+/// A hash of the values of a throttle key's fields, as text (so `1` and `"1"` share a window,
+/// as they always have), each value and each field closed by a byte UTF-8 never contains.
+/// Allocates nothing.
 fn throttle_key(ev: &Event<'_>, fields: &[crate::event::FieldRef]) -> u64 {
+    struct Text<'h>(&'h mut std::collections::hash_map::DefaultHasher);
+    impl std::fmt::Write for Text<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for f in fields {
         ev.any_value(f, &mut |v| {
-            match v {
-                FieldValue::Str(s) => (0u8, s).hash(&mut h),
-                FieldValue::Int(i) => (1u8, i).hash(&mut h),
-                FieldValue::Float(x) => (2u8, x.to_bits()).hash(&mut h),
-                FieldValue::Bool(b) => (3u8, b).hash(&mut h),
-                FieldValue::Null | FieldValue::Object => {}
-            }
+            use std::fmt::Write as _;
+            let mut t = Text(&mut h);
+            let written = match v {
+                FieldValue::Str(s) => t.write_str(s),
+                FieldValue::Int(i) => write!(t, "{i}"),
+                FieldValue::Float(x) => write!(t, "{x}"),
+                FieldValue::Bool(b) => write!(t, "{b}"),
+                FieldValue::Null | FieldValue::Object => return false,
+            };
+            debug_assert!(written.is_ok());
+            h.write_u8(0xff);
             false
         });
-        h.write_u8(0xff);
+        h.write_u8(0xfe);
     }
     h.finish()
 }
@@ -1046,6 +1058,33 @@ mod tests {
             });
         }
         assert_eq!(fired, 1);
+    }
+
+    #[test]
+    fn throttle_keys_compare_values_as_text() {
+        let set = rules(&[(
+            "  s:\n    verb: get\n  condition: s",
+            "throttle:\n  key: [requestObject.a, requestObject.b]\n  window: 1h",
+        )]);
+        let mut alerts = Vec::new();
+        for body in [
+            r#"{"a":1,"b":"x"}"#,
+            r#"{"a":"1","b":"x"}"#,
+            r#"{"a":["ab"],"b":"x"}"#,
+            r#"{"a":["a","b"],"b":"x"}"#,
+            r#"{"a":"a","b":"bx"}"#,
+        ] {
+            let json = format!(
+                r#"{{"verb":"get","requestObject":{body},"stageTimestamp":"2026-01-01T00:00:00Z"}}"#
+            );
+            decode_value_into(&json, &mut |e| {
+                let mut m = Vec::new();
+                set.matches_into(e.unwrap(), &mut m);
+                alerts.push(m.len());
+            });
+        }
+        // `1` and `"1"` share a window; lists and split values do not run together.
+        assert_eq!(alerts, [1, 0, 1, 1, 1]);
     }
 
     #[test]
