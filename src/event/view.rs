@@ -117,17 +117,28 @@ fn nested<'a, T: Default>(
     key: &str,
     read: impl FnOnce(&mut Scanner<'a>, &mut T) -> Result<(), JsonError>,
 ) -> Result<(), JsonError> {
-    if slot.is_some() {
-        // The repeated member is read as the first was (its own errors first), then refused.
-        if !s.null()? {
-            read(s, &mut T::default())?;
-        }
-        return Err(JsonError::Type(format!("duplicate field `{key}`")));
-    }
+    let duplicate = || JsonError::Type(format!("duplicate field `{key}`"));
     if s.null()? {
-        return Ok(());
+        return if slot.is_some() {
+            Err(duplicate())
+        } else {
+            Ok(())
+        };
     }
-    read(s, slot.insert(T::default()))
+    // A repeated member is read like the first (its own errors first), then refused. One call
+    // of `read`, so that it is inlined once.
+    let repeated = slot.is_some();
+    let mut scratch = None;
+    let target = if repeated {
+        scratch.insert(T::default())
+    } else {
+        slot.insert(T::default())
+    };
+    read(s, target)?;
+    if repeated {
+        return Err(duplicate());
+    }
+    Ok(())
 }
 
 fn user<'a>(s: &mut Scanner<'a>, what: &str, u: &mut UserInfo<'a>) -> Result<(), JsonError> {
