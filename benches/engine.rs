@@ -23,6 +23,11 @@ use tripline::scan::Detector;
 /// Target corpus size: large enough to leave the caches, small enough for a 2-core machine.
 const CORPUS_BYTES: usize = 16 << 20;
 
+/// A number from the environment, if set and valid.
+fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TRIPLINE_SHARED_DATA")
         .map(PathBuf::from)
@@ -62,9 +67,11 @@ fn seed_events() -> (Vec<Value>, String) {
 /// Repeats the seed events (with distinct audit IDs and user names, so throttling and hashing
 /// see variety) up to the corpus size; returns JSON lines.
 fn build_corpus(seed: &[Value], metadata_only: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(CORPUS_BYTES + (1 << 20));
+    // `TRIPLINE_BENCH_CORPUS_KB` overrides the size (to see what the caches change).
+    let size = env_num::<usize>("TRIPLINE_BENCH_CORPUS_KB").map_or(CORPUS_BYTES, |kb| kb << 10);
+    let mut out = Vec::with_capacity(size + (1 << 20));
     let mut n = 0u64;
-    while out.len() < CORPUS_BYTES {
+    while out.len() < size {
         for ev in seed {
             let mut ev = ev.clone();
             if let Some(obj) = ev.as_object_mut() {
@@ -301,6 +308,19 @@ fn summary() {
     }
 }
 
+/// The rules of `rules` that name no verb (the index cannot skip them), and the others.
+fn split_by_verb(rules: &RuleSet) -> (RuleSet, RuleSet) {
+    let part = |any_verb: bool| {
+        RuleSet::new(
+            (0..rules.len())
+                .filter(|&i| rules.is_any_verb(i) == any_verb)
+                .map(|i| rules.rules()[i].clone())
+                .collect(),
+        )
+    };
+    (part(true), part(false))
+}
+
 /// With `TRIPLINE_BENCH_PER_RULE=1`: the matching cost of each rule alone on the metadata
 /// corpus, most expensive first (for tuning the pack).
 fn per_rule() {
@@ -320,17 +340,8 @@ fn per_rule() {
     }
     rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     // The whole pack, and the pack without the rules the index cannot narrow by verb.
-    let loaded = load_configured(&Config::default(), &[], true);
-    let all = RuleSet::new(loaded.rules.clone());
-    let indexed: Vec<_> = loaded
-        .rules
-        .into_iter()
-        .filter(|r| {
-            let one = RuleSet::new(vec![r.clone()]);
-            !one.is_any_verb(0)
-        })
-        .collect();
-    let indexed = RuleSet::new(indexed);
+    let all = full_pack();
+    let (_, indexed) = split_by_verb(&all);
     let empty = RuleSet::new(Vec::new());
     for (name, set) in [
         ("full pack", &all),
@@ -367,36 +378,18 @@ fn profile(mode: &str) {
     let rules = full_pack();
     // `match-one`: rule number `RULE` alone (none if out of range).
     let one = RuleSet::new(
-        std::env::var("RULE")
-            .ok()
-            .and_then(|r| r.parse::<usize>().ok())
+        env_num::<usize>("RULE")
             .and_then(|i| rules.rules().get(i).cloned())
             .into_iter()
             .collect(),
     );
-    let any_verb = RuleSet::new(
-        (0..rules.len())
-            .filter(|&i| rules.is_any_verb(i))
-            .map(|i| rules.rules()[i].clone())
-            .collect(),
-    );
-    let indexed = RuleSet::new(
-        (0..rules.len())
-            .filter(|&i| !rules.is_any_verb(i))
-            .map(|i| rules.rules()[i].clone())
-            .collect(),
-    );
+    let (any_verb, indexed) = split_by_verb(&rules);
     let corpus = corpora().remove(1);
     let t = Instant::now();
     let mut passes = 0u32;
-    let env = |name: &str, default: u32| {
-        std::env::var(name)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    };
-    let (secs, max_passes) = (env("SECS", 10), env("PASSES", u32::MAX));
-    while passes < max_passes && t.elapsed() < Duration::from_secs(secs.into()) {
+    let secs: u64 = env_num("SECS").unwrap_or(10);
+    let max_passes: u32 = env_num("PASSES").unwrap_or(u32::MAX);
+    while passes < max_passes && t.elapsed() < Duration::from_secs(secs) {
         match mode {
             "decode" => {
                 black_box(decode_only(&corpus.bytes));
@@ -463,7 +456,7 @@ fn profile(mode: &str) {
                         });
                     }
                 }
-                let reps = env("REPS", 20);
+                let reps: u32 = env_num("REPS").unwrap_or(20);
                 let per_alert = |label: &str, f: &mut dyn FnMut(&str)| {
                     let t = Instant::now();
                     for _ in 0..reps {

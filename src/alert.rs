@@ -148,11 +148,9 @@ pub struct Merged<'a> {
 }
 
 impl<'a> Merged<'a> {
-    /// The merged object as a value (a copy).
+    /// The merged object as a value (a copy): what it serializes to.
     pub fn to_value(self) -> Value {
-        let mut out = self.base.clone();
-        merge_into(&mut out, self.over);
-        Value::Object(out)
+        serde_json::to_value(self).unwrap_or_default()
     }
 
     /// The value at a JSON pointer (`/user/name`, without `~` escapes) in the merged document.
@@ -178,17 +176,6 @@ impl<'a> Merged<'a> {
             };
         }
         None
-    }
-}
-
-fn merge_into(base: &mut Map<String, Value>, over: &Map<String, Value>) {
-    for (k, v) in over {
-        match (base.get_mut(k), v) {
-            (Some(Value::Object(b)), Value::Object(o)) => merge_into(b, o),
-            _ => {
-                base.insert(k.clone(), v.clone());
-            }
-        }
     }
 }
 
