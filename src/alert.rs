@@ -16,6 +16,8 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
+use crate::event::redact::{write_redacted_event, Redacted};
+use crate::event::{write_json_str, Event};
 use crate::rules::model::{Level, RuleMeta};
 
 /// The ECS version the documents follow (`ecs.version`).
@@ -57,9 +59,18 @@ pub fn render_alert(
 }
 
 /// The part of an alert that depends only on the rule (`rule.*`, `threat.*`, severity, ECS
-/// constants), built once per rule and reused for each of its alerts.
+/// constants), built once per rule and reused for each of its alerts, kept both as fields and
+/// as the JSON text [`write_document`] splices into each document.
 #[derive(Debug, Clone)]
-pub struct AlertTemplate(Map<String, Value>);
+pub struct AlertTemplate {
+    fields: Map<String, Value>,
+    /// The members of `event`, written (without braces).
+    event_members: Vec<u8>,
+    /// The members of `tripline`, written (without braces).
+    tripline_members: Vec<u8>,
+    /// The other top-level members, written (without braces).
+    other_members: Vec<u8>,
+}
 
 impl AlertTemplate {
     pub fn new(rule: &RuleMeta) -> AlertTemplate {
@@ -74,7 +85,7 @@ impl AlertTemplate {
             doc.set("threat", threat);
         }
         doc.set("ecs.version", ECS_VERSION);
-        AlertTemplate(doc.0)
+        AlertTemplate::of(doc.0)
     }
 
     /// The template of the `events` flow: the same ECS fields as an alert (`@timestamp`,
@@ -87,17 +98,45 @@ impl AlertTemplate {
         doc.set("event.dataset", "kubernetes.audit");
         doc.set("event.provider", "kube-apiserver");
         doc.set("ecs.version", ECS_VERSION);
-        AlertTemplate(doc.0)
+        AlertTemplate::of(doc.0)
+    }
+
+    fn of(fields: Map<String, Value>) -> AlertTemplate {
+        let members = |map: &Map<String, Value>, skip: &[&str]| {
+            let mut out = Vec::new();
+            for (k, v) in map.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
+                if !out.is_empty() {
+                    out.push(b',');
+                }
+                write_json_str(&mut out, k);
+                out.push(b':');
+                // Writing a `Value` to a `Vec` cannot fail.
+                let _ = serde_json::to_writer(&mut out, v);
+            }
+            out
+        };
+        let inner = |key: &str| match fields.get(key) {
+            Some(Value::Object(m)) => members(m, &[]),
+            _ => Vec::new(),
+        };
+        AlertTemplate {
+            event_members: inner("event"),
+            tripline_members: inner("tripline"),
+            other_members: members(&fields, &["event", "tripline"]),
+            fields,
+        }
     }
 
     /// Adds `host.name`: the node whose API server wrote the event (the daemon's `node_name`).
-    pub fn with_host(mut self, node_name: Option<&str>) -> AlertTemplate {
-        if let Some(n) = node_name.filter(|n| !n.is_empty()) {
-            let mut doc = Doc(std::mem::take(&mut self.0));
-            doc.set("host.name", n);
-            self.0 = doc.0;
+    pub fn with_host(self, node_name: Option<&str>) -> AlertTemplate {
+        match node_name.filter(|n| !n.is_empty()) {
+            Some(n) => {
+                let mut doc = Doc(self.fields);
+                doc.set("host.name", n);
+                AlertTemplate::of(doc.0)
+            }
+            None => self,
         }
-        self
     }
 
     /// Builds the alert for one (redacted) event, taking ownership of it for
@@ -109,150 +148,425 @@ impl AlertTemplate {
         cluster_name: Option<&str>,
         suppressed: u64,
     ) -> Value {
-        let mut doc = Doc(self.0.clone());
-        event_fields(&mut doc, event, message, cluster_name, suppressed);
-        Value::Object(doc.0)
-    }
-
-    /// The fields of the alert that depend on the event: [`AlertTemplate::render`] without the
-    /// template's own fields, for [`Merged`] to combine with them when the alert is written
-    /// (which spares a copy of the rule's fields per alert).
-    pub fn render_event_fields(
-        event: Value,
-        message: &str,
-        cluster_name: Option<&str>,
-        suppressed: u64,
-    ) -> Map<String, Value> {
-        let mut doc = Doc::default();
-        event_fields(&mut doc, event, message, cluster_name, suppressed);
-        doc.0
+        let mut audit = Vec::new();
+        // Writing a `Value` to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut audit, &event);
+        let mut doc = Vec::new();
+        let part = EventPart {
+            fields: &AuditFields::of_value(&event),
+            message,
+            cluster_name,
+            suppressed,
+            audit: &audit,
+        };
+        write_document(&mut doc, self, &part);
+        serde_json::from_slice(&doc).unwrap_or_default()
     }
 
     pub fn fields(&self) -> &Map<String, Value> {
-        &self.0
+        &self.fields
     }
 }
 
-/// Two objects as one: `over`'s members win, except that members that are objects on both
-/// sides are merged in turn (what setting each field of `over` on a copy of `base` gives).
-/// Serializes with the keys in order, as a `Map` does.
-///
-/// Setting a field replaces an object that was there, while this merges it: the two agree as
-/// long as the event's fields never put an object where the rule's fields have one (they put
-/// only scalars and lists under `event`, `tripline` and `host`, and `kubernetes.audit` where the
-/// rule has nothing), which the alert tests check.
-#[derive(Debug, Clone, Copy)]
-pub struct Merged<'a> {
-    pub base: &'a Map<String, Value>,
-    pub over: &'a Map<String, Value>,
+/// The fields of an audit event that ECS fields come from: each a non-empty string (or, for
+/// lists, only the non-empty strings).
+#[derive(Debug, Default)]
+pub struct AuditFields<'a> {
+    pub stage_timestamp: Option<&'a str>,
+    pub request_received_timestamp: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub verb: Option<&'a str>,
+    /// `responseStatus.code`, when it is a plausible HTTP status (100 to 599).
+    pub code: Option<u64>,
+    pub username: Option<&'a str>,
+    pub uid: Option<&'a str>,
+    pub groups: Vec<&'a str>,
+    pub impersonated_username: Option<&'a str>,
+    pub impersonated_uid: Option<&'a str>,
+    pub impersonated_groups: Vec<&'a str>,
+    pub source_ips: Vec<&'a str>,
+    pub user_agent: Option<&'a str>,
+    /// Already redacted.
+    pub request_uri: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub resource: Option<&'a str>,
+    pub subresource: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub api_group: Option<&'a str>,
+    pub api_version: Option<&'a str>,
 }
 
-impl<'a> Merged<'a> {
-    /// The merged object as a value (a copy): what it serializes to.
-    pub fn to_value(self) -> Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    /// The value at a JSON pointer (`/user/name`, without `~` escapes) in the merged document.
-    /// For a member that is an object on both sides (`/event`), the event's side alone.
-    pub fn pointer(self, pointer: &str) -> Option<&'a Value> {
-        let mut over = Some(self.over);
-        let mut base = Some(self.base);
-        let mut segments = pointer.strip_prefix('/')?.split('/').peekable();
-        while let Some(seg) = segments.next() {
-            let o = over.and_then(|m| m.get(seg));
-            let b = base.and_then(|m| m.get(seg));
-            if segments.peek().is_none() {
-                return o.or(b);
-            }
-            // Below an object only where the merged document has one: the event's side wins
-            // unless both sides are objects.
-            (over, base) = match (o, b) {
-                (Some(Value::Object(o)), Some(Value::Object(b))) => (Some(o), Some(b)),
-                (Some(Value::Object(o)), _) => (Some(o), None),
-                (Some(_), _) => return None,
-                (None, Some(Value::Object(b))) => (None, Some(b)),
-                (None, _) => return None,
-            };
+impl<'a> AuditFields<'a> {
+    /// From an event as a `Value` (redacted).
+    pub fn of_value(event: &'a Value) -> AuditFields<'a> {
+        let s = |path: &[&str]| str_at(event, path);
+        AuditFields {
+            stage_timestamp: s(&["stageTimestamp"]),
+            request_received_timestamp: s(&["requestReceivedTimestamp"]),
+            timestamp: s(&["timestamp"]),
+            verb: s(&["verb"]),
+            code: get(event, &["responseStatus", "code"])
+                .and_then(Value::as_u64)
+                .filter(|code| (100..=599).contains(code)),
+            username: s(&["user", "username"]),
+            uid: s(&["user", "uid"]),
+            groups: strings_at(event, &["user", "groups"]),
+            impersonated_username: s(&["impersonatedUser", "username"]),
+            impersonated_uid: s(&["impersonatedUser", "uid"]),
+            impersonated_groups: strings_at(event, &["impersonatedUser", "groups"]),
+            source_ips: strings_at(event, &["sourceIPs"]),
+            user_agent: s(&["userAgent"]),
+            request_uri: s(&["requestURI"]),
+            namespace: s(&["objectRef", "namespace"]),
+            resource: s(&["objectRef", "resource"]),
+            subresource: s(&["objectRef", "subresource"]),
+            name: s(&["objectRef", "name"]),
+            api_group: s(&["objectRef", "apiGroup"]),
+            api_version: s(&["objectRef", "apiVersion"]),
         }
-        None
     }
-}
 
-impl serde::Serialize for Merged<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        use std::cmp::Ordering;
-        let mut map = s.serialize_map(None)?;
-        let (mut a, mut b) = (self.base.iter().peekable(), self.over.iter().peekable());
-        loop {
-            let order = match (a.peek(), b.peek()) {
-                (None, None) => break,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((ka, _)), Some((kb, _))) => ka.as_str().cmp(kb.as_str()),
-            };
-            match order {
-                Ordering::Less => {
-                    if let Some((k, v)) = a.next() {
-                        map.serialize_entry(k, v)?;
-                    }
-                }
-                Ordering::Greater => {
-                    if let Some((k, v)) = b.next() {
-                        map.serialize_entry(k, v)?;
-                    }
-                }
-                Ordering::Equal => {
-                    if let (Some((_, va)), Some((k, vb))) = (a.next(), b.next()) {
-                        match (va, vb) {
-                            (Value::Object(base), Value::Object(over)) => {
-                                map.serialize_entry(k, &Merged { base, over })?
-                            }
-                            _ => map.serialize_entry(k, vb)?,
-                        }
-                    }
-                }
-            }
+    /// From a decoded event, with its `requestURI` as redaction left it (`redacted_uri`, when
+    /// redaction changed it).
+    pub fn of_event(ev: &'a Event<'_>, redacted_uri: Option<&'a str>) -> AuditFields<'a> {
+        fn s<'a>(v: &'a Option<std::borrow::Cow<'_, str>>) -> Option<&'a str> {
+            v.as_deref().filter(|s| !s.is_empty())
         }
-        map.end()
+        fn list<'a>(items: &'a [std::borrow::Cow<'_, str>]) -> Vec<&'a str> {
+            items
+                .iter()
+                .map(|i| i.as_ref())
+                .filter(|i| !i.is_empty())
+                .collect()
+        }
+        let user = ev.user.as_ref();
+        let imp = ev.impersonated_user.as_deref();
+        let obj = ev.object_ref.as_ref();
+        AuditFields {
+            stage_timestamp: s(&ev.stage_timestamp),
+            request_received_timestamp: s(&ev.request_received_timestamp),
+            timestamp: s(&ev.timestamp),
+            verb: s(&ev.verb),
+            code: ev
+                .response_status
+                .as_ref()
+                .and_then(|r| r.code)
+                .and_then(|c| u64::try_from(c).ok())
+                .filter(|code| (100..=599).contains(code)),
+            username: user.and_then(|u| s(&u.username)),
+            uid: user.and_then(|u| s(&u.uid)),
+            groups: user.map(|u| list(&u.groups)).unwrap_or_default(),
+            impersonated_username: imp.and_then(|u| s(&u.username)),
+            impersonated_uid: imp.and_then(|u| s(&u.uid)),
+            impersonated_groups: imp.map(|u| list(&u.groups)).unwrap_or_default(),
+            source_ips: list(&ev.source_ips),
+            user_agent: s(&ev.user_agent),
+            request_uri: redacted_uri
+                .or(ev.request_uri.as_deref())
+                .filter(|u| !u.is_empty()),
+            namespace: obj.and_then(|o| s(&o.namespace)),
+            resource: obj.and_then(|o| s(&o.resource)),
+            subresource: obj.and_then(|o| s(&o.subresource)),
+            name: obj.and_then(|o| s(&o.name)),
+            api_group: obj.and_then(|o| s(&o.api_group)),
+            api_version: obj.and_then(|o| s(&o.api_version)),
+        }
     }
-}
 
-/// Sets the fields of an alert or events-flow document that come from the event.
-fn event_fields(
-    doc: &mut Doc,
-    event: Value,
-    message: &str,
-    cluster_name: Option<&str>,
-    suppressed: u64,
-) {
-    let timestamp = ["stageTimestamp", "requestReceivedTimestamp", "timestamp"]
+    /// From a decoded event and what redaction did to it: no fields at all if the redacted
+    /// event is not complete (rather than unredacted ones).
+    pub fn of_redacted(ev: &'a Event<'_>, redacted: &'a Redacted) -> AuditFields<'a> {
+        if redacted.complete {
+            AuditFields::of_event(ev, redacted.request_uri.as_deref())
+        } else {
+            AuditFields::default()
+        }
+    }
+
+    /// `@timestamp`: the first of `stageTimestamp`, `requestReceivedTimestamp` and `timestamp`
+    /// that is a valid RFC 3339 timestamp.
+    pub fn time(&self) -> Option<(&'a str, chrono::DateTime<chrono::FixedOffset>)> {
+        [
+            self.stage_timestamp,
+            self.request_received_timestamp,
+            self.timestamp,
+        ]
         .into_iter()
-        .filter_map(|key| str_at(&event, &[key]))
-        .find(|ts| is_timestamp(ts));
-    doc.set_opt("@timestamp", timestamp);
+        .flatten()
+        .find_map(|ts| Some((ts, chrono::DateTime::parse_from_rfc3339(ts).ok()?)))
+    }
+}
 
-    let verb = str_at(&event, &["verb"]);
-    let code = status_code(&event);
-    doc.set("event.category", json!([category(&event, code)]));
-    doc.set("event.type", json!([event_type(verb)]));
-    doc.set_opt("event.action", verb);
-    doc.set("event.outcome", outcome(code));
-    doc.set_opt(
-        "event.start",
-        str_at(&event, &["requestReceivedTimestamp"]).filter(|ts| is_timestamp(ts)),
+/// What an alert (or events-flow document) takes from one event.
+pub struct EventPart<'p> {
+    pub fields: &'p AuditFields<'p>,
+    /// The rendered, scrubbed rule output (empty: none).
+    pub message: &'p str,
+    pub cluster_name: Option<&'p str>,
+    /// Matches suppressed by throttling since the previous alert.
+    pub suppressed: u64,
+    /// The redacted event, as JSON, for `kubernetes.audit`.
+    pub audit: &'p [u8],
+}
+
+/// The `events` flow's document for one event: `template`'s fields, the ECS fields from the
+/// event and the redacted event under `kubernetes.audit`, as JSON.
+pub fn write_event_document(
+    template: &AlertTemplate,
+    ev: &Event<'_>,
+    cluster_name: Option<&str>,
+) -> Vec<u8> {
+    let mut audit = Vec::with_capacity(ev.raw().len() + 16);
+    let redacted = write_redacted_event(ev, &mut audit);
+    let part = EventPart {
+        fields: &AuditFields::of_redacted(ev, &redacted),
+        message: "",
+        cluster_name,
+        suppressed: 0,
+        audit: &audit,
+    };
+    let mut doc = Vec::with_capacity(audit.len() + 1024);
+    write_document(&mut doc, template, &part);
+    doc
+}
+
+/// Writes the whole ECS document: the template's members and the event's, as one JSON object.
+/// The two never set the same field; where both have members of one object (`event`,
+/// `tripline`) they are written together.
+pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventPart<'_>) {
+    let f = part.fields;
+    let mut w = Obj::new(out);
+    if let Some((ts, _)) = f.time() {
+        w.str("@timestamp", ts);
+    }
+    w.raw_members(&template.other_members);
+
+    w.begin("event");
+    w.raw_members(&template.event_members);
+    w.key("category");
+    w.out.extend_from_slice(b"[");
+    write_json_str(w.out, category(f));
+    w.out.extend_from_slice(b"]");
+    w.key("type");
+    w.out.extend_from_slice(b"[");
+    write_json_str(w.out, event_type(f.verb));
+    w.out.extend_from_slice(b"]");
+    w.opt_str("action", f.verb);
+    w.str("outcome", outcome(f.code));
+    w.opt_str(
+        "start",
+        f.request_received_timestamp
+            .filter(|ts| chrono::DateTime::parse_from_rfc3339(ts).is_ok()),
     );
-    if suppressed > 0 {
-        doc.set("tripline.suppressed_count", suppressed);
+    w.end();
+
+    w.begin("tripline");
+    w.raw_members(&template.tripline_members);
+    if part.suppressed > 0 {
+        w.num("suppressed_count", part.suppressed);
     }
-    user_fields(doc, &event);
-    network_fields(doc, &event, code);
-    orchestrator_fields(doc, &event, cluster_name);
-    if !message.is_empty() {
-        doc.set("message", message);
+    w.end();
+
+    // User.
+    w.begin("user");
+    w.opt_str("name", f.username);
+    w.opt_str("id", f.uid);
+    w.begin("group");
+    w.list("name", &f.groups);
+    w.end();
+    w.begin("effective");
+    w.opt_str("name", f.impersonated_username);
+    w.opt_str("id", f.impersonated_uid);
+    w.begin("group");
+    w.list("name", &f.impersonated_groups);
+    w.end();
+    w.end();
+    w.end();
+
+    // Network. Only the last entry of `sourceIPs` is the connecting peer; see `render_alert`.
+    let is_ip = |ip: &&str| ip.parse::<IpAddr>().is_ok();
+    let mut related_ips: Vec<&str> = Vec::new();
+    for ip in f.source_ips.iter().copied().filter(is_ip) {
+        if !related_ips.contains(&ip) {
+            related_ips.push(ip);
+        }
     }
-    doc.set("kubernetes.audit", event);
+    let mut related_users: Vec<&str> = Vec::new();
+    for user in [f.username, f.impersonated_username].into_iter().flatten() {
+        if !related_users.contains(&user) {
+            related_users.push(user);
+        }
+    }
+    w.begin("related");
+    w.list("user", &related_users);
+    w.list("ip", &related_ips);
+    w.end();
+    w.begin("source");
+    w.opt_str("ip", f.source_ips.last().copied().filter(is_ip));
+    w.end();
+    w.begin("user_agent");
+    w.opt_str("original", f.user_agent);
+    w.end();
+    w.begin("url");
+    w.opt_str("original", f.request_uri);
+    w.end();
+    if let Some(code) = f.code {
+        w.begin("http");
+        w.begin("response");
+        w.num("status_code", code);
+        w.end();
+        w.end();
+    }
+
+    // Orchestrator.
+    w.begin("orchestrator");
+    w.str("type", "kubernetes");
+    w.begin("cluster");
+    w.opt_str("name", part.cluster_name.filter(|c| !c.is_empty()));
+    w.end();
+    w.opt_str("namespace", f.namespace);
+    w.begin("resource");
+    match (f.resource, f.subresource) {
+        (Some(resource), Some(sub)) => w.str("type", &format!("{resource}/{sub}")),
+        (Some(resource), None) => w.str("type", resource),
+        (None, _) => {}
+    }
+    w.opt_str("name", f.name);
+    w.end();
+    match (f.api_group, f.api_version) {
+        (Some(group), Some(version)) => w.str("api_version", &format!("{group}/{version}")),
+        (None, Some(version)) => w.str("api_version", version),
+        _ => {}
+    }
+    w.end();
+
+    if !part.message.is_empty() {
+        w.str("message", part.message);
+    }
+    // A `null` event (one that did not parse again) is left out rather than embedded.
+    if !part.audit.is_empty() && part.audit != b"null" {
+        w.begin("kubernetes");
+        w.key("audit");
+        w.out.extend_from_slice(part.audit);
+        w.end();
+    }
+    w.finish();
+}
+
+/// Writes a JSON object member by member; an object begun with [`Obj::begin`] that gets no
+/// member is taken back out, so a document never holds an empty object.
+struct Obj<'o> {
+    out: &'o mut Vec<u8>,
+    /// The open objects, the outermost first.
+    open: smallvec::SmallVec<[Frame; 6]>,
+}
+
+struct Frame {
+    /// Where the object's member began in the output (to take it back out).
+    start: usize,
+    /// Whether the parent had members before this one.
+    parent_had: bool,
+    /// Whether this object has members.
+    has: bool,
+}
+
+impl<'o> Obj<'o> {
+    fn new(out: &'o mut Vec<u8>) -> Obj<'o> {
+        let start = out.len();
+        out.push(b'{');
+        let mut open = smallvec::SmallVec::new();
+        open.push(Frame {
+            start,
+            parent_had: false,
+            has: false,
+        });
+        Obj { out, open }
+    }
+
+    /// Starts a member: a comma if needed.
+    fn member(&mut self) {
+        if let Some(top) = self.open.last_mut() {
+            if std::mem::replace(&mut top.has, true) {
+                self.out.push(b',');
+            }
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        self.member();
+        write_json_str(self.out, key);
+        self.out.push(b':');
+    }
+
+    /// Members already written as JSON (without braces), if any.
+    fn raw_members(&mut self, members: &[u8]) {
+        if !members.is_empty() {
+            self.member();
+            self.out.extend_from_slice(members);
+        }
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_json_str(self.out, value);
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.str(key, v);
+        }
+    }
+
+    fn num(&mut self, key: &str, value: u64) {
+        self.key(key);
+        self.out.extend_from_slice(value.to_string().as_bytes());
+    }
+
+    /// A list of strings, unless it is empty.
+    fn list(&mut self, key: &str, items: &[&str]) {
+        if items.is_empty() {
+            return;
+        }
+        self.key(key);
+        self.out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            write_json_str(self.out, item);
+        }
+        self.out.push(b']');
+    }
+
+    fn begin(&mut self, key: &str) {
+        let start = self.out.len();
+        let parent_had = self.open.last().is_some_and(|t| t.has);
+        self.key(key);
+        self.out.push(b'{');
+        self.open.push(Frame {
+            start,
+            parent_had,
+            has: false,
+        });
+    }
+
+    fn end(&mut self) {
+        let Some(frame) = self.open.pop() else {
+            return;
+        };
+        if frame.has {
+            self.out.push(b'}');
+        } else {
+            self.out.truncate(frame.start);
+            if let Some(parent) = self.open.last_mut() {
+                parent.has = frame.parent_had;
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.out.push(b'}');
+    }
 }
 
 /// Splits Sigma tags into ECS threat fields. Returns `None` when the rule has no `attack.*` tags
@@ -511,99 +825,20 @@ fn rule_fields(doc: &mut Doc, rule: &RuleMeta) {
     doc.set_list("tripline.rule.falsepositives", &rule.falsepositives);
 }
 
-fn user_fields(doc: &mut Doc, event: &Value) {
-    let username = str_at(event, &["user", "username"]);
-    doc.set_opt("user.name", username);
-    doc.set_opt("user.id", str_at(event, &["user", "uid"]));
-    doc.set_list("user.group.name", &strings_at(event, &["user", "groups"]));
-
-    let impersonated = str_at(event, &["impersonatedUser", "username"]);
-    doc.set_opt("user.effective.name", impersonated);
-    doc.set_opt(
-        "user.effective.id",
-        str_at(event, &["impersonatedUser", "uid"]),
-    );
-    doc.set_list(
-        "user.effective.group.name",
-        &strings_at(event, &["impersonatedUser", "groups"]),
-    );
-
-    let mut related = Vec::new();
-    for user in [username, impersonated].into_iter().flatten() {
-        if !related.contains(&user) {
-            related.push(user);
-        }
-    }
-    doc.set_list("related.user", &related);
-}
-
-fn network_fields(doc: &mut Doc, event: &Value, code: Option<u64>) {
-    let source_ips = event.get("sourceIPs").and_then(Value::as_array);
-    // Only the last entry is the connecting peer; see `render_alert`.
-    let source_ip = source_ips
-        .and_then(|ips| ips.last())
-        .and_then(Value::as_str)
-        .filter(|ip| ip.parse::<IpAddr>().is_ok());
-    doc.set_opt("source.ip", source_ip);
-    let mut related_ips: Vec<&str> = Vec::new();
-    for ip in source_ips.into_iter().flatten().filter_map(Value::as_str) {
-        if ip.parse::<IpAddr>().is_ok() && !related_ips.contains(&ip) {
-            related_ips.push(ip);
-        }
-    }
-    doc.set_list("related.ip", &related_ips);
-
-    doc.set_opt("user_agent.original", str_at(event, &["userAgent"]));
-    doc.set_opt("url.original", str_at(event, &["requestURI"]));
-    if let Some(code) = code {
-        doc.set("http.response.status_code", code);
-    }
-}
-
-fn orchestrator_fields(doc: &mut Doc, event: &Value, cluster_name: Option<&str>) {
-    doc.set("orchestrator.type", "kubernetes");
-    doc.set_str("orchestrator.cluster.name", cluster_name);
-    doc.set_opt(
-        "orchestrator.namespace",
-        str_at(event, &["objectRef", "namespace"]),
-    );
-    let resource = str_at(event, &["objectRef", "resource"]);
-    let subresource = str_at(event, &["objectRef", "subresource"]);
-    let resource_type = match (resource, subresource) {
-        (Some(resource), Some(sub)) => Some(format!("{resource}/{sub}")),
-        (Some(resource), None) => Some(resource.to_owned()),
-        (None, _) => None,
-    };
-    doc.set_opt("orchestrator.resource.type", resource_type);
-    doc.set_opt(
-        "orchestrator.resource.name",
-        str_at(event, &["objectRef", "name"]),
-    );
-    let group = str_at(event, &["objectRef", "apiGroup"]);
-    let api_version = str_at(event, &["objectRef", "apiVersion"]).map(|version| match group {
-        Some(group) => format!("{group}/{version}"),
-        None => version.to_owned(),
-    });
-    doc.set_opt("orchestrator.api_version", api_version);
-}
-
 /// `event.category`; see [`render_alert`].
-fn category(event: &Value, code: Option<u64>) -> &'static str {
-    let anonymous = str_at(event, &["user", "username"]) == Some("system:anonymous")
-        || strings_at(event, &["user", "groups"]).contains(&"system:unauthenticated");
-    let group = str_at(event, &["objectRef", "apiGroup"]);
-    let resource = str_at(event, &["objectRef", "resource"]);
-    let subresource = str_at(event, &["objectRef", "subresource"]);
-    if anonymous || code == Some(401) {
+fn category(f: &AuditFields<'_>) -> &'static str {
+    let anonymous =
+        f.username == Some("system:anonymous") || f.groups.contains(&"system:unauthenticated");
+    if anonymous || f.code == Some(401) {
         "authentication"
-    } else if group == Some("rbac.authorization.k8s.io")
+    } else if f.api_group == Some("rbac.authorization.k8s.io")
         || matches!(
-            resource,
+            f.resource,
             Some("serviceaccounts" | "tokenreviews" | "certificatesigningrequests")
         )
     {
         "iam"
-    } else if resource == Some("pods") && matches!(subresource, Some("exec" | "attach")) {
+    } else if f.resource == Some("pods") && matches!(f.subresource, Some("exec" | "attach")) {
         "process"
     } else {
         "configuration"
@@ -627,17 +862,6 @@ fn outcome(code: Option<u64>) -> &'static str {
         Some(_) => "failure",
         None => "unknown",
     }
-}
-
-/// `responseStatus.code`, when it is a plausible HTTP status.
-fn status_code(event: &Value) -> Option<u64> {
-    get(event, &["responseStatus", "code"])
-        .and_then(Value::as_u64)
-        .filter(|code| (100..=599).contains(code))
-}
-
-fn is_timestamp(s: &str) -> bool {
-    chrono::DateTime::parse_from_rfc3339(s).is_ok()
 }
 
 fn get<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -790,61 +1014,64 @@ mod tests {
     }
 
     #[test]
-    fn the_two_parts_of_an_alert_write_and_read_as_the_whole_document() {
+    fn the_document_holds_the_template_and_the_event_fields_once_each() {
         let template = AlertTemplate::new(&rule(&["attack.execution", "attack.t1609"]))
             .with_host(Some("cp-1"));
         for suppressed in [0, 7] {
-            let whole = template.render(exec_event(), "msg", Some("prod"), suppressed);
-            let fields =
-                AlertTemplate::render_event_fields(exec_event(), "msg", Some("prod"), suppressed);
-            let merged = Merged {
-                base: template.fields(),
-                over: &fields,
+            let event = exec_event();
+            let mut audit = Vec::new();
+            serde_json::to_writer(&mut audit, &event).unwrap();
+            let mut text = Vec::new();
+            let part = EventPart {
+                fields: &AuditFields::of_value(&event),
+                message: "msg",
+                cluster_name: Some("prod"),
+                suppressed,
+                audit: &audit,
             };
-            // Objects on both sides (`event`, `tripline`) are merged, in key order.
-            assert!(fields.contains_key("event") && template.fields().contains_key("event"));
+            write_document(&mut text, &template, &part);
+            let text = String::from_utf8(text).unwrap();
+            assert!(crate::event::unique_keys(&text), "{text}");
+            let doc: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(
-                serde_json::to_string(&merged).unwrap(),
-                serde_json::to_string(&whole).unwrap()
+                doc,
+                template.render(event.clone(), "msg", Some("prod"), suppressed)
             );
-            assert_eq!(merged.to_value(), whole);
-            for pointer in [
-                "/event/kind",
-                "/event/action",
-                "/rule/id",
-                "/user/name",
-                "/host/name",
-            ] {
-                assert_eq!(merged.pointer(pointer), whole.pointer(pointer), "{pointer}");
-                assert!(merged.pointer(pointer).is_some(), "{pointer}");
+            // Every field of the template is there, next to the event's in the same objects.
+            fn leaves(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
+                match v {
+                    Value::Object(m) => {
+                        for (k, v) in m {
+                            leaves(v, format!("{path}/{k}"), out);
+                        }
+                    }
+                    v => out.push((path, v.clone())),
+                }
             }
-            assert_eq!(merged.pointer("/event/nothing"), None);
-            assert_eq!(merged.pointer("event"), None);
-        }
-        // A member set on both sides that is not an object on both: the event's side wins.
-        let base = json!({"a": {"x": 1}, "b": 1, "c": {"y": 1}})
-            .as_object()
-            .unwrap()
-            .clone();
-        let over = json!({"a": 2, "b": {"z": 2}, "c": {"y": 3, "w": 4}})
-            .as_object()
-            .unwrap()
-            .clone();
-        let m = Merged {
-            base: &base,
-            over: &over,
-        };
-        let want = json!({"a": 2, "b": {"z": 2}, "c": {"w": 4, "y": 3}});
-        assert_eq!(m.to_value(), want);
-        assert_eq!(serde_json::to_value(m).unwrap(), want);
-        // Pointers see the merged document, not what the event's side hides.
-        for p in ["/a", "/a/x", "/b/z", "/c/y", "/c/w", "/c/v", "/d", ""] {
+            let mut want = Vec::new();
+            leaves(
+                &Value::Object(template.fields().clone()),
+                String::new(),
+                &mut want,
+            );
+            assert!(want.len() > 10);
+            for (pointer, v) in want {
+                assert_eq!(doc.pointer(&pointer), Some(&v), "{pointer}");
+            }
+            for pointer in ["/event/action", "/user/name", "/kubernetes/audit/auditID"] {
+                assert!(doc.pointer(pointer).is_some(), "{pointer}");
+            }
+            assert_eq!(doc["kubernetes"]["audit"], event);
             assert_eq!(
-                m.pointer(p),
-                want.pointer(p).filter(|_| !p.is_empty()),
-                "{p}"
+                doc.pointer("/tripline/suppressed_count"),
+                (suppressed > 0).then_some(&json!(suppressed))
             );
         }
+        // The events flow's template has no `tripline` object: none is written empty.
+        let doc = AlertTemplate::for_events().render(json!({}), "", None, 0);
+        assert_eq!(doc.get("tripline"), None);
+        assert_eq!(doc.get("user"), None);
+        assert_eq!(doc["orchestrator"], json!({"type": "kubernetes"}));
     }
 
     #[test]

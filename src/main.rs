@@ -213,9 +213,7 @@ fn scan(args: ScanArgs) -> Result<u8> {
                 }
                 for a in alerts.drain(..) {
                     if args.format == Format::Json && write_err.is_none() {
-                        if let Err(e) = serde_json::to_writer(&mut out, &a)
-                            .map_err(std::io::Error::from)
-                            .and_then(|()| out.write_all(b"\n"))
+                        if let Err(e) = out.write_all(a.json()).and_then(|()| out.write_all(b"\n"))
                         {
                             write_err = Some(e);
                         }

@@ -16,11 +16,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use serde_json::Value;
 
 use crate::config::{Config, FileSourceConfig, Flow, HumanDuration, ReadFrom, SourceConfig};
 use crate::event::decode_value_into;
-use crate::event::redact::redact_event;
 use crate::rules::{Level, RuleMeta, RuleSet};
 use crate::scan::Detector;
 use crate::sink::{self, DeadLetters, SinkBatch, SinkHandle};
@@ -449,37 +447,36 @@ impl WorkerContext {
                             &[("rule_id", &rule.id), ("level", rule.level.as_str())],
                         )
                         .inc();
-                        if let Ok(doc) = serde_json::to_vec(&a) {
-                            let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
-                            out.records.push(Arc::new(sink::Record {
-                                flow: Flow::Alerts,
-                                id: sink::content_id(&[e.id.as_bytes(), rule.id.as_bytes()]),
-                                time: e.time,
-                                level: Some(rule.level),
-                                rule: Some((rule.id.clone(), rule.title.clone())),
-                                user: e.user.clone(),
-                                doc,
-                            }));
-                            out.rules.push(Some(a.rule));
-                        }
+                        let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
+                        let index = a.rule;
+                        out.records.push(Arc::new(sink::Record {
+                            flow: Flow::Alerts,
+                            id: sink::content_id(&[e.id.as_bytes(), rule.id.as_bytes()]),
+                            time: e.time,
+                            level: Some(rule.level),
+                            rule: Some((rule.id.clone(), rule.title.clone())),
+                            user: e.user.clone(),
+                            doc: a.into_json(),
+                        }));
+                        out.rules.push(Some(index));
                     });
                     if let Some(template) = &event_template {
-                        let mut v = crate::event::parse_value(ev.raw()).unwrap_or(Value::Null);
-                        redact_event(&mut v);
-                        let doc = template.render(v, "", self.cluster.as_deref(), 0);
-                        if let Ok(doc) = serde_json::to_vec(&doc) {
-                            let e = meta.take().unwrap_or_else(|| RecordMeta::of(ev));
-                            out.records.push(Arc::new(sink::Record {
-                                flow: Flow::Events,
-                                id: e.id,
-                                time: e.time,
-                                level: None,
-                                rule: None,
-                                user: e.user,
-                                doc,
-                            }));
-                            out.rules.push(None);
-                        }
+                        let doc = crate::alert::write_event_document(
+                            template,
+                            ev,
+                            self.cluster.as_deref(),
+                        );
+                        let e = meta.take().unwrap_or_else(|| RecordMeta::of(ev));
+                        out.records.push(Arc::new(sink::Record {
+                            flow: Flow::Events,
+                            id: e.id,
+                            time: e.time,
+                            level: None,
+                            rule: None,
+                            user: e.user,
+                            doc,
+                        }));
+                        out.rules.push(None);
                     }
                 }
                 Err((reason, msg)) => self.skip(

@@ -6,36 +6,52 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::alert::{AlertTemplate, Merged};
-use crate::event::redact::redact_event;
+use crate::alert::{write_document, AlertTemplate, AuditFields, EventPart};
+use crate::event::redact::write_redacted_event;
 use crate::event::{DecodeError, DecodeStats, Event, SkipReason};
 use crate::rules::{Level, Match, RuleSet};
 
-/// One alert: the rule that fired and its ECS document, kept as two parts that serialize as
-/// one: the rule's fields (shared by all its alerts) and the fields from the event.
+/// One alert: the rule that fired and its ECS document, written as JSON.
 #[derive(Debug, Clone)]
 pub struct Alert {
     /// Index of the rule in the rule set.
     pub rule: usize,
-    template: Arc<AlertTemplate>,
-    fields: Map<String, Value>,
+    doc: Vec<u8>,
+    message: String,
+    user: Option<String>,
+    time: Option<DateTime<Utc>>,
 }
 
 impl Alert {
-    /// The whole document, as it serializes.
-    pub fn document(&self) -> Merged<'_> {
-        Merged {
-            base: self.template.fields(),
-            over: &self.fields,
-        }
+    /// The ECS document, as compact JSON.
+    pub fn json(&self) -> &[u8] {
+        &self.doc
     }
-}
 
-impl serde::Serialize for Alert {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.document().serialize(s)
+    pub fn into_json(self) -> Vec<u8> {
+        self.doc
+    }
+
+    /// The ECS document as a value (parsed from [`Alert::json`]).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.doc).unwrap_or_default()
+    }
+
+    /// `message`: the rendered rule output.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `user.name`.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// `@timestamp`.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        self.time
     }
 }
 
@@ -70,38 +86,36 @@ impl<'r> Detector<'r> {
         if self.matches.is_empty() {
             return;
         }
-        // The same parser decoded the event, so this succeeds; if it ever did not, the alert
-        // would carry no event and no rendered fields rather than unredacted ones.
-        let parsed = crate::event::parse_value(ev.raw());
-        let complete = parsed.is_some();
-        let mut value = parsed.unwrap_or(Value::Null);
-        let secrets = redact_event(&mut value);
-        let last = self.matches.len() - 1;
-        for (n, m) in self.matches.iter().enumerate() {
-            let message = if complete {
-                m.rule.render_output_redacted(ev, &secrets)
+        let mut audit = Vec::with_capacity(ev.raw().len() + 16);
+        let redacted = write_redacted_event(ev, &mut audit);
+        // The same parser decoded the event, so its text parses again; if it ever did not, the
+        // alert would carry no event, no fields from it and the rule's title as its message.
+        let fields = AuditFields::of_redacted(ev, &redacted);
+        let time = fields.time().map(|(_, t)| t.with_timezone(&Utc));
+        for m in &self.matches {
+            let message = if redacted.complete {
+                m.rule.render_output_redacted(ev, &redacted.secrets)
             } else {
                 m.rule.meta.title.clone()
             };
             let template = self.templates[m.index].get_or_insert_with(|| {
                 Arc::new(AlertTemplate::new(&m.rule.meta).with_host(self.node_name.as_deref()))
             });
-            // The last alert of this event takes the event; earlier ones copy it.
-            let event = if n == last {
-                std::mem::take(&mut value)
-            } else {
-                value.clone()
+            let mut doc = Vec::with_capacity(audit.len() + 1536);
+            let part = EventPart {
+                fields: &fields,
+                message: &message,
+                cluster_name: self.cluster_name.as_deref(),
+                suppressed: m.suppressed,
+                audit: &audit,
             };
-            let fields = AlertTemplate::render_event_fields(
-                event,
-                &message,
-                self.cluster_name.as_deref(),
-                m.suppressed,
-            );
+            write_document(&mut doc, template, &part);
             emit(Alert {
                 rule: m.index,
-                template: Arc::clone(template),
-                fields,
+                doc,
+                user: fields.username.map(String::from),
+                message,
+                time,
             });
         }
     }
@@ -134,24 +148,12 @@ impl Report {
     pub fn record_alert(&mut self, alert: &Alert) {
         let s = self.per_rule.entry(alert.rule).or_default();
         s.alerts += 1;
-        let doc = alert.document();
         if s.example.is_none() {
-            s.example = doc
-                .pointer("/message")
-                .and_then(Value::as_str)
-                .map(String::from);
+            s.example = Some(alert.message().to_string()).filter(|m| !m.is_empty());
         }
-        let user = doc
-            .pointer("/user/name")
-            .and_then(Value::as_str)
-            .unwrap_or("<none>");
+        let user = alert.user().unwrap_or("<none>");
         *s.users.entry(user.to_string()).or_default() += 1;
-        if let Some(t) = doc
-            .pointer("/@timestamp")
-            .and_then(Value::as_str)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        {
-            let t = t.with_timezone(&Utc);
+        if let Some(t) = alert.time() {
             s.first = Some(s.first.map_or(t, |f| f.min(t)));
             s.last = Some(s.last.map_or(t, |l| l.max(t)));
         }
@@ -242,5 +244,71 @@ impl Report {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::render_alert;
+    use crate::event::decode_value_into;
+    use crate::event::redact::redact_event;
+
+    /// The alert the detector writes is the document built from the redacted event as a value,
+    /// field for field.
+    #[test]
+    fn alerts_are_the_documents_of_their_redacted_events() {
+        let set = RuleSet::new(
+            crate::rules::load_configured(&crate::config::Config::default(), &[], true).rules,
+        );
+        let events = [
+            // A secret read with a token in the URI (`url.original` is the redacted one).
+            r#"{"kind":"Event","level":"RequestResponse","auditID":"a1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/secrets/db?access_token=abcdefgh123","verb":"get","user":{"username":"mallory","groups":["dev","system:authenticated"]},"sourceIPs":["203.0.113.9","10.0.0.1"],"userAgent":"curl/8.0","objectRef":{"resource":"secrets","namespace":"prod","name":"db","apiVersion":"v1"},"responseStatus":{"code":200},"responseObject":{"kind":"Secret","data":{"password":"aHVudGVyMg=="}},"requestReceivedTimestamp":"2026-01-02T03:04:05.000000Z","stageTimestamp":"2026-01-02T03:04:05.100000Z"}"#,
+            // An exec, pretty-printed, with escapes and an unknown member.
+            "{\n  \"kind\": \"Event\", \"stage\": \"ResponseStarted\", \"verb\": \"create\",\n  \"requestURI\": \"/api/v1/namespaces/p/pods/x/exec?command=sh\",\n  \"user\": {\"username\": \"al\\u0069ce\"}, \"sourceIPs\": [\"192.0.2.1\"],\n  \"objectRef\": {\"resource\": \"pods\", \"subresource\": \"exec\", \"namespace\": \"p\", \"name\": \"x\"},\n  \"responseStatus\": {\"code\": 101}, \"x-extra\": [1, 2.50, null],\n  \"stageTimestamp\": \"2026-01-02T03:04:05Z\"\n}",
+            // Anonymous access with a bearer token in an annotation.
+            r#"{"kind":"Event","stage":"ResponseComplete","verb":"list","requestURI":"/api/v1/pods","user":{"username":"system:anonymous","groups":["system:unauthenticated"]},"sourceIPs":["198.51.100.4"],"objectRef":{"resource":"pods"},"responseStatus":{"code":200},"annotations":{"authorization.k8s.io/decision":"allow","note":"Authorization: Bearer abcdefghijklmnop"},"stageTimestamp":"2026-01-02T03:04:05Z"}"#,
+        ];
+        let mut seen = 0;
+        for text in events {
+            let mut detector = Detector::new(&set, Some("prod".into()));
+            detector.node_name = Some("cp-1".into());
+            decode_value_into(text, &mut |d| {
+                let ev = d.unwrap();
+                detector.detect(ev, &mut |a| {
+                    seen += 1;
+                    let mut event = crate::event::parse_value(text).unwrap();
+                    redact_event(&mut event);
+                    let meta = &set.rules()[a.rule].meta;
+                    let want = AlertTemplate::new(meta).with_host(Some("cp-1")).render(
+                        event.clone(),
+                        a.message(),
+                        Some("prod"),
+                        0,
+                    );
+                    assert_eq!(a.to_value(), want, "{text}");
+                    assert_eq!(want, {
+                        let mut w = render_alert(&event, meta, a.message(), Some("prod"), 0);
+                        w["host"] = serde_json::json!({"name": "cp-1"});
+                        w
+                    });
+                    assert!(crate::event::unique_keys(
+                        std::str::from_utf8(a.json()).unwrap()
+                    ));
+                    let doc = a.to_value();
+                    for secret in ["aHVudGVyMg==", "abcdefgh123", "abcdefghijklmnop"] {
+                        assert!(!String::from_utf8_lossy(a.json()).contains(secret), "{doc}");
+                    }
+                    assert_eq!(a.user(), doc["user"]["name"].as_str());
+                    assert_eq!(
+                        a.time().map(|t| t.to_rfc3339()),
+                        doc["@timestamp"]
+                            .as_str()
+                            .map(|t| DateTime::parse_from_rfc3339(t).unwrap().to_rfc3339())
+                    );
+                });
+            });
+        }
+        assert!(seen >= 3, "{seen} alerts");
     }
 }

@@ -153,3 +153,55 @@ fn the_pack_is_quiet_on_the_harmless_variants() {
         assert!(bad.is_empty(), "{file}: unexpected {bad:?}");
     }
 }
+
+/// Alerts and the events flow write each event redacted without building it as a value; on
+/// every real event, that must give what redacting the parsed value gives.
+#[test]
+fn every_shared_event_is_written_redacted_like_its_parsed_value() {
+    use tripline::event::redact::{redact_event, write_redacted_event};
+    use tripline::event::{decode_value_into, parse_value, unique_keys};
+    let Some(dir) = data_dir() else { return };
+    let mut checked = 0;
+    for sub in ["real/openshift", "real/audit2rbac", "falco/trace_files"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "log")))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let mut check = |ev: &tripline::event::Event<'_>| {
+                let mut out = Vec::new();
+                let written = write_redacted_event(ev, &mut out);
+                let out = String::from_utf8(out).unwrap();
+                let mut want = parse_value(ev.raw()).unwrap();
+                let mut want_secrets = redact_event(&mut want);
+                let mut secrets = written.secrets;
+                secrets.sort();
+                want_secrets.sort();
+                assert!(unique_keys(&out), "{}", f.display());
+                assert_eq!(parse_value(&out), Some(want), "{}", f.display());
+                assert_eq!(secrets, want_secrets, "{}", f.display());
+                checked += 1;
+            };
+            // JSON Lines, or one (pretty-printed) event or list per file.
+            let whole = decode_value_into(&text, &mut |d| {
+                if let Ok(ev) = d {
+                    check(ev);
+                }
+            });
+            if whole == 0 {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    decode_value_into(line, &mut |d| {
+                        if let Ok(ev) = d {
+                            check(ev);
+                        }
+                    });
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} events checked");
+    eprintln!("{checked} events written redacted like their parsed values");
+}

@@ -561,6 +561,92 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Copies one value to `out` as compact JSON, without building it: what serializing
+    /// [`Self::value`] writes, up to the order of keys and the spelling of numbers. Strings
+    /// without escapes are copied as they are; strings with escapes are decoded and written
+    /// again (so a lone surrogate is written as U+FFFD, as [`Self::value`] reads it), and a
+    /// number beyond `f64` becomes a string. `None` for an object with a repeated key, which
+    /// the caller must build instead (the last one wins).
+    pub fn copy_value(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<Option<()>> {
+        if depth > MAX_DEPTH {
+            return self.syntax("nesting too deep");
+        }
+        match self.peek() {
+            Some(b'"') => {
+                match self.plain_string() {
+                    Some(s) => {
+                        out.push(b'"');
+                        out.extend_from_slice(s.as_bytes());
+                        out.push(b'"');
+                    }
+                    None => write_json_str(out, &self.string()?),
+                }
+                Ok(Some(()))
+            }
+            Some(b'{') => {
+                out.push(b'{');
+                let mut keys = KeySet::default();
+                let mut unique = true;
+                self.object("", |s: &mut Self, k: &str| {
+                    if !keys.is_empty() {
+                        out.push(b',');
+                    }
+                    if !keys.insert(k) {
+                        // Possibly a repeated key (or a hash collision): let the caller decide.
+                        unique = false;
+                    }
+                    write_json_str(out, k);
+                    out.push(b':');
+                    if s.copy_value(out, depth + 1)?.is_none() {
+                        unique = false;
+                    }
+                    Ok(())
+                })?;
+                out.push(b'}');
+                Ok(unique.then_some(()))
+            }
+            Some(b'[') => {
+                out.push(b'[');
+                let mut first = true;
+                let mut unique = true;
+                self.array("", |s: &mut Self| {
+                    if !std::mem::take(&mut first) {
+                        out.push(b',');
+                    }
+                    if s.copy_value(out, depth + 1)?.is_none() {
+                        unique = false;
+                    }
+                    Ok(())
+                })?;
+                out.push(b']');
+                Ok(unique.then_some(()))
+            }
+            Some(b't') => self.literal(b"true").map(|()| {
+                out.extend_from_slice(b"true");
+                Some(())
+            }),
+            Some(b'f') => self.literal(b"false").map(|()| {
+                out.extend_from_slice(b"false");
+                Some(())
+            }),
+            Some(b'n') => self.literal(b"null").map(|()| {
+                out.extend_from_slice(b"null");
+                Some(())
+            }),
+            Some(b'-' | b'0'..=b'9') => {
+                let n = self.number()?;
+                if n.parse::<f64>().is_ok_and(f64::is_finite) {
+                    out.extend_from_slice(n.as_bytes());
+                } else {
+                    write_json_str(out, n);
+                }
+                Ok(Some(()))
+            }
+            Some(_) => self.syntax("expected a value"),
+            None => Err(JsonError::Eof),
+        }
+    }
+
     /// Checks that only whitespace follows.
     pub fn end(&mut self) -> Result<()> {
         if self.peek().is_some() {
@@ -582,6 +668,59 @@ fn number_value(text: &str) -> serde_json::Value {
         Some(n) => Value::Number(n),
         None => Value::String(text.to_string()),
     }
+}
+
+/// The hashes of an object's keys, to notice a repeated one: a list while the object is small,
+/// a set beyond (so that a huge object costs linear time).
+#[derive(Default)]
+pub struct KeySet {
+    few: smallvec::SmallVec<[u64; 16]>,
+    many: rustc_hash::FxHashSet<u64>,
+}
+
+impl KeySet {
+    /// False if the key (or another with the same hash) was already there.
+    pub fn insert(&mut self, key: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        key.hash(&mut h);
+        let h = h.finish();
+        if self.few.len() < 32 {
+            if self.few.contains(&h) {
+                return false;
+            }
+            self.few.push(h);
+            return true;
+        }
+        if self.many.is_empty() {
+            self.many.extend(self.few.iter().copied());
+        }
+        self.many.insert(h)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.few.is_empty()
+    }
+}
+
+/// Writes `s` as a JSON string (quoted and escaped as `serde_json` escapes it).
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // `serde_json` escapes exactly `"`, `\\` and control bytes; most strings have none.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// True if `text` is one JSON value in which no object repeats a key.
+pub fn unique_keys(text: &str) -> bool {
+    let mut s = Scanner::new(text);
+    matches!(s.copy_value(&mut Vec::new(), 0), Ok(Some(()))) && s.end().is_ok()
 }
 
 /// Parses JSON text into a `Value` with the scanner's rules: every text an event was decoded
@@ -678,6 +817,46 @@ mod tests {
     }
 
     #[test]
+    fn copies_are_compact_and_notice_repeated_keys() {
+        let copy = |text: &str| {
+            let mut out = Vec::new();
+            let r = Scanner::new(text).copy_value(&mut out, 0).unwrap();
+            (String::from_utf8(out).unwrap(), r.is_some())
+        };
+        let cases = [
+            (
+                " { \"a\" : [ 1 , 2.5e3 , true , null ] ,\n \"b\":{}} ",
+                r#"{"a":[1,2.5e3,true,null],"b":{}}"#,
+                true,
+            ),
+            // Escapes are decoded and written again; a lone surrogate as U+FFFD.
+            (
+                r#"{"k\u0065y":"a\u0026b\ud800"}"#,
+                "{\"key\":\"a&b\u{fffd}\"}",
+                true,
+            ),
+            (r#"{"s":"tab\tquote\""}"#, r#"{"s":"tab\tquote\""}"#, true),
+            // Beyond f64: kept as text, in a string (as `parse_value` reads it).
+            (r#"[1e400,-0]"#, r#"["1e400",-0]"#, true),
+            (r#"{"a":1,"b":2,"a":3}"#, r#"{"a":1,"b":2,"a":3}"#, false),
+            (
+                r#"[{"x":{"y":1,"y":1}}]"#,
+                r#"[{"x":{"y":1,"y":1}}]"#,
+                false,
+            ),
+        ];
+        for (text, want, unique) in cases {
+            assert_eq!(copy(text), (want.to_string(), unique), "{text}");
+            assert_eq!(unique_keys(text), unique, "{text}");
+        }
+        // Many keys: past the small list, the set still sees a repeat.
+        let many: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
+        let text = format!("{{{}}}", many.join(","));
+        assert!(unique_keys(&text));
+        assert!(!unique_keys(&format!("{{{},\"k7\":0}}", many.join(","))));
+    }
+
+    #[test]
     fn deep_nesting_is_bounded() {
         let deep = "[".repeat(300) + &"]".repeat(300);
         assert!(!accepts(&deep));
@@ -716,6 +895,27 @@ mod tests {
         fn strings_decode_like_serde_json(st in proptest::prelude::any::<String>()) {
             let text = serde_json::to_string(&st).unwrap();
             proptest::prop_assert_eq!(Scanner::new(&text).string().unwrap(), st.as_str());
+        }
+
+        #[test]
+        fn strings_are_written_like_serde_json(st in "(\\PC|[\"\\\\\u{0}-\u{1f}\u{7f}])*") {
+            let mut out = Vec::new();
+            write_json_str(&mut out, &st);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&st).unwrap());
+        }
+
+        #[test]
+        fn copied_values_read_back_as_the_value(v in json_value()) {
+            // Compact or pretty-printed, a copy parses to what the text parses to.
+            for text in [serde_json::to_string(&v).unwrap(), serde_json::to_string_pretty(&v).unwrap()] {
+                let mut out = Vec::new();
+                let copied = Scanner::new(&text).copy_value(&mut out, 0).unwrap();
+                let out = String::from_utf8(out).unwrap();
+                proptest::prop_assert_eq!(parse_value(&out), parse_value(&text));
+                proptest::prop_assert!(!out.contains('\n') && !out.contains(": "));
+                // `serde_json` never writes a key twice.
+                proptest::prop_assert_eq!(copied, Some(()));
+            }
         }
 
         #[test]

@@ -17,5 +17,5 @@ pub use decode::{
     LineReader, SkipReason, DEFAULT_MAX_LINE_BYTES,
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};
-pub use json::parse_value;
+pub use json::{parse_value, unique_keys, write_json_str};
 pub use view::{Event, ObjectRef, ResponseStatus, UserInfo};

@@ -34,6 +34,8 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use crate::event::Event;
+
 /// The replacement for every redacted value.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -63,59 +65,188 @@ pub fn redact_event(event: &mut Value) -> Vec<String> {
     let Some(ev) = event.as_object_mut() else {
         return found.list;
     };
-
     let object_ref = ev.get("objectRef");
-    let resource = object_ref
-        .and_then(|o| o.get("resource"))
-        .and_then(Value::as_str);
-    let subresource = object_ref
-        .and_then(|o| o.get("subresource"))
-        .and_then(Value::as_str);
-    let verb = ev.get("verb").and_then(Value::as_str);
-    let is_secrets = resource == Some("secrets");
-    let is_secret_patch = is_secrets && verb == Some("patch");
-    let is_token_review = resource == Some("tokenreviews");
-    let is_token_request = resource == Some("serviceaccounts") && subresource == Some("token");
-
+    let part = |key: &str| object_ref.and_then(|o| o.get(key)).and_then(Value::as_str);
+    let request = Request::of(
+        part("resource"),
+        part("subresource"),
+        ev.get("verb").and_then(Value::as_str),
+    );
     for key in ["requestObject", "responseObject"] {
-        let Some(object) = ev.get_mut(key) else {
-            continue;
-        };
-        if key == "requestObject" && is_secret_patch {
-            redact_patch(object, &mut found);
-        } else {
-            walk(object, is_secrets, &mut found);
+        if let Some(object) = ev.get_mut(key) {
+            request.redact_body(key, object, &mut found);
         }
-        if let Value::Object(map) = object {
-            if is_token_review {
-                redact_token_review(map, &mut found);
+    }
+    if let Some(annotations) = ev.get_mut("annotations") {
+        redact_annotations(annotations, &mut found);
+    }
+    if let Some(Value::String(uri)) = ev.get_mut("requestURI") {
+        redact_uri(uri, &mut found);
+    }
+    found.list
+}
+
+/// An event redacted by [`write_redacted_event`].
+#[derive(Debug, Default)]
+pub struct Redacted {
+    /// What [`redact_event`] returns (the same values, possibly in another order).
+    pub secrets: Vec<String>,
+    /// The redacted `requestURI`, when redaction changed it.
+    pub request_uri: Option<String>,
+    /// False if the event's text did not parse again (it always does when it decoded), in
+    /// which case `null` was written.
+    pub complete: bool,
+}
+
+/// Writes the event `ev` was decoded from, redacted as [`redact_event`] redacts it, as compact
+/// JSON to `out`: the same document as serializing the redacted `Value`, up to the order of
+/// keys and the spelling of numbers. Only the members that redaction looks at
+/// (`requestObject`, `responseObject`, `annotations`, `requestURI`) are built as values; the
+/// rest is copied. An event with a repeated member name is built whole instead (the last one
+/// wins, as when it is parsed), so the output never repeats a key.
+pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
+    let start = out.len();
+    if let Some(done) = stream_redacted(ev, out) {
+        return done;
+    }
+    out.truncate(start);
+    let parsed = crate::event::parse_value(ev.raw());
+    let complete = parsed.is_some();
+    let mut value = parsed.unwrap_or(Value::Null);
+    let secrets = redact_event(&mut value);
+    let request_uri = value
+        .get("requestURI")
+        .and_then(Value::as_str)
+        .filter(|uri| ev.request_uri.as_deref() != Some(*uri))
+        .map(String::from);
+    // Writing a `Value` to a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &value);
+    Redacted {
+        secrets,
+        request_uri,
+        complete,
+    }
+}
+
+/// [`write_redacted_event`] member by member; `None` (with `out` partly written) when a member
+/// name repeats or the text does not parse.
+fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
+    use crate::event::json::{write_json_str, KeySet, Scanner};
+    let object_ref = ev.object_ref.as_ref();
+    let request = Request::of(
+        object_ref.and_then(|o| o.resource.as_deref()),
+        object_ref.and_then(|o| o.subresource.as_deref()),
+        ev.verb.as_deref(),
+    );
+    let mut found = Found::default();
+    let mut request_uri = None;
+    let mut keys = KeySet::default();
+    let mut unique = true;
+    let mut s = Scanner::new(ev.raw());
+    out.push(b'{');
+    s.object("", |s, key| {
+        if !keys.is_empty() {
+            out.push(b',');
+        }
+        unique &= keys.insert(key);
+        write_json_str(out, key);
+        out.push(b':');
+        match key {
+            "requestObject" | "responseObject" | "annotations" => {
+                let mut v = s.value(1)?;
+                if key == "annotations" {
+                    redact_annotations(&mut v, &mut found);
+                } else {
+                    request.redact_body(key, &mut v, &mut found);
+                }
+                let _ = serde_json::to_writer(&mut *out, &v);
             }
-            if is_token_request {
-                redact_at(map, &["status", "token"], &mut found);
+            "requestURI" if s.peek() == Some(b'"') => {
+                let mut uri = s.string()?.into_owned();
+                if redact_uri(&mut uri, &mut found) {
+                    write_json_str(out, &uri);
+                    request_uri = Some(uri);
+                } else {
+                    write_json_str(out, &uri);
+                }
             }
+            _ => unique &= s.copy_value(out, 1)?.is_some(),
+        }
+        Ok(())
+    })
+    .ok()?;
+    s.end().ok()?;
+    out.push(b'}');
+    unique.then_some(Redacted {
+        secrets: found.list,
+        request_uri,
+        complete: true,
+    })
+}
+
+/// What redaction needs to know about the request an event records.
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    is_secrets: bool,
+    is_secret_patch: bool,
+    is_token_review: bool,
+    is_token_request: bool,
+}
+
+impl Request {
+    fn of(resource: Option<&str>, subresource: Option<&str>, verb: Option<&str>) -> Request {
+        let is_secrets = resource == Some("secrets");
+        Request {
+            is_secrets,
+            is_secret_patch: is_secrets && verb == Some("patch"),
+            is_token_review: resource == Some("tokenreviews"),
+            is_token_request: resource == Some("serviceaccounts") && subresource == Some("token"),
         }
     }
 
-    if let Some(Value::Object(annotations)) = ev.get_mut("annotations") {
+    /// Redacts the event's `requestObject` or `responseObject` (`key`).
+    fn redact_body(self, key: &str, object: &mut Value, found: &mut Found) {
+        if key == "requestObject" && self.is_secret_patch {
+            redact_patch(object, found);
+        } else {
+            walk(object, self.is_secrets, found);
+        }
+        if let Value::Object(map) = object {
+            if self.is_token_review {
+                redact_token_review(map, found);
+            }
+            if self.is_token_request {
+                redact_at(map, &["status", "token"], found);
+            }
+        }
+    }
+}
+
+/// Bearer tokens in the string values of the event's `annotations`.
+fn redact_annotations(annotations: &mut Value, found: &mut Found) {
+    if let Value::Object(annotations) = annotations {
         for value in annotations.values_mut() {
             if let Value::String(s) = value {
-                if let Some(redacted) = redact_bearer(s, &mut found) {
+                if let Some(redacted) = redact_bearer(s, found) {
                     *s = redacted;
                 }
             }
         }
     }
+}
 
-    if let Some(Value::String(uri)) = ev.get_mut("requestURI") {
-        if let Some(redacted) = redact_query_tokens(uri, &mut found) {
-            *uri = redacted;
-        }
-        if let Some(redacted) = redact_bearer(uri, &mut found) {
-            *uri = redacted;
-        }
+/// Token query parameters and bearer tokens in `requestURI`; true if it changed.
+fn redact_uri(uri: &mut String, found: &mut Found) -> bool {
+    let mut changed = false;
+    if let Some(redacted) = redact_query_tokens(uri, found) {
+        *uri = redacted;
+        changed = true;
     }
-
-    found.list
+    if let Some(redacted) = redact_bearer(uri, found) {
+        *uri = redacted;
+        changed = true;
+    }
+    changed
 }
 
 /// Replaces every occurrence of each secret in `text` with [`REDACTED`].
@@ -828,6 +959,63 @@ mod tests {
                 not_returned: &[],
             },
         ]
+    }
+
+    /// `write_redacted_event` on `text` against `redact_event` on its parsed value: the same
+    /// document, the same secrets and the same `requestURI`, and never a repeated key.
+    fn assert_written_like_redact_event(text: &str, what: &str) {
+        let ev = Event::parse(text).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let mut out = Vec::new();
+        let written = write_redacted_event(&ev, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        let mut want = crate::event::parse_value(text).unwrap();
+        let mut want_secrets = redact_event(&mut want);
+        assert!(written.complete, "{what}");
+        assert!(crate::event::unique_keys(&out), "{what}: {out}");
+        assert_eq!(
+            crate::event::parse_value(&out),
+            Some(want.clone()),
+            "{what}"
+        );
+        let mut secrets = written.secrets.clone();
+        secrets.sort();
+        want_secrets.sort();
+        assert_eq!(secrets, want_secrets, "{what}");
+        let uri = want.get("requestURI").and_then(Value::as_str);
+        assert_eq!(
+            written.request_uri.as_deref().or(ev.request_uri.as_deref()),
+            uri,
+            "{what}"
+        );
+        assert_eq!(
+            written.request_uri.is_some(),
+            uri != ev.request_uri.as_deref(),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn written_events_are_redacted_like_parsed_ones() {
+        for case in cases() {
+            // Compact, and pretty-printed (as a single event file may be).
+            let compact = serde_json::to_string(&case.event).unwrap();
+            let pretty = serde_json::to_string_pretty(&case.event).unwrap();
+            assert_written_like_redact_event(&compact, case.name);
+            assert_written_like_redact_event(&pretty, case.name);
+        }
+        let uri = "/api/v1/namespaces/a/pods?watch=1&access_token=s3cr3t-t0ken";
+        for text in [
+            // Member names with escapes are the members they spell.
+            r#"{"verb":"create","objectRef":{"resource":"secrets"},"request\u004fbject":{"data":{"k":"djE="}}}"#.to_string(),
+            // Unknown members repeated: built whole, the last one kept, no key written twice.
+            format!(r#"{{"x":1,"requestURI":"{uri}","x":{{"y":2}},"annotations":{{"a":"Bearer abcdefgh"}}}}"#),
+            format!(r#"{{"requestURI":"{uri}","extra":{{"z":1,"z":2}}}}"#),
+            // Odd values, copied as they read.
+            r#"{"n":1e400,"m":[1.5,-0,true,null],"s":"tab\tu\u00e9\ud800","requestURI":null}"#.to_string(),
+            "{}".to_string(),
+        ] {
+            assert_written_like_redact_event(&text, &text);
+        }
     }
 
     #[test]
