@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use serde_json::{json, Map, Value};
 
 use crate::event::redact::{write_redacted_event, Redacted};
-use crate::event::{write_json_str, Event};
+use crate::event::{parse_timestamp, write_json_str, Event};
 use crate::rules::model::{Level, RuleMeta};
 
 /// The ECS version the documents follow (`ecs.version`).
@@ -285,7 +285,7 @@ impl<'a> AuditFields<'a> {
 
     /// `@timestamp`: the first of `stageTimestamp`, `requestReceivedTimestamp` and `timestamp`
     /// that is a valid RFC 3339 timestamp.
-    pub fn time(&self) -> Option<(&'a str, chrono::DateTime<chrono::FixedOffset>)> {
+    pub fn time(&self) -> Option<(&'a str, chrono::DateTime<chrono::Utc>)> {
         [
             self.stage_timestamp,
             self.request_received_timestamp,
@@ -293,7 +293,7 @@ impl<'a> AuditFields<'a> {
         ]
         .into_iter()
         .flatten()
-        .find_map(|ts| Some((ts, chrono::DateTime::parse_from_rfc3339(ts).ok()?)))
+        .find_map(|ts| Some((ts, parse_timestamp(ts)?)))
     }
 }
 
@@ -356,7 +356,7 @@ pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventP
     w.opt_str(
         "start",
         f.request_received_timestamp
-            .filter(|ts| chrono::DateTime::parse_from_rfc3339(ts).is_ok()),
+            .filter(|ts| parse_timestamp(ts).is_some()),
     );
     w.end();
 

@@ -91,7 +91,7 @@ impl<'r> Detector<'r> {
         // The same parser decoded the event, so its text parses again; if it ever did not, the
         // alert would carry no event, no fields from it and the rule's title as its message.
         let fields = AuditFields::of_redacted(ev, &redacted);
-        let time = fields.time().map(|(_, t)| t.with_timezone(&Utc));
+        let time = fields.time().map(|(_, t)| t);
         for m in &self.matches {
             let message = if redacted.complete {
                 m.rule.render_output_redacted(ev, &redacted.secrets)

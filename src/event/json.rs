@@ -587,21 +587,36 @@ impl<'a> Scanner<'a> {
                 out.push(b'{');
                 let mut keys = KeySet::default();
                 let mut unique = true;
-                self.object("", |s: &mut Self, k: &str| {
-                    if !keys.is_empty() {
-                        out.push(b',');
+                if !self.open(b'{', b'}', "", "")? {
+                    loop {
+                        if self.b.get(self.pos) != Some(&b'"') && self.peek() != Some(b'"') {
+                            return self.syntax("expected a key");
+                        }
+                        if !keys.is_empty() {
+                            out.push(b',');
+                        }
+                        // A repeated key (or a hash collision): the caller decides.
+                        match self.plain_string() {
+                            Some(k) => {
+                                unique &= keys.insert(k);
+                                out.push(b'"');
+                                out.extend_from_slice(k.as_bytes());
+                                out.push(b'"');
+                            }
+                            None => {
+                                let k = self.string()?;
+                                unique &= keys.insert(&k);
+                                write_json_str(out, &k);
+                            }
+                        }
+                        out.push(b':');
+                        self.expect(b':')?;
+                        unique &= self.copy_value(out, depth + 1)?.is_some();
+                        if self.next_or_close(b'}')? {
+                            break;
+                        }
                     }
-                    if !keys.insert(k) {
-                        // Possibly a repeated key (or a hash collision): let the caller decide.
-                        unique = false;
-                    }
-                    write_json_str(out, k);
-                    out.push(b':');
-                    if s.copy_value(out, depth + 1)?.is_none() {
-                        unique = false;
-                    }
-                    Ok(())
-                })?;
+                }
                 out.push(b'}');
                 Ok(unique.then_some(()))
             }
@@ -703,10 +718,27 @@ impl KeySet {
     }
 }
 
+/// True if `b` holds a `"`, a `\\` or a control byte (eight bytes per step).
+fn needs_escape(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let v = u64::from_le_bytes(w);
+        if eq_mask(v, b'"') | eq_mask(v, b'\\') | ctrl_mask(v) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+}
+
 /// Writes `s` as a JSON string (quoted and escaped as `serde_json` escapes it).
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // `serde_json` escapes exactly `"`, `\\` and control bytes; most strings have none.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(s.as_bytes()) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

@@ -18,4 +18,4 @@ pub use decode::{
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};
 pub use json::{parse_value, unique_keys, write_json_str};
-pub use view::{Event, ObjectRef, ResponseStatus, UserInfo};
+pub use view::{parse_timestamp, Event, ObjectRef, ResponseStatus, UserInfo};

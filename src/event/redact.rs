@@ -152,14 +152,34 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
         write_json_str(out, key);
         out.push(b':');
         match key {
-            "requestObject" | "responseObject" | "annotations" => {
+            "requestObject" | "responseObject" => {
                 let mut v = s.value(1)?;
-                if key == "annotations" {
-                    redact_annotations(&mut v, &mut found);
-                } else {
-                    request.redact_body(key, &mut v, &mut found);
-                }
+                request.redact_body(key, &mut v, &mut found);
                 let _ = serde_json::to_writer(&mut *out, &v);
+            }
+            // What `redact_annotations` does, member by member.
+            "annotations" if s.peek() == Some(b'{') => {
+                let mut names = KeySet::default();
+                out.push(b'{');
+                s.object("", |s, name| {
+                    if !names.is_empty() {
+                        out.push(b',');
+                    }
+                    unique &= names.insert(name);
+                    write_json_str(out, name);
+                    out.push(b':');
+                    if s.peek() == Some(b'"') {
+                        let value = s.string()?;
+                        match redact_bearer(&value, &mut found) {
+                            Some(redacted) => write_json_str(out, &redacted),
+                            None => write_json_str(out, &value),
+                        }
+                    } else {
+                        unique &= s.copy_value(out, 2)?.is_some();
+                    }
+                    Ok(())
+                })?;
+                out.push(b'}');
             }
             "requestURI" if s.peek() == Some(b'"') => {
                 let mut uri = s.string()?.into_owned();
@@ -1010,6 +1030,9 @@ mod tests {
             // Unknown members repeated: built whole, the last one kept, no key written twice.
             format!(r#"{{"x":1,"requestURI":"{uri}","x":{{"y":2}},"annotations":{{"a":"Bearer abcdefgh"}}}}"#),
             format!(r#"{{"requestURI":"{uri}","extra":{{"z":1,"z":2}}}}"#),
+            r#"{"annotations":{"a":"Bearer abcdefgh","a":"x"}}"#.to_string(),
+            r#"{"annotations":{"a":{"b":"Bearer abcdefgh"},"c":7,"d":null,"e\u0041":"Bearer a\u0062cdefgh"}}"#.to_string(),
+            r#"{"annotations":null}"#.to_string(),
             // Odd values, copied as they read.
             r#"{"n":1e400,"m":[1.5,-0,true,null],"s":"tab\tu\u00e9\ud800","requestURI":null}"#.to_string(),
             "{}".to_string(),

@@ -291,6 +291,15 @@ impl Member {
     }
 }
 
+/// An RFC 3339 timestamp as UTC (the API server's own form without the general parser).
+pub fn parse_timestamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    parse_utc(s).or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    })
+}
+
 /// The form the API server writes, `2024-05-01T12:00:00.123456Z` (up to nine fraction
 /// digits), without the general RFC 3339 parser; `None` for anything else (offsets, leap
 /// seconds, out-of-range fields), which the caller hands to that parser.
@@ -446,12 +455,7 @@ impl<'a> Event<'a> {
 
     /// The event time as a UTC timestamp, if present and RFC 3339.
     pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let s = self.time_str()?;
-        parse_utc(s).or_else(|| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .ok()
-                .map(|t| t.with_timezone(&chrono::Utc))
-        })
+        parse_timestamp(self.time_str()?)
     }
 
     pub fn username(&self) -> Option<&str> {
