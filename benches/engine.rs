@@ -437,6 +437,13 @@ fn profile(mode: &str) {
                 for (k, (cnt, c)) in v.iter().take(25) {
                     println!("{cnt:6} x {c:3} candidates  {k}");
                 }
+                for (gate, group) in rules.gate_groups() {
+                    let titles: Vec<&str> = group
+                        .iter()
+                        .map(|&i| rules.rules()[i].meta.title.as_str())
+                        .collect();
+                    println!("gate {gate}: {titles:?}");
+                }
                 return;
             }
             "alertparts" => {

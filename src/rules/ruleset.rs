@@ -362,6 +362,33 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The guard clause of rule `i` that rejects the most events, as far as can be told
+    /// without data: one of string comparisons with given values, else any clause on a field
+    /// whose values vary, else the first.
+    fn gate(&self, i: usize) -> Option<&Vec<u32>> {
+        let guards = &self.guards[i];
+        let varied = |c: &&Vec<u32>| !weak(c, &self.conds);
+        let values = |c: &&Vec<u32>| {
+            c.iter().all(|&id| {
+                matches!(
+                    self.preds[id as usize],
+                    Pred::Str {
+                        or_absent: false,
+                        ..
+                    }
+                )
+            })
+        };
+        guards
+            .iter()
+            .filter(varied)
+            .find(values)
+            .or_else(|| guards.iter().find(varied))
+            .or(guards.first())
+    }
+}
+
 /// True if every condition of the clause reads a field most events share a few values of
 /// (`stage`, `level`, ...): such clauses reject few events, so they are checked last.
 fn weak(clause: &[u32], conds: &[FieldCond]) -> bool {
@@ -611,6 +638,10 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     index: Index,
     shared: Shared,
+    /// The rules that name no verb or resource (the index cannot skip them), grouped by their
+    /// first guard clause: a group is tested only when one condition of its clause holds, so
+    /// an event that is not, say, anonymous costs the anonymous-access rules one test together.
+    gated: Vec<(Vec<u32>, Vec<u32>)>,
     throttle: DashMap<(u32, u64), ThrottleEntry>,
     /// The number of keys in `throttle`, kept alongside (`DashMap::len` locks every shard).
     /// Workers racing past the limit can overshoot it by one key each.
@@ -628,14 +659,26 @@ pub struct RuleSet {
 
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
-        let index = Index::build(&rules);
+        let mut index = Index::build(&rules);
         let shared = Shared::build(&rules);
+        let mut gated: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
+        index.any_verb.any_resource.retain(|&i| {
+            let Some(clause) = shared.gate(i as usize) else {
+                return true;
+            };
+            match gated.iter_mut().find(|(c, _)| c == clause) {
+                Some((_, rules)) => rules.push(i),
+                None => gated.push((clause.clone(), vec![i])),
+            }
+            false
+        });
         let suppressed_by_rule = rules.iter().map(|_| AtomicU64::new(0)).collect();
         RuleSet {
             suppressed_by_rule,
             rules,
             index,
             shared,
+            gated,
             throttle: DashMap::new(),
             throttle_keys: AtomicUsize::new(0),
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
@@ -657,12 +700,37 @@ impl RuleSet {
         self.index
             .candidates(verb.as_deref(), resource.as_deref())
             .count()
+            + self
+                .gated
+                .iter()
+                .map(|(_, rules)| rules.len())
+                .sum::<usize>()
+    }
+
+    /// The groups of rules that name no verb, each with its gate (the conditions, one of which
+    /// must hold for the group to be tested), for the benchmark's statistics.
+    #[doc(hidden)]
+    pub fn gate_groups(&self) -> Vec<(String, Vec<usize>)> {
+        self.gated
+            .iter()
+            .map(|(clause, rules)| {
+                let conds: Vec<String> = clause
+                    .iter()
+                    .map(|&c| format!("{:?}", self.shared.conds[c as usize].fields))
+                    .collect();
+                (
+                    conds.join(" | "),
+                    rules.iter().map(|&i| i as usize).collect(),
+                )
+            })
+            .collect()
     }
 
     /// True if rule `i` is tested on every event (its condition requires no particular verb).
     pub fn is_any_verb(&self, i: usize) -> bool {
         let i = i as u32;
         self.index.any_verb.any_resource.contains(&i)
+            || self.gated.iter().any(|(_, rules)| rules.contains(&i))
             || self
                 .index
                 .any_verb
@@ -702,6 +770,16 @@ impl RuleSet {
                 let i = i as usize;
                 if self.eval(i, ev, &mut memo) {
                     out.extend([i]);
+                }
+            }
+            for (clause, rules) in &self.gated {
+                if clause.iter().any(|&c| self.cond(c, ev, &mut memo)) {
+                    for &i in rules {
+                        let i = i as usize;
+                        if self.eval(i, ev, &mut memo) {
+                            out.extend([i]);
+                        }
+                    }
                 }
             }
         });
@@ -999,12 +1077,66 @@ mod tests {
             ("  a:\n    verb|startswith: cre\n  condition: a", ""),
         ]);
         let c = |verb, res| set.index.candidates(verb, res).collect::<Vec<_>>();
-        assert_eq!(c(Some("get"), Some("secrets")), [0, 2, 3]);
-        assert_eq!(c(Some("get"), Some("pods")), [2, 3]);
-        assert_eq!(c(Some("create"), Some("pods")), [1, 2, 3]);
-        assert_eq!(c(Some("patch"), None), [1, 2, 3]);
-        assert_eq!(c(None, None), [2, 3]);
-        assert_eq!(set.index.any_verb.any_resource, vec![2, 3]);
+        assert_eq!(c(Some("get"), Some("secrets")), [0, 2]);
+        assert_eq!(c(Some("get"), Some("pods")), [2]);
+        assert_eq!(c(Some("create"), Some("pods")), [1, 2]);
+        assert_eq!(c(Some("patch"), None), [1, 2]);
+        assert_eq!(c(None, None), [2]);
+        // Rule 2 names no verb and has no guard: tested on every event. Rule 3 names none
+        // either, but is tested only when its guard (`verb|startswith: cre`) holds.
+        assert_eq!(set.index.any_verb.any_resource, vec![2]);
+        assert_eq!(set.gated.len(), 1);
+        assert_eq!(set.gated[0].1, vec![3]);
+        assert!(set.is_any_verb(3));
+        assert_eq!(hits(&set, r#"{"verb":"create"}"#), [1, 2, 3]);
+        assert_eq!(hits(&set, r#"{"verb":"get"}"#), [2]);
+    }
+
+    #[test]
+    fn rules_that_name_no_verb_share_a_gate_and_match_as_before() {
+        // Three rules whose first guard clause is the same anonymous-user test, and one with
+        // another: one group each; results as when every rule is tested.
+        let anon = "  u:\n    user.username: system:anonymous\n  g:\n    user.groups: system:unauthenticated\n";
+        let set = rules(&[
+            (
+                &format!("{anon}  s:\n    stage: ResponseComplete\n  condition: (u or g) and s")[..],
+                "",
+            ),
+            (
+                &format!("{anon}  c:\n    responseStatus.code: 403\n  condition: (u or g) and c")[..],
+                "",
+            ),
+            (&format!("{anon}  condition: u or g")[..], ""),
+            ("  s:\n    responseStatus.code: 401\n  condition: s", ""),
+        ]);
+        assert_eq!(set.gated.len(), 2, "{:?}", set.gated);
+        assert_eq!(set.gated[0].1, vec![0, 1, 2]);
+        assert_eq!(set.gated[0].0.len(), 2);
+        assert_eq!(set.gated[1].1, vec![3]);
+        for (json, want) in [
+            (
+                r#"{"verb":"get","user":{"username":"system:anonymous"},"stage":"ResponseComplete"}"#,
+                &[0, 2][..],
+            ),
+            (
+                r#"{"verb":"get","user":{"username":"x","groups":["system:unauthenticated"]},"responseStatus":{"code":403}}"#,
+                &[1, 2],
+            ),
+            (
+                r#"{"verb":"get","user":{"username":"x"},"responseStatus":{"code":401}}"#,
+                &[3],
+            ),
+            (
+                r#"{"verb":"get","user":{"username":"x"},"stage":"ResponseComplete"}"#,
+                &[],
+            ),
+        ] {
+            assert_eq!(hits(&set, json), want, "{json}");
+            let ev = Event::parse(json).unwrap();
+            let mut all = Vec::new();
+            set.matching_unindexed_into(&ev, &mut all);
+            assert_eq!(all, want, "{json}");
+        }
     }
 
     #[test]
