@@ -120,7 +120,7 @@ fn ignored_any(corpus: &[u8]) -> usize {
 fn decode_only(corpus: &[u8]) -> usize {
     let mut n = 0;
     for line in lines(corpus) {
-        if let Ok(text) = std::str::from_utf8(line) {
+        if let Ok(text) = tripline::event::utf8(line) {
             decode_value_into(text, &mut |ev| {
                 if let Ok(ev) = ev {
                     black_box(ev.verb());
@@ -136,7 +136,7 @@ fn decode_detect(corpus: &[u8], rules: &RuleSet) -> (usize, usize) {
     let mut detector = Detector::new(rules, Some("bench".into()));
     let (mut n, mut alerts) = (0, 0);
     for line in lines(corpus) {
-        if let Ok(text) = std::str::from_utf8(line) {
+        if let Ok(text) = tripline::event::utf8(line) {
             decode_value_into(text, &mut |ev| {
                 if let Ok(ev) = ev {
                     n += 1;
@@ -156,7 +156,7 @@ fn decode_match(corpus: &[u8], rules: &RuleSet) -> usize {
     let mut hits = Vec::new();
     let mut n = 0;
     for line in lines(corpus) {
-        if let Ok(text) = std::str::from_utf8(line) {
+        if let Ok(text) = tripline::event::utf8(line) {
             decode_value_into(text, &mut |ev| {
                 if let Ok(ev) = ev {
                     hits.clear();
@@ -413,7 +413,7 @@ fn profile(mode: &str) {
                 let (mut n, mut cands) = (0usize, 0usize);
                 let mut by_verb = std::collections::BTreeMap::<String, (usize, usize)>::new();
                 for line in lines(&corpus.bytes) {
-                    if let Ok(text) = std::str::from_utf8(line) {
+                    if let Ok(text) = tripline::event::utf8(line) {
                         decode_value_into(text, &mut |ev| {
                             if let Ok(ev) = ev {
                                 n += 1;
@@ -451,7 +451,7 @@ fn profile(mode: &str) {
                 let mut raws: Vec<String> = Vec::new();
                 let mut detector = Detector::new(&rules, Some("bench".into()));
                 for line in lines(&corpus.bytes) {
-                    if let Ok(text) = std::str::from_utf8(line) {
+                    if let Ok(text) = tripline::event::utf8(line) {
                         decode_value_into(text, &mut |ev| {
                             if let Ok(ev) = ev {
                                 let mut fired = false;
@@ -503,7 +503,7 @@ fn profile(mode: &str) {
                 let mut out = Vec::new();
                 let mut n = 0;
                 for line in lines(&corpus.bytes) {
-                    if let Ok(text) = std::str::from_utf8(line) {
+                    if let Ok(text) = tripline::event::utf8(line) {
                         decode_value_into(text, &mut |ev| {
                             if let Ok(ev) = ev {
                                 out.clear();

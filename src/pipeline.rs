@@ -420,7 +420,7 @@ impl WorkerContext {
             if trimmed.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let text = match std::str::from_utf8(trimmed) {
+            let text = match crate::event::utf8(trimmed) {
                 Ok(t) => t,
                 Err(e) => {
                     self.skip(

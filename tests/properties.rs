@@ -149,6 +149,19 @@ proptest! {
     }
 
     #[test]
+    fn input_text_is_checked_like_std(bytes in proptest::collection::vec(any::<u8>(), 0..300), text in "\\PC{0,200}") {
+        prop_assert_eq!(tripline::event::utf8(&bytes), std::str::from_utf8(&bytes));
+        prop_assert_eq!(tripline::event::utf8(text.as_bytes()), Ok(text.as_str()));
+        // Valid text with one byte changed, at any place.
+        let mut b = text.clone().into_bytes();
+        if !b.is_empty() {
+            let i = bytes.len() % b.len();
+            b[i] = bytes.first().copied().unwrap_or(0xff);
+            prop_assert_eq!(tripline::event::utf8(&b), std::str::from_utf8(&b));
+        }
+    }
+
+    #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.log");

@@ -13,7 +13,7 @@ mod view;
 
 pub use decode::trim_ascii;
 pub use decode::{
-    decode_value_into, DecodeError, DecodeFn, DecodeStats, Decoded, Input, InputReader, Line,
+    decode_value_into, utf8, DecodeError, DecodeFn, DecodeStats, Decoded, Input, InputReader, Line,
     LineReader, SkipReason, DEFAULT_MAX_LINE_BYTES,
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};

@@ -257,7 +257,7 @@ struct Incoming<'a> {
 /// Takes the events of a request body apart: an `EventList` (what the API server sends) or a
 /// single `Event`. Each event becomes one line.
 fn split_events(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    let text = crate::event::utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     let head: Incoming<'_> =
         serde_json::from_str(text).map_err(|e| format!("body is not a JSON object: {e}"))?;
     let items: Vec<&str> = match (head.kind, head.items) {
