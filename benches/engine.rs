@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 
+use tripline::alert::{write_document, AlertTemplate, AuditFields, EventPart};
 use tripline::config::Config;
 use tripline::event::decode_value_into;
+use tripline::event::redact::write_redacted_event;
+use tripline::event::Event;
 use tripline::rules::{load_configured, RuleSet};
 use tripline::scan::Detector;
 
@@ -472,15 +475,57 @@ fn profile(mode: &str) {
                     let ns = t.elapsed().as_nanos() as f64 / (raws.len() as f64 * reps as f64);
                     println!("{label}: {ns:.0} ns per alerting event");
                 };
-                per_alert("parse_value, drop", &mut |r| {
-                    black_box(tripline::event::parse_value(r));
+                // Each step on its own, in the order `Detector::detect` takes them.
+                let decode = |r: &str, f: &mut dyn FnMut(&Event<'_>)| {
+                    decode_value_into(r, &mut |ev| {
+                        if let Ok(ev) = ev {
+                            f(ev)
+                        }
+                    });
+                };
+                per_alert("decode", &mut |r| {
+                    decode(r, &mut |ev| {
+                        black_box(ev);
+                    })
                 });
-                per_alert("parse_value, redact, drop", &mut |r| {
-                    let mut v = tripline::event::parse_value(r).unwrap_or_default();
-                    black_box(tripline::event::redact::redact_event(&mut v));
+                let mut matches = Vec::new();
+                per_alert("decode, match with throttling", &mut |r| {
+                    decode(r, &mut |ev| {
+                        matches.clear();
+                        rules.matches_into(ev, &mut matches);
+                        black_box(&matches);
+                    })
                 });
-                per_alert("serde_json::Value, drop (for comparison)", &mut |r| {
-                    black_box(serde_json::from_str::<Value>(r).ok());
+                per_alert("decode, write the redacted event", &mut |r| {
+                    decode(r, &mut |ev| {
+                        let mut out = Vec::new();
+                        black_box(write_redacted_event(ev, &mut out));
+                    })
+                });
+                per_alert("decode, render every matching rule's message", &mut |r| {
+                    decode(r, &mut |ev| {
+                        let mut hits = Vec::new();
+                        rules.matching_into(ev, &mut hits);
+                        for i in hits {
+                            black_box(rules.rules()[i].render_output_redacted(ev, &[]));
+                        }
+                    })
+                });
+                let template = AlertTemplate::new(&rules.rules()[0].meta);
+                per_alert("decode, write an ECS document (event as `{}`)", &mut |r| {
+                    decode(r, &mut |ev| {
+                        let fields = AuditFields::of_event(ev, None);
+                        let part = EventPart {
+                            fields: &fields,
+                            message: "message",
+                            cluster_name: Some("bench"),
+                            suppressed: 0,
+                            audit: b"{}",
+                        };
+                        let mut doc = Vec::new();
+                        write_document(&mut doc, &template, &part);
+                        black_box(doc);
+                    })
                 });
                 let mut alerts = 0;
                 per_alert("decode, detect, drop the alerts", &mut |r| {

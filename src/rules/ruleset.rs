@@ -591,8 +591,15 @@ struct ThrottleEntry {
 
 /// A hash of the values of a throttle key's fields, as text (so `1` and `"1"` share a window,
 /// as they always have), each value and each field closed by a byte UTF-8 never contains.
-/// Allocates nothing.
-fn throttle_key(ev: &Event<'_>, fields: &[crate::event::FieldRef]) -> u64 {
+/// Allocates nothing. The hash is keyed with `keys`, chosen at random per rule set: values come
+/// from clients, and a collision chosen in advance could hide one key's alerts in another's
+/// window.
+fn throttle_key(
+    keys: &std::collections::hash_map::RandomState,
+    ev: &Event<'_>,
+    fields: &[crate::event::FieldRef],
+) -> u64 {
+    use std::hash::BuildHasher;
     struct Text<'h>(&'h mut std::collections::hash_map::DefaultHasher);
     impl std::fmt::Write for Text<'_> {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
@@ -600,7 +607,7 @@ fn throttle_key(ev: &Event<'_>, fields: &[crate::event::FieldRef]) -> u64 {
             Ok(())
         }
     }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = keys.build_hasher();
     for f in fields {
         ev.any_value(f, &mut |v| {
             use std::fmt::Write as _;
@@ -642,7 +649,12 @@ pub struct RuleSet {
     /// first guard clause: a group is tested only when one condition of its clause holds, so
     /// an event that is not, say, anonymous costs the anonymous-access rules one test together.
     gated: Vec<(Vec<u32>, Vec<u32>)>,
-    throttle: DashMap<(u32, u64), ThrottleEntry>,
+    /// By rule and throttle key. The keys are already keyed hashes, so the table spreads them
+    /// with a plain multiplicative hash rather than hashing them again.
+    throttle:
+        DashMap<(u32, u64), ThrottleEntry, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>,
+    /// The random key of throttle-key hashes.
+    throttle_hash_keys: std::collections::hash_map::RandomState,
     /// The number of keys in `throttle`, kept alongside (`DashMap::len` locks every shard).
     /// Workers racing past the limit can overshoot it by one key each.
     throttle_keys: AtomicUsize,
@@ -679,7 +691,8 @@ impl RuleSet {
             index,
             shared,
             gated,
-            throttle: DashMap::new(),
+            throttle: DashMap::default(),
+            throttle_hash_keys: std::collections::hash_map::RandomState::new(),
             throttle_keys: AtomicUsize::new(0),
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
             suppressed_total: AtomicU64::new(0),
@@ -897,7 +910,7 @@ impl RuleSet {
         ev: &Event<'_>,
         now: &std::cell::OnceCell<DateTime<Utc>>,
     ) -> Option<u64> {
-        let key = (rule, throttle_key(ev, &spec.key));
+        let key = (rule, throttle_key(&self.throttle_hash_keys, ev, &spec.key));
         let now = *now.get_or_init(|| ev.time().unwrap_or_else(Utc::now));
         let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::MAX);
         let full = || self.throttle_keys.load(Ordering::Relaxed) >= self.throttle_max_keys;
