@@ -14,6 +14,8 @@
 
 use std::net::IpAddr;
 
+use smallvec::SmallVec;
+
 use serde_json::{json, Map, Value};
 
 use crate::event::redact::{write_redacted_event, Redacted};
@@ -166,6 +168,16 @@ impl AlertTemplate {
     pub fn fields(&self) -> &Map<String, Value> {
         &self.fields
     }
+
+    /// Room for a whole document around an audit event of `audit` bytes (the event's own ECS
+    /// fields take a few hundred).
+    pub fn document_capacity(&self, audit: usize) -> usize {
+        audit
+            + self.other_members.len()
+            + self.event_members.len()
+            + self.tripline_members.len()
+            + 1024
+    }
 }
 
 /// The fields of an audit event that ECS fields come from: each a non-empty string (or, for
@@ -180,11 +192,11 @@ pub struct AuditFields<'a> {
     pub code: Option<u64>,
     pub username: Option<&'a str>,
     pub uid: Option<&'a str>,
-    pub groups: Vec<&'a str>,
+    pub groups: SmallVec<[&'a str; 4]>,
     pub impersonated_username: Option<&'a str>,
     pub impersonated_uid: Option<&'a str>,
-    pub impersonated_groups: Vec<&'a str>,
-    pub source_ips: Vec<&'a str>,
+    pub impersonated_groups: SmallVec<[&'a str; 4]>,
+    pub source_ips: SmallVec<[&'a str; 4]>,
     pub user_agent: Option<&'a str>,
     /// Already redacted.
     pub request_uri: Option<&'a str>,
@@ -232,7 +244,7 @@ impl<'a> AuditFields<'a> {
         fn s<'a>(v: &'a Option<std::borrow::Cow<'_, str>>) -> Option<&'a str> {
             v.as_deref().filter(|s| !s.is_empty())
         }
-        fn list<'a>(items: &'a [std::borrow::Cow<'_, str>]) -> Vec<&'a str> {
+        fn list<'a>(items: &'a [std::borrow::Cow<'_, str>]) -> SmallVec<[&'a str; 4]> {
             items
                 .iter()
                 .map(|i| i.as_ref())
@@ -298,8 +310,8 @@ impl<'a> AuditFields<'a> {
 }
 
 /// What an alert (or events-flow document) takes from one event.
-pub struct EventPart<'p> {
-    pub fields: &'p AuditFields<'p>,
+pub struct EventPart<'p, 'f> {
+    pub fields: &'p AuditFields<'f>,
     /// The rendered, scrubbed rule output (empty: none).
     pub message: &'p str,
     pub cluster_name: Option<&'p str>,
@@ -325,7 +337,7 @@ pub fn write_event_document(
         suppressed: 0,
         audit: &audit,
     };
-    let mut doc = Vec::with_capacity(audit.len() + 1024);
+    let mut doc = Vec::with_capacity(template.document_capacity(audit.len()));
     write_document(&mut doc, template, &part);
     doc
 }
@@ -333,7 +345,7 @@ pub fn write_event_document(
 /// Writes the whole ECS document: the template's members and the event's, as one JSON object.
 /// The two never set the same field; where both have members of one object (`event`,
 /// `tripline`) they are written together.
-pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventPart<'_>) {
+pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventPart<'_, '_>) {
     let f = part.fields;
     let mut w = Obj::new(out);
     if let Some((ts, _)) = f.time() {
@@ -874,7 +886,7 @@ fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 /// The non-empty strings of the array at `path` (other elements are skipped).
-fn strings_at<'a>(value: &'a Value, path: &[&str]) -> Vec<&'a str> {
+fn strings_at<'a>(value: &'a Value, path: &[&str]) -> SmallVec<[&'a str; 4]> {
     get(value, path)
         .and_then(Value::as_array)
         .map(|items| {

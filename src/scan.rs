@@ -101,7 +101,7 @@ impl<'r> Detector<'r> {
             let template = self.templates[m.index].get_or_insert_with(|| {
                 Arc::new(AlertTemplate::new(&m.rule.meta).with_host(self.node_name.as_deref()))
             });
-            let mut doc = Vec::with_capacity(audit.len() + 1536);
+            let mut doc = Vec::with_capacity(template.document_capacity(audit.len()));
             let part = EventPart {
                 fields: &fields,
                 message: &message,

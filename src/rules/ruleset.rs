@@ -142,28 +142,30 @@ impl Rule {
             return self.meta.title.clone();
         };
         let numbers: Vec<f64> = secrets.iter().filter_map(|s| s.parse().ok()).collect();
-        let mut out = String::new();
+        let mut out = String::with_capacity(128);
         for p in parts {
             match p {
                 OutputPart::Lit(s) => out.push_str(s),
                 OutputPart::Field(f) => {
-                    let vals: Vec<String> = ev
-                        .values_as_strings(f)
-                        .into_iter()
-                        .map(|v| {
-                            let secret = secrets.contains(&v)
-                                || v.parse::<f64>().is_ok_and(|n| numbers.contains(&n));
-                            if secret {
-                                REDACTED.to_string()
-                            } else {
-                                scrub(&v, secrets)
-                            }
-                        })
-                        .collect();
+                    let vals = ev.values_as_strings(f);
                     if vals.is_empty() {
                         out.push_str("<none>");
-                    } else {
-                        out.push_str(&vals.join(", "));
+                    }
+                    for (i, v) in vals.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        // Most events had nothing redacted: nothing to compare or scrub.
+                        if secrets.is_empty() {
+                            out.push_str(v);
+                        } else if secrets.contains(v)
+                            || (!numbers.is_empty()
+                                && v.parse::<f64>().is_ok_and(|n| numbers.contains(&n)))
+                        {
+                            out.push_str(REDACTED);
+                        } else {
+                            out.push_str(&scrub(v, secrets));
+                        }
                     }
                 }
             }
