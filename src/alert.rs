@@ -504,10 +504,15 @@ impl<'o> Obj<'o> {
         }
     }
 
-    fn key(&mut self, key: &str) {
+    /// A member's key: one of the ECS names written here, which need no escaping.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
         self.member();
-        write_json_str(self.out, key);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
     /// Members already written as JSON (without braces), if any.
@@ -518,24 +523,24 @@ impl<'o> Obj<'o> {
         }
     }
 
-    fn str(&mut self, key: &str, value: &str) {
+    fn str(&mut self, key: &'static str, value: &str) {
         self.key(key);
         write_json_str(self.out, value);
     }
 
-    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+    fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
         if let Some(v) = value {
             self.str(key, v);
         }
     }
 
-    fn num(&mut self, key: &str, value: u64) {
+    fn num(&mut self, key: &'static str, value: u64) {
         self.key(key);
         self.out.extend_from_slice(value.to_string().as_bytes());
     }
 
     /// A list of strings, unless it is empty.
-    fn list(&mut self, key: &str, items: &[&str]) {
+    fn list(&mut self, key: &'static str, items: &[&str]) {
         if items.is_empty() {
             return;
         }
@@ -550,7 +555,7 @@ impl<'o> Obj<'o> {
         self.out.push(b']');
     }
 
-    fn begin(&mut self, key: &str) {
+    fn begin(&mut self, key: &'static str) {
         let start = self.out.len();
         let parent_had = self.open.last().is_some_and(|t| t.has);
         self.key(key);

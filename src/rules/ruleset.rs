@@ -197,6 +197,7 @@ impl Rule {
     }
 }
 
+#[inline]
 fn lower(s: &str) -> std::borrow::Cow<'_, str> {
     if s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
         std::borrow::Cow::Owned(s.to_lowercase())
