@@ -86,12 +86,19 @@ impl<'a> Scanner<'a> {
         self.b.get(self.pos).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, c: u8) -> Result<()> {
         if self.b.get(self.pos) == Some(&c) {
             self.pos += 1;
             return Ok(());
         }
+        self.expect_after_ws(c)
+    }
+
+    /// [`Self::expect`] past whitespace (pretty-printed input), or the error.
+    #[cold]
+    #[inline(never)]
+    fn expect_after_ws(&mut self, c: u8) -> Result<()> {
         if self.peek() == Some(c) {
             self.pos += 1;
             Ok(())

@@ -49,6 +49,25 @@ impl FieldCond {
         })
     }
 
+    /// True if the condition reads only `impersonatedUser` fields and cannot hold without
+    /// that member (no `null` or `exists: false` among its values).
+    fn needs_impersonation(&self) -> bool {
+        use crate::rules::matcher::Pattern;
+        self.fields.iter().all(|f| {
+            matches!(
+                f,
+                FieldRef::ImpersonatedName
+                    | FieldRef::ImpersonatedUid
+                    | FieldRef::ImpersonatedGroups
+                    | FieldRef::ImpersonatedExtra(_)
+            )
+        }) && !self.fields.is_empty()
+            && !self
+                .patterns
+                .iter()
+                .any(|p| matches!(p, Pattern::Null | Pattern::Exists(false)))
+    }
+
     /// The lowercased values this condition requires for `field`, if it is a plain equality on it.
     fn required_values(&self, field: &FieldRef) -> Option<HashSet<String>> {
         if self.all || self.fields.len() != 1 || &self.fields[0] != field {
@@ -413,6 +432,17 @@ fn clause_cost(clause: &[u32], conds: &[FieldCond]) -> u8 {
         .unwrap_or(0)
 }
 
+/// Rules that name no verb or resource, tested together when one condition of their shared
+/// guard clause holds.
+#[derive(Debug)]
+struct Gate {
+    clause: Vec<u32>,
+    rules: Vec<u32>,
+    /// Every condition of the clause reads `impersonatedUser` and fails without it, so the
+    /// group is skipped at once for the (many) events without impersonation.
+    impersonation: bool,
+}
+
 /// A set of conditions at least one of which holds whenever `expr` holds, preferring few and
 /// cheap conditions; `None` if none is known (under `not`, or for keywords).
 fn necessary(expr: &Expr, sels: &[SharedSel], conds: &[FieldCond]) -> Option<Vec<u32>> {
@@ -651,7 +681,7 @@ pub struct RuleSet {
     /// The rules that name no verb or resource (the index cannot skip them), grouped by their
     /// first guard clause: a group is tested only when one condition of its clause holds, so
     /// an event that is not, say, anonymous costs the anonymous-access rules one test together.
-    gated: Vec<(Vec<u32>, Vec<u32>)>,
+    gated: Vec<Gate>,
     /// By rule and throttle key. The keys are already keyed hashes, so the table spreads them
     /// with a plain multiplicative hash rather than hashing them again.
     throttle:
@@ -676,14 +706,20 @@ impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
         let mut index = Index::build(&rules);
         let shared = Shared::build(&rules);
-        let mut gated: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut gated: Vec<Gate> = Vec::new();
         index.any_verb.any_resource.retain(|&i| {
             let Some(clause) = shared.gate(i as usize) else {
                 return true;
             };
-            match gated.iter_mut().find(|(c, _)| c == clause) {
-                Some((_, rules)) => rules.push(i),
-                None => gated.push((clause.clone(), vec![i])),
+            match gated.iter_mut().find(|g| &g.clause == clause) {
+                Some(g) => g.rules.push(i),
+                None => gated.push(Gate {
+                    impersonation: clause
+                        .iter()
+                        .all(|&c| shared.conds[c as usize].needs_impersonation()),
+                    clause: clause.clone(),
+                    rules: vec![i],
+                }),
             }
             false
         });
@@ -716,11 +752,7 @@ impl RuleSet {
         self.index
             .candidates(verb.as_deref(), resource.as_deref())
             .count()
-            + self
-                .gated
-                .iter()
-                .map(|(_, rules)| rules.len())
-                .sum::<usize>()
+            + self.gated.iter().map(|g| g.rules.len()).sum::<usize>()
     }
 
     /// The groups of rules that name no verb, each with its gate (the conditions, one of which
@@ -729,7 +761,7 @@ impl RuleSet {
     pub fn gate_groups(&self) -> Vec<(String, Vec<usize>)> {
         self.gated
             .iter()
-            .map(|(clause, rules)| {
+            .map(|Gate { clause, rules, .. }| {
                 let conds: Vec<String> = clause
                     .iter()
                     .map(|&c| format!("{:?}", self.shared.conds[c as usize].fields))
@@ -746,7 +778,7 @@ impl RuleSet {
     pub fn is_any_verb(&self, i: usize) -> bool {
         let i = i as u32;
         self.index.any_verb.any_resource.contains(&i)
-            || self.gated.iter().any(|(_, rules)| rules.contains(&i))
+            || self.gated.iter().any(|g| g.rules.contains(&i))
             || self
                 .index
                 .any_verb
@@ -788,9 +820,12 @@ impl RuleSet {
                     out.extend([i]);
                 }
             }
-            for (clause, rules) in &self.gated {
-                if clause.iter().any(|&c| self.cond(c, ev, &mut memo)) {
-                    for &i in rules {
+            for g in &self.gated {
+                if g.impersonation && ev.impersonated_user.is_none() {
+                    continue;
+                }
+                if g.clause.iter().any(|&c| self.cond(c, ev, &mut memo)) {
+                    for &i in &g.rules {
                         let i = i as usize;
                         if self.eval(i, ev, &mut memo) {
                             out.extend([i]);
@@ -1102,7 +1137,7 @@ mod tests {
         // either, but is tested only when its guard (`verb|startswith: cre`) holds.
         assert_eq!(set.index.any_verb.any_resource, vec![2]);
         assert_eq!(set.gated.len(), 1);
-        assert_eq!(set.gated[0].1, vec![3]);
+        assert_eq!(set.gated[0].rules, vec![3]);
         assert!(set.is_any_verb(3));
         assert_eq!(hits(&set, r#"{"verb":"create"}"#), [1, 2, 3]);
         assert_eq!(hits(&set, r#"{"verb":"get"}"#), [2]);
@@ -1124,11 +1159,48 @@ mod tests {
             ),
             (&format!("{anon}  condition: u or g")[..], ""),
             ("  s:\n    responseStatus.code: 401\n  condition: s", ""),
+            ("  s:\n    impersonatedUser.username|exists: true\n  condition: s", ""),
+            ("  s:\n    impersonatedUser.groups: system:masters\n  n:\n    impersonatedUser.username|startswith: 'system:node:'\n  condition: s or n", ""),
+            // Holds without impersonation: never skipped for its absence.
+            ("  s:\n    impersonatedUser.username: null\n    user.username: bob\n  condition: s", ""),
         ]);
-        assert_eq!(set.gated.len(), 2, "{:?}", set.gated);
-        assert_eq!(set.gated[0].1, vec![0, 1, 2]);
-        assert_eq!(set.gated[0].0.len(), 2);
-        assert_eq!(set.gated[1].1, vec![3]);
+        let skipped: Vec<bool> = set.gated.iter().map(|g| g.impersonation).collect();
+        assert_eq!(
+            skipped,
+            [false, false, true, true, false],
+            "{:?}",
+            set.gated
+        );
+        for (json, want) in [
+            (r#"{"verb":"get","user":{"username":"bob"}}"#, &[6][..]),
+            (
+                r#"{"verb":"get","user":{"username":"bob"},"impersonatedUser":null}"#,
+                &[6],
+            ),
+            (
+                r#"{"verb":"get","user":{"username":"bob"},"impersonatedUser":{"username":"x"}}"#,
+                &[4],
+            ),
+            (
+                r#"{"verb":"get","impersonatedUser":{"username":"system:node:a","groups":["system:masters"]}}"#,
+                &[4, 5],
+            ),
+            (
+                r#"{"verb":"get","impersonatedUser":{"groups":["System:Masters"]}}"#,
+                &[5],
+            ),
+        ] {
+            let mut got = hits(&set, json);
+            got.sort_unstable();
+            assert_eq!(got, want, "{json}");
+            let ev = Event::parse(json).unwrap();
+            let mut all = Vec::new();
+            set.matching_unindexed_into(&ev, &mut all);
+            assert_eq!(all, want, "{json}");
+        }
+        assert_eq!(set.gated[0].rules, vec![0, 1, 2]);
+        assert_eq!(set.gated[0].clause.len(), 2);
+        assert_eq!(set.gated[1].rules, vec![3]);
         for (json, want) in [
             (
                 r#"{"verb":"get","user":{"username":"system:anonymous"},"stage":"ResponseComplete"}"#,
