@@ -379,19 +379,24 @@ pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventP
     }
     w.end();
 
-    // User.
+    // User: `user.{name,id,group.name}`, and the same under `user.effective` for the
+    // impersonated user.
+    let user = |w: &mut Obj<'_>, name, id, groups: &[&str]| {
+        w.opt_str("name", name);
+        w.opt_str("id", id);
+        w.begin("group");
+        w.list("name", groups);
+        w.end();
+    };
     w.begin("user");
-    w.opt_str("name", f.username);
-    w.opt_str("id", f.uid);
-    w.begin("group");
-    w.list("name", &f.groups);
-    w.end();
+    user(&mut w, f.username, f.uid, &f.groups);
     w.begin("effective");
-    w.opt_str("name", f.impersonated_username);
-    w.opt_str("id", f.impersonated_uid);
-    w.begin("group");
-    w.list("name", &f.impersonated_groups);
-    w.end();
+    user(
+        &mut w,
+        f.impersonated_username,
+        f.impersonated_uid,
+        &f.impersonated_groups,
+    );
     w.end();
     w.end();
 

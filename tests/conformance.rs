@@ -24,6 +24,17 @@ fn data_dir() -> Option<PathBuf> {
     }
 }
 
+/// The `.json` and `.log` files of a folder, sorted.
+fn event_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "log")))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Runs `tripline scan --format json` on `path`; returns (alerts, stderr).
 fn scan(path: &PathBuf) -> (Vec<Value>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
@@ -60,13 +71,7 @@ fn rule_names(alerts: &[Value]) -> Vec<String> {
 fn every_shared_file_decodes_and_the_invalid_one_is_counted() {
     let Some(dir) = data_dir() else { return };
     for sub in ["real/openshift", "real/audit2rbac", "falco/trace_files"] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "log")))
-            .collect();
-        files.sort();
-        for f in files {
+        for f in event_files(&dir.join(sub)) {
             let (_, stderr) = scan(&f);
             let name = f.file_name().unwrap().to_string_lossy().into_owned();
             if name == "fal_01_003.json" {
@@ -163,13 +168,7 @@ fn every_shared_event_is_written_redacted_like_its_parsed_value() {
     let Some(dir) = data_dir() else { return };
     let mut checked = 0;
     for sub in ["real/openshift", "real/audit2rbac", "falco/trace_files"] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "log")))
-            .collect();
-        files.sort();
-        for f in files {
+        for f in event_files(&dir.join(sub)) {
             let text = std::fs::read_to_string(&f).unwrap();
             let mut check = |ev: &tripline::event::Event<'_>| {
                 let mut out = Vec::new();

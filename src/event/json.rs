@@ -723,6 +723,18 @@ impl KeySet {
     pub fn is_empty(&self) -> bool {
         self.few.is_empty()
     }
+
+    /// Writes `key` as the next member's key of an object being written (after a comma unless
+    /// it is the first) and notes it; false if it repeats one.
+    pub fn write_key(&mut self, out: &mut Vec<u8>, key: &str) -> bool {
+        if !self.is_empty() {
+            out.push(b',');
+        }
+        let new = self.insert(key);
+        write_json_str(out, key);
+        out.push(b':');
+        new
+    }
 }
 
 /// True if `b` holds a `"`, a `\\` or a control byte (eight bytes per step).

@@ -145,12 +145,7 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
     let mut s = Scanner::new(ev.raw());
     out.push(b'{');
     s.object("", |s, key| {
-        if !keys.is_empty() {
-            out.push(b',');
-        }
-        unique &= keys.insert(key);
-        write_json_str(out, key);
-        out.push(b':');
+        unique &= keys.write_key(out, key);
         match key {
             "requestObject" | "responseObject" => {
                 let mut v = s.value(1)?;
@@ -162,12 +157,7 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
                 let mut names = KeySet::default();
                 out.push(b'{');
                 s.object("", |s, name| {
-                    if !names.is_empty() {
-                        out.push(b',');
-                    }
-                    unique &= names.insert(name);
-                    write_json_str(out, name);
-                    out.push(b':');
+                    unique &= names.write_key(out, name);
                     if s.peek() == Some(b'"') {
                         let value = s.string()?;
                         match redact_bearer(&value, &mut found) {
