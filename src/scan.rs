@@ -88,8 +88,9 @@ impl<'r> Detector<'r> {
         }
         let mut audit = Vec::with_capacity(ev.raw().len() + 16);
         let redacted = write_redacted_event(ev, &mut audit);
-        // The same parser decoded the event, so its text parses again; if it ever did not, the
-        // alert would carry no event, no fields from it and the rule's title as its message.
+        // The same scanner, with the same nesting limit, decoded the event, so its text parses
+        // again; if it ever did not, the alert would carry no event, no fields from it and the
+        // rule's title as its message, rather than anything unredacted.
         let fields = AuditFields::of_redacted(ev, &redacted);
         let time = fields.time().map(|(_, t)| t);
         for m in &self.matches {
@@ -287,6 +288,17 @@ mod tests {
                         0,
                     );
                     assert_eq!(a.to_value(), want, "{text}");
+                    // And what building the document field by field from the value gave.
+                    assert_eq!(
+                        want,
+                        crate::alert::reference::render(
+                            &AlertTemplate::new(meta).with_host(Some("cp-1")),
+                            event.clone(),
+                            a.message(),
+                            Some("prod"),
+                            0
+                        )
+                    );
                     assert_eq!(want, {
                         let mut w = render_alert(&event, meta, a.message(), Some("prod"), 0);
                         w["host"] = serde_json::json!({"name": "cp-1"});

@@ -768,6 +768,25 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Parses an event's text like [`parse_value`], but with the decoder's nesting limit: the
+/// values of the event's members are read from depth 0, as the decoder reads them, so every
+/// event that decoded parses (a body nested to the limit included).
+pub fn parse_event_value(text: &str) -> Option<serde_json::Value> {
+    let mut s = Scanner::new(text);
+    if s.peek() != Some(b'{') {
+        return parse_value(text);
+    }
+    let mut map = serde_json::Map::new();
+    s.object("", |s: &mut Scanner<'_>, k: &str| {
+        let v = s.value(0)?;
+        map.insert(k.to_string(), v);
+        Ok(())
+    })
+    .ok()?;
+    s.end().ok()?;
+    Some(serde_json::Value::Object(map))
+}
+
 /// True if `text` is one JSON value in which no object repeats a key.
 pub fn unique_keys(text: &str) -> bool {
     let mut s = Scanner::new(text);

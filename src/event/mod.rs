@@ -6,7 +6,7 @@ mod decode;
 mod envelope;
 mod field;
 mod gke;
-mod json;
+pub(crate) mod json;
 mod pod;
 pub mod redact;
 mod view;

@@ -93,8 +93,8 @@ pub struct Redacted {
     pub secrets: Vec<String>,
     /// The redacted `requestURI`, when redaction changed it.
     pub request_uri: Option<String>,
-    /// False if the event's text did not parse again (it always does when it decoded), in
-    /// which case `null` was written.
+    /// False if the event's text did not parse again, in which case `null` was written. An
+    /// event that decoded always parses again (the same scanner, the same nesting limit).
     pub complete: bool,
 }
 
@@ -110,7 +110,7 @@ pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
         return done;
     }
     out.truncate(start);
-    let parsed = crate::event::parse_value(ev.raw());
+    let parsed = crate::event::json::parse_event_value(ev.raw());
     let complete = parsed.is_some();
     let mut value = parsed.unwrap_or(Value::Null);
     let secrets = redact_event(&mut value);
@@ -129,7 +129,8 @@ pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
 }
 
 /// [`write_redacted_event`] member by member; `None` (with `out` partly written) when a member
-/// name repeats or the text does not parse.
+/// name repeats or the text does not parse. Members are read with the decoder's nesting limit
+/// (each member's value from depth 0), so an event that decoded is always written.
 fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
     use crate::event::json::{write_json_str, KeySet, Scanner};
     let object_ref = ev.object_ref.as_ref();
@@ -148,7 +149,7 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
         unique &= keys.write_key(out, key);
         match key {
             "requestObject" | "responseObject" => {
-                let mut v = s.value(1)?;
+                let mut v = s.value(0)?;
                 request.redact_body(key, &mut v, &mut found);
                 let _ = serde_json::to_writer(&mut *out, &v);
             }
@@ -165,7 +166,7 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
                             None => write_json_str(out, &value),
                         }
                     } else {
-                        unique &= s.copy_value(out, 2)?.is_some();
+                        unique &= s.copy_value(out, 1)?.is_some();
                     }
                     Ok(())
                 })?;
@@ -180,7 +181,7 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
                     write_json_str(out, &uri);
                 }
             }
-            _ => unique &= s.copy_value(out, 1)?.is_some(),
+            _ => unique &= s.copy_value(out, 0)?.is_some(),
         }
         Ok(())
     })
@@ -1028,6 +1029,32 @@ mod tests {
             "{}".to_string(),
         ] {
             assert_written_like_redact_event(&text, &text);
+        }
+    }
+
+    #[test]
+    fn events_nested_to_the_decoders_limit_are_written_whole() {
+        let nested = |levels: usize, extra: &str| {
+            format!(
+                r#"{{"verb":"get","requestURI":"/x?token=abcdefgh",{extra}"x":{}1{}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // One level more than the decoder takes is no event at all.
+        assert!(Event::parse(&nested(257, "")).is_err());
+        // At the limit, streamed, and with a repeated member (built as a value instead).
+        for text in [nested(256, ""), nested(256, r#""y":1,"y":2,"#)] {
+            let ev = Event::parse(&text).unwrap();
+            let mut out = Vec::new();
+            let written = write_redacted_event(&ev, &mut out);
+            assert!(written.complete, "{text}");
+            let out = String::from_utf8(out).unwrap();
+            assert!(!out.contains("abcdefgh"), "{out}");
+            assert_eq!(written.secrets, ["abcdefgh"]);
+            // The written event decodes as the original did.
+            let again = Event::parse(&out).unwrap();
+            assert_eq!(again.verb, ev.verb);
         }
     }
 

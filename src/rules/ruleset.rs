@@ -52,7 +52,6 @@ impl FieldCond {
     /// True if the condition reads only `impersonatedUser` fields and cannot hold without
     /// that member (no `null` or `exists: false` among its values).
     fn needs_impersonation(&self) -> bool {
-        use crate::rules::matcher::Pattern;
         self.fields.iter().all(|f| {
             matches!(
                 f,
