@@ -500,6 +500,56 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Like [`Self::object`], for objects whose keys usually come in one order (`expected`):
+    /// a key is first compared with the next two or three expected names, which spares scanning
+    /// it. `f(scanner, key, expected index)` gets `None` for a key that was not predicted.
+    #[inline]
+    pub fn object_in_order<F: FnMut(&mut Self, &str, Option<usize>) -> Result<()>>(
+        &mut self,
+        what: &str,
+        expected: &[&str],
+        mut f: F,
+    ) -> Result<()> {
+        if self.open(b'{', b'}', what, "an object")? {
+            return Ok(());
+        }
+        let mut next = 0;
+        loop {
+            if self.b.get(self.pos) != Some(&b'"') && self.peek() != Some(b'"') {
+                return self.syntax("expected a key");
+            }
+            // `"name"` exactly: the name's bytes, then the closing quote. Names have no quote
+            // or backslash, so this is that string and no other.
+            let rest = &self.b[self.pos + 1..];
+            let predicted = (next..expected.len().min(next + 3)).find(|&j| {
+                let name = expected[j].as_bytes();
+                rest.len() > name.len() && rest[name.len()] == b'"' && &rest[..name.len()] == name
+            });
+            match predicted {
+                Some(j) => {
+                    let key = expected[j];
+                    self.pos += key.len() + 2;
+                    self.expect(b':')?;
+                    next = j + 1;
+                    f(self, key, Some(j))?;
+                }
+                None => {
+                    if let Some(key) = self.plain_string() {
+                        self.expect(b':')?;
+                        f(self, key, None)?;
+                    } else {
+                        let key = self.string()?;
+                        self.expect(b':')?;
+                        f(self, &key, None)?;
+                    }
+                }
+            }
+            if self.next_or_close(b'}')? {
+                return Ok(());
+            }
+        }
+    }
+
     /// Iterates an array's elements: `f(scanner)` must consume each.
     pub fn array<F: FnMut(&mut Self) -> Result<()>>(&mut self, what: &str, mut f: F) -> Result<()> {
         if self.open(b'[', b']', what, "an array")? {

@@ -219,6 +219,51 @@ fn raw<'a>(s: &mut Scanner<'a>) -> Result<Option<&'a str>, JsonError> {
     Ok((v != "null").then_some(v))
 }
 
+/// The members of an audit event in the order the API server writes them (Go's encoder follows
+/// the struct's field order), and what each is: the decoder compares a key with the next few
+/// names before scanning it.
+const ORDER: [&str; 18] = [
+    "kind",
+    "apiVersion",
+    "level",
+    "auditID",
+    "stage",
+    "requestURI",
+    "verb",
+    "user",
+    "impersonatedUser",
+    "sourceIPs",
+    "userAgent",
+    "objectRef",
+    "responseStatus",
+    "requestObject",
+    "responseObject",
+    "requestReceivedTimestamp",
+    "stageTimestamp",
+    "annotations",
+];
+
+const ORDER_MEMBERS: [Member; 18] = [
+    Member::Kind,
+    Member::ApiVersion,
+    Member::Level,
+    Member::AuditId,
+    Member::Stage,
+    Member::RequestUri,
+    Member::Verb,
+    Member::User,
+    Member::ImpersonatedUser,
+    Member::SourceIps,
+    Member::UserAgent,
+    Member::ObjectRef,
+    Member::ResponseStatus,
+    Member::RequestObject,
+    Member::ResponseObject,
+    Member::RequestReceivedTimestamp,
+    Member::StageTimestamp,
+    Member::Annotations,
+];
+
 /// The members of an audit event the decoder reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Member {
@@ -355,9 +400,13 @@ impl<'a> Event<'a> {
         let mut s = Scanner::new(text);
         ev.raw = text;
         let mut seen_ips = false;
-        s.object("an audit event", |s: &mut Scanner<'a>, key: &str| {
+        s.object_in_order("an audit event", &ORDER, |s: &mut Scanner<'a>, key, at| {
             use Member as M;
-            let slot = match Member::of(key) {
+            let member = match at {
+                Some(j) => ORDER_MEMBERS[j],
+                None => Member::of(key),
+            };
+            let slot = match member {
                 M::Kind => &mut ev.kind,
                 M::ApiVersion => &mut ev.api_version,
                 M::Level => &mut ev.level,
@@ -602,6 +651,63 @@ mod tests {
         for other in ["", "a", "kinds", "auditId", "sourceIps", "metadata"] {
             assert_eq!(Member::of(other), Other, "{other}");
         }
+        // The expected order names each member as `Member::of` does.
+        for (name, member) in ORDER.iter().zip(ORDER_MEMBERS) {
+            assert_eq!(Member::of(name), member, "{name}");
+        }
+    }
+
+    #[test]
+    fn members_in_any_order_decode_alike() {
+        // In the API server's order, reversed, with unknown members and an escaped name
+        // between them, and pretty-printed: the same event.
+        let members = [
+            r#""kind":"Event""#,
+            r#""level":"Metadata""#,
+            r#""auditID":"a-1""#,
+            r#""stage":"ResponseComplete""#,
+            r#""requestURI":"/api/v1/pods""#,
+            r#""verb":"list""#,
+            r#""user":{"username":"u","groups":["g"]}"#,
+            r#""sourceIPs":["10.0.0.1"]"#,
+            r#""objectRef":{"resource":"pods"}"#,
+            r#""responseStatus":{"code":200}"#,
+            r#""stageTimestamp":"2026-01-01T00:00:00Z""#,
+        ];
+        let render = |ev: &Event<'_>| {
+            format!(
+                "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                ev.kind,
+                ev.level,
+                ev.audit_id,
+                ev.stage,
+                ev.request_uri,
+                ev.verb,
+                ev.username(),
+                ev.source_ips,
+                ev.resource(),
+                ev.stage_timestamp
+            )
+        };
+        let base = format!("{{{}}}", members.join(","));
+        let want = render(&Event::parse(&base).unwrap());
+        let mut reversed = members.to_vec();
+        reversed.reverse();
+        let mut odd = members.to_vec();
+        odd.insert(3, r#""stages":"x""#);
+        odd.insert(1, r#""verbs":1"#);
+        assert_eq!(odd[7], members[5]);
+        odd[7] = r#""ver\u0062":"list""#;
+        for text in [
+            format!("{{{}}}", reversed.join(",")),
+            format!("{{{}}}", odd.join(",")),
+            format!("{{ {} }}", members.join(" ,\n ")),
+        ] {
+            assert_eq!(render(&Event::parse(&text).unwrap()), want, "{text}");
+        }
+        // A repeated member is still refused when predicted.
+        let dup = format!("{{{},{}}}", members.join(","), members[5]);
+        assert!(Event::parse(&dup).is_err());
     }
 
     #[test]
