@@ -120,37 +120,44 @@ fn ignored_any(corpus: &[u8]) -> usize {
     n
 }
 
-fn decode_only(corpus: &[u8]) -> usize {
-    let mut n = 0;
+/// Calls `f` with each event decoded from `text` (one line).
+fn each_decoded(text: &str, mut f: impl FnMut(&Event<'_>)) {
+    decode_value_into(text, &mut |ev| {
+        if let Ok(ev) = ev {
+            f(ev)
+        }
+    });
+}
+
+/// Calls `f` with each line of the corpus that is text and each event decoded from it, as the
+/// daemon reads them.
+fn each_event(corpus: &[u8], mut f: impl FnMut(&str, &Event<'_>)) {
     for line in lines(corpus) {
         if let Ok(text) = tripline::event::utf8(line) {
-            decode_value_into(text, &mut |ev| {
-                if let Ok(ev) = ev {
-                    black_box(ev.verb());
-                    n += 1;
-                }
-            });
+            each_decoded(text, |ev| f(text, ev));
         }
     }
+}
+
+fn decode_only(corpus: &[u8]) -> usize {
+    let mut n = 0;
+    each_event(corpus, |_, ev| {
+        black_box(ev.verb());
+        n += 1;
+    });
     n
 }
 
 fn decode_detect(corpus: &[u8], rules: &RuleSet) -> (usize, usize) {
     let mut detector = Detector::new(rules, Some("bench".into()));
     let (mut n, mut alerts) = (0, 0);
-    for line in lines(corpus) {
-        if let Ok(text) = tripline::event::utf8(line) {
-            decode_value_into(text, &mut |ev| {
-                if let Ok(ev) = ev {
-                    n += 1;
-                    detector.detect(ev, &mut |a| {
-                        black_box(&a);
-                        alerts += 1;
-                    });
-                }
-            });
-        }
-    }
+    each_event(corpus, |_, ev| {
+        n += 1;
+        detector.detect(ev, &mut |a| {
+            black_box(&a);
+            alerts += 1;
+        });
+    });
     (n, alerts)
 }
 
@@ -158,17 +165,11 @@ fn decode_detect(corpus: &[u8], rules: &RuleSet) -> (usize, usize) {
 fn decode_match(corpus: &[u8], rules: &RuleSet) -> usize {
     let mut hits = Vec::new();
     let mut n = 0;
-    for line in lines(corpus) {
-        if let Ok(text) = tripline::event::utf8(line) {
-            decode_value_into(text, &mut |ev| {
-                if let Ok(ev) = ev {
-                    hits.clear();
-                    rules.matching_into(ev, &mut hits);
-                    n += hits.len();
-                }
-            });
-        }
-    }
+    each_event(corpus, |_, ev| {
+        hits.clear();
+        rules.matching_into(ev, &mut hits);
+        n += hits.len();
+    });
     n
 }
 
@@ -415,22 +416,16 @@ fn profile(mode: &str) {
             "stats" => {
                 let (mut n, mut cands) = (0usize, 0usize);
                 let mut by_verb = std::collections::BTreeMap::<String, (usize, usize)>::new();
-                for line in lines(&corpus.bytes) {
-                    if let Ok(text) = tripline::event::utf8(line) {
-                        decode_value_into(text, &mut |ev| {
-                            if let Ok(ev) = ev {
-                                n += 1;
-                                let c = rules.candidate_count(ev);
-                                cands += c;
-                                let e = by_verb
-                                    .entry(format!("{:?}/{:?}", ev.verb(), ev.resource()))
-                                    .or_default();
-                                e.0 += 1;
-                                e.1 = c;
-                            }
-                        });
-                    }
-                }
+                each_event(&corpus.bytes, |_, ev| {
+                    n += 1;
+                    let c = rules.candidate_count(ev);
+                    cands += c;
+                    let e = by_verb
+                        .entry(format!("{:?}/{:?}", ev.verb(), ev.resource()))
+                        .or_default();
+                    e.0 += 1;
+                    e.1 = c;
+                });
                 println!(
                     "{n} events, {:.2} candidates/event",
                     cands as f64 / n as f64
@@ -453,19 +448,13 @@ fn profile(mode: &str) {
                 // The events that alert, and the cost of each step of building their alerts.
                 let mut raws: Vec<String> = Vec::new();
                 let mut detector = Detector::new(&rules, Some("bench".into()));
-                for line in lines(&corpus.bytes) {
-                    if let Ok(text) = tripline::event::utf8(line) {
-                        decode_value_into(text, &mut |ev| {
-                            if let Ok(ev) = ev {
-                                let mut fired = false;
-                                detector.detect(ev, &mut |_| fired = true);
-                                if fired {
-                                    raws.push(text.to_string());
-                                }
-                            }
-                        });
+                each_event(&corpus.bytes, |text, ev| {
+                    let mut fired = false;
+                    detector.detect(ev, &mut |_| fired = true);
+                    if fired {
+                        raws.push(text.to_string());
                     }
-                }
+                });
                 let reps: u32 = env_num("REPS").unwrap_or(20);
                 let per_alert = |label: &str, f: &mut dyn FnMut(&str)| {
                     let t = Instant::now();
@@ -476,34 +465,27 @@ fn profile(mode: &str) {
                     println!("{label}: {ns:.0} ns per alerting event");
                 };
                 // Each step on its own, in the order `Detector::detect` takes them.
-                let decode = |r: &str, f: &mut dyn FnMut(&Event<'_>)| {
-                    decode_value_into(r, &mut |ev| {
-                        if let Ok(ev) = ev {
-                            f(ev)
-                        }
-                    });
-                };
                 per_alert("decode", &mut |r| {
-                    decode(r, &mut |ev| {
+                    each_decoded(r, |ev| {
                         black_box(ev);
                     })
                 });
                 let mut matches = Vec::new();
                 per_alert("decode, match with throttling", &mut |r| {
-                    decode(r, &mut |ev| {
+                    each_decoded(r, |ev| {
                         matches.clear();
                         rules.matches_into(ev, &mut matches);
                         black_box(&matches);
                     })
                 });
                 per_alert("decode, write the redacted event", &mut |r| {
-                    decode(r, &mut |ev| {
+                    each_decoded(r, |ev| {
                         let mut out = Vec::new();
                         black_box(write_redacted_event(ev, &mut out));
                     })
                 });
                 per_alert("decode, render every matching rule's message", &mut |r| {
-                    decode(r, &mut |ev| {
+                    each_decoded(r, |ev| {
                         let mut hits = Vec::new();
                         rules.matching_into(ev, &mut hits);
                         for i in hits {
@@ -513,7 +495,7 @@ fn profile(mode: &str) {
                 });
                 let template = AlertTemplate::new(&rules.rules()[0].meta);
                 per_alert("decode, write an ECS document (event as `{}`)", &mut |r| {
-                    decode(r, &mut |ev| {
+                    each_decoded(r, |ev| {
                         let fields = AuditFields::of_event(ev, None);
                         let part = EventPart {
                             fields: &fields,
@@ -529,13 +511,11 @@ fn profile(mode: &str) {
                 });
                 let mut alerts = 0;
                 per_alert("decode, detect, drop the alerts", &mut |r| {
-                    decode_value_into(r, &mut |ev| {
-                        if let Ok(ev) = ev {
-                            detector.detect(ev, &mut |a| {
-                                alerts += 1;
-                                black_box(a);
-                            });
-                        }
+                    each_decoded(r, |ev| {
+                        detector.detect(ev, &mut |a| {
+                            alerts += 1;
+                            black_box(a);
+                        });
                     });
                 });
                 println!(
@@ -547,17 +527,11 @@ fn profile(mode: &str) {
             "throttle" => {
                 let mut out = Vec::new();
                 let mut n = 0;
-                for line in lines(&corpus.bytes) {
-                    if let Ok(text) = tripline::event::utf8(line) {
-                        decode_value_into(text, &mut |ev| {
-                            if let Ok(ev) = ev {
-                                out.clear();
-                                rules.matches_into(ev, &mut out);
-                                n += out.len();
-                            }
-                        });
-                    }
-                }
+                each_event(&corpus.bytes, |_, ev| {
+                    out.clear();
+                    rules.matches_into(ev, &mut out);
+                    n += out.len();
+                });
                 black_box(n);
             }
             _ => {

@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 
 use serde_json::{json, Map, Value};
 
-use crate::event::redact::{write_redacted_event, Redacted};
+use crate::event::redact::{redacted_event_json, Redacted};
 use crate::event::{parse_timestamp, write_json_str, Event};
 use crate::rules::model::{Level, RuleMeta};
 
@@ -171,7 +171,7 @@ impl AlertTemplate {
 
     /// Room for a whole document around an audit event of `audit` bytes (the event's own ECS
     /// fields take a few hundred).
-    pub fn document_capacity(&self, audit: usize) -> usize {
+    fn document_capacity(&self, audit: usize) -> usize {
         audit
             + self.other_members.len()
             + self.event_members.len()
@@ -328,18 +328,26 @@ pub fn write_event_document(
     ev: &Event<'_>,
     cluster_name: Option<&str>,
 ) -> Vec<u8> {
-    let mut audit = Vec::with_capacity(ev.raw().len() + 16);
-    let redacted = write_redacted_event(ev, &mut audit);
-    let part = EventPart {
-        fields: &AuditFields::of_redacted(ev, &redacted),
+    let (audit, redacted) = redacted_event_json(ev);
+    let fields = AuditFields::of_redacted(ev, &redacted);
+    EventPart {
+        fields: &fields,
         message: "",
         cluster_name,
         suppressed: 0,
         audit: &audit,
-    };
-    let mut doc = Vec::with_capacity(template.document_capacity(audit.len()));
-    write_document(&mut doc, template, &part);
-    doc
+    }
+    .document(template)
+}
+
+impl EventPart<'_, '_> {
+    /// The whole document with `template`'s fields ([`write_document`]), in a buffer of its
+    /// size.
+    pub fn document(&self, template: &AlertTemplate) -> Vec<u8> {
+        let mut doc = Vec::with_capacity(template.document_capacity(self.audit.len()));
+        write_document(&mut doc, template, self);
+        doc
+    }
 }
 
 /// Writes the whole ECS document: the template's members and the event's, as one JSON object.

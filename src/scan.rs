@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::alert::{write_document, AlertTemplate, AuditFields, EventPart};
-use crate::event::redact::write_redacted_event;
+use crate::alert::{AlertTemplate, AuditFields, EventPart};
+use crate::event::redact::redacted_event_json;
 use crate::event::{DecodeError, DecodeStats, Event, SkipReason};
 use crate::rules::{Level, Match, RuleSet};
 
@@ -86,8 +86,7 @@ impl<'r> Detector<'r> {
         if self.matches.is_empty() {
             return;
         }
-        let mut audit = Vec::with_capacity(ev.raw().len() + 16);
-        let redacted = write_redacted_event(ev, &mut audit);
+        let (audit, redacted) = redacted_event_json(ev);
         // The same scanner, with the same nesting limit, decoded the event, so its text parses
         // again; if it ever did not, the alert would carry no event, no fields from it and the
         // rule's title as its message, rather than anything unredacted.
@@ -102,15 +101,14 @@ impl<'r> Detector<'r> {
             let template = self.templates[m.index].get_or_insert_with(|| {
                 Arc::new(AlertTemplate::new(&m.rule.meta).with_host(self.node_name.as_deref()))
             });
-            let mut doc = Vec::with_capacity(template.document_capacity(audit.len()));
-            let part = EventPart {
+            let doc = EventPart {
                 fields: &fields,
                 message: &message,
                 cluster_name: self.cluster_name.as_deref(),
                 suppressed: m.suppressed,
                 audit: &audit,
-            };
-            write_document(&mut doc, template, &part);
+            }
+            .document(template);
             emit(Alert {
                 rule: m.index,
                 doc,

@@ -128,6 +128,13 @@ pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
     }
 }
 
+/// [`write_redacted_event`] into a buffer of its own.
+pub fn redacted_event_json(ev: &Event<'_>) -> (Vec<u8>, Redacted) {
+    let mut out = Vec::with_capacity(ev.raw().len() + 16);
+    let redacted = write_redacted_event(ev, &mut out);
+    (out, redacted)
+}
+
 /// [`write_redacted_event`] member by member; `None` (with `out` partly written) when a member
 /// name repeats or the text does not parse. Members are read with the decoder's nesting limit
 /// (each member's value from depth 0), so an event that decoded is always written.
@@ -174,12 +181,9 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
             }
             "requestURI" if s.peek() == Some(b'"') => {
                 let mut uri = s.string()?.into_owned();
-                if redact_uri(&mut uri, &mut found) {
-                    write_json_str(out, &uri);
-                    request_uri = Some(uri);
-                } else {
-                    write_json_str(out, &uri);
-                }
+                let changed = redact_uri(&mut uri, &mut found);
+                write_json_str(out, &uri);
+                request_uri = changed.then_some(uri);
             }
             _ => unique &= s.copy_value(out, 0)?.is_some(),
         }
