@@ -16,12 +16,11 @@ use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 
 use tripline::alert::{write_document, AlertTemplate, AuditFields, EventPart};
-use tripline::config::Config;
+use tripline::detect::Detector;
 use tripline::event::decode_value_into;
 use tripline::event::redact::write_redacted_event;
 use tripline::event::Event;
-use tripline::rules::{load_configured, RuleSet};
-use tripline::scan::Detector;
+use tripline::rules::{RuleSet, RulesConfig};
 
 /// Target corpus size: large enough to leave the caches, small enough for a 2-core machine.
 const CORPUS_BYTES: usize = 16 << 20;
@@ -174,7 +173,7 @@ fn decode_match(corpus: &[u8], rules: &RuleSet) -> usize {
 }
 
 fn full_pack() -> RuleSet {
-    let loaded = load_configured(&Config::default(), &[], true);
+    let loaded = RulesConfig::default().load(&[], true);
     assert!(
         loaded.errors.is_empty(),
         "default pack has errors: {:?}",
@@ -328,7 +327,7 @@ fn split_by_verb(rules: &RuleSet) -> (RuleSet, RuleSet) {
 /// With `TRIPLINE_BENCH_PER_RULE=1`: the matching cost of each rule alone on the metadata
 /// corpus, most expensive first (for tuning the pack).
 fn per_rule() {
-    let loaded = load_configured(&Config::default(), &[], true);
+    let loaded = RulesConfig::default().load(&[], true);
     let corpus = corpora().remove(1);
     let base = best_of(3, || {
         black_box(decode_only(&corpus.bytes));

@@ -3,11 +3,11 @@
 
 pub mod alert;
 pub mod config;
+pub mod detect;
 pub mod event;
 pub mod pipeline;
 pub mod policy;
 pub mod rules;
-pub mod scan;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -17,13 +17,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{Config, FileSourceConfig, Flow, HumanDuration, ReadFrom, SourceConfig};
+use crate::config::types::{Flow, HumanDuration};
+use crate::config::Config;
+use crate::detect::Detector;
 use crate::event::decode_value_into;
 use crate::rules::{Level, RuleMeta, RuleSet};
-use crate::scan::Detector;
 use crate::sink::{self, DeadLetters, SinkBatch, SinkHandle};
 use crate::source::file::{FileSource, SourceEvent};
+use crate::source::file::{FileSourceConfig, ReadFrom};
 use crate::source::Batch;
+use crate::source::SourceConfig;
 use crate::telemetry::{Health, Metrics, LATENCY_BUCKETS};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,7 @@ pub type SharedRules = Arc<RwLock<Arc<RuleSet>>>;
 
 /// Loads the configured rules; every problem is an error (a daemon does not start half-armed).
 pub fn load_rules(cfg: &Config) -> Result<RuleSet, Vec<String>> {
-    let loaded = crate::rules::load_configured(cfg, &[], true);
+    let loaded = cfg.rules.load(&[], true);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

@@ -1147,7 +1147,7 @@ fn the_webhook_has_two_replicas_a_disruption_budget_and_the_service_of_the_kubec
         Some("x".into())
     })
     .expect("valid");
-    let tripline::config::SourceConfig::Webhook(w) = &cfg.sources[0] else {
+    let tripline::source::SourceConfig::Webhook(w) = &cfg.sources[0] else {
         panic!("not a webhook source")
     };
     assert_eq!(w.path, "/audit");
@@ -1172,7 +1172,7 @@ fn the_config_in_each_configmap_passes_config_check_and_matches_its_pod() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(cfg.warnings().is_empty(), "{name}: {:?}", cfg.warnings());
-        let loaded = tripline::rules::load_configured(&cfg, &[], true);
+        let loaded = cfg.rules.load(&[], true);
         assert!(loaded.errors.is_empty(), "{name}: {:?}", loaded.errors);
         // Every interpolated variable comes from a Secret or the downward API.
         for part in text
@@ -1229,17 +1229,17 @@ fn the_config_in_each_configmap_passes_config_check_and_matches_its_pod() {
         let mut read_paths = Vec::new();
         for s in &cfg.sources {
             match s {
-                tripline::config::SourceConfig::File(f) => read_paths.extend(
+                tripline::source::SourceConfig::File(f) => read_paths.extend(
                     f.paths
                         .iter()
                         .map(|g| PathBuf::from(g.rsplit_once('/').expect("a dir").0)),
                 ),
-                tripline::config::SourceConfig::Webhook(w) => {
+                tripline::source::SourceConfig::Webhook(w) => {
                     let tls = w.tls.as_ref().expect("TLS");
                     read_paths.extend([tls.cert.clone(), tls.key.clone()]);
                     read_paths.extend(tls.client_ca.clone());
                 }
-                tripline::config::SourceConfig::Kafka(_) => {}
+                tripline::source::SourceConfig::Kafka(_) => {}
             }
         }
         for p in read_paths {

@@ -3,12 +3,11 @@
 use std::collections::HashSet;
 
 use tripline::alert::threat_from_tags;
-use tripline::config::Config;
-use tripline::rules::{load_configured, run_tests, Level};
+use tripline::rules::{run_tests, Level, RulesConfig};
 
 #[test]
 fn the_pack_loads_has_at_least_30_rules_and_every_embedded_test_passes() {
-    let loaded = load_configured(&Config::default(), &[], true);
+    let loaded = RulesConfig::default().load(&[], true);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     assert!(
         loaded.rules.len() >= 30,
@@ -23,7 +22,7 @@ fn the_pack_loads_has_at_least_30_rules_and_every_embedded_test_passes() {
 
 #[test]
 fn every_rule_is_complete_and_tagged_with_attack_ids() {
-    let loaded = load_configured(&Config::default(), &[], true);
+    let loaded = RulesConfig::default().load(&[], true);
     let mut ids = HashSet::new();
     let mut titles = HashSet::new();
     for r in &loaded.rules {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tripline::config::Flow;
+use tripline::config::types::Flow;
 use tripline::rules::Level;
 use tripline::sink::http::{HttpSink, HttpSinkConfig};
 use tripline::sink::splunk::{Splunk, SplunkConfig};

@@ -615,9 +615,8 @@ mod tests {
     use base64::Engine as _;
     use serde_json::{json, Value};
 
-    use crate::config::Config;
     use crate::event::{decode_value_into, SkipReason};
-    use crate::rules::{load_configured, RuleSet};
+    use crate::rules::{RuleSet, RulesConfig};
 
     const SECRET_GET: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"5a1c2d3e-0001-4000-8000-000000000001","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/default/secrets/db","verb":"get","user":{"username":"alice@example.com","groups":["system:authenticated"]},"sourceIPs":["198.51.100.4"],"userAgent":"kubectl/v1.29.0","objectRef":{"resource":"secrets","namespace":"default","name":"db","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestReceivedTimestamp":"2026-03-01T10:00:00.000000Z","stageTimestamp":"2026-03-01T10:00:00.010000Z"}"#;
     const POD_LIST: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"5a1c2d3e-0002-4000-8000-000000000002","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/default/pods","verb":"list","user":{"username":"bob@example.com","groups":["system:authenticated"]},"sourceIPs":["198.51.100.5"],"objectRef":{"resource":"pods","namespace":"default","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"stageTimestamp":"2026-03-01T10:00:01.000000Z"}"#;
@@ -840,7 +839,7 @@ mod tests {
     }
 
     fn builtin_pack() -> RuleSet {
-        let loaded = load_configured(&Config::default(), &[], true);
+        let loaded = RulesConfig::default().load(&[], true);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         RuleSet::new(loaded.rules)
     }
@@ -876,7 +875,7 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(titles.len(), 1);
         // Alert rendering (redaction, ECS) of such an event works too.
-        let mut detector = crate::scan::Detector::new(&set, None);
+        let mut detector = crate::detect::Detector::new(&set, None);
         decode_value_into(&record, &mut |d| {
             detector.detect(d.unwrap(), &mut |a| assert!(a.to_value().is_object()))
         });

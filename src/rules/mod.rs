@@ -2,6 +2,7 @@
 //! embedded-test harness.
 
 mod condition;
+mod config;
 mod harness;
 mod matcher;
 pub mod model;
@@ -12,15 +13,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use condition::{ConditionError, Expr};
+pub use config::{Loaded, RulesConfig};
 pub use harness::{run_tests, TestFailure};
 pub use matcher::{Cmp, Pattern, StrMatcher};
 pub use model::{Level, Rule, RuleMeta};
 pub use ruleset::{Match, RuleSet, DEFAULT_THROTTLE_MAX_KEYS};
-pub use sigma::{
-    builtin_field_mappings, compile_field, load_str, parse_duration, CompileOptions, RuleError,
-};
-
-use crate::config::Config;
+pub use sigma::{builtin_field_mappings, compile_field, load_str, CompileOptions, RuleError};
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
@@ -122,90 +120,4 @@ pub fn load_paths(paths: &[PathBuf], opts: &CompileOptions) -> (Vec<Rule>, Vec<R
         }
     }
     (rules, errors)
-}
-
-/// What loading a configured rule set produced.
-#[derive(Debug)]
-pub struct Loaded {
-    pub rules: Vec<Rule>,
-    pub errors: Vec<RuleError>,
-    /// Non-fatal findings (e.g. a disabled id that no rule has).
-    pub warnings: Vec<String>,
-}
-
-/// Loads the rules a config asks for, plus `extra_paths`: the built-in pack (unless turned off),
-/// rule files, then applies `disable` and `exceptions`. Duplicate rule ids are errors.
-pub fn load_configured(cfg: &Config, extra_paths: &[PathBuf], builtin: bool) -> Loaded {
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    if builtin && cfg.rules.builtin {
-        let (mut r, mut e) = load_builtin(&cfg.compile_options("tripline"));
-        rules.append(&mut r);
-        errors.append(&mut e);
-    }
-    let mut paths = cfg.rules.paths.clone();
-    paths.extend(extra_paths.iter().cloned());
-    let (mut r, mut e) = load_paths(&paths, &cfg.compile_options("custom"));
-    rules.append(&mut r);
-    errors.append(&mut e);
-
-    let mut seen: HashMap<String, String> = HashMap::new();
-    rules.retain(|r| match seen.get(&r.meta.id) {
-        Some(first) => {
-            errors.push(RuleError {
-                source: r.meta.source.clone(),
-                line: r.line,
-                message: format!(
-                    "duplicate rule id `{}` (first defined in {first})",
-                    r.meta.id
-                ),
-            });
-            false
-        }
-        None => {
-            seen.insert(r.meta.id.clone(), format!("{}:{}", r.meta.source, r.line));
-            true
-        }
-    });
-
-    for d in &cfg.rules.disable {
-        let known = rules
-            .iter()
-            .any(|r| &r.meta.id == d || r.meta.tags.iter().any(|t| t == d));
-        if !known {
-            warnings.push(format!(
-                "rules.disable: `{d}` is neither a loaded rule id nor a tag"
-            ));
-        }
-    }
-    rules.retain(|r| {
-        !cfg.rules
-            .disable
-            .iter()
-            .any(|d| &r.meta.id == d || r.meta.tags.iter().any(|t| t == d))
-    });
-
-    let opts = cfg.compile_options("custom");
-    for (id, list) in &cfg.rules.exceptions {
-        let Some(rule) = rules.iter_mut().find(|r| &r.meta.id == id) else {
-            warnings.push(format!("rules.exceptions: no loaded rule has id `{id}`"));
-            continue;
-        };
-        for sel in list {
-            // Validated in Config::validate; a failure here is skipped, not fatal.
-            let conds: Result<Vec<_>, _> = sel
-                .iter()
-                .map(|(k, v)| compile_field(&opts, k.as_str().unwrap_or_default(), v))
-                .collect();
-            if let Ok(conds) = conds {
-                rule.exceptions.push(conds);
-            }
-        }
-    }
-    Loaded {
-        rules,
-        errors,
-        warnings,
-    }
 }

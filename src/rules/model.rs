@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// Sigma `level`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Sigma `level`; in config files (a sink's `min_level`) written in lowercase as in Sigma.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     Informational,
     Low,

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
 
 use serde_yaml::Value as Yaml;
 
@@ -12,6 +11,7 @@ use super::matcher::{compile_tokens, tokenize, Cmp, Pattern, StrMatcher, Tok};
 use super::model::{
     FieldCond, Level, OutputPart, Rule, RuleMeta, RuleTest, Selection, ThrottleSpec,
 };
+use crate::config::types::parse_duration;
 use crate::event::{FieldPath, FieldRef};
 
 /// A problem with a rule, located in its file.
@@ -722,22 +722,6 @@ pub fn parse_output(t: &str) -> Result<Vec<OutputPart>, String> {
     Ok(parts)
 }
 
-/// Parses `30s`, `10m`, `2h`, `1d`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit.trim() {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86400)?,
-        _ => return None,
-    };
-    (secs > 0).then(|| Duration::from_secs(secs))
-}
-
 fn compile_throttle(ctx: &mut Ctx<'_>, t: &Yaml) -> Option<ThrottleSpec> {
     let key = match str_list(t.get("key")) {
         Ok(k) if !k.is_empty() => k,
@@ -1008,6 +992,7 @@ mod tests {
 
     #[test]
     fn durations_parse() {
+        use std::time::Duration;
         assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86400)));

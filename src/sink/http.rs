@@ -23,7 +23,7 @@ use serde_json::json;
 use super::syslog::Summary;
 use super::tls::TlsConfig;
 use super::{read_secret, Deliver, Limits, Outcome, Record, RequestError, SinkError};
-use crate::config::{Flow, HumanDuration};
+use crate::config::types::{Flow, HumanDuration};
 use crate::rules::Level;
 
 /// Up to 100 alerts or 1 MiB per request, sent at most 1 s after the first one: webhooks are
@@ -104,6 +104,70 @@ fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
 
+impl HttpSinkConfig {
+    /// Problems found without I/O, each `key: message` relative to the sink: everything
+    /// [`HttpSink::new`] rejects short of reading secret and TLS files.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Err(e) = parse_url(&self.url, "url", self.tls.is_some()) {
+            p.push(e);
+        }
+        if let Some(tls) = &self.tls {
+            p.extend(tls.validate().into_iter().map(|e| format!("tls: {e}")));
+        }
+        if self.template == HttpTemplate::Slack && self.mode == Some(HttpMode::Batch) {
+            p.push(
+                "mode: `template: slack` sends one message per request: use `mode: single`"
+                    .to_string(),
+            );
+        }
+        for (k, v) in &self.headers {
+            if HeaderName::from_bytes(k.as_bytes()).is_err() {
+                p.push(format!("headers: `{k}` is not a header name"));
+            }
+            // The value is not quoted: it may be a secret.
+            if sensitive(v).is_err() {
+                p.push(format!(
+                    "headers.{k}: the value is not a valid header value"
+                ));
+            }
+        }
+        p.extend(super::secret_pair_problem(
+            "token",
+            &self.token,
+            &self.token_file,
+        ));
+        p.extend(super::secret_pair_problem(
+            "password",
+            &self.password,
+            &self.password_file,
+        ));
+        let token = self.token.is_some() || self.token_file.is_some();
+        let password = self.password.is_some() || self.password_file.is_some();
+        if token && (self.username.is_some() || password) {
+            p.push(
+                "token: give `token` (bearer) or `username`/`password` (basic), not both"
+                    .to_string(),
+            );
+        }
+        if password && self.username.is_none() {
+            p.push("password: `password` needs `username`".to_string());
+        }
+        if (token || self.username.is_some())
+            && self
+                .headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("authorization"))
+        {
+            p.push(
+                "headers: `headers` has `Authorization` and a token or password is set too"
+                    .to_string(),
+            );
+        }
+        p
+    }
+}
+
 impl fmt::Debug for HttpSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let set = |v: bool| if v { "<redacted>" } else { "<unset>" };
@@ -144,6 +208,10 @@ impl HttpSink {
             sink: name.to_string(),
             message,
         };
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(setup(problems.join("; ")));
+        }
         let url = parse_url(&cfg.url, "url", cfg.tls.is_some()).map_err(setup)?;
         let single = match (cfg.template, cfg.mode) {
             (HttpTemplate::Slack, Some(HttpMode::Batch)) => {
@@ -559,7 +627,7 @@ mod tests {
             &|_| Some("v".to_string()),
         )
         .unwrap();
-        let crate::config::SinkKind::Http(h) = &c.sinks[0].kind else {
+        let crate::sink::SinkKind::Http(h) = &c.sinks[0].kind else {
             panic!("{:?}", c.sinks[0].kind);
         };
         assert_eq!(h.template, HttpTemplate::Slack);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::HumanDuration;
+use crate::config::types::HumanDuration;
 use crate::sink::Limits;
 
 #[cfg(feature = "kafka")]
@@ -88,6 +88,29 @@ impl std::fmt::Debug for KafkaSinkConfig {
             .field("key", &self.key)
             .field("options", &self.options.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+impl KafkaSinkConfig {
+    /// Problems found without I/O, each `key: message` relative to the sink: everything
+    /// [`KafkaSink::new`] rejects before it connects.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.brokers.is_empty() {
+            p.push("brokers: at least one broker is required".to_string());
+        }
+        // librdkafka checks every option's name and value when the settings are built, before
+        // any client exists or connects.
+        #[cfg(feature = "kafka")]
+        if let Err(e) = producer::client_config("check", self).create_native_config() {
+            p.push(format!("options: {e}"));
+        }
+        #[cfg(not(feature = "kafka"))]
+        p.push(
+            "type: this tripline was built without Kafka support (cargo feature `kafka`)"
+                .to_string(),
+        );
+        p
     }
 }
 

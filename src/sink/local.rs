@@ -3,11 +3,25 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::{Deliver, Limits, Outcome, Record, RequestError, SinkError};
+
+/// `sinks: - type: file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    pub path: PathBuf,
+}
+
+/// `sinks: - type: stdout`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {}
 
 /// Local writes are cheap: write each source batch as it comes.
 pub const LIMITS: Limits = Limits {

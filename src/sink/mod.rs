@@ -8,6 +8,7 @@
 //! requests (by count, bytes and time), retrying what is worth retrying with exponential backoff
 //! and jitter, dead-lettering what is not, confirming source batches, and the metrics.
 
+mod config;
 pub mod elasticsearch;
 pub mod http;
 pub mod kafka;
@@ -27,7 +28,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::config::{BatchConfig, Flow, SinkConfig, SinkKind};
+pub use config::{BatchConfig, SinkConfig, SinkKind};
+
+use crate::config::types::Flow;
 use crate::rules::Level;
 use crate::source::Ack;
 use crate::telemetry::{Counter, Health, HealthHandle, Metrics};
@@ -99,7 +102,7 @@ impl SinkFilter {
     pub fn from_config(cfg: &SinkConfig) -> SinkFilter {
         SinkFilter {
             flows: cfg.flows.clone(),
-            min_level: cfg.min_level.map(|l| l.level()),
+            min_level: cfg.min_level,
             tags: cfg.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
         }
     }
@@ -655,6 +658,17 @@ pub fn basic_auth(user: &str, password: Option<&str>) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(pair)
     )
+}
+
+/// The problem with a secret given both inline (`key`) and in a file (`key_file`), found
+/// without I/O.
+pub fn secret_pair_problem(
+    key: &str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Option<String> {
+    (inline.is_some() && file.is_some())
+        .then(|| format!("{key}: give `{key}` or `{key}_file`, not both"))
 }
 
 /// Reads a secret given inline (usually `${ENV_VAR}`) or from a file (a mounted Kubernetes

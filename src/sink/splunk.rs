@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::http::{body_prefix, client, error_text, origin, parse_url, quote_body, sensitive};
 use super::tls::TlsConfig;
 use super::{read_secret, Deliver, Limits, Outcome, Record, RequestError, SinkError};
-use crate::config::{Flow, HumanDuration};
+use crate::config::types::{Flow, HumanDuration};
 
 /// Up to 500 records or 800 KiB of documents per request, sent at most 1 s after the first
 /// record: HEC handles batches well, and with the envelopes (about 150 bytes each) a request
@@ -134,6 +134,55 @@ fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
 
+impl SplunkConfig {
+    /// Problems found without I/O, each `key: message` relative to the sink: everything
+    /// [`Splunk::new`] rejects short of reading the token and TLS files.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        match parse_url(&self.endpoint, "endpoint", self.tls.is_some()) {
+            Ok(base) if self.path.starts_with('/') => {
+                let collector = match self.path.find("/services/collector") {
+                    Some(i) => &self.path[..i + "/services/collector".len()],
+                    None => "/services/collector",
+                };
+                for path in [
+                    self.path.clone(),
+                    format!("{collector}/ack"),
+                    format!("{collector}/health"),
+                ] {
+                    let joined = format!("{}{path}", base.as_str().trim_end_matches('/'));
+                    if let Err(e) = reqwest::Url::parse(&joined) {
+                        p.push(format!("path: `{path}`: {e}"));
+                    }
+                }
+            }
+            Ok(_) => p.push("path: must start with `/`".to_string()),
+            Err(e) => p.push(e),
+        }
+        if let Some(tls) = &self.tls {
+            p.extend(tls.validate().into_iter().map(|e| format!("tls: {e}")));
+        }
+        p.extend(super::secret_pair_problem(
+            "token",
+            &self.token,
+            &self.token_file,
+        ));
+        match &self.token {
+            None if self.token_file.is_none() => {
+                p.push("token: `token` or `token_file` is required".to_string());
+            }
+            Some(t) if t.is_empty() && self.token_file.is_none() => {
+                p.push("token: `token` or `token_file` is required".to_string());
+            }
+            Some(t) if sensitive(&format!("Splunk {t}")).is_err() => {
+                p.push("token: the token is not a valid header value".to_string());
+            }
+            _ => {}
+        }
+        p
+    }
+}
+
 impl fmt::Debug for SplunkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SplunkConfig")
@@ -199,6 +248,10 @@ impl Splunk {
             sink: name.to_string(),
             message,
         };
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(setup(problems.join("; ")));
+        }
         let base = parse_url(&cfg.endpoint, "endpoint", cfg.tls.is_some()).map_err(setup)?;
         if !cfg.path.starts_with('/') {
             return Err(setup("path: must start with `/`".to_string()));
@@ -623,7 +676,7 @@ mod tests {
             &|_| Some("tok".to_string()),
         )
         .unwrap();
-        let crate::config::SinkKind::SplunkHec(s) = &c.sinks[0].kind else {
+        let crate::sink::SinkKind::SplunkHec(s) = &c.sinks[0].kind else {
             panic!("{:?}", c.sinks[0].kind);
         };
         assert!(s.ack);

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::tls::TlsConfig;
 use super::{Deliver, Limits, Outcome, Record, RequestError, SinkError};
-use crate::config::{Flow, HumanDuration};
+use crate::config::types::{Flow, HumanDuration};
 use crate::rules::Level;
 
 /// Up to 1000 messages or 1 MiB of documents per write, sent at most 200 ms after the first
@@ -175,6 +175,43 @@ enum Conn {
     Udp(UdpSocket),
 }
 
+impl SyslogConfig {
+    /// Problems found without I/O, each `key: message` relative to the sink: everything
+    /// [`Syslog::new`] rejects short of reading TLS files.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        match split_address(&self.address) {
+            Ok((host, _)) if self.protocol == SyslogProtocol::Tls => {
+                if let Err(e) = rustls_pki_types::ServerName::try_from(host.to_string()) {
+                    p.push(format!("address: `{host}` is not a TLS server name: {e}"));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => p.push(e),
+        }
+        match (&self.tls, self.protocol) {
+            (Some(tls), SyslogProtocol::Tls) => {
+                p.extend(tls.validate().into_iter().map(|e| format!("tls: {e}")));
+            }
+            (Some(_), _) => p.push("tls: `tls` is set but `protocol` is not `tls`".to_string()),
+            (None, _) => {}
+        }
+        match (self.protocol, self.max_message_bytes) {
+            (_, Some(n)) if n < MIN_MESSAGE_BYTES => {
+                p.push(format!("max_message_bytes: at least {MIN_MESSAGE_BYTES}"));
+            }
+            (SyslogProtocol::Udp, Some(n)) if n > UDP_MAX_MESSAGE_BYTES => p.push(format!(
+                "max_message_bytes: at most {UDP_MAX_MESSAGE_BYTES} with `protocol: udp`"
+            )),
+            _ => {}
+        }
+        if self.app_name.is_empty() {
+            p.push("app_name: must not be empty".to_string());
+        }
+        p
+    }
+}
+
 impl Syslog {
     /// Checks the settings and reads the TLS files; connects only on first use.
     pub fn new(name: &str, cfg: &SyslogConfig) -> Result<Syslog, SinkError> {
@@ -182,6 +219,10 @@ impl Syslog {
             sink: name.to_string(),
             message,
         };
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(setup(problems.join("; ")));
+        }
         let (host, _port) = split_address(&cfg.address).map_err(setup)?;
         let tls = match (cfg.protocol, &cfg.tls) {
             (SyslogProtocol::Tls, tls) => {
@@ -854,7 +895,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let crate::config::SinkKind::Syslog(s) = &c.sinks[0].kind else {
+        let crate::sink::SinkKind::Syslog(s) = &c.sinks[0].kind else {
             panic!("{:?}", c.sinks[0].kind);
         };
         assert_eq!(s.protocol, SyslogProtocol::Tls);

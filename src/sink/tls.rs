@@ -34,6 +34,14 @@ pub fn install_crypto_provider() {
 }
 
 impl TlsConfig {
+    /// Problems found without reading the files, each `key: message` relative to `tls`.
+    pub fn validate(&self) -> Vec<String> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) | (None, Some(_)) => vec!["`cert` and `key` go together".to_string()],
+            _ => Vec::new(),
+        }
+    }
+
     /// Checks the settings and reads the files: every problem is one message naming the key.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
         install_crypto_provider();

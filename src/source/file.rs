@@ -23,11 +23,74 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use serde::Deserialize;
 
 use super::checkpoint::{fingerprint, read_prefix, Checkpoints, FileCheckpoint, FINGERPRINT_BYTES};
 use super::{Ack, Batch, Completion, FileKey};
-use crate::config::{FileSourceConfig, ReadFrom};
+use crate::config::types::HumanDuration;
 use crate::telemetry::{Counter, Gauge, Metrics};
+
+/// Where a file source starts in files that exist when it first runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    Beginning,
+    #[default]
+    End,
+}
+
+/// `sources: - type: file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Names the source in metrics, logs and the checkpoint file (default `file-<index>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Glob patterns of the files to follow.
+    pub paths: Vec<String>,
+    /// Glob patterns of files not to follow.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// For files present at the first start (no checkpoint yet): `end` or `beginning`. Files
+    /// that appear later are always read from the beginning.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// How often globs are re-evaluated and files polled (inotify wakes the reader sooner).
+    #[serde(default = "default_poll")]
+    pub poll_interval: HumanDuration,
+    /// How often confirmed offsets are written to `state_dir`.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval: HumanDuration,
+    /// Raise an alert when no event arrived for this long.
+    #[serde(default = "default_silence")]
+    pub silence_alert_after: HumanDuration,
+}
+
+fn default_poll() -> HumanDuration {
+    HumanDuration(Duration::from_millis(250))
+}
+fn default_checkpoint() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_silence() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+impl FileSourceConfig {
+    /// Problems found without I/O, each `key: message` relative to the source.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.paths.is_empty() {
+            p.push("paths: at least one glob is required".to_string());
+        }
+        for (j, g) in self.paths.iter().chain(&self.exclude).enumerate() {
+            if let Err(e) = glob::Pattern::new(g) {
+                p.push(format!("paths[{j}]: `{g}` is not a glob: {e}"));
+            }
+        }
+        p
+    }
+}
 
 /// How much is read from a file per system call.
 const READ_CHUNK: usize = 256 * 1024;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::HumanDuration;
+use crate::config::types::HumanDuration;
 
 #[cfg(feature = "kafka")]
 mod consumer;
@@ -106,6 +106,17 @@ impl KafkaSourceConfig {
                 ));
             }
         }
+        // librdkafka checks every option's name and value when the settings are built, before
+        // any client exists or connects.
+        #[cfg(feature = "kafka")]
+        if let Err(e) = consumer::client_config("check", self).create_native_config() {
+            p.push(format!("options: {e}"));
+        }
+        #[cfg(not(feature = "kafka"))]
+        p.push(
+            "type: this tripline was built without Kafka support (cargo feature `kafka`)"
+                .to_string(),
+        );
         p
     }
 }

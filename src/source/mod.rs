@@ -11,6 +11,41 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use serde::Deserialize;
+
+use file::FileSourceConfig;
+
+/// One entry of `sources:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    File(FileSourceConfig),
+    /// The API server's audit webhook (`--audit-webhook-config-file`).
+    Webhook(webhook::WebhookSourceConfig),
+    /// A Kafka consumer group.
+    Kafka(kafka::KafkaSourceConfig),
+}
+
+impl SourceConfig {
+    /// The configured name, or `<type>-<index>`.
+    pub fn name(&self, index: usize) -> String {
+        match self {
+            SourceConfig::File(c) => c.name.clone().unwrap_or(format!("file-{index}")),
+            SourceConfig::Webhook(c) => c.name.clone().unwrap_or(format!("webhook-{index}")),
+            SourceConfig::Kafka(c) => c.name.clone().unwrap_or(format!("kafka-{index}")),
+        }
+    }
+
+    /// Problems found without I/O, each `key: message` relative to the source: everything
+    /// starting the source would reject short of opening files, ports and connections.
+    pub fn validate(&self) -> Vec<String> {
+        match self {
+            SourceConfig::File(c) => c.validate(),
+            SourceConfig::Webhook(c) => c.validate(),
+            SourceConfig::Kafka(c) => c.validate(),
+        }
+    }
+}
 
 /// Identifies a file across renames: device, inode and a fingerprint of its first bytes (so a
 /// reused inode is not taken for the old file).

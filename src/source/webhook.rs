@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use super::spool::{Spool, SpoolError};
-use crate::config::HumanDuration;
+use crate::config::types::HumanDuration;
 use crate::telemetry::{Counter, Gauge, HealthHandle, Histogram, Metrics, LATENCY_BUCKETS};
 
 /// `sources: - type: webhook`.

@@ -21,7 +21,7 @@ use elasticsearch::http::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Flow, HumanDuration};
+use crate::config::types::{Flow, HumanDuration};
 use crate::sink::tls::TlsConfig;
 use crate::sink::{
     read_secret, runtime, Deliver, Limits, Outcome, Record, RequestError, SinkError,

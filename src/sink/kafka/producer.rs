@@ -9,7 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::{KafkaSinkConfig, KeyChoice};
-use crate::config::Flow;
+use crate::config::types::Flow;
 use crate::sink::{runtime, Deliver, Outcome, Record, RequestError, SinkError};
 use crate::telemetry::Metrics;
 
@@ -22,6 +22,27 @@ pub struct KafkaSink {
     rt: tokio::runtime::Runtime,
 }
 
+/// The producer's librdkafka settings: the configured ones (but those tripline fixes), then
+/// tripline's fixed ones.
+pub(crate) fn client_config(name: &str, cfg: &KafkaSinkConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", cfg.brokers.join(","));
+    c.set("client.id", format!("tripline-{name}"));
+    c.set(
+        "message.timeout.ms",
+        cfg.message_timeout.0.as_millis().to_string(),
+    );
+    for (k, v) in &cfg.options {
+        if !FIXED.iter().any(|(f, _)| f == k) {
+            c.set(k, v);
+        }
+    }
+    for (k, v) in FIXED {
+        c.set(*k, *v);
+    }
+    c
+}
+
 impl KafkaSink {
     pub fn new(
         name: &str,
@@ -32,26 +53,16 @@ impl KafkaSink {
             sink: name.to_string(),
             message,
         };
-        if cfg.brokers.is_empty() {
-            return Err(setup("brokers: at least one broker is required".into()));
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(setup(problems.join("; ")));
         }
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", cfg.brokers.join(","));
-        c.set("client.id", format!("tripline-{name}"));
-        c.set(
-            "message.timeout.ms",
-            cfg.message_timeout.0.as_millis().to_string(),
-        );
-        for (k, v) in &cfg.options {
+        for k in cfg.options.keys() {
             if FIXED.iter().any(|(f, _)| f == k) {
                 tracing::warn!(sink = name, option = %k, "option ignored: tripline sets it for idempotent delivery");
-                continue;
             }
-            c.set(k, v);
         }
-        for (k, v) in FIXED {
-            c.set(*k, *v);
-        }
+        let c = client_config(name, cfg);
         // librdkafka's messages name the option but not a password's value.
         let producer: FutureProducer = c
             .create()

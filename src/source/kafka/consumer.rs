@@ -265,6 +265,26 @@ pub struct KafkaSource {
     metrics: Arc<Metrics>,
 }
 
+/// The consumer's librdkafka settings: the configured ones, then tripline's fixed ones.
+pub(crate) fn client_config(name: &str, cfg: &KafkaSourceConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", cfg.brokers.join(","));
+    c.set("group.id", &cfg.group_id);
+    c.set("client.id", format!("tripline-{name}"));
+    c.set("auto.offset.reset", "earliest");
+    c.set(
+        "auto.commit.interval.ms",
+        cfg.commit_interval.0.as_millis().to_string(),
+    );
+    for (k, v) in &cfg.options {
+        c.set(k, v);
+    }
+    for (k, v) in FIXED {
+        c.set(*k, *v);
+    }
+    c
+}
+
 impl KafkaSource {
     pub fn new(
         name: &str,
@@ -300,22 +320,7 @@ impl KafkaSource {
                 &l,
             ),
         }));
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", cfg.brokers.join(","));
-        c.set("group.id", &cfg.group_id);
-        c.set("client.id", format!("tripline-{name}"));
-        c.set("auto.offset.reset", "earliest");
-        c.set(
-            "auto.commit.interval.ms",
-            cfg.commit_interval.0.as_millis().to_string(),
-        );
-        for (k, v) in &cfg.options {
-            c.set(k, v);
-        }
-        for (k, v) in FIXED {
-            c.set(*k, *v);
-        }
-        let consumer: BaseConsumer<Context> = c
+        let consumer: BaseConsumer<Context> = client_config(name, cfg)
             .create_with_context(Context {
                 tracker: tracker.clone(),
             })

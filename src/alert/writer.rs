@@ -1,0 +1,301 @@
+//! Writes ECS documents as JSON directly: the template's pre-written members, the ECS fields of
+//! one event and the redacted event under `kubernetes.audit`, in one pass into one buffer.
+
+use std::net::IpAddr;
+
+use crate::event::parse_timestamp;
+use crate::event::redact::redacted_event_json;
+use crate::event::{write_json_str, Event};
+
+use super::fields::{category, event_type, outcome};
+use super::{AlertTemplate, AuditFields};
+
+/// What an alert (or events-flow document) takes from one event.
+pub struct EventPart<'p, 'f> {
+    pub fields: &'p AuditFields<'f>,
+    /// The rendered, scrubbed rule output (empty: none).
+    pub message: &'p str,
+    pub cluster_name: Option<&'p str>,
+    /// Matches suppressed by throttling since the previous alert.
+    pub suppressed: u64,
+    /// The redacted event, as JSON, for `kubernetes.audit`.
+    pub audit: &'p [u8],
+}
+
+/// The `events` flow's document for one event: `template`'s fields, the ECS fields from the
+/// event and the redacted event under `kubernetes.audit`, as JSON.
+pub fn write_event_document(
+    template: &AlertTemplate,
+    ev: &Event<'_>,
+    cluster_name: Option<&str>,
+) -> Vec<u8> {
+    let (audit, redacted) = redacted_event_json(ev);
+    let fields = AuditFields::of_redacted(ev, &redacted);
+    EventPart {
+        fields: &fields,
+        message: "",
+        cluster_name,
+        suppressed: 0,
+        audit: &audit,
+    }
+    .document(template)
+}
+
+impl EventPart<'_, '_> {
+    /// The whole document with `template`'s fields ([`write_document`]), in a buffer of its
+    /// size.
+    pub fn document(&self, template: &AlertTemplate) -> Vec<u8> {
+        let mut doc = Vec::with_capacity(template.document_capacity(self.audit.len()));
+        write_document(&mut doc, template, self);
+        doc
+    }
+}
+
+/// Writes the whole ECS document: the template's members and the event's, as one JSON object.
+/// The two never set the same field; where both have members of one object (`event`,
+/// `tripline`) they are written together.
+pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventPart<'_, '_>) {
+    let f = part.fields;
+    let mut w = Obj::new(out);
+    if let Some((ts, _)) = f.time() {
+        w.str("@timestamp", ts);
+    }
+    w.raw_members(&template.other_members);
+
+    w.begin("event");
+    w.raw_members(&template.event_members);
+    w.key("category");
+    w.out.extend_from_slice(b"[");
+    write_json_str(w.out, category(f));
+    w.out.extend_from_slice(b"]");
+    w.key("type");
+    w.out.extend_from_slice(b"[");
+    write_json_str(w.out, event_type(f.verb));
+    w.out.extend_from_slice(b"]");
+    w.opt_str("action", f.verb);
+    w.str("outcome", outcome(f.code));
+    w.opt_str(
+        "start",
+        f.request_received_timestamp
+            .filter(|ts| parse_timestamp(ts).is_some()),
+    );
+    w.end();
+
+    w.begin("tripline");
+    w.raw_members(&template.tripline_members);
+    if part.suppressed > 0 {
+        w.num("suppressed_count", part.suppressed);
+    }
+    w.end();
+
+    // User: `user.{name,id,group.name}`, and the same under `user.effective` for the
+    // impersonated user.
+    let user = |w: &mut Obj<'_>, name, id, groups: &[&str]| {
+        w.opt_str("name", name);
+        w.opt_str("id", id);
+        w.begin("group");
+        w.list("name", groups);
+        w.end();
+    };
+    w.begin("user");
+    user(&mut w, f.username, f.uid, &f.groups);
+    w.begin("effective");
+    user(
+        &mut w,
+        f.impersonated_username,
+        f.impersonated_uid,
+        &f.impersonated_groups,
+    );
+    w.end();
+    w.end();
+
+    // Network. Only the last entry of `sourceIPs` is the connecting peer; see `render_alert`.
+    let is_ip = |ip: &&str| ip.parse::<IpAddr>().is_ok();
+    let mut related_ips: Vec<&str> = Vec::new();
+    for ip in f.source_ips.iter().copied().filter(is_ip) {
+        if !related_ips.contains(&ip) {
+            related_ips.push(ip);
+        }
+    }
+    let mut related_users: Vec<&str> = Vec::new();
+    for user in [f.username, f.impersonated_username].into_iter().flatten() {
+        if !related_users.contains(&user) {
+            related_users.push(user);
+        }
+    }
+    w.begin("related");
+    w.list("user", &related_users);
+    w.list("ip", &related_ips);
+    w.end();
+    w.begin("source");
+    w.opt_str("ip", f.source_ips.last().copied().filter(is_ip));
+    w.end();
+    w.begin("user_agent");
+    w.opt_str("original", f.user_agent);
+    w.end();
+    w.begin("url");
+    w.opt_str("original", f.request_uri);
+    w.end();
+    if let Some(code) = f.code {
+        w.begin("http");
+        w.begin("response");
+        w.num("status_code", code);
+        w.end();
+        w.end();
+    }
+
+    // Orchestrator.
+    w.begin("orchestrator");
+    w.str("type", "kubernetes");
+    w.begin("cluster");
+    w.opt_str("name", part.cluster_name.filter(|c| !c.is_empty()));
+    w.end();
+    w.opt_str("namespace", f.namespace);
+    w.begin("resource");
+    match (f.resource, f.subresource) {
+        (Some(resource), Some(sub)) => w.str("type", &format!("{resource}/{sub}")),
+        (Some(resource), None) => w.str("type", resource),
+        (None, _) => {}
+    }
+    w.opt_str("name", f.name);
+    w.end();
+    match (f.api_group, f.api_version) {
+        (Some(group), Some(version)) => w.str("api_version", &format!("{group}/{version}")),
+        (None, Some(version)) => w.str("api_version", version),
+        _ => {}
+    }
+    w.end();
+
+    if !part.message.is_empty() {
+        w.str("message", part.message);
+    }
+    // A `null` event (one that did not parse again) is left out rather than embedded.
+    if !part.audit.is_empty() && part.audit != b"null" {
+        w.begin("kubernetes");
+        w.key("audit");
+        w.out.extend_from_slice(part.audit);
+        w.end();
+    }
+    w.finish();
+}
+
+/// Writes a JSON object member by member; an object begun with [`Obj::begin`] that gets no
+/// member is taken back out, so a document never holds an empty object.
+struct Obj<'o> {
+    out: &'o mut Vec<u8>,
+    /// The open objects, the outermost first.
+    open: smallvec::SmallVec<[Frame; 6]>,
+}
+
+struct Frame {
+    /// Where the object's member began in the output (to take it back out).
+    start: usize,
+    /// Whether the parent had members before this one.
+    parent_had: bool,
+    /// Whether this object has members.
+    has: bool,
+}
+
+impl<'o> Obj<'o> {
+    fn new(out: &'o mut Vec<u8>) -> Obj<'o> {
+        let start = out.len();
+        out.push(b'{');
+        let mut open = smallvec::SmallVec::new();
+        open.push(Frame {
+            start,
+            parent_had: false,
+            has: false,
+        });
+        Obj { out, open }
+    }
+
+    /// Starts a member: a comma if needed.
+    fn member(&mut self) {
+        if let Some(top) = self.open.last_mut() {
+            if std::mem::replace(&mut top.has, true) {
+                self.out.push(b',');
+            }
+        }
+    }
+
+    /// A member's key: one of the ECS names written here, which need no escaping.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+        self.member();
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// Members already written as JSON (without braces), if any.
+    fn raw_members(&mut self, members: &[u8]) {
+        if !members.is_empty() {
+            self.member();
+            self.out.extend_from_slice(members);
+        }
+    }
+
+    fn str(&mut self, key: &'static str, value: &str) {
+        self.key(key);
+        write_json_str(self.out, value);
+    }
+
+    fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.str(key, v);
+        }
+    }
+
+    fn num(&mut self, key: &'static str, value: u64) {
+        self.key(key);
+        self.out.extend_from_slice(value.to_string().as_bytes());
+    }
+
+    /// A list of strings, unless it is empty.
+    fn list(&mut self, key: &'static str, items: &[&str]) {
+        if items.is_empty() {
+            return;
+        }
+        self.key(key);
+        self.out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            write_json_str(self.out, item);
+        }
+        self.out.push(b']');
+    }
+
+    fn begin(&mut self, key: &'static str) {
+        let start = self.out.len();
+        let parent_had = self.open.last().is_some_and(|t| t.has);
+        self.key(key);
+        self.out.push(b'{');
+        self.open.push(Frame {
+            start,
+            parent_had,
+            has: false,
+        });
+    }
+
+    fn end(&mut self) {
+        let Some(frame) = self.open.pop() else {
+            return;
+        };
+        if frame.has {
+            self.out.push(b'}');
+        } else {
+            self.out.truncate(frame.start);
+            if let Some(parent) = self.open.last_mut() {
+                parent.has = frame.parent_had;
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.out.push(b'}');
+    }
+}

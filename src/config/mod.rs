@@ -1,0 +1,430 @@
+//! The configuration file shared by `tripline scan` and the daemon: the root [`Config`], which
+//! aggregates the configs that each component defines for itself (`source::SourceConfig`,
+//! `sink::SinkConfig`, `rules::RulesConfig`), `${ENV_VAR}` interpolation, and validation that
+//! collects every component's problems under its key path.
+//!
+//! [`types`] holds the leaf types every component's config uses (durations, flows, secrets);
+//! it imports nothing of tripline, so components depend on it and never on this root.
+
+pub mod types;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::event::DEFAULT_MAX_LINE_BYTES;
+use crate::rules::RulesConfig;
+use crate::sink::SinkConfig;
+use crate::source::SourceConfig;
+use types::{Flow, HumanDuration};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {}", .problems.join("; "))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Added to every alert as `orchestrator.cluster.name`.
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    /// Added to alerts and events as `host.name`: the node whose API server wrote the audit
+    /// log. Default: the `NODE_NAME` environment variable (set it from the downward API).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub rules: RulesConfig,
+    #[serde(default)]
+    pub input: InputConfig,
+    /// Where the daemon keeps checkpoints and the dead-letter file.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where audit events come from (`tripline run`).
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// Where alerts and events go (`tripline run`).
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tripline")
+}
+
+/// `pipeline:`: the daemon's concurrency and bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Detection threads; 0 means one per CPU core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Largest batch a source hands to the workers, in bytes of complete lines.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_max_bytes: usize,
+    /// Batches queued between stages; when full, sources stop reading.
+    #[serde(default = "default_queue")]
+    pub queue_batches: usize,
+    /// On SIGTERM/SIGINT, how long to deliver what is in flight before exiting anyway.
+    #[serde(default = "default_shutdown")]
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 0,
+            batch_max_bytes: default_batch_bytes(),
+            queue_batches: default_queue(),
+            shutdown_timeout: default_shutdown(),
+        }
+    }
+}
+
+fn default_batch_bytes() -> usize {
+    1 << 20
+}
+fn default_queue() -> usize {
+    16
+}
+fn default_shutdown() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+
+/// `telemetry:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`; unset disables the endpoint.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: None,
+            log_format: default_log_format(),
+        }
+    }
+}
+
+fn default_log_format() -> String {
+    "json".to_string()
+}
+
+/// `input:`: limits on what is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Longest line (and pretty-printed document) accepted, in bytes.
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
+fn default_max_line() -> usize {
+    DEFAULT_MAX_LINE_BYTES
+}
+
+/// Replaces `${NAME}` with the environment variable's value. `$${` is a literal `${`. Comment
+/// lines are left as they are. Unset variables are reported by name and line.
+pub fn interpolate_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(text.len());
+    let mut missing = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut m = Vec::new();
+        interpolate_line(line, env, &mut out, &mut m);
+        missing.extend(m.into_iter().map(|e| format!("line {}: {e}", i + 1)));
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
+}
+
+fn interpolate_line(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) {
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(literal) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = literal;
+        } else if let Some(body) = after.strip_prefix("${") {
+            match body.find('}') {
+                Some(end) => {
+                    let name = &body[..end];
+                    match env(name) {
+                        Some(v) => out.push_str(&v),
+                        None => missing.push(format!("environment variable `{name}` is not set")),
+                    }
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push_str(after);
+                    rest = "";
+                }
+            }
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Config::from_str_named(&name, &text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses and validates config text; `name` prefixes every message.
+    pub fn from_str_named(
+        name: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = interpolate_env(text, env).map_err(|problems| ConfigError::Invalid {
+            path: name.to_string(),
+            problems,
+        })?;
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: name.to_string(),
+                message: e.to_string(),
+            })?
+        };
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                path: name.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Things that are allowed but probably not meant (printed by `config check`, logged at
+    /// start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.sinks.is_empty() && !self.sinks.iter().any(|s| s.flows().contains(&Flow::Alerts)) {
+            w.push("sinks: no sink takes `alerts`: alerts (including \"Audit Events Stopped\") are counted but not delivered".to_string());
+        }
+        w
+    }
+
+    /// Checks what can be checked without I/O; returns every problem with its key path. This
+    /// is everything `tripline run` would reject before it opens a file, a port or a
+    /// connection: each component's own `validate`, plus what concerns several of them.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.input.max_line_bytes < 1024 {
+            p.push("input.max_line_bytes: must be at least 1024".to_string());
+        }
+        for (i, src) in self.sources.iter().enumerate() {
+            p.extend(
+                src.validate()
+                    .into_iter()
+                    .map(|e| format!("sources[{i}].{e}")),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let n = s.name(i);
+            // Names become checkpoint file names: compare them as such.
+            let file = crate::source::checkpoint::Checkpoints::path(Path::new(""), &n);
+            if !names.insert(file) {
+                p.push(format!(
+                    "sources[{i}].name: `{n}` is used twice (names differing only in characters other than letters, digits, `-` and `_` count as the same)"
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            let n = s.name(i);
+            if !names.insert(n.clone()) {
+                p.push(format!("sinks[{i}].name: `{n}` is used twice"));
+            }
+            p.extend(s.validate().into_iter().map(|e| format!("sinks[{i}].{e}")));
+        }
+        p.extend(
+            self.pipeline
+                .validate()
+                .into_iter()
+                .map(|e| format!("pipeline.{e}")),
+        );
+        if !matches!(self.telemetry.log_format.as_str(), "json" | "text") {
+            p.push(format!(
+                "telemetry.log_format: `{}` is neither `json` nor `text`",
+                self.telemetry.log_format
+            ));
+        }
+        p.extend(
+            self.rules
+                .validate()
+                .into_iter()
+                .map(|e| format!("rules.{e}")),
+        );
+        p
+    }
+}
+
+impl PipelineConfig {
+    /// Problems found without I/O, each `key: message` relative to `pipeline`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.workers > 1024 {
+            p.push("workers: at most 1024".to_string());
+        }
+        if self.queue_batches == 0 {
+            p.push("queue_batches: must be at least 1".to_string());
+        }
+        if self.batch_max_bytes < 4096 {
+            p.push("batch_max_bytes: must be at least 4096".to_string());
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::file::ReadFrom;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_str_named("c.yaml", text, &|k| {
+            (k == "TEAM").then(|| "sec".to_string())
+        })
+    }
+
+    #[test]
+    fn empty_config_has_defaults() {
+        let c = parse("").unwrap();
+        assert!(c.rules.builtin);
+        assert_eq!(c.input.max_line_bytes, DEFAULT_MAX_LINE_BYTES);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_location() {
+        let e = parse("rules:\n  disabel: [x]\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("c.yaml: rules: unknown field `disabel`"),
+            "{e}"
+        );
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn env_vars_are_interpolated_and_missing_ones_reported() {
+        let c = parse("cluster_name: ${TEAM}-prod\n").unwrap();
+        assert_eq!(c.cluster_name.as_deref(), Some("sec-prod"));
+        let e = parse("cluster_name: ${NOPE}\n").unwrap_err().to_string();
+        assert!(e.contains("`NOPE` is not set"), "{e}");
+        let c = parse("cluster_name: a$${B}\n").unwrap();
+        assert_eq!(c.cluster_name.as_deref(), Some("a${B}"));
+    }
+
+    #[test]
+    fn daemon_config_parses_and_problems_name_their_key_path() {
+        let ok = parse(
+            "state_dir: /tmp/s\nsources:\n  - type: file\n    paths: [\"/var/log/*.log\"]\n    poll_interval: 500ms\nsinks:\n  - type: file\n    path: /tmp/a.jsonl\n    flows: [alerts, events]\n  - type: stdout\ntelemetry:\n  listen: 127.0.0.1:9090\n",
+        )
+        .unwrap();
+        assert_eq!(ok.sources.len(), 1);
+        assert_eq!(ok.sinks[0].flows(), [Flow::Alerts, Flow::Events]);
+        assert_eq!(ok.sinks[1].flows(), [Flow::Alerts]);
+        let SourceConfig::File(f) = &ok.sources[0] else {
+            panic!("a file source")
+        };
+        assert_eq!(f.poll_interval.0, std::time::Duration::from_millis(500));
+        assert_eq!(f.read_from, ReadFrom::End);
+
+        let e = parse("sources:\n  - type: file\n    paths: []\n    exclude: ['[']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sources[0].paths: at least one glob is required"),
+            "{e}"
+        );
+        assert!(e.contains("is not a glob"), "{e}");
+        let e = parse("sources:\n  - type: file\n    paths: [a]\n    pol_interval: 1s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `pol_interval`"), "{e}");
+        let e = parse("sources:\n  - type: kafkaa\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `kafkaa`"), "{e}");
+        let e = parse("sources:\n  - type: file\n    paths: [a]\n    poll_interval: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`soon` is not a duration"), "{e}");
+        let e = parse(
+            "sinks:\n  - type: stdout\n    name: x\n  - type: stdout\n    name: x\n    flows: []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sinks[1].name: `x` is used twice") && e.contains("sinks[1].flows"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_exceptions_name_their_key_path() {
+        let e = parse("rules:\n  exceptions:\n    abc:\n      - user.username|bogus: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rules.exceptions.abc[0].user.username|bogus: modifier `bogus`"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! `rules:` of the config file: which rules run and how they are tuned, with pure validation,
+//! the compiler options it implies and the one loader of configured rule sets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{
+    builtin_field_mappings, builtin_placeholders, compile_field, load_builtin, load_paths,
+    CompileOptions, Rule, RuleError, RuleSet, DEFAULT_THROTTLE_MAX_KEYS,
+};
+use crate::config::types::OneOrMany;
+
+/// `rules:`: which rules run and how they are tuned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Load the built-in pack (default true).
+    #[serde(default = "yes")]
+    pub builtin: bool,
+    /// More rule files or directories (`.yml`/`.yaml`), added to the pack.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Rule ids or tags to turn off.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// Values of `%name%` placeholders used with the `expand` modifier; they replace the
+    /// pack's defaults of the same name.
+    #[serde(default)]
+    pub placeholders: BTreeMap<String, OneOrMany>,
+    /// Field mappings: a field name used in rules -> the audit-event path(s) it means.
+    #[serde(default)]
+    pub field_mappings: BTreeMap<String, OneOrMany>,
+    /// Per-rule exceptions: rule id -> list of Sigma selections; a match of any suppresses it.
+    #[serde(default)]
+    pub exceptions: BTreeMap<String, Vec<serde_yaml::Mapping>>,
+    /// Bound on throttle keys held at once.
+    #[serde(default = "default_throttle_keys")]
+    pub throttle_max_keys: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            builtin: true,
+            paths: Vec::new(),
+            disable: Vec::new(),
+            placeholders: BTreeMap::new(),
+            field_mappings: BTreeMap::new(),
+            exceptions: BTreeMap::new(),
+            throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_throttle_keys() -> usize {
+    DEFAULT_THROTTLE_MAX_KEYS
+}
+
+impl RulesConfig {
+    /// Compiler options from this config: built-in placeholders overridden by the config's,
+    /// built-in field mappings plus the config's.
+    pub fn compile_options(&self, ruleset: &str) -> CompileOptions {
+        let mut placeholders: HashMap<String, Vec<String>> = builtin_placeholders();
+        for (k, v) in &self.placeholders {
+            placeholders.insert(k.clone(), v.to_vec());
+        }
+        let mut field_mappings = builtin_field_mappings();
+        for (k, v) in &self.field_mappings {
+            field_mappings.insert(k.clone(), v.to_vec());
+        }
+        CompileOptions {
+            placeholders,
+            field_mappings,
+            ruleset: ruleset.to_string(),
+        }
+    }
+
+    /// Problems found without reading rule files, each `key: message` relative to `rules`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.throttle_max_keys == 0 {
+            p.push("throttle_max_keys: must be at least 1".to_string());
+        }
+        for (k, v) in &self.field_mappings {
+            for path in v.to_vec() {
+                if let Err(e) = crate::event::FieldPath::parse(&path) {
+                    p.push(format!("field_mappings.{k}: {e}"));
+                }
+            }
+        }
+        let opts = self.compile_options("custom");
+        for (id, list) in &self.exceptions {
+            for (i, sel) in list.iter().enumerate() {
+                if sel.is_empty() {
+                    p.push(format!(
+                        "exceptions.{id}[{i}]: an exception needs at least one field"
+                    ));
+                }
+                for (k, v) in sel {
+                    let key = k.as_str().unwrap_or_default();
+                    if let Err(e) = compile_field(&opts, key, v) {
+                        p.push(format!("exceptions.{id}[{i}].{key}: {e}"));
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+/// What loading a configured rule set produced.
+#[derive(Debug)]
+pub struct Loaded {
+    pub rules: Vec<Rule>,
+    pub errors: Vec<RuleError>,
+    /// Non-fatal findings (e.g. a disabled id that no rule has).
+    pub warnings: Vec<String>,
+}
+
+impl Loaded {
+    /// The rule set to run, with the config's bounds.
+    pub fn into_rule_set(self, cfg: &RulesConfig) -> RuleSet {
+        RuleSet::new(self.rules).with_throttle_max_keys(cfg.throttle_max_keys)
+    }
+}
+
+impl RulesConfig {
+    /// Loads the rules this config asks for, plus `extra_paths`: the built-in pack (when both
+    /// `builtin` and the config's `builtin` say so), rule files, then applies `disable` and
+    /// `exceptions`. Duplicate rule ids are errors. The one loader behind `scan`, `rules`,
+    /// `config check`, `policy check` and the daemon.
+    pub fn load(&self, extra_paths: &[PathBuf], builtin: bool) -> Loaded {
+        let cfg = self;
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        if builtin && cfg.builtin {
+            let (mut r, mut e) = load_builtin(&cfg.compile_options("tripline"));
+            rules.append(&mut r);
+            errors.append(&mut e);
+        }
+        let mut paths = cfg.paths.clone();
+        paths.extend(extra_paths.iter().cloned());
+        let (mut r, mut e) = load_paths(&paths, &cfg.compile_options("custom"));
+        rules.append(&mut r);
+        errors.append(&mut e);
+
+        let mut seen: HashMap<String, String> = HashMap::new();
+        rules.retain(|r| match seen.get(&r.meta.id) {
+            Some(first) => {
+                errors.push(RuleError {
+                    source: r.meta.source.clone(),
+                    line: r.line,
+                    message: format!(
+                        "duplicate rule id `{}` (first defined in {first})",
+                        r.meta.id
+                    ),
+                });
+                false
+            }
+            None => {
+                seen.insert(r.meta.id.clone(), format!("{}:{}", r.meta.source, r.line));
+                true
+            }
+        });
+
+        for d in &cfg.disable {
+            let known = rules
+                .iter()
+                .any(|r| &r.meta.id == d || r.meta.tags.iter().any(|t| t == d));
+            if !known {
+                warnings.push(format!(
+                    "rules.disable: `{d}` is neither a loaded rule id nor a tag"
+                ));
+            }
+        }
+        rules.retain(|r| {
+            !cfg.disable
+                .iter()
+                .any(|d| &r.meta.id == d || r.meta.tags.iter().any(|t| t == d))
+        });
+
+        let opts = cfg.compile_options("custom");
+        for (id, list) in &cfg.exceptions {
+            let Some(rule) = rules.iter_mut().find(|r| &r.meta.id == id) else {
+                warnings.push(format!("rules.exceptions: no loaded rule has id `{id}`"));
+                continue;
+            };
+            for sel in list {
+                // Validated in RulesConfig::validate; a failure here is skipped, not fatal.
+                let conds: Result<Vec<_>, _> = sel
+                    .iter()
+                    .map(|(k, v)| compile_field(&opts, k.as_str().unwrap_or_default(), v))
+                    .collect();
+                if let Ok(conds) = conds {
+                    rule.exceptions.push(conds);
+                }
+            }
+        }
+        Loaded {
+            rules,
+            errors,
+            warnings,
+        }
+    }
+}
