@@ -199,6 +199,37 @@ impl ElasticsearchConfig {
                 p.push(format!("{key}: {e}"));
             }
         }
+        let a = &self.auth;
+        for (key, inline, file) in [
+            ("auth.password", &a.password, &a.password_file),
+            ("auth.api_key", &a.api_key, &a.api_key_file),
+            ("auth.bearer_token", &a.bearer_token, &a.bearer_token_file),
+        ] {
+            p.extend(crate::sink::secret_pair_problem(key, inline, file));
+            if inline.as_deref().is_some_and(|v| HeaderValue::from_str(v).is_err()) {
+                p.push(format!(
+                    "{key}: holds characters not allowed in an HTTP header"
+                ));
+            }
+        }
+        let password = a.password.is_some() || a.password_file.is_some();
+        let api_key = a.api_key.is_some() || a.api_key_file.is_some();
+        let bearer = a.bearer_token.is_some() || a.bearer_token_file.is_some();
+        match (a.username.is_some(), password, api_key, bearer) {
+            (true, true, false, false)
+            | (false, false, true, false)
+            | (false, false, false, true)
+            | (false, false, false, false) => {}
+            (true, false, false, false) => {
+                p.push("auth.username: needs auth.password".to_string());
+            }
+            _ => p.push(
+                "auth: give one of username+password, api_key or bearer_token".to_string(),
+            ),
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            p.push("tls: `cert` and `key` go together".to_string());
+        }
         p
     }
 }
