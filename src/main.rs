@@ -47,7 +47,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tripline::sink::tls::install_crypto_provider();
+    tripline::tls::install_crypto_provider();
     let result = match Cli::parse().command {
         Command::Run { config } => cli::run::run(config),
         Command::Scan(args) => cli::scan::run(args),

@@ -320,7 +320,7 @@ fn syslog_fails_while_the_receiver_is_down_and_delivers_once_it_is_back() {
 /// A self-signed certificate for 127.0.0.1 and localhost: (PEM file of the certificate, server
 /// config).
 fn tls_server_config(dir: &std::path::Path) -> (std::path::PathBuf, Arc<rustls::ServerConfig>) {
-    tripline::sink::tls::install_crypto_provider();
+    tripline::tls::install_crypto_provider();
     let ck =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .unwrap();

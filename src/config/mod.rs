@@ -427,4 +427,180 @@ mod tests {
             "{e}"
         );
     }
+
+    /// Sink settings that the build step (`sink::start`) rejects without any I/O, the key path
+    /// `config check` must name for each, and the config around them.
+    const SINK_BUILD_ERRORS: &[(&str, &str)] = &[
+        ("type: syslog\n    address: nohost", "sinks[0].address"),
+        ("type: syslog\n    address: h:0", "sinks[0].address"),
+        ("type: syslog\n    address: h:514\n    protocol: udp\n    tls: {}", "sinks[0].tls"),
+        ("type: syslog\n    address: h:514\n    protocol: tcp\n    tls: {}", "sinks[0].tls"),
+        ("type: syslog\n    address: bad_name!:6514\n    protocol: tls", "sinks[0].address"),
+        ("type: syslog\n    address: h:6514\n    protocol: tls\n    tls: {cert: /c.pem}", "sinks[0].tls"),
+        ("type: syslog\n    address: h:514\n    app_name: ''", "sinks[0].app_name"),
+        ("type: syslog\n    address: h:514\n    max_message_bytes: 10", "sinks[0].max_message_bytes"),
+        ("type: syslog\n    address: h:514\n    protocol: udp\n    max_message_bytes: 100000", "sinks[0].max_message_bytes"),
+        ("type: http\n    url: ftp://h/x", "sinks[0].url"),
+        ("type: http\n    url: not a url", "sinks[0].url"),
+        ("type: http\n    url: http://h/x\n    tls: {}", "sinks[0].url"),
+        ("type: http\n    url: https://h/x\n    tls: {key: /k.pem}", "sinks[0].tls"),
+        ("type: http\n    url: https://h/x\n    template: slack\n    mode: batch", "sinks[0].mode"),
+        ("type: http\n    url: https://h/x\n    headers: {'bad name': v}", "sinks[0].headers"),
+        ("type: http\n    url: https://h/x\n    headers: {X-Key: \"a\\nb\"}", "sinks[0].headers.X-Key"),
+        ("type: http\n    url: https://h/x\n    token: t\n    token_file: /t", "sinks[0].token"),
+        ("type: http\n    url: https://h/x\n    token: t\n    username: u", "sinks[0].token"),
+        ("type: http\n    url: https://h/x\n    password: p", "sinks[0].password"),
+        ("type: http\n    url: https://h/x\n    token: t\n    headers: {Authorization: x}", "sinks[0].headers"),
+        ("type: splunk_hec\n    endpoint: nope\n    token: t", "sinks[0].endpoint"),
+        ("type: splunk_hec\n    endpoint: https://h:8088\n    path: services\n    token: t", "sinks[0].path"),
+        ("type: splunk_hec\n    endpoint: https://h:8088", "sinks[0].token"),
+        ("type: splunk_hec\n    endpoint: https://h:8088\n    token: ''", "sinks[0].token"),
+        ("type: splunk_hec\n    endpoint: https://h:8088\n    token: \"a\\nb\"", "sinks[0].token"),
+        ("type: splunk_hec\n    endpoint: https://h:8088\n    token: t\n    token_file: /t", "sinks[0].token"),
+        ("type: elasticsearch\n    endpoints: []", "sinks[0].endpoints"),
+        ("type: elasticsearch\n    endpoints: [ftp://h]", "sinks[0].endpoints[0]"),
+        ("type: elasticsearch\n    endpoints: [http://h:9200]\n    alerts_index: Upper", "sinks[0].alerts_index"),
+        ("type: elasticsearch\n    endpoints: [http://h:9200]\n    auth: {username: u}", "sinks[0].auth.username"),
+        ("type: elasticsearch\n    endpoints: [http://h:9200]\n    auth: {api_key: k, bearer_token: t}", "sinks[0].auth"),
+        ("type: elasticsearch\n    endpoints: [http://h:9200]\n    auth: {api_key: k, api_key_file: /k}", "sinks[0].auth.api_key"),
+        ("type: elasticsearch\n    endpoints: [http://h:9200]\n    auth: {bearer_token: \"a\\nb\"}", "sinks[0].auth.bearer_token"),
+        ("type: elasticsearch\n    endpoints: [http://h:9200]\n    tls: {cert: /c.pem}", "sinks[0].tls"),
+        ("type: kafka\n    brokers: []", "sinks[0].brokers"),
+        #[cfg(feature = "kafka")]
+        ("type: kafka\n    brokers: [h:9092]\n    options: {no.such.option: x}", "sinks[0].options"),
+        #[cfg(feature = "kafka")]
+        ("type: kafka\n    brokers: [h:9092]\n    options: {linger.ms: soon}", "sinks[0].options"),
+    ];
+
+    /// Settings the build step used to accept by changing them (`max_records: 0` was raised to
+    /// 1): `config check` rejects them now, and the daemon with it.
+    const SINK_SETTINGS_REJECTED: &[(&str, &str)] = &[
+        (
+            "type: stdout\n    batch: {max_records: 0}",
+            "sinks[0].batch.max_records",
+        ),
+        (
+            "type: stdout\n    batch: {max_bytes: 0}",
+            "sinks[0].batch.max_bytes",
+        ),
+        ("type: stdout\n    max_attempts: 0", "sinks[0].max_attempts"),
+    ];
+
+    #[test]
+    fn every_error_the_sink_build_step_raises_without_io_is_raised_by_config_check_with_its_key() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let metrics = crate::telemetry::Metrics::new();
+        let health = crate::telemetry::Health::new();
+        let dead_letters = std::sync::Arc::new(crate::sink::DeadLetters::new(dir.path(), &metrics));
+        for (sink, key) in SINK_BUILD_ERRORS {
+            let text = format!("sinks:\n  - {sink}\n");
+            // The build step, from the config as parsed (no validation): it fails...
+            let unchecked: Config = serde_yaml::from_str(&text).expect("parses");
+            let ctx = crate::sink::SinkContext {
+                index: 0,
+                queue: 1,
+                metrics: &metrics,
+                health: &health,
+                stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                gates_readiness: false,
+                dead_letters: dead_letters.clone(),
+            };
+            let built = crate::sink::start(&unchecked.sinks[0], ctx);
+            assert!(built.is_err(), "the build step accepted {sink:?}");
+            // ... and config check names the key.
+            let checked = parse(&text)
+                .expect_err("config check accepted it")
+                .to_string();
+            assert!(checked.contains(&format!("{key}:")), "{sink:?}: {checked}");
+        }
+        for (sink, key) in SINK_SETTINGS_REJECTED {
+            let checked = parse(&format!("sinks:\n  - {sink}\n"))
+                .expect_err("config check accepted it")
+                .to_string();
+            assert!(checked.contains(&format!("{key}:")), "{sink:?}: {checked}");
+        }
+    }
+
+    /// Source settings that starting the source rejects without I/O, and their key paths.
+    const SOURCE_BUILD_ERRORS: &[(&str, &str)] = &[
+        ("type: file\n    paths: ['[']", "sources[0].paths[0]"),
+        ("type: webhook\n    listen: nowhere\n    allow_insecure: true", "sources[0].listen"),
+        ("type: webhook\n    listen: 127.0.0.1:0\n    path: x\n    allow_insecure: true", "sources[0].path"),
+        ("type: webhook\n    listen: 127.0.0.1:0\n    token: t\n    token_file: /t\n    allow_insecure: true", "sources[0].token"),
+        ("type: webhook\n    listen: 127.0.0.1:0\n    token: ' '\n    allow_insecure: true", "sources[0].token"),
+        ("type: webhook\n    listen: 127.0.0.1:0", "sources[0].tls"),
+        ("type: kafka\n    brokers: []\n    topics: [a]\n    group_id: g", "sources[0].brokers"),
+        ("type: kafka\n    brokers: [h:9092]\n    topics: []\n    group_id: g", "sources[0].topics"),
+        ("type: kafka\n    brokers: [h:9092]\n    topics: [a]\n    group_id: ''", "sources[0].group_id"),
+        ("type: kafka\n    brokers: [h:9092]\n    topics: [a]\n    group_id: g\n    options: {enable.auto.commit: 'false'}", "sources[0].options.enable.auto.commit"),
+        #[cfg(feature = "kafka")]
+        ("type: kafka\n    brokers: [h:9092]\n    topics: [a]\n    group_id: g\n    options: {no.such.option: x}", "sources[0].options"),
+    ];
+
+    /// Starts a source the way the daemon does, into a scratch state directory.
+    fn start_source(cfg: &crate::source::SourceConfig, state_dir: &Path) -> Result<(), String> {
+        use crate::source::SourceConfig;
+        let metrics = crate::telemetry::Metrics::new();
+        let (batch_tx, _batch_rx) = crossbeam_channel::bounded(1);
+        let (event_tx, _event_rx) = crossbeam_channel::bounded(1);
+        match cfg {
+            SourceConfig::File(f) => crate::source::file::FileSource::new(
+                "t",
+                f.clone(),
+                state_dir,
+                1 << 20,
+                1 << 20,
+                batch_tx,
+                event_tx,
+                &metrics,
+            )
+            .map(drop)
+            .map_err(|e| e.to_string()),
+            SourceConfig::Webhook(w) => {
+                let spool = crate::source::spool::Spool::open(&state_dir.join("spool"), 1 << 20)
+                    .map_err(|e| e.to_string())?;
+                crate::source::webhook::Webhook::start(
+                    "t",
+                    w,
+                    std::sync::Arc::new(spool),
+                    state_dir.join("checkpoint"),
+                    metrics,
+                    crate::telemetry::Health::detached("t"),
+                )
+                .map(|w| w.stop())
+                .map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(k) => {
+                crate::source::kafka::KafkaSource::new("t", k, 1 << 20, batch_tx, event_tx, metrics)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            #[cfg(not(feature = "kafka"))]
+            SourceConfig::Kafka(_) => Err("built without Kafka".to_string()),
+        }
+    }
+
+    #[test]
+    fn every_error_starting_a_source_raises_without_io_is_raised_by_config_check_with_its_key() {
+        for (source, key) in SOURCE_BUILD_ERRORS {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let text = format!("sources:\n  - {source}\n");
+            let unchecked: Config = serde_yaml::from_str(&text).expect("parses");
+            let started = start_source(&unchecked.sources[0], dir.path());
+            assert!(started.is_err(), "starting the source accepted {source:?}");
+            let checked = parse(&text)
+                .expect_err("config check accepted it")
+                .to_string();
+            assert!(
+                checked.contains(&format!("{key}:")),
+                "{source:?}: {checked}"
+            );
+        }
+        // A file source without paths would start and follow nothing: config check refuses it.
+        let checked = parse("sources:\n  - type: file\n    paths: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(checked.contains("sources[0].paths:"), "{checked}");
+    }
 }

@@ -11,7 +11,7 @@
 //! and port.
 
 use std::collections::BTreeMap;
-use std::fmt;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +21,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::syslog::Summary;
-use super::tls::TlsConfig;
 use super::{read_secret, Deliver, Limits, Outcome, Record, RequestError, SinkError};
-use crate::config::types::{Flow, HumanDuration};
+use crate::config::types::{Flow, HumanDuration, Secret};
 use crate::rules::Level;
+use crate::tls::TlsConfig;
 
 /// Up to 100 alerts or 1 MiB per request, sent at most 1 s after the first one: webhooks are
 /// for people and chat tools, not bulk data. In `single` mode (and with `template: slack`) a
@@ -42,12 +42,12 @@ const RESPONSE_PREFIX_BYTES: usize = 4096;
 const REASON_BODY_CHARS: usize = 256;
 
 /// `sinks: - type: http`.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkConfig {
     /// Where records are POSTed (`http://` or `https://`). Treated as a secret: logs and errors
     /// show only its scheme, host and port.
-    pub url: String,
+    pub url: Secret,
     /// `batch` (default): a JSON array of documents per request; `single`: one document per
     /// request. `template: slack` implies (and requires) `single`.
     #[serde(default)]
@@ -59,10 +59,10 @@ pub struct HttpSinkConfig {
     pub template: HttpTemplate,
     /// Extra request headers, e.g. `X-Api-Key: ${WEBHOOK_KEY}`. Values are never logged.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
     /// Bearer token sent as `Authorization: Bearer <token>` (usually `${ENV_VAR}`).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// File holding the bearer token (a mounted Secret); instead of `token`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -71,7 +71,7 @@ pub struct HttpSinkConfig {
     pub username: Option<String>,
     /// Password for HTTP basic authentication.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File holding the basic-authentication password; instead of `password`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -109,7 +109,7 @@ impl HttpSinkConfig {
     /// [`HttpSink::new`] rejects short of reading secret and TLS files.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if let Err(e) = parse_url(&self.url, "url", self.tls.is_some()) {
+        if let Err(e) = parse_url(self.url.expose(), "url", self.tls.is_some()) {
             p.push(e);
         }
         if let Some(tls) = &self.tls {
@@ -126,18 +126,14 @@ impl HttpSinkConfig {
                 p.push(format!("headers: `{k}` is not a header name"));
             }
             // The value is not quoted: it may be a secret.
-            if sensitive(v).is_err() {
+            if sensitive(v.expose()).is_err() {
                 p.push(format!(
                     "headers.{k}: the value is not a valid header value"
                 ));
             }
         }
-        p.extend(super::secret_pair_problem(
-            "token",
-            &self.token,
-            &self.token_file,
-        ));
-        p.extend(super::secret_pair_problem(
+        p.extend(Secret::check_pair("token", &self.token, &self.token_file));
+        p.extend(Secret::check_pair(
             "password",
             &self.password,
             &self.password_file,
@@ -168,25 +164,6 @@ impl HttpSinkConfig {
     }
 }
 
-impl fmt::Debug for HttpSinkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let set = |v: bool| if v { "<redacted>" } else { "<unset>" };
-        f.debug_struct("HttpSinkConfig")
-            .field("url", &redacted_url(&self.url))
-            .field("mode", &self.mode)
-            .field("template", &self.template)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("token", &set(self.token.is_some()))
-            .field("token_file", &self.token_file)
-            .field("username", &self.username)
-            .field("password", &set(self.password.is_some()))
-            .field("password_file", &self.password_file)
-            .field("tls", &self.tls)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
 /// A running HTTP sink.
 pub struct HttpSink {
     rt: tokio::runtime::Runtime,
@@ -212,7 +189,7 @@ impl HttpSink {
         if !problems.is_empty() {
             return Err(setup(problems.join("; ")));
         }
-        let url = parse_url(&cfg.url, "url", cfg.tls.is_some()).map_err(setup)?;
+        let url = parse_url(cfg.url.expose(), "url", cfg.tls.is_some()).map_err(setup)?;
         let single = match (cfg.template, cfg.mode) {
             (HttpTemplate::Slack, Some(HttpMode::Batch)) => {
                 return Err(setup(
@@ -229,7 +206,7 @@ impl HttpSink {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| setup(format!("headers: `{k}` is not a header name")))?;
             // The value is not quoted: it may be a secret.
-            let value = sensitive(v).map_err(|_| {
+            let value = sensitive(v.expose()).map_err(|_| {
                 setup(format!(
                     "headers.{k}: the value is not a valid header value"
                 ))
@@ -244,8 +221,11 @@ impl HttpSink {
                     "give `token` (bearer) or `username`/`password` (basic), not both".to_string(),
                 ))
             }
-            (Some(t), None, None) => Some(format!("Bearer {t}")),
-            (None, Some(user), password) => Some(super::basic_auth(user, password.as_deref())),
+            (Some(t), None, None) => Some(format!("Bearer {}", t.expose())),
+            (None, Some(user), password) => Some(super::basic_auth(
+                user,
+                password.as_ref().map(Secret::expose),
+            )),
             (None, None, Some(_)) => {
                 return Err(setup("`password` needs `username`".to_string()));
             }
@@ -511,13 +491,6 @@ pub(super) fn origin(url: &reqwest::Url) -> String {
     url.origin().ascii_serialization()
 }
 
-fn redacted_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!("{}/<redacted>", origin(&u)),
-        Err(_) => "<redacted>".to_string(),
-    }
-}
-
 /// A header value marked sensitive (left out of the HTTP stack's debug output).
 pub(super) fn sensitive(v: &str) -> Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
     let mut value = HeaderValue::from_str(v)?;
@@ -582,8 +555,10 @@ mod tests {
         for secret in ["SECRETPATH", "s3cret-token", "hidden-value", "hunter2"] {
             assert!(!d.contains(secret), "{d}");
         }
+        // The URL is a secret as a whole (a Slack webhook's path is its credential); header
+        // names show, their values do not.
         assert!(
-            d.contains("https://hooks.example") && d.contains("X-Key"),
+            d.contains("url: <redacted>") && d.contains("\"X-Key\": <redacted>"),
             "{d}"
         );
     }
@@ -631,7 +606,7 @@ mod tests {
             panic!("{:?}", c.sinks[0].kind);
         };
         assert_eq!(h.template, HttpTemplate::Slack);
-        assert_eq!(h.headers.get("X-Key").map(String::as_str), Some("v"));
+        assert_eq!(h.headers.get("X-Key").map(Secret::expose), Some("v"));
         assert_eq!(h.timeout.0, Duration::from_secs(3));
     }
 }

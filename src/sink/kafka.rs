@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::types::HumanDuration;
+use crate::config::types::{HumanDuration, Secret};
 use crate::sink::Limits;
 
 #[cfg(feature = "kafka")]
@@ -52,7 +52,7 @@ pub const LIMITS: Limits = Limits {
 };
 
 /// `sinks: - type: kafka`.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
     /// Bootstrap brokers, `host:port`.
@@ -75,20 +75,7 @@ pub struct KafkaSinkConfig {
     /// `security.protocol: SASL_SSL`, `sasl.mechanisms: SCRAM-SHA-512`,
     /// `sasl.password: ${KAFKA_PASSWORD}`, `compression.codec: zstd`.
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for KafkaSinkConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Options may hold passwords: show their names only.
-        f.debug_struct("KafkaSinkConfig")
-            .field("brokers", &self.brokers)
-            .field("alerts_topic", &self.alerts_topic)
-            .field("events_topic", &self.events_topic)
-            .field("key", &self.key)
-            .field("options", &self.options.keys().collect::<Vec<_>>())
-            .finish()
-    }
+    pub options: BTreeMap<String, Secret>,
 }
 
 impl KafkaSinkConfig {

@@ -15,7 +15,6 @@ pub mod kafka;
 pub mod local;
 pub mod splunk;
 pub mod syslog;
-pub mod tls;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -30,7 +29,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 pub use config::{BatchConfig, SinkConfig, SinkKind};
 
-use crate::config::types::Flow;
+use crate::config::types::{Flow, Secret};
 use crate::rules::Level;
 use crate::source::Ack;
 use crate::telemetry::{Counter, Health, HealthHandle, Metrics};
@@ -660,39 +659,18 @@ pub fn basic_auth(user: &str, password: Option<&str>) -> String {
     )
 }
 
-/// The problem with a secret given both inline (`key`) and in a file (`key_file`), found
-/// without I/O.
-pub fn secret_pair_problem(
-    key: &str,
-    inline: &Option<String>,
-    file: &Option<PathBuf>,
-) -> Option<String> {
-    (inline.is_some() && file.is_some())
-        .then(|| format!("{key}: give `{key}` or `{key}_file`, not both"))
-}
-
-/// Reads a secret given inline (usually `${ENV_VAR}`) or from a file (a mounted Kubernetes
-/// Secret); trailing newlines of files are removed.
+/// A secret given inline (usually `${ENV_VAR}`) or in a file (a mounted Kubernetes Secret);
+/// see [`Secret::resolve`].
 pub fn read_secret(
     sink: &str,
     key: &str,
-    inline: &Option<String>,
+    inline: &Option<Secret>,
     file: &Option<PathBuf>,
-) -> Result<Option<String>, SinkError> {
-    match (inline, file) {
-        (Some(_), Some(_)) => Err(SinkError::Setup {
-            sink: sink.to_string(),
-            message: format!("give `{key}` or `{key}_file`, not both"),
-        }),
-        (Some(v), None) => Ok(Some(v.clone())),
-        (None, Some(p)) => std::fs::read_to_string(p)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| SinkError::Setup {
-                sink: sink.to_string(),
-                message: format!("{key}_file {}: {e}", p.display()),
-            }),
-        (None, None) => Ok(None),
-    }
+) -> Result<Option<Secret>, SinkError> {
+    Secret::resolve(key, inline, file).map_err(|message| SinkError::Setup {
+        sink: sink.to_string(),
+        message,
+    })
 }
 
 /// Invalid input and undeliverable records, kept with their origin so that nothing is dropped

@@ -11,7 +11,7 @@
 //! retried until the configuration is fixed.
 
 use std::collections::HashSet;
-use std::fmt;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,9 +22,9 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, C
 use serde::Deserialize;
 
 use super::http::{body_prefix, client, error_text, origin, parse_url, quote_body, sensitive};
-use super::tls::TlsConfig;
 use super::{read_secret, Deliver, Limits, Outcome, Record, RequestError, SinkError};
-use crate::config::types::{Flow, HumanDuration};
+use crate::config::types::{Flow, HumanDuration, Secret};
+use crate::tls::TlsConfig;
 
 /// Up to 500 records or 800 KiB of documents per request, sent at most 1 s after the first
 /// record: HEC handles batches well, and with the envelopes (about 150 bytes each) a request
@@ -52,7 +52,7 @@ const ACK_POLL_MAX: Duration = Duration::from_secs(2);
 const RESPONSE_PREFIX_BYTES: usize = 64 * 1024;
 
 /// `sinks: - type: splunk_hec`.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplunkConfig {
     /// Base URL of the HTTP Event Collector, e.g. `https://splunk.example:8088` (a path in it,
@@ -65,7 +65,7 @@ pub struct SplunkConfig {
     /// The HEC token (usually `${SPLUNK_HEC_TOKEN}`), sent as `Authorization: Splunk <token>`.
     /// Never logged.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// File holding the token (a mounted Secret); instead of `token`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -162,45 +162,20 @@ impl SplunkConfig {
         if let Some(tls) = &self.tls {
             p.extend(tls.validate().into_iter().map(|e| format!("tls: {e}")));
         }
-        p.extend(super::secret_pair_problem(
-            "token",
-            &self.token,
-            &self.token_file,
-        ));
+        p.extend(Secret::check_pair("token", &self.token, &self.token_file));
         match &self.token {
             None if self.token_file.is_none() => {
                 p.push("token: `token` or `token_file` is required".to_string());
             }
-            Some(t) if t.is_empty() && self.token_file.is_none() => {
+            Some(t) if t.expose().is_empty() && self.token_file.is_none() => {
                 p.push("token: `token` or `token_file` is required".to_string());
             }
-            Some(t) if sensitive(&format!("Splunk {t}")).is_err() => {
+            Some(t) if sensitive(&format!("Splunk {}", t.expose())).is_err() => {
                 p.push("token: the token is not a valid header value".to_string());
             }
             _ => {}
         }
         p
-    }
-}
-
-impl fmt::Debug for SplunkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SplunkConfig")
-            .field("endpoint", &self.endpoint)
-            .field("path", &self.path)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("token_file", &self.token_file)
-            .field("index", &self.index)
-            .field("alerts_sourcetype", &self.alerts_sourcetype)
-            .field("events_sourcetype", &self.events_sourcetype)
-            .field("source", &self.source)
-            .field("host", &self.host)
-            .field("compression", &self.compression)
-            .field("ack", &self.ack)
-            .field("ack_timeout", &self.ack_timeout)
-            .field("timeout", &self.timeout)
-            .field("tls", &self.tls)
-            .finish()
     }
 }
 
@@ -270,12 +245,12 @@ impl Splunk {
         let ack_url = url(&format!("{collector}/ack"))?;
         let health_url = url(&format!("{collector}/health"))?;
         let token = read_secret(name, "token", &cfg.token, &cfg.token_file)?
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.expose().is_empty())
             .ok_or_else(|| setup("`token` or `token_file` is required".to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert(
             AUTHORIZATION,
-            sensitive(&format!("Splunk {token}"))
+            sensitive(&format!("Splunk {}", token.expose()))
                 .map_err(|_| setup("the token is not a valid header value".to_string()))?,
         );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

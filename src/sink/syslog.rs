@@ -18,10 +18,10 @@ use std::time::Duration;
 use chrono::SecondsFormat;
 use serde::Deserialize;
 
-use super::tls::TlsConfig;
 use super::{Deliver, Limits, Outcome, Record, RequestError, SinkError};
 use crate::config::types::{Flow, HumanDuration};
 use crate::rules::Level;
+use crate::tls::TlsConfig;
 
 /// Up to 1000 messages or 1 MiB of documents per write, sent at most 200 ms after the first
 /// record arrived: a write is cheap, and a SIEM wants alerts promptly.

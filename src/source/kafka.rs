@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::types::HumanDuration;
+use crate::config::types::{HumanDuration, Secret};
 
 #[cfg(feature = "kafka")]
 mod consumer;
@@ -24,7 +24,7 @@ mod consumer;
 pub use consumer::{KafkaSource, KafkaSourceError};
 
 /// `sources: - type: kafka`.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     #[serde(default)]
@@ -49,19 +49,7 @@ pub struct KafkaSourceConfig {
     pub silence_alert_after: HumanDuration,
     /// librdkafka properties passed through (TLS, SASL, `auto.offset.reset`, ...).
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for KafkaSourceConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSourceConfig")
-            .field("name", &self.name)
-            .field("brokers", &self.brokers)
-            .field("topics", &self.topics)
-            .field("group_id", &self.group_id)
-            .field("options", &self.options.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
+    pub options: BTreeMap<String, Secret>,
 }
 
 fn default_group() -> String {

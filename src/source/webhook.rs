@@ -25,11 +25,11 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use super::spool::{Spool, SpoolError};
-use crate::config::types::HumanDuration;
+use crate::config::types::{HumanDuration, Secret};
 use crate::telemetry::{Counter, Gauge, HealthHandle, Histogram, Metrics, LATENCY_BUCKETS};
 
 /// `sources: - type: webhook`.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSourceConfig {
     #[serde(default)]
@@ -45,7 +45,7 @@ pub struct WebhookSourceConfig {
     /// A bearer token the API server must send (`Authorization: Bearer ...`), inline
     /// (`${ENV}`) or from a file.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// Allow plain HTTP, or HTTPS without client authentication (warned at start-up).
@@ -72,21 +72,6 @@ pub struct WebhookSourceConfig {
     /// Raise "Audit Events Stopped" after this long without events.
     #[serde(default = "default_silence")]
     pub silence_alert_after: HumanDuration,
-}
-
-impl std::fmt::Debug for WebhookSourceConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookSourceConfig")
-            .field("name", &self.name)
-            .field("listen", &self.listen)
-            .field("path", &self.path)
-            .field("tls", &self.tls)
-            .field(
-                "token",
-                &(self.token.is_some() || self.token_file.is_some()).then_some("<set>"),
-            )
-            .finish_non_exhaustive()
-    }
 }
 
 /// `tls:` of the webhook source.
@@ -137,10 +122,12 @@ impl WebhookSourceConfig {
         if !self.path.starts_with('/') {
             p.push(format!("path: `{}` must start with `/`", self.path));
         }
-        if self.token.is_some() && self.token_file.is_some() {
-            p.push("give `token` or `token_file`, not both".to_string());
-        }
-        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        p.extend(Secret::check_pair("token", &self.token, &self.token_file));
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
             p.push(
                 "token: empty (an unset variable?); an empty token would let anyone in".to_string(),
             );
@@ -225,7 +212,7 @@ struct Shared {
     name: String,
     spool: Arc<Spool>,
     dedupe: Mutex<Dedupe>,
-    token: Option<String>,
+    token: Option<Secret>,
     permits: Semaphore,
     stopping: AtomicBool,
     /// Ready while the spool has room for this much (one large request).
@@ -329,7 +316,7 @@ async fn gate_inner(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
             return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
         }
     }
@@ -461,9 +448,8 @@ impl Webhook {
         for w in cfg.warnings() {
             tracing::warn!(source = name, "{w}");
         }
-        let token = crate::sink::read_secret(name, "token", &cfg.token, &cfg.token_file)
-            .map_err(|e| err(e.to_string()))?;
-        if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        let token = Secret::resolve("token", &cfg.token, &cfg.token_file).map_err(err)?;
+        if token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
             return Err(err(
                 "the token is empty; an empty token would let anyone in".to_string(),
             ));
@@ -627,7 +613,7 @@ async fn janitor(
 fn server_tls(t: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    crate::sink::tls::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let certs = CertificateDer::pem_file_iter(&t.cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("tls.cert {}: {e}", t.cert.display()))?;

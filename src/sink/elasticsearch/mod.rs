@@ -21,12 +21,12 @@ use elasticsearch::http::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::types::{Flow, HumanDuration};
-use crate::sink::tls::TlsConfig;
+use crate::config::types::{Flow, HumanDuration, Secret};
 use crate::sink::{
     read_secret, runtime, Deliver, Limits, Outcome, Record, RequestError, SinkError,
 };
 use crate::telemetry::{Counter, Metrics};
+use crate::tls::TlsConfig;
 
 /// Bulk requests of up to 2,000 documents or 5 MiB, sent at least every second.
 pub const LIMITS: Limits = Limits {
@@ -136,45 +136,24 @@ fn default_priority() -> u32 {
 }
 
 /// `auth:`: one of basic, API key or bearer token; each secret inline (`${ENV}`) or from a file.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// The encoded API key (`base64(id:key)`, as Elasticsearch returns it in `encoded`).
     #[serde(default)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
     #[serde(default)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = |o: bool| if o { "<set>" } else { "-" };
-        f.debug_struct("AuthConfig")
-            .field("username", &self.username)
-            .field(
-                "password",
-                &set(self.password.is_some() || self.password_file.is_some()),
-            )
-            .field(
-                "api_key",
-                &set(self.api_key.is_some() || self.api_key_file.is_some()),
-            )
-            .field(
-                "bearer_token",
-                &set(self.bearer_token.is_some() || self.bearer_token_file.is_some()),
-            )
-            .finish()
-    }
 }
 
 impl ElasticsearchConfig {
@@ -205,8 +184,11 @@ impl ElasticsearchConfig {
             ("auth.api_key", &a.api_key, &a.api_key_file),
             ("auth.bearer_token", &a.bearer_token, &a.bearer_token_file),
         ] {
-            p.extend(crate::sink::secret_pair_problem(key, inline, file));
-            if inline.as_deref().is_some_and(|v| HeaderValue::from_str(v).is_err()) {
+            p.extend(Secret::check_pair(key, inline, file));
+            if inline
+                .as_ref()
+                .is_some_and(|v| HeaderValue::from_str(v.expose()).is_err())
+            {
                 p.push(format!(
                     "{key}: holds characters not allowed in an HTTP header"
                 ));
@@ -223,9 +205,7 @@ impl ElasticsearchConfig {
             (true, false, false, false) => {
                 p.push("auth.username: needs auth.password".to_string());
             }
-            _ => p.push(
-                "auth: give one of username+password, api_key or bearer_token".to_string(),
-            ),
+            _ => p.push("auth: give one of username+password, api_key or bearer_token".to_string()),
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             p.push("tls: `cert` and `key` go together".to_string());
@@ -326,9 +306,9 @@ impl Elasticsearch {
             &a.bearer_token_file,
         )?;
         let authorization = match (&a.username, password, api_key, bearer) {
-            (Some(u), Some(p), None, None) => Some(crate::sink::basic_auth(u, Some(&p))),
-            (None, None, Some(k), None) => Some(format!("ApiKey {k}")),
-            (None, None, None, Some(t)) => Some(format!("Bearer {t}")),
+            (Some(u), Some(p), None, None) => Some(crate::sink::basic_auth(u, Some(p.expose()))),
+            (None, None, Some(k), None) => Some(format!("ApiKey {}", k.expose())),
+            (None, None, None, Some(t)) => Some(format!("Bearer {}", t.expose())),
             (None, None, None, None) => None,
             (Some(_), None, None, None) => {
                 return Err(setup("auth.username needs auth.password".into()))
@@ -803,7 +783,7 @@ mod tests {
         .unwrap();
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter22secret"), "{dbg}");
-        assert!(dbg.contains("<set>"));
+        assert!(dbg.contains("password: Some(<redacted>)"), "{dbg}");
     }
 
     #[test]

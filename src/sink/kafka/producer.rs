@@ -34,7 +34,7 @@ pub(crate) fn client_config(name: &str, cfg: &KafkaSinkConfig) -> ClientConfig {
     );
     for (k, v) in &cfg.options {
         if !FIXED.iter().any(|(f, _)| f == k) {
-            c.set(k, v);
+            c.set(k, v.expose());
         }
     }
     for (k, v) in FIXED {

@@ -277,7 +277,7 @@ pub(crate) fn client_config(name: &str, cfg: &KafkaSourceConfig) -> ClientConfig
         cfg.commit_interval.0.as_millis().to_string(),
     );
     for (k, v) in &cfg.options {
-        c.set(k, v);
+        c.set(k, v.expose());
     }
     for (k, v) in FIXED {
         c.set(*k, *v);

@@ -1,4 +1,5 @@
-//! TLS client settings shared by the network sinks: a custom CA, an optional client
+//! TLS client settings shared by the network sinks (and the crypto provider the webhook
+//! source's server uses too): a custom CA, an optional client
 //! certificate, all through rustls with the one crypto provider tripline installs at start-up.
 
 use std::path::PathBuf;
