@@ -1,6 +1,7 @@
 //! tripline: a Kubernetes audit-log analyzer. Decodes kube-apiserver audit events, matches them
 //! against Sigma detection rules and renders alerts as Elastic Common Schema documents.
 
+pub mod ack;
 pub mod alert;
 pub mod config;
 pub mod detect;

@@ -29,9 +29,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 pub use config::{BatchConfig, SinkConfig, SinkKind};
 
+use crate::ack::Confirm;
 use crate::config::types::{Flow, Secret};
 use crate::rules::Level;
-use crate::source::Ack;
 use crate::telemetry::{Counter, Health, HealthHandle, Metrics};
 
 /// One document for the sinks: an alert or an audit event, serialized once and shared by every
@@ -85,7 +85,7 @@ pub fn content_id(parts: &[&[u8]]) -> String {
 pub struct SinkBatch {
     pub records: Vec<Arc<Record>>,
     /// Confirmed once delivered (`None` for records no source waits for, e.g. silence alerts).
-    pub ack: Option<Arc<Ack>>,
+    pub ack: Option<Arc<dyn Confirm>>,
 }
 
 /// Which records a sink takes.
@@ -360,7 +360,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A source batch whose records are being delivered.
 struct Pending {
-    ack: Option<Arc<Ack>>,
+    ack: Option<Arc<dyn Confirm>>,
     remaining: usize,
 }
 

@@ -26,7 +26,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use serde::Deserialize;
 
 use super::checkpoint::{fingerprint, read_prefix, Checkpoints, FileCheckpoint, FINGERPRINT_BYTES};
-use super::{Ack, Batch, Completion, FileKey};
+use super::Batch;
+use crate::ack::Ack;
 use crate::config::types::HumanDuration;
 use crate::telemetry::{Counter, Gauge, Metrics};
 
@@ -90,6 +91,24 @@ impl FileSourceConfig {
         }
         p
     }
+}
+
+/// Identifies a file across renames: device, inode and a fingerprint of its first bytes (so a
+/// reused inode is not taken for the old file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Completion of one batch of a file, sent back once every sink that took it confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    pub file: FileKey,
+    /// Which reading of the file (a new one after truncation or inode reuse), so that a late
+    /// confirmation never counts for a different file or reading.
+    pub instance: u64,
+    pub seq: u64,
 }
 
 /// How much is read from a file per system call.

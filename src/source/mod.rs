@@ -1,5 +1,6 @@
-//! Sources of audit events and the acknowledgement types that let a source advance its
-//! checkpoint only past what every required sink confirmed.
+//! Sources of audit events: their configs, and the [`Batch`] of complete lines each hands to
+//! the detect workers, with the acknowledgement that lets the source advance its checkpoint
+//! only past what every required sink confirmed.
 
 pub mod checkpoint;
 pub mod file;
@@ -7,11 +8,11 @@ pub mod kafka;
 pub mod spool;
 pub mod webhook;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
 use serde::Deserialize;
+
+use crate::ack::Confirm;
 
 use file::FileSourceConfig;
 
@@ -47,58 +48,6 @@ impl SourceConfig {
     }
 }
 
-/// Identifies a file across renames: device, inode and a fingerprint of its first bytes (so a
-/// reused inode is not taken for the old file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileKey {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-/// Completion of one batch, sent back to its source once every sink that took it confirmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Completion {
-    pub file: FileKey,
-    /// Which reading of the file (a new one after truncation or inode reuse), so that a late
-    /// confirmation never counts for a different file or reading.
-    pub instance: u64,
-    pub seq: u64,
-}
-
-/// Counts the confirmations a batch still needs; the last one notifies the source. Dropping an
-/// `Ack` without calling [`Ack::done`] does not confirm: the batch is re-read after a restart.
-#[derive(Debug)]
-pub struct Ack {
-    remaining: AtomicUsize,
-    completion: Completion,
-    notify: Sender<Completion>,
-}
-
-impl Ack {
-    /// A batch that needs one confirmation (the worker's); more holders are added with
-    /// [`Ack::add`] before it is handed on.
-    pub fn new(completion: Completion, notify: Sender<Completion>) -> Arc<Ack> {
-        Arc::new(Ack {
-            remaining: AtomicUsize::new(1),
-            completion,
-            notify,
-        })
-    }
-
-    /// Registers `n` more confirmations to wait for.
-    pub fn add(&self, n: usize) {
-        self.remaining.fetch_add(n, Ordering::AcqRel);
-    }
-
-    /// One holder confirms. The last confirmation notifies the source.
-    pub fn done(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // The source may have stopped (shutdown): then nobody needs the notice.
-            let _ = self.notify.send(self.completion);
-        }
-    }
-}
-
 /// Complete lines read from one file, with where they came from.
 #[derive(Debug)]
 pub struct Batch {
@@ -116,7 +65,7 @@ pub struct Batch {
     /// For sources of messages (Kafka): byte position in `data` -> message offset, ascending,
     /// so a bad line is reported by its message offset. Empty for files.
     pub message_offsets: Vec<(u64, u64)>,
-    pub ack: Arc<Ack>,
+    pub ack: Arc<dyn Confirm>,
 }
 
 impl Batch {

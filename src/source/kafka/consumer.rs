@@ -13,13 +13,15 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{KafkaSourceConfig, FIXED};
+use crate::ack::Ack;
 use crate::source::file::SourceEvent;
-use crate::source::{Ack, Batch, Completion, FileKey};
+use crate::source::Batch;
 use crate::telemetry::{Counter, Gauge, HealthHandle, Metrics};
 
 /// Batches of one partition handed on and not yet all confirmed.
 struct Partition {
-    key: FileKey,
+    /// (topic index, partition).
+    key: (usize, i32),
     /// Bumped at each assignment: a confirmation from before a revocation is ignored.
     instance: u64,
     /// By batch sequence number: the last message offset of the batch, and whether confirmed.
@@ -34,10 +36,22 @@ struct Partition {
     buf_started: Option<Instant>,
 }
 
+/// Completion of one batch of a partition, sent back once every sink that took it confirmed:
+/// the partition (topic index, partition), which assignment of it, and the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Completion {
+    topic: usize,
+    partition: i32,
+    /// Which assignment of the partition, so that a confirmation arriving after a rebalance
+    /// never counts for a later assignment.
+    instance: u64,
+    seq: u64,
+}
+
 /// What the consumer thread and the rebalance callback share.
 struct Tracker {
     source: Arc<str>,
-    /// Interned topic names: `FileKey.dev` is the index, `FileKey.ino` the partition.
+    /// Interned topic names: a partition is keyed by its topic's index here.
     topics: Vec<String>,
     parts: HashMap<(usize, i32), Partition>,
     instances: u64,
@@ -70,10 +84,7 @@ impl Tracker {
         self.parts.insert(
             (t, partition),
             Partition {
-                key: FileKey {
-                    dev: t as u64,
-                    ino: partition as u64,
-                },
+                key: (t, partition),
                 instance,
                 pending: BTreeMap::new(),
                 next_seq: 0,
@@ -87,7 +98,7 @@ impl Tracker {
     }
 
     fn complete(&mut self, c: Completion) {
-        let key = (c.file.dev as usize, c.file.ino as i32);
+        let key = (c.topic, c.partition);
         if let Some(p) = self.parts.get_mut(&key) {
             if p.instance == c.instance {
                 if let Some(e) = p.pending.get_mut(&c.seq) {
@@ -492,7 +503,8 @@ impl KafkaSource {
                 message_offsets: std::mem::take(&mut p.offsets),
                 ack: Ack::new(
                     Completion {
-                        file: p.key,
+                        topic: p.key.0,
+                        partition: p.key.1,
                         instance: p.instance,
                         seq,
                     },
