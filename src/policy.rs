@@ -199,25 +199,65 @@ impl PolicyRule {
     }
 }
 
+/// Why an audit Policy file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}{message}", path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default())]
+    Invalid {
+        path: Option<String>,
+        message: String,
+    },
+}
+
+/// Why the API server would not record an event under a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotRecorded {
+    /// The deciding rule (or none) gives level `None`.
+    #[error("not recorded ({which})")]
+    LevelNone { which: String },
+    /// The event's stage is omitted.
+    #[error("stage {stage} omitted ({which})")]
+    StageOmitted { stage: String, which: String },
+}
+
 impl Policy {
-    pub fn load(path: &Path) -> Result<Policy, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            PolicyError::Invalid { message, .. } => PolicyError::Invalid {
+                path: Some(name),
+                message,
+            },
+            other => other,
+        })
     }
 
-    pub fn parse(text: &str) -> Result<Policy, String> {
-        let p: Policy = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            path: None,
+            message,
+        };
+        let p: Policy = serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if p.kind != "Policy" {
-            return Err(format!("kind is `{}`, expected `Policy`", p.kind));
+            return Err(invalid(format!("kind is `{}`, expected `Policy`", p.kind)));
         }
         if !matches!(
             p.api_version.as_str(),
             "audit.k8s.io/v1" | "audit.k8s.io/v1beta1"
         ) {
-            return Err(format!(
+            return Err(invalid(format!(
                 "apiVersion is `{}`, expected `audit.k8s.io/v1`",
                 p.api_version
-            ));
+            )));
         }
         Ok(p)
     }
@@ -237,7 +277,7 @@ impl Policy {
 
     /// The event as the API server would record it under this policy (its bodies cut to the
     /// level; never more than the event itself holds), or why it would not be recorded.
-    pub fn record(&self, event: &Value) -> Result<Value, String> {
+    pub fn record(&self, event: &Value) -> Result<Value, NotRecorded> {
         let r = Request::from_event(event);
         let (level, omit, rule) = self.evaluate(&r);
         let which = match rule {
@@ -245,11 +285,14 @@ impl Policy {
             None => "no policy rule (level None)".to_string(),
         };
         if level == AuditLevel::None {
-            return Err(format!("not recorded ({which})"));
+            return Err(NotRecorded::LevelNone { which });
         }
         let stage = event.get("stage").and_then(Value::as_str).unwrap_or("");
         if omit.iter().any(|s| s == stage) {
-            return Err(format!("stage {stage} omitted ({which})"));
+            return Err(NotRecorded::StageOmitted {
+                stage: stage.to_string(),
+                which,
+            });
         }
         let mut out = event.clone();
         if let Some(o) = out.as_object_mut() {
@@ -409,9 +452,11 @@ rules:
         assert!(p
             .record(&e)
             .unwrap_err()
+            .to_string()
             .contains("ResponseStarted omitted"));
         assert!(Policy::parse("kind: Pod\napiVersion: v1\n")
             .unwrap_err()
+            .to_string()
             .contains("Policy"));
         assert!(Policy::parse(
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Sometimes\n"

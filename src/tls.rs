@@ -34,6 +34,29 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Why TLS client settings could not be used; each names the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{key} {}: {source}", path.display())]
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{key} {}: no PEM certificate in it", path.display())]
+    NoCertificate { key: &'static str, path: PathBuf },
+    #[error("{key} {}: {source}", path.display())]
+    Rejected {
+        key: &'static str,
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("tls: `cert` and `key` go together")]
+    CertWithoutKey,
+    #[error("tls.cert/tls.key: {0}")]
+    ClientAuth(rustls::Error),
+}
+
 impl TlsConfig {
     /// Problems found without reading the files, each `key: message` relative to `tls`.
     pub fn validate(&self) -> Vec<String> {
@@ -44,16 +67,18 @@ impl TlsConfig {
     }
 
     /// Checks the settings and reads the files: every problem is one message naming the key.
-    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
         install_crypto_provider();
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca {
             Some(ca) => {
                 let certs = read_certs(ca, "tls.ca")?;
                 for c in certs {
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("tls.ca {}: {e}", ca.display()))?;
+                    roots.add(c).map_err(|source| TlsError::Rejected {
+                        key: "tls.ca",
+                        path: ca.clone(),
+                        source,
+                    })?;
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -62,14 +87,17 @@ impl TlsConfig {
         let mut config = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
                 let chain = read_certs(cert, "tls.cert")?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("tls.key {}: {e}", key.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Read {
+                    key: "tls.key",
+                    path: key.clone(),
+                    source,
+                })?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("tls.cert/tls.key: {e}"))?
+                    .map_err(TlsError::ClientAuth)?
             }
             (None, None) => builder.with_no_client_auth(),
-            _ => return Err("tls: `cert` and `key` go together".to_string()),
+            _ => return Err(TlsError::CertWithoutKey),
         };
         if self.insecure_skip_verify {
             tracing::warn!("tls.insecure_skip_verify: the server's certificate is not verified");
@@ -83,16 +111,24 @@ impl TlsConfig {
     }
 }
 
-fn read_certs(path: &std::path::Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_certs(
+    path: &std::path::Path,
+    key: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = |source| TlsError::Read {
+        key,
+        path: path.to_path_buf(),
+        source,
+    };
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{key} {}: {e}", path.display()))?
+        .map_err(read)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{key} {}: {e}", path.display()))?;
+        .map_err(read)?;
     if certs.is_empty() {
-        return Err(format!(
-            "{key} {}: no PEM certificate in it",
-            path.display()
-        ));
+        return Err(TlsError::NoCertificate {
+            key,
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }

@@ -455,7 +455,7 @@ pub(super) fn client(
         .cloned()
         .unwrap_or_default()
         .client_config()
-        .map_err(setup)?;
+        .map_err(|e| setup(e.to_string()))?;
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(timeout)

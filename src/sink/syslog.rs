@@ -230,7 +230,7 @@ impl Syslog {
                     .clone()
                     .unwrap_or_default()
                     .client_config()
-                    .map_err(setup)?;
+                    .map_err(|e| setup(e.to_string()))?;
                 let server_name = rustls_pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| {
                         setup(format!("address: `{host}` is not a TLS server name: {e}"))
