@@ -1,472 +1,548 @@
-//! The metrics registry: counters, gauges and histograms with fixed label names, rendered in
-//! the Prometheus text exposition format 0.0.4.
+//! The metrics registry: every metric family the daemon exports, defined once here with typed
+//! label sets, on the `prometheus-client` crate, rendered as OpenMetrics text.
+//!
+//! [`Metrics`] holds one field per family. A component resolves its handles once, when it is
+//! built (`metrics.lines_read.get_or_create_owned(&SourceLabels::new(name))`) and keeps them: a
+//! [`Counter`] or a [`Gauge`] is an atomic behind an `Arc`, so updating one takes no lock. A
+//! family's lock is taken only to resolve a handle and to render. Detection workers resolve the
+//! alert counters once per rule set ([`Metrics::alert_counters`]), so counting an alert is one
+//! atomic increment too. Histograms take a short lock of their own per observation; they are
+//! observed once per batch or per webhook request, never per event.
+//!
+//! Names: counters are registered without their `_total` suffix, which the OpenMetrics encoder
+//! appends (`tripline_events_received` is exported as `tripline_events_received_total`); gauges
+//! and histograms are exported under the name they are registered with. Label names are declared
+//! in alphabetical order, the order they are rendered in. Label values come from config names,
+//! rule ids and small fixed sets (enums here), never from paths or users.
 
-use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::{Metric, Registry};
+
+use crate::event::SkipReason;
+use crate::rules::Level;
+
+pub use prometheus_client::metrics::histogram::Histogram;
+
+/// A monotonically increasing count (`inc`, `inc_by`). Cloning shares the count; updates are
+/// one relaxed atomic operation.
+pub type Counter = prometheus_client::metrics::counter::Counter<u64>;
+
+/// A value that goes up and down (`set`, `inc_by`, `dec_by`). Cloning shares the value; updates
+/// are one relaxed atomic operation.
+pub type Gauge = prometheus_client::metrics::gauge::Gauge<i64>;
+
+/// A family of histograms whose members are built with [`LATENCY_BUCKETS`].
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Histogram buckets for latencies in seconds, from 1 ms to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A registry of metric families, rendered in the Prometheus text format.
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Label sets
+// ---------------------------------------------------------------------------------------------
+
+/// `{source}`: a source's configured name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: Arc<str>,
+}
+
+impl SourceLabels {
+    pub fn new(source: impl Into<Arc<str>>) -> SourceLabels {
+        SourceLabels {
+            source: source.into(),
+        }
+    }
+}
+
+/// `{sink}`: a sink's configured name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: Arc<str>,
+}
+
+impl SinkLabels {
+    pub fn new(sink: impl Into<Arc<str>>) -> SinkLabels {
+        SinkLabels { sink: sink.into() }
+    }
+}
+
+/// `{reason,source}` of `tripline_lines_skipped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub reason: SkipReason,
+    pub source: Arc<str>,
+}
+
+impl SkipLabels {
+    pub fn new(source: impl Into<Arc<str>>, reason: SkipReason) -> SkipLabels {
+        SkipLabels {
+            reason,
+            source: source.into(),
+        }
+    }
+}
+
+/// `{level,rule_id}` of `tripline_alerts_emitted_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub level: Level,
+    pub rule_id: Arc<str>,
+}
+
+/// `{result}` of `tripline_rule_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: ReloadResult,
+}
+
+/// How a rule reload ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new rule set runs.
+    Ok,
+    /// The new rule set did not load; the previous one keeps running.
+    Failed,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
+/// `{code,source}` of `tripline_webhook_requests_total`: the HTTP status answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookRequestLabels {
+    pub code: u16,
+    pub source: Arc<str>,
+}
+
+/// `{partition,source,topic}` of `tripline_kafka_consumer_lag`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLagLabels {
+    pub partition: i32,
+    pub source: Arc<str>,
+    pub topic: String,
+}
+
+/// Label values from fixed sets are written as their documented names.
+macro_rules! label_value_as_str {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+label_value_as_str!(SkipReason, Level, ReloadResult);
+
+// ---------------------------------------------------------------------------------------------
+// The registry
+// ---------------------------------------------------------------------------------------------
+
+/// Every metric family the daemon exports, and the registry that renders them.
 ///
-/// Each family has a name, a help text, a type and a fixed set of label names, all set by its
-/// first registration. Creating a handle takes a lock and allocates; updating a handle is one
-/// atomic operation (a histogram: two, plus a compare-and-swap loop for the sum).
+/// A family is exported once it has a member: per-component families once the component is
+/// built, unlabelled metrics (and both `result`s of rule reloads) from the start.
 #[derive(Debug)]
 pub struct Metrics {
-    families: Mutex<BTreeMap<&'static str, Family>>,
+    // Sources, by `{source}`.
+    /// `tripline_events_received_total`: audit events decoded.
+    pub events_received: Family<SourceLabels, Counter>,
+    /// `tripline_lines_read_total`: complete lines a file source read.
+    pub lines_read: Family<SourceLabels, Counter>,
+    /// `tripline_bytes_read_total`: bytes a file source read.
+    pub bytes_read: Family<SourceLabels, Counter>,
+    /// `tripline_lines_skipped_total{reason,source}`.
+    pub lines_skipped: Family<SkipLabels, Counter>,
+    /// `tripline_file_truncations_total`.
+    pub file_truncations: Family<SourceLabels, Counter>,
+    /// `tripline_checkpoint_writes_total`.
+    pub checkpoint_writes: Family<SourceLabels, Counter>,
+    /// `tripline_checkpoint_write_failures_total`.
+    pub checkpoint_write_failures: Family<SourceLabels, Counter>,
+    /// `tripline_source_files`.
+    pub source_files: Family<SourceLabels, Gauge>,
+    /// `tripline_source_lag_bytes`.
+    pub source_lag_bytes: Family<SourceLabels, Gauge>,
+    /// `tripline_source_silent`.
+    pub source_silent: Family<SourceLabels, Gauge>,
+
+    // The webhook source, by `{source}`.
+    /// `tripline_webhook_requests_total{code,source}`; see [`WebhookRequests`].
+    pub webhook_requests: Family<WebhookRequestLabels, Counter>,
+    /// `tripline_webhook_events_total`.
+    pub webhook_events: Family<SourceLabels, Counter>,
+    /// `tripline_webhook_duplicates_total`.
+    pub webhook_duplicates: Family<SourceLabels, Counter>,
+    /// `tripline_webhook_spool_full_total`.
+    pub webhook_spool_full: Family<SourceLabels, Counter>,
+    /// `tripline_webhook_request_duration_seconds`.
+    pub webhook_request_duration: HistogramFamily<SourceLabels>,
+    /// `tripline_spool_bytes`.
+    pub spool_bytes: Family<SourceLabels, Gauge>,
+
+    // The Kafka source, by `{source}`.
+    /// `tripline_kafka_messages_total`.
+    pub kafka_messages: Family<SourceLabels, Counter>,
+    /// `tripline_kafka_bytes_total`.
+    pub kafka_bytes: Family<SourceLabels, Counter>,
+    /// `tripline_kafka_commit_failures_total`.
+    pub kafka_commit_failures: Family<SourceLabels, Counter>,
+    /// `tripline_kafka_consumer_lag{partition,source,topic}`.
+    pub kafka_consumer_lag: Family<ConsumerLagLabels, Gauge>,
+
+    // Detection.
+    /// `tripline_alerts_emitted_total{level,rule_id}`; see [`Metrics::alert_counters`].
+    pub alerts_emitted: Family<AlertLabels, Counter>,
+    /// `tripline_batch_duration_seconds`.
+    pub batch_duration: Histogram,
+    /// `tripline_queue_batches`.
+    pub queue_batches: Gauge,
+    /// `tripline_rule_reloads_total{result}`.
+    pub rule_reloads: Family<ReloadLabels, Counter>,
+    /// `tripline_rules_loaded`.
+    pub rules_loaded: Gauge,
+    /// `tripline_dead_letters_total`.
+    pub dead_letters: Counter,
+
+    // Sinks, by `{sink}`.
+    /// `tripline_sink_batches_delivered_total`.
+    pub sink_batches_delivered: Family<SinkLabels, Counter>,
+    /// `tripline_sink_records_delivered_total`.
+    pub sink_records_delivered: Family<SinkLabels, Counter>,
+    /// `tripline_sink_bytes_delivered_total`.
+    pub sink_bytes_delivered: Family<SinkLabels, Counter>,
+    /// `tripline_sink_failures_total`.
+    pub sink_failures: Family<SinkLabels, Counter>,
+    /// `tripline_sink_retries_total`.
+    pub sink_retries: Family<SinkLabels, Counter>,
+    /// `tripline_sink_rejected_total`.
+    pub sink_rejected: Family<SinkLabels, Counter>,
+    /// `tripline_sink_dropped_total`.
+    pub sink_dropped: Family<SinkLabels, Counter>,
+    /// `tripline_sink_failovers_total`.
+    pub sink_failovers: Family<SinkLabels, Counter>,
+    /// `tripline_sink_up`.
+    pub sink_up: Family<SinkLabels, Gauge>,
+
+    /// Holds a clone of every field above (clones share their series); never changed after
+    /// [`Metrics::new`], so rendering needs no lock of its own.
+    registry: Registry,
 }
 
-#[derive(Debug)]
-struct Family {
-    help: &'static str,
-    kind: Kind,
-    /// Sorted; the keys of `series` hold the values in the same order.
-    label_names: Vec<&'static str>,
-    series: BTreeMap<Vec<String>, Series>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram(&'static [f64]),
-}
-
-impl Kind {
-    fn type_name(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram(_) => "histogram",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Series {
-    Counter(Counter),
-    Gauge(Gauge),
-    Histogram(Histogram),
-}
-
-impl Series {
-    fn new(kind: Kind) -> Series {
-        match kind {
-            Kind::Counter => Series::Counter(Counter::detached()),
-            Kind::Gauge => Series::Gauge(Gauge::detached()),
-            Kind::Histogram(bounds) => Series::Histogram(Histogram::detached(bounds)),
-        }
-    }
-}
-
-/// A monotonically increasing count. Cloning shares the count.
-#[derive(Debug, Clone)]
-pub struct Counter(Arc<AtomicU64>);
-
-impl Counter {
-    fn detached() -> Counter {
-        Counter(Arc::new(AtomicU64::new(0)))
-    }
-
-    /// Adds one. Lock-free.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Adds `n` (wrapping at `u64::MAX`). Lock-free.
-    pub fn add(&self, n: u64) {
-        // Relaxed: a count orders nothing else; readers only need the value eventually.
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down (queue lengths, open files). Cloning shares the value.
-#[derive(Debug, Clone)]
-pub struct Gauge(Arc<AtomicI64>);
-
-impl Gauge {
-    fn detached() -> Gauge {
-        Gauge(Arc::new(AtomicI64::new(0)))
-    }
-
-    /// Lock-free.
-    pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-
-    /// Adds `v`, which may be negative (wrapping). Lock-free.
-    pub fn add(&self, v: i64) {
-        self.0.fetch_add(v, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A distribution of observed values over fixed buckets. Cloning shares the distribution.
-#[derive(Debug, Clone)]
-pub struct Histogram(Arc<HistogramCore>);
-
-#[derive(Debug)]
-struct HistogramCore {
-    /// Upper bounds, strictly increasing and finite; `+Inf` is implicit.
-    bounds: &'static [f64],
-    /// One count per bucket, *not* cumulative, plus a last one for `+Inf`. Keeping them
-    /// per bucket makes `observe` a single increment; `render` accumulates.
-    counts: Box<[AtomicU64]>,
-    /// The sum of observations, as `f64` bits.
-    sum_bits: AtomicU64,
-}
-
-impl Histogram {
-    fn detached(bounds: &'static [f64]) -> Histogram {
-        Histogram(Arc::new(HistogramCore {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_bits: AtomicU64::new(0f64.to_bits()),
-        }))
-    }
-
-    /// Records `v` in the first bucket whose upper bound is `>= v` (NaN goes to `+Inf` only).
-    /// Lock-free: a binary search, one increment and a compare-and-swap loop for the sum, which
-    /// retries only when another thread observes the same series at the same instant.
-    pub fn observe(&self, v: f64) {
-        let core = &*self.0;
-        // NaN compares false with every bound: it lands in `+Inf`, as in client_golang.
-        let nan = v.is_nan();
-        let bucket = core.bounds.partition_point(|&b| b < v || nan);
-        core.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        let _always_ok = core
-            .sum_bits
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + v).to_bits())
-            });
-    }
-
-    /// The number of observations so far.
-    pub fn count(&self) -> u64 {
-        self.0
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// The sum of observations so far.
-    pub fn sum(&self) -> f64 {
-        f64::from_bits(self.0.sum_bits.load(Ordering::Relaxed))
-    }
+/// Registers a clone of `metric` and returns it. The registry appends a full stop to `help`.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        Arc::new(Metrics {
-            families: Mutex::new(BTreeMap::new()),
-        })
+        let mut registry = Registry::default();
+        let r = &mut registry;
+        let metrics = Metrics {
+            events_received: register(
+                r,
+                "tripline_events_received",
+                "Audit events decoded",
+                Family::default(),
+            ),
+            lines_read: register(
+                r,
+                "tripline_lines_read",
+                "Complete lines read by a source",
+                Family::default(),
+            ),
+            bytes_read: register(
+                r,
+                "tripline_bytes_read",
+                "Bytes read by a source",
+                Family::default(),
+            ),
+            lines_skipped: register(
+                r,
+                "tripline_lines_skipped",
+                "Lines or events skipped, by reason",
+                Family::default(),
+            ),
+            file_truncations: register(
+                r,
+                "tripline_file_truncations",
+                "Files found shorter than what was read (copy-truncate); read again from the start",
+                Family::default(),
+            ),
+            checkpoint_writes: register(
+                r,
+                "tripline_checkpoint_writes",
+                "Checkpoint files written",
+                Family::default(),
+            ),
+            checkpoint_write_failures: register(
+                r,
+                "tripline_checkpoint_write_failures",
+                "Checkpoint files that could not be written",
+                Family::default(),
+            ),
+            source_files: register(
+                r,
+                "tripline_source_files",
+                "Files a source follows",
+                Family::default(),
+            ),
+            source_lag_bytes: register(
+                r,
+                "tripline_source_lag_bytes",
+                "Bytes written to followed files and not yet read",
+                Family::default(),
+            ),
+            source_silent: register(
+                r,
+                "tripline_source_silent",
+                "1 while a source has delivered nothing for longer than its silence threshold",
+                Family::default(),
+            ),
+            webhook_requests: register(
+                r,
+                "tripline_webhook_requests",
+                "Webhook requests, by response status",
+                Family::default(),
+            ),
+            webhook_events: register(
+                r,
+                "tripline_webhook_events",
+                "Events accepted by a webhook source and spooled",
+                Family::default(),
+            ),
+            webhook_duplicates: register(
+                r,
+                "tripline_webhook_duplicates",
+                "Events dropped as already received (a retried batch)",
+                Family::default(),
+            ),
+            webhook_spool_full: register(
+                r,
+                "tripline_webhook_spool_full",
+                "Requests refused with 429 because the spool was full",
+                Family::default(),
+            ),
+            webhook_request_duration: register(
+                r,
+                "tripline_webhook_request_duration_seconds",
+                "Time to answer a webhook request (spooled and fsynced)",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+            spool_bytes: register(
+                r,
+                "tripline_spool_bytes",
+                "Bytes in a source's spool on disk",
+                Family::default(),
+            ),
+            kafka_messages: register(
+                r,
+                "tripline_kafka_messages",
+                "Messages consumed by a Kafka source",
+                Family::default(),
+            ),
+            kafka_bytes: register(
+                r,
+                "tripline_kafka_bytes",
+                "Bytes of messages consumed by a Kafka source",
+                Family::default(),
+            ),
+            kafka_commit_failures: register(
+                r,
+                "tripline_kafka_commit_failures",
+                "Failed offset commits of a Kafka source",
+                Family::default(),
+            ),
+            kafka_consumer_lag: register(
+                r,
+                "tripline_kafka_consumer_lag",
+                "Messages between a partition's end and the consumer's position",
+                Family::default(),
+            ),
+            alerts_emitted: register(
+                r,
+                "tripline_alerts_emitted",
+                "Alerts raised, by rule",
+                Family::default(),
+            ),
+            batch_duration: register(
+                r,
+                "tripline_batch_duration_seconds",
+                "Time to decode and detect one batch",
+                latency_histogram(),
+            ),
+            queue_batches: register(
+                r,
+                "tripline_queue_batches",
+                "Batches waiting for a worker",
+                Gauge::default(),
+            ),
+            rule_reloads: register(
+                r,
+                "tripline_rule_reloads",
+                "Rule reloads, by result",
+                Family::default(),
+            ),
+            rules_loaded: register(
+                r,
+                "tripline_rules_loaded",
+                "Rules in the running rule set",
+                Gauge::default(),
+            ),
+            dead_letters: register(
+                r,
+                "tripline_dead_letters",
+                "Records written to the dead-letter file",
+                Counter::default(),
+            ),
+            sink_batches_delivered: register(
+                r,
+                "tripline_sink_batches_delivered",
+                "Requests a sink completed",
+                Family::default(),
+            ),
+            sink_records_delivered: register(
+                r,
+                "tripline_sink_records_delivered",
+                "Alerts or events a sink delivered",
+                Family::default(),
+            ),
+            sink_bytes_delivered: register(
+                r,
+                "tripline_sink_bytes_delivered",
+                "Bytes of documents a sink delivered (before compression and framing)",
+                Family::default(),
+            ),
+            sink_failures: register(
+                r,
+                "tripline_sink_failures",
+                "Failed requests of a sink (each retried unless given up)",
+                Family::default(),
+            ),
+            sink_retries: register(
+                r,
+                "tripline_sink_retries",
+                "Records a sink sent again",
+                Family::default(),
+            ),
+            sink_rejected: register(
+                r,
+                "tripline_sink_rejected",
+                "Records the destination rejected for their content (dead-lettered)",
+                Family::default(),
+            ),
+            sink_dropped: register(
+                r,
+                "tripline_sink_dropped",
+                "Records a sink gave up on (queue full or delivery failing); each is dead-lettered",
+                Family::default(),
+            ),
+            sink_failovers: register(
+                r,
+                "tripline_sink_failovers",
+                "Requests a sink sent to another endpoint after one failed",
+                Family::default(),
+            ),
+            sink_up: register(
+                r,
+                "tripline_sink_up",
+                "1 while a sink's destination answers (its last request or probe succeeded)",
+                Family::default(),
+            ),
+            registry,
+        };
+        // Both outcomes are exported from the start, so that the first failure is an increase.
+        for result in [ReloadResult::Ok, ReloadResult::Failed] {
+            metrics
+                .rule_reloads
+                .get_or_create_owned(&ReloadLabels { result });
+        }
+        Arc::new(metrics)
     }
 
-    /// Returns the counter for these label values, creating it at 0, so that it is exported
-    /// before its first increment. The same name and labels (in any order) always return the
-    /// same underlying counter.
-    ///
-    /// A name already registered with another type or other label names, or an invalid name,
-    /// is a programming error: it is logged with `tracing::error!` and a detached counter (one
-    /// that is never exported) is returned. Invalid names also fail a `debug_assert!`.
-    pub fn counter(
+    /// The `tripline_alerts_emitted_total` counter of each rule, in the order given (rule id and
+    /// level): resolved when a worker first sees a rule set, at start and after each reload, so
+    /// that counting an alert is one atomic increment. A rule that keeps its id and level across
+    /// a reload keeps its count.
+    pub fn alert_counters<'a>(
         &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-    ) -> Counter {
-        match self.series(name, help, labels, Kind::Counter) {
-            Some(Series::Counter(c)) => c,
-            _ => Counter::detached(),
-        }
+        rules: impl IntoIterator<Item = (&'a str, Level)>,
+    ) -> Vec<Counter> {
+        rules
+            .into_iter()
+            .map(|(rule_id, level)| {
+                self.alerts_emitted.get_or_create_owned(&AlertLabels {
+                    level,
+                    rule_id: Arc::from(rule_id),
+                })
+            })
+            .collect()
     }
 
-    /// Returns the gauge for these label values, creating it at 0; see [`Metrics::counter`] for
-    /// the guarantees and what happens on a clash.
-    pub fn gauge(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-    ) -> Gauge {
-        match self.series(name, help, labels, Kind::Gauge) {
-            Some(Series::Gauge(g)) => g,
-            _ => Gauge::detached(),
-        }
-    }
-
-    /// Returns the histogram for these label values, creating it empty; see
-    /// [`Metrics::counter`] for the guarantees. `buckets` are the finite upper bounds, strictly
-    /// increasing (`+Inf` is added); registering the same name with other buckets is a clash.
-    pub fn histogram(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        buckets: &'static [f64],
-    ) -> Histogram {
-        match self.series(name, help, labels, Kind::Histogram(buckets)) {
-            Some(Series::Histogram(h)) => h,
-            _ => Histogram::detached(buckets),
-        }
-    }
-
-    /// Finds or creates a series; `None` on a programming error (already logged).
-    fn series(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        kind: Kind,
-    ) -> Option<Series> {
-        let mut labels = labels.to_vec();
-        labels.sort_unstable_by_key(|&(label, _)| label);
-        let checked = check_definition(name, kind, &labels);
-        debug_assert!(checked.is_ok(), "metric `{name}`: {checked:?}");
-        if let Err(problem) = checked {
-            tracing::error!(
-                metric = name,
-                problem,
-                "invalid metric; its updates are discarded"
-            );
-            return None;
-        }
-        let label_names: Vec<&'static str> = labels.iter().map(|&(label, _)| label).collect();
-        let values: Vec<String> = labels.iter().map(|&(_, value)| value.to_owned()).collect();
-
-        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
-        let family = families.entry(name).or_insert_with(|| Family {
-            help,
-            kind,
-            label_names: label_names.clone(),
-            series: BTreeMap::new(),
-        });
-        if family.kind != kind || family.label_names != label_names {
-            let registered = format!(
-                "{} with labels [{}]{}",
-                family.kind.type_name(),
-                family.label_names.join(","),
-                buckets_note(family.kind),
-            );
-            drop(families);
-            tracing::error!(
-                metric = name,
-                registered = %registered,
-                requested = %format_args!(
-                    "{} with labels [{}]{}",
-                    kind.type_name(),
-                    label_names.join(","),
-                    buckets_note(kind),
-                ),
-                "metric registered twice with different definitions; the second one's updates \
-                 are discarded"
-            );
-            return None;
-        }
-        Some(
-            family
-                .series
-                .entry(values)
-                .or_insert_with(|| Series::new(kind))
-                .clone(),
-        )
-    }
-
-    /// Renders every registered series in the Prometheus text exposition format 0.0.4:
-    /// `# HELP` and `# TYPE` per family, families sorted by name, series by label values;
-    /// histograms as cumulative `_bucket{le="..."}` lines ending with `le="+Inf"`, then `_sum`
-    /// and `_count`. Values are read one atomic at a time, so a series updated during rendering
-    /// may be one update ahead in a later line (a histogram's `_count` always equals its
-    /// `+Inf` bucket). Holds the registry lock while rendering, which blocks handle creation
-    /// but never updates.
+    /// Renders every family that has members in the OpenMetrics text format 1.0.0, ending with
+    /// `# EOF`. Values are read one series at a time while updates go on, so a series updated
+    /// during rendering may be one update ahead of one rendered before it.
     pub fn render(&self) -> String {
-        let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out = String::with_capacity(families.len() * 256);
-        for (name, family) in families.iter() {
-            out.push_str("# HELP ");
-            out.push_str(name);
-            out.push(' ');
-            escape_help_into(&mut out, family.help);
-            out.push_str("\n# TYPE ");
-            out.push_str(name);
-            out.push(' ');
-            out.push_str(family.kind.type_name());
-            out.push('\n');
-            for (values, series) in &family.series {
-                let labels = Labels {
-                    names: &family.label_names,
-                    values,
-                };
-                match series {
-                    Series::Counter(c) => sample_into(&mut out, name, "", labels, None, c.get()),
-                    Series::Gauge(g) => sample_into(&mut out, name, "", labels, None, g.get()),
-                    Series::Histogram(h) => histogram_into(&mut out, name, labels, h),
-                }
-            }
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Only native histograms fail to encode as text, and none are registered.
+            tracing::error!(%error, "rendering the metrics");
         }
         out
     }
 }
 
-fn buckets_note(kind: Kind) -> String {
-    match kind {
-        Kind::Histogram(bounds) => format!(" and buckets {bounds:?}"),
-        _ => String::new(),
-    }
+/// `tripline_webhook_requests_total` of one webhook source. The counters of the status codes the
+/// webhook answers with are resolved at their first use and then updated without a lock; any
+/// other code (an error of the HTTP layer) is looked up in the family.
+#[derive(Debug)]
+pub struct WebhookRequests {
+    family: Family<WebhookRequestLabels, Counter>,
+    source: Arc<str>,
+    known: [(u16, OnceLock<Counter>); 9],
 }
 
-/// The checks that catch a misspelt definition before it breaks the whole scrape.
-fn check_definition(
-    name: &str,
-    kind: Kind,
-    sorted_labels: &[(&'static str, &str)],
-) -> Result<(), String> {
-    if !is_valid_metric_name(name) {
-        return Err(format!("`{name}` is not a valid Prometheus metric name"));
-    }
-    for (i, &(label, _)) in sorted_labels.iter().enumerate() {
-        if !is_valid_label_name(label) {
-            return Err(format!("`{label}` is not a valid Prometheus label name"));
-        }
-        if i > 0 && sorted_labels[i - 1].0 == label {
-            return Err(format!("label `{label}` is given twice"));
-        }
-        if label == "le" && matches!(kind, Kind::Histogram(_)) {
-            return Err("a histogram cannot have a label named `le`".to_owned());
+impl WebhookRequests {
+    pub fn new(metrics: &Metrics, source: &str) -> WebhookRequests {
+        WebhookRequests {
+            family: metrics.webhook_requests.clone(),
+            source: Arc::from(source),
+            known: [200, 400, 401, 408, 413, 429, 500, 503, 504]
+                .map(|code| (code, OnceLock::new())),
         }
     }
-    if let Kind::Histogram(bounds) = kind {
-        if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(format!(
-                "buckets {bounds:?} must be finite and strictly increasing"
-            ));
-        }
-    }
-    Ok(())
-}
 
-/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
-fn is_valid_metric_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__` (reserved for Prometheus itself).
-fn is_valid_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    !name.starts_with("__")
-        && bytes
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-#[derive(Clone, Copy)]
-struct Labels<'a> {
-    names: &'a [&'static str],
-    values: &'a [String],
-}
-
-fn histogram_into(out: &mut String, name: &str, labels: Labels<'_>, h: &Histogram) {
-    let core = &*h.0;
-    let mut le = String::new();
-    let mut cumulative = 0u64;
-    for (i, count) in core.counts.iter().enumerate() {
-        cumulative += count.load(Ordering::Relaxed);
-        le.clear();
-        match core.bounds.get(i) {
-            Some(&bound) => float_into(&mut le, bound),
-            None => le.push_str("+Inf"),
-        }
-        sample_into(out, name, "_bucket", labels, Some(&le), cumulative);
-    }
-    let mut sum = String::new();
-    float_into(&mut sum, h.sum());
-    sample_into(out, name, "_sum", labels, None, sum);
-    // The last cumulative count rather than a separate counter, so `_count` equals `+Inf`.
-    sample_into(out, name, "_count", labels, None, cumulative);
-}
-
-fn sample_into(
-    out: &mut String,
-    name: &str,
-    suffix: &str,
-    labels: Labels<'_>,
-    le: Option<&str>,
-    value: impl fmt::Display,
-) {
-    out.push_str(name);
-    out.push_str(suffix);
-    if !labels.names.is_empty() || le.is_some() {
-        out.push('{');
-        for (i, (label, value)) in labels.names.iter().zip(labels.values).enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(label);
-            out.push_str("=\"");
-            escape_label_value_into(out, value);
-            out.push('"');
-        }
-        if let Some(le) = le {
-            if !labels.names.is_empty() {
-                out.push(',');
-            }
-            out.push_str("le=\"");
-            out.push_str(le);
-            out.push('"');
-        }
-        out.push('}');
-    }
-    writeln!(out, " {value}").expect("writing to a String never fails");
-}
-
-/// Go-compatible float text: `1`, `0.25`, `+Inf`, `-Inf`, `NaN` (Rust's `Display` never uses
-/// exponents, which Prometheus parses either way).
-fn float_into(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        write!(out, "{v}").expect("writing to a String never fails");
-    }
-}
-
-fn escape_label_value_into(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-fn escape_help_into(out: &mut String, help: &str) {
-    for c in help.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
+    /// Counts one request answered with `code`.
+    pub fn inc(&self, code: u16) {
+        let resolve = || {
+            self.family.get_or_create_owned(&WebhookRequestLabels {
+                code,
+                source: self.source.clone(),
+            })
+        };
+        match self.known.iter().find(|(known, _)| *known == code) {
+            Some((_, counter)) => counter.get_or_init(resolve).inc(),
+            None => resolve().inc(),
+        };
     }
 }
 
@@ -474,318 +550,408 @@ fn escape_help_into(out: &mut String, help: &str) {
 mod tests {
     use super::*;
 
-    type Setup = fn(&Metrics);
+    /// Every metric the daemon exports: its exposed name, type and label names, in the order
+    /// they are rendered. The README documents these names; dashboards and alerts query them.
+    const EXPORTED: &[(&str, &str, &[&str])] = &[
+        ("tripline_events_received_total", "counter", &["source"]),
+        ("tripline_lines_read_total", "counter", &["source"]),
+        ("tripline_bytes_read_total", "counter", &["source"]),
+        (
+            "tripline_lines_skipped_total",
+            "counter",
+            &["reason", "source"],
+        ),
+        ("tripline_file_truncations_total", "counter", &["source"]),
+        ("tripline_checkpoint_writes_total", "counter", &["source"]),
+        (
+            "tripline_checkpoint_write_failures_total",
+            "counter",
+            &["source"],
+        ),
+        ("tripline_source_files", "gauge", &["source"]),
+        ("tripline_source_lag_bytes", "gauge", &["source"]),
+        ("tripline_source_silent", "gauge", &["source"]),
+        (
+            "tripline_webhook_requests_total",
+            "counter",
+            &["code", "source"],
+        ),
+        ("tripline_webhook_events_total", "counter", &["source"]),
+        ("tripline_webhook_duplicates_total", "counter", &["source"]),
+        ("tripline_webhook_spool_full_total", "counter", &["source"]),
+        (
+            "tripline_webhook_request_duration_seconds",
+            "histogram",
+            &["source"],
+        ),
+        ("tripline_spool_bytes", "gauge", &["source"]),
+        ("tripline_kafka_messages_total", "counter", &["source"]),
+        ("tripline_kafka_bytes_total", "counter", &["source"]),
+        (
+            "tripline_kafka_commit_failures_total",
+            "counter",
+            &["source"],
+        ),
+        (
+            "tripline_kafka_consumer_lag",
+            "gauge",
+            &["partition", "source", "topic"],
+        ),
+        (
+            "tripline_alerts_emitted_total",
+            "counter",
+            &["level", "rule_id"],
+        ),
+        ("tripline_batch_duration_seconds", "histogram", &[]),
+        ("tripline_queue_batches", "gauge", &[]),
+        ("tripline_rule_reloads_total", "counter", &["result"]),
+        ("tripline_rules_loaded", "gauge", &[]),
+        ("tripline_dead_letters_total", "counter", &[]),
+        (
+            "tripline_sink_batches_delivered_total",
+            "counter",
+            &["sink"],
+        ),
+        (
+            "tripline_sink_records_delivered_total",
+            "counter",
+            &["sink"],
+        ),
+        ("tripline_sink_bytes_delivered_total", "counter", &["sink"]),
+        ("tripline_sink_failures_total", "counter", &["sink"]),
+        ("tripline_sink_retries_total", "counter", &["sink"]),
+        ("tripline_sink_rejected_total", "counter", &["sink"]),
+        ("tripline_sink_dropped_total", "counter", &["sink"]),
+        ("tripline_sink_failovers_total", "counter", &["sink"]),
+        ("tripline_sink_up", "gauge", &["sink"]),
+    ];
 
-    #[test]
-    fn render_matches_the_exposition_format() {
-        let cases: &[(&str, Setup, &str)] = &[
-            (
-                "counter without labels",
-                |m| {
-                    m.counter("events_received_total", "Events read.", &[])
-                        .add(3)
-                },
-                "# HELP events_received_total Events read.\n\
-                 # TYPE events_received_total counter\n\
-                 events_received_total 3\n",
-            ),
-            (
-                "counter with labels, series sorted by label value",
-                |m| {
-                    let help = "Lines skipped.";
-                    m.counter("lines_skipped_total", help, &[("reason", "too_long")])
-                        .add(2);
-                    m.counter("lines_skipped_total", help, &[("reason", "bad_json")])
-                        .inc();
-                },
-                "# HELP lines_skipped_total Lines skipped.\n\
-                 # TYPE lines_skipped_total counter\n\
-                 lines_skipped_total{reason=\"bad_json\"} 1\n\
-                 lines_skipped_total{reason=\"too_long\"} 2\n",
-            ),
-            (
-                "labels given in any order are rendered sorted by name",
-                |m| {
-                    m.counter(
-                        "alerts_emitted_total",
-                        "h",
-                        &[("sink", "es"), ("flow", "alerts")],
-                    )
-                    .inc();
-                    m.counter(
-                        "alerts_emitted_total",
-                        "h",
-                        &[("flow", "alerts"), ("sink", "es")],
-                    )
-                    .inc();
-                },
-                "# HELP alerts_emitted_total h\n\
-                 # TYPE alerts_emitted_total counter\n\
-                 alerts_emitted_total{flow=\"alerts\",sink=\"es\"} 2\n",
-            ),
-            (
-                "label values escape backslash, quote and newline",
-                |m| m.counter("x_total", "h", &[("v", "a\\b\"c\nd")]).inc(),
-                "# HELP x_total h\n# TYPE x_total counter\nx_total{v=\"a\\\\b\\\"c\\nd\"} 1\n",
-            ),
-            (
-                "help escapes backslash and newline but not quotes",
-                |m| m.counter("x_total", "one\ntwo \\ \"three\"", &[]).inc(),
-                "# HELP x_total one\\ntwo \\\\ \"three\"\n# TYPE x_total counter\nx_total 1\n",
-            ),
-            (
-                "gauges go negative",
-                |m| {
-                    let g = m.gauge("queue_length", "Batches queued.", &[]);
-                    g.set(-5);
-                    g.add(2);
-                },
-                "# HELP queue_length Batches queued.\n# TYPE queue_length gauge\nqueue_length -3\n",
-            ),
-            (
-                "registered metrics are exported at 0",
-                |m| {
-                    m.counter("events_dropped_total", "h", &[("reason", "full")]);
-                    m.gauge("files_opened", "h", &[]);
-                    m.histogram("batch_seconds", "h", &[], &[0.5]);
-                },
-                "# HELP batch_seconds h\n# TYPE batch_seconds histogram\n\
-                 batch_seconds_bucket{le=\"0.5\"} 0\n\
-                 batch_seconds_bucket{le=\"+Inf\"} 0\n\
-                 batch_seconds_sum 0\n\
-                 batch_seconds_count 0\n\
-                 # HELP events_dropped_total h\n# TYPE events_dropped_total counter\n\
-                 events_dropped_total{reason=\"full\"} 0\n\
-                 # HELP files_opened h\n# TYPE files_opened gauge\nfiles_opened 0\n",
-            ),
-            (
-                "histogram buckets are cumulative, bounds inclusive, +Inf last, then sum and count",
-                |m| {
-                    let h = m.histogram("decode_seconds", "h", &[], &[0.25, 1.0]);
-                    for v in [0.125, 0.25, 0.5, 4.0] {
-                        h.observe(v);
-                    }
-                },
-                "# HELP decode_seconds h\n# TYPE decode_seconds histogram\n\
-                 decode_seconds_bucket{le=\"0.25\"} 2\n\
-                 decode_seconds_bucket{le=\"1\"} 3\n\
-                 decode_seconds_bucket{le=\"+Inf\"} 4\n\
-                 decode_seconds_sum 4.875\n\
-                 decode_seconds_count 4\n",
-            ),
-            (
-                "histogram labels come before le",
-                |m| {
-                    m.histogram("stage_seconds", "h", &[("stage", "decode")], &[1.0])
-                        .observe(2.0)
-                },
-                "# HELP stage_seconds h\n# TYPE stage_seconds histogram\n\
-                 stage_seconds_bucket{stage=\"decode\",le=\"1\"} 0\n\
-                 stage_seconds_bucket{stage=\"decode\",le=\"+Inf\"} 1\n\
-                 stage_seconds_sum{stage=\"decode\"} 2\n\
-                 stage_seconds_count{stage=\"decode\"} 1\n",
-            ),
-            (
-                "NaN and infinite observations land in +Inf",
-                |m| {
-                    let h = m.histogram("odd", "h", &[], &[1.0]);
-                    h.observe(f64::INFINITY);
-                    h.observe(f64::NAN);
-                },
-                "# HELP odd h\n# TYPE odd histogram\n\
-                 odd_bucket{le=\"1\"} 0\n\
-                 odd_bucket{le=\"+Inf\"} 2\n\
-                 odd_sum NaN\n\
-                 odd_count 2\n",
-            ),
-            (
-                "families are sorted by name",
-                |m| {
-                    m.counter("b_total", "h", &[]);
-                    m.counter("a_total", "h", &[]);
-                },
-                "# HELP a_total h\n# TYPE a_total counter\na_total 0\n\
-                 # HELP b_total h\n# TYPE b_total counter\nb_total 0\n",
-            ),
-            ("an empty registry renders nothing", |_| {}, ""),
-        ];
-        for (what, setup, expected) in cases {
-            let metrics = Metrics::new();
-            setup(&metrics);
-            assert_eq!(metrics.render(), *expected, "{what}");
+    /// A registry with one member in every family, resolved the way components resolve theirs.
+    fn populated() -> Arc<Metrics> {
+        let m = Metrics::new();
+        let source = SourceLabels::new("audit");
+        let sink = SinkLabels::new("es");
+        for family in [
+            &m.events_received,
+            &m.lines_read,
+            &m.bytes_read,
+            &m.file_truncations,
+            &m.checkpoint_writes,
+            &m.checkpoint_write_failures,
+            &m.webhook_events,
+            &m.webhook_duplicates,
+            &m.webhook_spool_full,
+            &m.kafka_messages,
+            &m.kafka_bytes,
+            &m.kafka_commit_failures,
+        ] {
+            family.get_or_create_owned(&source).inc();
         }
+        for family in [
+            &m.source_files,
+            &m.source_lag_bytes,
+            &m.source_silent,
+            &m.spool_bytes,
+        ] {
+            family.get_or_create_owned(&source).set(1);
+        }
+        for family in [
+            &m.sink_batches_delivered,
+            &m.sink_records_delivered,
+            &m.sink_bytes_delivered,
+            &m.sink_failures,
+            &m.sink_retries,
+            &m.sink_rejected,
+            &m.sink_dropped,
+            &m.sink_failovers,
+        ] {
+            family.get_or_create_owned(&sink).inc();
+        }
+        m.sink_up.get_or_create_owned(&sink).set(1);
+        m.lines_skipped
+            .get_or_create_owned(&SkipLabels::new("audit", SkipReason::TooLong))
+            .inc();
+        WebhookRequests::new(&m, "hook").inc(401);
+        m.webhook_request_duration
+            .get_or_create_owned(&source)
+            .observe(0.003);
+        m.kafka_consumer_lag
+            .get_or_create_owned(&ConsumerLagLabels {
+                partition: 3,
+                source: Arc::from("kafka"),
+                topic: "audit".to_owned(),
+            })
+            .set(7);
+        m.alert_counters([("rule-1", Level::High)])[0].inc();
+        m.batch_duration.observe(0.5);
+        m.queue_batches.set(2);
+        m.rules_loaded.set(12);
+        m.dead_letters.inc();
+        m
+    }
+
+    /// The `# TYPE` lines of a rendering: family name -> type.
+    fn types(rendered: &str) -> std::collections::BTreeMap<&str, &str> {
+        rendered
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect()
     }
 
     #[test]
-    fn latency_buckets_render_as_prometheus_floats() {
-        let metrics = Metrics::new();
-        metrics
-            .histogram("request_seconds", "h", &[], LATENCY_BUCKETS)
-            .observe(0.003);
-        let rendered = metrics.render();
+    fn every_metric_is_exported_with_its_name_type_and_labels() {
+        let rendered = populated().render();
+        let types = types(&rendered);
+        for (name, kind, labels) in EXPORTED {
+            // Counters' families drop `_total`, which their samples carry.
+            let family = match *kind {
+                "counter" => name
+                    .strip_suffix("_total")
+                    .expect("counters end with _total"),
+                _ => name,
+            };
+            assert_eq!(types.get(family), Some(kind), "{name}\n{rendered}");
+            let sample = match *kind {
+                "histogram" => format!("{name}_count"),
+                _ => name.to_string(),
+            };
+            let line = rendered
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!("{sample} ")) || l.starts_with(&format!("{sample}{{"))
+                })
+                .unwrap_or_else(|| panic!("no sample of {name}\n{rendered}"));
+            let names: Vec<&str> = line
+                .split_once('{')
+                .and_then(|(_, rest)| rest.split_once('}'))
+                .map(|(inside, _)| {
+                    inside
+                        .split("\",")
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, _)| k)
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(names, *labels, "{line}");
+        }
+        assert_eq!(
+            types.len(),
+            EXPORTED.len(),
+            "unexpected families:\n{rendered}"
+        );
+        assert!(rendered.ends_with("\n# EOF\n"), "{rendered}");
+    }
+
+    #[test]
+    fn samples_render_as_before_the_registry_moved_to_prometheus_client() {
+        let rendered = populated().render();
+        for line in [
+            "tripline_events_received_total{source=\"audit\"} 1",
+            "tripline_lines_skipped_total{reason=\"too_long\",source=\"audit\"} 1",
+            "tripline_webhook_requests_total{code=\"401\",source=\"hook\"} 1",
+            "tripline_kafka_consumer_lag{partition=\"3\",source=\"kafka\",topic=\"audit\"} 7",
+            "tripline_alerts_emitted_total{level=\"high\",rule_id=\"rule-1\"} 1",
+            "tripline_rule_reloads_total{result=\"ok\"} 0",
+            "tripline_rule_reloads_total{result=\"failed\"} 0",
+            "tripline_rules_loaded 12",
+            "tripline_dead_letters_total 1",
+            "tripline_sink_up{sink=\"es\"} 1",
+            "tripline_batch_duration_seconds_bucket{le=\"0.25\"} 0",
+            "tripline_batch_duration_seconds_bucket{le=\"0.5\"} 1",
+            "tripline_batch_duration_seconds_bucket{le=\"+Inf\"} 1",
+            "tripline_batch_duration_seconds_count 1",
+            // prometheus-client writes `le` before the family's labels.
+            "tripline_webhook_request_duration_seconds_bucket{le=\"0.005\",source=\"audit\"} 1",
+        ] {
+            assert!(
+                rendered.lines().any(|l| l == line),
+                "missing `{line}`\n{rendered}"
+            );
+        }
         let les: Vec<&str> = rendered
             .lines()
-            .filter_map(|l| l.split("le=\"").nth(1))
-            .filter_map(|l| l.split('"').next())
+            .filter(|l| l.starts_with("tripline_batch_duration_seconds_bucket"))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
             .collect();
         assert_eq!(
             les,
             [
-                "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
-                "10", "+Inf"
+                "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5",
+                "5.0", "10.0", "+Inf"
             ]
         );
     }
 
     #[test]
-    fn floats_are_formatted_like_prometheus_clients() {
-        let cases: &[(f64, &str)] = &[
-            (0.0, "0"),
-            (1.0, "1"),
-            (0.001, "0.001"),
-            (2.5, "2.5"),
-            (-3.25, "-3.25"),
-            (1e21, "1000000000000000000000"),
-            (f64::INFINITY, "+Inf"),
-            (f64::NEG_INFINITY, "-Inf"),
-            (f64::NAN, "NaN"),
-        ];
-        for &(v, expected) in cases {
-            let mut out = String::new();
-            float_into(&mut out, v);
-            assert_eq!(out, expected, "{v}");
+    fn every_metric_the_readme_names_is_exported_with_the_labels_it_names() {
+        let readme = include_str!("../../README.md");
+        // (name, label names given with it, if any)
+        let mut documented: Vec<(String, Vec<&str>)> = Vec::new();
+        for code in readme.split('`').skip(1).step_by(2) {
+            let Some(start) = code.find("tripline_") else {
+                continue;
+            };
+            let name = &code[start..];
+            let end = name
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(name.len());
+            let (stem, rest) = name.split_at(end);
+            match rest.strip_prefix('{').and_then(|r| r.split_once('}')) {
+                // `tripline_sink_{batches,records,bytes}_delivered_total`: three metrics.
+                Some((parts, tail)) if tail.starts_with('_') => {
+                    let tail_end = tail
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(tail.len());
+                    for part in parts.split(',') {
+                        let name = format!("{stem}{part}{}", &tail[..tail_end]);
+                        documented.push((name, Vec::new()));
+                    }
+                }
+                // `tripline_lines_skipped_total{source,reason}`, `..._total{result="failed"}`.
+                Some((labels, _)) => {
+                    let labels = labels.split(',').map(|l| l.split('=').next().unwrap_or(l));
+                    documented.push((stem.to_owned(), labels.collect()));
+                }
+                None => documented.push((stem.to_owned(), Vec::new())),
+            }
+        }
+        assert!(documented.len() >= 30, "{documented:?}");
+        for (name, labels) in &documented {
+            let Some((_, _, exported)) = EXPORTED.iter().find(|(n, _, _)| n == name) else {
+                panic!("README names {name}, which is not exported");
+            };
+            for label in labels {
+                assert!(
+                    exported.contains(label),
+                    "README gives {name} the label {label}; it has {exported:?}"
+                );
+            }
         }
     }
 
     #[test]
-    fn names_are_checked_against_the_prometheus_grammar() {
-        let metric_names: &[(&str, bool)] = &[
-            ("events_received_total", true),
-            ("_private", true),
-            ("job:rate5m", true),
-            ("A1", true),
-            ("", false),
-            ("1events", false),
-            ("events-received", false),
-            ("événements", false),
-            ("has space", false),
-        ];
-        for &(name, valid) in metric_names {
-            assert_eq!(is_valid_metric_name(name), valid, "metric name {name:?}");
-        }
-        let label_names: &[(&str, bool)] = &[
-            ("reason", true),
-            ("_x", true),
-            ("le", true),
-            ("__reserved", false),
-            ("a:b", false),
-            ("", false),
-            ("9", false),
-        ];
-        for &(name, valid) in label_names {
-            assert_eq!(is_valid_label_name(name), valid, "label name {name:?}");
-        }
-    }
-
-    #[test]
-    fn definitions_with_bad_labels_or_buckets_are_refused() {
-        type LabelPairs = &'static [(&'static str, &'static str)];
-        let cases: &[(&str, Kind, LabelPairs)] = &[
-            ("duplicate label", Kind::Counter, &[("a", "1"), ("a", "2")]),
-            ("le on a histogram", Kind::Histogram(&[1.0]), &[("le", "1")]),
-            ("unsorted buckets", Kind::Histogram(&[1.0, 0.5]), &[]),
-            ("repeated bucket", Kind::Histogram(&[1.0, 1.0]), &[]),
-            (
-                "infinite bucket",
-                Kind::Histogram(&[1.0, f64::INFINITY]),
-                &[],
-            ),
-            ("NaN bucket", Kind::Histogram(&[f64::NAN]), &[]),
-        ];
-        for (what, kind, labels) in cases {
-            assert!(check_definition("m", *kind, labels).is_err(), "{what}");
-        }
-        assert!(check_definition("m", Kind::Gauge, &[("le", "1")]).is_ok());
-        assert!(check_definition("m", Kind::Histogram(&[]), &[("a", "")]).is_ok());
-    }
-
-    #[test]
-    fn same_name_and_labels_return_the_same_handle() {
-        let metrics = Metrics::new();
-        let first = metrics.counter("events_received_total", "h", &[("source", "file")]);
-        let again = metrics.counter("events_received_total", "other help", &[("source", "file")]);
-        let other = metrics.counter("events_received_total", "h", &[("source", "kafka")]);
-        first.add(2);
-        again.inc();
-        assert_eq!(first.get(), 3);
-        assert_eq!(again.get(), 3);
-        assert_eq!(other.get(), 0);
-
-        let gauge = metrics.gauge("open_files", "h", &[]);
-        metrics.gauge("open_files", "h", &[]).set(7);
-        assert_eq!(gauge.get(), 7);
-
-        let hist = metrics.histogram("x_seconds", "h", &[], LATENCY_BUCKETS);
-        metrics
-            .histogram("x_seconds", "h", &[], LATENCY_BUCKETS)
-            .observe(0.5);
-        assert_eq!(hist.count(), 1);
-        assert_eq!(hist.sum(), 0.5);
-
-        // The first registration's help text is the one exported.
-        assert!(metrics
-            .render()
-            .contains("# HELP events_received_total h\n"));
-    }
-
-    #[test]
-    fn a_clash_returns_a_detached_handle_without_panicking() {
-        let metrics = Metrics::new();
-        metrics.counter("clash_total", "h", &[("a", "1")]).add(5);
-
-        let wrong_type = metrics.gauge("clash_total", "h", &[("a", "1")]);
-        wrong_type.set(9);
-        let wrong_labels = metrics.counter("clash_total", "h", &[("b", "1")]);
-        wrong_labels.inc();
-        let fewer_labels = metrics.counter("clash_total", "h", &[]);
-        fewer_labels.inc();
-        metrics.histogram("latency_seconds", "h", &[], &[1.0]);
-        let wrong_buckets = metrics.histogram("latency_seconds", "h", &[], &[2.0]);
-        wrong_buckets.observe(0.5);
-
-        // Detached handles still work for their holder, but are never exported.
-        assert_eq!(wrong_type.get(), 9);
-        assert_eq!(wrong_buckets.count(), 1);
-        assert_eq!(
-            metrics.render(),
-            "# HELP clash_total h\n# TYPE clash_total counter\nclash_total{a=\"1\"} 5\n\
-             # HELP latency_seconds h\n# TYPE latency_seconds histogram\n\
-             latency_seconds_bucket{le=\"1\"} 0\n\
-             latency_seconds_bucket{le=\"+Inf\"} 0\n\
-             latency_seconds_sum 0\n\
-             latency_seconds_count 0\n"
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.events_received
+            .get_or_create_owned(&SourceLabels::new("a\\b\"c\nd"))
+            .inc();
+        assert!(
+            m.render()
+                .contains("tripline_events_received_total{source=\"a\\\\b\\\"c\\nd\"} 1\n"),
+            "{}",
+            m.render()
         );
     }
 
     #[test]
-    fn handles_are_shared_across_threads() {
-        let metrics = Metrics::new();
+    fn an_empty_registry_renders_unlabelled_metrics_and_reload_results_at_zero() {
+        let rendered = Metrics::new().render();
+        let families: Vec<&str> = types(&rendered).into_keys().collect();
+        assert_eq!(
+            families,
+            [
+                "tripline_batch_duration_seconds",
+                "tripline_dead_letters",
+                "tripline_queue_batches",
+                "tripline_rule_reloads",
+                "tripline_rules_loaded"
+            ]
+        );
+        assert!(
+            rendered.contains("\ntripline_queue_batches 0\n"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn handles_resolve_to_the_same_series() {
+        let m = Metrics::new();
+        let first = m.lines_read.get_or_create_owned(&SourceLabels::new("file"));
+        let again = m.lines_read.get_or_create_owned(&SourceLabels::new("file"));
+        let other = m
+            .lines_read
+            .get_or_create_owned(&SourceLabels::new("kafka"));
+        first.inc_by(2);
+        again.inc();
+        assert_eq!((first.get(), again.get(), other.get()), (3, 3, 0));
+
+        // A rule keeps its counter across rule sets as long as its id and level stay.
+        let before = m.alert_counters([("a", Level::Low), ("b", Level::High)]);
+        before[1].inc();
+        let after = m.alert_counters([("b", Level::High), ("a", Level::Critical)]);
+        after[0].inc();
+        assert_eq!(before[1].get(), 2);
+        assert_eq!(after[1].get(), 0, "another level is another series");
+        assert!(m
+            .render()
+            .contains("tripline_alerts_emitted_total{level=\"high\",rule_id=\"b\"} 2\n"));
+
+        // Known and unknown status codes count alike.
+        let requests = WebhookRequests::new(&m, "hook");
+        for code in [200, 200, 418] {
+            requests.inc(code);
+        }
+        let rendered = m.render();
+        assert!(
+            rendered.contains("tripline_webhook_requests_total{code=\"200\",source=\"hook\"} 2\n")
+        );
+        assert!(
+            rendered.contains("tripline_webhook_requests_total{code=\"418\",source=\"hook\"} 1\n")
+        );
+    }
+
+    /// Handles resolved once are updated from many threads, while another thread renders and
+    /// resolves new series (taking the families' locks): no update is lost, and the updaters
+    /// never wait on those locks (a counter is an atomic behind an `Arc`).
+    #[test]
+    fn handles_are_updated_concurrently_without_locks() {
+        const THREADS: u64 = 4;
+        const ROUNDS: u64 = 10_000;
+        let m = Metrics::new();
+        let events = m
+            .events_received
+            .get_or_create_owned(&SourceLabels::new("audit"));
+        let alerts = m.alert_counters([("r", Level::High), ("s", Level::Low)]);
+        let lag = m
+            .source_lag_bytes
+            .get_or_create_owned(&SourceLabels::new("audit"));
+        let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
-            for _ in 0..4 {
-                let metrics = &metrics;
-                scope.spawn(move || {
-                    let counter = metrics.counter("n_total", "h", &[]);
-                    let hist = metrics.histogram("v", "h", &[], &[1.0]);
-                    for _ in 0..1000 {
-                        counter.inc();
-                        hist.observe(0.5);
-                    }
-                });
+            let updaters: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (events, alerts, lag) = (events.clone(), alerts.clone(), lag.clone());
+                    scope.spawn(move || {
+                        for i in 0..ROUNDS {
+                            events.inc();
+                            alerts[(i % 2) as usize].inc();
+                            lag.inc_by(2);
+                            lag.dec_by(1);
+                        }
+                    })
+                })
+                .collect();
+            scope.spawn(|| {
+                let mut n = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    m.lines_read
+                        .get_or_create_owned(&SourceLabels::new(format!("s{n}")))
+                        .inc();
+                    assert!(m.render().ends_with("# EOF\n"));
+                    n += 1;
+                }
+            });
+            for u in updaters {
+                u.join().expect("updater thread");
             }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
         });
-        assert_eq!(metrics.counter("n_total", "h", &[]).get(), 4000);
-        let hist = metrics.histogram("v", "h", &[], &[1.0]);
-        assert_eq!(hist.count(), 4000);
-        assert_eq!(hist.sum(), 2000.0);
+        assert_eq!(events.get(), THREADS * ROUNDS);
+        assert_eq!(alerts[0].get() + alerts[1].get(), THREADS * ROUNDS);
+        assert_eq!(lag.get(), (THREADS * ROUNDS) as i64);
+        assert!(m.render().contains(&format!(
+            "tripline_events_received_total{{source=\"audit\"}} {}\n",
+            THREADS * ROUNDS
+        )));
     }
 }

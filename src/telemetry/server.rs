@@ -56,12 +56,14 @@ const SERVER_LIMITS: ServerLimits = ServerLimits {
     shutdown_grace: Duration::from_secs(5),
 };
 
-const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// OpenMetrics text, which Prometheus asks for first and parses since 2.5.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The HTTP endpoint for Prometheus and the kubelet, served by a current-thread Tokio runtime on
 /// its own thread, so that a busy pipeline cannot starve probes:
 ///
-/// - `GET /metrics`: 200, `text/plain; version=0.0.4; charset=utf-8`, [`Metrics::render`];
+/// - `GET /metrics`: 200, `application/openmetrics-text; version=1.0.0; charset=utf-8`,
+///   [`Metrics::render`];
 /// - `GET /healthz`: 200 `ok` while [`Health::is_live`], else 503;
 /// - `GET /readyz`: 200 `ready` if [`Health::is_ready`], else 503 naming the components that
 ///   are not ready;
@@ -386,6 +388,7 @@ impl AsyncWrite for BoundedConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::SourceLabels;
     use std::io::{Read, Write};
 
     /// Sends one raw HTTP/1.1 request and returns (status line, headers, body).
@@ -419,12 +422,9 @@ mod tests {
         let metrics = Metrics::new();
         let health = Health::new();
         metrics
-            .counter(
-                "events_received_total",
-                "Events read.",
-                &[("source", "file")],
-            )
-            .add(42);
+            .events_received
+            .get_or_create_owned(&SourceLabels::new("file"))
+            .inc_by(42);
         let pipeline = health.component("pipeline");
         let server = TelemetryServer::start(
             "127.0.0.1:0".parse().expect("literal address"),
@@ -438,13 +438,16 @@ mod tests {
         let (status, headers, body) = get(addr, "/metrics");
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert!(
-            headers.contains("content-type: text/plain; version=0.0.4"),
+            headers.contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+            ),
             "{headers}"
         );
         assert!(
-            body.contains("events_received_total{source=\"file\"} 42\n"),
+            body.contains("\ntripline_events_received_total{source=\"file\"} 42\n"),
             "{body}"
         );
+        assert!(body.ends_with("\n# EOF\n"), "{body}");
 
         let (status, _, body) = get(addr, "/readyz");
         assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
