@@ -20,14 +20,16 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::types::{Flow, HumanDuration};
 use crate::config::Config;
 use crate::detect::Detector;
-use crate::event::decode_value_into;
+use crate::event::{decode_value_into, SkipReason};
 use crate::rules::{Level, RuleMeta, RuleSet};
 use crate::sink::{self, DeadLetters, SinkBatch, SinkHandle};
 use crate::source::file::{FileSource, SourceEvent};
 use crate::source::file::{FileSourceConfig, ReadFrom};
 use crate::source::Batch;
 use crate::source::SourceConfig;
-use crate::telemetry::{Health, Metrics, LATENCY_BUCKETS};
+use crate::telemetry::{
+    Counter, Health, Metrics, ReloadLabels, ReloadResult, SkipLabels, SourceLabels,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -127,11 +129,7 @@ pub fn run(
     let sinks: Arc<[SinkHandle]> = sinks.into();
     let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
     metrics
-        .gauge(
-            "tripline_rules_loaded",
-            "Rules in the running rule set.",
-            &[],
-        )
+        .rules_loaded
         .set(rules.read().map(|r| r.len()).unwrap_or(0) as i64);
 
     let (batch_tx, batch_rx) = crossbeam_channel::bounded::<Batch>(queue);
@@ -369,17 +367,10 @@ fn node_name(cfg: &Config) -> Option<String> {
 impl WorkerContext {
     fn run(self) {
         let wants_events = self.sinks.iter().any(|s| s.takes(Flow::Events));
-        let latency = self.metrics.histogram(
-            "tripline_batch_duration_seconds",
-            "Time to decode and detect one batch.",
-            &[],
-            LATENCY_BUCKETS,
-        );
-        let queue_depth = self.metrics.gauge(
-            "tripline_queue_batches",
-            "Batches waiting for a worker.",
-            &[],
-        );
+        let latency = &self.metrics.batch_duration;
+        let queue_depth = &self.metrics.queue_batches;
+        // The alert counter of each rule, resolved again only when the rule set is swapped.
+        let mut alert_counters: Option<(Arc<RuleSet>, Vec<Counter>)> = None;
         for batch in self.rx.iter() {
             if self.abandon.load(Ordering::Relaxed) {
                 // Past the shutdown deadline: leave the batch unconfirmed.
@@ -391,22 +382,37 @@ impl WorkerContext {
                 Ok(r) => r.clone(),
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
+            if !alert_counters
+                .as_ref()
+                .is_some_and(|(r, _)| Arc::ptr_eq(r, &rules))
+            {
+                let ids = rules
+                    .rules()
+                    .iter()
+                    .map(|r| (r.meta.id.as_str(), r.meta.level));
+                alert_counters = Some((rules.clone(), self.metrics.alert_counters(ids)));
+            }
+            let alerts = alert_counters.as_ref().map_or(&[][..], |(_, c)| &c[..]);
             let mut out = Outputs::default();
-            self.process(&batch, &rules, wants_events, &mut out);
+            self.process(&batch, &rules, alerts, wants_events, &mut out);
             self.dispatch(&batch, &rules, out);
             latency.observe(started.elapsed().as_secs_f64());
             batch.ack.done();
         }
     }
 
-    fn process(&self, batch: &Batch, rules: &RuleSet, wants_events: bool, out: &mut Outputs) {
-        let source = &*batch.source;
-        let m = &self.metrics;
-        let events_read = m.counter(
-            "tripline_events_received_total",
-            "Audit events decoded.",
-            &[("source", source)],
-        );
+    fn process(
+        &self,
+        batch: &Batch,
+        rules: &RuleSet,
+        alerts: &[Counter],
+        wants_events: bool,
+        out: &mut Outputs,
+    ) {
+        let events_read = self
+            .metrics
+            .events_received
+            .get_or_create_owned(&SourceLabels::new(batch.source.clone()));
         let mut detector = Detector::new(rules, self.cluster.clone());
         detector.node_name = self.node.clone();
         let event_template = wants_events
@@ -430,7 +436,7 @@ impl WorkerContext {
                         batch,
                         this_line,
                         line_offset,
-                        "invalid_utf8",
+                        SkipReason::InvalidUtf8,
                         &e.to_string(),
                         trimmed,
                     );
@@ -444,12 +450,7 @@ impl WorkerContext {
                     let mut meta: Option<RecordMeta> = None;
                     detector.detect(ev, &mut |a| {
                         let rule = &rules.rules()[a.rule].meta;
-                        m.counter(
-                            "tripline_alerts_emitted_total",
-                            "Alerts raised, by rule.",
-                            &[("rule_id", &rule.id), ("level", rule.level.as_str())],
-                        )
-                        .inc();
+                        alerts[a.rule].inc();
                         let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
                         let index = a.rule;
                         out.records.push(Arc::new(sink::Record {
@@ -482,26 +483,27 @@ impl WorkerContext {
                         out.rules.push(None);
                     }
                 }
-                Err((reason, msg)) => self.skip(
-                    batch,
-                    this_line,
-                    line_offset,
-                    reason.as_str(),
-                    &msg,
-                    trimmed,
-                ),
+                Err((reason, msg)) => {
+                    self.skip(batch, this_line, line_offset, reason, &msg, trimmed)
+                }
             });
         }
     }
 
-    fn skip(&self, batch: &Batch, line: u64, offset: u64, reason: &str, msg: &str, raw: &[u8]) {
+    fn skip(
+        &self,
+        batch: &Batch,
+        line: u64,
+        offset: u64,
+        reason: SkipReason,
+        msg: &str,
+        raw: &[u8],
+    ) {
         self.metrics
-            .counter(
-                "tripline_lines_skipped_total",
-                "Lines or events skipped, by reason.",
-                &[("source", &batch.source), ("reason", reason)],
-            )
+            .lines_skipped
+            .get_or_create_owned(&SkipLabels::new(batch.source.clone(), reason))
             .inc();
+        let reason = reason.as_str();
         let offset = batch.report_offset(offset);
         tracing::warn!(source = %batch.source, path = %batch.path, line, offset, reason, "skipped: {msg}");
         self.dead_letters
@@ -555,7 +557,7 @@ impl WorkerContext {
                 // A sink nobody waits for never stalls the pipeline: when it is behind, drop.
                 if let Err(e) = s.tx.try_send(SinkBatch { records, ack: None }) {
                     let b = e.into_inner();
-                    sink::dropped_counter(&self.metrics, &s.name).add(b.records.len() as u64);
+                    sink::dropped_counter(&self.metrics, &s.name).inc_by(b.records.len() as u64);
                     for r in &b.records {
                         self.dead_letters.write_record(
                             &s.name,
@@ -718,28 +720,20 @@ impl Reloader {
                     *w = Arc::new(set);
                 }
                 self.metrics
-                    .counter(
-                        "tripline_rule_reloads_total",
-                        "Rule reloads, by result.",
-                        &[("result", "ok")],
-                    )
+                    .rule_reloads
+                    .get_or_create(&ReloadLabels {
+                        result: ReloadResult::Ok,
+                    })
                     .inc();
-                self.metrics
-                    .gauge(
-                        "tripline_rules_loaded",
-                        "Rules in the running rule set.",
-                        &[],
-                    )
-                    .set(n as i64);
+                self.metrics.rules_loaded.set(n as i64);
                 tracing::info!(rules = n, "rules reloaded");
             }
             Err(errors) => {
                 self.metrics
-                    .counter(
-                        "tripline_rule_reloads_total",
-                        "Rule reloads, by result.",
-                        &[("result", "failed")],
-                    )
+                    .rule_reloads
+                    .get_or_create(&ReloadLabels {
+                        result: ReloadResult::Failed,
+                    })
                     .inc();
                 for e in &errors {
                     tracing::error!("{e}");

@@ -32,7 +32,7 @@ pub use config::{BatchConfig, SinkConfig, SinkKind};
 use crate::ack::Confirm;
 use crate::config::types::{Flow, Secret};
 use crate::rules::Level;
-use crate::telemetry::{Counter, Health, HealthHandle, Metrics};
+use crate::telemetry::{Counter, Health, HealthHandle, Metrics, SinkLabels};
 
 /// One document for the sinks: an alert or an audit event, serialized once and shared by every
 /// sink that takes it.
@@ -224,55 +224,25 @@ struct SinkMetrics {
 
 impl SinkMetrics {
     fn new(metrics: &Metrics, name: &str) -> SinkMetrics {
-        let l = [("sink", name)];
+        let l = SinkLabels::new(name);
         SinkMetrics {
-            delivered: metrics.counter(
-                "tripline_sink_batches_delivered_total",
-                "Requests a sink completed.",
-                &l,
-            ),
-            records: metrics.counter(
-                "tripline_sink_records_delivered_total",
-                "Alerts or events a sink delivered.",
-                &l,
-            ),
-            bytes: metrics.counter(
-                "tripline_sink_bytes_delivered_total",
-                "Bytes of documents a sink delivered (before compression and framing).",
-                &l,
-            ),
-            failures: metrics.counter(
-                "tripline_sink_failures_total",
-                "Failed requests of a sink (each retried unless given up).",
-                &l,
-            ),
-            retries: metrics.counter(
-                "tripline_sink_retries_total",
-                "Records a sink sent again.",
-                &l,
-            ),
-            rejected: metrics.counter(
-                "tripline_sink_rejected_total",
-                "Records the destination rejected for their content (dead-lettered).",
-                &l,
-            ),
+            delivered: metrics.sink_batches_delivered.get_or_create_owned(&l),
+            records: metrics.sink_records_delivered.get_or_create_owned(&l),
+            bytes: metrics.sink_bytes_delivered.get_or_create_owned(&l),
+            failures: metrics.sink_failures.get_or_create_owned(&l),
+            retries: metrics.sink_retries.get_or_create_owned(&l),
+            rejected: metrics.sink_rejected.get_or_create_owned(&l),
             dropped: dropped_counter(metrics, name),
-            up: metrics.gauge(
-                "tripline_sink_up",
-                "1 while a sink's destination answers (its last request or probe succeeded).",
-                &l,
-            ),
+            up: metrics.sink_up.get_or_create_owned(&l),
         }
     }
 }
 
 /// The counter of records a sink gave up on.
 pub fn dropped_counter(metrics: &Metrics, sink: &str) -> Counter {
-    metrics.counter(
-        "tripline_sink_dropped_total",
-        "Records a sink gave up on (queue full or delivery failing); each is dead-lettered.",
-        &[("sink", sink)],
-    )
+    metrics
+        .sink_dropped
+        .get_or_create_owned(&SinkLabels::new(sink))
 }
 
 /// What a sink thread needs besides its [`Deliver`].
@@ -542,7 +512,7 @@ impl Driver {
                             Outcome::Delivered => {
                                 progressed = true;
                                 self.metrics.records.inc();
-                                self.metrics.bytes.add(rec.doc.len() as u64);
+                                self.metrics.bytes.inc_by(rec.doc.len() as u64);
                                 pending.done(batch);
                             }
                             Outcome::Reject(why) => {
@@ -619,7 +589,7 @@ impl Driver {
                 std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            self.metrics.retries.add(chunk.len() as u64);
+            self.metrics.retries.inc_by(chunk.len() as u64);
         }
     }
 }
@@ -693,11 +663,7 @@ impl DeadLetters {
         DeadLetters {
             path: state_dir.join("dead-letter.jsonl"),
             out: Mutex::new(None),
-            written: metrics.counter(
-                "tripline_dead_letters_total",
-                "Records written to the dead-letter file.",
-                &[],
-            ),
+            written: metrics.dead_letters.clone(),
         }
     }
 

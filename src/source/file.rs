@@ -29,7 +29,8 @@ use super::checkpoint::{fingerprint, read_prefix, Checkpoints, FileCheckpoint, F
 use super::Batch;
 use crate::ack::Ack;
 use crate::config::types::HumanDuration;
-use crate::telemetry::{Counter, Gauge, Metrics};
+use crate::event::SkipReason;
+use crate::telemetry::{Counter, Gauge, Metrics, SkipLabels, SourceLabels};
 
 /// Where a file source starts in files that exist when it first runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -260,41 +261,19 @@ struct SourceMetrics {
 
 impl SourceMetrics {
     fn new(m: &Metrics, source: &str) -> Self {
-        let l = [("source", source)];
+        let l = SourceLabels::new(source);
         SourceMetrics {
-            lines: m.counter("tripline_lines_read_total", "Complete lines read by a source.", &l),
-            bytes: m.counter("tripline_bytes_read_total", "Bytes read by a source.", &l),
-            too_long: m.counter(
-                "tripline_lines_skipped_total",
-                "Lines or events skipped, by reason.",
-                &[("source", source), ("reason", "too_long")],
-            ),
-            truncations: m.counter(
-                "tripline_file_truncations_total",
-                "Files found shorter than what was read (copy-truncate); read again from the start.",
-                &l,
-            ),
-            checkpoint_writes: m.counter(
-                "tripline_checkpoint_writes_total",
-                "Checkpoint files written.",
-                &l,
-            ),
-            checkpoint_failures: m.counter(
-                "tripline_checkpoint_write_failures_total",
-                "Checkpoint files that could not be written.",
-                &l,
-            ),
-            files: m.gauge("tripline_source_files", "Files a source follows.", &l),
-            lag_bytes: m.gauge(
-                "tripline_source_lag_bytes",
-                "Bytes written to followed files and not yet read.",
-                &l,
-            ),
-            silent: m.gauge(
-                "tripline_source_silent",
-                "1 while a source has delivered nothing for longer than its silence threshold.",
-                &l,
-            ),
+            lines: m.lines_read.get_or_create_owned(&l),
+            bytes: m.bytes_read.get_or_create_owned(&l),
+            too_long: m
+                .lines_skipped
+                .get_or_create_owned(&SkipLabels::new(source, SkipReason::TooLong)),
+            truncations: m.file_truncations.get_or_create_owned(&l),
+            checkpoint_writes: m.checkpoint_writes.get_or_create_owned(&l),
+            checkpoint_failures: m.checkpoint_write_failures.get_or_create_owned(&l),
+            files: m.source_files.get_or_create_owned(&l),
+            lag_bytes: m.source_lag_bytes.get_or_create_owned(&l),
+            silent: m.source_silent.get_or_create_owned(&l),
         }
     }
 }
@@ -851,7 +830,7 @@ impl FileSource {
             return Ok(());
         };
         t.read_pos += n as u64;
-        self.metrics.bytes.add(n as u64);
+        self.metrics.bytes.inc_by(n as u64);
         self.last_data = Instant::now();
         // Offset of chunk[0] in the file.
         let chunk_start = t.read_pos - n as u64;

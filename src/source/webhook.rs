@@ -26,7 +26,9 @@ use tokio::sync::Semaphore;
 
 use super::spool::{Spool, SpoolError};
 use crate::config::types::{HumanDuration, Secret};
-use crate::telemetry::{Counter, Gauge, HealthHandle, Histogram, Metrics, LATENCY_BUCKETS};
+use crate::telemetry::{
+    Counter, Gauge, HealthHandle, Histogram, Metrics, SourceLabels, WebhookRequests,
+};
 
 /// `sources: - type: webhook`.
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +203,7 @@ impl Dedupe {
 }
 
 struct Metricset {
+    requests: WebhookRequests,
     events: Counter,
     duplicates: Counter,
     spool_full: Counter,
@@ -217,19 +220,12 @@ struct Shared {
     stopping: AtomicBool,
     /// Ready while the spool has room for this much (one large request).
     ready_room: u64,
-    metrics: Arc<Metrics>,
     m: Metricset,
 }
 
 impl Shared {
     fn count(&self, code: StatusCode) {
-        self.metrics
-            .counter(
-                "tripline_webhook_requests_total",
-                "Webhook requests, by response status.",
-                &[("source", &self.name), ("code", code.as_str())],
-            )
-            .inc();
+        self.m.requests.inc(code.as_u16());
     }
 }
 
@@ -383,8 +379,8 @@ async fn handle(st: &Arc<Shared>, body: Bytes) -> Response {
     .await;
     match appended {
         Ok(Ok((events, dups))) => {
-            st.m.events.add(events);
-            st.m.duplicates.add(dups);
+            st.m.events.inc_by(events);
+            st.m.duplicates.inc_by(dups);
             st.m.spool_bytes.set(st.spool.used() as i64);
             (
                 StatusCode::OK,
@@ -458,7 +454,7 @@ impl Webhook {
             Some(t) => Some(server_tls(t).map_err(err)?),
             None => None,
         };
-        let l = [("source", name)];
+        let l = SourceLabels::new(name);
         let shared = Arc::new(Shared {
             name: name.to_string(),
             spool,
@@ -473,34 +469,13 @@ impl Webhook {
             stopping: AtomicBool::new(false),
             ready_room: (cfg.max_body_bytes as u64).min(cfg.spool_max_bytes / 4),
             m: Metricset {
-                events: metrics.counter(
-                    "tripline_webhook_events_total",
-                    "Events accepted by a webhook source and spooled.",
-                    &l,
-                ),
-                duplicates: metrics.counter(
-                    "tripline_webhook_duplicates_total",
-                    "Events dropped as already received (a retried batch).",
-                    &l,
-                ),
-                spool_full: metrics.counter(
-                    "tripline_webhook_spool_full_total",
-                    "Requests refused with 429 because the spool was full.",
-                    &l,
-                ),
-                duration: metrics.histogram(
-                    "tripline_webhook_request_duration_seconds",
-                    "Time to answer a webhook request (spooled and fsynced).",
-                    &l,
-                    LATENCY_BUCKETS,
-                ),
-                spool_bytes: metrics.gauge(
-                    "tripline_spool_bytes",
-                    "Bytes in a source's spool on disk.",
-                    &l,
-                ),
+                requests: WebhookRequests::new(&metrics, name),
+                events: metrics.webhook_events.get_or_create_owned(&l),
+                duplicates: metrics.webhook_duplicates.get_or_create_owned(&l),
+                spool_full: metrics.webhook_spool_full.get_or_create_owned(&l),
+                duration: metrics.webhook_request_duration.get_or_create_owned(&l),
+                spool_bytes: metrics.spool_bytes.get_or_create_owned(&l),
             },
-            metrics,
         });
         let router = Router::new()
             .route(&cfg.path, post(receive))

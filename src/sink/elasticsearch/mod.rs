@@ -25,7 +25,7 @@ use crate::config::types::{Flow, HumanDuration, Secret};
 use crate::sink::{
     read_secret, runtime, Deliver, Limits, Outcome, Record, RequestError, SinkError,
 };
-use crate::telemetry::{Counter, Metrics};
+use crate::telemetry::{Counter, Metrics, SinkLabels};
 use crate::tls::TlsConfig;
 
 /// Bulk requests of up to 2,000 documents or 5 MiB, sent at least every second.
@@ -396,11 +396,9 @@ impl Elasticsearch {
             flavor,
             templates_installed: !cfg.template.install,
             rt: runtime(name)?,
-            failovers: metrics.counter(
-                "tripline_sink_failovers_total",
-                "Requests a sink sent to another endpoint after one failed.",
-                &[("sink", name)],
-            ),
+            failovers: metrics
+                .sink_failovers
+                .get_or_create_owned(&SinkLabels::new(name)),
         })
     }
 

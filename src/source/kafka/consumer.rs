@@ -16,7 +16,7 @@ use super::{KafkaSourceConfig, FIXED};
 use crate::ack::Ack;
 use crate::source::file::SourceEvent;
 use crate::source::Batch;
-use crate::telemetry::{Counter, Gauge, HealthHandle, Metrics};
+use crate::telemetry::{ConsumerLagLabels, Counter, HealthHandle, Metrics, SourceLabels};
 
 /// Batches of one partition handed on and not yet all confirmed.
 struct Partition {
@@ -314,7 +314,7 @@ impl KafkaSource {
             return Err(err(problems.join("; ")));
         }
         let (acks_tx, acks_rx) = crossbeam_channel::unbounded();
-        let l = [("source", name)];
+        let l = SourceLabels::new(name);
         let tracker = Arc::new(Mutex::new(Tracker {
             source: Arc::from(name),
             topics: Vec::new(),
@@ -325,11 +325,7 @@ impl KafkaSource {
             revoke_timeout: cfg.revoke_timeout.0,
             joined: false,
             stopping: false,
-            commit_failures: metrics.counter(
-                "tripline_kafka_commit_failures_total",
-                "Failed offset commits of a Kafka source.",
-                &l,
-            ),
+            commit_failures: metrics.kafka_commit_failures.get_or_create_owned(&l),
         }));
         let consumer: BaseConsumer<Context> = client_config(name, cfg)
             .create_with_context(Context {
@@ -348,16 +344,8 @@ impl KafkaSource {
             batch_max,
             out,
             events,
-            messages: metrics.counter(
-                "tripline_kafka_messages_total",
-                "Messages consumed by a Kafka source.",
-                &l,
-            ),
-            bytes: metrics.counter(
-                "tripline_kafka_bytes_total",
-                "Bytes of messages consumed by a Kafka source.",
-                &l,
-            ),
+            messages: metrics.kafka_messages.get_or_create_owned(&l),
+            bytes: metrics.kafka_bytes.get_or_create_owned(&l),
             metrics,
         })
     }
@@ -463,7 +451,7 @@ impl KafkaSource {
     fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let Some(payload) = m.payload() else { return };
         self.messages.inc();
-        self.bytes.add(payload.len() as u64);
+        self.bytes.inc_by(payload.len() as u64);
         let mut t = lock(&self.tracker);
         let topic = t.topic_id(m.topic());
         let Some(p) = t.parts.get_mut(&(topic, m.partition())) else {
@@ -541,16 +529,12 @@ impl KafkaSource {
                 self.consumer
                     .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1))
             {
-                let part = e.partition().to_string();
-                let g: Gauge = self.metrics.gauge(
-                    "tripline_kafka_consumer_lag",
-                    "Messages between a partition's end and the consumer's position.",
-                    &[
-                        ("source", &self.name),
-                        ("topic", e.topic()),
-                        ("partition", &part),
-                    ],
-                );
+                let labels = ConsumerLagLabels {
+                    partition: e.partition(),
+                    source: self.name.clone(),
+                    topic: e.topic().to_owned(),
+                };
+                let g = self.metrics.kafka_consumer_lag.get_or_create_owned(&labels);
                 g.set((high - pos).max(0));
             }
         }
