@@ -807,6 +807,10 @@ impl FileSource {
             t.confirmed = 0;
             t.confirmed_line = 0;
             t.next_seq = 0;
+            // The old content's fingerprint would not match the new content at a restart:
+            // taken again from the new content below.
+            t.fingerprint = fingerprint(&[]);
+            t.fingerprint_len = 0;
             self.dirty = true;
         }
         let n = file.read_at(buf, t.read_pos)?;
@@ -1382,6 +1386,35 @@ mod tests {
         ack(&b);
         h.step();
         assert_eq!(h.confirmed("audit.log"), (2, 1));
+    }
+
+    #[test]
+    fn a_restart_after_copy_truncate_resumes_without_repeating_lines() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"old-1\nold-2\nold-3\n").unwrap();
+        ack(&h.step());
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, b"new-1\n");
+        let b = h.step();
+        assert_eq!(lines(&b), ["new-1"]);
+        ack(&b);
+        h.step();
+        let cp = h.stored();
+        // The checkpoint describes the content it points into.
+        assert_eq!(cp.files[0].offset, 6);
+        assert_eq!(cp.files[0].fingerprint, fingerprint(b"new-1\n"));
+        drop(h);
+
+        append(&log, b"new-2\n");
+        let mut h = Harness::new(root.path(), Opts::default());
+        assert_eq!(lines(&h.step()), ["new-2"]);
     }
 
     #[test]
