@@ -1811,13 +1811,13 @@ mod tests {
         let mut h = Harness::new(
             root.path(),
             Opts {
-                silence: Duration::from_millis(20),
+                silence: Duration::from_millis(100),
                 ..Opts::default()
             },
         );
         h.src.check_silence();
         assert!(h.events.try_recv().is_err());
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(Duration::from_millis(110));
         h.src.check_silence();
         h.src.check_silence();
         let e: Vec<SourceEvent> = h.events.try_iter().collect();
@@ -1946,5 +1946,111 @@ mod tests {
         t.join().unwrap();
         let cp = Checkpoints::load(&cp_path).unwrap().unwrap();
         assert_eq!((cp.files[0].offset, cp.files[0].line), (2, 1));
+    }
+
+    /// A line without its newline: any bytes but `\n`, sometimes longer than the `max_line`
+    /// the properties use.
+    fn any_line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            any::<u8>().prop_map(|b| if b == b'\n' { b'x' } else { b }),
+            0..40,
+        )
+    }
+
+    fn joined(lines: &[Vec<u8>], tail: &[u8]) -> Vec<u8> {
+        let mut content: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect();
+        content.extend_from_slice(tail);
+        content
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the sizes of the writes and of the reads between them, what comes out is
+        /// every complete line not over `max_line`, in order, once; each batch is the file's
+        /// bytes at its offset, numbered by the lines before it; and once all is confirmed the
+        /// checkpoint is at the last newline.
+        #[test]
+        fn lines_come_out_whole_in_order_and_once_however_the_writes_are_split(
+            written in proptest::collection::vec(any_line(), 0..30),
+            tail in any_line(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..12),
+            batch_max in 1usize..64,
+            max_line in 4usize..48,
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let mut h = Harness::new(root.path(), Opts { max_line, batch_max, ..Opts::default() });
+            let log = h.path("audit.log");
+            let content = joined(&written, &tail);
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(content.len() + 1)).collect();
+            cuts.push(content.len());
+            cuts.sort_unstable();
+            fs::write(&log, b"").unwrap();
+            let mut batches = Vec::new();
+            let mut at = 0;
+            for cut in cuts {
+                append(&log, &content[at..cut]);
+                at = cut;
+                batches.extend(h.step());
+            }
+
+            let expected: Vec<Vec<u8>> =
+                written.iter().filter(|l| l.len() <= max_line).cloned().collect();
+            proptest::prop_assert_eq!(raw_lines(&batches), expected);
+            for b in &batches {
+                let start = b.start_offset as usize;
+                proptest::prop_assert_eq!(&content[start..start + b.data.len()], &b.data[..]);
+                let before = content[..start].iter().filter(|&&c| c == b'\n').count() as u64;
+                proptest::prop_assert_eq!(b.first_line, before + 1);
+                proptest::prop_assert!(b.data.len() < batch_max + max_line + 1);
+            }
+            let too_long = written.iter().filter(|l| l.len() > max_line).count() as u64;
+            proptest::prop_assert_eq!(h.src.metrics.too_long.get(), too_long);
+
+            ack(&batches);
+            h.step();
+            let complete = (content.len() - tail.len()) as u64;
+            proptest::prop_assert_eq!(h.confirmed("audit.log"), (complete, written.len() as u64));
+        }
+
+        /// Confirmed in any order, a file's checkpoint is always the start of its earliest
+        /// unconfirmed batch (the end of the longest confirmed run, skipped lines included),
+        /// numbered by the lines before it; once all are confirmed, the end of the last line.
+        #[test]
+        fn the_checkpoint_is_the_end_of_the_longest_confirmed_run_whatever_the_order(
+            written in proptest::collection::vec(any_line(), 0..30),
+            tail in any_line(),
+            picks in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 64),
+            batch_max in 1usize..32,
+            max_line in 4usize..48,
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let mut h = Harness::new(root.path(), Opts { max_line, batch_max, ..Opts::default() });
+            let content = joined(&written, &tail);
+            fs::write(h.path("audit.log"), &content).unwrap();
+            let batches = h.step();
+            let complete = (content.len() - tail.len()) as u64;
+            let lines_to = |offset: u64| {
+                content[..offset as usize].iter().filter(|&&c| c == b'\n').count() as u64
+            };
+            let mut waiting: Vec<&Batch> = batches.iter().collect();
+            let mut picks = picks.iter().cycle();
+            loop {
+                let expected = waiting.iter().map(|b| b.start_offset).min().unwrap_or(complete);
+                proptest::prop_assert_eq!(h.confirmed("audit.log"), (expected, lines_to(expected)));
+                if waiting.is_empty() {
+                    break;
+                }
+                let b = waiting.swap_remove(picks.next().unwrap().index(waiting.len()));
+                b.ack.done();
+                h.step();
+            }
+            let cp = h.stored();
+            proptest::prop_assert_eq!((cp.files[0].offset, cp.files[0].line), (complete, written.len() as u64));
+        }
     }
 }
