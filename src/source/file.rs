@@ -805,6 +805,10 @@ impl FileSource {
             t.confirmed = 0;
             t.confirmed_line = 0;
             t.next_seq = 0;
+            // The old content's fingerprint would not match the new content at a restart:
+            // taken again from the new content below.
+            t.fingerprint = fingerprint(&[]);
+            t.fingerprint_len = 0;
             self.dirty = true;
         }
         let n = file.read_at(buf, t.read_pos)?;
@@ -1028,6 +1032,1024 @@ impl FileSource {
                     h.set_ready(false);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The source driven by hand over real files in a temporary directory: each `step` is one
+    //! turn of `run`'s loop (completions, glob scan, reads, releases), without its waiting.
+
+    use super::*;
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+
+    use crate::telemetry::Health;
+
+    struct Opts {
+        glob: &'static str,
+        read_from: ReadFrom,
+        max_line: usize,
+        batch_max: usize,
+        silence: Duration,
+    }
+
+    impl Default for Opts {
+        fn default() -> Self {
+            Opts {
+                glob: "audit.log",
+                read_from: ReadFrom::Beginning,
+                max_line: 1 << 20,
+                batch_max: 1 << 20,
+                silence: Duration::from_secs(300),
+            }
+        }
+    }
+
+    fn config(logs: &Path, o: &Opts) -> FileSourceConfig {
+        FileSourceConfig {
+            name: None,
+            paths: vec![format!("{}/{}", logs.display(), o.glob)],
+            exclude: vec![],
+            read_from: o.read_from,
+            poll_interval: HumanDuration(Duration::from_millis(2)),
+            checkpoint_interval: HumanDuration(Duration::from_millis(5)),
+            silence_alert_after: HumanDuration(o.silence),
+        }
+    }
+
+    /// A source over `<root>/logs` with its state in `<root>/state`.
+    struct Harness {
+        logs: PathBuf,
+        src: FileSource,
+        rx: Receiver<Batch>,
+        events: Receiver<SourceEvent>,
+        stop: AtomicBool,
+    }
+
+    impl Harness {
+        fn new(root: &Path, o: Opts) -> Harness {
+            let logs = root.join("logs");
+            fs::create_dir_all(&logs).unwrap();
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let (etx, events) = crossbeam_channel::bounded(16);
+            let src = FileSource::new(
+                "audit",
+                config(&logs, &o),
+                &root.join("state"),
+                o.max_line,
+                o.batch_max,
+                tx,
+                etx,
+                &Metrics::new(),
+            )
+            .unwrap();
+            Harness {
+                logs,
+                src,
+                rx,
+                events,
+                stop: AtomicBool::new(false),
+            }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.logs.join(name)
+        }
+
+        /// One turn of the source's loop; returns the batches it handed on.
+        fn step(&mut self) -> Vec<Batch> {
+            self.src.take_completions();
+            self.src.scan();
+            self.src.read_all(&self.stop);
+            self.src.release_finished();
+            self.rx.try_iter().collect()
+        }
+
+        /// The followed file last seen as `name`.
+        fn file(&self, name: &str) -> &Tracked {
+            let p = self.path(name);
+            self.src
+                .tracked
+                .values()
+                .find(|t| t.path == p)
+                .unwrap_or_else(|| panic!("{name} is not followed"))
+        }
+
+        /// (confirmed offset, confirmed line) of `name`.
+        fn confirmed(&self, name: &str) -> (u64, u64) {
+            let t = self.file(name);
+            (t.confirmed, t.confirmed_line)
+        }
+
+        /// Writes the checkpoint file and reads it back.
+        fn stored(&mut self) -> Checkpoints {
+            self.src.write_checkpoint();
+            Checkpoints::load(&self.src.checkpoint_path)
+                .unwrap()
+                .expect("a checkpoint was written")
+        }
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    /// The lines of `batches`, in order, without their newlines; every batch holds only
+    /// complete lines.
+    fn lines(batches: &[Batch]) -> Vec<String> {
+        raw_lines(batches)
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect()
+    }
+
+    fn raw_lines(batches: &[Batch]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for b in batches {
+            assert!(
+                b.data.ends_with(b"\n"),
+                "batch ends inside a line: {:?}",
+                String::from_utf8_lossy(&b.data)
+            );
+            out.extend(
+                b.data[..b.data.len() - 1]
+                    .split(|&c| c == b'\n')
+                    .map(<[u8]>::to_vec),
+            );
+        }
+        out
+    }
+
+    fn ack(batches: &[Batch]) {
+        for b in batches {
+            b.ack.done();
+        }
+    }
+
+    #[test]
+    fn complete_lines_are_handed_on_with_their_offsets_and_line_numbers() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        fs::write(h.path("audit.log"), b"one\ntwo\n").unwrap();
+        let b = h.step();
+        assert_eq!(lines(&b), ["one", "two"]);
+        assert_eq!((b[0].first_line, b[0].start_offset), (1, 0));
+        assert_eq!(&*b[0].source, "audit");
+        assert_eq!(&*b[0].path, h.path("audit.log").display().to_string());
+        assert!(b[0].message_offsets.is_empty());
+        append(&h.path("audit.log"), b"three\n");
+        let b = h.step();
+        assert_eq!(lines(&b), ["three"]);
+        assert_eq!((b[0].first_line, b[0].start_offset), (3, 8));
+        assert!(h.step().is_empty(), "nothing new, nothing handed on");
+        assert_eq!(h.src.metrics.lines.get(), 3);
+        assert_eq!(h.src.metrics.bytes.get(), 14);
+    }
+
+    #[test]
+    fn a_partial_last_line_waits_for_its_newline() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"a\nbc").unwrap();
+        let a = h.step();
+        assert_eq!(lines(&a), ["a"]);
+        append(&log, b"d");
+        assert!(h.step().is_empty(), "still no newline");
+        append(&log, b"e\nf");
+        let b = h.step();
+        assert_eq!(lines(&b), ["bcde"]);
+        assert_eq!((b[0].first_line, b[0].start_offset), (2, 2));
+        ack(&a);
+        ack(&b);
+        h.step();
+        // The checkpoint stops at the last newline, not at what was read.
+        assert_eq!(h.confirmed("audit.log"), (7, 2));
+        assert_eq!(h.file("audit.log").read_pos, 8);
+    }
+
+    #[test]
+    fn batches_are_cut_at_line_boundaries_once_they_reach_batch_max_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                batch_max: 8,
+                ..Opts::default()
+            },
+        );
+        fs::write(h.path("audit.log"), b"aaaa\nbbbb\ncc\ndd\nee\n").unwrap();
+        let b = h.step();
+        let parts: Vec<(&[u8], u64, u64)> = b
+            .iter()
+            .map(|b| (&b.data[..], b.first_line, b.start_offset))
+            .collect();
+        assert_eq!(
+            parts,
+            [(&b"aaaa\nbbbb\n"[..], 1, 0), (&b"cc\ndd\nee\n"[..], 3, 10),]
+        );
+    }
+
+    #[test]
+    fn rotation_by_rename_reads_the_old_file_to_its_end() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        let mut writer = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        writer.write_all(b"1\n2\n").unwrap();
+        let first = h.step();
+        assert_eq!(lines(&first), ["1", "2"]);
+
+        // Rotation: the file is renamed out of the globs; a write through the writer's old
+        // descriptor still lands in it, and new events go to a new file under the old name.
+        writer.write_all(b"3\n").unwrap();
+        fs::rename(&log, h.path("audit-2024.log.old")).unwrap();
+        writer.write_all(b"4\n").unwrap();
+        fs::write(&log, b"5\n").unwrap();
+        let second = h.step();
+        // The rotated file first (its events are older), from where it was left.
+        assert_eq!(lines(&second), ["3", "4", "5"]);
+        assert_eq!((second[0].first_line, second[0].start_offset), (3, 4));
+        assert_eq!((second[1].first_line, second[1].start_offset), (1, 0));
+
+        // The old file is kept while its batches are unconfirmed...
+        assert_eq!(h.src.tracked.len(), 2);
+        ack(&first);
+        ack(&second[..1]);
+        assert!(h.step().is_empty());
+        // ...and released once read to its end and confirmed.
+        assert_eq!(h.src.tracked.len(), 1);
+        assert_eq!(h.src.metrics.files.get(), 1);
+        ack(&second[1..]);
+        h.step();
+        let cp = h.stored();
+        assert_eq!(cp.files.len(), 1);
+        assert_eq!((cp.files[0].offset, cp.files[0].line), (2, 1));
+        assert_eq!(cp.files[0].path, log.display().to_string());
+    }
+
+    #[test]
+    fn a_rotated_file_still_under_the_globs_is_not_read_twice() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                glob: "*.log",
+                ..Opts::default()
+            },
+        );
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n").unwrap();
+        let mut all = h.step();
+        append(&log, b"3\n");
+        fs::rename(&log, h.path("audit-2024.log")).unwrap();
+        fs::write(&log, b"4\n").unwrap();
+        all.extend(h.step());
+        all.extend(h.step());
+        let mut got = lines(&all);
+        got.sort();
+        assert_eq!(got, ["1", "2", "3", "4"]);
+        // The renamed file is followed under its new name.
+        assert_eq!(h.file("audit-2024.log").read_pos, 6);
+        assert_eq!(h.file("audit.log").read_pos, 2);
+        ack(&all);
+        h.step();
+        assert_eq!(h.src.tracked.len(), 2, "both still match the globs");
+        assert_eq!(h.confirmed("audit-2024.log"), (6, 3));
+    }
+
+    #[test]
+    fn a_deleted_file_is_released_only_once_its_batches_are_confirmed() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n").unwrap();
+        let b = h.step();
+        fs::remove_file(&log).unwrap();
+        assert!(h.step().is_empty());
+        assert_eq!(h.src.tracked.len(), 1, "unconfirmed: kept");
+        ack(&b);
+        h.step();
+        assert!(h.src.tracked.is_empty());
+        assert!(
+            h.stored().files.is_empty(),
+            "a released file leaves the checkpoint"
+        );
+    }
+
+    #[test]
+    fn copy_truncate_reads_the_new_content_from_the_start() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n3\n").unwrap();
+        let b = h.step();
+        assert_eq!(lines(&b), ["1", "2", "3"]);
+        ack(&b);
+        h.step();
+        assert_eq!(h.confirmed("audit.log"), (6, 3));
+
+        // copytruncate: copied to a backup out of the globs, then truncated in place.
+        fs::copy(&log, h.path("audit.log.1")).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, b"x\n");
+        let b = h.step();
+        assert_eq!(lines(&b), ["x"]);
+        assert_eq!((b[0].first_line, b[0].start_offset), (1, 0));
+        assert_eq!(h.src.metrics.truncations.get(), 1);
+        assert_eq!(h.src.tracked.len(), 1, "the backup is not followed");
+        assert_eq!(
+            h.confirmed("audit.log"),
+            (0, 0),
+            "the checkpoint restarts too"
+        );
+        ack(&b);
+        h.step();
+        assert_eq!(h.confirmed("audit.log"), (2, 1));
+    }
+
+    #[test]
+    fn a_restart_after_copy_truncate_resumes_without_repeating_lines() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"old-1\nold-2\nold-3\n").unwrap();
+        ack(&h.step());
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, b"new-1\n");
+        let b = h.step();
+        assert_eq!(lines(&b), ["new-1"]);
+        ack(&b);
+        h.step();
+        let cp = h.stored();
+        // The checkpoint describes the content it points into.
+        assert_eq!(cp.files[0].offset, 6);
+        assert_eq!(cp.files[0].fingerprint, fingerprint(b"new-1\n"));
+        drop(h);
+
+        append(&log, b"new-2\n");
+        let mut h = Harness::new(root.path(), Opts::default());
+        assert_eq!(lines(&h.step()), ["new-2"]);
+    }
+
+    #[test]
+    fn a_confirmation_from_before_a_truncation_does_not_count_for_the_new_content() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                batch_max: 1,
+                ..Opts::default()
+            },
+        );
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n").unwrap();
+        let old = h.step();
+        assert_eq!(old.len(), 2);
+        let reading = h.file("audit.log").instance;
+        fs::write(&log, b"x\n").unwrap(); // O_TRUNC: same inode, shorter
+        let new = h.step();
+        assert_eq!(lines(&new), ["x"]);
+        // The new batch has the first old one's seq (0), but in another reading of the file.
+        assert_ne!(h.file("audit.log").instance, reading);
+        assert_eq!(h.file("audit.log").pending.front().map(|p| p.0), Some(0));
+        ack(&old);
+        h.step();
+        assert_eq!(h.confirmed("audit.log"), (0, 0));
+        ack(&new);
+        h.step();
+        assert_eq!(h.confirmed("audit.log"), (2, 1));
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_to_its_newline_and_counted() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                max_line: 10,
+                ..Opts::default()
+            },
+        );
+        let log = h.path("audit.log");
+        // Exactly max_line bytes before the newline is still a line.
+        let long = "x".repeat(30);
+        fs::write(&log, format!("short\n{long}\n0123456789\n")).unwrap();
+        let b = h.step();
+        assert_eq!(lines(&b), ["short", "0123456789"]);
+        assert_eq!((b[1].first_line, b[1].start_offset), (3, 37));
+        assert_eq!(h.src.metrics.too_long.get(), 1);
+
+        // An over-long line written in pieces, none of them long enough alone.
+        append(&log, b"yyyyyyyy");
+        assert!(h.step().is_empty());
+        append(&log, b"yyyyyyyy");
+        assert!(h.step().is_empty());
+        assert!(h.file("audit.log").partial.is_empty(), "not buffered");
+        append(&log, b"yy\nok\n");
+        let c = h.step();
+        assert_eq!(lines(&c), ["ok"]);
+        assert_eq!(c[0].first_line, 5, "skipped lines are still counted");
+        assert_eq!(h.src.metrics.too_long.get(), 2);
+
+        // Skipped lines need no confirmation: the checkpoint passes them with the rest.
+        ack(&b);
+        ack(&c);
+        h.step();
+        let len = fs::metadata(&log).unwrap().len();
+        assert_eq!(h.confirmed("audit.log"), (len, 5));
+    }
+
+    #[test]
+    fn read_from_end_skips_existing_content_but_new_files_are_read_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        // Existing content, ending inside a line that is still being written.
+        fs::write(logs.join("a.log"), b"old1\nold2\npart").unwrap();
+        fs::write(logs.join("b.log"), b"old3\n").unwrap();
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                glob: "*.log",
+                read_from: ReadFrom::End,
+                ..Opts::default()
+            },
+        );
+        assert!(h.step().is_empty());
+        assert_eq!(h.confirmed("a.log"), (14, 0));
+        append(&h.path("a.log"), b"ial\nnew1\n");
+        append(&h.path("b.log"), b"new2\n");
+        fs::write(h.path("c.log"), b"c1\nc2\n").unwrap();
+        let mut b = h.step();
+        b.sort_by_key(|b| b.path.clone());
+        let got: Vec<(String, Vec<String>, u64)> = b
+            .iter()
+            .map(|b| {
+                let name = Path::new(&*b.path).file_name().unwrap();
+                (
+                    name.to_string_lossy().into_owned(),
+                    lines(std::slice::from_ref(b)),
+                    b.first_line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.log".to_string(), vec!["new1".to_string()], 1),
+                ("b.log".to_string(), vec!["new2".to_string()], 1),
+                (
+                    "c.log".to_string(),
+                    vec!["c1".to_string(), "c2".to_string()],
+                    1
+                ),
+            ]
+        );
+        // The tail of the line written before the start is passed without confirmation.
+        ack(&b);
+        h.step();
+        assert_eq!(h.confirmed("a.log"), (23, 1));
+    }
+
+    #[test]
+    fn a_checkpoint_never_passes_an_unconfirmed_batch() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                batch_max: 1,
+                ..Opts::default()
+            },
+        );
+        fs::write(h.path("audit.log"), b"a\nbb\nccc\n").unwrap();
+        let b = h.step();
+        assert_eq!(b.len(), 3);
+        // The later batches finish first.
+        b[2].ack.done();
+        b[1].ack.done();
+        h.step();
+        assert_eq!(h.confirmed("audit.log"), (0, 0));
+        let cp = h.stored();
+        assert_eq!((cp.files[0].offset, cp.files[0].line), (0, 0));
+        // A batch confirmed by several sinks counts when the last one confirms.
+        b[0].ack.add(1);
+        b[0].ack.done();
+        h.step();
+        assert_eq!(h.confirmed("audit.log"), (0, 0));
+        b[0].ack.done();
+        h.step();
+        assert_eq!(h.confirmed("audit.log"), (9, 3));
+        let cp = h.stored();
+        assert_eq!((cp.files[0].offset, cp.files[0].line), (9, 3));
+        assert_eq!(h.src.metrics.checkpoint_writes.get(), 2);
+    }
+
+    #[test]
+    fn a_restart_resumes_at_the_checkpoint_without_repeating_lines() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n3\n").unwrap();
+        ack(&h.step());
+        h.step();
+        h.stored();
+        drop(h);
+
+        append(&log, b"4\n5\n");
+        // read_from: end only applies to a first start; a checkpoint exists.
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                read_from: ReadFrom::End,
+                ..Opts::default()
+            },
+        );
+        let b = h.step();
+        assert_eq!(lines(&b), ["4", "5"]);
+        assert_eq!((b[0].first_line, b[0].start_offset), (4, 6));
+    }
+
+    #[test]
+    fn a_restart_reads_unconfirmed_batches_again() {
+        let root = tempfile::tempdir().unwrap();
+        let o = || Opts {
+            batch_max: 1,
+            ..Opts::default()
+        };
+        let mut h = Harness::new(root.path(), o());
+        fs::write(h.path("audit.log"), b"1\n2\n3\n").unwrap();
+        let b = h.step();
+        b[0].ack.done();
+        b[2].ack.done();
+        h.step();
+        h.stored();
+        drop(h);
+        let mut h = Harness::new(root.path(), o());
+        let b = h.step();
+        assert_eq!(lines(&b), ["2", "3"]);
+        assert_eq!(b[0].first_line, 2);
+    }
+
+    #[test]
+    fn a_reused_inode_with_other_first_bytes_is_a_new_file() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"old-1\nold-2\n").unwrap();
+        ack(&h.step());
+        h.step();
+        let before = h.stored();
+        drop(h);
+
+        // While stopped, the inode gets new content, longer than the checkpoint offset: by
+        // device, inode and offset alone it would pass for the old file.
+        let ino = fs::metadata(&log).unwrap().ino();
+        fs::write(&log, b"new-1\nnew-2\nnew-3\n").unwrap();
+        assert_eq!(fs::metadata(&log).unwrap().ino(), ino);
+        assert_eq!(before.files[0].ino, ino);
+
+        let mut h = Harness::new(root.path(), Opts::default());
+        let b = h.step();
+        assert_eq!(lines(&b), ["new-1", "new-2", "new-3"]);
+        assert_eq!((b[0].first_line, b[0].start_offset), (1, 0));
+        assert!(h.src.restored.is_empty());
+        ack(&b);
+        h.step();
+        let after = h.stored();
+        assert_eq!(after.files.len(), 1);
+        assert_eq!(after.files[0].offset, 18);
+        assert_eq!(
+            after.files[0].fingerprint,
+            fingerprint(b"new-1\nnew-2\nnew-3\n")
+        );
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_checkpoint_after_a_restart_is_read_from_the_start() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n3\n").unwrap();
+        ack(&h.step());
+        h.step();
+        h.stored();
+        drop(h);
+        // Truncated while stopped; what remains still starts with the fingerprinted bytes
+        // only in part, and is shorter than the checkpoint.
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, b"9\n");
+        let mut h = Harness::new(root.path(), Opts::default());
+        assert_eq!(lines(&h.step()), ["9"]);
+    }
+
+    #[test]
+    fn a_file_renamed_out_of_the_globs_while_stopped_is_read_from_its_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n").unwrap();
+        ack(&h.step());
+        h.step();
+        h.stored();
+        drop(h);
+
+        append(&log, b"3\n");
+        let rotated = h_path(root.path(), "audit-2024.log.old");
+        fs::rename(&log, &rotated).unwrap();
+        fs::write(&log, b"4\n").unwrap();
+
+        let mut h = Harness::new(root.path(), Opts::default());
+        let b = h.step();
+        assert_eq!(lines(&b), ["3", "4"]);
+        assert_eq!((b[0].first_line, b[0].start_offset), (3, 4));
+        assert_eq!(&*b[0].path, rotated.display().to_string());
+        ack(&b);
+        h.step();
+        assert_eq!(
+            h.src.tracked.len(),
+            1,
+            "the rotated file is released once confirmed"
+        );
+        assert_eq!(h.confirmed("audit.log"), (2, 1));
+    }
+
+    fn h_path(root: &Path, name: &str) -> PathBuf {
+        root.join("logs").join(name)
+    }
+
+    fn gzip(path: &Path, data: &[u8]) {
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap();
+    }
+
+    /// Reads `before`, confirms it, stops; while stopped `after` is appended and the file is
+    /// compressed to a `.gz` and deleted, and a new `audit.log` started. Returns the lines of
+    /// the first start after that.
+    fn resume_through_gzip(before: &[u8], after: &[u8]) -> (Vec<String>, u64) {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        fs::write(&log, before).unwrap();
+        ack(&h.step());
+        h.step();
+        let cp = h.stored();
+        drop(h);
+
+        let mut whole = before.to_vec();
+        whole.extend_from_slice(after);
+        let gz = h_path(root.path(), "audit-2024.log.gz");
+        gzip(&gz, &whole);
+        fs::remove_file(&log).unwrap();
+        fs::write(&log, b"fresh\n").unwrap();
+
+        let mut h = Harness::new(root.path(), Opts::default());
+        let b = h.step();
+        let got = lines(&b);
+        let gz_label = gz.display().to_string();
+        let from_gz: Vec<&Batch> = b.iter().filter(|b| *b.path == gz_label).collect();
+        assert!(!from_gz.is_empty(), "nothing read from the backup");
+        let first = from_gz[0];
+        let first_line = first.first_line;
+        assert_eq!(first_line, cp.files[0].line + 1);
+        assert_eq!(
+            first.start_offset,
+            before
+                .iter()
+                .rposition(|&c| c == b'\n')
+                .map_or(0, |i| i as u64 + 1)
+        );
+        // The backup is tracked under a key no real file has until it is confirmed, and a
+        // restart before that resumes it again from the checkpoint.
+        assert!(h.src.tracked.keys().any(|k| k.dev == u64::MAX));
+        let stored = h.stored();
+        let gz_cp = stored.files.iter().find(|f| f.path == gz_label).unwrap();
+        assert_eq!(gz_cp.offset, cp.files[0].offset);
+        drop(b);
+        drop(h);
+        let mut h = Harness::new(root.path(), Opts::default());
+        let again = h.step();
+        assert_eq!(lines(&again), got, "unconfirmed: read again, nothing more");
+        ack(&again);
+        h.step();
+        assert_eq!(
+            h.src.tracked.len(),
+            1,
+            "the backup is released once confirmed"
+        );
+        assert!(h.stored().files.iter().all(|f| f.path != gz_label));
+        (got, first_line)
+    }
+
+    #[test]
+    fn a_checkpointed_tail_that_exists_only_compressed_is_read_from_the_gz_backup() {
+        // The checkpoint lies inside the fingerprinted prefix, with a partial line after it.
+        let (got, _) = resume_through_gzip(b"1\n2\npart", b"ial\n3\n");
+        assert_eq!(got, ["partial", "3", "fresh"]);
+    }
+
+    #[test]
+    fn a_gz_backup_is_resumed_from_a_checkpoint_past_the_fingerprinted_bytes() {
+        let before: String = (0..200).map(|i| format!("line-{i:04}\n")).collect();
+        assert!(before.len() > FINGERPRINT_BYTES);
+        let (got, first_line) = resume_through_gzip(before.as_bytes(), b"line-0200\nline-0201\n");
+        assert_eq!(got, ["line-0200", "line-0201", "fresh"]);
+        assert_eq!(first_line, 201);
+    }
+
+    #[test]
+    fn compressed_backups_are_not_followed_otherwise() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        gzip(&logs.join("audit-1.log.gz"), b"old\n");
+        fs::write(logs.join("audit.log"), b"new\n").unwrap();
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                glob: "audit*",
+                ..Opts::default()
+            },
+        );
+        assert_eq!(lines(&h.step()), ["new"]);
+        assert_eq!(h.src.tracked.len(), 1);
+    }
+
+    #[test]
+    fn silence_is_reported_once_and_its_end_too() {
+        let root = tempfile::tempdir().unwrap();
+        let mut h = Harness::new(
+            root.path(),
+            Opts {
+                silence: Duration::from_millis(100),
+                ..Opts::default()
+            },
+        );
+        h.src.check_silence();
+        assert!(h.events.try_recv().is_err());
+        std::thread::sleep(Duration::from_millis(110));
+        h.src.check_silence();
+        h.src.check_silence();
+        let e: Vec<SourceEvent> = h.events.try_iter().collect();
+        assert!(
+            matches!(&e[..], [SourceEvent::Silent { silent: true, .. }]),
+            "{e:?}"
+        );
+        assert_eq!(h.src.metrics.silent.get(), 1);
+        fs::write(h.path("audit.log"), b"1\n").unwrap();
+        h.step();
+        h.src.check_silence();
+        let e: Vec<SourceEvent> = h.events.try_iter().collect();
+        assert!(
+            matches!(&e[..], [SourceEvent::Silent { silent: false, .. }]),
+            "{e:?}"
+        );
+        assert_eq!(h.src.metrics.silent.get(), 0);
+    }
+
+    #[test]
+    fn watch_dirs_are_the_fixed_prefixes_of_the_globs() {
+        let root = tempfile::tempdir().unwrap();
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let (etx, _erx) = crossbeam_channel::unbounded();
+        let mut cfg = config(Path::new("/x"), &Opts::default());
+        cfg.paths = vec![
+            "/var/log/kubernetes/audit.log".into(),
+            "/var/log/kubernetes/*.log".into(),
+            "/var/log/a*/b/*.log".into(),
+        ];
+        let src = FileSource::new("w", cfg, root.path(), 10, 10, tx, etx, &Metrics::new()).unwrap();
+        assert_eq!(
+            src.watch_dirs(),
+            [
+                PathBuf::from("/var/log"),
+                PathBuf::from("/var/log/kubernetes")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_moved_aside_and_the_source_starts_afresh() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state");
+        fs::create_dir_all(&state).unwrap();
+        let p = Checkpoints::path(&state, "audit");
+        fs::write(&p, b"{oops").unwrap();
+        let h = Harness::new(root.path(), Opts::default());
+        assert!(h.src.first_start);
+        assert!(p.with_extension("json.corrupt").exists());
+        assert!(!p.exists());
+    }
+
+    /// The real loop in its thread: batches flow, confirmations arrive while it waits, and a
+    /// stop waits for what is in flight before the final checkpoint.
+    #[test]
+    fn run_confirms_what_is_in_flight_at_stop_and_writes_the_final_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let h = Harness::new(root.path(), Opts::default());
+        let log = h.path("audit.log");
+        let cp_path = h.src.checkpoint_path.clone();
+        let Harness { src, rx, .. } = h;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (_wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let t = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                src.run(stop, Duration::from_secs(5), wake_rx, Health::detached("t"))
+            })
+        };
+        fs::write(&log, b"1\n2\n").unwrap();
+        let b = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(lines(std::slice::from_ref(&b)), ["1", "2"]);
+        b.ack.done();
+        append(&log, b"3\n");
+        let c = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(lines(std::slice::from_ref(&c)), ["3"]);
+        stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(!t.is_finished(), "waits for the batch in flight");
+        c.ack.done();
+        t.join().unwrap();
+        let cp = Checkpoints::load(&cp_path).unwrap().unwrap();
+        assert_eq!((cp.files[0].offset, cp.files[0].line), (6, 3));
+    }
+
+    #[test]
+    fn a_stop_while_the_pipeline_is_full_ends_the_source_without_checkpointing_the_unsent() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (etx, _erx) = crossbeam_channel::unbounded();
+        let src = FileSource::new(
+            "audit",
+            config(&logs, &Opts::default()),
+            &root.path().join("state"),
+            1 << 20,
+            1,
+            tx,
+            etx,
+            &Metrics::new(),
+        )
+        .unwrap();
+        let cp_path = src.checkpoint_path.clone();
+        fs::write(logs.join("audit.log"), b"1\n2\n3\n").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (_wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let t = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                src.run(
+                    stop,
+                    Duration::from_millis(30),
+                    wake_rx,
+                    Health::detached("t"),
+                )
+            })
+        };
+        // The first batch fills the channel; the source blocks on the second.
+        let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(lines(std::slice::from_ref(&first)), ["1"]);
+        first.ack.done();
+        std::thread::sleep(Duration::from_millis(20));
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        let cp = Checkpoints::load(&cp_path).unwrap().unwrap();
+        assert_eq!((cp.files[0].offset, cp.files[0].line), (2, 1));
+    }
+
+    /// A line without its newline: any bytes but `\n`, sometimes longer than the `max_line`
+    /// the properties use.
+    fn any_line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            any::<u8>().prop_map(|b| if b == b'\n' { b'x' } else { b }),
+            0..40,
+        )
+    }
+
+    fn joined(lines: &[Vec<u8>], tail: &[u8]) -> Vec<u8> {
+        let mut content: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect();
+        content.extend_from_slice(tail);
+        content
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the sizes of the writes and of the reads between them, what comes out is
+        /// every complete line not over `max_line`, in order, once; each batch is the file's
+        /// bytes at its offset, numbered by the lines before it; and once all is confirmed the
+        /// checkpoint is at the last newline.
+        #[test]
+        fn lines_come_out_whole_in_order_and_once_however_the_writes_are_split(
+            written in proptest::collection::vec(any_line(), 0..30),
+            tail in any_line(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..12),
+            batch_max in 1usize..64,
+            max_line in 4usize..48,
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let mut h = Harness::new(root.path(), Opts { max_line, batch_max, ..Opts::default() });
+            let log = h.path("audit.log");
+            let content = joined(&written, &tail);
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(content.len() + 1)).collect();
+            cuts.push(content.len());
+            cuts.sort_unstable();
+            fs::write(&log, b"").unwrap();
+            let mut batches = Vec::new();
+            let mut at = 0;
+            for cut in cuts {
+                append(&log, &content[at..cut]);
+                at = cut;
+                batches.extend(h.step());
+            }
+
+            let expected: Vec<Vec<u8>> =
+                written.iter().filter(|l| l.len() <= max_line).cloned().collect();
+            proptest::prop_assert_eq!(raw_lines(&batches), expected);
+            for b in &batches {
+                let start = b.start_offset as usize;
+                proptest::prop_assert_eq!(&content[start..start + b.data.len()], &b.data[..]);
+                let before = content[..start].iter().filter(|&&c| c == b'\n').count() as u64;
+                proptest::prop_assert_eq!(b.first_line, before + 1);
+                proptest::prop_assert!(b.data.len() < batch_max + max_line + 1);
+            }
+            let too_long = written.iter().filter(|l| l.len() > max_line).count() as u64;
+            proptest::prop_assert_eq!(h.src.metrics.too_long.get(), too_long);
+
+            ack(&batches);
+            h.step();
+            let complete = (content.len() - tail.len()) as u64;
+            proptest::prop_assert_eq!(h.confirmed("audit.log"), (complete, written.len() as u64));
+        }
+
+        /// Confirmed in any order, a file's checkpoint is always the start of its earliest
+        /// unconfirmed batch (the end of the longest confirmed run, skipped lines included),
+        /// numbered by the lines before it; once all are confirmed, the end of the last line.
+        #[test]
+        fn the_checkpoint_is_the_end_of_the_longest_confirmed_run_whatever_the_order(
+            written in proptest::collection::vec(any_line(), 0..30),
+            tail in any_line(),
+            picks in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 64),
+            batch_max in 1usize..32,
+            max_line in 4usize..48,
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let mut h = Harness::new(root.path(), Opts { max_line, batch_max, ..Opts::default() });
+            let content = joined(&written, &tail);
+            fs::write(h.path("audit.log"), &content).unwrap();
+            let batches = h.step();
+            let complete = (content.len() - tail.len()) as u64;
+            let lines_to = |offset: u64| {
+                content[..offset as usize].iter().filter(|&&c| c == b'\n').count() as u64
+            };
+            let mut waiting: Vec<&Batch> = batches.iter().collect();
+            let mut picks = picks.iter().cycle();
+            loop {
+                let expected = waiting.iter().map(|b| b.start_offset).min().unwrap_or(complete);
+                proptest::prop_assert_eq!(h.confirmed("audit.log"), (expected, lines_to(expected)));
+                if waiting.is_empty() {
+                    break;
+                }
+                let b = waiting.swap_remove(picks.next().unwrap().index(waiting.len()));
+                b.ack.done();
+                h.step();
+            }
+            let cp = h.stored();
+            proptest::prop_assert_eq!((cp.files[0].offset, cp.files[0].line), (complete, written.len() as u64));
         }
     }
 }
