@@ -537,48 +537,28 @@ mod tests {
         ("type: kafka\n    brokers: [h:9092]\n    topics: [a]\n    group_id: g\n    options: {no.such.option: x}", "sources[0].options"),
     ];
 
-    /// Starts a source the way the daemon does, into a scratch state directory.
+    /// Starts a source the way the daemon does (`source::start`), into a scratch state
+    /// directory; one that starts is stopped at once.
     fn start_source(cfg: &crate::source::SourceConfig, state_dir: &Path) -> Result<(), String> {
-        use crate::source::SourceConfig;
         let metrics = crate::telemetry::Metrics::new();
-        let (batch_tx, _batch_rx) = crossbeam_channel::bounded(1);
-        let (event_tx, _event_rx) = crossbeam_channel::bounded(1);
-        match cfg {
-            SourceConfig::File(f) => crate::source::file::FileSource::new(
-                "t",
-                f.clone(),
-                state_dir,
-                1 << 20,
-                1 << 20,
-                batch_tx,
-                event_tx,
-                &metrics,
-            )
-            .map(drop)
-            .map_err(|e| e.to_string()),
-            SourceConfig::Webhook(w) => {
-                let spool = crate::source::spool::Spool::open(&state_dir.join("spool"), 1 << 20)
-                    .map_err(|e| e.to_string())?;
-                crate::source::webhook::Webhook::start(
-                    "t",
-                    w,
-                    std::sync::Arc::new(spool),
-                    state_dir.join("checkpoint"),
-                    metrics,
-                    crate::telemetry::Health::detached("t"),
-                )
-                .map(|w| w.stop())
-                .map_err(|e| e.to_string())
-            }
-            #[cfg(feature = "kafka")]
-            SourceConfig::Kafka(k) => {
-                crate::source::kafka::KafkaSource::new("t", k, 1 << 20, batch_tx, event_tx, metrics)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
-            #[cfg(not(feature = "kafka"))]
-            SourceConfig::Kafka(_) => Err("built without Kafka".to_string()),
-        }
+        let health = crate::telemetry::Health::new();
+        let (batches, _batch_rx) = crossbeam_channel::bounded(1);
+        let (events, _event_rx) = crossbeam_channel::bounded(1);
+        let ctx = crate::source::SourceContext {
+            index: 0,
+            state_dir,
+            max_line_bytes: 1 << 20,
+            batch_max_bytes: 1 << 20,
+            batches,
+            events,
+            metrics: &metrics,
+            health: &health,
+            stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            drain_timeout: std::time::Duration::ZERO,
+        };
+        crate::source::start(cfg, ctx)
+            .map(crate::source::RunningSource::join)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -26,11 +26,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use serde::Deserialize;
 
 use super::checkpoint::{fingerprint, read_prefix, Checkpoints, FileCheckpoint, FINGERPRINT_BYTES};
-use super::Batch;
+use super::{Batch, Source, SourceEvent};
 use crate::ack::Ack;
 use crate::config::types::HumanDuration;
 use crate::event::SkipReason;
-use crate::telemetry::{Counter, Gauge, Metrics, SkipLabels, SourceLabels};
+use crate::telemetry::{Counter, Gauge, HealthHandle, Metrics, SkipLabels, SourceLabels};
 
 /// Where a file source starts in files that exist when it first runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -112,19 +112,39 @@ pub struct Completion {
     pub seq: u64,
 }
 
+impl Source for FileSource {
+    /// Follows the files, woken early by inotify where it works (polling remains the
+    /// fallback, because inotify misses changes on some filesystems).
+    fn run(self: Box<Self>, stop: Arc<AtomicBool>, drain_timeout: Duration, health: HealthHandle) {
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let _watcher = watch(&self.watch_dirs(), wake_tx, &self.name);
+        self.run_woken_by(stop, drain_timeout, wake_rx, health.clone());
+        health.set_ready(false);
+    }
+}
+
+/// Wakes a source when its directories change (inotify). `None` when inotify is unavailable.
+fn watch(dirs: &[PathBuf], wake: Sender<()>, source: &str) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = wake.try_send(());
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(source, error = %e, "inotify unavailable; polling only");
+            return None;
+        }
+    };
+    for d in dirs {
+        if let Err(e) = w.watch(d, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(source, dir = %d.display(), error = %e, "cannot watch directory; polling it");
+        }
+    }
+    Some(w)
+}
+
 /// How much is read from a file per system call.
 const READ_CHUNK: usize = 256 * 1024;
-
-/// What a source reports besides batches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceEvent {
-    /// No new data for the configured time (true) or data again after silence (false).
-    Silent {
-        source: Arc<str>,
-        silent: bool,
-        for_secs: u64,
-    },
-}
 
 /// One followed file.
 struct Tracked {
@@ -430,8 +450,8 @@ impl FileSource {
     }
 
     /// Runs until `stop` is set, then delivers what is in flight (until `deadline` after the
-    /// stop) and writes the final checkpoint.
-    pub fn run(
+    /// stop) and writes the final checkpoint. `wake` cuts a poll interval short (inotify).
+    pub fn run_woken_by(
         mut self,
         stop: Arc<AtomicBool>,
         drain_timeout: Duration,
@@ -1884,7 +1904,7 @@ mod tests {
         let t = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                src.run(stop, Duration::from_secs(5), wake_rx, Health::detached("t"))
+                src.run_woken_by(stop, Duration::from_secs(5), wake_rx, Health::detached("t"))
             })
         };
         fs::write(&log, b"1\n2\n").unwrap();
@@ -1928,7 +1948,7 @@ mod tests {
         let t = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                src.run(
+                src.run_woken_by(
                     stop,
                     Duration::from_millis(30),
                     wake_rx,

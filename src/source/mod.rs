@@ -8,13 +8,21 @@ pub mod kafka;
 pub mod spool;
 pub mod webhook;
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
 
 use serde::Deserialize;
 
 use crate::ack::Confirm;
+use crate::config::types::HumanDuration;
+use crate::telemetry::{Health, HealthHandle, Metrics};
 
-use file::FileSourceConfig;
+use file::{FileSource, FileSourceConfig, ReadFrom};
 
 /// One entry of `sources:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,4 +87,162 @@ impl Batch {
         let i = self.message_offsets.partition_point(|(pos, _)| *pos <= rel);
         self.message_offsets[i.saturating_sub(1)].1
     }
+}
+
+/// What a source reports besides batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceEvent {
+    /// No new data for the configured time (true) or data again after silence (false).
+    Silent {
+        source: Arc<str>,
+        silent: bool,
+        for_secs: u64,
+    },
+}
+
+/// A source ready to run: it hands [`Batch`]es on until `stop` is set, then delivers what is
+/// in flight (until `drain_timeout` after the stop) and records its final position.
+pub trait Source: Send {
+    fn run(self: Box<Self>, stop: Arc<AtomicBool>, drain_timeout: Duration, health: HealthHandle);
+}
+
+/// What starting a source needs besides its config.
+pub struct SourceContext<'a> {
+    /// The source's place in `sources:` (its default name).
+    pub index: usize,
+    /// Where checkpoints and the webhook spool live.
+    pub state_dir: &'a Path,
+    pub max_line_bytes: usize,
+    pub batch_max_bytes: usize,
+    pub batches: Sender<Batch>,
+    pub events: Sender<SourceEvent>,
+    pub metrics: &'a Arc<Metrics>,
+    pub health: &'a Health,
+    pub stop: Arc<AtomicBool>,
+    pub drain_timeout: Duration,
+}
+
+/// Why a source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    File(#[from] file::FileSourceError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaSourceError),
+    #[error("source `{source_name}`: this tripline was built without Kafka support (cargo feature `kafka`)")]
+    NoKafka { source_name: String },
+    #[error("source `{source_name}`: opening the spool {}: {error}", path.display())]
+    Spool {
+        source_name: String,
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("source `{source_name}`: starting its thread: {error}")]
+    Thread {
+        source_name: String,
+        #[source]
+        error: std::io::Error,
+    },
+}
+
+/// A started source: its reading thread and, for a webhook, the server that fills its spool.
+pub struct RunningSource {
+    thread: JoinHandle<()>,
+    intake: Option<webhook::Webhook>,
+}
+
+impl RunningSource {
+    /// Stops taking new input where input is pushed to tripline: a webhook answers new batches
+    /// with 503 and `Retry-After`, so they stay with the API server. Sources that pull stop
+    /// on the `stop` flag.
+    pub fn stop_intake(&mut self) {
+        if let Some(w) = self.intake.take() {
+            w.stop();
+        }
+    }
+
+    /// Waits until the source has delivered what it could and recorded its final position.
+    pub fn join(mut self) {
+        self.stop_intake();
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the source described by `cfg` on its own thread: checks and opens what can be
+/// checked before returning (globs, the checkpoint, the webhook's port and TLS material, the
+/// Kafka client), so a bad source stops start-up rather than failing later.
+pub fn start(cfg: &SourceConfig, ctx: SourceContext<'_>) -> Result<RunningSource, SourceError> {
+    let name = cfg.name(ctx.index);
+    let file_source = |fc: FileSourceConfig| {
+        FileSource::new(
+            &name,
+            fc,
+            ctx.state_dir,
+            ctx.max_line_bytes,
+            ctx.batch_max_bytes,
+            ctx.batches.clone(),
+            ctx.events.clone(),
+            ctx.metrics,
+        )
+    };
+    let (source, intake): (Box<dyn Source>, _) = match cfg {
+        SourceConfig::File(fc) => (Box::new(file_source(fc.clone())?), None),
+        // A webhook source spools what it accepts; a file source follows the spool.
+        SourceConfig::Webhook(wc) => {
+            let dir = webhook::spool_dir(ctx.state_dir, &name);
+            let spool = spool::Spool::open(&dir, wc.spool_max_bytes).map_err(|error| {
+                SourceError::Spool {
+                    source_name: name.clone(),
+                    path: dir.clone(),
+                    error,
+                }
+            })?;
+            let server = webhook::Webhook::start(
+                &name,
+                wc,
+                Arc::new(spool),
+                checkpoint::Checkpoints::path(ctx.state_dir, &name),
+                ctx.metrics.clone(),
+                ctx.health.component(&format!("webhook:{name}")),
+            )?;
+            let follow = FileSourceConfig {
+                name: Some(name.clone()),
+                paths: vec![spool::Spool::glob(&dir)],
+                exclude: vec![],
+                read_from: ReadFrom::Beginning,
+                poll_interval: HumanDuration(Duration::from_millis(100)),
+                checkpoint_interval: HumanDuration(Duration::from_millis(500)),
+                silence_alert_after: wc.silence_alert_after,
+            };
+            (Box::new(file_source(follow)?), Some(server))
+        }
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(kc) => {
+            let source = kafka::KafkaSource::new(
+                &name,
+                kc,
+                ctx.batch_max_bytes,
+                ctx.batches.clone(),
+                ctx.events.clone(),
+                ctx.metrics.clone(),
+            )?;
+            (Box::new(source), None)
+        }
+        #[cfg(not(feature = "kafka"))]
+        SourceConfig::Kafka(_) => return Err(SourceError::NoKafka { source_name: name }),
+    };
+    let health = ctx.health.component(&format!("source:{name}"));
+    let (stop, drain) = (ctx.stop, ctx.drain_timeout);
+    let thread = std::thread::Builder::new()
+        .name(format!("source-{name}"))
+        .spawn(move || source.run(stop, drain, health))
+        .map_err(|error| SourceError::Thread {
+            source_name: name,
+            error,
+        })?;
+    Ok(RunningSource { thread, intake })
 }

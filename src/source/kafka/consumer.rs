@@ -14,8 +14,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{KafkaSourceConfig, FIXED};
 use crate::ack::Ack;
-use crate::source::file::SourceEvent;
 use crate::source::Batch;
+use crate::source::{Source, SourceEvent};
 use crate::telemetry::{ConsumerLagLabels, Counter, HealthHandle, Metrics, SourceLabels};
 
 /// Batches of one partition handed on and not yet all confirmed.
@@ -296,6 +296,12 @@ pub(crate) fn client_config(name: &str, cfg: &KafkaSourceConfig) -> ClientConfig
     c
 }
 
+impl Source for KafkaSource {
+    fn run(self: Box<Self>, stop: Arc<AtomicBool>, drain_timeout: Duration, health: HealthHandle) {
+        self.consume(stop, drain_timeout, health);
+    }
+}
+
 impl KafkaSource {
     pub fn new(
         name: &str,
@@ -351,7 +357,7 @@ impl KafkaSource {
     }
 
     /// Consumes until `stop`, then drains (up to `drain_timeout`) and commits.
-    pub fn run(self, stop: Arc<AtomicBool>, drain_timeout: Duration, health: HealthHandle) {
+    fn consume(self, stop: Arc<AtomicBool>, drain_timeout: Duration, health: HealthHandle) {
         tracing::info!(source = %self.name, topics = ?self.cfg.topics, group = %self.cfg.group_id, "kafka source started");
         let mut last_message = Instant::now();
         let mut silent = false;

@@ -1,0 +1,271 @@
+//! The detection workers: each takes a source batch, decodes its lines, runs the detect stage,
+//! builds the alert and events-flow records, and hands every sink the records it takes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::config::types::Flow;
+use crate::config::Config;
+use crate::detect::Detector;
+use crate::event::{decode_value_into, SkipReason};
+use crate::rules::RuleSet;
+use crate::sink::{self, DeadLetters, SinkBatch, SinkHandle};
+use crate::source::Batch;
+use crate::telemetry::{Counter, Metrics, SkipLabels, SourceLabels};
+
+use super::SharedRules;
+
+/// What a detection worker needs: the batches, the current rules, the sinks.
+pub(super) struct WorkerContext {
+    pub(super) rx: Receiver<Batch>,
+    pub(super) rules: SharedRules,
+    pub(super) sinks: Arc<[SinkHandle]>,
+    pub(super) dead_letters: Arc<DeadLetters>,
+    pub(super) cluster: Option<String>,
+    pub(super) node: Option<String>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) abandon: Arc<AtomicBool>,
+}
+
+/// `node_name` from the config, else the `NODE_NAME` environment variable.
+pub(super) fn node_name(cfg: &Config) -> Option<String> {
+    cfg.node_name
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok())
+        .filter(|n| !n.is_empty())
+}
+
+impl WorkerContext {
+    pub(super) fn run(self) {
+        let wants_events = self.sinks.iter().any(|s| s.takes(Flow::Events));
+        let latency = &self.metrics.batch_duration;
+        let queue_depth = &self.metrics.queue_batches;
+        // The alert counter of each rule, resolved again only when the rule set is swapped.
+        let mut alert_counters: Option<(Arc<RuleSet>, Vec<Counter>)> = None;
+        for batch in self.rx.iter() {
+            if self.abandon.load(Ordering::Relaxed) {
+                // Past the shutdown deadline: leave the batch unconfirmed.
+                continue;
+            }
+            queue_depth.set(self.rx.len() as i64);
+            let started = Instant::now();
+            let rules = match self.rules.read() {
+                Ok(r) => r.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            if !alert_counters
+                .as_ref()
+                .is_some_and(|(r, _)| Arc::ptr_eq(r, &rules))
+            {
+                let ids = rules
+                    .rules()
+                    .iter()
+                    .map(|r| (r.meta.id.as_str(), r.meta.level));
+                alert_counters = Some((rules.clone(), self.metrics.alert_counters(ids)));
+            }
+            let alerts = alert_counters.as_ref().map_or(&[][..], |(_, c)| &c[..]);
+            let mut out = Outputs::default();
+            self.process(&batch, &rules, alerts, wants_events, &mut out);
+            self.dispatch(&batch, &rules, out);
+            latency.observe(started.elapsed().as_secs_f64());
+            batch.ack.done();
+        }
+    }
+
+    fn process(
+        &self,
+        batch: &Batch,
+        rules: &RuleSet,
+        alerts: &[Counter],
+        wants_events: bool,
+        out: &mut Outputs,
+    ) {
+        let events_read = self
+            .metrics
+            .events_received
+            .get_or_create_owned(&SourceLabels::new(batch.source.clone()));
+        let mut detector = Detector::new(rules, self.cluster.clone());
+        detector.node_name = self.node.clone();
+        let event_template = wants_events
+            .then(|| crate::alert::AlertTemplate::for_events().with_host(self.node.as_deref()));
+        let mut offset = batch.start_offset;
+        let mut start = 0;
+        let data = &batch.data;
+        for (this_line, nl) in (batch.first_line..).zip(memchr::memchr_iter(b'\n', data)) {
+            let raw = &data[start..nl];
+            let line_offset = offset;
+            offset += (nl + 1 - start) as u64;
+            start = nl + 1;
+            let trimmed = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if trimmed.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = match crate::event::utf8(trimmed) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.skip(
+                        batch,
+                        this_line,
+                        line_offset,
+                        SkipReason::InvalidUtf8,
+                        &e.to_string(),
+                        trimmed,
+                    );
+                    continue;
+                }
+            };
+            decode_value_into(text, &mut |d| match d {
+                Ok(ev) => {
+                    events_read.inc();
+                    // Only for events that produce a record: most events produce none.
+                    let mut meta: Option<RecordMeta> = None;
+                    detector.detect(ev, &mut |a| {
+                        let rule = &rules.rules()[a.rule].meta;
+                        alerts[a.rule].inc();
+                        let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
+                        let index = a.rule;
+                        out.records.push(Arc::new(sink::Record {
+                            flow: Flow::Alerts,
+                            id: sink::content_id(&[e.id.as_bytes(), rule.id.as_bytes()]),
+                            time: e.time,
+                            level: Some(rule.level),
+                            rule: Some((rule.id.clone(), rule.title.clone())),
+                            user: e.user.clone(),
+                            doc: a.into_json(),
+                        }));
+                        out.rules.push(Some(index));
+                    });
+                    if let Some(template) = &event_template {
+                        let doc = crate::alert::write_event_document(
+                            template,
+                            ev,
+                            self.cluster.as_deref(),
+                        );
+                        let e = meta.take().unwrap_or_else(|| RecordMeta::of(ev));
+                        out.records.push(Arc::new(sink::Record {
+                            flow: Flow::Events,
+                            id: e.id,
+                            time: e.time,
+                            level: None,
+                            rule: None,
+                            user: e.user,
+                            doc,
+                        }));
+                        out.rules.push(None);
+                    }
+                }
+                Err((reason, msg)) => {
+                    self.skip(batch, this_line, line_offset, reason, &msg, trimmed)
+                }
+            });
+        }
+    }
+
+    fn skip(
+        &self,
+        batch: &Batch,
+        line: u64,
+        offset: u64,
+        reason: SkipReason,
+        msg: &str,
+        raw: &[u8],
+    ) {
+        self.metrics
+            .lines_skipped
+            .get_or_create_owned(&SkipLabels::new(batch.source.clone(), reason))
+            .inc();
+        let reason = reason.as_str();
+        let offset = batch.report_offset(offset);
+        tracing::warn!(source = %batch.source, path = %batch.path, line, offset, reason, "skipped: {msg}");
+        self.dead_letters
+            .write(&batch.source, &batch.path, line, offset, reason, msg, raw);
+    }
+
+    /// Hands each sink the records it takes (flows, level, tags); every required sink that
+    /// receives something must confirm before the batch is confirmed.
+    fn dispatch(&self, batch: &Batch, rules: &RuleSet, out: Outputs) {
+        for s in self.sinks.iter() {
+            let records: Vec<Arc<sink::Record>> = out
+                .records
+                .iter()
+                .zip(&out.rules)
+                .filter(|(r, rule)| {
+                    s.filter.takes(r.flow)
+                        && rule.is_none_or(|i| {
+                            let meta = &rules.rules()[i].meta;
+                            s.filter.takes_alert(meta.level, &meta.tags)
+                        })
+                })
+                .map(|(r, _)| r.clone())
+                .collect();
+            if records.is_empty() {
+                continue;
+            }
+            if s.required {
+                // Backpressure: a full queue blocks this worker, and in turn the sources.
+                batch.ack.add(1);
+                let mut item = SinkBatch {
+                    records,
+                    ack: Some(batch.ack.clone()),
+                };
+                loop {
+                    match s.tx.send_timeout(item, Duration::from_millis(100)) {
+                        Ok(()) => break,
+                        Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                            if self.abandon.load(Ordering::Relaxed) {
+                                // Never confirmed: read again at the next start.
+                                break;
+                            }
+                            item = back;
+                        }
+                        Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                            tracing::error!(sink = %s.name, "sink stopped; batch not delivered");
+                            break;
+                        }
+                    }
+                }
+            } else {
+                // A sink nobody waits for never stalls the pipeline: when it is behind, drop.
+                if let Err(e) = s.tx.try_send(SinkBatch { records, ack: None }) {
+                    let b = e.into_inner();
+                    sink::dropped_counter(&self.metrics, &s.name).inc_by(b.records.len() as u64);
+                    for r in &b.records {
+                        self.dead_letters.write_record(
+                            &s.name,
+                            "sink_dropped",
+                            "sink queue full",
+                            r,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the records of one event share: its content id, time and user.
+struct RecordMeta {
+    id: String,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+    user: Option<String>,
+}
+
+impl RecordMeta {
+    fn of(ev: &crate::event::Event<'_>) -> RecordMeta {
+        RecordMeta {
+            id: sink::content_id(&[ev.raw().as_bytes()]),
+            time: ev.time(),
+            user: ev.username().map(str::to_owned),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Outputs {
+    records: Vec<Arc<sink::Record>>,
+    /// Per record, the rule of an alert (for the sinks' level and tag filters).
+    rules: Vec<Option<usize>>,
+}
