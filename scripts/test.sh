@@ -36,6 +36,10 @@ fi
 # They are installed now: a test that cannot find one fails instead of skipping.
 export TRIPLINE_REQUIRE_SERVERS=1
 
+echo "== cargo fmt, cargo clippy (lints: Cargo.toml [lints] and src/lib.rs)"
+cargo fmt --check
+cargo clippy --all-targets --locked --quiet -- -D warnings
+
 echo "== cargo test"
 cargo test --lib --bins --tests 2>&1
 cargo bench --no-run --quiet

@@ -33,7 +33,7 @@ pub struct Ack<C> {
 impl<C: Copy + Send + Sync + Debug + 'static> Ack<C> {
     /// A batch that needs one confirmation (the worker's); more holders are added with
     /// [`Confirm::add`] before it is handed on.
-    pub fn new(completion: C, notify: Sender<C>) -> Arc<dyn Confirm> {
+    pub fn for_batch(completion: C, notify: Sender<C>) -> Arc<dyn Confirm> {
         Arc::new(Ack {
             remaining: AtomicUsize::new(1),
             completion,
@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn only_the_last_of_all_confirmations_notifies_the_source_once() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let ack = Ack::new(7u64, tx);
+        let ack = Ack::for_batch(7u64, tx);
         ack.add(2);
         ack.done();
         ack.done();
@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn a_dropped_ack_never_notifies() {
         let (tx, rx) = crossbeam_channel::unbounded::<u64>();
-        let ack = Ack::new(1u64, tx);
+        let ack = Ack::for_batch(1u64, tx);
         ack.add(1);
         ack.done();
         drop(ack);

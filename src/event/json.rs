@@ -118,6 +118,7 @@ impl<'a> Scanner<'a> {
             while self.pos + 16 <= b.len() {
                 // SAFETY: `pos + 16 <= len`, so the unaligned 16-byte load stays inside `b`;
                 // SSE2 is always available on x86_64.
+                #[allow(unsafe_code, reason = "SSE2 scan; bounds checked above")]
                 let m = unsafe {
                     let v = _mm_loadu_si128(b.as_ptr().add(self.pos) as *const __m128i);
                     let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));

@@ -948,7 +948,7 @@ impl FileSource {
             let seq = t.next_seq;
             t.next_seq += 1;
             t.pending.push_back((seq, end_offset, end_line, false));
-            let ack = Ack::new(
+            let ack = Ack::for_batch(
                 Completion {
                     file: key,
                     instance,

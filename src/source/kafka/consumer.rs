@@ -495,7 +495,7 @@ impl KafkaSource {
                 first_line: 1,
                 start_offset: 0,
                 message_offsets: std::mem::take(&mut p.offsets),
-                ack: Ack::new(
+                ack: Ack::for_batch(
                     Completion {
                         topic: p.key.0,
                         partition: p.key.1,
