@@ -215,7 +215,10 @@ pub fn free_port() -> u16 {
 // Spawning with a parent-death signal
 
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code, reason = "prctl, getppid and kill from libc, for the test servers' lifetimes")]
+#[allow(
+    unsafe_code,
+    reason = "prctl, getppid and kill from libc, for the test servers' lifetimes"
+)]
 mod sys {
     use std::os::raw::{c_int, c_ulong};
     extern "C" {
@@ -285,7 +288,10 @@ fn spawn(mut cmd: Command) -> io::Result<Child> {
         use std::os::unix::process::CommandExt;
         let parent = std::process::id();
         // SAFETY: the closure only calls prctl and getppid, which are async-signal-safe.
-        #[allow(unsafe_code, reason = "pre_exec hook that ties a server to the test process")]
+        #[allow(
+            unsafe_code,
+            reason = "pre_exec hook that ties a server to the test process"
+        )]
         unsafe {
             cmd.pre_exec(move || sys::pdeathsig(parent));
         }
