@@ -185,10 +185,7 @@ impl HttpSink {
             sink: name.to_string(),
             message,
         };
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            return Err(setup(problems.join("; ")));
-        }
+        SinkError::check(name, cfg.validate())?;
         let url = parse_url(cfg.url.expose(), "url", cfg.tls.is_some()).map_err(setup)?;
         let single = match (cfg.template, cfg.mode) {
             (HttpTemplate::Slack, Some(HttpMode::Batch)) => {

@@ -153,6 +153,19 @@ pub enum SinkError {
     Setup { sink: String, message: String },
 }
 
+impl SinkError {
+    /// `Ok` when a config's `validate` found nothing, else one error listing every problem.
+    pub fn check(sink: &str, problems: Vec<String>) -> Result<(), SinkError> {
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(SinkError::Setup {
+            sink: sink.to_string(),
+            message: problems.join("; "),
+        })
+    }
+}
+
 /// What happened to one record of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -223,10 +223,7 @@ impl Splunk {
             sink: name.to_string(),
             message,
         };
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            return Err(setup(problems.join("; ")));
-        }
+        SinkError::check(name, cfg.validate())?;
         let base = parse_url(&cfg.endpoint, "endpoint", cfg.tls.is_some()).map_err(setup)?;
         if !cfg.path.starts_with('/') {
             return Err(setup("path: must start with `/`".to_string()));

@@ -219,10 +219,7 @@ impl Syslog {
             sink: name.to_string(),
             message,
         };
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            return Err(setup(problems.join("; ")));
-        }
+        SinkError::check(name, cfg.validate())?;
         let (host, _port) = split_address(&cfg.address).map_err(setup)?;
         let tls = match (cfg.protocol, &cfg.tls) {
             (SyslogProtocol::Tls, tls) => {

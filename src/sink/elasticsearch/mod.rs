@@ -292,10 +292,7 @@ impl Elasticsearch {
             sink: name.to_string(),
             message,
         };
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            return Err(setup(problems.join("; ")));
-        }
+        SinkError::check(name, cfg.validate())?;
         let a = &cfg.auth;
         let password = read_secret(name, "auth.password", &a.password, &a.password_file)?;
         let api_key = read_secret(name, "auth.api_key", &a.api_key, &a.api_key_file)?;

@@ -53,10 +53,7 @@ impl KafkaSink {
             sink: name.to_string(),
             message,
         };
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            return Err(setup(problems.join("; ")));
-        }
+        SinkError::check(name, cfg.validate())?;
         for k in cfg.options.keys() {
             if FIXED.iter().any(|(f, _)| f == k) {
                 tracing::warn!(sink = name, option = %k, "option ignored: tripline sets it for idempotent delivery");
