@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "../tests/support/servers.rs"]
-mod servers;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::servers;
 
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TRIPLINE_SHARED_DATA")

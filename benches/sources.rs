@@ -10,10 +10,9 @@
 //! Run: `cargo bench --bench sources` (`TRIPLINE_BENCH_ONLY=webhook|kafka` runs one part;
 //! `TRIPLINE_BENCH_EVENTS` sets the events per part, default 200000).
 
-#[path = "../tests/support/daemon.rs"]
-mod daemon;
-#[path = "../tests/support/servers.rs"]
-mod servers;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{daemon, servers};
 
 use std::path::Path;
 use std::time::{Duration, Instant};

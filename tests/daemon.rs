@@ -1,8 +1,8 @@
 //! `tripline run` end to end: the real binary follows files that are really appended to,
 //! renamed, truncated and deleted, and is really signalled and killed.
 
-#[path = "support/daemon.rs"]
-mod daemon;
+mod support;
+use support::daemon;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;

@@ -11,8 +11,8 @@
 //! test that needs a missing one prints SKIPPED, or fails under `TRIPLINE_REQUIRE_SERVERS=1` or
 //! `CI`.
 
-#[path = "support/servers.rs"]
-mod servers;
+mod support;
+use support::servers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

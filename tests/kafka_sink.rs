@@ -3,12 +3,8 @@
 //! restart), installed by `scripts/test.sh` from pinned PyPI wheels. The test reads the topics
 //! back with its own librdkafka consumer. Faults come from stopping the brokers.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/events.rs"]
-mod events;
-#[path = "support/servers.rs"]
-mod servers;
+mod support;
+use support::{daemon, events, servers};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};

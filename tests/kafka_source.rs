@@ -22,10 +22,8 @@
 //! group is in sync again (a real broker accepts them while members rejoin), so on it a
 //! rebalance replays what was confirmed since the last commit before the join.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/servers.rs"]
-mod servers;
+mod support;
+use support::{daemon, servers};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{ErrorKind, Read, Write};

@@ -2,8 +2,8 @@
 //! noida's data across a restart, and their Kafka ports are real Kafka brokers. These pin
 //! down the server behaviour the Elasticsearch / OpenSearch / Kafka sinks are written for.
 
-#[path = "support/servers.rs"]
-mod servers;
+mod support;
+use support::servers;
 
 use serde_json::{json, Value};
 use servers::{bulk, count, http, http_with, refresh, search_all, Server};

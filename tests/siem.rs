@@ -3,14 +3,8 @@
 //! OpenSearch 3 API), installed by `scripts/test.sh` from pinned PyPI wheels. Faults come from
 //! stopping the servers and from a fault-injecting proxy.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-#[path = "support/events.rs"]
-mod events;
-#[path = "support/proxy.rs"]
-mod proxy;
-#[path = "support/servers.rs"]
-mod servers;
+mod support;
+use support::{daemon, events, proxy, servers};
 
 use std::collections::HashMap;
 use std::path::Path;

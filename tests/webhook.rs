@@ -2,8 +2,8 @@
 //! certificates made for the test (a CA, a server and client certificate, and a client
 //! certificate from another CA), the spool on disk, `kill -9` right after a 200.
 
-#[path = "support/daemon.rs"]
-mod daemon;
+mod support;
+use support::daemon;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

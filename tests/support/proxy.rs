@@ -169,7 +169,7 @@ fn serve(
         headers.push(("Authorization", a.as_str()));
     }
     if !is_bulk {
-        let r = crate::servers::try_http(
+        let r = super::servers::try_http(
             &method,
             &format!("{backend}{path}"),
             &headers,
@@ -213,7 +213,7 @@ fn serve(
     let mut items: Vec<serde_json::Value> = Vec::new();
     let mut errors = false;
     if !forwarded_ids.is_empty() {
-        let r = crate::servers::try_http(
+        let r = super::servers::try_http(
             &method,
             &format!("{backend}{path}"),
             &headers,

@@ -23,8 +23,8 @@
 //! Use from an integration test (each test file is its own crate):
 //!
 //! ```ignore
-//! #[path = "support/servers.rs"]
-//! mod servers;
+//! mod support;
+//! use support::servers;
 //!
 //! #[test]
 //! fn it() {
