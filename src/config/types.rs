@@ -103,15 +103,19 @@ impl Secret {
         key: &str,
         inline: &Option<Secret>,
         file: &Option<PathBuf>,
-    ) -> Result<Option<Secret>, String> {
-        if let Some(problem) = Secret::check_pair(key, inline, file) {
-            return Err(problem);
-        }
+    ) -> Result<Option<Secret>, SecretError> {
         match (inline, file) {
-            (Some(v), _) => Ok(Some(v.clone())),
+            (Some(_), Some(_)) => Err(SecretError::Both {
+                key: key.to_string(),
+            }),
+            (Some(v), None) => Ok(Some(v.clone())),
             (None, Some(p)) => Secret::read_file(p)
                 .map(Some)
-                .map_err(|e| format!("{key}_file {}: {e}", p.display())),
+                .map_err(|source| SecretError::Read {
+                    key: key.to_string(),
+                    path: p.clone(),
+                    source,
+                }),
             (None, None) => Ok(None),
         }
     }
@@ -122,13 +126,30 @@ impl Secret {
         inline: &Option<Secret>,
         file: &Option<PathBuf>,
     ) -> Option<String> {
-        (inline.is_some() && file.is_some())
-            .then(|| format!("{key}: give `{key}` or `{key}_file`, not both"))
+        (inline.is_some() && file.is_some()).then(|| {
+            SecretError::Both {
+                key: key.to_string(),
+            }
+            .to_string()
+        })
     }
 
     fn read_file(path: &Path) -> std::io::Result<Secret> {
         std::fs::read_to_string(path).map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
     }
+}
+
+/// Why a secret could not be had; the value is never part of it.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{key}: give `{key}` or `{key}_file`, not both")]
+    Both { key: String },
+    #[error("{key}_file {}: {source}", path.display())]
+    Read {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Debug for Secret {
@@ -175,18 +196,23 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "s3cret\r\n").expect("writing");
         let inline = Some(Secret::new("inline"));
+        let value = |r: Result<Option<Secret>, SecretError>| r.unwrap().map(|s| s.0);
         assert_eq!(
-            Secret::resolve("token", &inline, &None).map(|s| s.map(|s| s.0)),
-            Ok(Some("inline".into()))
+            value(Secret::resolve("token", &inline, &None)),
+            Some("inline".into())
         );
         assert_eq!(
-            Secret::resolve("token", &None, &Some(file.clone())).map(|s| s.map(|s| s.0)),
-            Ok(Some("s3cret".into()))
+            value(Secret::resolve("token", &None, &Some(file.clone()))),
+            Some("s3cret".into())
         );
-        assert_eq!(Secret::resolve("token", &None, &None), Ok(None));
-        let both = Secret::resolve("token", &inline, &Some(file)).unwrap_err();
+        assert_eq!(value(Secret::resolve("token", &None, &None)), None);
+        let both = Secret::resolve("token", &inline, &Some(file))
+            .unwrap_err()
+            .to_string();
         assert!(both.contains("not both"), "{both}");
-        let missing = Secret::resolve("token", &None, &Some(dir.path().join("nope"))).unwrap_err();
+        let missing = Secret::resolve("token", &None, &Some(dir.path().join("nope")))
+            .unwrap_err()
+            .to_string();
         assert!(missing.starts_with("token_file "), "{missing}");
     }
 }

@@ -650,9 +650,9 @@ pub fn read_secret(
     inline: &Option<Secret>,
     file: &Option<PathBuf>,
 ) -> Result<Option<Secret>, SinkError> {
-    Secret::resolve(key, inline, file).map_err(|message| SinkError::Setup {
+    Secret::resolve(key, inline, file).map_err(|e| SinkError::Setup {
         sink: sink.to_string(),
-        message,
+        message: e.to_string(),
     })
 }
 

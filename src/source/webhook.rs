@@ -444,7 +444,8 @@ impl Webhook {
         for w in cfg.warnings() {
             tracing::warn!(source = name, "{w}");
         }
-        let token = Secret::resolve("token", &cfg.token, &cfg.token_file).map_err(err)?;
+        let token = Secret::resolve("token", &cfg.token, &cfg.token_file)
+            .map_err(|e| err(e.to_string()))?;
         if token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
             return Err(err(
                 "the token is empty; an empty token would let anyone in".to_string(),
