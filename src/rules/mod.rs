@@ -18,7 +18,9 @@ pub use harness::{run_tests, TestFailure};
 pub use matcher::{Cmp, Pattern, StrMatcher};
 pub use model::{Level, Rule, RuleMeta};
 pub use ruleset::{Match, RuleSet, DEFAULT_THROTTLE_MAX_KEYS};
-pub use sigma::{builtin_field_mappings, compile_field, load_str, CompileOptions, RuleError};
+pub use sigma::{
+    builtin_field_mappings, compile_field, load_str, CompileOptions, FieldError, RuleError,
+};
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));

@@ -478,8 +478,18 @@ fn compile_map(ctx: &mut Ctx<'_>, name: &str, m: &serde_yaml::Mapping) -> Option
     ok.then_some(conds)
 }
 
+/// Why a `field|modifiers: value(s)` entry does not compile: an unknown modifier, a bad value
+/// for a modifier, a field path that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FieldError(String);
+
 /// Compiles one `field|modifiers: value(s)` entry (also used for configured exceptions).
-pub fn compile_field(opts: &CompileOptions, key: &str, v: &Yaml) -> Result<FieldCond, String> {
+pub fn compile_field(opts: &CompileOptions, key: &str, v: &Yaml) -> Result<FieldCond, FieldError> {
+    compile_field_text(opts, key, v).map_err(FieldError)
+}
+
+fn compile_field_text(opts: &CompileOptions, key: &str, v: &Yaml) -> Result<FieldCond, String> {
     let mut parts = key.split('|');
     let field_name = parts.next().unwrap_or_default();
     let mods: Vec<&str> = parts.collect();
