@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount,
+    ConfigMap, Container, KeyToPath, Namespace, PodSpec, PodTemplateSpec, Secret, Service,
+    ServiceAccount, Volume,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -432,6 +433,188 @@ fn container_env(c: &Container) -> BTreeMap<String, String> {
     env
 }
 
+/// The keys of the Secret `name` that the `secrets.example.yaml` files describe, if they do.
+fn secret_keys(secrets: &[Value], name: &str) -> Option<BTreeSet<String>> {
+    let s = secrets
+        .iter()
+        .find(|s| s["kind"] == "Secret" && s["metadata"]["name"] == name)?;
+    Some(
+        ["data", "stringData"]
+            .iter()
+            .filter_map(|f| s[*f].as_object())
+            .flat_map(|m| m.keys().cloned())
+            .collect(),
+    )
+}
+
+/// A file that a volume projects from a key of a Secret.
+#[derive(Debug)]
+struct SecretFile {
+    secret: String,
+    key: String,
+    /// Its mode bits as the manifest sets them (Kubernetes' default: 0644).
+    mode: i32,
+    /// Its owner: root, unless the (alpha) `user`/`defaultUser` fields say otherwise.
+    owner: i64,
+    optional: bool,
+}
+
+/// The files `vol` projects from Secrets, by their path in the volume: a `secret` volume, or
+/// the Secret sources of a `projected` one. Without `items`, every key of the Secret (as the
+/// `secrets.example.yaml` files describe it) is a file. None when the volume holds no Secret.
+fn secret_files(vol: &Volume, secrets: &[Value]) -> Option<BTreeMap<String, SecretFile>> {
+    let mut out = BTreeMap::new();
+    let mut add = |secret: &str,
+                   items: &Option<Vec<KeyToPath>>,
+                   default_mode: Option<i32>,
+                   default_user: Option<i64>,
+                   optional: Option<bool>| {
+        let items: Vec<KeyToPath> = match items {
+            Some(items) => items.clone(),
+            None => secret_keys(secrets, secret)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|k| KeyToPath {
+                    key: k.clone(),
+                    path: k,
+                    ..KeyToPath::default()
+                })
+                .collect(),
+        };
+        for i in items {
+            out.insert(
+                i.path,
+                SecretFile {
+                    secret: secret.to_string(),
+                    key: i.key,
+                    mode: i.mode.or(default_mode).unwrap_or(0o644),
+                    owner: i.user.or(default_user).unwrap_or(0),
+                    optional: optional == Some(true),
+                },
+            );
+        }
+    };
+    if let Some(s) = &vol.secret {
+        add(
+            s.secret_name.as_deref().unwrap_or_default(),
+            &s.items,
+            s.default_mode,
+            s.default_user,
+            s.optional,
+        );
+        return Some(out);
+    }
+    let projected = vol.projected.as_ref()?;
+    let mut any = false;
+    for src in projected.sources.iter().flatten() {
+        if let Some(s) = &src.secret {
+            any = true;
+            add(
+                &s.name,
+                &s.items,
+                projected.default_mode,
+                projected.default_user,
+                s.optional,
+            );
+        }
+    }
+    any.then_some(out)
+}
+
+/// Every setting of a config whose key ends in `_file` (a secret read from a file:
+/// `auth.api_key_file`, `token_file`, `password_file`, ...), as (where, path).
+fn file_settings(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match x {
+                    Value::String(s) if k.ends_with("_file") => out.push((here, s.clone())),
+                    _ => file_settings(x, &here, out),
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                file_settings(x, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The file equivalent of "every `${VAR}` comes from a Secret": every `*_file` of the config
+/// `text` lies in a read-only mount of container `c` of the pod `spec`, on a volume that
+/// projects that very file from a Secret key the `secrets.example.yaml` files describe.
+fn secret_file_problems(
+    text: &str,
+    spec: &PodSpec,
+    c: &Container,
+    secrets: &[Value],
+) -> Vec<String> {
+    let doc: Value = serde_yaml::from_str(text).unwrap_or_else(|e| panic!("config: {e}"));
+    let mut settings = Vec::new();
+    file_settings(&doc, "", &mut settings);
+    let mut problems = Vec::new();
+    for (key, path) in settings {
+        let p = Path::new(&path);
+        let Some(m) = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| p.starts_with(&m.mount_path))
+            .max_by_key(|m| m.mount_path.len())
+        else {
+            problems.push(format!("{key}: {path} is not mounted"));
+            continue;
+        };
+        if m.read_only != Some(true) {
+            problems.push(format!("{key}: {path} is on a writable mount"));
+        }
+        if m.sub_path.is_some() || m.sub_path_expr.is_some() {
+            problems.push(format!("{key}: {path} is on a subPath mount"));
+            continue;
+        }
+        let files = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == m.name)
+            .and_then(|v| secret_files(v, secrets));
+        let Some(files) = files else {
+            problems.push(format!(
+                "{key}: {path} is in the volume `{}`, which holds no Secret",
+                m.name
+            ));
+            continue;
+        };
+        let rel = p
+            .strip_prefix(&m.mount_path)
+            .expect("under the mount")
+            .to_string_lossy()
+            .into_owned();
+        let Some(f) = files.get(&rel) else {
+            problems.push(format!(
+                "{key}: the volume `{}` has no file `{rel}` (it has {:?})",
+                m.name,
+                files.keys().collect::<Vec<_>>()
+            ));
+            continue;
+        };
+        if !secret_keys(secrets, &f.secret).is_some_and(|k| k.contains(&f.key)) {
+            problems.push(format!(
+                "{key}: {path} is key {} of the Secret {}, which no secrets.example.yaml describes",
+                f.key, f.secret
+            ));
+        }
+    }
+    problems
+}
+
 // ---------------------------------------------------------------------------------------------
 // Manifests
 // ---------------------------------------------------------------------------------------------
@@ -813,6 +996,59 @@ fn every_pod_passes_the_hardening_checklist() {
                     if let Some(r) = &src.secret_key_ref {
                         if r.optional == Some(true) {
                             p(&w, format!("env {}: optional secret", e.name));
+                        }
+                        if !secret_keys(&v.secrets, &r.name).is_some_and(|k| k.contains(&r.key)) {
+                            p(
+                                &w,
+                                format!(
+                                    "env {}: key {} of the Secret {} is in no secrets.example.yaml",
+                                    e.name, r.key, r.name
+                                ),
+                            );
+                        }
+                    }
+                }
+                // Secrets as files: every file a mounted Secret volume holds is required (not
+                // optional), described by a secrets.example.yaml, neither writable nor
+                // world-readable, and readable by the container's user: as its owner (root's
+                // files and user 0), or through fsGroup and the group's read bit.
+                for m in c.volume_mounts.iter().flatten() {
+                    let vol = spec.volumes.iter().flatten().find(|x| x.name == m.name);
+                    let Some(files) = vol.and_then(|x| secret_files(x, &v.secrets)) else {
+                        continue;
+                    };
+                    for (path, f) in files {
+                        let what = format!(
+                            "{}/{path} (key {} of the Secret {})",
+                            m.mount_path, f.key, f.secret
+                        );
+                        if f.optional {
+                            p(&w, format!("{what}: optional secret"));
+                        }
+                        if !secret_keys(&v.secrets, &f.secret).is_some_and(|k| k.contains(&f.key)) {
+                            p(&w, format!("{what}: in no secrets.example.yaml"));
+                        }
+                        if f.mode & 0o227 != 0 {
+                            p(
+                                &w,
+                                format!(
+                                    "{what}: mode {:04o} is writable or world-readable",
+                                    f.mode
+                                ),
+                            );
+                        }
+                        let readable = match user {
+                            Some(u) if u == f.owner => f.mode & 0o400 != 0,
+                            _ => psc.fs_group.is_some() && f.mode & 0o040 != 0,
+                        };
+                        if !readable {
+                            p(
+                                &w,
+                                format!(
+                                    "{what}: mode {:04o} is not readable by user {user:?} (fsGroup {:?})",
+                                    f.mode, psc.fs_group
+                                ),
+                            );
                         }
                     }
                 }
@@ -1197,6 +1433,10 @@ fn the_config_in_each_configmap_passes_config_check_and_matches_its_pod() {
                 "{name}: ${{{var}}} is not from a Secret"
             );
         }
+        // Every `*_file` (auth.api_key_file, token_file, ...) is a file of a Secret volume the
+        // container mounts read-only, from the right key.
+        let problems = secret_file_problems(&text, spec, c, &v.secrets);
+        assert!(problems.is_empty(), "{name}: {}", problems.join("\n"));
         // The container runs this config, from the ConfigMap's mount.
         let args = c.args.clone().unwrap_or_default();
         assert_eq!(
@@ -1278,6 +1518,59 @@ fn the_config_in_each_configmap_passes_config_check_and_matches_its_pod() {
             "{name}: grace {grace}s"
         );
     }
+}
+
+#[test]
+fn a_secret_file_outside_its_secret_volume_is_caught() {
+    if !kubectl_installed() {
+        return;
+    }
+    let v = variant("webhook");
+    let (_, _, template) = v.workloads().remove(0);
+    let spec = pod_spec(&template);
+    let c = &spec.containers[0];
+    let text = v.config_text();
+    let shipped = "api_key_file: /var/run/secrets/tripline/siem/api-key";
+    assert!(text.contains(shipped), "{text}");
+    assert_eq!(
+        secret_file_problems(&text, spec, c, &v.secrets),
+        Vec::<String>::new()
+    );
+    let cases: [(&str, &[&str]); 4] = [
+        ("/nowhere/api-key", &["is not mounted"]),
+        ("/etc/tripline/config/api-key", &["which holds no Secret"]),
+        (
+            "/var/lib/tripline/api-key",
+            &["on a writable mount", "which holds no Secret"],
+        ),
+        (
+            "/var/run/secrets/tripline/siem/ES_API_KEY",
+            &["has no file `ES_API_KEY`"],
+        ),
+    ];
+    for (path, expected) in cases {
+        let bad = text.replace(shipped, &format!("api_key_file: {path}"));
+        let problems = secret_file_problems(&bad, spec, c, &v.secrets);
+        assert_eq!(problems.len(), expected.len(), "{path}: {problems:?}");
+        for (got, want) in problems.iter().zip(expected) {
+            assert!(
+                got.starts_with("sinks[0].auth.api_key_file: ") && got.contains(want),
+                "{path}: {problems:?}"
+            );
+        }
+    }
+    // A key the Secret does not have.
+    let mut other = v.secrets.clone();
+    for s in &mut other {
+        if s["metadata"]["name"] == "tripline-siem" {
+            s["stringData"] = json!({"API_KEY": "x"});
+        }
+    }
+    let problems = secret_file_problems(&text, spec, c, &other);
+    assert!(
+        problems.len() == 1 && problems[0].contains("which no secrets.example.yaml describes"),
+        "{problems:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1510,7 +1803,6 @@ fn scan(events: &[Value], config: Option<&str>) -> Vec<(String, String)> {
     }
     let out = cmd
         .arg(&input)
-        .env("ES_API_KEY", "test")
         .env("KAFKA_PASSWORD", "test")
         .output()
         .expect("the binary runs");
