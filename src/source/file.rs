@@ -893,10 +893,20 @@ impl FileSource {
                     t.line += 1;
                     let too_long = std::mem::take(&mut t.skipping)
                         || t.partial.len() + (nl - pos) > self.max_line;
-                    if too_long {
+                    // A batch ends before a skipped line, and once it reaches `batch_max`.
+                    let cut = if too_long {
                         t.partial.clear();
                         self.metrics.too_long.inc();
                         tracing::warn!(source = %self.name, path = %t.path.display(), line = t.line, "line longer than input.max_line_bytes skipped");
+                        true
+                    } else {
+                        lines.append(&mut t.partial);
+                        lines.extend_from_slice(&chunk[pos..=nl]);
+                        batch_end = Some((end_offset, t.line));
+                        self.metrics.lines.inc();
+                        lines.len() >= self.batch_max
+                    };
+                    if cut {
                         if !lines.is_empty() {
                             batches.push((
                                 std::mem::take(&mut lines),
@@ -905,26 +915,17 @@ impl FileSource {
                                 lines_start,
                             ));
                         }
+                        if too_long {
+                            batches.push((
+                                Vec::new(),
+                                t.line,
+                                Some((end_offset, t.line)),
+                                end_offset,
+                            ));
+                        }
                         first_line = t.line + 1;
-                        batches.push((Vec::new(), t.line, Some((end_offset, t.line)), end_offset));
                         batch_end = None;
                         lines_start = end_offset;
-                    } else {
-                        lines.append(&mut t.partial);
-                        lines.extend_from_slice(&chunk[pos..=nl]);
-                        batch_end = Some((end_offset, t.line));
-                        self.metrics.lines.inc();
-                        if lines.len() >= self.batch_max {
-                            batches.push((
-                                std::mem::take(&mut lines),
-                                first_line,
-                                batch_end,
-                                lines_start,
-                            ));
-                            first_line = t.line + 1;
-                            batch_end = None;
-                            lines_start = end_offset;
-                        }
                     }
                     pos = nl + 1;
                 }
