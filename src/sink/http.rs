@@ -132,14 +132,8 @@ impl HttpSinkConfig {
                 ));
             }
         }
-        p.extend(Secret::check_pair("token", &self.token, &self.token_file));
-        p.extend(Secret::check_pair(
-            "password",
-            &self.password,
-            &self.password_file,
-        ));
-        let token = self.token.is_some() || self.token_file.is_some();
-        let password = self.password.is_some() || self.password_file.is_some();
+        let token = Secret::check_given(&mut p, "token", &self.token, &self.token_file);
+        let password = Secret::check_given(&mut p, "password", &self.password, &self.password_file);
         if token && (self.username.is_some() || password) {
             p.push(
                 "token: give `token` (bearer) or `username`/`password` (basic), not both"
