@@ -587,14 +587,12 @@ mod tests {
 
     #[test]
     fn keys_parse_inside_the_sinks_list() {
-        let c = crate::config::Config::from_str_named(
-            "c.yaml",
+        let kind = crate::sink::tests::first_sink(
             "sinks:\n  - type: http\n    url: https://hooks.slack.com/services/x\n    template: slack\n    headers:\n      X-Key: ${K}\n    timeout: 3s\n",
             &|_| Some("v".to_string()),
-        )
-        .unwrap();
-        let crate::sink::SinkKind::Http(h) = &c.sinks[0].kind else {
-            panic!("{:?}", c.sinks[0].kind);
+        );
+        let crate::sink::SinkKind::Http(h) = kind else {
+            panic!("{kind:?}");
         };
         assert_eq!(h.template, HttpTemplate::Slack);
         assert_eq!(h.headers.get("X-Key").map(Secret::expose), Some("v"));
