@@ -134,6 +134,18 @@ impl Secret {
         })
     }
 
+    /// [`Secret::check_pair`] for a config's `validate`: adds the problem to `problems`, and
+    /// returns whether the secret is given at all (inline or in a file).
+    pub fn check_given(
+        problems: &mut Vec<String>,
+        key: &str,
+        inline: &Option<Secret>,
+        file: &Option<PathBuf>,
+    ) -> bool {
+        problems.extend(Secret::check_pair(key, inline, file));
+        inline.is_some() || file.is_some()
+    }
+
     fn read_file(path: &Path) -> std::io::Result<Secret> {
         std::fs::read_to_string(path).map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
     }

@@ -122,6 +122,28 @@ impl DecodeStats {
     fn count(&mut self, reason: SkipReason) {
         self.skipped[reason.index()] += 1;
     }
+
+    /// Decodes one JSON value with [`decode_value_into`], passing its events to `on_event` and
+    /// counting them and their omitted bodies. Returns the items that were skipped, for the
+    /// caller to report at the value's line.
+    #[inline]
+    fn decode_value(
+        &mut self,
+        text: &str,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Vec<(SkipReason, String)> {
+        let mut errors = Vec::new();
+        let mut omitted = 0;
+        self.events += decode_value_into(text, &mut |d| match d {
+            Ok(ev) => {
+                omitted += u64::from(ev.body_omitted());
+                on_event(ev)
+            }
+            Err(e) => errors.push(e),
+        }) as u64;
+        self.bodies_omitted += omitted;
+        errors
+    }
 }
 
 /// What one decoded JSON value produced.
@@ -585,17 +607,7 @@ impl InputReader {
                     return;
                 }
             }
-            let mut errors = Vec::new();
-            let mut omitted = 0;
-            stats.events += decode_value_into(text, &mut |d| match d {
-                Ok(ev) => {
-                    omitted += u64::from(ev.body_omitted());
-                    on_event(ev)
-                }
-                Err(e) => errors.push(e),
-            }) as u64;
-            stats.bodies_omitted += omitted;
-            for (reason, msg) in errors {
+            for (reason, msg) in stats.decode_value(text, on_event) {
                 let reason = if reason == SkipReason::Truncated && terminated {
                     SkipReason::MalformedJson
                 } else {
@@ -677,17 +689,7 @@ impl InputReader {
             let line = first_line_no + text[..start].bytes().filter(|b| *b == b'\n').count() as u64;
             match scanner.skip_value() {
                 Ok(value) => {
-                    let mut errors = Vec::new();
-                    let mut omitted = 0;
-                    stats.events += decode_value_into(value, &mut |d| match d {
-                        Ok(ev) => {
-                            omitted += u64::from(ev.body_omitted());
-                            on_event(ev)
-                        }
-                        Err(e) => errors.push(e),
-                    }) as u64;
-                    stats.bodies_omitted += omitted;
-                    for (reason, msg) in errors {
+                    for (reason, msg) in stats.decode_value(value, on_event) {
                         report(stats, line, reason, msg);
                     }
                 }

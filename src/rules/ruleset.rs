@@ -194,24 +194,7 @@ impl Rule {
     /// Renders the `output` template (or the title) for `ev`. Fields with several values are
     /// joined with `, `; a missing field renders as `<none>`.
     pub fn render_output(&self, ev: &Event<'_>) -> String {
-        let Some(parts) = &self.output else {
-            return self.meta.title.clone();
-        };
-        let mut out = String::new();
-        for p in parts {
-            match p {
-                OutputPart::Lit(s) => out.push_str(s),
-                OutputPart::Field(f) => {
-                    let vals = ev.values_as_strings(f);
-                    if vals.is_empty() {
-                        out.push_str("<none>");
-                    } else {
-                        out.push_str(&vals.join(", "));
-                    }
-                }
-            }
-        }
-        out
+        self.render_output_redacted(ev, &[])
     }
 }
 

@@ -130,6 +130,10 @@ impl Ctx<'_> {
 
     fn err(&mut self, keys: &[&str], message: impl Into<String>) {
         let line = self.line(keys);
+        self.err_at(line, message);
+    }
+
+    fn err_at(&mut self, line: usize, message: impl Into<String>) {
         self.errors.push(RuleError {
             source: self.source.to_string(),
             line,
@@ -817,11 +821,10 @@ fn compile_tests(ctx: &mut Ctx<'_>, t: &Yaml) -> Vec<RuleTest> {
         let expect = match item.get("match") {
             Some(Yaml::Bool(b)) => *b,
             _ => {
-                ctx.errors.push(RuleError {
-                    source: ctx.source.to_string(),
+                ctx.err_at(
                     line,
-                    message: format!("test `{name}`: `match: true|false` is required"),
-                });
+                    format!("test `{name}`: `match: true|false` is required"),
+                );
                 continue;
             }
         };
@@ -829,20 +832,18 @@ fn compile_tests(ctx: &mut Ctx<'_>, t: &Yaml) -> Vec<RuleTest> {
             Some(ev @ Yaml::Mapping(_)) => match serde_json::to_string(ev) {
                 Ok(j) => j,
                 Err(e) => {
-                    ctx.errors.push(RuleError {
-                        source: ctx.source.to_string(),
+                    ctx.err_at(
                         line,
-                        message: format!("test `{name}`: event cannot be written as JSON: {e}"),
-                    });
+                        format!("test `{name}`: event cannot be written as JSON: {e}"),
+                    );
                     continue;
                 }
             },
             _ => {
-                ctx.errors.push(RuleError {
-                    source: ctx.source.to_string(),
+                ctx.err_at(
                     line,
-                    message: format!("test `{name}`: `event` must be a mapping (an audit event)"),
-                });
+                    format!("test `{name}`: `event` must be a mapping (an audit event)"),
+                );
                 continue;
             }
         };
@@ -902,7 +903,8 @@ mod tests {
 
     #[test]
     fn unsupported_constructs_are_load_errors() {
-        let cases = [
+        // (a line of GOOD, what it is changed to, a part of the expected error)
+        let mut cases: Vec<(&str, String, &str)> = [
             (
                 "  condition: selection",
                 "  condition: selection | count() > 3",
@@ -913,29 +915,6 @@ mod tests {
                 "  condition: selection and missing",
                 "not a detection",
             ),
-            ("    verb: get", "    verb|windash: get", "not supported"),
-            ("    verb: get", "    verb|i: get", "must follow `re`"),
-            (
-                "    verb: get",
-                "    verb|contains|startswith: get",
-                "only one of",
-            ),
-            (
-                "    verb: get",
-                "    verb|exists: yes please",
-                "`exists` takes",
-            ),
-            ("    verb: get", "    verb|gt: many", "numeric"),
-            ("    verb: get", "    verb|cidr: 10.0.0.0/99", "CIDR"),
-            ("    verb: get", "    verb|re: '('", "invalid regex"),
-            (
-                "    verb: get",
-                "    verb|expand: '%nope%'",
-                "placeholder `%nope%`",
-            ),
-            ("    verb: get", "    verb: {a: b}", "scalar"),
-            ("    verb: get", "    verb: []", "empty value list"),
-            ("    verb: get", "    verb['x: get", "field path"),
             ("level: high", "level: severe", "unknown level"),
             (
                 "id: 3f1c2a7e-0d5b-4e3a-9b1e-6c2f8a4d7e10",
@@ -947,9 +926,28 @@ mod tests {
                 "  product: windows",
                 "logsource.product",
             ),
-        ];
+        ]
+        .into_iter()
+        .map(|(from, to, want)| (from, to.to_string(), want))
+        .collect();
+        // The selection's `verb: get` changed to `verb<to>`.
+        for (to, want) in [
+            ("|windash: get", "not supported"),
+            ("|i: get", "must follow `re`"),
+            ("|contains|startswith: get", "only one of"),
+            ("|exists: yes please", "`exists` takes"),
+            ("|gt: many", "numeric"),
+            ("|cidr: 10.0.0.0/99", "CIDR"),
+            ("|re: '('", "invalid regex"),
+            ("|expand: '%nope%'", "placeholder `%nope%`"),
+            (": {a: b}", "scalar"),
+            (": []", "empty value list"),
+            ("['x: get", "field path"),
+        ] {
+            cases.push(("    verb: get", format!("    verb{to}"), want));
+        }
         for (from, to, want) in cases {
-            let text = GOOD.replace(from, to);
+            let text = GOOD.replace(from, &to);
             assert_ne!(text, GOOD, "{from} not found");
             let (rules, errors) = load_str("r.yml", &text, &opts());
             assert!(rules.is_empty(), "{to}: should not load");

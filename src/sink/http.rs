@@ -132,14 +132,8 @@ impl HttpSinkConfig {
                 ));
             }
         }
-        p.extend(Secret::check_pair("token", &self.token, &self.token_file));
-        p.extend(Secret::check_pair(
-            "password",
-            &self.password,
-            &self.password_file,
-        ));
-        let token = self.token.is_some() || self.token_file.is_some();
-        let password = self.password.is_some() || self.password_file.is_some();
+        let token = Secret::check_given(&mut p, "token", &self.token, &self.token_file);
+        let password = Secret::check_given(&mut p, "password", &self.password, &self.password_file);
         if token && (self.username.is_some() || password) {
             p.push(
                 "token: give `token` (bearer) or `username`/`password` (basic), not both"
@@ -593,14 +587,12 @@ mod tests {
 
     #[test]
     fn keys_parse_inside_the_sinks_list() {
-        let c = crate::config::Config::from_str_named(
-            "c.yaml",
+        let kind = crate::sink::tests::first_sink(
             "sinks:\n  - type: http\n    url: https://hooks.slack.com/services/x\n    template: slack\n    headers:\n      X-Key: ${K}\n    timeout: 3s\n",
             &|_| Some("v".to_string()),
-        )
-        .unwrap();
-        let crate::sink::SinkKind::Http(h) = &c.sinks[0].kind else {
-            panic!("{:?}", c.sinks[0].kind);
+        );
+        let crate::sink::SinkKind::Http(h) = kind else {
+            panic!("{kind:?}");
         };
         assert_eq!(h.template, HttpTemplate::Slack);
         assert_eq!(h.headers.get("X-Key").map(Secret::expose), Some("v"));

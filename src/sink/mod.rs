@@ -786,6 +786,13 @@ impl DeadLetters {
 mod tests {
     use super::*;
 
+    /// The kind of the first sink of `config`, a whole config file read with `env`: for the
+    /// sinks' tests of their keys.
+    pub(super) fn first_sink(config: &str, env: &dyn Fn(&str) -> Option<String>) -> SinkKind {
+        let c = crate::config::Config::from_str_named("c.yaml", config, env).unwrap();
+        c.sinks.into_iter().next().expect("a sink").kind
+    }
+
     #[test]
     fn content_ids_are_stable_and_separate_parts() {
         let a = content_id(&[b"ab", b"c"]);

@@ -642,14 +642,12 @@ mod tests {
 
     #[test]
     fn keys_parse_inside_the_sinks_list() {
-        let c = crate::config::Config::from_str_named(
-            "c.yaml",
+        let kind = crate::sink::tests::first_sink(
             "sinks:\n  - type: splunk_hec\n    endpoint: https://splunk:8088\n    token: ${T}\n    ack: true\n    ack_timeout: 30s\n    compression: gzip\n",
             &|_| Some("tok".to_string()),
-        )
-        .unwrap();
-        let crate::sink::SinkKind::SplunkHec(s) = &c.sinks[0].kind else {
-            panic!("{:?}", c.sinks[0].kind);
+        );
+        let crate::sink::SinkKind::SplunkHec(s) = kind else {
+            panic!("{kind:?}");
         };
         assert!(s.ack);
         assert_eq!(s.ack_timeout.0, Duration::from_secs(30));

@@ -886,14 +886,12 @@ mod tests {
 
     #[test]
     fn keys_parse_inside_the_sinks_list() {
-        let c = crate::config::Config::from_str_named(
-            "c.yaml",
+        let kind = crate::sink::tests::first_sink(
             "sinks:\n  - type: syslog\n    name: siem\n    flows: [alerts, events]\n    address: siem.example:6514\n    protocol: tls\n    format: cef\n    facility: local4\n    max_message_bytes: 8192\n    timeout: 5s\n",
             &|_| None,
-        )
-        .unwrap();
-        let crate::sink::SinkKind::Syslog(s) = &c.sinks[0].kind else {
-            panic!("{:?}", c.sinks[0].kind);
+        );
+        let crate::sink::SinkKind::Syslog(s) = kind else {
+            panic!("{kind:?}");
         };
         assert_eq!(s.protocol, SyslogProtocol::Tls);
         assert_eq!(s.format, SyslogFormat::Cef);

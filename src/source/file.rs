@@ -893,10 +893,20 @@ impl FileSource {
                     t.line += 1;
                     let too_long = std::mem::take(&mut t.skipping)
                         || t.partial.len() + (nl - pos) > self.max_line;
-                    if too_long {
+                    // A batch ends before a skipped line, and once it reaches `batch_max`.
+                    let cut = if too_long {
                         t.partial.clear();
                         self.metrics.too_long.inc();
                         tracing::warn!(source = %self.name, path = %t.path.display(), line = t.line, "line longer than input.max_line_bytes skipped");
+                        true
+                    } else {
+                        lines.append(&mut t.partial);
+                        lines.extend_from_slice(&chunk[pos..=nl]);
+                        batch_end = Some((end_offset, t.line));
+                        self.metrics.lines.inc();
+                        lines.len() >= self.batch_max
+                    };
+                    if cut {
                         if !lines.is_empty() {
                             batches.push((
                                 std::mem::take(&mut lines),
@@ -905,26 +915,17 @@ impl FileSource {
                                 lines_start,
                             ));
                         }
+                        if too_long {
+                            batches.push((
+                                Vec::new(),
+                                t.line,
+                                Some((end_offset, t.line)),
+                                end_offset,
+                            ));
+                        }
                         first_line = t.line + 1;
-                        batches.push((Vec::new(), t.line, Some((end_offset, t.line)), end_offset));
                         batch_end = None;
                         lines_start = end_offset;
-                    } else {
-                        lines.append(&mut t.partial);
-                        lines.extend_from_slice(&chunk[pos..=nl]);
-                        batch_end = Some((end_offset, t.line));
-                        self.metrics.lines.inc();
-                        if lines.len() >= self.batch_max {
-                            batches.push((
-                                std::mem::take(&mut lines),
-                                first_line,
-                                batch_end,
-                                lines_start,
-                            ));
-                            first_line = t.line + 1;
-                            batch_end = None;
-                            lines_start = end_offset;
-                        }
                     }
                     pos = nl + 1;
                 }
@@ -1073,6 +1074,8 @@ mod tests {
         max_line: usize,
         batch_max: usize,
         silence: Duration,
+        /// How many batches the channel to the pipeline holds (`None`: no limit).
+        queue: Option<usize>,
     }
 
     impl Default for Opts {
@@ -1083,6 +1086,23 @@ mod tests {
                 max_line: 1 << 20,
                 batch_max: 1 << 20,
                 silence: Duration::from_secs(300),
+                queue: None,
+            }
+        }
+    }
+
+    impl Opts {
+        fn batch_max(batch_max: usize) -> Opts {
+            Opts {
+                batch_max,
+                ..Opts::default()
+            }
+        }
+
+        fn glob(glob: &'static str) -> Opts {
+            Opts {
+                glob,
+                ..Opts::default()
             }
         }
     }
@@ -1099,25 +1119,44 @@ mod tests {
         }
     }
 
-    /// A source over `<root>/logs` with its state in `<root>/state`.
-    struct Harness {
-        logs: PathBuf,
-        src: FileSource,
-        rx: Receiver<Batch>,
-        events: Receiver<SourceEvent>,
-        stop: AtomicBool,
+    /// A temporary directory with the followed files in `logs` and the source's state in
+    /// `state`. A source is started over it, and stopped back to it to change the files while
+    /// no source runs.
+    struct Dirs {
+        root: tempfile::TempDir,
     }
 
-    impl Harness {
-        fn new(root: &Path, o: Opts) -> Harness {
-            let logs = root.join("logs");
-            fs::create_dir_all(&logs).unwrap();
-            let (tx, rx) = crossbeam_channel::unbounded();
+    impl Dirs {
+        fn new() -> Dirs {
+            let dirs = Dirs {
+                root: tempfile::tempdir().unwrap(),
+            };
+            fs::create_dir_all(dirs.logs()).unwrap();
+            dirs
+        }
+
+        fn logs(&self) -> PathBuf {
+            self.root.path().join("logs")
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.logs().join(name)
+        }
+
+        fn state(&self) -> PathBuf {
+            self.root.path().join("state")
+        }
+
+        fn start(self, o: Opts) -> Harness {
+            let (tx, rx) = match o.queue {
+                Some(n) => crossbeam_channel::bounded(n),
+                None => crossbeam_channel::unbounded(),
+            };
             let (etx, events) = crossbeam_channel::bounded(16);
             let src = FileSource::new(
                 "audit",
-                config(&logs, &o),
-                &root.join("state"),
+                config(&self.logs(), &o),
+                &self.state(),
                 o.max_line,
                 o.batch_max,
                 tx,
@@ -1126,16 +1165,31 @@ mod tests {
             )
             .unwrap();
             Harness {
-                logs,
+                dirs: self,
                 src,
                 rx,
                 events,
                 stop: AtomicBool::new(false),
             }
         }
+    }
+
+    /// A source over a [`Dirs`], driven by hand.
+    struct Harness {
+        dirs: Dirs,
+        src: FileSource,
+        rx: Receiver<Batch>,
+        events: Receiver<SourceEvent>,
+        stop: AtomicBool,
+    }
+
+    impl Harness {
+        fn new(o: Opts) -> Harness {
+            Dirs::new().start(o)
+        }
 
         fn path(&self, name: &str) -> PathBuf {
-            self.logs.join(name)
+            self.dirs.path(name)
         }
 
         /// One turn of the source's loop; returns the batches it handed on.
@@ -1170,6 +1224,93 @@ mod tests {
                 .unwrap()
                 .expect("a checkpoint was written")
         }
+
+        /// Drops the source (and its channels), keeping its files and state.
+        fn stop(self) -> Dirs {
+            self.dirs
+        }
+
+        /// Stops the source and starts a new one over the same files and state.
+        fn restart(self, o: Opts) -> Harness {
+            self.stop().start(o)
+        }
+
+        /// A clean shutdown: reads what is there, confirms it, writes the checkpoint and
+        /// stops. Returns the checkpoint.
+        fn confirm_all_and_stop(mut self) -> (Checkpoints, Dirs) {
+            ack(&self.step());
+            self.step();
+            let cp = self.stored();
+            (cp, self.stop())
+        }
+    }
+
+    /// A source running its real loop in a thread (nothing wakes it early: it polls).
+    struct Running {
+        rx: Receiver<Batch>,
+        stop: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+        checkpoint_path: PathBuf,
+        _events: Receiver<SourceEvent>,
+        _dirs: Dirs,
+    }
+
+    impl Harness {
+        fn run(self, drain_timeout: Duration) -> Running {
+            let Harness {
+                dirs,
+                src,
+                rx,
+                events,
+                ..
+            } = self;
+            let checkpoint_path = src.checkpoint_path.clone();
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (_wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+                    src.run_woken_by(stop, drain_timeout, wake_rx, Health::detached("t"))
+                })
+            };
+            Running {
+                rx,
+                stop,
+                thread,
+                checkpoint_path,
+                _events: events,
+                _dirs: dirs,
+            }
+        }
+    }
+
+    impl Running {
+        /// The next batch handed on, and its lines.
+        fn next(&self) -> (Batch, Vec<String>) {
+            let b = self.rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            let got = lines(std::slice::from_ref(&b));
+            (b, got)
+        }
+
+        fn stop(&self) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+
+        /// Waits for the loop to end; returns the checkpoint it left.
+        fn join(self) -> Checkpoints {
+            self.thread.join().unwrap();
+            Checkpoints::load(&self.checkpoint_path).unwrap().unwrap()
+        }
+    }
+
+    /// Cuts `path` to nothing in place (same inode), as `copytruncate` does.
+    fn truncate(path: &Path) {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
     }
 
     fn append(path: &Path, bytes: &[u8]) {
@@ -1216,8 +1357,7 @@ mod tests {
 
     #[test]
     fn complete_lines_are_handed_on_with_their_offsets_and_line_numbers() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = Harness::new(Opts::default());
         fs::write(h.path("audit.log"), b"one\ntwo\n").unwrap();
         let b = h.step();
         assert_eq!(lines(&b), ["one", "two"]);
@@ -1236,8 +1376,7 @@ mod tests {
 
     #[test]
     fn a_partial_last_line_waits_for_its_newline() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, b"a\nbc").unwrap();
         let a = h.step();
@@ -1258,14 +1397,7 @@ mod tests {
 
     #[test]
     fn batches_are_cut_at_line_boundaries_once_they_reach_batch_max_bytes() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                batch_max: 8,
-                ..Opts::default()
-            },
-        );
+        let mut h = Harness::new(Opts::batch_max(8));
         fs::write(h.path("audit.log"), b"aaaa\nbbbb\ncc\ndd\nee\n").unwrap();
         let b = h.step();
         let parts: Vec<(&[u8], u64, u64)> = b
@@ -1280,8 +1412,7 @@ mod tests {
 
     #[test]
     fn rotation_by_rename_reads_the_old_file_to_its_end() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         let mut writer = OpenOptions::new()
             .create(true)
@@ -1322,14 +1453,7 @@ mod tests {
 
     #[test]
     fn a_rotated_file_still_under_the_globs_is_not_read_twice() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                glob: "*.log",
-                ..Opts::default()
-            },
-        );
+        let mut h = Harness::new(Opts::glob("*.log"));
         let log = h.path("audit.log");
         fs::write(&log, b"1\n2\n").unwrap();
         let mut all = h.step();
@@ -1352,8 +1476,7 @@ mod tests {
 
     #[test]
     fn a_deleted_file_is_released_only_once_its_batches_are_confirmed() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, b"1\n").unwrap();
         let b = h.step();
@@ -1371,8 +1494,7 @@ mod tests {
 
     #[test]
     fn copy_truncate_reads_the_new_content_from_the_start() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, b"1\n2\n3\n").unwrap();
         let b = h.step();
@@ -1383,12 +1505,7 @@ mod tests {
 
         // copytruncate: copied to a backup out of the globs, then truncated in place.
         fs::copy(&log, h.path("audit.log.1")).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(&log);
         append(&log, b"x\n");
         let b = h.step();
         assert_eq!(lines(&b), ["x"]);
@@ -1407,17 +1524,11 @@ mod tests {
 
     #[test]
     fn a_restart_after_copy_truncate_resumes_without_repeating_lines() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, b"old-1\nold-2\nold-3\n").unwrap();
         ack(&h.step());
-        OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(&log);
         append(&log, b"new-1\n");
         let b = h.step();
         assert_eq!(lines(&b), ["new-1"]);
@@ -1427,23 +1538,16 @@ mod tests {
         // The checkpoint describes the content it points into.
         assert_eq!(cp.files[0].offset, 6);
         assert_eq!(cp.files[0].fingerprint, fingerprint(b"new-1\n"));
-        drop(h);
+        let dirs = h.stop();
 
         append(&log, b"new-2\n");
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = dirs.start(Opts::default());
         assert_eq!(lines(&h.step()), ["new-2"]);
     }
 
     #[test]
     fn a_confirmation_from_before_a_truncation_does_not_count_for_the_new_content() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                batch_max: 1,
-                ..Opts::default()
-            },
-        );
+        let mut h = Harness::new(Opts::batch_max(1));
         let log = h.path("audit.log");
         fs::write(&log, b"1\n2\n").unwrap();
         let old = h.step();
@@ -1465,14 +1569,10 @@ mod tests {
 
     #[test]
     fn an_overlong_line_is_skipped_to_its_newline_and_counted() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                max_line: 10,
-                ..Opts::default()
-            },
-        );
+        let mut h = Harness::new(Opts {
+            max_line: 10,
+            ..Opts::default()
+        });
         let log = h.path("audit.log");
         // Exactly max_line bytes before the newline is still a line.
         let long = "x".repeat(30);
@@ -1504,20 +1604,14 @@ mod tests {
 
     #[test]
     fn read_from_end_skips_existing_content_but_new_files_are_read_whole() {
-        let root = tempfile::tempdir().unwrap();
-        let logs = root.path().join("logs");
-        fs::create_dir_all(&logs).unwrap();
+        let dirs = Dirs::new();
         // Existing content, ending inside a line that is still being written.
-        fs::write(logs.join("a.log"), b"old1\nold2\npart").unwrap();
-        fs::write(logs.join("b.log"), b"old3\n").unwrap();
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                glob: "*.log",
-                read_from: ReadFrom::End,
-                ..Opts::default()
-            },
-        );
+        fs::write(dirs.path("a.log"), b"old1\nold2\npart").unwrap();
+        fs::write(dirs.path("b.log"), b"old3\n").unwrap();
+        let mut h = dirs.start(Opts {
+            read_from: ReadFrom::End,
+            ..Opts::glob("*.log")
+        });
         assert!(h.step().is_empty());
         assert_eq!(h.confirmed("a.log"), (14, 0));
         append(&h.path("a.log"), b"ial\nnew1\n");
@@ -1556,14 +1650,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_never_passes_an_unconfirmed_batch() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                batch_max: 1,
-                ..Opts::default()
-            },
-        );
+        let mut h = Harness::new(Opts::batch_max(1));
         fs::write(h.path("audit.log"), b"a\nbb\nccc\n").unwrap();
         let b = h.step();
         assert_eq!(b.len(), 3);
@@ -1589,24 +1676,17 @@ mod tests {
 
     #[test]
     fn a_restart_resumes_at_the_checkpoint_without_repeating_lines() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, b"1\n2\n3\n").unwrap();
-        ack(&h.step());
-        h.step();
-        h.stored();
-        drop(h);
+        let (_, dirs) = h.confirm_all_and_stop();
 
         append(&log, b"4\n5\n");
         // read_from: end only applies to a first start; a checkpoint exists.
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                read_from: ReadFrom::End,
-                ..Opts::default()
-            },
-        );
+        let mut h = dirs.start(Opts {
+            read_from: ReadFrom::End,
+            ..Opts::default()
+        });
         let b = h.step();
         assert_eq!(lines(&b), ["4", "5"]);
         assert_eq!((b[0].first_line, b[0].start_offset), (4, 6));
@@ -1614,20 +1694,14 @@ mod tests {
 
     #[test]
     fn a_restart_reads_unconfirmed_batches_again() {
-        let root = tempfile::tempdir().unwrap();
-        let o = || Opts {
-            batch_max: 1,
-            ..Opts::default()
-        };
-        let mut h = Harness::new(root.path(), o());
+        let mut h = Harness::new(Opts::batch_max(1));
         fs::write(h.path("audit.log"), b"1\n2\n3\n").unwrap();
         let b = h.step();
         b[0].ack.done();
         b[2].ack.done();
         h.step();
         h.stored();
-        drop(h);
-        let mut h = Harness::new(root.path(), o());
+        let mut h = h.restart(Opts::batch_max(1));
         let b = h.step();
         assert_eq!(lines(&b), ["2", "3"]);
         assert_eq!(b[0].first_line, 2);
@@ -1635,14 +1709,10 @@ mod tests {
 
     #[test]
     fn a_reused_inode_with_other_first_bytes_is_a_new_file() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, b"old-1\nold-2\n").unwrap();
-        ack(&h.step());
-        h.step();
-        let before = h.stored();
-        drop(h);
+        let (before, dirs) = h.confirm_all_and_stop();
 
         // While stopped, the inode gets new content, longer than the checkpoint offset: by
         // device, inode and offset alone it would pass for the old file.
@@ -1651,7 +1721,7 @@ mod tests {
         assert_eq!(fs::metadata(&log).unwrap().ino(), ino);
         assert_eq!(before.files[0].ino, ino);
 
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = dirs.start(Opts::default());
         let b = h.step();
         assert_eq!(lines(&b), ["new-1", "new-2", "new-3"]);
         assert_eq!((b[0].first_line, b[0].start_offset), (1, 0));
@@ -1669,44 +1739,31 @@ mod tests {
 
     #[test]
     fn a_file_shorter_than_its_checkpoint_after_a_restart_is_read_from_the_start() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, b"1\n2\n3\n").unwrap();
-        ack(&h.step());
-        h.step();
-        h.stored();
-        drop(h);
+        let (_, dirs) = h.confirm_all_and_stop();
         // Truncated while stopped; what remains still starts with the fingerprinted bytes
         // only in part, and is shorter than the checkpoint.
-        OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(&log);
         append(&log, b"9\n");
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = dirs.start(Opts::default());
         assert_eq!(lines(&h.step()), ["9"]);
     }
 
     #[test]
     fn a_file_renamed_out_of_the_globs_while_stopped_is_read_from_its_checkpoint() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, b"1\n2\n").unwrap();
-        ack(&h.step());
-        h.step();
-        h.stored();
-        drop(h);
+        let (_, dirs) = h.confirm_all_and_stop();
 
         append(&log, b"3\n");
-        let rotated = h_path(root.path(), "audit-2024.log.old");
+        let rotated = dirs.path("audit-2024.log.old");
         fs::rename(&log, &rotated).unwrap();
         fs::write(&log, b"4\n").unwrap();
 
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = dirs.start(Opts::default());
         let b = h.step();
         assert_eq!(lines(&b), ["3", "4"]);
         assert_eq!((b[0].first_line, b[0].start_offset), (3, 4));
@@ -1721,10 +1778,6 @@ mod tests {
         assert_eq!(h.confirmed("audit.log"), (2, 1));
     }
 
-    fn h_path(root: &Path, name: &str) -> PathBuf {
-        root.join("logs").join(name)
-    }
-
     fn gzip(path: &Path, data: &[u8]) {
         let mut enc =
             flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
@@ -1736,23 +1789,19 @@ mod tests {
     /// compressed to a `.gz` and deleted, and a new `audit.log` started. Returns the lines of
     /// the first start after that.
     fn resume_through_gzip(before: &[u8], after: &[u8]) -> (Vec<String>, u64) {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(root.path(), Opts::default());
+        let h = Harness::new(Opts::default());
         let log = h.path("audit.log");
         fs::write(&log, before).unwrap();
-        ack(&h.step());
-        h.step();
-        let cp = h.stored();
-        drop(h);
+        let (cp, dirs) = h.confirm_all_and_stop();
 
         let mut whole = before.to_vec();
         whole.extend_from_slice(after);
-        let gz = h_path(root.path(), "audit-2024.log.gz");
+        let gz = dirs.path("audit-2024.log.gz");
         gzip(&gz, &whole);
         fs::remove_file(&log).unwrap();
         fs::write(&log, b"fresh\n").unwrap();
 
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = dirs.start(Opts::default());
         let b = h.step();
         let got = lines(&b);
         let gz_label = gz.display().to_string();
@@ -1775,8 +1824,7 @@ mod tests {
         let gz_cp = stored.files.iter().find(|f| f.path == gz_label).unwrap();
         assert_eq!(gz_cp.offset, cp.files[0].offset);
         drop(b);
-        drop(h);
-        let mut h = Harness::new(root.path(), Opts::default());
+        let mut h = h.restart(Opts::default());
         let again = h.step();
         assert_eq!(lines(&again), got, "unconfirmed: read again, nothing more");
         ack(&again);
@@ -1808,32 +1856,20 @@ mod tests {
 
     #[test]
     fn compressed_backups_are_not_followed_otherwise() {
-        let root = tempfile::tempdir().unwrap();
-        let logs = root.path().join("logs");
-        fs::create_dir_all(&logs).unwrap();
-        gzip(&logs.join("audit-1.log.gz"), b"old\n");
-        fs::write(logs.join("audit.log"), b"new\n").unwrap();
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                glob: "audit*",
-                ..Opts::default()
-            },
-        );
+        let dirs = Dirs::new();
+        gzip(&dirs.path("audit-1.log.gz"), b"old\n");
+        fs::write(dirs.path("audit.log"), b"new\n").unwrap();
+        let mut h = dirs.start(Opts::glob("audit*"));
         assert_eq!(lines(&h.step()), ["new"]);
         assert_eq!(h.src.tracked.len(), 1);
     }
 
     #[test]
     fn silence_is_reported_once_and_its_end_too() {
-        let root = tempfile::tempdir().unwrap();
-        let mut h = Harness::new(
-            root.path(),
-            Opts {
-                silence: Duration::from_millis(100),
-                ..Opts::default()
-            },
-        );
+        let mut h = Harness::new(Opts {
+            silence: Duration::from_millis(100),
+            ..Opts::default()
+        });
         h.src.check_silence();
         assert!(h.events.try_recv().is_err());
         std::thread::sleep(Duration::from_millis(110));
@@ -1879,12 +1915,12 @@ mod tests {
 
     #[test]
     fn a_corrupt_checkpoint_is_moved_aside_and_the_source_starts_afresh() {
-        let root = tempfile::tempdir().unwrap();
-        let state = root.path().join("state");
+        let dirs = Dirs::new();
+        let state = dirs.state();
         fs::create_dir_all(&state).unwrap();
         let p = Checkpoints::path(&state, "audit");
         fs::write(&p, b"{oops").unwrap();
-        let h = Harness::new(root.path(), Opts::default());
+        let h = dirs.start(Opts::default());
         assert!(h.src.first_start);
         assert!(p.with_extension("json.corrupt").exists());
         assert!(!p.exists());
@@ -1894,76 +1930,39 @@ mod tests {
     /// stop waits for what is in flight before the final checkpoint.
     #[test]
     fn run_confirms_what_is_in_flight_at_stop_and_writes_the_final_checkpoint() {
-        let root = tempfile::tempdir().unwrap();
-        let h = Harness::new(root.path(), Opts::default());
+        let h = Harness::new(Opts::default());
         let log = h.path("audit.log");
-        let cp_path = h.src.checkpoint_path.clone();
-        let Harness { src, rx, .. } = h;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (_wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let t = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                src.run_woken_by(stop, Duration::from_secs(5), wake_rx, Health::detached("t"))
-            })
-        };
+        let r = h.run(Duration::from_secs(5));
         fs::write(&log, b"1\n2\n").unwrap();
-        let b = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(lines(std::slice::from_ref(&b)), ["1", "2"]);
+        let (b, got) = r.next();
+        assert_eq!(got, ["1", "2"]);
         b.ack.done();
         append(&log, b"3\n");
-        let c = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(lines(std::slice::from_ref(&c)), ["3"]);
-        stop.store(true, Ordering::Relaxed);
+        let (c, got) = r.next();
+        assert_eq!(got, ["3"]);
+        r.stop();
         std::thread::sleep(Duration::from_millis(10));
-        assert!(!t.is_finished(), "waits for the batch in flight");
+        assert!(!r.thread.is_finished(), "waits for the batch in flight");
         c.ack.done();
-        t.join().unwrap();
-        let cp = Checkpoints::load(&cp_path).unwrap().unwrap();
+        let cp = r.join();
         assert_eq!((cp.files[0].offset, cp.files[0].line), (6, 3));
     }
 
     #[test]
     fn a_stop_while_the_pipeline_is_full_ends_the_source_without_checkpointing_the_unsent() {
-        let root = tempfile::tempdir().unwrap();
-        let logs = root.path().join("logs");
-        fs::create_dir_all(&logs).unwrap();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let (etx, _erx) = crossbeam_channel::unbounded();
-        let src = FileSource::new(
-            "audit",
-            config(&logs, &Opts::default()),
-            &root.path().join("state"),
-            1 << 20,
-            1,
-            tx,
-            etx,
-            &Metrics::new(),
-        )
-        .unwrap();
-        let cp_path = src.checkpoint_path.clone();
-        fs::write(logs.join("audit.log"), b"1\n2\n3\n").unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (_wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let t = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                src.run_woken_by(
-                    stop,
-                    Duration::from_millis(30),
-                    wake_rx,
-                    Health::detached("t"),
-                )
-            })
-        };
+        let h = Harness::new(Opts {
+            queue: Some(1),
+            ..Opts::batch_max(1)
+        });
+        fs::write(h.path("audit.log"), b"1\n2\n3\n").unwrap();
+        let r = h.run(Duration::from_millis(30));
         // The first batch fills the channel; the source blocks on the second.
-        let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(lines(std::slice::from_ref(&first)), ["1"]);
+        let (first, got) = r.next();
+        assert_eq!(got, ["1"]);
         first.ack.done();
         std::thread::sleep(Duration::from_millis(20));
-        stop.store(true, Ordering::Relaxed);
-        t.join().unwrap();
-        let cp = Checkpoints::load(&cp_path).unwrap().unwrap();
+        r.stop();
+        let cp = r.join();
         assert_eq!((cp.files[0].offset, cp.files[0].line), (2, 1));
     }
 
@@ -2001,8 +2000,7 @@ mod tests {
             batch_max in 1usize..64,
             max_line in 4usize..48,
         ) {
-            let root = tempfile::tempdir().unwrap();
-            let mut h = Harness::new(root.path(), Opts { max_line, batch_max, ..Opts::default() });
+            let mut h = Harness::new(Opts { max_line, batch_max, ..Opts::default() });
             let log = h.path("audit.log");
             let content = joined(&written, &tail);
             let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(content.len() + 1)).collect();
@@ -2047,8 +2045,7 @@ mod tests {
             batch_max in 1usize..32,
             max_line in 4usize..48,
         ) {
-            let root = tempfile::tempdir().unwrap();
-            let mut h = Harness::new(root.path(), Opts { max_line, batch_max, ..Opts::default() });
+            let mut h = Harness::new(Opts { max_line, batch_max, ..Opts::default() });
             let content = joined(&written, &tail);
             fs::write(h.path("audit.log"), &content).unwrap();
             let batches = h.step();

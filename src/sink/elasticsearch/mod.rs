@@ -136,23 +136,17 @@ fn default_priority() -> u32 {
 }
 
 /// `auth:`: one of basic, API key or bearer token; each secret inline (`${ENV}`) or from a file.
+/// Every key is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<Secret>,
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// The encoded API key (`base64(id:key)`, as Elasticsearch returns it in `encoded`).
-    #[serde(default)]
     pub api_key: Option<Secret>,
-    #[serde(default)]
     pub api_key_file: Option<PathBuf>,
-    #[serde(default)]
     pub bearer_token: Option<Secret>,
-    #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
 }
 
@@ -179,12 +173,13 @@ impl ElasticsearchConfig {
             }
         }
         let a = &self.auth;
-        for (key, inline, file) in [
+        let [password, api_key, bearer] = [
             ("auth.password", &a.password, &a.password_file),
             ("auth.api_key", &a.api_key, &a.api_key_file),
             ("auth.bearer_token", &a.bearer_token, &a.bearer_token_file),
-        ] {
-            p.extend(Secret::check_pair(key, inline, file));
+        ]
+        .map(|(key, inline, file)| {
+            let given = Secret::check_given(&mut p, key, inline, file);
             if inline
                 .as_ref()
                 .is_some_and(|v| HeaderValue::from_str(v.expose()).is_err())
@@ -193,10 +188,8 @@ impl ElasticsearchConfig {
                     "{key}: holds characters not allowed in an HTTP header"
                 ));
             }
-        }
-        let password = a.password.is_some() || a.password_file.is_some();
-        let api_key = a.api_key.is_some() || a.api_key_file.is_some();
-        let bearer = a.bearer_token.is_some() || a.bearer_token_file.is_some();
+            given
+        });
         match (a.username.is_some(), password, api_key, bearer) {
             (true, true, false, false)
             | (false, false, true, false)
