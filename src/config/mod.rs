@@ -254,6 +254,9 @@ impl Config {
     /// start).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if self.sources.is_empty() && self.sinks.is_empty() {
+            w.push("sources, sinks: none configured: enough for `tripline scan`; `tripline run` will not start".to_string());
+        }
         if !self.sinks.is_empty() && !self.sinks.iter().any(|s| s.flows().contains(&Flow::Alerts)) {
             w.push("sinks: no sink takes `alerts`: alerts (including \"Audit Events Stopped\") are counted but not delivered".to_string());
         }
@@ -293,6 +296,14 @@ impl Config {
                 p.push(format!("sinks[{i}].name: `{n}` is used twice"));
             }
             p.extend(s.validate().into_iter().map(|e| format!("sinks[{i}].{e}")));
+        }
+        // A daemon config with one side missing would not start (a config with neither serves
+        // `tripline scan`, and `warnings` says so).
+        if self.sources.is_empty() && !self.sinks.is_empty() {
+            p.push("sources: `tripline run` needs at least one source for its sinks".to_string());
+        }
+        if self.sinks.is_empty() && !self.sources.is_empty() {
+            p.push("sinks: `tripline run` needs at least one sink for its sources".to_string());
         }
         p.extend(
             self.pipeline
@@ -414,6 +425,31 @@ mod tests {
         assert!(
             e.contains("sinks[1].name: `x` is used twice") && e.contains("sinks[1].flows"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_daemon_config_needs_sources_and_sinks_but_a_scan_config_needs_neither() {
+        let e = parse("sinks:\n  - type: stdout\n").unwrap_err().to_string();
+        assert!(
+            e.contains("sources: `tripline run` needs at least one source"),
+            "{e}"
+        );
+        let e = parse("sources:\n  - type: file\n    paths: [a]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sinks: `tripline run` needs at least one sink"),
+            "{e}"
+        );
+        let scan_only = parse("cluster_name: prod\n").unwrap();
+        assert!(
+            scan_only
+                .warnings()
+                .iter()
+                .any(|w| w.contains("`tripline run` will not start")),
+            "{:?}",
+            scan_only.warnings()
         );
     }
 

@@ -788,8 +788,11 @@ mod tests {
 
     /// The kind of the first sink of `config`, a whole config file read with `env`: for the
     /// sinks' tests of their keys.
+    /// The first sink of a config file's `sinks:` (`config`), read and validated as the daemon
+    /// reads it, beside a file source.
     pub(super) fn first_sink(config: &str, env: &dyn Fn(&str) -> Option<String>) -> SinkKind {
-        let c = crate::config::Config::from_str_named("c.yaml", config, env).unwrap();
+        let text = format!("sources:\n  - type: file\n    paths: [/var/log/audit.log]\n{config}");
+        let c = crate::config::Config::from_str_named("c.yaml", &text, env).unwrap();
         c.sinks.into_iter().next().expect("a sink").kind
     }
 
