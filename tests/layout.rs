@@ -159,3 +159,47 @@ fn the_graph_reader_sees_a_planted_cycle() {
     );
     assert!(code.contains("crate::a") && !code.contains("crate::b"));
 }
+
+#[test]
+fn a_sink_never_imports_another_sink() {
+    // What sinks share lives in sink/mod.rs and its shared modules (web.rs, summary.rs); only
+    // mod.rs and config.rs, which list the sink types, name them.
+    let sinks = [
+        "http",
+        "syslog",
+        "splunk",
+        "elasticsearch",
+        "kafka",
+        "local",
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sink");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    assert!(files.len() >= 8, "{files:?}");
+    for path in files {
+        let rel = path.strip_prefix(&dir).expect("under src/sink");
+        let own = rel
+            .iter()
+            .next()
+            .and_then(|c| c.to_str())
+            .unwrap_or_default();
+        let own = own.trim_end_matches(".rs");
+        if own == "mod" || own == "config" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("reading a sink");
+        let code = non_test_code(&path, &text);
+        for other in sinks.iter().filter(|s| **s != own) {
+            for prefix in ["super::", "crate::sink::"] {
+                let named = format!("{prefix}{other}::");
+                // `super::` inside a sink's own folder (elasticsearch/, kafka/) is its own module.
+                let own_folder = rel.components().count() > 1 && prefix == "super::";
+                assert!(
+                    own_folder || !code.contains(&named),
+                    "{} names {named}",
+                    rel.display()
+                );
+            }
+        }
+    }
+}

@@ -14,7 +14,9 @@ pub mod http;
 pub mod kafka;
 pub mod local;
 pub mod splunk;
+mod summary;
 pub mod syslog;
+mod web;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -640,6 +642,15 @@ pub fn basic_auth(user: &str, password: Option<&str>) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(pair)
     )
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), if known.
+pub(crate) fn machine_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
 }
 
 /// A secret given inline (usually `${ENV_VAR}`) or in a file (a mounted Kubernetes Secret);

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use serde::Deserialize;
 
-use super::http::{body_prefix, client, error_text, origin, parse_url, quote_body, sensitive};
+use super::web::{body_prefix, client, error_text, origin, parse_url, quote_body, sensitive};
 use super::{read_secret, Deliver, Limits, Outcome, Record, RequestError, SinkError};
 use crate::config::types::{Flow, HumanDuration, Secret};
 use crate::tls::TlsConfig;
@@ -258,7 +258,7 @@ impl Splunk {
             "X-Splunk-Request-Channel",
             HeaderValue::from_str(&new_channel()).expect("a UUID is a header value"),
         );
-        let host = cfg.host.clone().or_else(super::syslog::machine_hostname);
+        let host = cfg.host.clone().or_else(super::machine_hostname);
         let envelope = |sourcetype: &str| {
             let mut e = Vec::new();
             let mut field = |k: &str, v: &str| {
