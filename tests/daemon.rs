@@ -354,6 +354,81 @@ fn sighup_with_a_broken_rule_keeps_the_old_rules_running() {
     assert!(d.stop().success());
 }
 
+/// SIGHUP reads the config file again: an edit of `rules` applies at once; an edit that also
+/// touches a section that needs a restart is refused whole, logged and counted as failed.
+#[test]
+fn sighup_applies_rule_settings_of_the_config_and_refuses_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let rule = |title: &str, id: &str| {
+        format!("title: {title}\nid: {id}\nlogsource: {{product: kubernetes, service: audit}}\ndetection:\n  s:\n    verb: get\n    objectRef.resource: configmaps\n  condition: s\nlevel: low\n")
+    };
+    let (first, second) = (
+        "6a1e2f3b-4c5d-4e6f-8a9b-0c1d2e3f4a51",
+        "6a1e2f3b-4c5d-4e6f-8a9b-0c1d2e3f4a52",
+    );
+    std::fs::write(rules.join("a.yml"), rule("First Get", first)).unwrap();
+    std::fs::write(rules.join("b.yml"), rule("Second Get", second)).unwrap();
+    let extra = format!("rules:\n  builtin: false\n  paths: [{}]\n", rules.display());
+    let d = start(dir, "", &extra);
+    let config = dir.join("tripline.yaml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let log = dir.join("logs/audit.log");
+    let alerts = dir.join("out/alerts.jsonl");
+    let fired = |id: &str| {
+        read_lines(&alerts)
+            .iter()
+            .filter(|a| a["kubernetes"]["audit"]["auditID"] == id)
+            .map(|a| a["rule"]["name"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+
+    // 1. Disabling a rule in the config applies on SIGHUP.
+    let disabled = original.replace(
+        "  builtin: false\n",
+        &format!("  builtin: false\n  disable: [{first}]\n"),
+    );
+    assert_ne!(disabled, original, "the edit applies");
+    std::fs::write(&config, &disabled).unwrap();
+    d.signal("-HUP");
+    wait_for_metric(&d, "tripline_rule_reloads_total{result=\"ok\"}");
+    append(&log, &format!("{}\n", quiet_event("after-disable")));
+    wait_until(
+        Duration::from_secs(10),
+        || !fired("after-disable").is_empty(),
+        || d.logs(),
+    );
+    assert_eq!(fired("after-disable"), ["Second Get"]);
+
+    // 2. The same file with a sink changed too: refused whole, the rules stay as they are.
+    let refused = disabled
+        .replace(
+            &format!("disable: [{first}]"),
+            &format!("disable: [{first}, {second}]"),
+        )
+        .replace("out/alerts.jsonl", "out/elsewhere.jsonl");
+    std::fs::write(&config, refused).unwrap();
+    d.signal("-HUP");
+    wait_for_metric(&d, "tripline_rule_reloads_total{result=\"failed\"}");
+    assert!(
+        d.logs()
+            .contains("changes to `sinks` take effect only when tripline restarts"),
+        "{}",
+        d.logs()
+    );
+    append(&log, &format!("{}\n", quiet_event("after-refusal")));
+    wait_until(
+        Duration::from_secs(10),
+        || !fired("after-refusal").is_empty(),
+        || d.logs(),
+    );
+    assert_eq!(fired("after-refusal"), ["Second Get"]);
+    assert!(!dir.join("out/elsewhere.jsonl").exists());
+    assert!(d.stop().success());
+}
+
 #[test]
 fn silence_raises_an_alert_and_a_metric() {
     let tmp = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use tripline::config::Config;
+use tripline::config::ConfigFile;
 use tripline::pipeline::{self, Control};
 use tripline::telemetry::{init_logging, Health, LogFormat, Metrics, TelemetryServer};
 
@@ -12,19 +12,20 @@ use super::EXIT_USAGE;
 
 /// `tripline run`: start-up, run, signal-driven shutdown.
 pub fn run(config: PathBuf) -> Result<u8> {
-    let cfg = match Config::load(&config) {
-        Ok(c) => c,
+    let file = match ConfigFile::load(&config) {
+        Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(EXIT_USAGE);
         }
     };
+    let cfg = &file.config;
     init_logging(if cfg.telemetry.log_format == "text" {
         LogFormat::Text
     } else {
         LogFormat::Json
     });
-    let rules = match pipeline::load_rules(&cfg) {
+    let rules = match pipeline::load_rules(cfg) {
         Ok(r) => r,
         Err(errors) => {
             for e in &errors {
@@ -60,7 +61,7 @@ pub fn run(config: PathBuf) -> Result<u8> {
     if let Some(s) = &server {
         tracing::info!(listen = %s.local_addr(), "telemetry endpoint up");
     }
-    let result = pipeline::run(cfg, rules, metrics, health, control);
+    let result = pipeline::run(file, rules, metrics, health, control);
     if let Some(s) = server {
         s.shutdown();
     }

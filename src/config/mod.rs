@@ -210,15 +210,84 @@ fn interpolate_line(
     out.push_str(rest);
 }
 
-impl Config {
+/// A config as read from its file: the validated config, and each top-level section as
+/// written (after `${ENV}` interpolation), to tell which sections a new version changes.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub config: Config,
+    sections: serde_yaml::Mapping,
+}
+
+impl ConfigFile {
     /// Reads, interpolates, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: name.clone(),
             source,
         })?;
-        Config::from_str_named(&name, &text, &|k| std::env::var(k).ok())
+        let (config, sections) = parse_named(&name, &text, &|k| std::env::var(k).ok())?;
+        Ok(ConfigFile {
+            path: path.to_path_buf(),
+            config,
+            sections,
+        })
+    }
+
+    /// The top-level keys whose settings differ between the two files, sorted (a key written
+    /// in one file only counts, even if it repeats a default).
+    pub fn changed_sections(&self, other: &ConfigFile) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .sections
+            .keys()
+            .chain(other.sections.keys())
+            .map(|k| k.as_str().map_or_else(|| format!("{k:?}"), str::to_string))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| self.sections.get(k.as_str()) != other.sections.get(k.as_str()));
+        keys
+    }
+}
+
+/// Interpolates, parses and validates config text; `name` prefixes every message.
+fn parse_named(
+    name: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, serde_yaml::Mapping), ConfigError> {
+    let text = interpolate_env(text, env).map_err(|problems| ConfigError::Invalid {
+        path: name.to_string(),
+        problems,
+    })?;
+    let parse_error = |e: serde_yaml::Error| ConfigError::Parse {
+        path: name.to_string(),
+        message: e.to_string(),
+    };
+    let (cfg, sections): (Config, serde_yaml::Mapping) = if text.trim().is_empty() {
+        (Config::default(), serde_yaml::Mapping::new())
+    } else {
+        (
+            serde_yaml::from_str(&text).map_err(parse_error)?,
+            serde_yaml::from_str(&text).map_err(parse_error)?,
+        )
+    };
+    let problems = cfg.validate();
+    if problems.is_empty() {
+        Ok((cfg, sections))
+    } else {
+        Err(ConfigError::Invalid {
+            path: name.to_string(),
+            problems,
+        })
+    }
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        ConfigFile::load(path).map(|f| f.config)
     }
 
     /// Parses and validates config text; `name` prefixes every message.
@@ -227,27 +296,7 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = interpolate_env(text, env).map_err(|problems| ConfigError::Invalid {
-            path: name.to_string(),
-            problems,
-        })?;
-        let cfg: Config = if text.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: name.to_string(),
-                message: e.to_string(),
-            })?
-        };
-        let problems = cfg.validate();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigError::Invalid {
-                path: name.to_string(),
-                problems,
-            })
-        }
+        parse_named(name, text, env).map(|(config, _)| config)
     }
 
     /// Things that are allowed but probably not meant (printed by `config check`, logged at
@@ -450,6 +499,24 @@ mod tests {
                 .any(|w| w.contains("`tripline run` will not start")),
             "{:?}",
             scan_only.warnings()
+        );
+    }
+
+    #[test]
+    fn changed_sections_are_the_top_level_keys_whose_settings_differ() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("c.yaml");
+        let file = |text: &str| {
+            std::fs::write(&path, text).expect("writing the config");
+            ConfigFile::load(&path).expect("a valid config")
+        };
+        let a = file("cluster_name: a\nrules:\n  disable: [x]\n");
+        let same = file("# a comment\nrules: {disable: [x]}\ncluster_name: a\n");
+        assert!(a.changed_sections(&same).is_empty());
+        let b = file("cluster_name: b\nrules:\n  disable: [x, y]\nstate_dir: /tmp/s\n");
+        assert_eq!(
+            a.changed_sections(&b),
+            ["cluster_name", "rules", "state_dir"]
         );
     }
 

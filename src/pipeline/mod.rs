@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::ConfigFile;
 use crate::rules::RuleSet;
 use crate::sink::{self, DeadLetters, SinkHandle};
 use crate::source::{self, Batch, SourceConfig, SourceContext, SourceEvent};
@@ -71,12 +71,13 @@ pub struct Control {
 
 /// Runs the pipeline until `control.stop` is set, then drains within the configured deadline.
 pub fn run(
-    cfg: Config,
+    file: ConfigFile,
     rules: RuleSet,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     control: Control,
 ) -> Result<(), PipelineError> {
+    let cfg = file.config.clone();
     if cfg.sources.is_empty() {
         return Err(PipelineError::NoSources);
     }
@@ -179,7 +180,7 @@ pub fn run(
     );
 
     // Control loop: silence alerts, rule reloads, until stop.
-    let mut reloader = Reloader::new(&cfg, rules.clone(), metrics.clone());
+    let mut reloader = Reloader::new(file, rules.clone(), metrics.clone());
     while !control.stop.load(Ordering::Relaxed) {
         match event_rx.recv_timeout(Duration::from_millis(200)) {
             Ok(SourceEvent::Silent {
@@ -198,9 +199,9 @@ pub fn run(
         }
         if control.reload.swap(false, Ordering::Relaxed) {
             tracing::info!("SIGHUP: reloading rules");
-            reloader.reload(&cfg);
+            reloader.reload();
         } else {
-            reloader.poll(&cfg);
+            reloader.poll();
         }
     }
     tracing::info!("stopping: draining in-flight batches");

@@ -1,11 +1,12 @@
-//! Rule reloads: on SIGHUP and when a rule file changes. A rule set that does not load
-//! leaves the running one in place.
+//! Reloads: on SIGHUP and when the config file or a rule file changes, the config file is read
+//! again and its rules swapped in. What cannot change live (sources, sinks, ...) is refused
+//! with a clear log and a `failed` count, and so is a rule set that does not load.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigFile};
 use crate::rules::RuleSet;
 use crate::telemetry::{Metrics, ReloadLabels, ReloadResult};
 
@@ -23,76 +24,106 @@ pub fn load_rules(cfg: &Config) -> Result<RuleSet, Vec<String>> {
     Ok(RuleSet::new(loaded.rules).with_throttle_max_keys(cfg.rules.throttle_max_keys))
 }
 
-/// Reloads rules on SIGHUP and when a rule file changes (Kubernetes updates ConfigMap volumes
-/// by swapping a symlink, so modification times are read through links).
+/// The sections of the config file that change while the daemon runs; any other change needs
+/// a restart.
+const LIVE_SECTIONS: &[&str] = &["rules"];
+
+/// Reloads the config file's rules on SIGHUP and when the config file or a rule file changes
+/// (Kubernetes updates ConfigMap volumes by swapping a symlink, so modification times are read
+/// through links). A reload is all or nothing: a file that does not load, rules that do not
+/// compile, or a change to a section that needs a restart (sources, sinks, ...) leave the
+/// running config and rules in place, are logged with the reason and counted as `failed`.
 pub(super) struct Reloader {
     rules: SharedRules,
+    /// The config file as last applied.
+    current: ConfigFile,
     stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
     last_poll: Instant,
     metrics: Arc<Metrics>,
 }
 
 impl Reloader {
-    pub(super) fn new(cfg: &Config, rules: SharedRules, metrics: Arc<Metrics>) -> Reloader {
+    pub(super) fn new(current: ConfigFile, rules: SharedRules, metrics: Arc<Metrics>) -> Reloader {
         Reloader {
             rules,
-            stamp: stamp(cfg),
+            stamp: stamp(&current),
+            current,
             last_poll: Instant::now(),
             metrics,
         }
     }
 
-    pub(super) fn poll(&mut self, cfg: &Config) {
+    pub(super) fn poll(&mut self) {
         if self.last_poll.elapsed() < Duration::from_secs(2) {
             return;
         }
         self.last_poll = Instant::now();
-        let now = stamp(cfg);
-        if now != self.stamp {
-            tracing::info!("rule files changed: reloading rules");
-            self.reload(cfg);
+        if stamp(&self.current) != self.stamp {
+            tracing::info!("the config or a rule file changed: reloading");
+            self.reload();
         }
     }
 
-    pub(super) fn reload(&mut self, cfg: &Config) {
-        self.stamp = stamp(cfg);
-        match load_rules(cfg) {
-            Ok(set) => {
-                let n = set.len();
-                if let Ok(mut w) = self.rules.write() {
-                    *w = Arc::new(set);
-                }
-                self.metrics
-                    .rule_reloads
-                    .get_or_create(&ReloadLabels {
-                        result: ReloadResult::Ok,
-                    })
-                    .inc();
+    pub(super) fn reload(&mut self) {
+        let outcome = self.try_reload();
+        // Whatever the outcome, the files as they are now were looked at: a refused change is
+        // not retried until they change again.
+        self.stamp = stamp(&self.current);
+        let result = match outcome {
+            Ok(n) => {
                 self.metrics.rules_loaded.set(n as i64);
-                tracing::info!(rules = n, "rules reloaded");
+                tracing::info!(rules = n, "config and rules reloaded");
+                ReloadResult::Ok
             }
-            Err(errors) => {
-                self.metrics
-                    .rule_reloads
-                    .get_or_create(&ReloadLabels {
-                        result: ReloadResult::Failed,
-                    })
-                    .inc();
-                for e in &errors {
+            Err(problems) => {
+                for e in &problems {
                     tracing::error!("{e}");
                 }
                 tracing::error!(
-                    problems = errors.len(),
-                    "rule reload failed; the previous rules keep running"
+                    problems = problems.len(),
+                    "reload refused; the running config and rules stay"
                 );
+                ReloadResult::Failed
             }
+        };
+        self.metrics
+            .rule_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Reads the config file again and, when only live sections changed and its rules load,
+    /// swaps the rule set in; the number of rules now running.
+    fn try_reload(&mut self) -> Result<usize, Vec<String>> {
+        let next = ConfigFile::load(&self.current.path).map_err(|e| vec![e.to_string()])?;
+        let fixed: Vec<String> = next
+            .changed_sections(&self.current)
+            .into_iter()
+            .filter(|s| !LIVE_SECTIONS.contains(&s.as_str()))
+            .collect();
+        if !fixed.is_empty() {
+            return Err(vec![format!(
+                "{}: changes to `{}` take effect only when tripline restarts (only `{}` changes live); nothing was reloaded",
+                next.path.display(),
+                fixed.join("`, `"),
+                LIVE_SECTIONS.join("`, `"),
+            )]);
         }
+        let set = load_rules(&next.config)?;
+        let n = set.len();
+        if let Ok(mut w) = self.rules.write() {
+            *w = Arc::new(set);
+        }
+        self.current = next;
+        Ok(n)
     }
 }
 
-fn stamp(cfg: &Config) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+/// What a reload looks at: the config file and every rule file it names.
+fn stamp(file: &ConfigFile) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = cfg.rules.paths.clone();
+    let mut stack: Vec<PathBuf> = file.config.rules.paths.clone();
+    stack.push(file.path.clone());
     while let Some(p) = stack.pop() {
         match std::fs::metadata(&p) {
             Ok(m) if m.is_dir() => {
