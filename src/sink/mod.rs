@@ -88,6 +88,74 @@ pub struct SinkBatch {
     pub records: Vec<Arc<Record>>,
     /// Confirmed once delivered (`None` for records no source waits for, e.g. silence alerts).
     pub ack: Option<Arc<dyn Confirm>>,
+    /// The records' share of the in-flight budget, shared by every sink that takes them and
+    /// given back when the last of them has finished with them.
+    pub charge: Option<Arc<Charge>>,
+}
+
+/// One byte budget for the records waiting in all sink queues together
+/// (`pipeline.max_inflight_bytes`), whatever the number of workers and sinks: a worker takes its
+/// batch's share before handing records to the sinks and waits while the budget is spent, so a
+/// slow sink stops the sources instead of growing the queues. A record shared by several sinks
+/// counts once.
+#[derive(Debug)]
+pub struct InflightBudget {
+    limit: usize,
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A share of an [`InflightBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<InflightBudget>,
+    bytes: usize,
+}
+
+impl InflightBudget {
+    pub fn new(limit: usize) -> Arc<InflightBudget> {
+        Arc::new(InflightBudget {
+            limit: limit.max(1),
+            used: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> usize {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `bytes` once they are free, waiting as long as needed; a share larger than the
+    /// whole budget takes the whole budget (it waits until nothing else is in flight). `None`
+    /// if `give_up` turned true while waiting (checked every 100 ms).
+    pub fn take(self: &Arc<Self>, bytes: usize, give_up: &dyn Fn() -> bool) -> Option<Charge> {
+        let bytes = bytes.min(self.limit);
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used + bytes > self.limit {
+            if give_up() {
+                return None;
+            }
+            used = match self.freed.wait_timeout(used, Duration::from_millis(100)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *used += bytes;
+        Some(Charge {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(self.bytes);
+        drop(used);
+        self.budget.freed.notify_all();
+    }
 }
 
 /// Which records a sink takes.
@@ -346,6 +414,8 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// A source batch whose records are being delivered.
 struct Pending {
     ack: Option<Arc<dyn Confirm>>,
+    /// Held until the batch's last record is finished here.
+    charge: Option<Arc<Charge>>,
     remaining: usize,
 }
 
@@ -369,6 +439,7 @@ impl PendingQueue {
         let i = self.base + self.items.len();
         self.items.push_back(Pending {
             ack: b.ack,
+            charge: b.charge,
             remaining: b.records.len(),
         });
         todo.extend(b.records.into_iter().map(|r| (r, i)));
@@ -384,6 +455,7 @@ impl PendingQueue {
             if let Some(a) = p.ack.take() {
                 a.done();
             }
+            p.charge = None;
         }
         while self.items.front().is_some_and(|p| p.remaining == 0) {
             self.items.pop_front();

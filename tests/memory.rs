@@ -1,0 +1,197 @@
+//! The daemon's memory is bounded by its configuration, not by its input: the real `tripline run`
+//! binary follows a file that receives RequestResponse events of about 14 MB with an events sink,
+//! and its peak RSS (`VmHWM`) stays well inside the file DaemonSet's 256Mi limit.
+
+mod support;
+use support::daemon;
+
+use std::path::Path;
+use std::time::Duration;
+
+use daemon::{append, free_port, read_lines, wait_until, Daemon};
+
+/// The bound asserted on the daemon's peak RSS: half the shipped DaemonSet's limit.
+const PEAK_RSS_BOUND: u64 = 128 << 20;
+
+fn start(dir: &Path) -> Daemon {
+    let port = free_port();
+    let cfg = format!(
+        r#"cluster_name: test
+state_dir: {dir}/state
+sources:
+  - type: file
+    name: audit
+    paths: ["{dir}/logs/*.log"]
+    read_from: beginning
+    poll_interval: 100ms
+    checkpoint_interval: 200ms
+sinks:
+  - type: file
+    name: alerts
+    path: {dir}/out/alerts.jsonl
+    flows: [alerts]
+  - type: file
+    name: events
+    path: {dir}/out/events.jsonl
+    flows: [events]
+pipeline:
+  workers: 4
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        dir = dir.display()
+    );
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let d = Daemon::spawn(dir, &cfg, port);
+    d.wait_ready(Duration::from_secs(20));
+    d
+}
+
+/// The peak resident set size of process `pid` (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A size from `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`), in bytes.
+fn status_bytes(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .expect("the key in /proc/<pid>/status");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb << 10
+}
+
+/// A RequestResponse `list` event of `resource` whose response holds items until the line is
+/// at least `size` bytes.
+fn big_list(id: &str, resource: &str, size: usize) -> String {
+    let head = format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/{resource}","verb":"list","user":{{"username":"mallory@example.com","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.7"],"userAgent":"kubectl/v1.29.0","objectRef":{{"resource":"{resource}","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"2026-03-01T10:00:00.000000Z","stageTimestamp":"2026-03-01T10:00:00.050000Z","annotations":{{"authorization.k8s.io/decision":"allow"}},"responseObject":{{"kind":"List","apiVersion":"v1","metadata":{{"resourceVersion":"1"}},"items":["#
+    );
+    let mut line = head;
+    let mut i = 0;
+    while line.len() < size {
+        if i > 0 {
+            line.push(',');
+        }
+        line.push_str(&format!(
+            r#"{{"metadata":{{"name":"item-{i}","namespace":"prod","uid":"0d1e2f3a-{i:08}","labels":{{"app":"web","tier":"frontend","team":"payments"}},"annotations":{{"note":"{pad}"}}}},"data":{{"key":"c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhdmU="}},"spec":{{"containers":[{{"name":"web","image":"registry.example.com/web:1.2.3","args":["--port","8080"]}}]}}}}"#,
+            pad = "x".repeat(1200)
+        ));
+        i += 1;
+    }
+    line.push_str("]}}\n");
+    line
+}
+
+/// The complete documents of `path` whose `kubernetes.audit.auditID` is `id` (a line the sink
+/// is still writing is not one yet).
+fn events_with_id(path: &Path, id: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .filter(|l| l.contains(id))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kubernetes"]["audit"]["auditID"] == id)
+        .collect()
+}
+
+#[test]
+fn events_of_14_mb_are_forwarded_reduced_within_the_memory_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir);
+    let log = dir.join("logs/audit.log");
+    let events = dir.join("out/events.jsonl");
+    let alerts = dir.join("out/alerts.jsonl");
+    let pid = d.child.id();
+
+    // One event, then a burst of several, then a secret list that a rule alerts on.
+    append(&log, &big_list("big-0", "pods", 14 << 20));
+    wait_until(
+        Duration::from_secs(60),
+        || !events_with_id(&events, "big-0").is_empty(),
+        || d.logs(),
+    );
+    eprintln!("peak RSS after one event: {} MiB", peak_rss(pid) >> 20);
+    let burst: String = (1..=5)
+        .map(|i| big_list(&format!("big-{i}"), "pods", 14 << 20))
+        .collect();
+    append(&log, &burst);
+    wait_until(
+        Duration::from_secs(120),
+        || !events_with_id(&events, "big-5").is_empty(),
+        || d.logs(),
+    );
+    eprintln!(
+        "peak RSS after a burst of five: {} MiB",
+        peak_rss(pid) >> 20
+    );
+    append(&log, &big_list("secrets-0", "secrets", 14 << 20));
+    wait_until(
+        Duration::from_secs(120),
+        || !events_with_id(&events, "secrets-0").is_empty(),
+        || d.logs(),
+    );
+    let peak = peak_rss(pid);
+    eprintln!("peak RSS (VmHWM): {} MiB", peak >> 20);
+    std::thread::sleep(Duration::from_secs(1));
+    eprintln!(
+        "RSS kept afterwards: {} MiB",
+        status_bytes(pid, "VmRSS:") >> 20
+    );
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "peak RSS {} MiB, bound {} MiB",
+        peak >> 20,
+        PEAK_RSS_BOUND >> 20
+    );
+
+    // Every event is forwarded once, reduced: its body replaced by a marker with its size.
+    for id in [
+        "big-0",
+        "big-1",
+        "big-2",
+        "big-3",
+        "big-4",
+        "big-5",
+        "secrets-0",
+    ] {
+        let docs = events_with_id(&events, id);
+        assert_eq!(docs.len(), 1, "{id} forwarded once");
+        let audit = &docs[0]["kubernetes"]["audit"];
+        let body = &audit["responseObject"];
+        assert_eq!(
+            body["tripline"].as_str(),
+            Some("omitted-too-big"),
+            "{id}: {body}"
+        );
+        assert!(body["bytes"].as_u64().unwrap() > 14_000_000, "{id}: {body}");
+        assert_eq!(audit["verb"], "list");
+    }
+    // The rules still saw the whole event.
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            read_lines(&alerts)
+                .iter()
+                .any(|a| a["kubernetes"]["audit"]["auditID"] == "secrets-0")
+        },
+        || d.logs(),
+    );
+    // No secret value leaves.
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(!text.contains("c2VjcmV0LXZhbHVl"));
+    assert_eq!(
+        d.metric("tripline_events_reduced_total{source=\"audit\"}"),
+        Some(7.0)
+    );
+    d.stop();
+}
