@@ -8,12 +8,22 @@ use support::daemon;
 use std::path::Path;
 use std::time::Duration;
 
-use daemon::{append, free_port, read_lines, wait_until, Daemon};
+use daemon::{append, free_port, wait_until, Daemon};
 
 /// The bound asserted on the daemon's peak RSS: half the shipped DaemonSet's limit.
 const PEAK_RSS_BOUND: u64 = 128 << 20;
 
 fn start(dir: &Path) -> Daemon {
+    let (cfg, port) = config(dir);
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let d = Daemon::spawn(dir, &cfg, port);
+    d.wait_ready(Duration::from_secs(20));
+    d
+}
+
+/// The daemon's config under `dir` (alerts and events to files, four workers) and its telemetry
+/// port.
+fn config(dir: &Path) -> (String, u16) {
     let port = free_port();
     let cfg = format!(
         r#"cluster_name: test
@@ -42,10 +52,7 @@ telemetry:
 "#,
         dir = dir.display()
     );
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let d = Daemon::spawn(dir, &cfg, port);
-    d.wait_ready(Duration::from_secs(20));
-    d
+    (cfg, port)
 }
 
 /// The peak resident set size of process `pid` (`VmHWM`), in bytes.
@@ -176,16 +183,21 @@ fn events_of_14_mb_are_forwarded_reduced_within_the_memory_bound() {
         assert!(body["bytes"].as_u64().unwrap() > 14_000_000, "{id}: {body}");
         assert_eq!(audit["verb"], "list");
     }
-    // The rules still saw the whole event.
+    // The rules still saw the whole event; the alert carries it reduced too.
     wait_until(
         Duration::from_secs(10),
-        || {
-            read_lines(&alerts)
-                .iter()
-                .any(|a| a["kubernetes"]["audit"]["auditID"] == "secrets-0")
-        },
+        || !events_with_id(&alerts, "secrets-0").is_empty(),
         || d.logs(),
     );
+    let alert = &events_with_id(&alerts, "secrets-0")[0];
+    assert_eq!(alert["rule"]["name"], "Secret Read By Non-System User");
+    assert_eq!(
+        alert["kubernetes"]["audit"]["responseObject"]["tripline"],
+        "omitted-too-big"
+    );
+    assert!(!std::fs::read_to_string(&alerts)
+        .unwrap()
+        .contains("c2VjcmV0LXZhbHVl"));
     // No secret value leaves.
     let text = std::fs::read_to_string(&events).unwrap();
     assert!(!text.contains("c2VjcmV0LXZhbHVl"));
@@ -194,4 +206,59 @@ fn events_of_14_mb_are_forwarded_reduced_within_the_memory_bound() {
         Some(7.0)
     );
     d.stop();
+}
+
+/// The README's table of peak RSS per input: `cargo test --release --test memory -- --ignored
+/// --nocapture`; `TRIPLINE_BIN` measures another build of the binary instead.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn peak_rss_per_input() {
+    let bin = std::env::var("TRIPLINE_BIN").unwrap_or(env!("CARGO_BIN_EXE_tripline").into());
+    eprintln!("| input | peak RSS (VmHWM) | RSS afterwards |");
+    eprintln!("|---|---|---|");
+    for (what, size, count) in [
+        ("idle", 0, 0),
+        ("one 100 KB event", 100 << 10, 1),
+        ("one 1 MB event", 1 << 20, 1),
+        ("one 4 MB event", 4 << 20, 1),
+        ("one 14 MB event", 14 << 20, 1),
+        ("ten 14 MB events at once", 14 << 20, 10),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (cfg, port) = config(dir);
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        std::fs::write(dir.join("tripline.yaml"), cfg).unwrap();
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = std::process::Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(dir.join("tripline.yaml"))
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+        };
+        d.wait_ready(Duration::from_secs(20));
+        let text: String = (0..count)
+            .map(|i| big_list(&format!("e-{i}"), "pods", size))
+            .collect();
+        append(&dir.join("logs/audit.log"), &text);
+        append(&dir.join("logs/audit.log"), &big_list("last", "pods", 1));
+        wait_until(
+            Duration::from_secs(300),
+            || !events_with_id(&dir.join("out/events.jsonl"), "last").is_empty(),
+            || d.logs(),
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let pid = d.child.id();
+        eprintln!(
+            "| {what} | {} MiB | {} MiB |",
+            peak_rss(pid) >> 20,
+            status_bytes(pid, "VmRSS:") >> 20
+        );
+        d.stop();
+    }
 }

@@ -880,6 +880,60 @@ mod tests {
     }
 
     #[test]
+    fn the_inflight_budget_waits_for_a_charge_to_be_dropped_and_gives_up_when_told() {
+        let budget = InflightBudget::new(100);
+        let a = budget.take(60, &|| false).expect("free");
+        assert_eq!(budget.used(), 60);
+        // Spent: the waiter gives up when told to.
+        assert!(budget.take(50, &|| true).is_none());
+        // A share larger than the budget takes all of it, once everything else is back.
+        let waiter = {
+            let budget = budget.clone();
+            std::thread::spawn(move || budget.take(1000, &|| false).map(|c| c.bytes))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "waits while 60 bytes are taken");
+        drop(a);
+        assert_eq!(waiter.join().unwrap(), Some(100));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_batch_gives_its_charge_back_when_its_last_record_is_finished() {
+        let budget = InflightBudget::new(100);
+        let charge = Arc::new(budget.take(40, &|| false).expect("free"));
+        let record = Arc::new(Record {
+            flow: Flow::Events,
+            id: "x".into(),
+            time: None,
+            level: None,
+            rule: None,
+            user: None,
+            doc: b"{}".to_vec(),
+        });
+        // Two sinks take the same records.
+        let mut queues = [PendingQueue::default(), PendingQueue::default()];
+        let mut todo = Vec::new();
+        for q in &mut queues {
+            q.push(
+                &mut todo,
+                SinkBatch {
+                    records: vec![record.clone(), record.clone()],
+                    ack: None,
+                    charge: Some(charge.clone()),
+                },
+            );
+        }
+        drop(charge);
+        queues[0].done(0);
+        queues[0].done(0);
+        queues[1].done(0);
+        assert_eq!(budget.used(), 40, "one sink still has a record of it");
+        queues[1].done(0);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
     fn content_ids_are_stable_and_separate_parts() {
         let a = content_id(&[b"ab", b"c"]);
         assert_eq!(a.len(), 32);
