@@ -401,6 +401,31 @@ mod tests {
         let c = parse("").unwrap();
         assert!(c.rules.builtin);
         assert_eq!(c.input.max_line_bytes, DEFAULT_MAX_LINE_BYTES);
+        assert_eq!(c.pipeline.max_event_bytes, DEFAULT_MAX_EVENT_BYTES);
+        assert_eq!(c.pipeline.max_inflight_bytes, DEFAULT_MAX_INFLIGHT_BYTES);
+        assert_eq!(c.pipeline.max_input_bytes, DEFAULT_MAX_INPUT_BYTES);
+    }
+
+    #[test]
+    fn memory_bounds_are_checked_against_each_other() {
+        let p = PipelineConfig {
+            max_event_bytes: 100,
+            ..PipelineConfig::default()
+        };
+        assert_eq!(p.validate(), ["max_event_bytes: must be at least 4096"]);
+        let p = PipelineConfig {
+            max_event_bytes: 2 << 20,
+            max_inflight_bytes: 1 << 20,
+            max_input_bytes: 4096,
+            ..PipelineConfig::default()
+        };
+        assert_eq!(
+            p.validate(),
+            [
+                "max_input_bytes: must be at least batch_max_bytes",
+                "max_inflight_bytes: must be at least max_event_bytes"
+            ]
+        );
     }
 
     #[test]
