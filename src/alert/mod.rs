@@ -28,7 +28,10 @@ mod tests;
 
 pub use attack::threat_from_tags;
 pub use fields::AuditFields;
-pub use writer::{write_document, write_event_document, EventPart};
+pub use writer::{
+    with_reduced_event, write_document, write_event_document, write_reduced_event_document,
+    EventPart, OMITTED_BODY,
+};
 
 use serde_json::{json, Map, Value};
 

@@ -678,3 +678,52 @@ fn non_object_event_does_not_panic() {
         );
     }
 }
+
+#[test]
+fn a_reduced_event_document_omits_the_bodies_and_keeps_the_rest_redacted() {
+    let event = json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
+        "auditID": "a-1", "stage": "ResponseComplete", "verb": "list",
+        "requestURI": "/api/v1/namespaces/prod/secrets?access_token=abc123secret",
+        "user": {"username": "mallory@example.com"},
+        "sourceIPs": ["203.0.113.7"],
+        "objectRef": {"resource": "secrets", "namespace": "prod", "apiVersion": "v1"},
+        "responseStatus": {"code": 200},
+        "stageTimestamp": "2026-03-01T10:00:00.050000Z",
+        "annotations": {"note": "Bearer eyJhbGciOiJSUzI1NiJ9.payload.signature"},
+        "requestObject": null,
+        "responseObject": {"kind": "SecretList", "items": [{"data": {"k": "c2VjcmV0"}}]},
+    });
+    let text = event.to_string();
+    let body_len = serde_json::to_string(&event["responseObject"])
+        .unwrap()
+        .len();
+    let template = AlertTemplate::for_events();
+    let mut docs = Vec::new();
+    crate::event::decode_value_into(&text, &mut |d| {
+        let ev = d.expect("decodes");
+        docs.push((
+            write_reduced_event_document(&template, ev, Some("c")),
+            write_event_document(&template, ev, Some("c")),
+        ));
+    });
+    let [(reduced, whole)] = &docs[..] else {
+        panic!("one event")
+    };
+    let reduced: Value = serde_json::from_slice(reduced).unwrap();
+    let mut whole: Value = serde_json::from_slice(whole).unwrap();
+    let audit = &reduced["kubernetes"]["audit"];
+    assert_eq!(
+        audit["responseObject"],
+        json!({"tripline": OMITTED_BODY, "bytes": body_len})
+    );
+    // A null body stays null: there was nothing to omit.
+    assert_eq!(audit["requestObject"], Value::Null);
+    let reduced_text = reduced.to_string();
+    for secret in ["c2VjcmV0", "abc123secret", "payload.signature"] {
+        assert!(!reduced_text.contains(secret), "{secret} in {reduced_text}");
+    }
+    // Everything but the body is what the whole document holds.
+    whole["kubernetes"]["audit"]["responseObject"] = audit["responseObject"].clone();
+    assert_eq!(reduced, whole);
+}

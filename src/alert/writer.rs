@@ -41,6 +41,86 @@ pub fn write_event_document(
     .document(template)
 }
 
+/// What replaces a body (`requestObject`, `responseObject`) in the reduced form of an event
+/// larger than `pipeline.max_event_bytes`: `{"tripline":"omitted-too-big","bytes":N}`, with N the
+/// size of the body as logged, in bytes.
+pub const OMITTED_BODY: &str = "omitted-too-big";
+
+/// The `events` flow's document for an event too big to forward whole: as
+/// [`write_event_document`] writes it, with `requestObject` and `responseObject` each replaced by
+/// the marker [`OMITTED_BODY`] and its size. The bodies are skipped, never built as values, so
+/// this costs a copy of the event without its bodies (and a decode of that copy), whatever the
+/// size of the bodies.
+pub fn write_reduced_event_document(
+    template: &AlertTemplate,
+    ev: &Event<'_>,
+    cluster_name: Option<&str>,
+) -> Vec<u8> {
+    let doc = with_reduced_event(ev, |small| {
+        write_event_document(template, small, cluster_name)
+    });
+    // An event that decoded always reduces and decodes again; should it not, nothing of it is
+    // written that redaction has not seen.
+    doc.unwrap_or_else(|| {
+        let fields = AuditFields::default();
+        EventPart {
+            fields: &fields,
+            message: "",
+            cluster_name,
+            suppressed: 0,
+            audit: b"null",
+        }
+        .document(template)
+    })
+}
+
+/// Calls `f` with the reduced form of `ev`: the event decoded again from its text with
+/// `requestObject` and `responseObject` replaced by [`OMITTED_BODY`] markers. `None` (and `f` not
+/// called) if that text does not decode, which an event that decoded never does. Costs a copy of
+/// the event without its bodies; the bodies are skipped, never built.
+pub fn with_reduced_event<R>(ev: &Event<'_>, f: impl FnOnce(&Event<'_>) -> R) -> Option<R> {
+    let text = reduced_event_text(ev.raw())?;
+    let mut f = Some(f);
+    let mut out = None;
+    crate::event::decode_value_into(&text, &mut |d| {
+        if let (Ok(small), Some(f)) = (d, f.take()) {
+            out = Some(f(small));
+        }
+    });
+    out
+}
+
+/// The event `raw` (a JSON object) with its bodies replaced by [`OMITTED_BODY`] markers; the
+/// other members are copied as they are. `None` if `raw` is not a JSON object.
+fn reduced_event_text(raw: &str) -> Option<String> {
+    use crate::event::json::Scanner;
+    let mut out = Vec::with_capacity(1024);
+    let mut s = Scanner::new(raw);
+    out.push(b'{');
+    let mut first = true;
+    s.object("", |s, key| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(&mut out, key);
+        out.push(b':');
+        let value = s.skip_value()?;
+        if matches!(key, "requestObject" | "responseObject") && value != "null" {
+            out.extend_from_slice(b"{\"tripline\":");
+            write_json_str(&mut out, OMITTED_BODY);
+            out.extend_from_slice(format!(",\"bytes\":{}}}", value.len()).as_bytes());
+        } else {
+            out.extend_from_slice(value.as_bytes());
+        }
+        Ok(())
+    })
+    .ok()?;
+    s.end().ok()?;
+    out.push(b'}');
+    String::from_utf8(out).ok()
+}
+
 impl EventPart<'_, '_> {
     /// The whole document with `template`'s fields ([`write_document`]), in a buffer of its
     /// size.

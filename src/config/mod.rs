@@ -81,6 +81,20 @@ pub struct PipelineConfig {
     /// On SIGTERM/SIGINT, how long to deliver what is in flight before exiting anyway.
     #[serde(default = "default_shutdown")]
     pub shutdown_timeout: HumanDuration,
+    /// Largest event forwarded whole in the events flow, in bytes of its JSON text. A larger
+    /// event is still matched by the rules, and forwarded with `requestObject` and
+    /// `responseObject` replaced by a marker with their size.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Bytes of records (alerts and events) waiting in all sink queues together; when they are
+    /// spent, the workers wait, and in turn the sources.
+    #[serde(default = "default_inflight_bytes")]
+    pub max_inflight_bytes: usize,
+    /// Bytes of source batches waiting for a worker or being processed, all sources together;
+    /// when they are spent, the sources wait. A batch larger than this (one long line) waits
+    /// until it is the only one.
+    #[serde(default = "default_input_bytes")]
+    pub max_input_bytes: usize,
 }
 
 impl Default for PipelineConfig {
@@ -90,6 +104,9 @@ impl Default for PipelineConfig {
             batch_max_bytes: default_batch_bytes(),
             queue_batches: default_queue(),
             shutdown_timeout: default_shutdown(),
+            max_event_bytes: default_max_event_bytes(),
+            max_inflight_bytes: default_inflight_bytes(),
+            max_input_bytes: default_input_bytes(),
         }
     }
 }
@@ -99,6 +116,21 @@ fn default_batch_bytes() -> usize {
 }
 fn default_queue() -> usize {
     16
+}
+/// RequestResponse events with list responses are hundreds of KB; Metadata events about 1 KB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+fn default_max_event_bytes() -> usize {
+    DEFAULT_MAX_EVENT_BYTES
+}
+/// An eighth of the file DaemonSet's 256Mi limit.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 32 << 20;
+fn default_inflight_bytes() -> usize {
+    DEFAULT_MAX_INFLIGHT_BYTES
+}
+/// Two of the longest lines (`input.max_line_bytes`, 16 MiB by default).
+pub const DEFAULT_MAX_INPUT_BYTES: usize = 32 << 20;
+fn default_input_bytes() -> usize {
+    DEFAULT_MAX_INPUT_BYTES
 }
 fn default_shutdown() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(30))
@@ -389,6 +421,15 @@ impl PipelineConfig {
         if self.batch_max_bytes < 4096 {
             p.push("batch_max_bytes: must be at least 4096".to_string());
         }
+        if self.max_event_bytes < 4096 {
+            p.push("max_event_bytes: must be at least 4096".to_string());
+        }
+        if self.max_input_bytes < self.batch_max_bytes {
+            p.push("max_input_bytes: must be at least batch_max_bytes".to_string());
+        }
+        if self.max_inflight_bytes < self.max_event_bytes {
+            p.push("max_inflight_bytes: must be at least max_event_bytes".to_string());
+        }
         p
     }
 }
@@ -409,6 +450,31 @@ mod tests {
         let c = parse("").unwrap();
         assert!(c.rules.builtin);
         assert_eq!(c.input.max_line_bytes, DEFAULT_MAX_LINE_BYTES);
+        assert_eq!(c.pipeline.max_event_bytes, DEFAULT_MAX_EVENT_BYTES);
+        assert_eq!(c.pipeline.max_inflight_bytes, DEFAULT_MAX_INFLIGHT_BYTES);
+        assert_eq!(c.pipeline.max_input_bytes, DEFAULT_MAX_INPUT_BYTES);
+    }
+
+    #[test]
+    fn memory_bounds_are_checked_against_each_other() {
+        let p = PipelineConfig {
+            max_event_bytes: 100,
+            ..PipelineConfig::default()
+        };
+        assert_eq!(p.validate(), ["max_event_bytes: must be at least 4096"]);
+        let p = PipelineConfig {
+            max_event_bytes: 2 << 20,
+            max_inflight_bytes: 1 << 20,
+            max_input_bytes: 4096,
+            ..PipelineConfig::default()
+        };
+        assert_eq!(
+            p.validate(),
+            [
+                "max_input_bytes: must be at least batch_max_bytes",
+                "max_inflight_bytes: must be at least max_event_bytes"
+            ]
+        );
     }
 
     #[test]

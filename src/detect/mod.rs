@@ -67,6 +67,10 @@ pub struct Detector<'r> {
     pub cluster_name: Option<String>,
     /// `host.name` of alerts (the daemon's node).
     pub node_name: Option<String>,
+    /// Events larger than this (bytes of JSON text) are matched whole, but their alerts carry
+    /// them reduced ([`crate::alert::with_reduced_event`]): bodies replaced by a marker. `None`:
+    /// no limit (`scan`).
+    pub max_event_bytes: Option<usize>,
     matches: Vec<Match<'r>>,
     /// Per rule, built on its first alert.
     templates: Vec<Option<Arc<AlertTemplate>>>,
@@ -78,6 +82,7 @@ impl<'r> Detector<'r> {
             rules,
             cluster_name,
             node_name: None,
+            max_event_bytes: None,
             matches: Vec::new(),
             templates: vec![None; rules.len()],
         }
@@ -92,6 +97,26 @@ impl<'r> Detector<'r> {
         if self.matches.is_empty() {
             return;
         }
+        if self.max_event_bytes.is_some_and(|max| ev.raw().len() > max) {
+            let mut emit = Some(emit);
+            let done = crate::alert::with_reduced_event(ev, |small| {
+                if let Some(emit) = emit.take() {
+                    self.alerts(small, emit);
+                }
+            });
+            if done.is_some() {
+                return;
+            }
+            if let Some(emit) = emit {
+                self.alerts(ev, emit);
+            }
+            return;
+        }
+        self.alerts(ev, emit);
+    }
+
+    /// The alerts of `self.matches`, carrying `ev` (the event matched, or its reduced form).
+    fn alerts(&mut self, ev: &Event<'_>, emit: &mut dyn FnMut(Alert)) {
         let (audit, redacted) = redacted_event_json(ev);
         // The same scanner, with the same nesting limit, decoded the event, so its text parses
         // again; if it ever did not, the alert would carry no event, no fields from it and the

@@ -126,7 +126,11 @@ pub fn run(
         .rules_loaded
         .set(rules.read().map(|r| r.len()).unwrap_or(0) as i64);
 
-    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<Batch>(queue);
+    // Sources hand batches to a gate that takes their bytes from the input budget before they
+    // join the workers' queue: `queue_batches` bounds how many wait, the budget how many bytes
+    // wait or are being processed, whatever the size of a line and the number of workers.
+    let (batch_tx, gate_rx) = crossbeam_channel::bounded::<Batch>(1);
+    let (work_tx, batch_rx) = crossbeam_channel::bounded::<(Batch, Option<sink::Charge>)>(queue);
     let (event_tx, event_rx) = crossbeam_channel::bounded::<SourceEvent>(64);
 
     // Sources.
@@ -157,6 +161,18 @@ pub fn run(
         cfg.pipeline.workers
     };
     let mut worker_threads = Vec::new();
+    let input_budget = sink::InflightBudget::new(cfg.pipeline.max_input_bytes);
+    let gate_abandon = abandon.clone();
+    worker_threads.push(spawn("batches".to_string(), move || {
+        for batch in gate_rx.iter() {
+            let charge =
+                input_budget.take(batch.data.len(), &|| gate_abandon.load(Ordering::Relaxed));
+            if work_tx.send((batch, charge)).is_err() {
+                break;
+            }
+        }
+    })?);
+    let budget = sink::InflightBudget::new(cfg.pipeline.max_inflight_bytes);
     for w in 0..workers {
         let ctx = WorkerContext {
             rx: batch_rx.clone(),
@@ -167,6 +183,8 @@ pub fn run(
             node: node_name(&cfg),
             metrics: metrics.clone(),
             abandon: abandon.clone(),
+            max_event_bytes: cfg.pipeline.max_event_bytes,
+            budget: budget.clone(),
         };
         worker_threads.push(spawn(format!("worker-{w}"), move || ctx.run())?);
     }

@@ -83,6 +83,7 @@ pub(super) fn silence_alert(
             .try_send(SinkBatch {
                 records: vec![record.clone()],
                 ack: None,
+                charge: None,
             })
             .is_err()
         {

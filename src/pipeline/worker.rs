@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::detect::Detector;
 use crate::event::{decode_value_into, SkipReason};
 use crate::rules::RuleSet;
-use crate::sink::{self, DeadLetters, SinkBatch, SinkHandle};
+use crate::sink::{self, DeadLetters, InflightBudget, SinkBatch, SinkHandle};
 use crate::source::Batch;
 use crate::telemetry::{Counter, Metrics, SkipLabels, SourceLabels};
 
@@ -20,7 +20,8 @@ use super::SharedRules;
 
 /// What a detection worker needs: the batches, the current rules, the sinks.
 pub(super) struct WorkerContext {
-    pub(super) rx: Receiver<Batch>,
+    /// Source batches, each with its share of the input budget.
+    pub(super) rx: Receiver<(Batch, Option<sink::Charge>)>,
     pub(super) rules: SharedRules,
     pub(super) sinks: Arc<[SinkHandle]>,
     pub(super) dead_letters: Arc<DeadLetters>,
@@ -28,6 +29,10 @@ pub(super) struct WorkerContext {
     pub(super) node: Option<String>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) abandon: Arc<AtomicBool>,
+    /// `pipeline.max_event_bytes`: larger events are forwarded reduced in the events flow.
+    pub(super) max_event_bytes: usize,
+    /// `pipeline.max_inflight_bytes`, shared by every worker.
+    pub(super) budget: Arc<InflightBudget>,
 }
 
 /// `node_name` from the config, else the `NODE_NAME` environment variable.
@@ -45,7 +50,7 @@ impl WorkerContext {
         let queue_depth = &self.metrics.queue_batches;
         // The alert counter of each rule, resolved again only when the rule set is swapped.
         let mut alert_counters: Option<(Arc<RuleSet>, Vec<Counter>)> = None;
-        for batch in self.rx.iter() {
+        for (batch, _input) in self.rx.iter() {
             if self.abandon.load(Ordering::Relaxed) {
                 // Past the shutdown deadline: leave the batch unconfirmed.
                 continue;
@@ -87,8 +92,10 @@ impl WorkerContext {
             .metrics
             .events_received
             .get_or_create_owned(&SourceLabels::new(batch.source.clone()));
+        let mut reduced = None;
         let mut detector = Detector::new(rules, self.cluster.clone());
         detector.node_name = self.node.clone();
+        detector.max_event_bytes = Some(self.max_event_bytes);
         let event_template = wants_events
             .then(|| crate::alert::AlertTemplate::for_events().with_host(self.node.as_deref()));
         let mut offset = batch.start_offset;
@@ -139,11 +146,27 @@ impl WorkerContext {
                         out.rules.push(Some(index));
                     });
                     if let Some(template) = &event_template {
-                        let doc = crate::alert::write_event_document(
-                            template,
-                            ev,
-                            self.cluster.as_deref(),
-                        );
+                        // The rules saw the whole event; what is forwarded is bounded.
+                        let doc = if ev.raw().len() > self.max_event_bytes {
+                            reduced
+                                .get_or_insert_with(|| {
+                                    self.metrics.events_reduced.get_or_create_owned(
+                                        &SourceLabels::new(batch.source.clone()),
+                                    )
+                                })
+                                .inc();
+                            crate::alert::write_reduced_event_document(
+                                template,
+                                ev,
+                                self.cluster.as_deref(),
+                            )
+                        } else {
+                            crate::alert::write_event_document(
+                                template,
+                                ev,
+                                self.cluster.as_deref(),
+                            )
+                        };
                         let e = meta.take().unwrap_or_else(|| RecordMeta::of(ev));
                         out.records.push(Arc::new(sink::Record {
                             flow: Flow::Events,
@@ -187,6 +210,20 @@ impl WorkerContext {
     /// Hands each sink the records it takes (flows, level, tags); every required sink that
     /// receives something must confirm before the batch is confirmed.
     fn dispatch(&self, batch: &Batch, rules: &RuleSet, out: Outputs) {
+        if out.records.is_empty() {
+            return;
+        }
+        // The batch's records count once against the budget, however many sinks take them.
+        let bytes = out.records.iter().map(|r| r.doc.len()).sum();
+        let Some(charge) = self
+            .budget
+            .take(bytes, &|| self.abandon.load(Ordering::Relaxed))
+        else {
+            // Past the shutdown deadline: never confirmed, read again at the next start.
+            batch.ack.add(1);
+            return;
+        };
+        let charge = Arc::new(charge);
         for s in self.sinks.iter() {
             let records: Vec<Arc<sink::Record>> = out
                 .records
@@ -210,6 +247,7 @@ impl WorkerContext {
                 let mut item = SinkBatch {
                     records,
                     ack: Some(batch.ack.clone()),
+                    charge: Some(charge.clone()),
                 };
                 loop {
                     match s.tx.send_timeout(item, Duration::from_millis(100)) {
@@ -229,7 +267,11 @@ impl WorkerContext {
                 }
             } else {
                 // A sink nobody waits for never stalls the pipeline: when it is behind, drop.
-                if let Err(e) = s.tx.try_send(SinkBatch { records, ack: None }) {
+                if let Err(e) = s.tx.try_send(SinkBatch {
+                    records,
+                    ack: None,
+                    charge: Some(charge.clone()),
+                }) {
                     let b = e.into_inner();
                     sink::dropped_counter(&self.metrics, &s.name).inc_by(b.records.len() as u64);
                     for r in &b.records {

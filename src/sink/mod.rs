@@ -88,6 +88,74 @@ pub struct SinkBatch {
     pub records: Vec<Arc<Record>>,
     /// Confirmed once delivered (`None` for records no source waits for, e.g. silence alerts).
     pub ack: Option<Arc<dyn Confirm>>,
+    /// The records' share of the in-flight budget, shared by every sink that takes them and
+    /// given back when the last of them has finished with them.
+    pub charge: Option<Arc<Charge>>,
+}
+
+/// One byte budget for the records waiting in all sink queues together
+/// (`pipeline.max_inflight_bytes`), whatever the number of workers and sinks: a worker takes its
+/// batch's share before handing records to the sinks and waits while the budget is spent, so a
+/// slow sink stops the sources instead of growing the queues. A record shared by several sinks
+/// counts once.
+#[derive(Debug)]
+pub struct InflightBudget {
+    limit: usize,
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A share of an [`InflightBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<InflightBudget>,
+    bytes: usize,
+}
+
+impl InflightBudget {
+    pub fn new(limit: usize) -> Arc<InflightBudget> {
+        Arc::new(InflightBudget {
+            limit: limit.max(1),
+            used: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> usize {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `bytes` once they are free, waiting as long as needed; a share larger than the
+    /// whole budget takes the whole budget (it waits until nothing else is in flight). `None`
+    /// if `give_up` turned true while waiting (checked every 100 ms).
+    pub fn take(self: &Arc<Self>, bytes: usize, give_up: &dyn Fn() -> bool) -> Option<Charge> {
+        let bytes = bytes.min(self.limit);
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used + bytes > self.limit {
+            if give_up() {
+                return None;
+            }
+            used = match self.freed.wait_timeout(used, Duration::from_millis(100)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *used += bytes;
+        Some(Charge {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(self.bytes);
+        drop(used);
+        self.budget.freed.notify_all();
+    }
 }
 
 /// Which records a sink takes.
@@ -346,6 +414,8 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// A source batch whose records are being delivered.
 struct Pending {
     ack: Option<Arc<dyn Confirm>>,
+    /// Held until the batch's last record is finished here.
+    charge: Option<Arc<Charge>>,
     remaining: usize,
 }
 
@@ -369,6 +439,7 @@ impl PendingQueue {
         let i = self.base + self.items.len();
         self.items.push_back(Pending {
             ack: b.ack,
+            charge: b.charge,
             remaining: b.records.len(),
         });
         todo.extend(b.records.into_iter().map(|r| (r, i)));
@@ -384,6 +455,7 @@ impl PendingQueue {
             if let Some(a) = p.ack.take() {
                 a.done();
             }
+            p.charge = None;
         }
         while self.items.front().is_some_and(|p| p.remaining == 0) {
             self.items.pop_front();
@@ -805,6 +877,60 @@ mod tests {
         let text = format!("sources:\n  - type: file\n    paths: [/var/log/audit.log]\n{config}");
         let c = crate::config::Config::from_str_named("c.yaml", &text, env).unwrap();
         c.sinks.into_iter().next().expect("a sink").kind
+    }
+
+    #[test]
+    fn the_inflight_budget_waits_for_a_charge_to_be_dropped_and_gives_up_when_told() {
+        let budget = InflightBudget::new(100);
+        let a = budget.take(60, &|| false).expect("free");
+        assert_eq!(budget.used(), 60);
+        // Spent: the waiter gives up when told to.
+        assert!(budget.take(50, &|| true).is_none());
+        // A share larger than the budget takes all of it, once everything else is back.
+        let waiter = {
+            let budget = budget.clone();
+            std::thread::spawn(move || budget.take(1000, &|| false).map(|c| c.bytes))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "waits while 60 bytes are taken");
+        drop(a);
+        assert_eq!(waiter.join().unwrap(), Some(100));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_batch_gives_its_charge_back_when_its_last_record_is_finished() {
+        let budget = InflightBudget::new(100);
+        let charge = Arc::new(budget.take(40, &|| false).expect("free"));
+        let record = Arc::new(Record {
+            flow: Flow::Events,
+            id: "x".into(),
+            time: None,
+            level: None,
+            rule: None,
+            user: None,
+            doc: b"{}".to_vec(),
+        });
+        // Two sinks take the same records.
+        let mut queues = [PendingQueue::default(), PendingQueue::default()];
+        let mut todo = Vec::new();
+        for q in &mut queues {
+            q.push(
+                &mut todo,
+                SinkBatch {
+                    records: vec![record.clone(), record.clone()],
+                    ack: None,
+                    charge: Some(charge.clone()),
+                },
+            );
+        }
+        drop(charge);
+        queues[0].done(0);
+        queues[0].done(0);
+        queues[1].done(0);
+        assert_eq!(budget.used(), 40, "one sink still has a record of it");
+        queues[1].done(0);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

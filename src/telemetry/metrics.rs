@@ -165,6 +165,9 @@ pub struct Metrics {
     // Sources, by `{source}`.
     /// `tripline_events_received_total`: audit events decoded.
     pub events_received: Family<SourceLabels, Counter>,
+    /// `tripline_events_reduced_total`: events larger than `pipeline.max_event_bytes`, forwarded
+    /// in the events flow with their bodies replaced by a marker.
+    pub events_reduced: Family<SourceLabels, Counter>,
     /// `tripline_lines_read_total`: complete lines a file source read.
     pub lines_read: Family<SourceLabels, Counter>,
     /// `tripline_bytes_read_total`: bytes a file source read.
@@ -262,6 +265,12 @@ impl Metrics {
                 r,
                 "tripline_events_received",
                 "Audit events decoded",
+                Family::default(),
+            ),
+            events_reduced: register(
+                r,
+                "tripline_events_reduced",
+                "Events over pipeline.max_event_bytes forwarded with their bodies omitted",
                 Family::default(),
             ),
             lines_read: register(
@@ -554,6 +563,7 @@ mod tests {
     /// they are rendered. The README documents these names; dashboards and alerts query them.
     const EXPORTED: &[(&str, &str, &[&str])] = &[
         ("tripline_events_received_total", "counter", &["source"]),
+        ("tripline_events_reduced_total", "counter", &["source"]),
         ("tripline_lines_read_total", "counter", &["source"]),
         ("tripline_bytes_read_total", "counter", &["source"]),
         (
@@ -633,6 +643,7 @@ mod tests {
         let sink = SinkLabels::new("es");
         for family in [
             &m.events_received,
+            &m.events_reduced,
             &m.lines_read,
             &m.bytes_read,
             &m.file_truncations,
