@@ -46,11 +46,17 @@ enum Output {
 
 impl Local {
     pub fn file(sink: &str, path: &Path) -> Result<Local, SinkError> {
-        let file = open_append(path).map_err(|source| SinkError::Open {
+        let open_error = |source| SinkError::Open {
             sink: sink.to_string(),
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = open_append(path).map_err(open_error)?;
+        let cut = cut_partial_line(&file).map_err(open_error)?;
+        if cut > 0 {
+            tracing::warn!(sink, path = %path.display(), bytes = cut,
+                "cut a partial last line (a write interrupted before a restart); its record is sent again");
+        }
         Ok(Local {
             out: Output::File(file),
             partial: None,
@@ -116,6 +122,32 @@ impl Deliver for Local {
     }
 }
 
+/// Truncates `file` after its last `\n`, so that the next record starts a line of its own,
+/// and returns how many bytes were cut. A record torn by a failed write (a full disk) before a
+/// restart was never confirmed, so it is sent again; without the cut, the resent record would
+/// be glued to the torn one, leaving an invalid line. Reads backwards, 64 KiB at a time.
+fn cut_partial_line(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+        file.sync_data()?;
+    }
+    Ok(len - end)
+}
+
 fn open_append(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -123,7 +155,66 @@ fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(0o640)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(doc: &str) -> Arc<Record> {
+        Arc::new(Record {
+            flow: crate::config::types::Flow::Events,
+            id: doc.to_string(),
+            time: None,
+            level: None,
+            rule: None,
+            user: None,
+            doc: doc.as_bytes().to_vec(),
+        })
+    }
+
+    /// Regression: a record torn by ENOSPC before a SIGTERM was glued to the record sent again
+    /// after the restart, leaving one invalid JSON line in the output.
+    #[test]
+    fn opening_a_file_that_ends_in_a_partial_line_cuts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let mut sink = Local::file("out", &path).unwrap();
+        sink.deliver(&[record("{\"c\":3}")]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+    }
+
+    #[test]
+    fn a_file_of_only_a_partial_line_becomes_empty_and_whole_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        // Longer than one backward read, without any newline.
+        std::fs::write(&path, "x".repeat(200_000)).unwrap();
+        assert_eq!(
+            cut_partial_line(&open_append(&path).unwrap()).unwrap(),
+            200_000
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+
+        // A newline far back, behind more than one read of partial bytes.
+        let whole = "{\"a\":1}\n";
+        std::fs::write(&path, format!("{whole}{}", "y".repeat(100_000))).unwrap();
+        assert_eq!(
+            cut_partial_line(&open_append(&path).unwrap()).unwrap(),
+            100_000
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+
+        for kept in ["", "{\"a\":1}\n{\"b\":2}\n"] {
+            std::fs::write(&path, kept).unwrap();
+            assert!(Local::file("out", &path).is_ok());
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        }
+    }
 }
