@@ -873,3 +873,69 @@ fn a_full_disk_then_sigterm_and_restart_leaves_only_whole_lines_in_the_file_sink
         whole_before.len()
     );
 }
+
+/// Regression (reliability report): every bad line wrote a WARN line (1 MiB of garbage gave
+/// 1.1 MB of logs). The warnings are rate-limited per source, with a summary of how many were
+/// suppressed; the counters and the dead-letter file still get every line.
+#[test]
+fn a_flood_of_bad_lines_is_counted_and_dead_lettered_line_by_line_but_logged_in_bounded_volume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, "", "");
+    let log = dir.join("logs/audit.log");
+    let (bad, long) = (3000, 40);
+    let mut body = String::new();
+    for i in 0..bad {
+        body.push_str(&format!("garbage line {i}\n"));
+        if i % (bad / long) == 0 {
+            body.push_str(&"y".repeat(5000));
+            body.push('\n');
+        }
+    }
+    append(&log, &body);
+    let malformed = "tripline_lines_skipped_total{reason=\"malformed_json\",source=\"audit\"}";
+    let too_long = "tripline_lines_skipped_total{reason=\"too_long\",source=\"audit\"}";
+    wait_until(
+        Duration::from_secs(20),
+        || d.metric(malformed) == Some(bad as f64) && d.metric(too_long) == Some(long as f64),
+        || format!("{}\n{}", d.get("/metrics").unwrap_or_default(), d.logs()),
+    );
+    let dl = read_lines(&dir.join("state/dead-letter.jsonl"));
+    assert_eq!(
+        dl.len(),
+        bad,
+        "one dead letter per line that is not an event"
+    );
+    let warnings = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("skipped: ") || l.contains("line longer than"))
+            .count()
+    };
+    let logged = warnings(&d.logs());
+    assert!(
+        logged <= 20,
+        "{logged} warnings logged for {} bad lines",
+        bad + long
+    );
+    // The next window's first warning says how many were suppressed.
+    std::thread::sleep(Duration::from_secs(6));
+    append(&log, "one more garbage line\n");
+    wait_until(
+        Duration::from_secs(10),
+        || d.logs().contains("suppressed"),
+        || d.logs(),
+    );
+    let logs = d.logs();
+    let summary: serde_json::Value =
+        serde_json::from_str(logs.lines().find(|l| l.contains("suppressed")).unwrap()).unwrap();
+    assert_eq!(
+        summary["fields"]["suppressed"].as_u64(),
+        Some((bad + long - logged) as u64),
+        "{summary}"
+    );
+    assert_eq!(
+        read_lines(&dir.join("state/dead-letter.jsonl")).len(),
+        bad + 1
+    );
+    assert!(d.stop().success());
+}

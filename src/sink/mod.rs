@@ -673,6 +673,7 @@ pub struct DeadLetters {
     path: PathBuf,
     out: Mutex<Option<BufWriter<File>>>,
     written: Counter,
+    failures: Counter,
 }
 
 /// How much of an invalid line a dead-letter record keeps.
@@ -688,6 +689,7 @@ impl DeadLetters {
             path: state_dir.join("dead-letter.jsonl"),
             out: Mutex::new(None),
             written: metrics.dead_letters.clone(),
+            failures: metrics.dead_letter_failures.clone(),
         }
     }
 
@@ -743,7 +745,8 @@ impl DeadLetters {
         self.append(&record);
     }
 
-    /// Appends one record; false (and an error log) if it could not be written.
+    /// Appends one record; false if it could not be written (counted in
+    /// `tripline_dead_letter_failures_total`, and logged at most a few times per window).
     fn append(&self, record: &serde_json::Value) -> bool {
         let mut guard = match self.out.lock() {
             Ok(g) => g,
@@ -767,7 +770,11 @@ impl DeadLetters {
             {
                 Ok(f) => *guard = Some(BufWriter::new(f)),
                 Err(e) => {
-                    tracing::error!(path = %self.path.display(), error = %e, "cannot open the dead-letter file");
+                    self.failures.inc();
+                    crate::warn_limited!(
+                        "dead-letter",
+                        tracing::error!(path = %self.path.display(), error = %e, "cannot open the dead-letter file")
+                    );
                     return false;
                 }
             }
@@ -785,10 +792,14 @@ impl DeadLetters {
                 Err(e) => {
                     // Drop the writer: its buffer may hold a partial record.
                     *guard = None;
-                    tracing::error!(path = %self.path.display(), error = %e, "dead-letter write failed");
+                    crate::warn_limited!(
+                        "dead-letter",
+                        tracing::error!(path = %self.path.display(), error = %e, "dead-letter write failed")
+                    );
                 }
             }
         }
+        self.failures.inc();
         false
     }
 }
@@ -805,6 +816,56 @@ mod tests {
         let text = format!("sources:\n  - type: file\n    paths: [/var/log/audit.log]\n{config}");
         let c = crate::config::Config::from_str_named("c.yaml", &text, env).unwrap();
         c.sinks.into_iter().next().expect("a sink").kind
+    }
+
+    /// Regression (reliability report): a dead-letter write that failed was only logged, so
+    /// the metrics said nothing was lost.
+    #[test]
+    fn dead_letter_write_failures_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        // A state directory that is a file: the dead-letter file cannot be opened.
+        let not_a_dir = dir.path().join("state");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let dl = DeadLetters::new(&not_a_dir, &metrics);
+        for line in 1..=3 {
+            dl.write(
+                "audit",
+                "/var/log/audit.log",
+                line,
+                0,
+                "malformed_json",
+                "bad",
+                b"x",
+            );
+        }
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("tripline_dead_letter_failures_total 3"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("tripline_dead_letters_total 0"),
+            "{rendered}"
+        );
+
+        // /dev/full opens, and every write fails.
+        let dl = DeadLetters::new(dir.path(), &metrics);
+        std::os::unix::fs::symlink("/dev/full", dl.path()).unwrap();
+        dl.write(
+            "audit",
+            "/var/log/audit.log",
+            4,
+            0,
+            "malformed_json",
+            "bad",
+            b"x",
+        );
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("tripline_dead_letter_failures_total 4"),
+            "{rendered}"
+        );
     }
 
     #[test]
