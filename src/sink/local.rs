@@ -126,7 +126,7 @@ impl Deliver for Local {
 /// and returns how many bytes were cut. A record torn by a failed write (a full disk) before a
 /// restart was never confirmed, so it is sent again; without the cut, the resent record would
 /// be glued to the torn one, leaving an invalid line. Reads backwards, 64 KiB at a time.
-fn cut_partial_line(file: &File) -> io::Result<u64> {
+pub(crate) fn cut_partial_line(file: &File) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();
     let mut end = len;
