@@ -183,7 +183,7 @@ pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
         for key in BODIES {
             if let Some(body) = value.get_mut(key) {
                 // Whole, even when only `objectRef` or `verb` repeated.
-                redact_ambiguous(body, &[Value::Null], &mut found);
+                redact_leaves(body, &mut found);
             }
         }
         for value in &replaced {
