@@ -52,7 +52,13 @@ impl Local {
             source,
         };
         let file = open_append(path).map_err(open_error)?;
-        let cut = cut_partial_line(&file).map_err(open_error)?;
+        let cut = match cut_if_readable(&file).map_err(open_error)? {
+            Some(cut) => cut,
+            None => {
+                tracing::warn!(sink, path = %path.display(), "cannot read the file: a partial last line left by an earlier run is not cut");
+                0
+            }
+        };
         if cut > 0 {
             tracing::warn!(sink, path = %path.display(), bytes = cut,
                 "cut a partial last line (a write interrupted before a restart); its record is sent again");
@@ -126,9 +132,14 @@ impl Deliver for Local {
 /// and returns how many bytes were cut. A record torn by a failed write (a full disk) before a
 /// restart was never confirmed, so it is sent again; without the cut, the resent record would
 /// be glued to the torn one, leaving an invalid line. Reads backwards, 64 KiB at a time.
+/// Anything but a regular file (a device, a FIFO) is left alone.
 pub(crate) fn cut_partial_line(file: &File) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(0);
+    }
+    let len = meta.len();
     let mut end = len;
     let mut buf = vec![0u8; 64 * 1024];
     while end > 0 {
@@ -148,17 +159,35 @@ pub(crate) fn cut_partial_line(file: &File) -> io::Result<u64> {
     Ok(len - end)
 }
 
+/// [`cut_partial_line`], or `None` when `file` was opened for appending only (we may not read
+/// it), which fails with EBADF.
+fn cut_if_readable(file: &File) -> io::Result<Option<u64>> {
+    const EBADF: i32 = 9;
+    match cut_partial_line(file) {
+        Ok(cut) => Ok(Some(cut)),
+        Err(e) if e.raw_os_error() == Some(EBADF) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn open_append(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    let open = |read: bool| {
+        OpenOptions::new()
+            .create(true)
+            .read(read)
+            .append(true)
+            .mode(0o640)
+            .open(path)
+    };
+    // Readable, to cut a partial last line; a file we may only append to is still written.
+    match open(true) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => open(false),
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +239,11 @@ mod tests {
             100_000
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+
+        // Opened for appending only (a file we may not read): written, never cut.
+        std::fs::write(&path, "{\"a\":1}\n{\"b").unwrap();
+        let append_only = OpenOptions::new().append(true).open(&path).unwrap();
+        assert_eq!(cut_if_readable(&append_only).unwrap(), None);
 
         for kept in ["", "{\"a\":1}\n{\"b\":2}\n"] {
             std::fs::write(&path, kept).unwrap();
