@@ -377,6 +377,36 @@ fn short_secrets_and_deeply_nested_bodies_never_reach_the_message() {
     assert_eq!(a[0]["user"]["name"], "dev", "the alert keeps its fields");
 }
 
+/// Regression (reliability report): a PATCH body that repeats `kind` (`Secret` and
+/// `ConfigMap`, in either order) reached the alert with its base64 `data`.
+#[test]
+fn a_repeated_kind_never_lets_secret_data_into_scan_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = SECRET_RULE
+        .replace("verb: create", "verb: patch")
+        .replace(
+            "objectRef.resource: secrets",
+            "objectRef.resource: configmaps",
+        )
+        .replace("{requestObject.data.password}", "{requestObject.data.k}");
+    let rule = write_rule(dir.path(), "patch.yml", &rule);
+    let secret_b64 = "cmVwZWF0ZWQta2luZC1zZWNyZXQ=";
+    for (a, b) in [("Secret", "ConfigMap"), ("ConfigMap", "Secret")] {
+        for body in ["requestObject", "responseObject"] {
+            let event = format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"r1","stage":"ResponseComplete","verb":"patch","user":{{"username":"dev"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"configmaps","namespace":"app","name":"db"}},"{body}":{{"kind":"{a}","kind":"{b}","data":{{"k":"{secret_b64}"}}}},"stageTimestamp":"2026-03-01T10:00:00Z"}}"#
+            );
+            let out = scan_with_only(&rule, &event);
+            let stdout = text(&out.stdout);
+            assert_eq!(alerts(&out).len(), 1, "{stdout}");
+            assert!(
+                !stdout.contains(secret_b64),
+                "{a},{b} in {body}: secret value leaked: {stdout}"
+            );
+        }
+    }
+}
+
 /// The alerts of a JSON-mode scan, by what identifies them: rule, event, message.
 fn alert_keys(out: &Output) -> Vec<String> {
     let mut keys: Vec<String> = alerts(out)

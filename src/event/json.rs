@@ -584,6 +584,17 @@ impl<'a> Scanner<'a> {
     /// that decoded as part of an event always parses). Duplicate keys: the last wins.
     /// Numbers outside the range of `f64` are kept as their text, in a string.
     pub fn value(&mut self, depth: usize) -> Result<serde_json::Value> {
+        self.value_noting_repeats(depth, &mut Vec::new())
+    }
+
+    /// [`Self::value`], pushing to `replaced` every value that a repeated key replaced (so a
+    /// caller can see that the text was ambiguous, and what the last-wins value hides).
+    /// Allocates nothing more when no key repeats.
+    pub fn value_noting_repeats(
+        &mut self,
+        depth: usize,
+        replaced: &mut Vec<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
         use serde_json::Value;
         if depth > MAX_DEPTH {
             return self.syntax("nesting too deep");
@@ -593,8 +604,10 @@ impl<'a> Scanner<'a> {
             Some(b'{') => {
                 let mut map = serde_json::Map::new();
                 self.object("", |s: &mut Self, k: &str| {
-                    let v = s.value(depth + 1)?;
-                    map.insert(k.to_string(), v);
+                    let v = s.value_noting_repeats(depth + 1, replaced)?;
+                    if let Some(old) = map.insert(k.to_string(), v) {
+                        replaced.push(old);
+                    }
                     Ok(())
                 })?;
                 Ok(Value::Object(map))
@@ -602,7 +615,7 @@ impl<'a> Scanner<'a> {
             Some(b'[') => {
                 let mut items = Vec::new();
                 self.array("", |s: &mut Self| {
-                    items.push(s.value(depth + 1)?);
+                    items.push(s.value_noting_repeats(depth + 1, replaced)?);
                     Ok(())
                 })?;
                 Ok(Value::Array(items))
@@ -817,25 +830,6 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
         // Writing to a `Vec` cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     }
-}
-
-/// Parses an event's text like [`parse_value`], but with the decoder's nesting limit: the
-/// values of the event's members are read from depth 0, as the decoder reads them, so every
-/// event that decoded parses (a body nested to the limit included).
-pub fn parse_event_value(text: &str) -> Option<serde_json::Value> {
-    let mut s = Scanner::new(text);
-    if s.peek() != Some(b'{') {
-        return parse_value(text);
-    }
-    let mut map = serde_json::Map::new();
-    s.object("", |s: &mut Scanner<'_>, k: &str| {
-        let v = s.value(0)?;
-        map.insert(k.to_string(), v);
-        Ok(())
-    })
-    .ok()?;
-    s.end().ok()?;
-    Some(serde_json::Value::Object(map))
 }
 
 /// True if `text` is one JSON value in which no object repeats a key.

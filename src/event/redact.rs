@@ -24,6 +24,9 @@
 //! * `Bearer <token>` in the string values of the event's top-level `annotations` and in
 //!   `requestURI`, plus the values of the `access_token`, `token`, `id_token`
 //!   and `refresh_token` query parameters of `requestURI`.
+//! * Fail closed on repeated member names: a body (or a last-applied-configuration) in which any
+//!   object repeats a key is redacted as a whole, and the values the repeats hide are returned
+//!   too, so no reading of an ambiguous body (`"kind":"Secret","kind":"ConfigMap"`) leaks.
 //!
 //! `null` values are left alone (they carry no secret, and in a merge patch they record that a key
 //! was removed). A value that already is [`REDACTED`] is not redacted again, so redaction is
@@ -62,8 +65,14 @@ const BEARER: &str = "bearer";
 /// unchanged.
 pub fn redact_event(event: &mut Value) -> Vec<String> {
     let mut found = Found::default();
+    redact_event_into(event, &mut found);
+    found.list
+}
+
+/// [`redact_event`], adding what it replaced to `found`.
+fn redact_event_into(event: &mut Value, found: &mut Found) {
     let Some(ev) = event.as_object_mut() else {
-        return found.list;
+        return;
     };
     let object_ref = ev.get("objectRef");
     let part = |key: &str| object_ref.and_then(|o| o.get(key)).and_then(Value::as_str);
@@ -72,18 +81,73 @@ pub fn redact_event(event: &mut Value) -> Vec<String> {
         part("subresource"),
         ev.get("verb").and_then(Value::as_str),
     );
-    for key in ["requestObject", "responseObject"] {
+    for key in BODIES {
         if let Some(object) = ev.get_mut(key) {
-            request.redact_body(key, object, &mut found);
+            request.redact_body(key, object, found);
         }
     }
     if let Some(annotations) = ev.get_mut("annotations") {
-        redact_annotations(annotations, &mut found);
+        redact_annotations(annotations, found);
     }
     if let Some(Value::String(uri)) = ev.get_mut("requestURI") {
-        redact_uri(uri, &mut found);
+        redact_uri(uri, found);
     }
-    found.list
+}
+
+/// The members of an event that hold request and response bodies.
+const BODIES: [&str; 2] = ["requestObject", "responseObject"];
+
+/// The members of an event that decide how its bodies are redacted (with the bodies themselves).
+const DECIDING: [&str; 4] = ["objectRef", "verb", "requestObject", "responseObject"];
+
+/// Fails closed on a body in which a member name repeats: the API server never writes one, but
+/// a PATCH body is the client's own bytes, and a repeated `kind` or `resource` reads as a
+/// Secret to one parser and as something else to another. Every string and number in such a
+/// body is redacted, and the values the repeats replaced (which the original event, seen by
+/// detection, may still show) are returned as secrets too.
+fn redact_ambiguous(body: &mut Value, replaced: &[Value], found: &mut Found) {
+    if replaced.is_empty() {
+        return;
+    }
+    redact_leaves(body, found);
+    for value in replaced {
+        record_leaves(value, found);
+    }
+}
+
+/// Parses an event (its members' values from depth 0, with the decoder's nesting limit, so an
+/// event that decoded always parses), also saying whether a member that decides
+/// redaction ([`DECIDING`]) repeats, at the top level or inside, and returning the body values
+/// that repeats replaced.
+fn parse_event_noting_repeats(text: &str) -> Option<(Value, bool, Vec<Value>)> {
+    use crate::event::json::Scanner;
+    let mut s = Scanner::new(text);
+    if s.peek() != Some(b'{') {
+        return crate::event::json::parse_value(text).map(|v| (v, false, Vec::new()));
+    }
+    let mut map = Map::new();
+    let mut ambiguous = false;
+    let mut replaced = Vec::new();
+    s.object("", |s, key| {
+        let mut inner = Vec::new();
+        let value = s.value_noting_repeats(0, &mut inner)?;
+        let deciding = DECIDING.contains(&key);
+        let body = BODIES.contains(&key);
+        ambiguous |= deciding && !inner.is_empty();
+        if body {
+            replaced.append(&mut inner);
+        }
+        if let Some(old) = map.insert(key.to_string(), value) {
+            ambiguous |= deciding;
+            if body {
+                replaced.push(old);
+            }
+        }
+        Ok(())
+    })
+    .ok()?;
+    s.end().ok()?;
+    Some((Value::Object(map), ambiguous, replaced))
 }
 
 /// An event redacted by [`write_redacted_event`].
@@ -110,10 +174,23 @@ pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
         return done;
     }
     out.truncate(start);
-    let parsed = crate::event::json::parse_event_value(ev.raw());
+    let parsed = parse_event_noting_repeats(ev.raw());
     let complete = parsed.is_some();
-    let mut value = parsed.unwrap_or(Value::Null);
-    let secrets = redact_event(&mut value);
+    let (mut value, ambiguous, replaced) = parsed.unwrap_or((Value::Null, false, Vec::new()));
+    let mut found = Found::default();
+    redact_event_into(&mut value, &mut found);
+    if ambiguous {
+        for key in BODIES {
+            if let Some(body) = value.get_mut(key) {
+                // Whole, even when only `objectRef` or `verb` repeated.
+                redact_leaves(body, &mut found);
+            }
+        }
+        for value in &replaced {
+            record_leaves(value, &mut found);
+        }
+    }
+    let secrets = found.list;
     let request_uri = value
         .get("requestURI")
         .and_then(Value::as_str)
@@ -156,8 +233,10 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
         unique &= keys.write_key(out, key);
         match key {
             "requestObject" | "responseObject" => {
-                let mut v = s.value(0)?;
+                let mut replaced = Vec::new();
+                let mut v = s.value_noting_repeats(0, &mut replaced)?;
                 request.redact_body(key, &mut v, &mut found);
+                redact_ambiguous(&mut v, &replaced, &mut found);
                 let _ = serde_json::to_writer(&mut *out, &v);
             }
             // What `redact_annotations` does, member by member.
@@ -440,8 +519,26 @@ fn redact_last_applied(annotation: &mut Value, found: &mut Found) {
     if text == REDACTED {
         return;
     }
-    let mut applied = match serde_json::from_str::<Value>(text) {
-        Ok(applied @ Value::Object(_)) => applied,
+    // Parsed noting repeated members: an applied object with one is ambiguous (see
+    // `redact_ambiguous`) and is replaced as a whole.
+    let mut replaced = Vec::new();
+    let parsed = {
+        let mut s = crate::event::json::Scanner::new(text);
+        s.value_noting_repeats(0, &mut replaced)
+            .ok()
+            .filter(|_| s.end().is_ok())
+    };
+    let mut applied = match parsed {
+        Some(applied @ Value::Object(_)) if replaced.is_empty() => applied,
+        Some(ambiguous) if !replaced.is_empty() => {
+            // Its values too, for messages that show them.
+            record_leaves(&ambiguous, found);
+            for value in &replaced {
+                record_leaves(value, found);
+            }
+            redact_value(annotation, found);
+            return;
+        }
         _ => {
             redact_value(annotation, found);
             return;
@@ -1361,5 +1458,164 @@ mod tests {
         for (text, secrets, expected) in table {
             assert_eq!(scrub(text, &secrets), expected, "{text}");
         }
+    }
+}
+
+/// Regression (reliability report): a body with `"kind":"Secret","kind":"ConfigMap"` kept its
+/// Secret `data`, because the last member wins when it is parsed. The API server never repeats
+/// a member name, but a PATCH body is the client's own bytes: redaction fails closed.
+#[cfg(test)]
+mod repeated_members {
+    use super::*;
+
+    const SECRET: &str = "c2VjcmV0LXZhbHVl";
+
+    /// (what, event text): a repeated member in every position that decides redaction, with the
+    /// value that makes it a Secret first and last.
+    fn cases() -> Vec<(&'static str, String)> {
+        let s = SECRET;
+        let ev = |verb: &str, resource: &str, rest: &str| {
+            format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a","stage":"ResponseComplete","verb":"{verb}","objectRef":{{"resource":"{resource}","namespace":"prod","name":"x"}},{rest}}}"#
+            )
+        };
+        let mut cases = Vec::new();
+        for (order, (a, b)) in [
+            ("Secret first", ("Secret", "ConfigMap")),
+            ("Secret last", ("ConfigMap", "Secret")),
+        ] {
+            for body in ["requestObject", "responseObject"] {
+                cases.push((
+                    order,
+                    ev(
+                        "patch",
+                        "configmaps",
+                        &format!(r#""{body}":{{"kind":"{a}","kind":"{b}","data":{{"k":"{s}"}}}}"#),
+                    ),
+                ));
+                // An item of a generic list.
+                cases.push((
+                    order,
+                    ev(
+                        "list",
+                        "configmaps",
+                        &format!(
+                            r#""{body}":{{"kind":"List","items":[{{"kind":"{a}","kind":"{b}","data":{{"k":"{s}"}}}}]}}"#
+                        ),
+                    ),
+                ));
+            }
+            let list = |k: &str| {
+                k.replace("Secret", "SecretList")
+                    .replace("ConfigMap", "List")
+            };
+            cases.push((
+                order,
+                ev(
+                    "list",
+                    "configmaps",
+                    &format!(
+                        r#""responseObject":{{"kind":"{}","kind":"{}","items":[{{"data":{{"k":"{s}"}}}}]}}"#,
+                        list(a),
+                        list(b)
+                    ),
+                ),
+            ));
+            // `objectRef` repeated at the top level, and `resource` repeated inside it.
+            let res = |k: &str| {
+                k.replace("Secret", "secrets")
+                    .replace("ConfigMap", "configmaps")
+            };
+            let (ra, rb) = (res(a), res(b));
+            cases.push((
+                order,
+                format!(
+                    r#"{{"verb":"update","objectRef":{{"resource":"{ra}"}},"objectRef":{{"resource":"{rb}"}},"requestObject":{{"data":{{"k":"{s}"}}}}}}"#
+                ),
+            ));
+            cases.push((
+                order,
+                format!(
+                    r#"{{"verb":"update","objectRef":{{"resource":"{ra}","resource":"{rb}"}},"requestObject":{{"data":{{"k":"{s}"}}}}}}"#
+                ),
+            ));
+            // The verb that makes it a patch of a secret, repeated.
+            let (va, vb) = if a == "Secret" {
+                ("patch", "update")
+            } else {
+                ("update", "patch")
+            };
+            cases.push((
+                order,
+                format!(
+                    r#"{{"verb":"{va}","verb":"{vb}","objectRef":{{"resource":"secrets"}},"requestObject":{{"metadata":{{"annotations":{{"note":"{s}"}}}}}}}}"#
+                ),
+            ));
+            // Inside the last-applied-configuration of a Secret.
+            let applied = format!(r#"{{"kind":"{a}","kind":"{b}","data":{{"k":"{s}"}}}}"#);
+            cases.push((
+                order,
+                ev(
+                    "create",
+                    "configmaps",
+                    &format!(
+                        r#""requestObject":{{"kind":"Secret","metadata":{{"annotations":{{"{LAST_APPLIED}":{}}}}}}}"#,
+                        serde_json::to_string(&applied).unwrap()
+                    ),
+                ),
+            ));
+        }
+        // A whole body repeated: the first one, dropped when parsed, still counts.
+        cases.push((
+            "body repeated",
+            ev(
+                "create",
+                "configmaps",
+                &format!(
+                    r#""requestObject":{{"kind":"Secret","data":{{"k":"{s}"}}}},"requestObject":{{"kind":"ConfigMap"}}"#
+                ),
+            ),
+        ));
+        cases.push((
+            "data repeated",
+            ev(
+                "create",
+                "secrets",
+                &format!(
+                    r#""requestObject":{{"kind":"Secret","data":{{"k":"{s}"}},"data":{{"k":"other-value"}}}}"#
+                ),
+            ),
+        ));
+        cases
+    }
+
+    #[test]
+    fn repeated_members_never_let_a_secret_value_through() {
+        let mut decoded = 0;
+        for (what, text) in cases() {
+            // With spaces between tokens (inside the annotation's string too, where they are
+            // still valid JSON), the repeats kept.
+            let spaced = text.replace(',', ", ").replace(':', ": ");
+            for text in [&text, &spaced] {
+                // The decoder refuses some repeats (`objectRef`, `verb`): no event, nothing leaves.
+                let Ok(ev) = Event::parse(text) else {
+                    continue;
+                };
+                let (out, written) = redacted_event_json(&ev);
+                let out = String::from_utf8(out).unwrap();
+                assert!(written.complete, "{what}: {text}");
+                assert!(!out.contains(SECRET), "{what}: {text}\n-> {out}");
+                assert!(
+                    written.secrets.iter().any(|v| v == SECRET),
+                    "{what}: {text}: {:?}",
+                    written.secrets
+                );
+                assert!(crate::event::unique_keys(&out), "{what}: {out}");
+                decoded += 1;
+            }
+        }
+        // The rest repeat a member the decoder reads itself (`objectRef`, `resource`, `verb`,
+        // a body) and are no events.
+        assert!(decoded >= 26, "only {decoded} cases decoded");
     }
 }

@@ -202,7 +202,10 @@ impl WorkerContext {
             .inc();
         let reason = reason.as_str();
         let offset = batch.report_offset(offset);
-        tracing::warn!(source = %batch.source, path = %batch.path, line, offset, reason, "skipped: {msg}");
+        crate::warn_limited!(
+            &batch.source,
+            tracing::warn!(source = %batch.source, path = %batch.path, line, offset, reason, "skipped: {msg}")
+        );
         self.dead_letters
             .write(&batch.source, &batch.path, line, offset, reason, msg, raw);
     }

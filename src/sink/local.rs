@@ -46,11 +46,23 @@ enum Output {
 
 impl Local {
     pub fn file(sink: &str, path: &Path) -> Result<Local, SinkError> {
-        let file = open_append(path).map_err(|source| SinkError::Open {
+        let open_error = |source| SinkError::Open {
             sink: sink.to_string(),
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = open_append(path).map_err(open_error)?;
+        let cut = match cut_if_readable(&file).map_err(open_error)? {
+            Some(cut) => cut,
+            None => {
+                tracing::warn!(sink, path = %path.display(), "cannot read the file: a partial last line left by an earlier run is not cut");
+                0
+            }
+        };
+        if cut > 0 {
+            tracing::warn!(sink, path = %path.display(), bytes = cut,
+                "cut a partial last line (a write interrupted before a restart); its record is sent again");
+        }
         Ok(Local {
             out: Output::File(file),
             partial: None,
@@ -116,14 +128,127 @@ impl Deliver for Local {
     }
 }
 
+/// Truncates `file` after its last `\n`, so that the next record starts a line of its own,
+/// and returns how many bytes were cut. A record torn by a failed write (a full disk) before a
+/// restart was never confirmed, so it is sent again; without the cut, the resent record would
+/// be glued to the torn one, leaving an invalid line. Reads backwards, 64 KiB at a time.
+/// Anything but a regular file (a device, a FIFO) is left alone.
+pub(crate) fn cut_partial_line(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(0);
+    }
+    let len = meta.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+        file.sync_data()?;
+    }
+    Ok(len - end)
+}
+
+/// [`cut_partial_line`], or `None` when `file` was opened for appending only (we may not read
+/// it), which fails with EBADF.
+fn cut_if_readable(file: &File) -> io::Result<Option<u64>> {
+    const EBADF: i32 = 9;
+    match cut_partial_line(file) {
+        Ok(cut) => Ok(Some(cut)),
+        Err(e) if e.raw_os_error() == Some(EBADF) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn open_append(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    let open = |read: bool| {
+        OpenOptions::new()
+            .create(true)
+            .read(read)
+            .append(true)
+            .mode(0o640)
+            .open(path)
+    };
+    // Readable, to cut a partial last line; a file we may only append to is still written.
+    match open(true) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => open(false),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(doc: &str) -> Arc<Record> {
+        Arc::new(Record {
+            flow: crate::config::types::Flow::Events,
+            id: doc.to_string(),
+            time: None,
+            level: None,
+            rule: None,
+            user: None,
+            doc: doc.as_bytes().to_vec(),
+        })
+    }
+
+    /// Regression: a record torn by ENOSPC before a SIGTERM was glued to the record sent again
+    /// after the restart, leaving one invalid JSON line in the output.
+    #[test]
+    fn opening_a_file_that_ends_in_a_partial_line_cuts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let mut sink = Local::file("out", &path).unwrap();
+        sink.deliver(&[record("{\"c\":3}")]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+    }
+
+    #[test]
+    fn a_file_of_only_a_partial_line_becomes_empty_and_whole_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        // Longer than one backward read, without any newline.
+        std::fs::write(&path, "x".repeat(200_000)).unwrap();
+        assert_eq!(
+            cut_partial_line(&open_append(&path).unwrap()).unwrap(),
+            200_000
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+
+        // A newline far back, behind more than one read of partial bytes.
+        let whole = "{\"a\":1}\n";
+        std::fs::write(&path, format!("{whole}{}", "y".repeat(100_000))).unwrap();
+        assert_eq!(
+            cut_partial_line(&open_append(&path).unwrap()).unwrap(),
+            100_000
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+
+        // Opened for appending only (a file we may not read): written, never cut.
+        std::fs::write(&path, "{\"a\":1}\n{\"b").unwrap();
+        let append_only = OpenOptions::new().append(true).open(&path).unwrap();
+        assert_eq!(cut_if_readable(&append_only).unwrap(), None);
+
+        for kept in ["", "{\"a\":1}\n{\"b\":2}\n"] {
+            std::fs::write(&path, kept).unwrap();
+            assert!(Local::file("out", &path).is_ok());
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        }
+    }
 }

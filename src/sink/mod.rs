@@ -745,6 +745,64 @@ pub struct DeadLetters {
     path: PathBuf,
     out: Mutex<Option<BufWriter<File>>>,
     written: Counter,
+    failures: Counter,
+}
+
+/// The version of the dead-letter format that this release writes, in every record's `version`.
+/// Records without one were written before the format was versioned: version 0, with the same
+/// fields. A release reads every version up to its own ([`DeadLetter::parse`]); adding a field
+/// keeps the version, changing or removing one bumps it.
+pub const DEAD_LETTER_VERSION: u32 = 1;
+
+/// One record of the dead-letter file, read back. A record is about invalid input (`source`,
+/// `path`, `line`, `offset`, `raw_truncated`) or about a record a sink could not deliver
+/// (`sink`, `flow`, `id`); fields this release does not know are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DeadLetter {
+    #[serde(default)]
+    pub version: u32,
+    pub time: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// The line or document (lossy UTF-8; for input, at most 64 KiB of it).
+    pub raw: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub line: Option<u64>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(default)]
+    pub raw_truncated: Option<bool>,
+    #[serde(default)]
+    pub sink: Option<String>,
+    #[serde(default)]
+    pub flow: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// Why a dead-letter line could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("not a dead-letter record: {0}")]
+    Invalid(#[from] serde_json::Error),
+    #[error("dead-letter format version {0} was written by a newer tripline (this one reads up to {DEAD_LETTER_VERSION})")]
+    NewerVersion(u32),
+}
+
+impl DeadLetter {
+    /// Reads one line of a dead-letter file of any version up to [`DEAD_LETTER_VERSION`].
+    pub fn parse(line: &str) -> Result<DeadLetter, DeadLetterError> {
+        let record: DeadLetter = serde_json::from_str(line)?;
+        if record.version > DEAD_LETTER_VERSION {
+            return Err(DeadLetterError::NewerVersion(record.version));
+        }
+        Ok(record)
+    }
 }
 
 /// How much of an invalid line a dead-letter record keeps.
@@ -760,6 +818,7 @@ impl DeadLetters {
             path: state_dir.join("dead-letter.jsonl"),
             out: Mutex::new(None),
             written: metrics.dead_letters.clone(),
+            failures: metrics.dead_letter_failures.clone(),
         }
     }
 
@@ -777,6 +836,7 @@ impl DeadLetters {
             Flow::Events => "event",
         };
         let record = serde_json::json!({
+            "version": DEAD_LETTER_VERSION,
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "sink": sink,
             "reason": reason,
@@ -802,6 +862,7 @@ impl DeadLetters {
     ) {
         let raw = &raw[..raw.len().min(DEAD_LETTER_MAX_BYTES)];
         let record = serde_json::json!({
+            "version": DEAD_LETTER_VERSION,
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "source": source,
             "path": path,
@@ -815,7 +876,8 @@ impl DeadLetters {
         self.append(&record);
     }
 
-    /// Appends one record; false (and an error log) if it could not be written.
+    /// Appends one record; false if it could not be written (counted in
+    /// `tripline_dead_letter_failures_total`, and logged at most a few times per window).
     fn append(&self, record: &serde_json::Value) -> bool {
         let mut guard = match self.out.lock() {
             Ok(g) => g,
@@ -831,15 +893,23 @@ impl DeadLetters {
         }
         if guard.is_none() {
             use std::os::unix::fs::OpenOptionsExt;
-            match OpenOptions::new()
+            // A write that failed part-way (a full disk) may have left a partial record: cut
+            // it, so the next record starts a line of its own.
+            let opened = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .mode(0o600)
                 .open(&self.path)
-            {
+                .and_then(|f| local::cut_partial_line(&f).map(|_| f));
+            match opened {
                 Ok(f) => *guard = Some(BufWriter::new(f)),
                 Err(e) => {
-                    tracing::error!(path = %self.path.display(), error = %e, "cannot open the dead-letter file");
+                    self.failures.inc();
+                    crate::warn_limited!(
+                        "dead-letter",
+                        tracing::error!(path = %self.path.display(), error = %e, "cannot open the dead-letter file")
+                    );
                     return false;
                 }
             }
@@ -857,10 +927,14 @@ impl DeadLetters {
                 Err(e) => {
                     // Drop the writer: its buffer may hold a partial record.
                     *guard = None;
-                    tracing::error!(path = %self.path.display(), error = %e, "dead-letter write failed");
+                    crate::warn_limited!(
+                        "dead-letter",
+                        tracing::error!(path = %self.path.display(), error = %e, "dead-letter write failed")
+                    );
                 }
             }
         }
+        self.failures.inc();
         false
     }
 }
@@ -877,6 +951,139 @@ mod tests {
         let text = format!("sources:\n  - type: file\n    paths: [/var/log/audit.log]\n{config}");
         let c = crate::config::Config::from_str_named("c.yaml", &text, env).unwrap();
         c.sinks.into_iter().next().expect("a sink").kind
+    }
+
+    /// Regression (reliability report): a dead-letter write that failed was only logged, so
+    /// the metrics said nothing was lost.
+    #[test]
+    fn dead_letter_write_failures_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        // A state directory that is a file: the dead-letter file cannot be opened.
+        let not_a_dir = dir.path().join("state");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let dl = DeadLetters::new(&not_a_dir, &metrics);
+        for line in 1..=3 {
+            dl.write(
+                "audit",
+                "/var/log/audit.log",
+                line,
+                0,
+                "malformed_json",
+                "bad",
+                b"x",
+            );
+        }
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("tripline_dead_letter_failures_total 3"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("tripline_dead_letters_total 0"),
+            "{rendered}"
+        );
+
+        // /dev/full opens, and every write fails.
+        let dl = DeadLetters::new(dir.path(), &metrics);
+        std::os::unix::fs::symlink("/dev/full", dl.path()).unwrap();
+        dl.write(
+            "audit",
+            "/var/log/audit.log",
+            4,
+            0,
+            "malformed_json",
+            "bad",
+            b"x",
+        );
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("tripline_dead_letter_failures_total 4"),
+            "{rendered}"
+        );
+    }
+
+    /// A dead-letter file that ends in a partial record (a write that failed part-way, on a
+    /// full disk) gets the next record on a line of its own.
+    #[test]
+    fn dead_letters_after_a_partial_record_start_a_line_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let dl = DeadLetters::new(dir.path(), &metrics);
+        std::fs::write(dl.path(), "{\"time\":\"2026-01-01T00:00:00.000Z\",\"reas").unwrap();
+        dl.write(
+            "audit",
+            "/var/log/audit.log",
+            7,
+            70,
+            "malformed_json",
+            "bad",
+            b"x",
+        );
+        let text = std::fs::read_to_string(dl.path()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let record = DeadLetter::parse(text.trim_end()).unwrap();
+        assert_eq!(record.line, Some(7));
+    }
+
+    /// The dead-letter format is versioned; this release reads what it writes, what releases
+    /// before the version field wrote (version 0, the same fields), and refuses a newer one.
+    #[test]
+    fn dead_letter_records_of_every_released_format_are_read() {
+        let unversioned = r#"{"time":"2026-03-01T10:00:00.000Z","source":"audit","path":"/var/log/audit.log","line":3,"offset":120,"reason":"malformed_json","message":"expected value","raw":"garbage","raw_truncated":false}"#;
+        let r = DeadLetter::parse(unversioned).unwrap();
+        assert_eq!(r.version, 0);
+        assert_eq!(
+            (r.source.as_deref(), r.line, r.offset, r.raw.as_str()),
+            (Some("audit"), Some(3), Some(120), "garbage")
+        );
+        let v1_sink = r#"{"version":1,"time":"2026-03-01T10:00:00.000Z","sink":"es","reason":"sink_rejected","message":"mapper_parsing_exception","flow":"alert","id":"abc","raw":"{}","future_field":7}"#;
+        let r = DeadLetter::parse(v1_sink).unwrap();
+        assert_eq!(r.version, 1);
+        assert_eq!(
+            (r.sink.as_deref(), r.flow.as_deref(), r.id.as_deref()),
+            (Some("es"), Some("alert"), Some("abc"))
+        );
+
+        // What this release writes, read back.
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let dl = DeadLetters::new(dir.path(), &metrics);
+        dl.write(
+            "audit",
+            "/var/log/audit.log",
+            1,
+            0,
+            "not_an_event",
+            "no kind",
+            b"{}",
+        );
+        let record = Record {
+            flow: Flow::Events,
+            id: "id-1".into(),
+            time: None,
+            level: None,
+            rule: None,
+            user: None,
+            doc: b"{\"a\":1}".to_vec(),
+        };
+        assert!(dl.write_record("es", "sink_dropped", "queue full", &record));
+        let text = std::fs::read_to_string(dl.path()).unwrap();
+        let read: Vec<DeadLetter> = text
+            .lines()
+            .map(|l| DeadLetter::parse(l).unwrap())
+            .collect();
+        assert_eq!(read.len(), 2);
+        assert!(read.iter().all(|r| r.version == DEAD_LETTER_VERSION));
+        assert_eq!(read[0].reason, "not_an_event");
+        assert_eq!(read[1].raw, "{\"a\":1}");
+
+        let newer = v1_sink.replace("\"version\":1", "\"version\":2");
+        assert!(matches!(
+            DeadLetter::parse(&newer),
+            Err(DeadLetterError::NewerVersion(2))
+        ));
+        assert!(DeadLetter::parse("{\"time\":").is_err());
     }
 
     #[test]

@@ -897,7 +897,10 @@ impl FileSource {
                     let cut = if too_long {
                         t.partial.clear();
                         self.metrics.too_long.inc();
-                        tracing::warn!(source = %self.name, path = %t.path.display(), line = t.line, "line longer than input.max_line_bytes skipped");
+                        crate::warn_limited!(
+                            &self.name,
+                            tracing::warn!(source = %self.name, path = %t.path.display(), line = t.line, "line longer than input.max_line_bytes skipped")
+                        );
                         true
                     } else {
                         lines.append(&mut t.partial);

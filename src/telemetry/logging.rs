@@ -44,6 +44,113 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// Rate-limits a kind of warning that input can trigger once per line (a line that is not an
+/// event, a line that is too long, a failed dead-letter write), per key (a source's name):
+/// at most [`WARNINGS_PER_WINDOW`] per [`WARNING_WINDOW`], so a flood of garbage cannot flood
+/// the logs. Counters and dead letters are kept for every line; only the log line is limited.
+/// Keys come from config names, so the table stays small: looked up with a linear scan under a
+/// lock, taken once per warning, never per good event.
+pub struct WarnLimiter {
+    windows: std::sync::Mutex<Vec<(String, Window)>>,
+}
+
+/// Warnings let through per key in each window.
+pub const WARNINGS_PER_WINDOW: u32 = 10;
+/// The length of a window.
+pub const WARNING_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+struct Window {
+    start: std::time::Instant,
+    let_through: u32,
+    suppressed: u64,
+}
+
+/// What to do with a warning, from [`WarnLimiter::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warn {
+    /// Log it; first log "suppressed N similar warnings" when `suppressed` is not 0 (those the
+    /// previous window held back).
+    Log { suppressed: u64 },
+    /// Do not log it (it is counted, for the next window's summary).
+    Suppress,
+}
+
+impl WarnLimiter {
+    pub const fn new() -> WarnLimiter {
+        WarnLimiter {
+            windows: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a warning for `key` may be logged now.
+    pub fn check(&self, key: &str) -> Warn {
+        self.check_at(key, std::time::Instant::now())
+    }
+
+    fn check_at(&self, key: &str, now: std::time::Instant) -> Warn {
+        let mut windows = match self.windows.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let i = match windows.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            None => {
+                windows.push((
+                    key.to_string(),
+                    Window {
+                        start: now,
+                        let_through: 0,
+                        suppressed: 0,
+                    },
+                ));
+                windows.len() - 1
+            }
+        };
+        let w = &mut windows[i].1;
+        let mut suppressed = 0;
+        if now.saturating_duration_since(w.start) >= WARNING_WINDOW {
+            suppressed = std::mem::take(&mut w.suppressed);
+            w.start = now;
+            w.let_through = 0;
+        }
+        if w.let_through < WARNINGS_PER_WINDOW {
+            w.let_through += 1;
+            Warn::Log { suppressed }
+        } else {
+            w.suppressed += 1;
+            Warn::Suppress
+        }
+    }
+}
+
+impl Default for WarnLimiter {
+    fn default() -> Self {
+        WarnLimiter::new()
+    }
+}
+
+/// The limiter of warnings about skipped input lines (by source name) and failed dead-letter
+/// writes: one for the process, shared by the sources and the detection workers.
+pub static SKIPPED_LINE_WARNINGS: WarnLimiter = WarnLimiter::new();
+
+/// Logs one warning about skipped input through [`SKIPPED_LINE_WARNINGS`] under `key`:
+/// `$log` runs only when the limiter lets the warning through, after a summary line when
+/// earlier ones were suppressed.
+#[macro_export]
+macro_rules! warn_limited {
+    ($key:expr, $log:expr) => {{
+        let key: &str = $key;
+        if let $crate::telemetry::Warn::Log { suppressed } =
+            $crate::telemetry::SKIPPED_LINE_WARNINGS.check(key)
+        {
+            if suppressed > 0 {
+                tracing::warn!(key, suppressed, "suppressed {suppressed} similar warnings");
+            }
+            $log;
+        }
+    }};
+}
+
 /// The filter from the variable's value, or the default and the reason it was not used.
 fn log_filter(value: Result<String, std::env::VarError>) -> (EnvFilter, Option<String>) {
     let default = || EnvFilter::new(DEFAULT_LOG_FILTER);
@@ -77,6 +184,25 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::{Warn, WarnLimiter, WARNINGS_PER_WINDOW, WARNING_WINDOW};
+
+    #[test]
+    fn warnings_are_limited_per_key_and_window_and_the_next_window_says_how_many_were_held_back() {
+        let l = WarnLimiter::new();
+        let t0 = std::time::Instant::now();
+        for _ in 0..WARNINGS_PER_WINDOW {
+            assert_eq!(l.check_at("a", t0), Warn::Log { suppressed: 0 });
+        }
+        for _ in 0..25 {
+            assert_eq!(l.check_at("a", t0), Warn::Suppress);
+        }
+        // Another key has its own budget.
+        assert_eq!(l.check_at("b", t0), Warn::Log { suppressed: 0 });
+        let t1 = t0 + WARNING_WINDOW;
+        assert_eq!(l.check_at("a", t1), Warn::Log { suppressed: 25 });
+        assert_eq!(l.check_at("a", t1), Warn::Log { suppressed: 0 });
+    }
+
     use super::*;
     use std::io::Write;
     use std::sync::{Arc, Mutex};

@@ -224,6 +224,9 @@ pub struct Metrics {
     pub rules_loaded: Gauge,
     /// `tripline_dead_letters_total`.
     pub dead_letters: Counter,
+    /// `tripline_dead_letter_failures_total`: records that could not be written to the
+    /// dead-letter file (it could not be opened, or a write failed), so are lost.
+    pub dead_letter_failures: Counter,
 
     // Sinks, by `{sink}`.
     /// `tripline_sink_batches_delivered_total`.
@@ -423,6 +426,12 @@ impl Metrics {
                 "Records written to the dead-letter file",
                 Counter::default(),
             ),
+            dead_letter_failures: register(
+                r,
+                "tripline_dead_letter_failures",
+                "Records that could not be written to the dead-letter file, and are lost",
+                Counter::default(),
+            ),
             sink_batches_delivered: register(
                 r,
                 "tripline_sink_batches_delivered",
@@ -617,6 +626,7 @@ mod tests {
         ("tripline_rule_reloads_total", "counter", &["result"]),
         ("tripline_rules_loaded", "gauge", &[]),
         ("tripline_dead_letters_total", "counter", &[]),
+        ("tripline_dead_letter_failures_total", "counter", &[]),
         (
             "tripline_sink_batches_delivered_total",
             "counter",
@@ -698,6 +708,7 @@ mod tests {
         m.queue_batches.set(2);
         m.rules_loaded.set(12);
         m.dead_letters.inc();
+        m.dead_letter_failures.inc();
         m
     }
 
@@ -863,6 +874,7 @@ mod tests {
             families,
             [
                 "tripline_batch_duration_seconds",
+                "tripline_dead_letter_failures",
                 "tripline_dead_letters",
                 "tripline_queue_batches",
                 "tripline_rule_reloads",

@@ -19,7 +19,10 @@ pub mod metrics;
 mod server;
 
 pub use health::{Health, HealthHandle};
-pub use logging::{init_logging, LogFormat, LOG_FILTER_VAR};
+pub use logging::{
+    init_logging, LogFormat, Warn, WarnLimiter, LOG_FILTER_VAR, SKIPPED_LINE_WARNINGS,
+    WARNINGS_PER_WINDOW, WARNING_WINDOW,
+};
 pub use metrics::{
     AlertLabels, ConsumerLagLabels, Counter, Gauge, Histogram, HistogramFamily, Metrics,
     ReloadLabels, ReloadResult, SinkLabels, SkipLabels, SourceLabels, WebhookRequestLabels,
