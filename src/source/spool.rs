@@ -42,6 +42,27 @@ pub struct Spool {
     used: AtomicU64,
 }
 
+/// Files being received start with this; they are not segments.
+const STAGING_PREFIX: &str = ".incoming-";
+
+/// Counts the bytes written through it.
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn segment_name(seq: u64) -> String {
     format!("segment-{seq:012}.jsonl")
 }
@@ -72,6 +93,16 @@ impl Spool {
 
     pub fn open_with(dir: &Path, max_bytes: u64, segment_bytes: u64) -> io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
+        // Bodies that were being received when the process stopped were never answered 200.
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(STAGING_PREFIX))
+            {
+                std::fs::remove_file(e.path())?;
+            }
+        }
         let segments = list(dir)?;
         if let Some((last, _)) = segments.last() {
             let path = dir.join(segment_name(*last));
@@ -115,8 +146,20 @@ impl Spool {
 
     /// Appends `data` (complete lines) and makes it durable before returning.
     pub fn append(&self, data: &[u8]) -> Result<(), SpoolError> {
+        self.append_with(data.len() as u64, |w| w.write_all(data))
+    }
+
+    /// Appends exactly `len` bytes of complete lines, written by `fill` through a bounded
+    /// buffer (so a large batch is copied from a staging file, never held in memory), and
+    /// makes them durable before returning. `fill` writing any other number of bytes is an
+    /// error, and the torn data is ended with a newline as for a failed write.
+    pub fn append_with(
+        &self,
+        len: u64,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), SpoolError> {
         let used = self.used();
-        if used + data.len() as u64 > self.max_bytes {
+        if used + len > self.max_bytes {
             return Err(SpoolError::Full {
                 used,
                 max: self.max_bytes,
@@ -126,22 +169,49 @@ impl Spool {
             Ok(a) => a,
             Err(p) => p.into_inner(),
         };
-        if a.size > 0 && a.size + data.len() as u64 > self.segment_bytes {
+        if a.size > 0 && a.size + len > self.segment_bytes {
             let seq = a.seq + 1;
             a.file = create_segment(&self.dir, seq)?;
             a.seq = seq;
             a.size = 0;
         }
-        if let Err(e) = a.file.write_all(data).and_then(|()| a.file.sync_data()) {
+        let written = {
+            let mut w = CountingWriter {
+                inner: io::BufWriter::with_capacity(256 << 10, &mut a.file),
+                count: 0,
+            };
+            fill(&mut w)
+                .and_then(|()| w.inner.flush())
+                .map(|()| w.count)
+        };
+        let written = written.and_then(|n| {
+            if n == len {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "{n} bytes written where {len} were announced"
+                )))
+            }
+        });
+        if let Err(e) = written.and_then(|()| a.file.sync_data()) {
             // Part of the data may be on disk: end it so the next append starts a new line
             // (the torn line is reported as malformed by the reader; the sender gets an error
             // and sends the batch again).
             let _ = a.file.write_all(b"\n");
+            if let Ok(m) = a.file.metadata() {
+                a.size = m.len();
+            }
             return Err(SpoolError::Io(e));
         }
-        a.size += data.len() as u64;
-        self.used.fetch_add(data.len() as u64, Ordering::Relaxed);
+        a.size += len;
+        self.used.fetch_add(len, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A path in the spool directory for a request body being received (never followed by
+    /// the reader; leftovers of a crash are deleted by [`Spool::open`]).
+    pub fn staging_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{STAGING_PREFIX}{name}"))
     }
 
     /// Deletes closed segments whose every byte is confirmed in the reader's checkpoint
