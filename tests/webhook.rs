@@ -667,3 +667,109 @@ fn large_bodies_stream_to_the_spool_within_the_memory_budget() {
     );
     h.daemon.stop();
 }
+
+/// Regression: authenticated clients trickling their bodies held every request slot until
+/// `request_timeout` (27 s of refused batches); clients trickling headers held connections.
+#[test]
+fn slow_clients_do_not_keep_a_batch_out() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (port, hook_port) = (free_port(), free_port());
+    let cfg = format!(
+        r#"state_dir: {d}/state
+sources:
+  - type: webhook
+    name: hook
+    listen: 127.0.0.1:{hook_port}
+    allow_insecure: true
+    token: t0ken
+    max_concurrent_requests: 2
+    header_read_timeout: 1s
+    body_read_timeout: 1s
+sinks:
+  - type: file
+    name: events
+    path: {d}/out/events.jsonl
+    flows: [events]
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        d = dir.display()
+    );
+    let daemon = Daemon::spawn(dir, &cfg, port);
+    wait_until(
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", hook_port)).is_ok(),
+        || daemon.logs(),
+    );
+    let trickle = |head: String, body: bool| {
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", hook_port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let started = std::time::Instant::now();
+            let bytes: Vec<u8> = if body {
+                s.write_all(head.as_bytes()).unwrap();
+                vec![b' '; 100]
+            } else {
+                head.into_bytes()
+            };
+            // A byte every 100 ms, until the server stops listening or 8 s have passed.
+            for b in bytes {
+                if s.write_all(&[b]).is_err() || started.elapsed() > Duration::from_secs(8) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            (started.elapsed(), answer)
+        })
+    };
+    let body_head = "POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n".to_string();
+    let header_head = "POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n".to_string();
+    let slow: Vec<_> = (0..4)
+        .map(|_| trickle(body_head.clone(), true))
+        .chain((0..4).map(|_| trickle(header_head.clone(), false)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let rt = runtime();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = post(
+        &rt,
+        &c,
+        &format!("http://127.0.0.1:{hook_port}/audit"),
+        event_list(&ids("legit", 5), 0),
+        Some("t0ken"),
+    );
+    let took = started.elapsed();
+    assert_eq!(answer, Ok(200), "{}", daemon.logs());
+    assert!(
+        took < Duration::from_secs(3),
+        "a batch waited {took:?} behind slow clients"
+    );
+    let events = dir.join("out/events.jsonl");
+    wait_until(
+        Duration::from_secs(20),
+        || delivered(&events).len() == 5,
+        || daemon.logs(),
+    );
+    // The slow ones were cut off: bodies with 408, headers by closing the connection.
+    for (i, t) in slow.into_iter().enumerate() {
+        let (took, answer) = t.join().unwrap();
+        assert!(
+            took < Duration::from_secs(6),
+            "slow client {i} kept for {took:?}"
+        );
+        if i < 4 {
+            assert!(answer.starts_with("HTTP/1.1 408"), "{i}: {answer}");
+        }
+    }
+    daemon.stop();
+}

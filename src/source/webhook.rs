@@ -597,6 +597,10 @@ async fn gate_inner(
             return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
         }
     }
+    let mut request = request;
+    request
+        .extensions_mut()
+        .insert(Arrived(tokio::time::Instant::now()));
     let served = tokio::time::timeout(limit, async {
         let Ok(_permit) = st.permits.acquire().await else {
             return retry_later(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
@@ -611,6 +615,11 @@ async fn gate_inner(
     }
 }
 
+/// When the request's headers were read: the body's progress rules run from then, so time
+/// spent waiting for a request slot counts too.
+#[derive(Clone, Copy)]
+struct Arrived(tokio::time::Instant);
+
 /// Receives the body into a staging file in the spool directory, in the chunks the
 /// connection delivers (never the whole body in memory), within the size limit, the in-flight
 /// budget and the progress rules (`body_read_timeout`, `body_min_bytes_per_second`).
@@ -618,6 +627,7 @@ async fn receive_body(
     st: &Shared,
     body: &mut axum::body::Body,
     declared: Option<u64>,
+    started: tokio::time::Instant,
     reservation: &mut Reservation<'_>,
     path: &Path,
 ) -> Result<(), Response> {
@@ -629,7 +639,6 @@ async fn receive_body(
     })?;
     // Writes land in the page cache; the staging file is never fsynced (the spool append is).
     let mut file = std::io::BufWriter::with_capacity(256 << 10, file);
-    let started = tokio::time::Instant::now();
     let mut received = 0u64;
     loop {
         // No progress for `body_read_timeout`, or on average slower than the minimum rate
@@ -691,6 +700,10 @@ async fn receive_body(
 
 async fn handle(st: &Arc<Shared>, request: axum::extract::Request) -> Response {
     let (parts, mut body) = request.into_parts();
+    let arrived = parts
+        .extensions
+        .get::<Arrived>()
+        .map_or_else(tokio::time::Instant::now, |a| a.0);
     let declared = match parts.headers.get(header::CONTENT_LENGTH) {
         None => None,
         Some(v) => match v.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
@@ -727,7 +740,16 @@ async fn handle(st: &Arc<Shared>, request: axum::extract::Request) -> Response {
         body: st.spool.staging_path(&format!("{n}.body")),
         lines: st.spool.staging_path(&format!("{n}.lines")),
     };
-    if let Err(r) = receive_body(st, &mut body, declared, &mut reservation, &staging.body).await {
+    if let Err(r) = receive_body(
+        st,
+        &mut body,
+        declared,
+        arrived,
+        &mut reservation,
+        &staging.body,
+    )
+    .await
+    {
         return r;
     }
     let shared = st.clone();
