@@ -685,6 +685,7 @@ sources:
     allow_insecure: true
     token: t0ken
     max_concurrent_requests: 2
+    max_body_bytes: 8192
     header_read_timeout: 1s
     body_read_timeout: 1s
 sinks:
@@ -727,7 +728,7 @@ telemetry:
             (started.elapsed(), answer)
         })
     };
-    let body_head = "POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n".to_string();
+    let body_head = "POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n".to_string();
     let header_head = "POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n".to_string();
     let slow: Vec<_> = (0..4)
         .map(|_| trickle(body_head.clone(), true))
@@ -760,6 +761,18 @@ telemetry:
         || delivered(&events).len() == 5,
         || daemon.logs(),
     );
+    // A chunked body (no Content-Length) is stopped at the limit with 413.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", hook_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    for _ in 0..5 {
+        let _ = s.write_all(format!("{:x}\r\n{}\r\n", 4000, " ".repeat(4000)).as_bytes());
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
     // The slow ones were cut off: bodies with 408, headers by closing the connection.
     for (i, t) in slow.into_iter().enumerate() {
         let (took, answer) = t.join().unwrap();
