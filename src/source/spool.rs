@@ -42,6 +42,14 @@ pub struct Spool {
     used: AtomicU64,
 }
 
+/// The file in the spool directory that names the format of the segments beside it.
+pub const FORMAT_FILE: &str = "FORMAT";
+
+/// The segment format this release writes and reads: JSON lines, one audit event per line,
+/// `segment-<12-digit sequence>.jsonl`, torn last lines terminated on open. A spool without a
+/// format file was written before the file existed, in this format.
+pub const FORMAT_VERSION: u32 = 1;
+
 /// Files being received start with this; they are not segments.
 const STAGING_PREFIX: &str = ".incoming-";
 
@@ -93,6 +101,7 @@ impl Spool {
 
     pub fn open_with(dir: &Path, max_bytes: u64, segment_bytes: u64) -> io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
+        check_format(dir)?;
         // Bodies that were being received when the process stopped were never answered 200.
         for e in std::fs::read_dir(dir)? {
             let e = e?;
@@ -249,6 +258,46 @@ impl Spool {
     }
 }
 
+/// Refuses a spool written in a format this release does not know (a newer release's), and
+/// marks one without a format file (new, or from before the file existed) as this release's.
+fn check_format(dir: &Path) -> io::Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let version = text.trim();
+            match version.parse::<u32>() {
+                Ok(FORMAT_VERSION) => Ok(()),
+                Ok(v) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} says the spool has format version {v}; this tripline reads version \
+                         {FORMAT_VERSION}. Run the release that wrote it until the spool is \
+                         drained, or move the directory away (its events are then not delivered)",
+                        path.display()
+                    ),
+                )),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: `{version}` is not a spool format version (this tripline writes {FORMAT_VERSION})",
+                        path.display()
+                    ),
+                )),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Written to a temporary name and renamed: a crash leaves no half-written marker.
+            let tmp = dir.join(format!("{STAGING_PREFIX}format"));
+            let mut f = File::create(&tmp)?;
+            f.write_all(format!("{FORMAT_VERSION}\n").as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn create_segment(dir: &Path, seq: u64) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = OpenOptions::new()
@@ -335,5 +384,45 @@ mod tests {
         assert_eq!(s.clean(&cp_path).unwrap(), 1);
         assert!(!seg1.exists());
         assert_eq!(s.used(), 8, "the active segment remains");
+    }
+
+    #[test]
+    fn the_format_version_is_written_and_a_future_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FORMAT_FILE)).unwrap(),
+            "1\n"
+        );
+        // This release's own spool opens again.
+        Spool::open(dir.path(), 1 << 20)
+            .unwrap()
+            .append(b"{}\n")
+            .unwrap();
+        Spool::open(dir.path(), 1 << 20).unwrap();
+
+        std::fs::write(dir.path().join(FORMAT_FILE), "2\n").unwrap();
+        let e = Spool::open(dir.path(), 1 << 20).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let m = e.to_string();
+        assert!(
+            m.contains("format version 2") && m.contains("reads version 1"),
+            "{m}"
+        );
+        std::fs::write(dir.path().join(FORMAT_FILE), "banana").unwrap();
+        let m = Spool::open(dir.path(), 1 << 20).err().unwrap().to_string();
+        assert!(m.contains("`banana`"), "{m}");
+    }
+
+    #[test]
+    fn a_spool_from_before_the_version_marker_is_read_as_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(3)), b"{\"a\":1}\n").unwrap();
+        Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FORMAT_FILE)).unwrap(),
+            "1\n"
+        );
+        assert!(dir.path().join(segment_name(4)).exists());
     }
 }
