@@ -187,14 +187,6 @@ impl WebhookSourceConfig {
                 self.max_in_flight_bytes, self.max_body_bytes
             ));
         }
-        for (key, d) in [
-            ("header_read_timeout", self.header_read_timeout),
-            ("body_read_timeout", self.body_read_timeout),
-        ] {
-            if d.0.is_zero() {
-                p.push(format!("{key}: must be more than 0"));
-            }
-        }
         if self.body_min_bytes_per_second == 0 {
             p.push("body_min_bytes_per_second: must be at least 1".to_string());
         }
@@ -1275,6 +1267,19 @@ mod tests {
                 .unwrap();
         assert!(cfg.validate().join("\n").contains("token: empty"));
         assert!(!format!("{cfg:?}").contains("token: Some(\"x\")"));
+        let cfg: WebhookSourceConfig = serde_yaml::from_str(
+            "listen: 127.0.0.1:9443\nallow_insecure: true\nmax_body_bytes: 2000\nmax_in_flight_bytes: 1000\nbody_min_bytes_per_second: 0\n",
+        )
+        .unwrap();
+        let p = cfg.validate().join("\n");
+        assert!(
+            p.contains("max_in_flight_bytes: 1000 is less than max_body_bytes (2000)"),
+            "{p}"
+        );
+        assert!(
+            p.contains("body_min_bytes_per_second: must be at least 1"),
+            "{p}"
+        );
     }
 
     #[test]
