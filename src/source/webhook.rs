@@ -289,11 +289,19 @@ enum SplitError {
 /// newline.
 type StagedLine = ([u8; 16], u64);
 
-fn key_of(line: &[u8]) -> [u8; 16] {
-    let k = *blake3::hash(line).as_bytes();
+/// The first 16 bytes of the line's BLAKE3 hash.
+fn key_from(hasher: &blake3::Hasher) -> [u8; 16] {
+    let k = *hasher.finalize().as_bytes();
     let mut key = [0u8; 16];
     key.copy_from_slice(&k[..16]);
     key
+}
+
+#[cfg(test)]
+fn key_of(line: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(line);
+    key_from(&h)
 }
 
 /// Writes event lines to the lines file and remembers their keys.
@@ -305,16 +313,23 @@ struct LineWriter<W> {
 
 impl<W: std::io::Write> LineWriter<W> {
     /// One event as one line: a pretty-printed event's newlines become spaces, which keeps it
-    /// the same JSON (a raw newline can only be whitespace between tokens).
+    /// the same JSON (a raw newline can only be whitespace between tokens). Written and hashed
+    /// piece by piece: no copy of the event is made.
     fn push(&mut self, event: &str) -> std::io::Result<()> {
-        let line: std::borrow::Cow<'_, [u8]> = if event.contains('\n') {
-            event.replace('\n', " ").into_bytes().into()
-        } else {
-            event.as_bytes().into()
-        };
-        self.out.write_all(&line)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut pieces = event.as_bytes().split(|&b| b == b'\n');
+        if let Some(first) = pieces.next() {
+            self.out.write_all(first)?;
+            hasher.update(first);
+        }
+        for piece in pieces {
+            self.out.write_all(b" ")?;
+            self.out.write_all(piece)?;
+            hasher.update(b" ");
+            hasher.update(piece);
+        }
         self.out.write_all(b"\n")?;
-        self.lines.push((key_of(&line), line.len() as u64 + 1));
+        self.lines.push((key_from(&hasher), event.len() as u64 + 1));
         Ok(())
     }
 }
@@ -466,10 +481,7 @@ fn copy_single_event<W: std::io::Write>(body: &Path, w: &mut LineWriter<W>) -> s
         }
     }
     out.write_all(b"\n")?;
-    let k = *hasher.finalize().as_bytes();
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&k[..16]);
-    w.lines.push((key, len + 1));
+    w.lines.push((key_from(&hasher), len + 1));
     Ok(())
 }
 
