@@ -5,6 +5,10 @@
 //!
 //! A SIEM outage therefore fills the disk up to `max_bytes`, not memory; beyond it the spool
 //! refuses (the webhook answers 429 and the API server retries).
+//!
+//! The directory also holds `FORMAT` (the segments' format version, checked on open) and, while
+//! requests are received, `.incoming-*` staging files, which the reader never follows and
+//! [`Spool::open`] deletes as leftovers of a crash.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

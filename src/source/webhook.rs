@@ -6,6 +6,14 @@
 //! The API server considers a batch delivered on 200 and retries otherwise, so retried batches
 //! arrive twice: events are deduplicated within a window by a hash of their bytes (not by
 //! `auditID`, which the client controls).
+//!
+//! Memory is bounded by configuration, not by input: a body is streamed to a staging file in the
+//! spool directory (never held whole), within `max_body_bytes` (413, from `Content-Length`
+//! before any of it is read) and a global in-flight byte budget (429 with `Retry-After`), then
+//! split from the file by a streaming JSON parse that holds one event at a time, hashed for
+//! deduplication as it is written, and copied to the spool. Clients that send headers or
+//! bodies too slowly are cut off (`header_read_timeout`, `body_read_timeout`,
+//! `body_min_bytes_per_second`) so they cannot hold the request slots.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
