@@ -499,3 +499,290 @@ fn real_events_replayed_as_event_lists_alert_like_tripline_scan() {
     assert_eq!(alert_keys(&got), alert_keys(&expected));
     h.daemon.stop();
 }
+
+/// A 100 KB `RequestResponse`-sized event: few events carry many bytes.
+fn big_event(id: &str) -> serde_json::Value {
+    let mut v = event(id, false);
+    v["level"] = "RequestResponse".into();
+    v["requestObject"] =
+        serde_json::json!({"kind": "ConfigMap", "data": {"blob": "x".repeat(100_000)}});
+    v
+}
+
+/// POSTs `body`; the status and the `Retry-After` header, or the error text.
+fn post_full(
+    rt: &tokio::runtime::Runtime,
+    c: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Option<String>), String> {
+    rt.block_on(async {
+        c.post(url)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map(|r| {
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                (r.status().as_u16(), retry)
+            })
+            .map_err(|e| format!("{e:?}"))
+    })
+}
+
+/// auditID -> deliveries, by a plain text scan (the files here are large for a JSON parse).
+fn delivered_fast(path: &Path) -> HashMap<String, usize> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut m = HashMap::new();
+    for line in text.lines() {
+        let Some(at) = line.find("\"auditID\":\"") else {
+            continue;
+        };
+        let rest = &line[at + 11..];
+        let id = &rest[..rest.find('"').unwrap()];
+        *m.entry(id.to_string()).or_default() += 1;
+    }
+    m
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Regression: bodies were held whole in memory (a 60 MiB `EventList` cost 372 MB, 16 at once
+/// 2.28 GB), and an oversized body was read to the limit and dropped without a 413.
+#[test]
+fn large_bodies_stream_to_the_spool_within_the_memory_budget() {
+    const MIB: usize = 1 << 20;
+    const BUDGET: usize = 24 * MIB;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki(dir);
+    let extra = format!(
+        "    max_body_bytes: {}\n    max_in_flight_bytes: {BUDGET}\n    spool_max_bytes: {}\n",
+        16 * MIB,
+        1024 * MIB
+    );
+    let h = start(dir, &pki, &extra, None);
+    let pid = h.daemon.child.id();
+    let idle_kib = vm_hwm_kib(pid);
+
+    // Too large by its Content-Length: 413 before the body is read.
+    let rt = runtime();
+    let c = client(&pki, Some(&pki.client));
+    let huge = vec![b' '; 40 * MIB];
+    let answer = post_full(&rt, &c, &h.url, huge);
+    assert_eq!(answer.as_ref().map(|a| a.0), Ok(413), "{answer:?}");
+
+    // Three bodies of about 12 MiB (120 events of 100 KB) at once: 36 MiB does not fit the
+    // 24 MiB budget, so some get 429 with Retry-After and are retried, as the API server does.
+    let batches: Vec<Vec<String>> = (0..3).map(|b| ids(&format!("big{b}"), 120)).collect();
+    let bodies: Vec<Vec<u8>> = batches
+        .iter()
+        .map(|ids| {
+            let items: Vec<_> = ids.iter().map(|id| big_event(id)).collect();
+            serde_json::to_vec(&serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items})).unwrap()
+        })
+        .collect();
+    assert!(bodies
+        .iter()
+        .all(|b| b.len() > 11 * MIB && b.len() < 16 * MIB));
+    let started = std::time::Instant::now();
+    let outcomes: Vec<(usize, Vec<Option<String>>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let (pki, url) = (&pki, &h.url);
+                s.spawn(move || {
+                    let rt = runtime();
+                    let c = client(pki, Some(&pki.client));
+                    let mut refusals = Vec::new();
+                    loop {
+                        match post_full(&rt, &c, url, body.clone()) {
+                            Ok((200, _)) => return (refusals.len(), refusals),
+                            Ok((429, retry)) => {
+                                refusals.push(retry);
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            other => panic!("unexpected answer {other:?}"),
+                        }
+                        assert!(refusals.len() < 200, "never accepted");
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refusals: Vec<Option<String>> = outcomes.into_iter().flat_map(|o| o.1).collect();
+    assert!(!refusals.is_empty(), "36 MiB at once fit a 24 MiB budget");
+    assert!(
+        refusals.iter().all(|r| r.as_deref() == Some("1")),
+        "{refusals:?}"
+    );
+    // A retried batch (the same bytes again) is absorbed.
+    assert_eq!(
+        post_full(&rt, &c, &h.url, bodies[0].clone()).map(|a| a.0),
+        Ok(200)
+    );
+    let accepted_in = started.elapsed();
+
+    let events = dir.join("out/events.jsonl");
+    let total = 3 * 120;
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            std::fs::read(&events)
+                .map(|b| b.iter().filter(|&&c| c == b'\n').count() >= total)
+                .unwrap_or(false)
+        },
+        || h.daemon.logs(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let d = delivered_fast(&events);
+    assert_eq!(d.len(), total);
+    assert!(
+        batches.iter().flatten().all(|id| d.get(id) == Some(&1)),
+        "not every event exactly once"
+    );
+    let hwm_kib = vm_hwm_kib(pid);
+    eprintln!(
+        "webhook: 3 x {} MiB bodies accepted in {accepted_in:?}; VmHWM {} MiB (idle {} MiB)",
+        bodies[0].len() / MIB,
+        hwm_kib / 1024,
+        idle_kib / 1024
+    );
+    // The budget plus a fixed overhead (the daemon at rest, the pipeline's bounded batches).
+    let bound_kib = (BUDGET / 1024) as u64 + 48 * 1024;
+    assert!(
+        hwm_kib < bound_kib,
+        "peak RSS {} MiB over the bound {} MiB",
+        hwm_kib / 1024,
+        bound_kib / 1024
+    );
+    h.daemon.stop();
+}
+
+/// Regression: authenticated clients trickling their bodies held every request slot until
+/// `request_timeout` (27 s of refused batches); clients trickling headers held connections.
+#[test]
+fn slow_clients_do_not_keep_a_batch_out() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (port, hook_port) = (free_port(), free_port());
+    let cfg = format!(
+        r#"state_dir: {d}/state
+sources:
+  - type: webhook
+    name: hook
+    listen: 127.0.0.1:{hook_port}
+    allow_insecure: true
+    token: t0ken
+    max_concurrent_requests: 2
+    max_body_bytes: 8192
+    header_read_timeout: 1s
+    body_read_timeout: 1s
+sinks:
+  - type: file
+    name: events
+    path: {d}/out/events.jsonl
+    flows: [events]
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        d = dir.display()
+    );
+    let daemon = Daemon::spawn(dir, &cfg, port);
+    wait_until(
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", hook_port)).is_ok(),
+        || daemon.logs(),
+    );
+    let trickle = |head: String, body: bool| {
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", hook_port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let started = std::time::Instant::now();
+            let bytes: Vec<u8> = if body {
+                s.write_all(head.as_bytes()).unwrap();
+                vec![b' '; 100]
+            } else {
+                head.into_bytes()
+            };
+            // A byte every 100 ms, until the server stops listening or 8 s have passed.
+            for b in bytes {
+                if s.write_all(&[b]).is_err() || started.elapsed() > Duration::from_secs(8) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            (started.elapsed(), answer)
+        })
+    };
+    let body_head = "POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n".to_string();
+    let header_head = "POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n".to_string();
+    let slow: Vec<_> = (0..4)
+        .map(|_| trickle(body_head.clone(), true))
+        .chain((0..4).map(|_| trickle(header_head.clone(), false)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let rt = runtime();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = post(
+        &rt,
+        &c,
+        &format!("http://127.0.0.1:{hook_port}/audit"),
+        event_list(&ids("legit", 5), 0),
+        Some("t0ken"),
+    );
+    let took = started.elapsed();
+    assert_eq!(answer, Ok(200), "{}", daemon.logs());
+    assert!(
+        took < Duration::from_secs(3),
+        "a batch waited {took:?} behind slow clients"
+    );
+    let events = dir.join("out/events.jsonl");
+    wait_until(
+        Duration::from_secs(20),
+        || delivered(&events).len() == 5,
+        || daemon.logs(),
+    );
+    // A chunked body (no Content-Length) is stopped at the limit with 413.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", hook_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /audit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer t0ken\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    for _ in 0..5 {
+        let _ = s.write_all(format!("{:x}\r\n{}\r\n", 4000, " ".repeat(4000)).as_bytes());
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // The slow ones were cut off: bodies with 408, headers by closing the connection.
+    for (i, t) in slow.into_iter().enumerate() {
+        let (took, answer) = t.join().unwrap();
+        assert!(
+            took < Duration::from_secs(6),
+            "slow client {i} kept for {took:?}"
+        );
+        if i < 4 {
+            assert!(answer.starts_with("HTTP/1.1 408"), "{i}: {answer}");
+        }
+    }
+    daemon.stop();
+}

@@ -5,6 +5,10 @@
 //!
 //! A SIEM outage therefore fills the disk up to `max_bytes`, not memory; beyond it the spool
 //! refuses (the webhook answers 429 and the API server retries).
+//!
+//! The directory also holds `FORMAT` (the segments' format version, checked on open) and, while
+//! requests are received, `.incoming-*` staging files, which the reader never follows and
+//! [`Spool::open`] deletes as leftovers of a crash.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -42,6 +46,35 @@ pub struct Spool {
     used: AtomicU64,
 }
 
+/// The file in the spool directory that names the format of the segments beside it.
+pub const FORMAT_FILE: &str = "FORMAT";
+
+/// The segment format this release writes and reads: JSON lines, one audit event per line,
+/// `segment-<12-digit sequence>.jsonl`, torn last lines terminated on open. A spool without a
+/// format file was written before the file existed, in this format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Files being received start with this; they are not segments.
+const STAGING_PREFIX: &str = ".incoming-";
+
+/// Counts the bytes written through it.
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn segment_name(seq: u64) -> String {
     format!("segment-{seq:012}.jsonl")
 }
@@ -72,6 +105,17 @@ impl Spool {
 
     pub fn open_with(dir: &Path, max_bytes: u64, segment_bytes: u64) -> io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
+        check_format(dir)?;
+        // Bodies that were being received when the process stopped were never answered 200.
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(STAGING_PREFIX))
+            {
+                std::fs::remove_file(e.path())?;
+            }
+        }
         let segments = list(dir)?;
         if let Some((last, _)) = segments.last() {
             let path = dir.join(segment_name(*last));
@@ -115,8 +159,20 @@ impl Spool {
 
     /// Appends `data` (complete lines) and makes it durable before returning.
     pub fn append(&self, data: &[u8]) -> Result<(), SpoolError> {
+        self.append_with(data.len() as u64, |w| w.write_all(data))
+    }
+
+    /// Appends exactly `len` bytes of complete lines, written by `fill` through a bounded
+    /// buffer (so a large batch is copied from a staging file, never held in memory), and
+    /// makes them durable before returning. `fill` writing any other number of bytes is an
+    /// error, and the torn data is ended with a newline as for a failed write.
+    pub fn append_with(
+        &self,
+        len: u64,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), SpoolError> {
         let used = self.used();
-        if used + data.len() as u64 > self.max_bytes {
+        if used + len > self.max_bytes {
             return Err(SpoolError::Full {
                 used,
                 max: self.max_bytes,
@@ -126,22 +182,49 @@ impl Spool {
             Ok(a) => a,
             Err(p) => p.into_inner(),
         };
-        if a.size > 0 && a.size + data.len() as u64 > self.segment_bytes {
+        if a.size > 0 && a.size + len > self.segment_bytes {
             let seq = a.seq + 1;
             a.file = create_segment(&self.dir, seq)?;
             a.seq = seq;
             a.size = 0;
         }
-        if let Err(e) = a.file.write_all(data).and_then(|()| a.file.sync_data()) {
+        let written = {
+            let mut w = CountingWriter {
+                inner: io::BufWriter::with_capacity(256 << 10, &mut a.file),
+                count: 0,
+            };
+            fill(&mut w)
+                .and_then(|()| w.inner.flush())
+                .map(|()| w.count)
+        };
+        let written = written.and_then(|n| {
+            if n == len {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "{n} bytes written where {len} were announced"
+                )))
+            }
+        });
+        if let Err(e) = written.and_then(|()| a.file.sync_data()) {
             // Part of the data may be on disk: end it so the next append starts a new line
             // (the torn line is reported as malformed by the reader; the sender gets an error
             // and sends the batch again).
             let _ = a.file.write_all(b"\n");
+            if let Ok(m) = a.file.metadata() {
+                a.size = m.len();
+            }
             return Err(SpoolError::Io(e));
         }
-        a.size += data.len() as u64;
-        self.used.fetch_add(data.len() as u64, Ordering::Relaxed);
+        a.size += len;
+        self.used.fetch_add(len, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A path in the spool directory for a request body being received (never followed by
+    /// the reader; leftovers of a crash are deleted by [`Spool::open`]).
+    pub fn staging_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{STAGING_PREFIX}{name}"))
     }
 
     /// Deletes closed segments whose every byte is confirmed in the reader's checkpoint
@@ -176,6 +259,46 @@ impl Spool {
         }
         self.used.store(used, Ordering::Relaxed);
         Ok(removed)
+    }
+}
+
+/// Refuses a spool written in a format this release does not know (a newer release's), and
+/// marks one without a format file (new, or from before the file existed) as this release's.
+fn check_format(dir: &Path) -> io::Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let version = text.trim();
+            match version.parse::<u32>() {
+                Ok(FORMAT_VERSION) => Ok(()),
+                Ok(v) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} says the spool has format version {v}; this tripline reads version \
+                         {FORMAT_VERSION}. Run the release that wrote it until the spool is \
+                         drained, or move the directory away (its events are then not delivered)",
+                        path.display()
+                    ),
+                )),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: `{version}` is not a spool format version (this tripline writes {FORMAT_VERSION})",
+                        path.display()
+                    ),
+                )),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Written to a temporary name and renamed: a crash leaves no half-written marker.
+            let tmp = dir.join(format!("{STAGING_PREFIX}format"));
+            let mut f = File::create(&tmp)?;
+            f.write_all(format!("{FORMAT_VERSION}\n").as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -265,5 +388,45 @@ mod tests {
         assert_eq!(s.clean(&cp_path).unwrap(), 1);
         assert!(!seg1.exists());
         assert_eq!(s.used(), 8, "the active segment remains");
+    }
+
+    #[test]
+    fn the_format_version_is_written_and_a_future_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FORMAT_FILE)).unwrap(),
+            "1\n"
+        );
+        // This release's own spool opens again.
+        Spool::open(dir.path(), 1 << 20)
+            .unwrap()
+            .append(b"{}\n")
+            .unwrap();
+        Spool::open(dir.path(), 1 << 20).unwrap();
+
+        std::fs::write(dir.path().join(FORMAT_FILE), "2\n").unwrap();
+        let e = Spool::open(dir.path(), 1 << 20).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let m = e.to_string();
+        assert!(
+            m.contains("format version 2") && m.contains("reads version 1"),
+            "{m}"
+        );
+        std::fs::write(dir.path().join(FORMAT_FILE), "banana").unwrap();
+        let m = Spool::open(dir.path(), 1 << 20).err().unwrap().to_string();
+        assert!(m.contains("`banana`"), "{m}");
+    }
+
+    #[test]
+    fn a_spool_from_before_the_version_marker_is_read_as_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(3)), b"{\"a\":1}\n").unwrap();
+        Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FORMAT_FILE)).unwrap(),
+            "1\n"
+        );
+        assert!(dir.path().join(segment_name(4)).exists());
     }
 }
