@@ -317,6 +317,10 @@ pub struct FileSource {
     events: Sender<SourceEvent>,
     metrics: SourceMetrics,
     dirty: bool,
+    /// When the checkpoint was last written (or found clean).
+    last_checkpoint: Instant,
+    /// When `tripline_source_lag_bytes` was last measured.
+    last_lag: Instant,
     last_data: Instant,
     silent: bool,
     /// Compressed backups are looked for once, at start.
@@ -413,6 +417,8 @@ impl FileSource {
             events,
             metrics: SourceMetrics::new(metrics, name),
             dirty: false,
+            last_checkpoint: Instant::now(),
+            last_lag: Instant::now(),
             last_data: Instant::now(),
             silent: false,
             compressed_checked: false,
@@ -462,8 +468,7 @@ impl FileSource {
         health.set_ready(true);
         self.health = Some(health);
         let poll = self.cfg.poll_interval.0;
-        let checkpoint_every = self.cfg.checkpoint_interval.0;
-        let mut last_checkpoint = Instant::now();
+        self.last_checkpoint = Instant::now();
         let mut last_scan = Instant::now() - poll;
         tracing::info!(source = %self.name, globs = ?self.cfg.paths, first_start = self.first_start, "file source started");
         while !stop.load(Ordering::Relaxed) {
@@ -475,10 +480,7 @@ impl FileSource {
             let progressed = self.read_all(&stop);
             self.release_finished();
             self.check_silence();
-            if last_checkpoint.elapsed() >= checkpoint_every {
-                self.write_checkpoint();
-                last_checkpoint = Instant::now();
-            }
+            self.checkpoint_if_due();
             if !progressed {
                 // Wait for inotify, a completion, or the poll interval.
                 crossbeam_channel::select! {
@@ -495,11 +497,13 @@ impl FileSource {
         // Drain: stop reading, wait for confirmations of what was handed on.
         let deadline = Instant::now() + drain_timeout;
         while self.tracked.values().any(|t| !t.drained()) && Instant::now() < deadline {
-            match self.acks_rx.recv_timeout(Duration::from_millis(50)) {
+            match self.acks_rx.recv_timeout(self.wait_step()) {
                 Ok(c) => self.complete(c),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            // A long drain still checkpoints what is confirmed as it goes.
+            self.checkpoint_if_due();
         }
         self.take_completions();
         let unconfirmed: usize = self.tracked.values().map(|t| t.pending.len()).sum();
@@ -509,6 +513,47 @@ impl FileSource {
         self.dirty = true;
         self.write_checkpoint();
         tracing::info!(source = %self.name, "file source stopped");
+    }
+
+    /// How long the source waits at most, blocked on the pipeline or draining, before it
+    /// looks at the checkpoint again: 100 ms, or less with a shorter `checkpoint_interval`.
+    fn wait_step(&self) -> Duration {
+        self.cfg
+            .checkpoint_interval
+            .0
+            .min(Duration::from_millis(100))
+    }
+
+    /// Takes the confirmations that arrived and writes the checkpoint once `checkpoint_interval`
+    /// has passed since the last write. Called by the loop, and while it is held back (blocked
+    /// on the full pipeline, or draining): checkpoints follow confirmations whatever the
+    /// reading side is doing. Also refreshes `tripline_source_lag_bytes` every poll interval.
+    fn checkpoint_if_due(&mut self) {
+        self.take_completions();
+        if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval.0 {
+            self.write_checkpoint();
+            self.last_checkpoint = Instant::now();
+        }
+        if self.last_lag.elapsed() >= self.cfg.poll_interval.0 {
+            self.measure_lag();
+        }
+    }
+
+    /// Sets `tripline_source_lag_bytes`: the bytes of the followed files not read yet (a read
+    /// takes up to [`READ_CHUNK`] at a time). One `fstat` per followed file.
+    fn measure_lag(&mut self) {
+        let lag: u64 = self
+            .tracked
+            .values()
+            .filter_map(|t| {
+                let m = t.file.as_ref()?.metadata().ok()?;
+                Some(m.len().saturating_sub(t.read_pos))
+            })
+            .sum();
+        self.metrics
+            .lag_bytes
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        self.last_lag = Instant::now();
     }
 
     fn take_completions(&mut self) {
@@ -772,7 +817,6 @@ impl FileSource {
     /// Reads what was appended to every followed file. Returns true if anything was read.
     fn read_all(&mut self, stop: &AtomicBool) -> bool {
         let mut progressed = false;
-        let mut lag = 0i64;
         // Rotated (renamed or vanished) files first: their events are older.
         let mut keys: Vec<(bool, FileKey)> =
             self.tracked.iter().map(|(k, t)| (t.present, *k)).collect();
@@ -785,20 +829,19 @@ impl FileSource {
                 }
                 match self.read_some(key, &mut buf) {
                     Ok(0) => break,
-                    Ok(_) => progressed = true,
+                    Ok(_) => {
+                        progressed = true;
+                        // A long backlog read without waiting still checkpoints as it goes.
+                        self.checkpoint_if_due();
+                    }
                     Err(e) => {
                         tracing::warn!(source = %self.name, error = %e, "read failed");
                         break;
                     }
                 }
             }
-            if let Some(t) = self.tracked.get(&key) {
-                if let Some(Ok(m)) = t.file.as_ref().map(File::metadata) {
-                    lag += m.len().saturating_sub(t.read_pos) as i64;
-                }
-            }
         }
-        self.metrics.lag_bytes.set(lag);
+        self.measure_lag();
         progressed
     }
 
@@ -969,10 +1012,16 @@ impl FileSource {
                 message_offsets: Vec::new(),
                 ack,
             };
-            // Backpressure: wait for room, taking completions meanwhile.
+            // Backpressure: wait for room. Meanwhile confirmations keep arriving: the
+            // checkpoint follows them every interval, whether the pipeline takes a batch now
+            // and then (a slow sink) or not at all; otherwise it would stay behind for as long
+            // as the backlog lasts, and a crash would send the whole backlog again.
             loop {
-                match self.out.send_timeout(batch, Duration::from_millis(100)) {
-                    Ok(()) => break,
+                match self.out.send_timeout(batch, self.wait_step()) {
+                    Ok(()) => {
+                        self.checkpoint_if_due();
+                        break;
+                    }
                     Err(SendTimeoutError::Timeout(b)) => {
                         if self.stop.load(Ordering::Relaxed) {
                             // Shutting down: the batch stays unconfirmed and is read again at
@@ -980,7 +1029,7 @@ impl FileSource {
                             return Ok(());
                         }
                         batch = b;
-                        self.take_completions();
+                        self.checkpoint_if_due();
                     }
                     Err(SendTimeoutError::Disconnected(_)) => return Ok(()),
                 }
@@ -1967,6 +2016,89 @@ mod tests {
         r.stop();
         let cp = r.join();
         assert_eq!((cp.files[0].offset, cp.files[0].line), (2, 1));
+    }
+
+    /// Regression (reliability report): with a slow sink and a backlog the source sat blocked
+    /// on the full channel for 30 s, taking confirmations but writing no checkpoint, so a
+    /// `kill -9` sent the whole backlog again; and `tripline_source_lag_bytes` read 0 with the
+    /// backlog unread. Both must follow while the source is held back.
+    #[test]
+    fn checkpoints_and_lag_follow_confirmations_while_the_pipeline_is_full() {
+        let h = Harness::new(Opts {
+            queue: Some(1),
+            ..Opts::batch_max(1)
+        });
+        let log = h.path("audit.log");
+        // More than one read chunk, so that most of the file is still unread while blocked.
+        let line = format!("{}\n", "x".repeat(99));
+        let total = 2 * READ_CHUNK / line.len() + 10;
+        fs::write(&log, line.repeat(total)).unwrap();
+        let len = fs::metadata(&log).unwrap().len() as i64;
+        let lag = h.src.metrics.lag_bytes.clone();
+        let r = h.run(Duration::from_secs(1));
+        let offset = || {
+            Checkpoints::load(&r.checkpoint_path)
+                .unwrap()
+                .map_or(0, |c| c.files[0].offset)
+        };
+        // The source hands on one batch, then blocks sending the next: take and confirm a
+        // few while it stays blocked, one interval (5 ms) apart.
+        for n in 1..=3u64 {
+            let (b, _) = r.next();
+            b.ack.done();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while offset() < n * line.len() as u64 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(
+                offset(),
+                n * line.len() as u64,
+                "checkpoint after {n} batches"
+            );
+        }
+        // One chunk was read, the rest is lag.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while lag.get() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            lag.get() >= len - READ_CHUNK as i64 && lag.get() < len,
+            "lag {} of {len}",
+            lag.get()
+        );
+        r.stop();
+        r.join();
+    }
+
+    /// During the drain at shutdown the checkpoint still follows confirmations every interval,
+    /// not only once the drain ends.
+    #[test]
+    fn checkpoints_are_written_while_draining_at_shutdown() {
+        let h = Harness::new(Opts::batch_max(1));
+        fs::write(h.path("audit.log"), b"1\n2\n").unwrap();
+        let r = h.run(Duration::from_secs(5));
+        let (a, _) = r.next();
+        let (b, _) = r.next();
+        r.stop();
+        std::thread::sleep(Duration::from_millis(20));
+        a.ack.done();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let offset = || {
+            Checkpoints::load(&r.checkpoint_path)
+                .unwrap()
+                .map_or(0, |c| c.files[0].offset)
+        };
+        while offset() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(offset(), 2, "checkpointed while draining");
+        assert!(
+            !r.thread.is_finished(),
+            "still waiting for the second batch"
+        );
+        b.ack.done();
+        let cp = r.join();
+        assert_eq!(cp.files[0].offset, 4);
     }
 
     /// A line without its newline: any bytes but `\n`, sometimes longer than the `max_line`
