@@ -258,6 +258,71 @@ fn copy_truncate_deletion_and_late_files_are_followed() {
     assert!(d.stop().success());
 }
 
+/// Regression (reliability report): logrotate's copytruncate with `dateext` names that match
+/// the glob (`audit-<date>.log` under `*.log`): every copy was read again in full. A copy
+/// continues the reading of the content it copied; each event is delivered exactly once.
+#[test]
+fn copy_truncate_with_copies_under_the_glob_delivers_each_event_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, &events_sink(dir), "");
+    let _g = KillOnDrop(d.child.id());
+    let events = dir.join("out/events.jsonl");
+    let log = dir.join("logs/audit.log");
+    let (rounds, per_round) = (8, 250);
+    for r in 0..rounds {
+        let mut text = String::new();
+        for i in 0..per_round {
+            text.push_str(&format!("{}\n", quiet_event(&format!("ct-{r}-{i}"))));
+        }
+        append(&log, &text);
+        // Sometimes the source has read it all before the copy, sometimes not.
+        std::thread::sleep(Duration::from_millis(if r % 2 == 0 { 300 } else { 0 }));
+        std::fs::copy(&log, dir.join(format!("logs/audit-2026030{r}.log"))).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        // Let the source see the truncation before the file grows past what it read.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let total = rounds * per_round;
+    wait_until(
+        Duration::from_secs(20),
+        || delivered_ids(&events).len() >= total,
+        || d.logs(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let ids = delivered_ids(&events);
+    let dups: usize = ids.values().map(|n| n - 1).sum();
+    eprintln!(
+        "copytruncate under the glob: {} events, {dups} duplicates",
+        ids.len()
+    );
+    assert_eq!(ids.len(), total, "every event delivered");
+    assert_eq!(dups, 0, "no event delivered twice");
+    // Seen at least in the rounds where the source had read the file before the copy.
+    assert!(
+        d.metric("tripline_file_truncations_total{source=\"audit\"}")
+            .unwrap_or(0.0)
+            >= (rounds / 2) as f64
+    );
+    // A restart reads none of the copies again.
+    assert!(d.stop().success());
+    let d = start(dir, &events_sink(dir), "");
+    let _g = KillOnDrop(d.child.id());
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(d.stop().success());
+    let ids = delivered_ids(&events);
+    assert_eq!(
+        ids.values().map(|n| n - 1).sum::<usize>(),
+        0,
+        "read again after a restart"
+    );
+}
+
 #[test]
 fn kill_9_then_restart_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
