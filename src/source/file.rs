@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use serde::Deserialize;
 
-use super::checkpoint::{fingerprint, read_prefix, Checkpoints, FileCheckpoint, FINGERPRINT_BYTES};
+use super::checkpoint::{
+    fingerprint, read_prefix, Checkpoints, FileCheckpoint, CHECKPOINT_VERSION, FINGERPRINT_BYTES,
+};
 use super::{Batch, Source, SourceEvent};
 use crate::ack::Ack;
 use crate::config::types::HumanDuration;
@@ -1315,7 +1317,10 @@ impl FileSource {
         let mut files: Vec<FileCheckpoint> =
             self.tracked.values().map(Tracked::checkpoint).collect();
         files.sort_by(|a, b| (&a.path, a.dev, a.ino).cmp(&(&b.path, b.dev, b.ino)));
-        let c = Checkpoints { version: 1, files };
+        let c = Checkpoints {
+            version: CHECKPOINT_VERSION,
+            files,
+        };
         match c.store(&self.checkpoint_path) {
             Ok(()) => {
                 self.metrics.checkpoint_writes.inc();
@@ -2339,6 +2344,19 @@ mod tests {
         fs::create_dir_all(&state).unwrap();
         let p = Checkpoints::path(&state, "audit");
         fs::write(&p, b"{oops").unwrap();
+        let h = dirs.start(Opts::default());
+        assert!(h.src.first_start);
+        assert!(p.with_extension("json.corrupt").exists());
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_checkpoint_of_an_unknown_format_version_is_moved_aside_and_the_source_starts_afresh() {
+        let dirs = Dirs::new();
+        let state = dirs.state();
+        fs::create_dir_all(&state).unwrap();
+        let p = Checkpoints::path(&state, "audit");
+        fs::write(&p, br#"{"version": 99, "files": []}"#).unwrap();
         let h = dirs.start(Opts::default());
         assert!(h.src.first_start);
         assert!(p.with_extension("json.corrupt").exists());
