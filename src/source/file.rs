@@ -1314,8 +1314,20 @@ impl FileSource {
         if !self.dirty {
             return;
         }
-        let mut files: Vec<FileCheckpoint> =
-            self.tracked.values().map(Tracked::checkpoint).collect();
+        // Checkpointed files not found yet (the first scan is still resuming compressed
+        // backups, maybe blocked on the pipeline) keep their checkpoints, under the keys they
+        // are held by (an inode now reused by another file has a synthetic one).
+        let restored = self.restored.iter().map(|(k, cp)| FileCheckpoint {
+            dev: k.dev,
+            ino: k.ino,
+            ..cp.clone()
+        });
+        let mut files: Vec<FileCheckpoint> = self
+            .tracked
+            .values()
+            .map(Tracked::checkpoint)
+            .chain(restored)
+            .collect();
         files.sort_by(|a, b| (&a.path, a.dev, a.ino).cmp(&(&b.path, b.dev, b.ino)));
         let c = Checkpoints {
             version: CHECKPOINT_VERSION,
@@ -2361,6 +2373,20 @@ mod tests {
         assert!(h.src.first_start);
         assert!(p.with_extension("json.corrupt").exists());
         assert!(!p.exists());
+    }
+
+    /// The checkpoint may now be written while the first scan resumes compressed backups
+    /// (blocked on a full pipeline): checkpointed files not found yet must stay in it.
+    #[test]
+    fn a_checkpoint_written_before_the_first_scan_ends_keeps_the_files_not_found_yet() {
+        let h = Harness::new(Opts::default());
+        fs::write(h.path("audit.log"), b"1\n2\n").unwrap();
+        let (_, dirs) = h.confirm_all_and_stop();
+        let mut h = dirs.start(Opts::default());
+        h.src.dirty = true;
+        let cp = h.stored();
+        assert_eq!(cp.files.len(), 1);
+        assert_eq!((cp.files[0].offset, cp.files[0].line), (4, 2));
     }
 
     /// The real loop in its thread: batches flow, confirmations arrive while it waits, and a
