@@ -579,11 +579,14 @@ impl FileSource {
     }
 
     /// Sets `tripline_source_lag_bytes`: the bytes of the followed files not read yet (a read
-    /// takes up to [`READ_CHUNK`] at a time). One `fstat` per followed file.
+    /// takes up to [`READ_CHUNK`] at a time). One `fstat` per followed file. A new file not
+    /// compared with what was read yet (`check_copy`) does not count: it may be a copy that
+    /// is not going to be read.
     fn measure_lag(&mut self) {
         let lag: u64 = self
             .tracked
             .values()
+            .filter(|t| !t.check_copy)
             .filter_map(|t| {
                 let m = t.file.as_ref()?.metadata().ok()?;
                 Some(m.len().saturating_sub(t.read_pos))
@@ -1895,6 +1898,11 @@ mod tests {
         fs::copy(&log, h.path("audit.log.1")).unwrap();
         all.extend(h.step());
         all.extend(h.step());
+        assert_eq!(
+            h.src.metrics.lag_bytes.get(),
+            0,
+            "a copy not to be read is no lag"
+        );
         truncate(&log);
         append(&log, b"x\n");
         all.extend(h.step());
