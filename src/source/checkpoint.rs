@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The format of the checkpoint files this release writes and reads. A file without a
+/// `version` (written before the field was read) is this format.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
 /// How many leading bytes of a file identify it together with its inode.
 pub const FINGERPRINT_BYTES: usize = 1024;
 
@@ -67,10 +71,26 @@ pub struct FileCheckpoint {
 }
 
 /// The checkpoint file of one source.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoints {
+    /// The format ([`CHECKPOINT_VERSION`]); absent in files that predate the field.
+    #[serde(default = "current_version")]
     pub version: u32,
     pub files: Vec<FileCheckpoint>,
+}
+
+fn current_version() -> u32 {
+    CHECKPOINT_VERSION
+}
+
+impl Default for Checkpoints {
+    /// No files, in the current format.
+    fn default() -> Self {
+        Checkpoints {
+            version: CHECKPOINT_VERSION,
+            files: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +99,8 @@ pub enum CheckpointError {
     Read { path: PathBuf, source: io::Error },
     #[error("checkpoint {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("checkpoint {path} has format version {version}; this release reads version {CHECKPOINT_VERSION} (was it written by a newer release?)")]
+    UnknownVersion { path: PathBuf, version: u32 },
     #[error("writing checkpoint {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -89,7 +111,8 @@ impl Checkpoints {
         state_dir.join(format!("checkpoints-{}.json", file_safe(source)))
     }
 
-    /// `Ok(None)` when there is no checkpoint yet (a first start).
+    /// `Ok(None)` when there is no checkpoint yet (a first start). A file of another format
+    /// version than [`CHECKPOINT_VERSION`] is refused ([`CheckpointError::UnknownVersion`]).
     pub fn load(path: &Path) -> Result<Option<Checkpoints>, CheckpointError> {
         let mut text = String::new();
         match File::open(path) {
@@ -107,12 +130,25 @@ impl Checkpoints {
                 })
             }
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| CheckpointError::Corrupt {
+        // The version first, so that a newer format is reported as such even where its
+        // fields would not parse as this one.
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default = "current_version")]
+            version: u32,
+        }
+        let corrupt = |e: serde_json::Error| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let Version { version } = serde_json::from_str(&text).map_err(corrupt)?;
+        if version != CHECKPOINT_VERSION {
+            return Err(CheckpointError::UnknownVersion {
                 path: path.to_path_buf(),
-                message: e.to_string(),
-            })
+                version,
+            });
+        }
+        serde_json::from_str(&text).map(Some).map_err(corrupt)
     }
 
     /// Writes atomically: a crash leaves either the old or the new file, never a torn one.
@@ -169,6 +205,29 @@ mod tests {
             Checkpoints::load(&p),
             Err(CheckpointError::Corrupt { .. })
         ));
+    }
+
+    /// The format is versioned: files written before the field existed are read as this
+    /// version; a version this release does not know (a newer release wrote it) is refused
+    /// with an error that names it, never half-understood.
+    #[test]
+    fn a_missing_version_is_the_current_format_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("checkpoints-a.json");
+        let file = r#"{"dev": 1, "ino": 2, "fingerprint": 3, "fingerprint_len": 4, "offset": 5, "line": 1, "path": "/x"}"#;
+        std::fs::write(&p, format!(r#"{{"files": [{file}]}}"#)).unwrap();
+        let c = Checkpoints::load(&p).unwrap().unwrap();
+        assert_eq!(c.version, CHECKPOINT_VERSION);
+        assert_eq!(c.files[0].offset, 5);
+        std::fs::write(&p, format!(r#"{{"version": 1, "files": [{file}]}}"#)).unwrap();
+        assert_eq!(Checkpoints::load(&p).unwrap(), Some(c));
+        std::fs::write(&p, format!(r#"{{"version": 2, "files": [{file}]}}"#)).unwrap();
+        let e = Checkpoints::load(&p).unwrap_err();
+        assert!(
+            matches!(e, CheckpointError::UnknownVersion { version: 2, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("format version 2"), "{e}");
     }
 
     #[test]

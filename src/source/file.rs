@@ -4,8 +4,15 @@
 //! read through a descriptor that stays open, so a file renamed by rotation
 //! (`audit.log` -> `audit-<time>.log`) is read to its end through the same descriptor and never
 //! read twice, whether or not its new name still matches the globs. A file whose size drops
-//! below what was read (copy-truncate) is read again from the start. A file that disappears from
-//! the globs is released once it has been read to its end and every batch of it was confirmed.
+//! below what was read (copy-truncate) is read again from the start; the reading of its old
+//! content is kept (without a descriptor) until its batches are confirmed and a glob scan has
+//! passed. A new file whose first bytes are content already read is a copy of it (copytruncate
+//! with copies under the globs): a copy of a truncated file's old content continues that
+//! reading where it stopped, a copy of content a followed file still holds is not read, and a
+//! copy of a checkpointed file not found again (copied and truncated while tripline was down)
+//! starts at that checkpoint. A new file is compared once its first line (or 1 KiB) is there.
+//! A file that disappears from the globs is released once it has been read to its end and every
+//! batch of it was confirmed.
 //! Compressed backups are not followed, except to resume a checkpointed file whose unread tail
 //! exists only in its `.gz` (the API server compressed and deleted it while tripline was down).
 //!
@@ -25,7 +32,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use serde::Deserialize;
 
-use super::checkpoint::{fingerprint, read_prefix, Checkpoints, FileCheckpoint, FINGERPRINT_BYTES};
+use super::checkpoint::{
+    fingerprint, read_prefix, Checkpoints, FileCheckpoint, CHECKPOINT_VERSION, FINGERPRINT_BYTES,
+};
 use super::{Batch, Source, SourceEvent};
 use crate::ack::Ack;
 use crate::config::types::HumanDuration;
@@ -176,6 +185,13 @@ struct Tracked {
     instance: u64,
     /// Seen in the last glob evaluation.
     present: bool,
+    /// For the reading of a file's content before a truncation (kept without a descriptor, to
+    /// take the confirmations of its batches and to be continued by a copy of that content):
+    /// the glob scan during which the truncation was found.
+    retired_at: Option<u64>,
+    /// A new file read from its start: before it is read, its first bytes are compared with
+    /// what was read of other files (`copy_of`), once they identify it.
+    check_copy: bool,
 }
 
 impl Tracked {
@@ -210,6 +226,8 @@ impl Tracked {
             confirmed_line: line,
             instance,
             present,
+            retired_at: None,
+            check_copy: false,
         }
     }
 
@@ -259,11 +277,29 @@ impl Tracked {
 /// must cover everything before the checkpoint offset, up to [`FINGERPRINT_BYTES`]: a shorter
 /// one (say, of a file first seen empty) would match unrelated files.
 fn fingerprint_matches(cp: &FileCheckpoint, prefix: &[u8]) -> bool {
-    let need = cp.offset.min(FINGERPRINT_BYTES as u64);
-    let len = cp.fingerprint_len as usize;
-    cp.fingerprint_len >= need
-        && len <= prefix.len()
-        && fingerprint(&prefix[..len]) == cp.fingerprint
+    starts_with(cp.fingerprint, cp.fingerprint_len, cp.offset, prefix)
+}
+
+/// True if `prefix` starts with the bytes of fingerprint `fp` (over `fp_len` bytes), which
+/// must cover everything before `offset` up to [`FINGERPRINT_BYTES`].
+fn starts_with(fp: u64, fp_len: u64, offset: u64, prefix: &[u8]) -> bool {
+    let need = offset.min(FINGERPRINT_BYTES as u64);
+    let len = fp_len as usize;
+    fp_len >= need && len <= prefix.len() && fingerprint(&prefix[..len]) == fp
+}
+
+/// What a newly found file is, by its first bytes.
+enum CopyOf {
+    /// Not a copy of anything read.
+    Nothing,
+    /// The content of a followed file that still holds it (a copy made before a truncation
+    /// the source has not seen yet): not read, since the original is.
+    Followed,
+    /// The content a followed file held before it was truncated: continues that reading.
+    Retired(FileKey),
+    /// The content of a checkpointed file not found again (copied and truncated while
+    /// tripline was down): continues from its checkpoint.
+    Checkpointed(FileKey),
 }
 
 /// Metrics of one file source.
@@ -317,12 +353,18 @@ pub struct FileSource {
     events: Sender<SourceEvent>,
     metrics: SourceMetrics,
     dirty: bool,
+    /// When the checkpoint was last written (or found clean).
+    last_checkpoint: Instant,
+    /// When `tripline_source_lag_bytes` was last measured.
+    last_lag: Instant,
     last_data: Instant,
     silent: bool,
     /// Compressed backups are looked for once, at start.
     compressed_checked: bool,
     next_synthetic: u64,
     instances: u64,
+    /// Glob scans so far.
+    scans: u64,
     stop: Arc<AtomicBool>,
     health: Option<crate::telemetry::HealthHandle>,
 }
@@ -413,11 +455,14 @@ impl FileSource {
             events,
             metrics: SourceMetrics::new(metrics, name),
             dirty: false,
+            last_checkpoint: Instant::now(),
+            last_lag: Instant::now(),
             last_data: Instant::now(),
             silent: false,
             compressed_checked: false,
             next_synthetic,
             instances: 0,
+            scans: 0,
             stop: Arc::new(AtomicBool::new(false)),
             health: None,
         })
@@ -462,8 +507,7 @@ impl FileSource {
         health.set_ready(true);
         self.health = Some(health);
         let poll = self.cfg.poll_interval.0;
-        let checkpoint_every = self.cfg.checkpoint_interval.0;
-        let mut last_checkpoint = Instant::now();
+        self.last_checkpoint = Instant::now();
         let mut last_scan = Instant::now() - poll;
         tracing::info!(source = %self.name, globs = ?self.cfg.paths, first_start = self.first_start, "file source started");
         while !stop.load(Ordering::Relaxed) {
@@ -475,10 +519,7 @@ impl FileSource {
             let progressed = self.read_all(&stop);
             self.release_finished();
             self.check_silence();
-            if last_checkpoint.elapsed() >= checkpoint_every {
-                self.write_checkpoint();
-                last_checkpoint = Instant::now();
-            }
+            self.checkpoint_if_due();
             if !progressed {
                 // Wait for inotify, a completion, or the poll interval.
                 crossbeam_channel::select! {
@@ -495,11 +536,13 @@ impl FileSource {
         // Drain: stop reading, wait for confirmations of what was handed on.
         let deadline = Instant::now() + drain_timeout;
         while self.tracked.values().any(|t| !t.drained()) && Instant::now() < deadline {
-            match self.acks_rx.recv_timeout(Duration::from_millis(50)) {
+            match self.acks_rx.recv_timeout(self.wait_step()) {
                 Ok(c) => self.complete(c),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            // A long drain still checkpoints what is confirmed as it goes.
+            self.checkpoint_if_due();
         }
         self.take_completions();
         let unconfirmed: usize = self.tracked.values().map(|t| t.pending.len()).sum();
@@ -511,18 +554,76 @@ impl FileSource {
         tracing::info!(source = %self.name, "file source stopped");
     }
 
+    /// How long the source waits at most, blocked on the pipeline or draining, before it
+    /// looks at the checkpoint again: 100 ms, or less with a shorter `checkpoint_interval`.
+    fn wait_step(&self) -> Duration {
+        self.cfg
+            .checkpoint_interval
+            .0
+            .min(Duration::from_millis(100))
+    }
+
+    /// Takes the confirmations that arrived and writes the checkpoint once `checkpoint_interval`
+    /// has passed since the last write. Called by the loop, and while it is held back (blocked
+    /// on the full pipeline, or draining): checkpoints follow confirmations whatever the
+    /// reading side is doing. Also refreshes `tripline_source_lag_bytes` every poll interval.
+    fn checkpoint_if_due(&mut self) {
+        self.take_completions();
+        if self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval.0 {
+            self.write_checkpoint();
+            self.last_checkpoint = Instant::now();
+        }
+        if self.last_lag.elapsed() >= self.cfg.poll_interval.0 {
+            self.measure_lag();
+        }
+    }
+
+    /// Sets `tripline_source_lag_bytes`: the bytes of the followed files not read yet (a read
+    /// takes up to [`READ_CHUNK`] at a time). One `fstat` per followed file. A new file not
+    /// compared with what was read yet (`check_copy`) does not count: it may be a copy that
+    /// is not going to be read.
+    fn measure_lag(&mut self) {
+        let lag: u64 = self
+            .tracked
+            .values()
+            .filter(|t| !t.check_copy)
+            .filter_map(|t| {
+                let m = t.file.as_ref()?.metadata().ok()?;
+                Some(m.len().saturating_sub(t.read_pos))
+            })
+            .sum();
+        self.metrics
+            .lag_bytes
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        self.last_lag = Instant::now();
+    }
+
     fn take_completions(&mut self) {
         while let Ok(c) = self.acks_rx.try_recv() {
             self.complete(c);
         }
     }
 
+    /// Records a completion for the reading it belongs to. Readings are found by their key,
+    /// and, when that key now holds another reading (after a truncation), by their instance:
+    /// the reading of the old content may live on under another key (retired, or continued
+    /// by a copy).
     fn complete(&mut self, c: Completion) {
-        if let Some(t) = self.tracked.get_mut(&c.file) {
-            if t.instance == c.instance {
-                t.complete(c.seq);
-                self.dirty = true;
-            }
+        let key = if self
+            .tracked
+            .get(&c.file)
+            .is_some_and(|t| t.instance == c.instance)
+        {
+            Some(c.file)
+        } else {
+            self.tracked
+                .iter()
+                .find(|(_, t)| t.instance == c.instance)
+                .map(|(k, _)| *k)
+        };
+        if let Some(t) = key.and_then(|k| self.tracked.get_mut(&k)) {
+            t.complete(c.seq);
+            self.dirty = true;
         }
     }
 
@@ -537,6 +638,7 @@ impl FileSource {
 
     /// Re-evaluates the globs: opens new files, follows renames, notices disappearances.
     fn scan(&mut self) {
+        self.scans += 1;
         for t in self.tracked.values_mut() {
             t.present = false;
         }
@@ -549,6 +651,7 @@ impl FileSource {
         }
         paths.sort();
         paths.dedup();
+        let mut found = Vec::with_capacity(paths.len());
         for p in paths {
             if !self.matches(&p) {
                 continue;
@@ -567,6 +670,14 @@ impl FileSource {
                 dev: meta.dev(),
                 ino: meta.ino(),
             };
+            found.push((p, key, meta.len()));
+        }
+        // Files known by their key first: a file claims its own checkpoint before a copy of
+        // it (which may sort first) is taken for the same content.
+        found.sort_by_key(|(_, key, _)| {
+            !(self.tracked.contains_key(key) || self.restored.contains_key(key))
+        });
+        for (p, key, len) in found {
             if let Some(t) = self.tracked.get_mut(&key) {
                 t.present = true;
                 if t.path != p {
@@ -576,7 +687,7 @@ impl FileSource {
                 }
                 continue;
             }
-            if let Err(e) = self.open(p.clone(), key, meta.len()) {
+            if let Err(e) = self.open(p.clone(), key, len) {
                 tracing::warn!(source = %self.name, path = %p.display(), error = %e, "cannot open file");
             }
         }
@@ -724,8 +835,10 @@ impl FileSource {
         let mut start = 0;
         let mut line = 0;
         let mut skipping = false;
+        let mut by_key = false;
         match self.restored.remove(&key) {
             Some(cp) if fingerprint_matches(&cp, &prefix) => {
+                by_key = true;
                 if cp.offset <= len {
                     start = cp.offset;
                     line = cp.line;
@@ -739,16 +852,32 @@ impl FileSource {
                 let orphan = self.synthetic_key();
                 self.restored.insert(orphan, cp);
             }
-            None if self.first_start && self.cfg.read_from == ReadFrom::End => {
-                start = len;
-                // Starting inside a line: skip to its end.
-                if len > 0 {
-                    let mut last = [0u8; 1];
-                    file.read_at(&mut last, len - 1)?;
-                    skipping = last[0] != b'\n';
-                }
-            }
             None => {}
+        }
+        let mut check_copy = false;
+        if !by_key {
+            match self.copy_of(&prefix) {
+                // Decided before its first read (`read_some`), when its first bytes identify it.
+                CopyOf::Followed | CopyOf::Retired(_) => check_copy = true,
+                CopyOf::Checkpointed(k) => {
+                    if let Some(cp) = self.restored.remove(&k) {
+                        tracing::info!(source = %self.name, path = %path.display(), from = %cp.path, offset = cp.offset, "a copy of a checkpointed file (copy-truncate while stopped); continuing from its checkpoint");
+                        // A copy shorter than the checkpoint holds nothing unread.
+                        start = cp.offset.min(len);
+                        line = cp.line;
+                    }
+                }
+                CopyOf::Nothing if self.first_start && self.cfg.read_from == ReadFrom::End => {
+                    start = len;
+                    // Starting inside a line: skip to its end.
+                    if len > 0 {
+                        let mut last = [0u8; 1];
+                        file.read_at(&mut last, len - 1)?;
+                        skipping = last[0] != b'\n';
+                    }
+                }
+                CopyOf::Nothing => check_copy = true,
+            }
         }
         tracing::info!(source = %self.name, path = %path.display(), offset = start, "following file");
         let instance = self.next_instance();
@@ -764,15 +893,99 @@ impl FileSource {
             true,
         );
         t.skipping_start = skipping;
+        t.check_copy = check_copy && start == 0;
         self.tracked.insert(key, t);
         self.dirty = true;
         Ok(())
     }
 
+    /// Whether a newly found file, starting with `prefix`, is a copy of content already read.
+    /// Content is recognised by a fingerprint that covers everything read before (up to
+    /// [`FINGERPRINT_BYTES`]) and at least one complete line: audit events carry unique ids
+    /// and times, while their first bytes are the same in every file.
+    fn copy_of(&self, prefix: &[u8]) -> CopyOf {
+        let same = |fp: u64, fp_len: u64, offset: u64| {
+            let len = fp_len as usize;
+            offset > 0
+                && (len == FINGERPRINT_BYTES
+                    || prefix
+                        .get(..len)
+                        .is_some_and(|p| memchr::memchr(b'\n', p).is_some()))
+                && starts_with(fp, fp_len, offset, prefix)
+        };
+        let mut followed = false;
+        for (k, t) in &self.tracked {
+            if same(t.fingerprint, t.fingerprint_len, t.read_pos) {
+                if t.file.is_none() {
+                    return CopyOf::Retired(*k);
+                }
+                followed = true;
+            }
+        }
+        if followed {
+            return CopyOf::Followed;
+        }
+        self.restored
+            .iter()
+            .find(|(_, cp)| same(cp.fingerprint, cp.fingerprint_len, cp.offset))
+            .map_or(CopyOf::Nothing, |(k, _)| CopyOf::Checkpointed(*k))
+    }
+
+    /// Follows `file`, a copy of the content that the reading `retired` read before its file
+    /// was truncated, as the continuation of that reading: from where it stopped, with its
+    /// batches in flight (their confirmations find it by its instance).
+    fn continue_retired(&mut self, retired: FileKey, key: FileKey, prefix: &[u8], len: u64) {
+        if !self.tracked.contains_key(&retired) {
+            return;
+        }
+        let Some(Tracked {
+            path,
+            file: Some(file),
+            ..
+        }) = self.tracked.remove(&key)
+        else {
+            return;
+        };
+        let Some(mut t) = self.tracked.remove(&retired) else {
+            return;
+        };
+        if len < t.read_pos {
+            // Shorter than what was read: the last lines went to the original after the copy
+            // was made, and were read there. Nothing in the copy is unread: followed from its
+            // end (its line number is that of the reading, at most the lines it holds).
+            let line = t.line;
+            self.tracked.insert(retired, t);
+            let instance = self.next_instance();
+            let fp = fingerprint(prefix);
+            let copy = Tracked::new(
+                key,
+                path,
+                Some(file),
+                fp,
+                prefix.len() as u64,
+                len,
+                line,
+                instance,
+                true,
+            );
+            self.tracked.insert(key, copy);
+        } else {
+            tracing::info!(source = %self.name, path = %path.display(), offset = t.read_pos, "a copy of a truncated file's content; continuing its reading");
+            t.key = key;
+            t.path_label = Arc::from(path.display().to_string());
+            t.path = path;
+            t.file = Some(file);
+            t.present = true;
+            t.retired_at = None;
+            self.tracked.insert(key, t);
+        }
+        self.dirty = true;
+        self.metrics.files.set(self.tracked.len() as i64);
+    }
+
     /// Reads what was appended to every followed file. Returns true if anything was read.
     fn read_all(&mut self, stop: &AtomicBool) -> bool {
         let mut progressed = false;
-        let mut lag = 0i64;
         // Rotated (renamed or vanished) files first: their events are older.
         let mut keys: Vec<(bool, FileKey)> =
             self.tracked.iter().map(|(k, t)| (t.present, *k)).collect();
@@ -785,26 +998,25 @@ impl FileSource {
                 }
                 match self.read_some(key, &mut buf) {
                     Ok(0) => break,
-                    Ok(_) => progressed = true,
+                    Ok(_) => {
+                        progressed = true;
+                        // A long backlog read without waiting still checkpoints as it goes.
+                        self.checkpoint_if_due();
+                    }
                     Err(e) => {
                         tracing::warn!(source = %self.name, error = %e, "read failed");
                         break;
                     }
                 }
             }
-            if let Some(t) = self.tracked.get(&key) {
-                if let Some(Ok(m)) = t.file.as_ref().map(File::metadata) {
-                    lag += m.len().saturating_sub(t.read_pos) as i64;
-                }
-            }
         }
-        self.metrics.lag_bytes.set(lag);
+        self.measure_lag();
         progressed
     }
 
     /// Reads one chunk of one file and hands on its complete lines. Returns bytes read.
     fn read_some(&mut self, key: FileKey, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(t) = self.tracked.get_mut(&key) else {
+        let Some(t) = self.tracked.get(&key) else {
             return Ok(0);
         };
         let Some(file) = &t.file else {
@@ -812,25 +1024,36 @@ impl FileSource {
         };
         let size = file.metadata()?.len();
         if size < t.read_pos {
-            tracing::warn!(source = %self.name, path = %t.path.display(), size, read = t.read_pos, "file truncated (copy-truncate?); reading from the start");
-            self.metrics.truncations.inc();
-            self.instances += 1;
-            t.instance = self.instances;
-            t.read_pos = 0;
-            t.partial.clear();
-            t.skipping = false;
-            t.skipping_start = false;
-            t.line = 0;
-            t.pending.clear();
-            t.confirmed = 0;
-            t.confirmed_line = 0;
-            t.next_seq = 0;
-            // The old content's fingerprint would not match the new content at a restart:
-            // taken again from the new content below.
-            t.fingerprint = fingerprint(&[]);
-            t.fingerprint_len = 0;
-            self.dirty = true;
+            self.retire_truncated(key);
+        } else if t.check_copy && size > 0 {
+            let prefix = read_prefix(file, FINGERPRINT_BYTES)?;
+            if prefix.len() < FINGERPRINT_BYTES && memchr::memchr(b'\n', &prefix).is_none() {
+                // Not identifiable yet (a first line still being written, or being copied).
+                return Ok(0);
+            }
+            match self.copy_of(&prefix) {
+                CopyOf::Followed => {
+                    // A copy of a followed file that still holds the content: not read.
+                    // Once that file is truncated, the copy continues its reading.
+                    return Ok(0);
+                }
+                CopyOf::Retired(retired) => {
+                    self.continue_retired(retired, key, &prefix, size);
+                    return self.read_some(key, buf);
+                }
+                CopyOf::Checkpointed(_) | CopyOf::Nothing => {
+                    if let Some(t) = self.tracked.get_mut(&key) {
+                        t.check_copy = false;
+                    }
+                }
+            }
         }
+        let Some(t) = self.tracked.get_mut(&key) else {
+            return Ok(0);
+        };
+        let Some(file) = &t.file else {
+            return Ok(0);
+        };
         let n = file.read_at(buf, t.read_pos)?;
         if n == 0 {
             return Ok(0);
@@ -845,6 +1068,58 @@ impl FileSource {
         }
         self.feed(key, &buf[..n])?;
         Ok(n)
+    }
+
+    /// File `key` got shorter than what was read (copy-truncate): it is read again from the
+    /// start, as a new reading. The reading of the old content is kept, without a descriptor,
+    /// under a key no real file has: it takes the confirmations of its batches in flight (so
+    /// its checkpoint still counts them) and is continued by a copy of that content if one
+    /// turns up under the globs (`copy_of`). It is released once its batches are confirmed
+    /// and a glob scan has passed since the truncation (the copy is made before it).
+    fn retire_truncated(&mut self, key: FileKey) {
+        let retired_key = self.synthetic_key();
+        let instance = self.next_instance();
+        let scans = self.scans;
+        let Some(t) = self.tracked.get_mut(&key) else {
+            return;
+        };
+        tracing::warn!(source = %self.name, path = %t.path.display(), read = t.read_pos, "file truncated (copy-truncate?); reading from the start");
+        self.metrics.truncations.inc();
+        let retired = Tracked {
+            key: retired_key,
+            path: t.path.clone(),
+            path_label: t.path_label.clone(),
+            file: None,
+            fingerprint: t.fingerprint,
+            fingerprint_len: t.fingerprint_len,
+            read_pos: t.read_pos,
+            partial: std::mem::take(&mut t.partial),
+            skipping: t.skipping,
+            skipping_start: t.skipping_start,
+            line: t.line,
+            pending: std::mem::take(&mut t.pending),
+            next_seq: t.next_seq,
+            confirmed: t.confirmed,
+            confirmed_line: t.confirmed_line,
+            instance: t.instance,
+            present: false,
+            retired_at: Some(scans),
+            check_copy: false,
+        };
+        t.instance = instance;
+        t.read_pos = 0;
+        t.skipping = false;
+        t.skipping_start = false;
+        t.line = 0;
+        t.confirmed = 0;
+        t.confirmed_line = 0;
+        t.next_seq = 0;
+        // The old content's fingerprint would not match the new content at a restart: taken
+        // again from the new content as it is read.
+        t.fingerprint = fingerprint(&[]);
+        t.fingerprint_len = 0;
+        self.tracked.insert(retired_key, retired);
+        self.dirty = true;
     }
 
     /// Hands on the complete lines of `chunk`, the next bytes of file `key` after its `read_pos`.
@@ -969,10 +1244,16 @@ impl FileSource {
                 message_offsets: Vec::new(),
                 ack,
             };
-            // Backpressure: wait for room, taking completions meanwhile.
+            // Backpressure: wait for room. Meanwhile confirmations keep arriving: the
+            // checkpoint follows them every interval, whether the pipeline takes a batch now
+            // and then (a slow sink) or not at all; otherwise it would stay behind for as long
+            // as the backlog lasts, and a crash would send the whole backlog again.
             loop {
-                match self.out.send_timeout(batch, Duration::from_millis(100)) {
-                    Ok(()) => break,
+                match self.out.send_timeout(batch, self.wait_step()) {
+                    Ok(()) => {
+                        self.checkpoint_if_due();
+                        break;
+                    }
                     Err(SendTimeoutError::Timeout(b)) => {
                         if self.stop.load(Ordering::Relaxed) {
                             // Shutting down: the batch stays unconfirmed and is read again at
@@ -980,7 +1261,7 @@ impl FileSource {
                             return Ok(());
                         }
                         batch = b;
-                        self.take_completions();
+                        self.checkpoint_if_due();
                     }
                     Err(SendTimeoutError::Disconnected(_)) => return Ok(()),
                 }
@@ -992,13 +1273,15 @@ impl FileSource {
     /// Releases files that left the globs (deleted or renamed away) once read and confirmed.
     fn release_finished(&mut self) {
         let before = self.tracked.len();
+        let scans = self.scans;
         self.tracked.retain(|_, t| {
             let at_end = t
                 .file
                 .as_ref()
                 .map(|f| f.metadata().map(|m| m.len() <= t.read_pos).unwrap_or(true))
                 .unwrap_or(true);
-            let keep = t.present || !at_end || !t.drained();
+            let awaiting_copy = t.retired_at.is_some_and(|at| scans <= at + 1);
+            let keep = t.present || !at_end || !t.drained() || awaiting_copy;
             if !keep {
                 tracing::info!(path = %t.path.display(), "released file");
             }
@@ -1034,10 +1317,25 @@ impl FileSource {
         if !self.dirty {
             return;
         }
-        let mut files: Vec<FileCheckpoint> =
-            self.tracked.values().map(Tracked::checkpoint).collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        let c = Checkpoints { version: 1, files };
+        // Checkpointed files not found yet (the first scan is still resuming compressed
+        // backups, maybe blocked on the pipeline) keep their checkpoints, under the keys they
+        // are held by (an inode now reused by another file has a synthetic one).
+        let restored = self.restored.iter().map(|(k, cp)| FileCheckpoint {
+            dev: k.dev,
+            ino: k.ino,
+            ..cp.clone()
+        });
+        let mut files: Vec<FileCheckpoint> = self
+            .tracked
+            .values()
+            .map(Tracked::checkpoint)
+            .chain(restored)
+            .collect();
+        files.sort_by(|a, b| (&a.path, a.dev, a.ino).cmp(&(&b.path, b.dev, b.ino)));
+        let c = Checkpoints {
+            version: CHECKPOINT_VERSION,
+            files,
+        };
         match c.store(&self.checkpoint_path) {
             Ok(()) => {
                 self.metrics.checkpoint_writes.inc();
@@ -1210,7 +1508,7 @@ mod tests {
             self.src
                 .tracked
                 .values()
-                .find(|t| t.path == p)
+                .find(|t| t.path == p && t.file.is_some())
                 .unwrap_or_else(|| panic!("{name} is not followed"))
         }
 
@@ -1514,7 +1812,8 @@ mod tests {
         assert_eq!(lines(&b), ["x"]);
         assert_eq!((b[0].first_line, b[0].start_offset), (1, 0));
         assert_eq!(h.src.metrics.truncations.get(), 1);
-        assert_eq!(h.src.tracked.len(), 1, "the backup is not followed");
+        let open = h.src.tracked.values().filter(|t| t.file.is_some()).count();
+        assert_eq!(open, 1, "the backup is not followed");
         assert_eq!(
             h.confirmed("audit.log"),
             (0, 0),
@@ -1523,6 +1822,148 @@ mod tests {
         ack(&b);
         h.step();
         assert_eq!(h.confirmed("audit.log"), (2, 1));
+        // The reading of the old content is kept for a scan after the truncation, in case a
+        // copy turns up, then released.
+        assert_eq!(h.src.tracked.len(), 2);
+        h.step();
+        assert_eq!(h.src.tracked.len(), 1);
+    }
+
+    /// Regression (reliability report): with a glob that matches the copies (`audit.log*`),
+    /// every copy made by copytruncate was read again in full. A copy continues the reading of
+    /// the content it copied: the lines the source had not read yet when the file was truncated
+    /// are read from the copy, and nothing else.
+    #[test]
+    fn copy_truncate_with_a_glob_that_matches_the_copy_reads_each_line_once() {
+        let mut h = Harness::new(Opts {
+            batch_max: 1,
+            ..Opts::glob("audit.log*")
+        });
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n3\n").unwrap();
+        let mut all = h.step();
+        // The writer goes on, then logrotate copies and truncates before the source reads.
+        append(&log, b"4\n5\n");
+        fs::copy(&log, h.path("audit.log.1")).unwrap();
+        truncate(&log);
+        append(&log, b"x\n");
+        let mut after = Vec::new();
+        for _ in 0..3 {
+            after.extend(h.step());
+        }
+        let mut got: Vec<(String, u64, u64)> = after
+            .iter()
+            .map(|b| {
+                let name = Path::new(&*b.path).file_name().unwrap();
+                let name = name.to_string_lossy().into_owned();
+                (name, b.first_line, b.start_offset)
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("audit.log".to_string(), 1, 0),
+                ("audit.log.1".to_string(), 4, 6),
+                ("audit.log.1".to_string(), 5, 8),
+            ]
+        );
+        all.extend(after);
+        let mut every = lines(&all);
+        every.sort();
+        assert_eq!(every, ["1", "2", "3", "4", "5", "x"]);
+        // Confirmations of the batches read before the truncation count for the copy.
+        ack(&all);
+        h.step();
+        h.step();
+        assert_eq!(h.confirmed("audit.log.1"), (10, 5));
+        assert_eq!(h.confirmed("audit.log"), (2, 1));
+        assert_eq!(h.src.tracked.len(), 2, "nothing else is followed");
+        let cp = h.stored();
+        assert_eq!(cp.files.len(), 2);
+        // A restart reads nothing again.
+        let mut h = h.restart(Opts::glob("audit.log*"));
+        assert!(h.step().is_empty());
+    }
+
+    /// The copy may be found before the truncation: it is not read while the original still
+    /// holds its content, then continues where the original was left.
+    #[test]
+    fn a_copy_found_before_the_truncation_waits_for_it() {
+        let mut h = Harness::new(Opts::glob("audit.log*"));
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n").unwrap();
+        let mut all = h.step();
+        append(&log, b"3\n");
+        fs::copy(&log, h.path("audit.log.1")).unwrap();
+        all.extend(h.step());
+        all.extend(h.step());
+        assert_eq!(
+            h.src.metrics.lag_bytes.get(),
+            0,
+            "a copy not to be read is no lag"
+        );
+        truncate(&log);
+        append(&log, b"x\n");
+        all.extend(h.step());
+        all.extend(h.step());
+        let mut every = lines(&all);
+        every.sort();
+        assert_eq!(every, ["1", "2", "3", "x"]);
+        ack(&all);
+        h.step();
+        h.step();
+        assert_eq!(h.confirmed("audit.log.1"), (6, 3));
+        assert_eq!(h.confirmed("audit.log"), (2, 1));
+    }
+
+    /// logrotate creates the copy, then fills it: found empty (or with part of its first
+    /// line), it is recognised once its first line is there.
+    #[test]
+    fn a_copy_found_while_it_is_being_written_is_recognised_by_its_first_line() {
+        let mut h = Harness::new(Opts::glob("audit.log*"));
+        let log = h.path("audit.log");
+        fs::write(&log, b"first-line\n2\n").unwrap();
+        let mut all = h.step();
+        let copy = h.path("audit.log.1");
+        File::create(&copy).unwrap();
+        all.extend(h.step());
+        append(&copy, b"first-");
+        all.extend(h.step());
+        append(&copy, b"line\n2\n3\n");
+        truncate(&log);
+        for _ in 0..3 {
+            all.extend(h.step());
+        }
+        assert_eq!(lines(&all), ["first-line", "2", "3"]);
+    }
+
+    /// Copytruncate while tripline is down, with logrotate's `dateext` name that matches
+    /// `*.log` (and sorts before the original): the copy resumes from the original's checkpoint.
+    #[test]
+    fn a_copy_made_while_stopped_resumes_from_the_checkpoint_of_the_original() {
+        let h = Harness::new(Opts::glob("*.log"));
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n").unwrap();
+        let (_, dirs) = h.confirm_all_and_stop();
+        append(&log, b"3\n");
+        fs::copy(&log, dirs.path("audit-20240101.log")).unwrap();
+        truncate(&log);
+        append(&log, b"x\n");
+        let mut h = dirs.start(Opts::glob("*.log"));
+        let b = h.step();
+        let mut got: Vec<(String, u64, u64)> = b
+            .iter()
+            .map(|b| {
+                (
+                    lines(std::slice::from_ref(b)).join(","),
+                    b.first_line,
+                    b.start_offset,
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, [("3".to_string(), 3, 4), ("x".to_string(), 1, 0)]);
     }
 
     #[test]
@@ -1929,6 +2370,33 @@ mod tests {
         assert!(!p.exists());
     }
 
+    #[test]
+    fn a_checkpoint_of_an_unknown_format_version_is_moved_aside_and_the_source_starts_afresh() {
+        let dirs = Dirs::new();
+        let state = dirs.state();
+        fs::create_dir_all(&state).unwrap();
+        let p = Checkpoints::path(&state, "audit");
+        fs::write(&p, br#"{"version": 99, "files": []}"#).unwrap();
+        let h = dirs.start(Opts::default());
+        assert!(h.src.first_start);
+        assert!(p.with_extension("json.corrupt").exists());
+        assert!(!p.exists());
+    }
+
+    /// The checkpoint may now be written while the first scan resumes compressed backups
+    /// (blocked on a full pipeline): checkpointed files not found yet must stay in it.
+    #[test]
+    fn a_checkpoint_written_before_the_first_scan_ends_keeps_the_files_not_found_yet() {
+        let h = Harness::new(Opts::default());
+        fs::write(h.path("audit.log"), b"1\n2\n").unwrap();
+        let (_, dirs) = h.confirm_all_and_stop();
+        let mut h = dirs.start(Opts::default());
+        h.src.dirty = true;
+        let cp = h.stored();
+        assert_eq!(cp.files.len(), 1);
+        assert_eq!((cp.files[0].offset, cp.files[0].line), (4, 2));
+    }
+
     /// The real loop in its thread: batches flow, confirmations arrive while it waits, and a
     /// stop waits for what is in flight before the final checkpoint.
     #[test]
@@ -1967,6 +2435,89 @@ mod tests {
         r.stop();
         let cp = r.join();
         assert_eq!((cp.files[0].offset, cp.files[0].line), (2, 1));
+    }
+
+    /// Regression (reliability report): with a slow sink and a backlog the source sat blocked
+    /// on the full channel for 30 s, taking confirmations but writing no checkpoint, so a
+    /// `kill -9` sent the whole backlog again; and `tripline_source_lag_bytes` read 0 with the
+    /// backlog unread. Both must follow while the source is held back.
+    #[test]
+    fn checkpoints_and_lag_follow_confirmations_while_the_pipeline_is_full() {
+        let h = Harness::new(Opts {
+            queue: Some(1),
+            ..Opts::batch_max(1)
+        });
+        let log = h.path("audit.log");
+        // More than one read chunk, so that most of the file is still unread while blocked.
+        let line = format!("{}\n", "x".repeat(99));
+        let total = 2 * READ_CHUNK / line.len() + 10;
+        fs::write(&log, line.repeat(total)).unwrap();
+        let len = fs::metadata(&log).unwrap().len() as i64;
+        let lag = h.src.metrics.lag_bytes.clone();
+        let r = h.run(Duration::from_secs(1));
+        let offset = || {
+            Checkpoints::load(&r.checkpoint_path)
+                .unwrap()
+                .map_or(0, |c| c.files[0].offset)
+        };
+        // The source hands on one batch, then blocks sending the next: take and confirm a
+        // few while it stays blocked, one interval (5 ms) apart.
+        for n in 1..=3u64 {
+            let (b, _) = r.next();
+            b.ack.done();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while offset() < n * line.len() as u64 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(
+                offset(),
+                n * line.len() as u64,
+                "checkpoint after {n} batches"
+            );
+        }
+        // One chunk was read, the rest is lag.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while lag.get() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            lag.get() >= len - READ_CHUNK as i64 && lag.get() < len,
+            "lag {} of {len}",
+            lag.get()
+        );
+        r.stop();
+        r.join();
+    }
+
+    /// During the drain at shutdown the checkpoint still follows confirmations every interval,
+    /// not only once the drain ends.
+    #[test]
+    fn checkpoints_are_written_while_draining_at_shutdown() {
+        let h = Harness::new(Opts::batch_max(1));
+        fs::write(h.path("audit.log"), b"1\n2\n").unwrap();
+        let r = h.run(Duration::from_secs(5));
+        let (a, _) = r.next();
+        let (b, _) = r.next();
+        r.stop();
+        std::thread::sleep(Duration::from_millis(20));
+        a.ack.done();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let offset = || {
+            Checkpoints::load(&r.checkpoint_path)
+                .unwrap()
+                .map_or(0, |c| c.files[0].offset)
+        };
+        while offset() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(offset(), 2, "checkpointed while draining");
+        assert!(
+            !r.thread.is_finished(),
+            "still waiting for the second batch"
+        );
+        b.ack.done();
+        let cp = r.join();
+        assert_eq!(cp.files[0].offset, 4);
     }
 
     /// A line without its newline: any bytes but `\n`, sometimes longer than the `max_line`
