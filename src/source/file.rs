@@ -75,6 +75,16 @@ pub struct FileSourceConfig {
     /// Raise an alert when no event arrived for this long.
     #[serde(default = "default_silence")]
     pub silence_alert_after: HumanDuration,
+    /// Whether a new file whose first line is content already read is taken for a copy of it
+    /// (copy-truncate with the copies under the globs). Always on for configured file sources;
+    /// off for the webhook's spool, whose segments are written once each and may begin with
+    /// the same event (one sent again after the duplicate window).
+    #[serde(skip, default = "copies_are_detected")]
+    pub detect_copies: bool,
+}
+
+fn copies_are_detected() -> bool {
+    true
 }
 
 fn default_poll() -> HumanDuration {
@@ -150,6 +160,20 @@ fn watch(dirs: &[PathBuf], wake: Sender<()>, source: &str) -> Option<notify::Rec
         }
     }
     Some(w)
+}
+
+/// A partial-line buffer that grew past this while a long line was read is given back once
+/// the line is handed on, so one large event does not leave its size held for the file's
+/// life.
+const PARTIAL_KEEP_BYTES: usize = 1 << 20;
+
+/// Empties the buffer of a line in progress, freeing it when it grew large.
+fn release_partial(partial: &mut Vec<u8>) {
+    if partial.capacity() > PARTIAL_KEEP_BYTES {
+        *partial = Vec::new();
+    } else {
+        partial.clear();
+    }
 }
 
 /// How much is read from a file per system call.
@@ -904,6 +928,9 @@ impl FileSource {
     /// [`FINGERPRINT_BYTES`]) and at least one complete line: audit events carry unique ids
     /// and times, while their first bytes are the same in every file.
     fn copy_of(&self, prefix: &[u8]) -> CopyOf {
+        if !self.cfg.detect_copies {
+            return CopyOf::Nothing;
+        }
         let same = |fp: u64, fp_len: u64, offset: u64| {
             let len = fp_len as usize;
             offset > 0
@@ -1149,7 +1176,7 @@ impl FileSource {
                     if !t.skipping && !t.skipping_start {
                         t.partial.extend_from_slice(&chunk[pos..]);
                         if t.partial.len() > self.max_line {
-                            t.partial.clear();
+                            release_partial(&mut t.partial);
                             t.skipping = true;
                         }
                     }
@@ -1170,7 +1197,7 @@ impl FileSource {
                         || t.partial.len() + (nl - pos) > self.max_line;
                     // A batch ends before a skipped line, and once it reaches `batch_max`.
                     let cut = if too_long {
-                        t.partial.clear();
+                        release_partial(&mut t.partial);
                         self.metrics.too_long.inc();
                         crate::warn_limited!(
                             &self.name,
@@ -1179,6 +1206,7 @@ impl FileSource {
                         true
                     } else {
                         lines.append(&mut t.partial);
+                        release_partial(&mut t.partial);
                         lines.extend_from_slice(&chunk[pos..=nl]);
                         batch_end = Some((end_offset, t.line));
                         self.metrics.lines.inc();
@@ -1377,6 +1405,7 @@ mod tests {
         silence: Duration,
         /// How many batches the channel to the pipeline holds (`None`: no limit).
         queue: Option<usize>,
+        detect_copies: bool,
     }
 
     impl Default for Opts {
@@ -1388,6 +1417,7 @@ mod tests {
                 batch_max: 1 << 20,
                 silence: Duration::from_secs(300),
                 queue: None,
+                detect_copies: true,
             }
         }
     }
@@ -1417,6 +1447,7 @@ mod tests {
             poll_interval: HumanDuration(Duration::from_millis(2)),
             checkpoint_interval: HumanDuration(Duration::from_millis(5)),
             silence_alert_after: HumanDuration(o.silence),
+            detect_copies: o.detect_copies,
         }
     }
 
@@ -2134,6 +2165,51 @@ mod tests {
         let b = h.step();
         assert_eq!(lines(&b), ["4", "5"]);
         assert_eq!((b[0].first_line, b[0].start_offset), (4, 6));
+    }
+
+    /// Regression: spool segments are written once each and may begin with the same event;
+    /// without copy detection, a new segment that begins like one already read is read whole.
+    #[test]
+    fn without_copy_detection_a_file_beginning_like_a_checkpointed_one_is_read_whole() {
+        // An event longer than the fingerprint, as audit events at RequestResponse level are.
+        let event = format!("{{\"auditID\":\"{}\"}}", "a".repeat(2 * FINGERPRINT_BYTES));
+        let run = |detect_copies: bool| {
+            let opts = || Opts {
+                glob: "*.log",
+                detect_copies,
+                ..Opts::default()
+            };
+            let h = Harness::new(opts());
+            let first = h.path("segment-1.log");
+            fs::write(&first, format!("{event}\nold\n")).unwrap();
+            let (_, dirs) = h.confirm_all_and_stop();
+            fs::write(dirs.path("segment-2.log"), format!("{event}\nnew\n")).unwrap();
+            let mut h = dirs.start(opts());
+            lines(&h.step())
+        };
+        assert_eq!(run(false), [event.as_str(), "new"]);
+        // With copy detection (configured file sources), the second file is taken for a copy of
+        // the first, which is what spool segments must never be.
+        assert_ne!(run(true), [event.as_str(), "new"]);
+    }
+
+    /// Regression (reliability report): a 14 MB event kept 14 MB held after it was read.
+    #[test]
+    fn the_buffer_of_a_long_line_is_freed_once_the_line_is_handed_on() {
+        let opts = || Opts {
+            max_line: 8 * PARTIAL_KEEP_BYTES,
+            batch_max: 8 * PARTIAL_KEEP_BYTES,
+            ..Opts::default()
+        };
+        let mut h = Harness::new(opts());
+        let log = h.path("audit.log");
+        let long = "x".repeat(3 * PARTIAL_KEEP_BYTES);
+        fs::write(&log, &long).unwrap();
+        assert!(h.step().is_empty(), "the line waits for its newline");
+        assert!(h.file("audit.log").partial.capacity() >= long.len());
+        append(&log, b"\n");
+        assert_eq!(lines(&h.step()), [long.as_str()]);
+        assert!(h.file("audit.log").partial.capacity() <= PARTIAL_KEEP_BYTES);
     }
 
     #[test]

@@ -217,6 +217,7 @@ pub fn start(cfg: &SourceConfig, ctx: SourceContext<'_>) -> Result<RunningSource
                 poll_interval: HumanDuration(Duration::from_millis(100)),
                 checkpoint_interval: HumanDuration(Duration::from_millis(500)),
                 silence_alert_after: wc.silence_alert_after,
+                detect_copies: false,
             };
             (Box::new(file_source(follow)?), Some(server))
         }
