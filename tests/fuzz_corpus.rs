@@ -86,7 +86,7 @@ fn run_mutated(target: &str, cases: usize, check: impl Fn(&[u8])) {
 #[test]
 fn fuzz_decode_corpus_and_mutations() {
     let path = tempfile::NamedTempFile::new().expect("a temp file");
-    run_mutated("decode", 3000, |data| {
+    run_mutated("decode", 10_000, |data| {
         checks::decode_value(data);
         checks::input_file(data, path.path());
     });
@@ -94,12 +94,12 @@ fn fuzz_decode_corpus_and_mutations() {
 
 #[test]
 fn fuzz_envelope_corpus_and_mutations() {
-    run_mutated("envelope", 3000, checks::envelope);
+    run_mutated("envelope", 10_000, checks::envelope);
 }
 
 #[test]
 fn fuzz_sigma_corpus_and_mutations() {
-    run_mutated("sigma", 1500, checks::sigma);
+    run_mutated("sigma", 5_000, checks::sigma);
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn fuzz_redact_corpus_and_generated() {
         checks::redact(&seed, false);
     }
     let mut rng = Rng(0x5345_4352_4554_5321);
-    for _ in 0..8_000 {
+    for _ in 0..20_000 {
         let len = rng.below(256);
         checks::redact(&rng.bytes(len), false);
     }
@@ -125,7 +125,7 @@ fn fuzz_redact_duplicate_keys() {
         checks::redact(&seed, true);
     }
     let mut rng = Rng(0x4455_5045_4b45_5953);
-    for _ in 0..8_000 {
+    for _ in 0..20_000 {
         let len = rng.below(256);
         checks::redact(&rng.bytes(len), true);
     }
