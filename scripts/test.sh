@@ -41,7 +41,12 @@ cargo fmt --check
 cargo clippy --all-targets --locked --quiet -- -D warnings
 
 echo "== cargo test"
+# Includes the fuzz smoke run, tests/fuzz_corpus.rs: the fuzz targets' checks over the seed
+# corpus (fuzz/corpus) and some thousands of generated and mutated inputs per target, a few
+# seconds in all. Coverage-guided runs (cargo fuzz, sanitizer builds of every dependency) take
+# too long to build for CI: scripts/fuzz.sh runs them.
 cargo test --lib --bins --tests 2>&1
+bash -n scripts/fuzz.sh
 cargo bench --no-run --quiet
 # The release binary, exactly as the Dockerfile builds it (default features, locked).
 cargo build --release --locked --quiet

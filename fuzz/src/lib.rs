@@ -1,0 +1,2 @@
+//! The checks the fuzz targets run, shared with `tests/fuzz_corpus.rs`.
+pub mod checks;
