@@ -5,8 +5,7 @@
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 60 s, every target)
 # Targets: decode envelope redact sigma. The seeds in fuzz/corpus/<target> are read only; new
 # inputs go to fuzz/target/corpus/<target>, crashes to fuzz/artifacts/<target>.
-# TRIPLINE_FUZZ_DUPLICATE_KEYS=1 lets the redact target repeat members inside Secrets (a known
-# gap in redaction until its fix lands: expect a crash).
+# The redact target repeats members inside Secrets for inputs whose first byte is odd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

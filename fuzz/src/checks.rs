@@ -23,7 +23,7 @@ pub fn decode_value(data: &[u8]) {
     };
     decode_value_into(text, &mut |d| {
         if let Ok(ev) = d {
-            check_event(ev, &[]);
+            check_event(ev, &[], true);
         }
     });
 }
@@ -46,7 +46,7 @@ pub fn input_file(data: &[u8], path: &std::path::Path) {
     reader.read(
         &Input::File(path.to_path_buf()),
         &mut stats,
-        &mut |ev| check_event(ev, &[]),
+        &mut |ev| check_event(ev, &[], true),
         &mut |_| {},
     );
 }
@@ -101,7 +101,11 @@ fn gzip_base64(data: &[u8]) -> String {
 }
 
 /// The checks on one decoded event; `planted` secrets must not be in its redacted forms.
-fn check_event(ev: &Event<'_>, planted: &[String]) {
+/// `value_path`: also check `redact_event`, the redaction of a parsed value (tests' reference;
+/// the daemon and `scan` redact the text). A parsed value keeps only the last of a repeated
+/// key, so it cannot see the repeats that make redaction fail closed: that check needs input
+/// without them.
+fn check_event(ev: &Event<'_>, planted: &[String], value_path: bool) {
     let (out, redacted) = redacted_event_json(ev);
     let text = std::str::from_utf8(&out).expect("redacted event is UTF-8");
     let value: Value = match serde_json::from_str(text) {
@@ -114,7 +118,7 @@ fn check_event(ev: &Event<'_>, planted: &[String]) {
         assert_ne!(value, Value::Null, "complete redaction wrote null");
     }
     assert_no_secret("write_redacted_event", &value, text, planted);
-    if let Some(mut whole) = ev.whole().cloned() {
+    if let Some(mut whole) = ev.whole().cloned().filter(|_| value_path) {
         redact_event(&mut whole);
         let text = whole.to_string();
         assert_no_secret("redact_event", &whole, &text, planted);
@@ -452,7 +456,7 @@ pub fn redact(data: &[u8], duplicate_keys: bool) {
     decode_value_into(&text, &mut |d| match d {
         Ok(ev) => {
             n += 1;
-            check_event(ev, &planted);
+            check_event(ev, &planted, !duplicate_keys);
         }
         Err(e) => panic!("generated event did not decode: {e:?}: {text}"),
     });
