@@ -3,18 +3,15 @@
 
 mod support;
 use support::daemon;
+use support::slow_endpoint::SlowEndpoint;
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use daemon::{append, free_port, read_lines, wait_until, Daemon};
+use daemon::{append, free_port, read_lines, truncate, wait_until, Daemon};
 
 /// Writes a config under `dir` and starts the daemon with it.
 fn start(dir: &Path, extra_sinks: &str, extra: &str) -> Daemon {
@@ -224,12 +221,7 @@ fn copy_truncate_deletion_and_late_files_are_followed() {
     );
     // Copy-truncate: the copy goes where the glob does not look; the original restarts at 0.
     std::fs::copy(&log, dir.join("logs/audit.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&log);
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..50 {
         append(&log, &format!("{}\n", quiet_event(&format!("b-{i}"))));
@@ -279,12 +271,7 @@ fn copy_truncate_with_copies_under_the_glob_delivers_each_event_once() {
         // Sometimes the source has read it all before the copy, sometimes not.
         std::thread::sleep(Duration::from_millis(if r % 2 == 0 { 300 } else { 0 }));
         std::fs::copy(&log, dir.join(format!("logs/audit-2026030{r}.log"))).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(&log);
         // Let the source see the truncation before the file grows past what it read.
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -1090,126 +1077,6 @@ fn a_flood_of_bad_lines_is_counted_and_dead_lettered_line_by_line_but_logged_in_
     assert!(d.stop().success());
 }
 
-/// An HTTP endpoint for an `http` sink that answers each POSTed JSON array of event documents
-/// after a delay that the test can change, and counts the auditIDs it answered 200.
-struct SlowEndpoint {
-    port: u16,
-    delay_ms: Arc<AtomicU64>,
-    got: Arc<Mutex<HashMap<String, usize>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl SlowEndpoint {
-    fn start(delay: Duration) -> SlowEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let e = SlowEndpoint {
-            port,
-            delay_ms: Arc::new(AtomicU64::new(delay.as_millis() as u64)),
-            got: Arc::default(),
-            stop: Arc::default(),
-        };
-        let (d, g, s) = (e.delay_ms.clone(), e.got.clone(), e.stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let (d, g, s) = (d.clone(), g.clone(), s.clone());
-                        std::thread::spawn(move || serve_slowly(conn, &d, &g, &s));
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        e
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/events", self.port)
-    }
-
-    /// auditID -> how many times it was answered 200.
-    fn delivered(&self) -> HashMap<String, usize> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-impl Drop for SlowEndpoint {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Serves one keep-alive connection of [`SlowEndpoint`].
-fn serve_slowly(
-    mut conn: TcpStream,
-    delay_ms: &AtomicU64,
-    got: &Mutex<HashMap<String, usize>>,
-    stop: &AtomicBool,
-) {
-    conn.set_nonblocking(false).unwrap();
-    conn.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
-    // Reads until `buf` holds at least `want(buf)` bytes; false when the connection ends.
-    let mut fill =
-        |conn: &mut TcpStream, buf: &mut Vec<u8>, want: &dyn Fn(&[u8]) -> Option<usize>| loop {
-            if want(buf).is_some() {
-                return true;
-            }
-            match conn.read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
-            }
-        };
-    loop {
-        let head_end = |b: &[u8]| b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-        if !fill(&mut conn, &mut buf, &head_end) {
-            return;
-        }
-        let end = head_end(&buf).unwrap();
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim() == "content-length")
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        if !fill(&mut conn, &mut buf, &|b: &[u8]| {
-            (b.len() >= end + len).then_some(0)
-        }) {
-            return;
-        }
-        let body: Vec<u8> = buf.drain(..end + len).skip(end).collect();
-        std::thread::sleep(Duration::from_millis(delay_ms.load(Ordering::Relaxed)));
-        let docs: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        {
-            let mut g = got.lock().unwrap();
-            for d in docs.as_array().into_iter().flatten() {
-                if let Some(id) = d["kubernetes"]["audit"]["auditID"].as_str() {
-                    *g.entry(id.to_string()).or_default() += 1;
-                }
-            }
-        }
-        let answer =
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
-        if conn.write_all(answer.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
 /// Regression (reliability report): behind a slow sink, with a backlog, the file source sat
 /// blocked on the full pipeline and wrote no checkpoint for as long as the backlog lasted, so
 /// `kill -9` sent everything delivered so far again. The checkpoint follows the confirmations
@@ -1231,19 +1098,19 @@ fn kill_9_behind_a_slow_sink_sends_again_about_one_checkpoint_interval() {
     let endpoint = SlowEndpoint::start(Duration::from_millis(40));
     let sink = format!(
         "  - type: http\n    name: events\n    url: {}\n    mode: batch\n    timeout: 30s\n    flows: [events]\n    batch: {{ max_records: 10, flush_interval: 20ms }}\n",
-        endpoint.url()
+        endpoint.url("events")
     );
     let pipeline = "pipeline: { workers: 1, queue_batches: 1, batch_max_bytes: 4096 }\n";
     let d = start(dir, &sink, pipeline);
     let _g = KillOnDrop(d.child.id());
     wait_until(
         Duration::from_secs(20),
-        || !endpoint.delivered().is_empty(),
+        || !endpoint.delivered(None).is_empty(),
         || d.logs(),
     );
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    let before = endpoint.delivered().len();
+    let before = endpoint.delivered(None).len();
     let rate = before as f64 / started.elapsed().as_secs_f64();
     // Held back, the source still reports the backlog it has not read (it read a chunk or
     // two of 256 KiB).
@@ -1255,15 +1122,15 @@ fn kill_9_behind_a_slow_sink_sends_again_about_one_checkpoint_interval() {
     assert!(lag >= len / 2.0 && lag < len, "lag {lag} of {len}");
     assert!(before < total / 2, "the backlog was still there: {before}");
 
-    endpoint.delay_ms.store(0, Ordering::Relaxed);
+    endpoint.set_delay(Duration::ZERO);
     let d = start(dir, &sink, pipeline);
     let _g = KillOnDrop(d.child.id());
     wait_until(
         Duration::from_secs(30),
-        || endpoint.delivered().len() >= total,
+        || endpoint.delivered(None).len() >= total,
         || d.logs(),
     );
-    let ids = endpoint.delivered();
+    let ids = endpoint.delivered(None);
     assert_eq!(ids.len(), total, "no event lost");
     let again = ids.values().filter(|n| **n > 1).count();
     eprintln!(

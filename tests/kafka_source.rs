@@ -23,14 +23,12 @@
 //! rebalance replays what was confirmed since the last commit before the join.
 
 mod support;
+use support::slow_endpoint::SlowEndpoint;
 use support::{daemon, servers};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use daemon::{free_port, read_lines, wait_until, Daemon};
@@ -453,150 +451,6 @@ fn assigned(d: &Daemon) -> Option<i64> {
         }
     }
     last
-}
-
-// ---------------------------------------------------------------------------------------------
-// A slow HTTP endpoint for an `http` sink
-
-/// Accepts POSTed JSON arrays of event documents, each after `delay`, and records the auditIDs
-/// of those it answered 200 (just before answering).
-struct SlowEndpoint {
-    port: u16,
-    got: Arc<Mutex<Vec<(String, String, Instant)>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl SlowEndpoint {
-    fn start(delay: Duration) -> SlowEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (g, s) = (got.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let (g, s) = (g.clone(), s.clone());
-                        std::thread::spawn(move || serve(conn, delay, &g, &s));
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        SlowEndpoint { port, got, stop }
-    }
-
-    /// The URL for the instance called `name` (the path tells instances apart).
-    fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
-    }
-
-    /// auditID -> deliveries, for one instance or (with `None`) all of them.
-    fn delivered(&self, name: Option<&str>) -> BTreeMap<String, usize> {
-        let mut m = BTreeMap::new();
-        for (path, id, _) in self.got.lock().unwrap().iter() {
-            if name.is_none_or(|n| path == &format!("/{n}")) {
-                *m.entry(id.clone()).or_default() += 1;
-            }
-        }
-        m
-    }
-
-    /// The auditIDs answered at or after `since`.
-    fn delivered_since(&self, since: Instant) -> BTreeSet<String> {
-        let g = self.got.lock().unwrap();
-        g.iter()
-            .filter(|(_, _, t)| *t >= since)
-            .map(|(_, id, _)| id.clone())
-            .collect()
-    }
-}
-
-impl Drop for SlowEndpoint {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Serves one keep-alive connection.
-fn serve(
-    mut conn: TcpStream,
-    delay: Duration,
-    got: &Mutex<Vec<(String, String, Instant)>>,
-    stop: &AtomicBool,
-) {
-    conn.set_nonblocking(false).unwrap();
-    conn.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
-    loop {
-        // The head.
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match conn.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                }
-                Err(_) => return,
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let path = head
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            !head.to_ascii_lowercase().contains("transfer-encoding"),
-            "chunked request: {head}"
-        );
-        let len: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            match conn.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                }
-                Err(_) => return,
-            }
-        }
-        let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
-        std::thread::sleep(delay);
-        let docs: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        {
-            let mut g = got.lock().unwrap();
-            for d in docs.as_array().into_iter().flatten() {
-                if let Some(id) = d["kubernetes"]["audit"]["auditID"].as_str() {
-                    g.push((path.clone(), id.to_string(), Instant::now()));
-                }
-            }
-        }
-        let answer =
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
-        if conn.write_all(answer.as_bytes()).is_err() {
-            return;
-        }
-    }
 }
 
 /// Options for a group that notices a dead or new member within seconds.

@@ -141,6 +141,16 @@ pub fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool, context: impl F
     }
 }
 
+/// Truncates a file in place, as copy-truncate rotation does.
+pub fn truncate(path: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 pub fn append(path: &Path, text: &str) {
     let mut f = OpenOptions::new()
         .create(true)

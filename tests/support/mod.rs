@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod events;
 pub mod proxy;
 pub mod servers;
+pub mod slow_endpoint;
