@@ -84,3 +84,74 @@ fn regex_like_technique(s: &str) -> bool {
         _ => false,
     }
 }
+
+/// Exports often drop bookkeeping fields (SIEM normalisers, some Fluent Bit and Logstash
+/// filters): every positive embedded test of the pack must still match with `stage` removed,
+/// with `responseStatus` removed (unless the rule is about the status, a denial), with
+/// `objectRef.apiGroup` removed, with `stageTimestamp` removed, and with all of them removed.
+#[test]
+fn every_positive_test_still_matches_when_an_export_drops_bookkeeping_fields() {
+    let loaded = RulesConfig::default().load(&[], true);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    type Strip = fn(&mut serde_json::Map<String, serde_json::Value>);
+    let variants: [(&str, Strip); 5] = [
+        ("no stage", |o| {
+            o.remove("stage");
+        }),
+        ("no responseStatus", |o| {
+            o.remove("responseStatus");
+        }),
+        ("no objectRef.apiGroup", |o| {
+            if let Some(r) = o.get_mut("objectRef").and_then(|r| r.as_object_mut()) {
+                r.remove("apiGroup");
+            }
+        }),
+        ("no stageTimestamp", |o| {
+            o.remove("stageTimestamp");
+        }),
+        ("none of them", |o| {
+            for k in ["stage", "responseStatus", "stageTimestamp"] {
+                o.remove(k);
+            }
+            if let Some(r) = o.get_mut("objectRef").and_then(|r| r.as_object_mut()) {
+                r.remove("apiGroup");
+            }
+        }),
+    ];
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for rule in &loaded.rules {
+        for t in rule.tests.iter().filter(|t| t.expect_match) {
+            let event: serde_json::Value = serde_json::from_str(&t.event_json).expect("test event");
+            let code = event
+                .pointer("/responseStatus/code")
+                .and_then(|c| c.as_i64());
+            for (what, strip) in &variants {
+                let denial = code.is_some_and(|c| c >= 400);
+                if denial && what.contains("responseStatus") || denial && *what == "none of them" {
+                    continue; // the status is what such a rule is about
+                }
+                let mut stripped = event.clone();
+                if let Some(o) = stripped.as_object_mut() {
+                    strip(o);
+                }
+                if stripped == event {
+                    continue;
+                }
+                let mut variant = rule.clone();
+                let mut test = t.clone();
+                test.name = format!("{} ({what})", t.name);
+                test.event_json = stripped.to_string();
+                variant.tests = vec![test];
+                let (ran, failed) = run_tests(std::slice::from_ref(&variant));
+                checked += ran;
+                failures.extend(failed.iter().map(|f| f.to_string()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        checked > 3 * loaded.rules.len(),
+        "only {checked} variants checked"
+    );
+}
