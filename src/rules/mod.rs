@@ -17,7 +17,7 @@ pub use config::{Loaded, RulesConfig};
 pub use harness::{run_tests, TestFailure};
 pub use matcher::{Cmp, Pattern, StrMatcher};
 pub use model::{Level, Rule, RuleMeta};
-pub use ruleset::{Match, RuleSet, DEFAULT_THROTTLE_MAX_KEYS};
+pub use ruleset::{Match, RuleSet, DEFAULT_REQUEST_MAX_KEYS, DEFAULT_THROTTLE_MAX_KEYS};
 pub use sigma::{
     builtin_field_mappings, compile_field, load_str, CompileOptions, FieldError, RuleError,
 };
