@@ -3,11 +3,43 @@
 use std::collections::HashSet;
 
 use tripline::alert::threat_from_tags;
-use tripline::rules::{run_tests, Level, RulesConfig};
+use tripline::rules::{run_tests, Level, Rule, RulesConfig, AUDIT_TRAIL_FILE};
+
+/// The whole pack, the opt-in audit-trail rules included.
+fn whole_pack() -> RulesConfig {
+    RulesConfig {
+        audit_trail: true,
+        ..RulesConfig::default()
+    }
+}
+
+fn in_audit_trail(r: &Rule) -> bool {
+    r.meta.source.ends_with(&format!("/{AUDIT_TRAIL_FILE}"))
+}
+
+#[test]
+fn audit_trail_rules_load_only_when_asked_and_are_informational() {
+    let default = RulesConfig::default().load(&[], true);
+    assert!(default.errors.is_empty(), "{:?}", default.errors);
+    assert!(!default.rules.iter().any(in_audit_trail));
+    let all = whole_pack().load(&[], true);
+    assert!(all.errors.is_empty(), "{:?}", all.errors);
+    let trail: Vec<&Rule> = all.rules.iter().filter(|r| in_audit_trail(r)).collect();
+    assert!(!trail.is_empty(), "no rules in {AUDIT_TRAIL_FILE}");
+    assert_eq!(all.rules.len(), default.rules.len() + trail.len());
+    for r in trail {
+        assert_eq!(
+            r.meta.level,
+            Level::Informational,
+            "{}: audit-trail rules are informational",
+            r.meta.title
+        );
+    }
+}
 
 #[test]
 fn the_pack_loads_has_at_least_30_rules_and_every_embedded_test_passes() {
-    let loaded = RulesConfig::default().load(&[], true);
+    let loaded = whole_pack().load(&[], true);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     assert!(
         loaded.rules.len() >= 30,
@@ -22,7 +54,7 @@ fn the_pack_loads_has_at_least_30_rules_and_every_embedded_test_passes() {
 
 #[test]
 fn every_rule_is_complete_and_tagged_with_attack_ids() {
-    let loaded = RulesConfig::default().load(&[], true);
+    let loaded = whole_pack().load(&[], true);
     let mut ids = HashSet::new();
     let mut titles = HashSet::new();
     for r in &loaded.rules {
@@ -44,11 +76,13 @@ fn every_rule_is_complete_and_tagged_with_attack_ids() {
             r.tests.iter().any(|t| !t.expect_match),
             "{name}: no negative test"
         );
-        assert_ne!(
-            m.level,
-            Level::Informational,
-            "{name}: informational rules do not belong in the pack"
-        );
+        if !in_audit_trail(r) {
+            assert_ne!(
+                m.level,
+                Level::Informational,
+                "{name}: informational rules belong in {AUDIT_TRAIL_FILE} only"
+            );
+        }
         let threat = threat_from_tags(&m.tags).unwrap_or_else(|| panic!("{name}: no ATT&CK tags"));
         assert!(
             threat["tactic"]["id"]
@@ -63,6 +97,10 @@ fn every_rule_is_complete_and_tagged_with_attack_ids() {
             "{name}: no technique tag"
         );
         for t in &m.tags {
+            // Audit-trail rules are hunting material, and may say so.
+            if in_audit_trail(r) && t == "detection.threat-hunting" {
+                continue;
+            }
             let ok = t.starts_with("attack.")
                 && (t[7..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
                     || regex_like_technique(&t[7..]));

@@ -32,7 +32,16 @@ pub fn check(file: &Path) -> Result<u8> {
     }
     print_errors(&loaded);
     if loaded.errors.is_empty() {
-        println!("{}: OK ({} rules)", file.display(), loaded.rules.len());
+        let inactive = loaded.rules.iter().filter(|r| !r.is_active()).count();
+        if inactive == 0 {
+            println!("{}: OK ({} rules)", file.display(), loaded.rules.len());
+        } else {
+            println!(
+                "{}: OK ({} rules, {inactive} inactive until their placeholders have values)",
+                file.display(),
+                loaded.rules.len()
+            );
+        }
         Ok(0)
     } else {
         Ok(EXIT_USAGE)

@@ -29,6 +29,10 @@ pub struct RuleSource {
     /// The config file (rules, placeholders, field mappings, exceptions, cluster name).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Also load the pack's audit-trail rules (informational records of changes), like
+    /// `rules.audit_trail: true` in the config.
+    #[arg(long)]
+    pub audit_trail: bool,
 }
 
 impl RuleSource {
@@ -42,6 +46,8 @@ impl RuleSource {
             })?,
             None => Config::default(),
         };
+        let mut cfg = cfg;
+        cfg.rules.audit_trail |= self.audit_trail;
         let loaded = cfg.rules.load(&self.rules, !self.no_default_rules);
         for w in &loaded.warnings {
             eprintln!("warning: {w}");

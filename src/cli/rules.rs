@@ -27,9 +27,34 @@ pub enum RulesCommand {
     },
 }
 
-/// The given paths, or the built-in pack.
+/// The given paths, or the built-in pack with its opt-in audit-trail rules (they are checked
+/// and tested like the rest).
 fn load_paths(paths: &[PathBuf]) -> Loaded {
-    RulesConfig::default().load(paths, paths.is_empty())
+    let cfg = RulesConfig {
+        audit_trail: true,
+        ..RulesConfig::default()
+    };
+    cfg.load(paths, paths.is_empty())
+}
+
+/// `, N inactive (empty placeholders: a, b)`, or nothing when every rule is active.
+fn inactive_note<'r>(rules: impl Iterator<Item = &'r tripline::rules::Rule>) -> String {
+    let mut n = 0;
+    let mut names: Vec<&str> = Vec::new();
+    for r in rules.filter(|r| !r.is_active()) {
+        n += 1;
+        names.extend(r.empty_placeholders.iter().map(String::as_str));
+    }
+    names.sort_unstable();
+    names.dedup();
+    if n == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({n} inactive until placeholders {} have values)",
+            names.join(", ")
+        )
+    }
 }
 
 /// `tripline rules ...`.
@@ -39,7 +64,11 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
             let loaded = load_paths(&paths);
             print_errors(&loaded);
             if loaded.errors.is_empty() {
-                println!("{} rules OK", loaded.rules.len());
+                println!(
+                    "{} rules OK{}",
+                    loaded.rules.len(),
+                    inactive_note(loaded.rules.iter())
+                );
                 Ok(0)
             } else {
                 println!(
@@ -91,14 +120,23 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
                 Err(code) => return Ok(code),
             };
             for r in set.rules() {
+                let inactive = if r.is_active() {
+                    String::new()
+                } else {
+                    format!(
+                        "  (inactive: empty placeholders {})",
+                        r.empty_placeholders.join(", ")
+                    )
+                };
                 println!(
-                    "{}  {:<13}  {}  [{}]",
+                    "{}  {:<13}  {}  [{}]{inactive}",
                     r.meta.id,
                     r.meta.level.as_str(),
                     r.meta.title,
                     r.meta.tags.join(", ")
                 );
             }
+            eprintln!("{} rules{}", set.len(), inactive_note(set.rules().iter()));
             Ok(0)
         }
     }

@@ -35,7 +35,7 @@ pub fn run(config: PathBuf) -> Result<u8> {
             return Ok(EXIT_USAGE);
         }
     };
-    tracing::info!(rules = rules.len(), config = %config.display(), "tripline starting");
+    tracing::info!(rules = rules.len(), inactive = rules.inactive_len(), config = %config.display(), "tripline starting");
 
     // The first SIGTERM/SIGINT asks for a graceful stop; a second one exits at once.
     let control = Control::default();

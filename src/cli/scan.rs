@@ -128,10 +128,13 @@ pub fn run(args: ScanArgs) -> Result<u8> {
     let suppressed = set
         .suppressed_total
         .load(std::sync::atomic::Ordering::Relaxed);
+    let repeats = set
+        .repeats_suppressed_total
+        .load(std::sync::atomic::Ordering::Relaxed);
     match args.format {
         Format::Json => {
             out.flush().context("writing alerts")?;
-            eprint!("{}", summary_line(&report, suppressed));
+            eprint!("{}", summary_line(&report, suppressed, repeats));
         }
         Format::Text => {
             out.write_all(report.render_text(&set, suppressed).as_bytes())
@@ -149,9 +152,14 @@ fn stats_tick() -> bool {
     N.fetch_add(1, Ordering::Relaxed) % 4096 == 0
 }
 
-fn summary_line(report: &Report, suppressed: u64) -> String {
+fn summary_line(report: &Report, suppressed: u64, repeats: u64) -> String {
+    let repeats = if repeats == 0 {
+        String::new()
+    } else {
+        format!(", {repeats} repeats of one request")
+    };
     format!(
-        "tripline: {} alerts ({} throttled), {} events, {} skipped\n",
+        "tripline: {} alerts ({} throttled{repeats}), {} events, {} skipped\n",
         report.alerts_total(),
         suppressed,
         report.stats.events,

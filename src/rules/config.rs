@@ -38,6 +38,10 @@ pub struct RulesConfig {
     /// Bound on throttle keys held at once.
     #[serde(default = "default_throttle_keys")]
     pub throttle_max_keys: usize,
+    /// Also load the pack's audit-trail rules (`audit_trail.yml`: informational records of
+    /// changes such as "K8s Deployment Created"); off by default.
+    #[serde(default)]
+    pub audit_trail: bool,
 }
 
 impl Default for RulesConfig {
@@ -50,6 +54,7 @@ impl Default for RulesConfig {
             field_mappings: BTreeMap::new(),
             exceptions: BTreeMap::new(),
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
+            audit_trail: false,
         }
     }
 }
@@ -132,7 +137,8 @@ impl Loaded {
 
 impl RulesConfig {
     /// Loads the rules this config asks for, plus `extra_paths`: the built-in pack (when both
-    /// `builtin` and the config's `builtin` say so), rule files, then applies `disable` and
+    /// `builtin` and the config's `builtin` say so; its audit-trail rules when `audit_trail`
+    /// is on), rule files, then applies `disable` and
     /// `exceptions`. Duplicate rule ids are errors. The one loader behind `scan`, `rules`,
     /// `config check`, `policy check` and the daemon.
     pub fn load(&self, extra_paths: &[PathBuf], builtin: bool) -> Loaded {
@@ -141,7 +147,7 @@ impl RulesConfig {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         if builtin && cfg.builtin {
-            let (mut r, mut e) = load_builtin(&cfg.compile_options("tripline"));
+            let (mut r, mut e) = load_builtin(&cfg.compile_options("tripline"), cfg.audit_trail);
             rules.append(&mut r);
             errors.append(&mut e);
         }

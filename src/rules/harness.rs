@@ -90,16 +90,24 @@ pub fn run_tests(rules: &[Rule]) -> (usize, Vec<TestFailure>) {
             ran += 1;
             let mut outcome = None;
             let mut decode_err = String::new();
+            // The rule as compiled with the test's placeholders, if it has any.
+            let rule = t.variant.as_deref().unwrap_or(rule);
             decode_value_into(&t.event_json, &mut |d| match d {
                 Ok(ev) => {
-                    let hit = rule.detection_matches(ev);
+                    // An inactive rule is never evaluated: it matches nothing.
+                    let hit = rule.is_active() && rule.detection_matches(ev);
                     let dets = rule
                         .names
                         .iter()
                         .zip(&rule.selections)
                         .map(|(n, s)| (n.clone(), s.matches(ev)))
                         .collect::<Vec<_>>();
-                    let detail = if t.expect_match && !hit {
+                    let detail = if t.expect_match && !rule.is_active() {
+                        format!(
+                            "the rule is inactive: `requires_placeholders` {} empty (give values in the test's `placeholders:`)",
+                            rule.empty_placeholders.join(", ")
+                        )
+                    } else if t.expect_match && !hit {
                         describe_misses(rule, ev)
                     } else {
                         String::new()

@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 
 pub use condition::{ConditionError, Expr};
 pub use config::{Loaded, RulesConfig};
+
 pub use harness::{run_tests, TestFailure};
 pub use matcher::{Cmp, Pattern, StrMatcher};
 pub use model::{Level, Rule, RuleMeta};
-pub use ruleset::{Match, RuleSet, DEFAULT_THROTTLE_MAX_KEYS};
+pub use ruleset::{Match, RuleSet, DEFAULT_REQUEST_MAX_KEYS, DEFAULT_THROTTLE_MAX_KEYS};
 pub use sigma::{
     builtin_field_mappings, compile_field, load_str, CompileOptions, FieldError, RuleError,
 };
@@ -50,11 +51,19 @@ pub fn builtin_placeholders() -> HashMap<String, Vec<String>> {
     out
 }
 
-/// Compiles the built-in pack.
-pub fn load_builtin(opts: &CompileOptions) -> (Vec<Rule>, Vec<RuleError>) {
+/// The pack file of the opt-in audit-trail rules (informational records of changes, not
+/// detections); loaded only when `rules.audit_trail` is on.
+pub const AUDIT_TRAIL_FILE: &str = "audit_trail.yml";
+
+/// Compiles the built-in pack; its audit-trail rules ([`AUDIT_TRAIL_FILE`]) only when
+/// `audit_trail`.
+pub fn load_builtin(opts: &CompileOptions, audit_trail: bool) -> (Vec<Rule>, Vec<RuleError>) {
     let mut rules = Vec::new();
     let mut errors = Vec::new();
     for (name, text) in builtin_rule_files() {
+        if !audit_trail && *name == AUDIT_TRAIL_FILE {
+            continue;
+        }
         let (mut r, mut e) = load_str(&format!("detections/{name}"), text, opts);
         rules.append(&mut r);
         errors.append(&mut e);

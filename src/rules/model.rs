@@ -113,13 +113,16 @@ pub struct ThrottleSpec {
 }
 
 /// One embedded test of a rule.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RuleTest {
     pub name: String,
     pub expect_match: bool,
     /// The sample event as JSON text.
     pub event_json: String,
     pub line: usize,
+    /// The rule compiled with the test's own `placeholders:` (which replace the configured
+    /// values for this test only); `None` when the test has none.
+    pub variant: Option<Box<Rule>>,
 }
 
 /// A compiled rule: metadata, selections, the condition over them, and the extensions.
@@ -137,4 +140,21 @@ pub struct Rule {
     pub tests: Vec<RuleTest>,
     /// The line of `id:` in `meta.source`.
     pub line: usize,
+    /// `requires_placeholders`: placeholders that must have values for the rule to run.
+    pub requires_placeholders: Vec<String>,
+    /// The required placeholders that are empty: while any is, the rule is loaded but
+    /// inactive (never evaluated).
+    pub empty_placeholders: Vec<String>,
+    /// The detection accepts an event without `stage` (a `stage` item that includes `null`):
+    /// such events of one request (an export that dropped `stage` keeps all of them) alert
+    /// once per request.
+    pub once_per_request: bool,
+}
+
+impl Rule {
+    /// True if and only if the rule is evaluated: every placeholder of
+    /// `requires_placeholders` has at least one value.
+    pub fn is_active(&self) -> bool {
+        self.empty_placeholders.is_empty()
+    }
 }

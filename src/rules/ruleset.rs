@@ -16,9 +16,17 @@ use crate::event::{Event, FieldRef, FieldValue};
 /// Default bound on the number of throttle keys held at once.
 pub const DEFAULT_THROTTLE_MAX_KEYS: usize = 100_000;
 
+/// Default bound on the (rule, request) pairs remembered so that a rule alerts once per
+/// request on events without `stage`; the oldest are forgotten first.
+pub const DEFAULT_REQUEST_MAX_KEYS: usize = 65_536;
+
 impl FieldCond {
     /// True if and only if this condition holds for `ev`.
     pub fn matches(&self, ev: &Event<'_>) -> bool {
+        // No values (an `expand` of empty placeholders): nothing matches, with `all` too.
+        if self.patterns.is_empty() {
+            return false;
+        }
         // Fast path: one typed single-valued field, read once without callbacks.
         if let ([field], false) = (self.fields.as_slice(), self.all) {
             if let Some(v) = ev.scalar(field) {
@@ -249,6 +257,10 @@ impl Index {
     fn build(rules: &[Rule]) -> Index {
         let mut idx = Index::default();
         for (i, r) in rules.iter().enumerate() {
+            if !r.is_active() {
+                // Never a candidate: inactive rules are not evaluated.
+                continue;
+            }
             let i = i as u32;
             let resources = required_values(&r.condition, &r.selections, &FieldRef::ObjResource);
             match required_values(&r.condition, &r.selections, &FieldRef::Verb) {
@@ -643,6 +655,74 @@ fn throttle_key(
     h.finish()
 }
 
+/// The fields that identify one request across its stages. `auditID` alone comes from a
+/// client header (a client could reuse one to hide a later request); the receive time, verb,
+/// URI and user are the same in every stage of a request and differ between requests.
+static REQUEST_FIELDS: &[FieldRef] = &[
+    FieldRef::AuditId,
+    FieldRef::RequestReceivedTimestamp,
+    FieldRef::Verb,
+    FieldRef::RequestUri,
+    FieldRef::UserName,
+];
+
+/// Shards of [`RequestsSeen`]: workers alerting at once rarely wait for one another.
+const REQUEST_SHARDS: usize = 16;
+
+#[derive(Debug, Default)]
+struct SeenShard {
+    set: std::collections::HashSet<(u32, u64), std::hash::BuildHasherDefault<rustc_hash::FxHasher>>,
+    /// Insertion order, oldest first, for eviction.
+    order: std::collections::VecDeque<(u32, u64)>,
+}
+
+/// A bounded set of (rule index, request hash) pairs that already alerted; each shard forgets
+/// its oldest pair when full.
+#[derive(Debug)]
+struct RequestsSeen {
+    shards: Box<[std::sync::Mutex<SeenShard>]>,
+    per_shard: usize,
+}
+
+impl RequestsSeen {
+    fn new(max_keys: usize) -> RequestsSeen {
+        RequestsSeen {
+            shards: (0..REQUEST_SHARDS).map(|_| Default::default()).collect(),
+            per_shard: max_keys.div_ceil(REQUEST_SHARDS).max(1),
+        }
+    }
+
+    /// True if and only if `key` was not in the set; it is in the set afterwards.
+    fn insert(&self, key: (u32, u64)) -> bool {
+        // The request hash is keyed and random: its top bits spread the shards.
+        let shard = &self.shards[((key.1 >> 59) as usize ^ key.0 as usize) % REQUEST_SHARDS];
+        // A worker that panicked holding the lock left the set consistent (every step below
+        // keeps `set` and `order` in step or merely stale): keep using it.
+        let mut s = shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.set.contains(&key) {
+            return false;
+        }
+        if s.order.len() >= self.per_shard {
+            if let Some(old) = s.order.pop_front() {
+                s.set.remove(&old);
+            }
+        }
+        s.set.insert(key);
+        s.order.push_back(key);
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.set.len()))
+            .sum()
+    }
+}
+
 /// One rule that fired on an event.
 #[derive(Debug)]
 pub struct Match<'r> {
@@ -680,6 +760,12 @@ pub struct RuleSet {
     suppressed_by_rule: Vec<AtomicU64>,
     /// Matches alerted without throttling because the key table was full.
     pub throttle_overflow_total: AtomicU64,
+    /// The requests (rule, request hash) that alerted from an event without `stage`, for
+    /// rules that accept one ([`Rule::once_per_request`]).
+    requests_seen: RequestsSeen,
+    /// Matches not alerted because their request already alerted for the rule (events of
+    /// one request without `stage`).
+    pub repeats_suppressed_total: AtomicU64,
     /// Wall-clock second of the last sweep of expired keys.
     last_sweep: AtomicU64,
 }
@@ -718,12 +804,21 @@ impl RuleSet {
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
             suppressed_total: AtomicU64::new(0),
             throttle_overflow_total: AtomicU64::new(0),
+            requests_seen: RequestsSeen::new(DEFAULT_REQUEST_MAX_KEYS),
+            repeats_suppressed_total: AtomicU64::new(0),
             last_sweep: AtomicU64::new(0),
         }
     }
 
     pub fn with_throttle_max_keys(mut self, n: usize) -> RuleSet {
         self.throttle_max_keys = n.max(1);
+        self
+    }
+
+    /// Bounds the (rule, request) pairs remembered to alert once per request
+    /// ([`DEFAULT_REQUEST_MAX_KEYS`] by default).
+    pub fn with_request_max_keys(mut self, n: usize) -> RuleSet {
+        self.requests_seen = RequestsSeen::new(n);
         self
     }
 
@@ -782,6 +877,11 @@ impl RuleSet {
 
     pub fn len(&self) -> usize {
         self.rules.len()
+    }
+
+    /// The number of inactive rules (a placeholder of `requires_placeholders` is empty).
+    pub fn inactive_len(&self) -> usize {
+        self.rules.iter().filter(|r| !r.is_active()).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -891,7 +991,10 @@ impl RuleSet {
 
     /// Like [`RuleSet::matching_into`], but tests every rule (the reference for the index).
     pub fn matching_unindexed_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
-        out.extend((0..self.rules.len()).filter(|&i| self.rules[i].matches(ev)));
+        out.extend(
+            (0..self.rules.len())
+                .filter(|&i| self.rules[i].is_active() && self.rules[i].matches(ev)),
+        );
     }
 
     /// The rules that fire on `ev` after throttling, in rule order.
@@ -903,6 +1006,9 @@ impl RuleSet {
         let now = std::cell::OnceCell::new();
         for i in hits {
             let rule = &self.rules[i];
+            if !self.first_of_request(i as u32, rule, ev) {
+                continue;
+            }
             match &rule.throttle {
                 None => out.push(Match {
                     index: i,
@@ -920,6 +1026,27 @@ impl RuleSet {
                 }
             }
         }
+    }
+
+    /// False if and only if `ev` has no `stage`, has an `auditID`, the rule accepts a missing
+    /// stage, and the same request already alerted for it: an export that dropped `stage`
+    /// keeps every stage of a request (ResponseStarted and ResponseComplete of an exec,
+    /// RequestReceived and ResponseComplete), and the rule would fire on each. Events with a
+    /// stage are not affected: the rule's `stage` value picks one.
+    fn first_of_request(&self, i: u32, rule: &Rule, ev: &Event<'_>) -> bool {
+        if !rule.once_per_request || ev.stage.is_some() || ev.audit_id.is_none() {
+            return true;
+        }
+        let key = (
+            i,
+            throttle_key(&self.throttle_hash_keys, ev, REQUEST_FIELDS),
+        );
+        let first = self.requests_seen.insert(key);
+        if !first {
+            self.repeats_suppressed_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        first
     }
 
     /// Returns `Some(suppressed count)` when the match should alert, `None` when suppressed.
@@ -1021,6 +1148,203 @@ mod tests {
         let mut out = Vec::new();
         decode_value_into(json, &mut |ev| set.matching_into(ev.unwrap(), &mut out));
         out
+    }
+
+    fn rules_with(opts: &CompileOptions, yaml_detections: &[(&str, &str)]) -> RuleSet {
+        let mut text = String::new();
+        for (i, (det, extra)) in yaml_detections.iter().enumerate() {
+            text.push_str(&format!(
+                "title: R{i}\nid: 00000000-0000-4000-8000-{i:012}\nlogsource: {{product: kubernetes, service: audit}}\nlevel: medium\n{extra}\ndetection:\n{det}\n---\n"
+            ));
+        }
+        let (r, e) = load_str("t.yml", &text, opts);
+        assert!(e.is_empty(), "{e:?}");
+        RuleSet::new(r)
+    }
+
+    fn placeholder_opts(entries: &[(&str, &[&str])]) -> CompileOptions {
+        CompileOptions {
+            placeholders: entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            ..CompileOptions::default()
+        }
+    }
+
+    /// Alerts (after throttling and once-per-request) for each event.
+    fn alerts(set: &RuleSet, events: &[String]) -> Vec<usize> {
+        let mut fired = Vec::new();
+        for json in events {
+            decode_value_into(json, &mut |ev| {
+                let mut m = Vec::new();
+                set.matches_into(ev.unwrap(), &mut m);
+                fired.extend(m.iter().map(|m| m.index));
+            });
+        }
+        fired
+    }
+
+    #[test]
+    fn an_empty_placeholder_matches_nothing_and_never_filters() {
+        let opts = placeholder_opts(&[("empty", &[]), ("users", &["alice"])]);
+        let set = rules_with(
+            &opts,
+            &[
+                // 0: an empty list in a filter: the filter never holds.
+                (
+                    "  s:\n    verb: get\n  filter:\n    user.username|expand: '%empty%'\n  condition: s and not filter",
+                    "",
+                ),
+                // 1: an empty list in a selection: never matches, `all` neither.
+                ("  s:\n    verb|expand: '%empty%'\n  condition: s", ""),
+                ("  s:\n    verb|expand|all: '%empty%'\n  condition: s", ""),
+                ("  s:\n    verb|expand|contains: ['%empty%', 'ge']\n  condition: s", ""),
+                // 4: empty and non-empty lists together in a filter.
+                (
+                    "  s:\n    verb: get\n  filter:\n    user.username|expand: ['%empty%', '%users%']\n  condition: s and not filter",
+                    "",
+                ),
+            ],
+        );
+        let ev = |user: &str| {
+            format!(r#"{{"kind":"Event","verb":"get","user":{{"username":"{user}"}}}}"#)
+        };
+        let sorted = |mut v: Vec<usize>| {
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(sorted(hits(&set, &ev("bob"))), vec![0, 3, 4]);
+        assert_eq!(sorted(hits(&set, &ev("alice"))), vec![0, 3]);
+        let mut unindexed = Vec::new();
+        decode_value_into(&ev("bob"), &mut |e| {
+            set.matching_unindexed_into(e.unwrap(), &mut unindexed)
+        });
+        assert_eq!(unindexed, vec![0, 3, 4]);
+        // An undefined placeholder stays a load error.
+        let (r, e) = load_str(
+            "t.yml",
+            "title: T\nid: 00000000-0000-4000-8000-000000000000\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  s:\n    verb|expand: '%undefined%'\n  condition: s\n",
+            &opts,
+        );
+        assert!(r.is_empty());
+        assert!(e[0].message.contains("`%undefined%` has no value"), "{e:?}");
+    }
+
+    #[test]
+    fn a_rule_whose_required_placeholders_are_empty_is_loaded_but_never_evaluated() {
+        let opts = placeholder_opts(&[("allowed", &[]), ("other", &["x"])]);
+        let det = "  s:\n    verb: get\n  filter:\n    user.username|expand: '%allowed%'\n  condition: s and not filter";
+        let set = rules_with(
+            &opts,
+            &[
+                (det, "requires_placeholders: [allowed]"),
+                (det, "requires_placeholders: [other]"),
+                (det, ""),
+            ],
+        );
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.inactive_len(), 1);
+        assert!(!set.rules()[0].is_active());
+        assert_eq!(set.rules()[0].empty_placeholders, vec!["allowed"]);
+        let ev = r#"{"kind":"Event","verb":"get","user":{"username":"bob"}}"#;
+        assert_eq!(hits(&set, ev), vec![1, 2]);
+        let mut unindexed = Vec::new();
+        decode_value_into(ev, &mut |e| {
+            set.matching_unindexed_into(e.unwrap(), &mut unindexed)
+        });
+        assert_eq!(unindexed, vec![1, 2]);
+
+        // With values, the same rule runs.
+        let filled = placeholder_opts(&[("allowed", &["alice"]), ("other", &["x"])]);
+        let set = rules_with(&filled, &[(det, "requires_placeholders: [allowed]")]);
+        assert_eq!(set.inactive_len(), 0);
+        assert_eq!(hits(&set, ev), vec![0]);
+    }
+
+    fn exec_event(audit_id: &str, stage: Option<&str>) -> String {
+        let stage = stage.map_or(String::new(), |s| format!(r#""stage":"{s}","#));
+        format!(
+            r#"{{"kind":"Event","auditID":"{audit_id}",{stage}"verb":"create","requestURI":"/api/v1/namespaces/p/pods/w/exec?command=sh","user":{{"username":"bob"}},"objectRef":{{"resource":"pods","subresource":"exec"}},"requestReceivedTimestamp":"2026-03-01T10:00:00.000000Z"}}"#
+        )
+    }
+
+    #[test]
+    fn stage_less_events_of_one_request_alert_once_per_rule() {
+        let set = rules_with(
+            &CompileOptions::default(),
+            &[
+                // 0: accepts a missing stage.
+                (
+                    "  s:\n    verb: create\n    objectRef.subresource: exec\n    stage: [ResponseStarted, null]\n  condition: s",
+                    "",
+                ),
+                // 1: the same, written with `exists: false` in a second selection.
+                (
+                    "  s:\n    verb: create\n    objectRef.subresource: exec\n  nostage:\n    - stage: ResponseStarted\n    - stage|exists: false\n  condition: s and nostage",
+                    "",
+                ),
+                // 2: names no stage (Falco/SigmaHQ style): every event alerts, as before.
+                ("  s:\n    verb: create\n    objectRef.subresource: exec\n  condition: s", ""),
+            ],
+        );
+        assert!(set.rules()[0].once_per_request && set.rules()[1].once_per_request);
+        assert!(!set.rules()[2].once_per_request);
+        let a = "5e3b2c1a-0000-4000-8000-000000000001";
+        let b = "5e3b2c1a-0000-4000-8000-000000000002";
+        // Two stage-less events of one request: one alert per rule that accepts no stage.
+        assert_eq!(
+            alerts(&set, &[exec_event(a, None), exec_event(a, None)]),
+            vec![0, 1, 2, 2]
+        );
+        assert_eq!(set.repeats_suppressed_total.load(Ordering::Relaxed), 2);
+        // Another request alerts again.
+        assert_eq!(alerts(&set, &[exec_event(b, None)]), vec![0, 1, 2]);
+        // A client reusing an auditID for another request does not hide it.
+        let other = exec_event(a, None).replace("bob", "mallory");
+        assert_eq!(alerts(&set, &[other]), vec![0, 1, 2]);
+        // Events with a stage are not affected (the stage value picks one).
+        assert_eq!(
+            alerts(
+                &set,
+                &[
+                    exec_event(a, Some("ResponseStarted")),
+                    exec_event(a, Some("ResponseStarted"))
+                ]
+            ),
+            vec![0, 1, 2, 0, 1, 2]
+        );
+        // Without an auditID nothing identifies the request: every event alerts.
+        let no_id = exec_event(a, None).replace(&format!(r#""auditID":"{a}","#), "");
+        assert_eq!(
+            alerts(&set, &[no_id.clone(), no_id]),
+            vec![0, 1, 2, 0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn the_set_of_requests_that_alerted_is_bounded_and_forgets_the_oldest() {
+        let set = rules_with(
+            &CompileOptions::default(),
+            &[(
+                "  s:\n    verb: create\n    stage: [ResponseStarted, null]\n  condition: s",
+                "",
+            )],
+        )
+        .with_request_max_keys(REQUEST_SHARDS);
+        let events: Vec<String> = (0..200)
+            .map(|i| exec_event(&format!("id-{i}"), None))
+            .collect();
+        assert_eq!(alerts(&set, &events).len(), 200);
+        assert!(
+            set.requests_seen.len() <= REQUEST_SHARDS,
+            "{}",
+            set.requests_seen.len()
+        );
+        // The newest request of its shard is still remembered.
+        assert_eq!(alerts(&set, &events[199..]).len(), 0);
+        // The oldest were forgotten: alerting again is the safe side.
+        assert_eq!(alerts(&set, &events[..1]).len(), 1);
     }
 
     #[test]

@@ -202,6 +202,12 @@ pub fn load_str(source: &str, text: &str, opts: &CompileOptions) -> (Vec<Rule>, 
 }
 
 fn compile_rule(ctx: &mut Ctx<'_>, v: &Yaml) -> Option<Rule> {
+    compile_rule_with(ctx, v, true)
+}
+
+/// Compiles one rule document; its embedded tests only when `with_tests` (a test's own
+/// placeholders compile the rule again, without tests).
+fn compile_rule_with(ctx: &mut Ctx<'_>, v: &Yaml, with_tests: bool) -> Option<Rule> {
     let Some(map) = v.as_mapping() else {
         ctx.err(&[], "a rule must be a YAML mapping");
         return None;
@@ -350,9 +356,32 @@ fn compile_rule(ctx: &mut Ctx<'_>, v: &Yaml) -> Option<Rule> {
         }
     });
     let throttle = get("throttle").and_then(|t| compile_throttle(ctx, t));
-    let tests = get("tests")
-        .map(|t| compile_tests(ctx, t))
-        .unwrap_or_default();
+    let requires_placeholders = match str_list(get("requires_placeholders")) {
+        Ok(l) => l,
+        Err(()) => {
+            ctx.err(
+                &["requires_placeholders"],
+                "`requires_placeholders` must be a list of placeholder names",
+            );
+            Vec::new()
+        }
+    };
+    let mut empty_placeholders = Vec::new();
+    for name in &requires_placeholders {
+        match ctx.opts.placeholders.get(name) {
+            None => ctx.err(
+                &["requires_placeholders"],
+                format!("`requires_placeholders`: unknown placeholder `{name}` (define it in placeholders.yaml or `rules.placeholders`)"),
+            ),
+            Some(values) if values.is_empty() => empty_placeholders.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    let once_per_request = selections.iter().any(accepts_missing_stage);
+    let tests = match get("tests") {
+        Some(t) if with_tests => compile_tests(ctx, t, v),
+        _ => Vec::new(),
+    };
     Some(Rule {
         meta,
         names,
@@ -363,7 +392,26 @@ fn compile_rule(ctx: &mut Ctx<'_>, v: &Yaml) -> Option<Rule> {
         throttle,
         tests,
         line,
+        requires_placeholders,
+        empty_placeholders,
+        once_per_request,
     })
+}
+
+/// True if the selection has an item on `stage` that accepts an absent stage (`null` or
+/// `exists: false` among its values).
+fn accepts_missing_stage(sel: &Selection) -> bool {
+    let item = |c: &FieldCond| {
+        c.fields.contains(&FieldRef::Stage)
+            && c.patterns
+                .iter()
+                .any(|p| matches!(p, Pattern::Null | Pattern::Exists(false)))
+    };
+    match sel {
+        Selection::Map(conds) => conds.iter().any(item),
+        Selection::AnyOf(maps) => maps.iter().flatten().any(item),
+        Selection::Keywords(_) => false,
+    }
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -657,9 +705,8 @@ fn compile_field_text(opts: &CompileOptions, key: &str, v: &Yaml) -> Result<Fiel
             }
         }
     }
-    if patterns.is_empty() {
-        return Err("no values after placeholder expansion".into());
-    }
+    // Only `expand` of defined but empty placeholders leaves no pattern (an empty value list
+    // is refused above): the condition then matches nothing (see `FieldCond::matches`).
     Ok(FieldCond {
         name: field_name.to_string(),
         fields,
@@ -784,7 +831,7 @@ fn compile_throttle(ctx: &mut Ctx<'_>, t: &Yaml) -> Option<ThrottleSpec> {
     })
 }
 
-fn compile_tests(ctx: &mut Ctx<'_>, t: &Yaml) -> Vec<RuleTest> {
+fn compile_tests(ctx: &mut Ctx<'_>, t: &Yaml, rule: &Yaml) -> Vec<RuleTest> {
     let Some(items) = t.as_sequence() else {
         ctx.err(&["tests"], "`tests` must be a list");
         return Vec::new();
@@ -847,14 +894,90 @@ fn compile_tests(ctx: &mut Ctx<'_>, t: &Yaml) -> Vec<RuleTest> {
                 continue;
             }
         };
+        let variant = match item.get("placeholders") {
+            None | Some(Yaml::Null) => None,
+            Some(Yaml::Mapping(m)) => match compile_variant(ctx, rule, m, &name, line) {
+                Some(r) => Some(Box::new(r)),
+                None => continue,
+            },
+            Some(_) => {
+                ctx.err_at(
+                    line,
+                    format!("test `{name}`: `placeholders` must map placeholder names to lists of values"),
+                );
+                continue;
+            }
+        };
         out.push(RuleTest {
             name,
             expect_match: expect,
             event_json,
             line,
+            variant,
         });
     }
     out
+}
+
+/// The rule compiled again with a test's `placeholders:` replacing the configured values;
+/// problems are reported at the test's line.
+fn compile_variant(
+    ctx: &mut Ctx<'_>,
+    rule: &Yaml,
+    overrides: &serde_yaml::Mapping,
+    test: &str,
+    line: usize,
+) -> Option<Rule> {
+    if !ctx.errors.is_empty() {
+        // The rule does not load anyway; its problems are reported once.
+        return None;
+    }
+    let mut opts = ctx.opts.clone();
+    let mut ok = true;
+    for (k, v) in overrides {
+        let name = yaml_str(k).unwrap_or_default();
+        if !opts.placeholders.contains_key(&name) {
+            ctx.err_at(
+                line,
+                format!("test `{test}`: `placeholders`: unknown placeholder `{name}`"),
+            );
+            ok = false;
+            continue;
+        }
+        match str_list(Some(v)) {
+            Ok(values) => {
+                opts.placeholders.insert(name, values);
+            }
+            Err(()) => {
+                ctx.err_at(
+                    line,
+                    format!("test `{test}`: `placeholders.{name}` must be a list of strings"),
+                );
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let mut inner = Ctx {
+        source: ctx.source,
+        doc: ctx.doc,
+        opts: &opts,
+        errors: Vec::new(),
+    };
+    let compiled = compile_rule_with(&mut inner, rule, false);
+    let errors = std::mem::take(&mut inner.errors);
+    if !errors.is_empty() {
+        for e in errors {
+            ctx.err_at(
+                e.line,
+                format!("with the placeholders of test `{test}`: {}", e.message),
+            );
+        }
+        return None;
+    }
+    compiled
 }
 
 #[cfg(test)]
@@ -954,6 +1077,90 @@ mod tests {
             assert!(
                 errors.iter().any(|e| e.message.contains(want)),
                 "{to}: want {want:?} in {errors:?}"
+            );
+        }
+    }
+
+    const ALLOW_RULE: &str = "title: T\nid: 3f1c2a7e-0d5b-4e3a-9b1e-6c2f8a4d7e10\nlogsource:\n  product: kubernetes\n  service: audit\nrequires_placeholders: [allowed]\ndetection:\n  selection:\n    verb: get\n  filter:\n    user.username|expand: '%allowed%'\n  condition: selection and not filter\nlevel: high\ntests:\n  - name: a user outside the list\n    match: true\n    placeholders: {allowed: [alice]}\n    event: {kind: Event, verb: get, user: {username: bob}}\n  - name: a user in the list\n    match: false\n    placeholders: {allowed: [alice, carol]}\n    event: {kind: Event, verb: get, user: {username: carol}}\n  - name: inactive without values\n    match: false\n    event: {kind: Event, verb: get, user: {username: bob}}\n";
+
+    fn with_placeholder(name: &str, values: &[&str]) -> CompileOptions {
+        let mut o = opts();
+        o.placeholders.insert(
+            name.to_string(),
+            values.iter().map(|v| v.to_string()).collect(),
+        );
+        o
+    }
+
+    #[test]
+    fn requires_placeholders_names_known_placeholders() {
+        let (rules, errors) = load_str("r.yml", ALLOW_RULE, &with_placeholder("allowed", &[]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(rules[0].requires_placeholders, vec!["allowed"]);
+        assert!(!rules[0].is_active());
+        let (rules, errors) = load_str("r.yml", ALLOW_RULE, &with_placeholder("allowed", &["x"]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(rules[0].is_active());
+        // Unknown: a load error at the key's line.
+        let text = ALLOW_RULE.replace(
+            "requires_placeholders: [allowed]",
+            "requires_placeholders: [alowed]",
+        );
+        let (rules, errors) = load_str("r.yml", &text, &with_placeholder("allowed", &[]));
+        assert!(rules.is_empty());
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.line == 6 && e.message.contains("unknown placeholder `alowed`")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_test_with_placeholders_runs_the_rule_compiled_with_them() {
+        let (rules, errors) = load_str("r.yml", ALLOW_RULE, &with_placeholder("allowed", &[]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(rules[0].tests[0].variant.is_some());
+        assert!(rules[0].tests[2].variant.is_none());
+        let (ran, failures) = crate::rules::run_tests(&rules);
+        assert_eq!((ran, failures.len()), (3, 0), "{failures:?}");
+
+        // A positive test that leaves the rule inactive fails and says why.
+        let text = ALLOW_RULE.replace(
+            "  - name: inactive without values\n    match: false",
+            "  - name: inactive without values\n    match: true",
+        );
+        let (rules, _) = load_str("r.yml", &text, &with_placeholder("allowed", &[]));
+        let (_, failures) = crate::rules::run_tests(&rules);
+        assert_eq!(failures.len(), 1);
+        assert!(failures[0].detail.contains("inactive"), "{}", failures[0]);
+
+        // A test's placeholders must name defined placeholders and hold strings.
+        for (from, to, want) in [
+            (
+                "{allowed: [alice]}",
+                "{allowd: [alice]}",
+                "unknown placeholder `allowd`",
+            ),
+            (
+                "{allowed: [alice]}",
+                "{allowed: {a: b}}",
+                "must be a list of strings",
+            ),
+            (
+                "{allowed: [alice]}",
+                "[alice]",
+                "must map placeholder names",
+            ),
+        ] {
+            let text = ALLOW_RULE.replace(from, to);
+            let (rules, errors) = load_str("r.yml", &text, &with_placeholder("allowed", &[]));
+            assert!(rules.is_empty(), "{to}");
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.line == 15 && e.message.contains(want)),
+                "{to}: {errors:?}"
             );
         }
     }
