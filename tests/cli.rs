@@ -153,7 +153,12 @@ fn gzip_files_and_directories_are_scanned() {
         gz.finish().unwrap(),
     )
     .unwrap();
-    std::fs::write(dir.path().join("audit.log"), format!("{EXEC}\n")).unwrap();
+    // Another request (another auditID): one request logged twice alerts once.
+    let other = EXEC.replace(
+        "7d3c5b4e-1f2a-4c1b-9a7e-3e2d1c0b9a8f",
+        "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+    );
+    std::fs::write(dir.path().join("audit.log"), format!("{other}\n")).unwrap();
     let out = run(&["scan", "--format", "json", dir.path().to_str().unwrap()]);
     assert!(out.status.success());
     assert_eq!(

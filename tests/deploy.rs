@@ -2211,6 +2211,7 @@ fn the_audit_policy_drops_noise_and_keeps_what_its_comments_promise() {
         (ALICE, "create", "services prod/x", Level::Request),
         (ALICE, "create", "configmaps prod/x", Level::Request),
         (ALICE, "create", "certificates.k8s.io:certificatesigningrequests /x", Level::Request),
+        (ALICE, "create", "networking.k8s.io:ingresses prod/x", Level::Request),
         (ALICE, "update", "certificates.k8s.io:certificatesigningrequests/approval /x", Level::Metadata),
         (ALICE, "get", "nodes/proxy /cp-1", Level::Metadata),
         (ALICE, "delete", "networking.k8s.io:networkpolicies prod/x", Level::Metadata),

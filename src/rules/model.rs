@@ -145,10 +145,14 @@ pub struct Rule {
     /// The required placeholders that are empty: while any is, the rule is loaded but
     /// inactive (never evaluated).
     pub empty_placeholders: Vec<String>,
-    /// The detection accepts an event without `stage` (a `stage` item that includes `null`):
-    /// such events of one request (an export that dropped `stage` keeps all of them) alert
-    /// once per request.
+    /// The detection accepts an event without `stage` (a `stage` item that includes `null`)
+    /// or several stages: events of one request that it matches alert once per request
+    /// (an export that dropped `stage` keeps every stage of a request; a rule that names
+    /// `[ResponseStarted, ResponseComplete]` sees both events of an exec).
     pub once_per_request: bool,
+    /// The detection names several stages in one `stage` item: events that have a stage are
+    /// also counted once per request.
+    pub several_stages: bool,
 }
 
 impl Rule {

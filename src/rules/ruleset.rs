@@ -1028,13 +1028,18 @@ impl RuleSet {
         }
     }
 
-    /// False if and only if `ev` has no `stage`, has an `auditID`, the rule accepts a missing
-    /// stage, and the same request already alerted for it: an export that dropped `stage`
+    /// False if and only if `ev` has an `auditID`, the rule can match several events of one
+    /// request, and the same request already alerted for it. An export that dropped `stage`
     /// keeps every stage of a request (ResponseStarted and ResponseComplete of an exec,
-    /// RequestReceived and ResponseComplete), and the rule would fire on each. Events with a
-    /// stage are not affected: the rule's `stage` value picks one.
+    /// RequestReceived and ResponseComplete), and a rule that accepts a missing stage would
+    /// fire on each; a rule that names several stages would fire on each stage. Events with a
+    /// stage are not affected for a rule that names one stage (and `null`): its `stage` value
+    /// picks one.
     fn first_of_request(&self, i: u32, rule: &Rule, ev: &Event<'_>) -> bool {
-        if !rule.once_per_request || ev.stage.is_some() || ev.audit_id.is_none() {
+        if !rule.once_per_request
+            || (ev.stage.is_some() && !rule.several_stages)
+            || ev.audit_id.is_none()
+        {
             return true;
         }
         let key = (
@@ -1319,6 +1324,45 @@ mod tests {
         assert_eq!(
             alerts(&set, &[no_id.clone(), no_id]),
             vec![0, 1, 2, 0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn a_rule_naming_several_stages_alerts_once_per_request() {
+        let set = rules_with(
+            &CompileOptions::default(),
+            &[
+                // 0: both stages of an exec (a policy may omit ResponseStarted), and none.
+                (
+                    "  s:\n    verb: create\n    stage: [ResponseStarted, ResponseComplete, null]\n  condition: s",
+                    "",
+                ),
+                // 1: one stage and null: events with a stage are not deduplicated.
+                (
+                    "  s:\n    verb: create\n    stage: [ResponseStarted, null]\n  condition: s",
+                    "",
+                ),
+            ],
+        );
+        assert!(set.rules()[0].several_stages && set.rules()[0].once_per_request);
+        assert!(!set.rules()[1].several_stages && set.rules()[1].once_per_request);
+        let a = "5e3b2c1a-0000-4000-8000-00000000000a";
+        let b = "5e3b2c1a-0000-4000-8000-00000000000b";
+        // The exec's two events: one alert from rule 0, rule 1 takes only ResponseStarted.
+        assert_eq!(
+            alerts(
+                &set,
+                &[
+                    exec_event(a, Some("ResponseStarted")),
+                    exec_event(a, Some("ResponseComplete"))
+                ]
+            ),
+            vec![0, 1]
+        );
+        // A log with only ResponseComplete (ResponseStarted omitted by the policy) alerts.
+        assert_eq!(
+            alerts(&set, &[exec_event(b, Some("ResponseComplete"))]),
+            vec![0]
         );
     }
 

@@ -377,7 +377,8 @@ fn compile_rule_with(ctx: &mut Ctx<'_>, v: &Yaml, with_tests: bool) -> Option<Ru
             Some(_) => {}
         }
     }
-    let once_per_request = selections.iter().any(accepts_missing_stage);
+    let several_stages = selections.iter().any(accepts_several_stages);
+    let once_per_request = several_stages || selections.iter().any(accepts_missing_stage);
     let tests = match get("tests") {
         Some(t) if with_tests => compile_tests(ctx, t, v),
         _ => Vec::new(),
@@ -395,7 +396,26 @@ fn compile_rule_with(ctx: &mut Ctx<'_>, v: &Yaml, with_tests: bool) -> Option<Ru
         requires_placeholders,
         empty_placeholders,
         once_per_request,
+        several_stages,
     })
+}
+
+/// True if the selection has an item on `stage` that names more than one stage (such as
+/// `[ResponseStarted, ResponseComplete]`): two events of one request can both match it.
+fn accepts_several_stages(sel: &Selection) -> bool {
+    let item = |c: &FieldCond| {
+        c.fields.contains(&FieldRef::Stage)
+            && c.patterns
+                .iter()
+                .filter(|p| !matches!(p, Pattern::Null | Pattern::Exists(_)))
+                .count()
+                > 1
+    };
+    match sel {
+        Selection::Map(conds) => conds.iter().any(item),
+        Selection::AnyOf(maps) => maps.iter().flatten().any(item),
+        Selection::Keywords(_) => false,
+    }
 }
 
 /// True if the selection has an item on `stage` that accepts an absent stage (`null` or
