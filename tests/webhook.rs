@@ -137,7 +137,8 @@ fn event(id: &str, exec: bool) -> serde_json::Value {
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": id,
         "stage": "ResponseComplete", "requestURI": uri, "verb": verb,
         "user": {"username": user, "groups": ["system:authenticated"]},
-        "sourceIPs": ["203.0.113.7"], "userAgent": "kubectl/v1.29.0",
+        // The controller manager's quiet read comes from the control plane's own address.
+        "sourceIPs": [if exec {"203.0.113.7"} else {"10.0.0.2"}], "userAgent": "kubectl/v1.29.0",
         "objectRef": {"resource": if exec {"pods"} else {"configmaps"}, "namespace": "prod", "name": "web-0", "apiVersion": "v1"},
         "responseStatus": {"code": if exec {101} else {200}},
         "requestReceivedTimestamp": "2026-03-01T10:00:00.000000Z",
