@@ -96,6 +96,18 @@ fn every_rule_is_complete_and_tagged_with_attack_ids() {
                 .is_some_and(|a| !a.is_empty()),
             "{name}: no technique tag"
         );
+        // Every technique and sub-technique is named in alerts (an unknown one is named by its
+        // id, which tells an analyst nothing).
+        for t in [&threat["technique"], &threat["technique"]["subtechnique"]] {
+            let ids = t["id"].as_array().cloned().unwrap_or_default();
+            let names = t["name"].as_array().cloned().unwrap_or_default();
+            for (id, n) in ids.iter().zip(&names) {
+                assert_ne!(
+                    id, n,
+                    "{name}: technique {id} has no name in src/alert/attack.rs"
+                );
+            }
+        }
         for t in &m.tags {
             // Audit-trail rules are hunting material, and may say so.
             if in_audit_trail(r) && t == "detection.threat-hunting" {
