@@ -2,6 +2,7 @@
 //! embedded-test harness.
 
 mod condition;
+pub mod correlation;
 mod config;
 mod harness;
 mod matcher;
