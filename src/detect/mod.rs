@@ -5,6 +5,7 @@
 //! The stateful stage (correlation windows, first-seen baselines) belongs here too, after the
 //! stateless matching.
 
+pub mod correlate;
 mod report;
 
 pub use report::{Report, RuleSummary, MAX_ERRORS_SHOWN};
