@@ -922,4 +922,6 @@ fn set_chain(st: &mut OrderedState, mut step: usize, mut chain: Chain) {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
