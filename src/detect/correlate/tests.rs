@@ -371,6 +371,28 @@ fn temporal_ordered_counts_equal_timestamps_as_in_order() {
 }
 
 #[test]
+fn advance_to_releases_what_is_strictly_older_than_now_minus_lateness() {
+    let corrs = [simple(CorrelationKind::EventCount, 1, gte(2), 60)];
+    let mut c = Correlator::new(&corrs, CorrelatorOptions::default());
+    let mut out = Vec::new();
+    c.observe(ob(0, t(0), "a", "1"), &mut out);
+    c.observe(ob(0, t(1), "a", "2"), &mut out);
+    assert!(out.is_empty());
+    // The watermark at 1 releases the observation at 0 only: another at 1 may still come.
+    c.advance_to(t(11), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    c.observe(ob(0, t(1), "a", "0"), &mut out);
+    assert_eq!(c.late_total(), 0);
+    c.advance_to(t(11) + TimeDelta::nanoseconds(1), &mut out);
+    // Released by doc id: "0" before "2".
+    assert_eq!(docs(&out), [("0", 2)]);
+    assert_eq!(out[0].doc_ids, ["1", "0"]);
+    // An observation before the watermark is now late.
+    c.observe(ob(0, t(1), "a", "3"), &mut out);
+    assert_eq!(c.late_total(), 1);
+}
+
+#[test]
 fn a_late_observation_is_counted_and_not_used() {
     let corrs = [simple(CorrelationKind::EventCount, 1, gte(2), 60)];
     let mut c = Correlator::new(&corrs, CorrelatorOptions::default());
