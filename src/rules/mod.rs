@@ -2,8 +2,8 @@
 //! embedded-test harness.
 
 mod condition;
-pub mod correlation;
 mod config;
+pub mod correlation;
 mod harness;
 mod matcher;
 pub mod model;
