@@ -72,6 +72,22 @@ fn correlations_count(n: usize) -> String {
     }
 }
 
+/// `, N correlations inactive (...)`, or nothing when every correlation is active.
+fn inactive_correlations_note(correlations: &[tripline::rules::Correlation]) -> String {
+    let mut reasons: Vec<&str> = correlations
+        .iter()
+        .flat_map(|c| c.inactive.iter().map(String::as_str))
+        .collect();
+    let n = correlations.iter().filter(|c| !c.is_active()).count();
+    reasons.sort_unstable();
+    reasons.dedup();
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} correlations inactive: {})", reasons.join(", "))
+    }
+}
+
 /// `tripline rules ...`.
 pub fn run(cmd: RulesCommand) -> Result<u8> {
     match cmd {
@@ -80,10 +96,11 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
             print_errors(&loaded);
             if loaded.errors.is_empty() {
                 println!(
-                    "{}{} OK{}",
+                    "{}{} OK{}{}",
                     rules_count(loaded.rules.len()),
                     correlations_count(loaded.correlations.len()),
-                    inactive_note(loaded.rules.iter())
+                    inactive_note(loaded.rules.iter()),
+                    inactive_correlations_note(&loaded.correlations)
                 );
                 Ok(0)
             } else {
@@ -181,10 +198,11 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
                 );
             }
             eprintln!(
-                "{}{}{}",
+                "{}{}{}{}",
                 rules_count(set.len()),
                 correlations_count(set.correlations().len()),
-                inactive_note(set.rules().iter())
+                inactive_note(set.rules().iter()),
+                inactive_correlations_note(set.correlations())
             );
             Ok(0)
         }
