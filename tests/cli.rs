@@ -284,6 +284,63 @@ fn rules_test_passes_on_the_pack_and_fails_with_a_diff_on_a_wrong_expectation() 
     assert!(s.contains("0 passed, 1 failed"), "{s}");
 }
 
+/// SECRET_RULE with a Sigma name, and a correlation over it.
+fn correlation_file() -> String {
+    SECRET_RULE.replace("title: Secret Created\n", "title: Secret Created\nname: secret_created\n")
+        + "---\ntitle: Many Secrets Created\nid: 7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f\nlevel: high\ncorrelation:\n  type: event_count\n  rules: [secret_created]\n  group-by: [user.username]\n  timespan: 10m\n  condition: {gte: 5}\n"
+}
+
+#[test]
+fn rules_check_list_and_test_count_correlations() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_rule(dir.path(), "mr_secrets.yml", &correlation_file());
+    let out = run(&["rules", "check", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("1 rules and 1 correlations OK"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(&[
+        "rules",
+        "list",
+        "--no-default-rules",
+        "--rules",
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.lines().any(
+            |l| l.starts_with("7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f  high")
+                && l.ends_with("correlation: event_count of secret_created")
+        ),
+        "{s}"
+    );
+
+    // Embedded tests of correlations do not run yet; their presence fails nothing.
+    let out = run(&["rules", "test", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("1 correlations are not tested"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A broken correlation is an error at its line; the rule next to it still loads.
+    let broken = correlation_file().replace("timespan: 10m", "timespan: 10 minutes");
+    let p = write_rule(dir.path(), "broken.yml", &broken);
+    let out = run(&["rules", "check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains(&format!("{}:22: `correlation.timespan`", p.display())),
+        "{s}"
+    );
+    assert!(s.contains("1 problems; 1 rules OK"), "{s}");
+}
+
 #[test]
 fn rules_list_shows_id_level_title_and_tags() {
     let out = run(&["rules", "list"]);

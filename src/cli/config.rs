@@ -33,11 +33,19 @@ pub fn check(file: &Path) -> Result<u8> {
     print_errors(&loaded);
     if loaded.errors.is_empty() {
         let inactive = loaded.rules.iter().filter(|r| !r.is_active()).count();
+        let correlations = match loaded.correlations.len() {
+            0 => String::new(),
+            n => format!(", {n} correlations"),
+        };
         if inactive == 0 {
-            println!("{}: OK ({} rules)", file.display(), loaded.rules.len());
+            println!(
+                "{}: OK ({} rules{correlations})",
+                file.display(),
+                loaded.rules.len()
+            );
         } else {
             println!(
-                "{}: OK ({} rules, {inactive} inactive until their placeholders have values)",
+                "{}: OK ({} rules{correlations}, {inactive} inactive until their placeholders have values)",
                 file.display(),
                 loaded.rules.len()
             );

@@ -20,7 +20,8 @@ pub enum RulesCommand {
         /// Rule files or directories (default: the built-in pack).
         paths: Vec<PathBuf>,
     },
-    /// List the loaded rules: id, level, title, tags.
+    /// List the loaded rules (id, level, title, tags), then the correlations (with their type
+    /// and the rules they refer to).
     List {
         #[command(flatten)]
         source: RuleSource,
@@ -57,6 +58,36 @@ fn inactive_note<'r>(rules: impl Iterator<Item = &'r tripline::rules::Rule>) -> 
     }
 }
 
+/// `N rules`.
+fn rules_count(n: usize) -> String {
+    format!("{n} rules")
+}
+
+/// ` and N correlations`, or nothing without correlations (the line stays as it was).
+fn correlations_count(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" and {n} correlations")
+    }
+}
+
+/// `, N correlations inactive (...)`, or nothing when every correlation is active.
+fn inactive_correlations_note(correlations: &[tripline::rules::Correlation]) -> String {
+    let mut reasons: Vec<&str> = correlations
+        .iter()
+        .flat_map(|c| c.inactive.iter().map(String::as_str))
+        .collect();
+    let n = correlations.iter().filter(|c| !c.is_active()).count();
+    reasons.sort_unstable();
+    reasons.dedup();
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} correlations inactive: {})", reasons.join(", "))
+    }
+}
+
 /// `tripline rules ...`.
 pub fn run(cmd: RulesCommand) -> Result<u8> {
     match cmd {
@@ -65,16 +96,19 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
             print_errors(&loaded);
             if loaded.errors.is_empty() {
                 println!(
-                    "{} rules OK{}",
-                    loaded.rules.len(),
-                    inactive_note(loaded.rules.iter())
+                    "{}{} OK{}{}",
+                    rules_count(loaded.rules.len()),
+                    correlations_count(loaded.correlations.len()),
+                    inactive_note(loaded.rules.iter()),
+                    inactive_correlations_note(&loaded.correlations)
                 );
                 Ok(0)
             } else {
                 println!(
-                    "{} problems; {} rules OK",
+                    "{} problems; {}{} OK",
                     loaded.errors.len(),
-                    loaded.rules.len()
+                    rules_count(loaded.rules.len()),
+                    correlations_count(loaded.correlations.len())
                 );
                 Ok(EXIT_USAGE)
             }
@@ -97,6 +131,13 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
                     "note: {} rules have no embedded tests: {}",
                     without.len(),
                     without.join("; ")
+                );
+            }
+            if !loaded.correlations.is_empty() {
+                // Embedded tests of correlations (event sequences) are not run yet.
+                println!(
+                    "note: {} correlations are not tested",
+                    loaded.correlations.len()
                 );
             }
             println!(
@@ -136,7 +177,33 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
                     r.meta.tags.join(", ")
                 );
             }
-            eprintln!("{} rules{}", set.len(), inactive_note(set.rules().iter()));
+            for c in set.correlations() {
+                let inactive = if c.is_active() {
+                    String::new()
+                } else {
+                    format!("  (inactive: {})", c.inactive.join(", "))
+                };
+                let id = if c.meta.id.is_empty() {
+                    c.name.as_deref().unwrap_or("-")
+                } else {
+                    &c.meta.id
+                };
+                println!(
+                    "{id}  {:<13}  {}  [{}]  correlation: {} of {}{inactive}",
+                    c.meta.level.as_str(),
+                    c.meta.title,
+                    c.meta.tags.join(", "),
+                    c.kind.as_str(),
+                    c.references.join(", ")
+                );
+            }
+            eprintln!(
+                "{}{}{}{}",
+                rules_count(set.len()),
+                correlations_count(set.correlations().len()),
+                inactive_note(set.rules().iter()),
+                inactive_correlations_note(set.correlations())
+            );
             Ok(0)
         }
     }

@@ -21,7 +21,7 @@ pub fn load_rules(cfg: &Config) -> Result<RuleSet, Vec<String>> {
     if !loaded.errors.is_empty() {
         return Err(loaded.errors.iter().map(|e| e.to_string()).collect());
     }
-    Ok(RuleSet::new(loaded.rules).with_throttle_max_keys(cfg.rules.throttle_max_keys))
+    Ok(loaded.into_rule_set(&cfg.rules))
 }
 
 /// The sections of the config file that change while the daemon runs; any other change needs

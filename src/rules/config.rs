@@ -1,14 +1,15 @@
 //! `rules:` of the config file: which rules run and how they are tuned, with pure validation,
 //! the compiler options it implies and the one loader of configured rule sets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::correlation::{self, Correlation};
 use super::{
     builtin_field_mappings, builtin_placeholders, compile_field, load_builtin, load_paths,
-    CompileOptions, Rule, RuleError, RuleSet, DEFAULT_THROTTLE_MAX_KEYS,
+    CompileOptions, Compiled, Rule, RuleError, RuleSet, DEFAULT_THROTTLE_MAX_KEYS,
 };
 use crate::config::types::OneOrMany;
 
@@ -123,6 +124,9 @@ impl RulesConfig {
 #[derive(Debug)]
 pub struct Loaded {
     pub rules: Vec<Rule>,
+    /// Correlation rules, resolved against `rules` (indices into it), a correlation's
+    /// correlation inputs before it.
+    pub correlations: Vec<Correlation>,
     pub errors: Vec<RuleError>,
     /// Non-fatal findings (e.g. a disabled id that no rule has).
     pub warnings: Vec<String>,
@@ -131,7 +135,9 @@ pub struct Loaded {
 impl Loaded {
     /// The rule set to run, with the config's bounds.
     pub fn into_rule_set(self, cfg: &RulesConfig) -> RuleSet {
-        RuleSet::new(self.rules).with_throttle_max_keys(cfg.throttle_max_keys)
+        RuleSet::new(self.rules)
+            .with_correlations(self.correlations)
+            .with_throttle_max_keys(cfg.throttle_max_keys)
     }
 }
 
@@ -143,54 +149,111 @@ impl RulesConfig {
     /// `config check`, `policy check` and the daemon.
     pub fn load(&self, extra_paths: &[PathBuf], builtin: bool) -> Loaded {
         let cfg = self;
-        let mut rules = Vec::new();
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
+        let mut all = Compiled::default();
         if builtin && cfg.builtin {
-            let (mut r, mut e) = load_builtin(&cfg.compile_options("tripline"), cfg.audit_trail);
-            rules.append(&mut r);
-            errors.append(&mut e);
+            all.append(&mut load_builtin(
+                &cfg.compile_options("tripline"),
+                cfg.audit_trail,
+            ));
         }
         let mut paths = cfg.paths.clone();
         paths.extend(extra_paths.iter().cloned());
-        let (mut r, mut e) = load_paths(&paths, &cfg.compile_options("custom"));
-        rules.append(&mut r);
-        errors.append(&mut e);
+        all.append(&mut load_paths(&paths, &cfg.compile_options("custom")));
+        self.link(all)
+    }
 
+    /// The second half of [`RulesConfig::load`], on documents already compiled (from any
+    /// number of sources): checks that ids and names are unique, applies `generate`,
+    /// `disable` and `exceptions`, and resolves the correlations.
+    pub fn link(&self, all: Compiled) -> Loaded {
+        let cfg = self;
+        let mut warnings = Vec::new();
+        let Compiled {
+            mut rules,
+            correlations: mut docs,
+            mut errors,
+        } = all;
+
+        // Ids and names share one namespace: correlations refer to either.
         let mut seen: HashMap<String, String> = HashMap::new();
-        rules.retain(|r| match seen.get(&r.meta.id) {
-            Some(first) => {
+        let mut unique = |keys: [Option<&str>; 2], source: &str, line: usize| {
+            let mut problem = None;
+            for (what, k) in ["id", "name"].into_iter().zip(keys) {
+                let Some(first) = k.filter(|k| !k.is_empty()).and_then(|k| seen.get(k)) else {
+                    continue;
+                };
+                problem = Some(format!(
+                    "duplicate rule {what} `{}` (first defined in {first})",
+                    k.unwrap_or_default()
+                ));
+                break;
+            }
+            if let Some(message) = problem {
                 errors.push(RuleError {
-                    source: r.meta.source.clone(),
-                    line: r.line,
-                    message: format!(
-                        "duplicate rule id `{}` (first defined in {first})",
-                        r.meta.id
-                    ),
+                    source: source.to_string(),
+                    line,
+                    message,
                 });
-                false
+                return false;
             }
-            None => {
-                seen.insert(r.meta.id.clone(), format!("{}:{}", r.meta.source, r.line));
-                true
+            for k in keys.into_iter().flatten().filter(|k| !k.is_empty()) {
+                seen.insert(k.to_string(), format!("{source}:{line}"));
             }
+            true
+        };
+        rules.retain(|r| {
+            unique(
+                [Some(&r.meta.id), r.name.as_deref()],
+                &r.meta.source,
+                r.line,
+            )
         });
+        docs.retain(|d| {
+            unique(
+                [Some(&d.meta.id), d.name.as_deref()],
+                &d.meta.source,
+                d.line,
+            )
+        });
+        correlation::mark_alerts(&mut rules, &mut docs);
 
+        let off = |id: &str, tags: &[String]| {
+            cfg.disable
+                .iter()
+                .any(|d| (!id.is_empty() && d == id) || tags.iter().any(|t| t == d))
+        };
         for d in &cfg.disable {
             let known = rules
                 .iter()
-                .any(|r| &r.meta.id == d || r.meta.tags.iter().any(|t| t == d));
+                .map(|r| &r.meta)
+                .chain(docs.iter().map(|c| &c.meta))
+                .any(|m| &m.id == d || m.tags.iter().any(|t| t == d));
             if !known {
                 warnings.push(format!(
                     "rules.disable: `{d}` is neither a loaded rule id nor a tag"
                 ));
             }
         }
+        // Correlations that refer to what `disable` removes are inactive, not broken.
+        let mut disabled: HashSet<String> = HashSet::new();
         rules.retain(|r| {
-            !cfg.disable
-                .iter()
-                .any(|d| &r.meta.id == d || r.meta.tags.iter().any(|t| t == d))
+            let keep = !off(&r.meta.id, &r.meta.tags);
+            if !keep {
+                disabled.insert(r.meta.id.clone());
+                disabled.extend(r.name.clone());
+            }
+            keep
         });
+        docs.retain(|c| {
+            let keep = !off(&c.meta.id, &c.meta.tags);
+            if !keep {
+                disabled.insert(c.meta.id.clone());
+                disabled.extend(c.name.clone());
+            }
+            keep
+        });
+        disabled.remove("");
+        let correlations = correlation::resolve(docs, &rules, &disabled, &mut errors);
 
         let opts = cfg.compile_options("custom");
         for (id, list) in &cfg.exceptions {
@@ -211,6 +274,7 @@ impl RulesConfig {
         }
         Loaded {
             rules,
+            correlations,
             errors,
             warnings,
         }

@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 pub use condition::{ConditionError, Expr};
 pub use config::{Loaded, RulesConfig};
 
+pub use correlation::{Correlation, CorrelationDoc, CorrelationInput, CorrelationKind};
 pub use harness::{run_tests, TestFailure};
 pub use matcher::{Cmp, Pattern, StrMatcher};
 pub use model::{Level, Rule, RuleMeta};
 pub use ruleset::{Match, RuleSet, DEFAULT_REQUEST_MAX_KEYS, DEFAULT_THROTTLE_MAX_KEYS};
 pub use sigma::{
-    builtin_field_mappings, compile_field, load_str, CompileOptions, FieldError, RuleError,
+    builtin_field_mappings, compile_field, compile_str, load_str, CompileOptions, Compiled,
+    FieldError, RuleError,
 };
 
 mod builtin {
@@ -57,19 +59,16 @@ pub fn builtin_placeholders() -> HashMap<String, Vec<String>> {
 pub const AUDIT_TRAIL_FILE: &str = "audit_trail.yml";
 
 /// Compiles the built-in pack; its audit-trail rules ([`AUDIT_TRAIL_FILE`]) only when
-/// `audit_trail`.
-pub fn load_builtin(opts: &CompileOptions, audit_trail: bool) -> (Vec<Rule>, Vec<RuleError>) {
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
+/// `audit_trail`. Correlations are parsed, not resolved (see [`RulesConfig::load`]).
+pub fn load_builtin(opts: &CompileOptions, audit_trail: bool) -> Compiled {
+    let mut out = Compiled::default();
     for (name, text) in builtin_rule_files() {
         if !audit_trail && *name == AUDIT_TRAIL_FILE {
             continue;
         }
-        let (mut r, mut e) = load_str(&format!("detections/{name}"), text, opts);
-        rules.append(&mut r);
-        errors.append(&mut e);
+        out.append(&mut compile_str(&format!("detections/{name}"), text, opts));
     }
-    (rules, errors)
+    out
 }
 
 fn collect_rule_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -102,13 +101,13 @@ fn collect_rule_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()
 
 /// Compiles rule files and directories (`.yml`/`.yaml` below a directory, sorted; a directory's
 /// `placeholders.yaml` is not a rule file). Loads what it can and reports every problem.
-pub fn load_paths(paths: &[PathBuf], opts: &CompileOptions) -> (Vec<Rule>, Vec<RuleError>) {
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
+/// Correlations are parsed, not resolved (see [`RulesConfig::load`]).
+pub fn load_paths(paths: &[PathBuf], opts: &CompileOptions) -> Compiled {
+    let mut out = Compiled::default();
     for p in paths {
         let mut files = Vec::new();
         if let Err(e) = collect_rule_files(p, &mut files) {
-            errors.push(RuleError {
+            out.errors.push(RuleError {
                 source: p.display().to_string(),
                 line: 0,
                 message: e.to_string(),
@@ -118,12 +117,8 @@ pub fn load_paths(paths: &[PathBuf], opts: &CompileOptions) -> (Vec<Rule>, Vec<R
         for f in files {
             let source = f.display().to_string();
             match std::fs::read_to_string(&f) {
-                Ok(text) => {
-                    let (mut r, mut e) = load_str(&source, &text, opts);
-                    rules.append(&mut r);
-                    errors.append(&mut e);
-                }
-                Err(e) => errors.push(RuleError {
+                Ok(text) => out.append(&mut compile_str(&source, &text, opts)),
+                Err(e) => out.errors.push(RuleError {
                     source,
                     line: 0,
                     message: e.to_string(),
@@ -131,5 +126,5 @@ pub fn load_paths(paths: &[PathBuf], opts: &CompileOptions) -> (Vec<Rule>, Vec<R
             }
         }
     }
-    (rules, errors)
+    out
 }

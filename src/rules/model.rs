@@ -153,6 +153,11 @@ pub struct Rule {
     /// The detection names several stages in one `stage` item: events that have a stage are
     /// also counted once per request.
     pub several_stages: bool,
+    /// The Sigma v2 `name`, by which correlations may refer to the rule.
+    pub name: Option<String>,
+    /// The rule alerts on its own: false if and only if correlations refer to it and none of
+    /// them has `generate: true` (it is then only an input of those correlations).
+    pub alerts: bool,
 }
 
 impl Rule {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
 use super::condition::Expr;
+use super::correlation::{Correlation, CorrelationInput};
 use super::matcher::{Pattern, StrMatcher};
 use super::model::{FieldCond, OutputPart, Rule, Selection};
 use crate::event::{Event, FieldRef, FieldValue};
@@ -768,6 +769,11 @@ pub struct RuleSet {
     pub repeats_suppressed_total: AtomicU64,
     /// Wall-clock second of the last sweep of expired keys.
     last_sweep: AtomicU64,
+    /// Correlation rules over `rules`.
+    correlations: Vec<Correlation>,
+    /// By rule index: the (correlation index, input position) pairs of the active
+    /// correlations that count its matches. Empty (no allocation) without correlations.
+    inputs_of: Vec<Vec<(usize, usize)>>,
 }
 
 impl RuleSet {
@@ -807,7 +813,43 @@ impl RuleSet {
             requests_seen: RequestsSeen::new(DEFAULT_REQUEST_MAX_KEYS),
             repeats_suppressed_total: AtomicU64::new(0),
             last_sweep: AtomicU64::new(0),
+            correlations: Vec::new(),
+            inputs_of: Vec::new(),
         }
+    }
+
+    /// Adds the correlation rules over this set's rules (as resolved by
+    /// [`super::RulesConfig::load`]: `CorrelationInput::Rule` indices into [`RuleSet::rules`]).
+    /// Inactive correlations are kept but count nothing.
+    pub fn with_correlations(mut self, correlations: Vec<Correlation>) -> RuleSet {
+        let mut inputs_of: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        for (c, corr) in correlations.iter().enumerate() {
+            if !corr.is_active() {
+                continue;
+            }
+            for (pos, input) in corr.inputs.iter().enumerate() {
+                if let CorrelationInput::Rule(i) = *input {
+                    if let Some(v) = inputs_of.get_mut(i) {
+                        v.push((c, pos));
+                    }
+                }
+            }
+        }
+        self.correlations = correlations;
+        self.inputs_of = inputs_of;
+        self
+    }
+
+    /// The correlation rules, in the order of [`CorrelationInput::Correlation`] indices (a
+    /// correlation's correlation inputs come before it).
+    pub fn correlations(&self) -> &[Correlation] {
+        &self.correlations
+    }
+
+    /// The (correlation index, input position) pairs of the active correlations that count
+    /// matches of rule `rule`; empty for a rule no correlation refers to (or out of range).
+    pub fn correlation_inputs(&self, rule: usize) -> &[(usize, usize)] {
+        self.inputs_of.get(rule).map_or(&[], Vec::as_slice)
     }
 
     pub fn with_throttle_max_keys(mut self, n: usize) -> RuleSet {
@@ -997,16 +1039,44 @@ impl RuleSet {
         );
     }
 
-    /// The rules that fire on `ev` after throttling, in rule order.
+    /// The rules that fire on `ev` after throttling, in rule order. Rules that only feed
+    /// correlations ([`Rule::alerts`] false) do not fire.
     pub fn matches_into<'r>(&'r self, ev: &Event<'_>, out: &mut Vec<Match<'r>>) {
+        self.fire_into(ev, out, None);
+    }
+
+    /// [`RuleSet::matches_into`], and in the same pass the index of every rule whose
+    /// detection matches `ev` and that an active correlation counts
+    /// ([`RuleSet::correlation_inputs`] not empty), in rule order: whether or not it alerts,
+    /// before throttling and once-per-request (correlations count matches, not alerts).
+    pub fn matches_into_with_inputs<'r>(
+        &'r self,
+        ev: &Event<'_>,
+        out: &mut Vec<Match<'r>>,
+        inputs: &mut Vec<usize>,
+    ) {
+        self.fire_into(ev, out, Some(inputs));
+    }
+
+    fn fire_into<'r>(
+        &'r self,
+        ev: &Event<'_>,
+        out: &mut Vec<Match<'r>>,
+        mut inputs: Option<&mut Vec<usize>>,
+    ) {
         let mut hits = smallvec::SmallVec::<[usize; 8]>::new();
         self.matching_into(ev, &mut hits);
         hits.sort_unstable();
         // The event time, read once for all throttled rules that matched.
         let now = std::cell::OnceCell::new();
         for i in hits {
+            if let Some(inputs) = inputs.as_deref_mut() {
+                if !self.correlation_inputs(i).is_empty() {
+                    inputs.push(i);
+                }
+            }
             let rule = &self.rules[i];
-            if !self.first_of_request(i as u32, rule, ev) {
+            if !rule.alerts || !self.first_of_request(i as u32, rule, ev) {
                 continue;
             }
             match &rule.throttle {

@@ -7,6 +7,7 @@ use std::fmt;
 use serde_yaml::Value as Yaml;
 
 use super::condition;
+use super::correlation::CorrelationDoc;
 use super::matcher::{compile_tokens, tokenize, Cmp, Pattern, StrMatcher, Tok};
 use super::model::{
     FieldCond, Level, OutputPart, Rule, RuleMeta, RuleTest, Selection, ThrottleSpec,
@@ -59,7 +60,7 @@ pub fn builtin_field_mappings() -> HashMap<String, Vec<String>> {
 }
 
 /// One YAML document of a file and the line it starts on.
-struct Doc<'t> {
+pub(super) struct Doc<'t> {
     text: &'t str,
     first_line: usize,
 }
@@ -116,19 +117,19 @@ fn key_line(doc: &str, keys: &[&str]) -> Option<usize> {
     found
 }
 
-struct Ctx<'a> {
-    source: &'a str,
+pub(super) struct Ctx<'a> {
+    pub(super) source: &'a str,
     doc: &'a Doc<'a>,
-    opts: &'a CompileOptions,
-    errors: Vec<RuleError>,
+    pub(super) opts: &'a CompileOptions,
+    pub(super) errors: Vec<RuleError>,
 }
 
 impl Ctx<'_> {
-    fn line(&self, keys: &[&str]) -> usize {
+    pub(super) fn line(&self, keys: &[&str]) -> usize {
         self.doc.first_line + key_line(self.doc.text, keys).unwrap_or(0)
     }
 
-    fn err(&mut self, keys: &[&str], message: impl Into<String>) {
+    pub(super) fn err(&mut self, keys: &[&str], message: impl Into<String>) {
         let line = self.line(keys);
         self.err_at(line, message);
     }
@@ -142,7 +143,7 @@ impl Ctx<'_> {
     }
 }
 
-fn yaml_str(v: &Yaml) -> Option<String> {
+pub(super) fn yaml_str(v: &Yaml) -> Option<String> {
     match v {
         Yaml::String(s) => Some(s.clone()),
         Yaml::Number(n) => Some(n.to_string()),
@@ -151,7 +152,7 @@ fn yaml_str(v: &Yaml) -> Option<String> {
     }
 }
 
-fn str_list(v: Option<&Yaml>) -> Result<Vec<String>, ()> {
+pub(super) fn str_list(v: Option<&Yaml>) -> Result<Vec<String>, ()> {
     match v {
         None | Some(Yaml::Null) => Ok(Vec::new()),
         Some(Yaml::Sequence(items)) => items.iter().map(|i| yaml_str(i).ok_or(())).collect(),
@@ -159,10 +160,44 @@ fn str_list(v: Option<&Yaml>) -> Result<Vec<String>, ()> {
     }
 }
 
-/// Loads every rule in one file's text. Returns the rules that compiled and every error.
+/// What one or more rule files hold: the rules that compiled, the correlation documents that
+/// parsed (resolved against every loaded rule later, by [`super::RulesConfig::load`]) and every
+/// error.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub rules: Vec<Rule>,
+    pub correlations: Vec<CorrelationDoc>,
+    pub errors: Vec<RuleError>,
+}
+
+impl Compiled {
+    pub fn append(&mut self, other: &mut Compiled) {
+        self.rules.append(&mut other.rules);
+        self.correlations.append(&mut other.correlations);
+        self.errors.append(&mut other.errors);
+    }
+}
+
+/// Loads every rule in one file's text. Returns the rules that compiled and every error; a
+/// correlation document is an error here (correlations need the whole rule set: load them with
+/// [`compile_str`] and [`super::RulesConfig::load`]).
 pub fn load_str(source: &str, text: &str, opts: &CompileOptions) -> (Vec<Rule>, Vec<RuleError>) {
-    let mut rules = Vec::new();
-    let mut errors = Vec::new();
+    let mut c = compile_str(source, text, opts);
+    for d in &c.correlations {
+        c.errors.push(RuleError {
+            source: d.meta.source.clone(),
+            line: d.line,
+            message: "a correlation rule is resolved against every loaded rule: load it with the rule set".into(),
+        });
+    }
+    (c.rules, c.errors)
+}
+
+/// Compiles every document of one file's text: rules, and correlation documents (a
+/// `correlation:` key) parsed but not yet resolved. A document with an error is left out and
+/// does not affect its siblings.
+pub fn compile_str(source: &str, text: &str, opts: &CompileOptions) -> Compiled {
+    let mut out = Compiled::default();
     for doc in split_documents(text) {
         let mut ctx = Ctx {
             source,
@@ -174,7 +209,7 @@ pub fn load_str(source: &str, text: &str, opts: &CompileOptions) -> (Vec<Rule>, 
             Ok(v) => v,
             Err(e) => {
                 let line = doc.first_line + e.location().map_or(0, |l| l.line().saturating_sub(1));
-                errors.push(RuleError {
+                out.errors.push(RuleError {
                     source: source.to_string(),
                     line,
                     message: format!("invalid YAML: {e}"),
@@ -188,17 +223,23 @@ pub fn load_str(source: &str, text: &str, opts: &CompileOptions) -> (Vec<Rule>, 
                 &["action"],
                 format!("Sigma rule collections (`action: {}`) are not supported; write each rule in full", yaml_str(action).unwrap_or_default()),
             );
-            errors.append(&mut ctx.errors);
+            out.errors.append(&mut ctx.errors);
             continue;
         }
-        if let Some(rule) = compile_rule(&mut ctx, &value) {
+        if value.get("correlation").is_some() {
+            if let Some(c) = super::correlation::compile(&mut ctx, &value) {
+                if ctx.errors.is_empty() {
+                    out.correlations.push(c);
+                }
+            }
+        } else if let Some(rule) = compile_rule(&mut ctx, &value) {
             if ctx.errors.is_empty() {
-                rules.push(rule);
+                out.rules.push(rule);
             }
         }
-        errors.append(&mut ctx.errors);
+        out.errors.append(&mut ctx.errors);
     }
-    (rules, errors)
+    out
 }
 
 fn compile_rule(ctx: &mut Ctx<'_>, v: &Yaml) -> Option<Rule> {
@@ -213,65 +254,10 @@ fn compile_rule_with(ctx: &mut Ctx<'_>, v: &Yaml, with_tests: bool) -> Option<Ru
         return None;
     };
     let get = |k: &str| map.get(k);
-    let title = get("title").and_then(yaml_str);
-    if title.is_none() {
-        ctx.err(&[], "missing `title`");
-    }
-    let id = get("id").and_then(yaml_str);
-    match &id {
-        None => ctx.err(
-            &[],
-            "missing `id` (a UUID that identifies the rule for disabling and exceptions)",
-        ),
-        Some(id) if !is_uuid(id) => ctx.err(&["id"], format!("`id` `{id}` is not a UUID")),
-        _ => {}
-    }
-    let level = match get("level").map(yaml_str) {
-        None => Level::Medium,
-        Some(Some(l)) => match Level::parse(&l) {
-            Some(l) => l,
-            None => {
-                ctx.err(
-                    &["level"],
-                    format!("unknown level `{l}` (informational, low, medium, high, critical)"),
-                );
-                Level::Medium
-            }
-        },
-        Some(None) => {
-            ctx.err(&["level"], "`level` must be a string");
-            Level::Medium
-        }
-    };
-    let mut list = |key: &str| match str_list(get(key)) {
-        Ok(l) => l,
-        Err(()) => {
-            ctx.err(&[key], format!("`{key}` must be a list of strings"));
-            Vec::new()
-        }
-    };
-    let tags = list("tags");
-    let references = list("references");
-    let falsepositives = list("falsepositives");
-    let author = get("author").and_then(yaml_str);
+    let meta = compile_meta(ctx, map, true);
+    let name = compile_name(ctx, map);
     check_logsource(ctx, get("logsource"));
-
     let line = ctx.line(&["id"]);
-    let meta = RuleMeta {
-        id: id.clone().unwrap_or_default(),
-        title: title.clone().unwrap_or_default(),
-        description: get("description").and_then(yaml_str),
-        status: get("status").and_then(yaml_str),
-        author,
-        date: get("date").and_then(yaml_str),
-        modified: get("modified").and_then(yaml_str),
-        level,
-        tags,
-        references,
-        falsepositives,
-        source: ctx.source.to_string(),
-        ruleset: ctx.opts.ruleset.clone(),
-    };
 
     let Some(detection) = get("detection").and_then(Yaml::as_mapping) else {
         ctx.err(&[], "missing `detection` mapping");
@@ -397,6 +383,8 @@ fn compile_rule_with(ctx: &mut Ctx<'_>, v: &Yaml, with_tests: bool) -> Option<Ru
         empty_placeholders,
         once_per_request,
         several_stages,
+        name,
+        alerts: true,
     })
 }
 
@@ -441,6 +429,89 @@ fn is_uuid(s: &str) -> bool {
             .iter()
             .zip([8, 4, 4, 4, 12])
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The descriptive attributes shared by rules and correlations. `id` is required when
+/// `id_required` (rules), optional otherwise (correlations: an empty `id` when absent); when
+/// present it must be a UUID.
+pub(super) fn compile_meta(
+    ctx: &mut Ctx<'_>,
+    map: &serde_yaml::Mapping,
+    id_required: bool,
+) -> RuleMeta {
+    let get = |k: &str| map.get(k);
+    let title = get("title").and_then(yaml_str);
+    if title.is_none() {
+        ctx.err(&[], "missing `title`");
+    }
+    let id = get("id").and_then(yaml_str);
+    match &id {
+        None if id_required => ctx.err(
+            &[],
+            "missing `id` (a UUID that identifies the rule for disabling and exceptions)",
+        ),
+        Some(id) if !is_uuid(id) => ctx.err(&["id"], format!("`id` `{id}` is not a UUID")),
+        _ => {}
+    }
+    let level = match get("level").map(yaml_str) {
+        None => Level::Medium,
+        Some(Some(l)) => match Level::parse(&l) {
+            Some(l) => l,
+            None => {
+                ctx.err(
+                    &["level"],
+                    format!("unknown level `{l}` (informational, low, medium, high, critical)"),
+                );
+                Level::Medium
+            }
+        },
+        Some(None) => {
+            ctx.err(&["level"], "`level` must be a string");
+            Level::Medium
+        }
+    };
+    let mut list = |key: &str| match str_list(get(key)) {
+        Ok(l) => l,
+        Err(()) => {
+            ctx.err(&[key], format!("`{key}` must be a list of strings"));
+            Vec::new()
+        }
+    };
+    let tags = list("tags");
+    let references = list("references");
+    let falsepositives = list("falsepositives");
+    RuleMeta {
+        id: id.unwrap_or_default(),
+        title: title.unwrap_or_default(),
+        description: get("description").and_then(yaml_str),
+        status: get("status").and_then(yaml_str),
+        author: get("author").and_then(yaml_str),
+        date: get("date").and_then(yaml_str),
+        modified: get("modified").and_then(yaml_str),
+        level,
+        tags,
+        references,
+        falsepositives,
+        source: ctx.source.to_string(),
+        ruleset: ctx.opts.ruleset.clone(),
+    }
+}
+
+/// The Sigma v2 `name` (optional): a non-empty string without spaces.
+pub(super) fn compile_name(ctx: &mut Ctx<'_>, map: &serde_yaml::Mapping) -> Option<String> {
+    match map.get("name") {
+        None => None,
+        Some(Yaml::String(n)) if !n.is_empty() && !n.chars().any(char::is_whitespace) => {
+            Some(n.clone())
+        }
+        Some(_) => {
+            ctx.err(
+                &["name"],
+                "`name` must be a non-empty string without spaces (such as `failed_login`)",
+            );
+            None
+        }
+    }
 }
 
 fn check_logsource(ctx: &mut Ctx<'_>, ls: Option<&Yaml>) {
@@ -548,6 +619,23 @@ fn compile_map(ctx: &mut Ctx<'_>, name: &str, m: &serde_yaml::Mapping) -> Option
     // AND is commutative: test typed fields before ones that parse raw JSON on first use.
     conds.sort_by_key(|c| c.fields.iter().map(FieldRef::cost).max().unwrap_or(0));
     ok.then_some(conds)
+}
+
+/// One field name (no modifiers) read as a single event path, field mappings applied (a
+/// correlation's `group-by` or `condition.field`). A name that a mapping maps to several paths
+/// is refused: a group needs one value per field.
+pub(super) fn compile_field_ref(opts: &CompileOptions, name: &str) -> Result<FieldRef, String> {
+    let path = match opts.field_mappings.get(name).map(Vec::as_slice) {
+        Some([one]) => one.as_str(),
+        Some(_) => {
+            return Err(format!(
+                "field `{name}` is mapped to several paths; a group needs one"
+            ))
+        }
+        None => name,
+    };
+    let path = FieldPath::parse(path).map_err(|e| e.to_string())?;
+    Ok(FieldRef::resolve(&path))
 }
 
 /// Why a `field|modifiers: value(s)` entry does not compile: an unknown modifier, a bad value
