@@ -43,6 +43,9 @@ pub(super) fn correlation(
         condition,
         generate: false,
         line: 1,
+        references: vec![],
+        alerts: true,
+        inactive: vec![],
     }
 }
 
