@@ -209,3 +209,52 @@ fn every_positive_test_still_matches_when_an_export_drops_bookkeeping_fields() {
         "only {checked} variants checked"
     );
 }
+
+/// The pack's correlation rules: complete like its rules, active, and every rule they count
+/// is in the pack.
+#[test]
+fn every_correlation_is_complete_and_tagged() {
+    let loaded = RulesConfig::default().load(&[], true);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert!(
+        loaded.correlations.len() >= 5,
+        "only {} correlations",
+        loaded.correlations.len()
+    );
+    for c in &loaded.correlations {
+        let m = &c.meta;
+        let name = format!("{} ({})", m.title, m.source);
+        assert!(c.is_active(), "{name}: inactive {:?}", c.inactive);
+        assert!(
+            uuid_like(&m.id),
+            "{name}: the id must be a UUID, got {:?}",
+            m.id
+        );
+        assert!(
+            m.description.as_deref().is_some_and(|d| d.len() >= 20),
+            "{name}: description"
+        );
+        assert!(!m.falsepositives.is_empty(), "{name}: falsepositives");
+        assert!(m.level > Level::Informational, "{name}: level");
+        let threat = threat_from_tags(&m.tags).unwrap_or_else(|| panic!("{name}: no ATT&CK tags"));
+        assert!(
+            threat["tactic"]["id"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+                && threat["technique"]["id"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty()),
+            "{name}: needs a tactic and a technique"
+        );
+        assert!(!c.inputs.is_empty(), "{name}: no inputs");
+    }
+}
+
+fn uuid_like(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}

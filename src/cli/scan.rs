@@ -75,7 +75,9 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         inputs: inputs.len(),
         ..Report::default()
     };
-    let mut detector = Detector::new(&set, cfg.cluster_name.clone());
+    // Correlations run in memory, over the inputs in the order given.
+    let mut detector = Detector::new(&set, cfg.cluster_name.clone())
+        .with_correlator(Detector::correlator_for(&set));
     let mut write_err: Option<std::io::Error> = None;
     for input in &inputs {
         let mut stats = std::mem::take(&mut report.stats);
@@ -117,6 +119,17 @@ pub fn run(args: ScanArgs) -> Result<u8> {
     }
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    // The end of input closes every correlation window.
+    let mut last = Vec::new();
+    detector.finish(&mut |a| last.push(a));
+    for a in last {
+        if args.format == Format::Json {
+            out.write_all(a.json())
+                .and_then(|()| out.write_all(b"\n"))
+                .context("writing alerts")?;
+        }
+        report.record_alert(&a);
     }
     let skipped = report.stats.skipped_total();
     if skipped > MAX_ERRORS_SHOWN as u64 {

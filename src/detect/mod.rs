@@ -10,10 +10,12 @@ mod report;
 
 pub use report::{Report, RuleSummary, MAX_ERRORS_SHOWN};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+
+use self::correlate::{Correlator, Fire, Observation};
 
 use crate::alert::{AlertTemplate, AuditFields, EventPart};
 use crate::event::redact::redacted_event_json;
@@ -23,8 +25,12 @@ use crate::rules::{Match, RuleSet};
 /// One alert: the rule that fired and its ECS document, written as JSON.
 #[derive(Debug, Clone)]
 pub struct Alert {
-    /// Index of the rule in the rule set.
+    /// Index of the alert's source in the rule set: a rule, or a correlation after the rules
+    /// ([`RuleSet::meta`]).
     pub rule: usize,
+    /// The document id of a correlation alert (rule, group and the event that made it fire); a
+    /// rule's alert takes its id from its event.
+    pub id: Option<String>,
     doc: Vec<u8>,
     message: String,
     user: Option<String>,
@@ -75,6 +81,12 @@ pub struct Detector<'r> {
     matches: Vec<Match<'r>>,
     /// Per rule, built on its first alert.
     templates: Vec<Option<Arc<AlertTemplate>>>,
+    /// The stateful stage, shared by the workers of the daemon (its reorder buffer puts their
+    /// observations back in event-time order); `None` when no correlation is loaded.
+    correlator: Option<Arc<Mutex<Correlator>>>,
+    /// Rules referenced by correlations that matched the event.
+    inputs: Vec<usize>,
+    fires: Vec<Fire>,
 }
 
 impl<'r> Detector<'r> {
@@ -86,7 +98,52 @@ impl<'r> Detector<'r> {
             max_event_bytes: None,
             matches: Vec::new(),
             templates: vec![None; rules.len()],
+            correlator: None,
+            inputs: Vec::new(),
+            fires: Vec::new(),
         }
+    }
+
+    /// A correlator for `rules`' correlations, to share between the detectors of one rule set;
+    /// `None` when it has none.
+    pub fn correlator_for(rules: &RuleSet) -> Option<Arc<Mutex<Correlator>>> {
+        if rules.correlations().iter().any(|c| c.is_active()) {
+            Some(Arc::new(Mutex::new(Correlator::new(
+                rules.correlations(),
+                correlate::CorrelatorOptions::default(),
+            ))))
+        } else {
+            None
+        }
+    }
+
+    /// Feeds matches of the rules that correlations count to `correlator`.
+    pub fn with_correlator(mut self, correlator: Option<Arc<Mutex<Correlator>>>) -> Self {
+        self.correlator = correlator;
+        self
+    }
+
+    /// End of input (`scan`): every buffered observation is released and every window closed;
+    /// the correlation alerts that gives are passed to `emit`.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Alert)) {
+        let Some(c) = self.correlator.clone() else {
+            return;
+        };
+        let mut fires = std::mem::take(&mut self.fires);
+        if let Ok(mut c) = c.lock() {
+            c.finish(&mut fires);
+        }
+        self.correlation_alerts(&mut fires, emit);
+        self.fires = fires;
+    }
+
+    /// Late observations (older than the lateness bound when they arrived) the correlations
+    /// did not count.
+    pub fn correlation_late_total(&self) -> u64 {
+        self.correlator
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|c| c.late_total()))
+            .unwrap_or(0)
     }
 
     /// Runs the rules on `ev` and calls `emit` with each alert. Detection sees the original
@@ -94,7 +151,16 @@ impl<'r> Detector<'r> {
     /// that redaction removed. Allocates only when a rule fires.
     pub fn detect(&mut self, ev: &Event<'_>, emit: &mut dyn FnMut(Alert)) {
         self.matches.clear();
-        self.rules.matches_into(ev, &mut self.matches);
+        if self.correlator.is_some() {
+            self.inputs.clear();
+            self.rules
+                .matches_into_with_inputs(ev, &mut self.matches, &mut self.inputs);
+            if !self.inputs.is_empty() {
+                self.observe(ev, emit);
+            }
+        } else {
+            self.rules.matches_into(ev, &mut self.matches);
+        }
         if self.matches.is_empty() {
             return;
         }
@@ -114,6 +180,209 @@ impl<'r> Detector<'r> {
             return;
         }
         self.alerts(ev, emit);
+    }
+
+    /// Hands the event's matches of correlated rules to the correlator, and emits the
+    /// correlation alerts that releases.
+    fn observe(&mut self, ev: &Event<'_>, emit: &mut dyn FnMut(Alert)) {
+        let Some(correlator) = self.correlator.clone() else {
+            return;
+        };
+        let Some(time) = ev.time() else {
+            return; // windows run on event time: an event without one cannot be placed
+        };
+        let doc_id = crate::sink::content_id(&[ev.raw().as_bytes()]);
+        // Values that redaction removes never reach a correlation alert.
+        let secrets = std::cell::OnceCell::new();
+        let text = |field: &crate::event::FieldRef| -> Option<String> {
+            let mut values: Vec<String> = Vec::new();
+            ev.any_value(field, &mut |v| {
+                match v {
+                    crate::event::FieldValue::Str(s) => values.push(s.to_string()),
+                    crate::event::FieldValue::Int(i) => values.push(i.to_string()),
+                    crate::event::FieldValue::Float(x) => values.push(x.to_string()),
+                    crate::event::FieldValue::Bool(b) => values.push(b.to_string()),
+                    crate::event::FieldValue::Null | crate::event::FieldValue::Object => {}
+                }
+                false
+            });
+            if values.is_empty() {
+                return None;
+            }
+            let joined = values.join(",");
+            let secrets: &Vec<String> = secrets.get_or_init(|| redacted_event_json(ev).1.secrets);
+            if secrets
+                .iter()
+                .any(|s| !s.is_empty() && joined.contains(s.as_str()))
+            {
+                Some("<redacted>".to_string())
+            } else {
+                Some(joined)
+            }
+        };
+        let mut observations = Vec::new();
+        for &rule in &self.inputs {
+            for &(corr, input) in self.rules.correlation_inputs(rule) {
+                let c = &self.rules.correlations()[corr];
+                // A group-by field the event lacks: the event belongs to no group.
+                let group: Option<Vec<String>> = c
+                    .group_by
+                    .iter()
+                    .map(|g| {
+                        g.per_input
+                            .get(input)
+                            .and_then(|f| f.as_ref())
+                            .and_then(text)
+                    })
+                    .collect();
+                let Some(group) = group else { continue };
+                let value = c
+                    .value_field
+                    .as_ref()
+                    .and_then(|v| v.per_input.get(input).and_then(|f| f.as_ref()))
+                    .and_then(text);
+                observations.push(Observation {
+                    corr,
+                    input,
+                    time,
+                    group,
+                    value,
+                    doc_id: doc_id.clone(),
+                });
+            }
+        }
+        let mut fires = std::mem::take(&mut self.fires);
+        if let Ok(mut c) = correlator.lock() {
+            for obs in observations {
+                c.observe(obs, &mut fires);
+            }
+        }
+        self.correlation_alerts(&mut fires, emit);
+        self.fires = fires;
+    }
+
+    /// The alerts of the correlations that fired (those that alert on their own), drained from
+    /// `fires`.
+    fn correlation_alerts(&mut self, fires: &mut Vec<Fire>, emit: &mut dyn FnMut(Alert)) {
+        for fire in fires.drain(..) {
+            let Some(c) = self.rules.correlations().get(fire.corr) else {
+                continue;
+            };
+            if !c.alerts {
+                continue;
+            }
+            let index = self.rules.len() + fire.corr;
+            let group_text: Vec<String> =
+                fire.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let what = match c.kind {
+                crate::rules::correlation::CorrelationKind::EventCount => {
+                    format!("{} matching events", fire.count)
+                }
+                crate::rules::correlation::CorrelationKind::ValueCount => format!(
+                    "{} distinct {}",
+                    fire.count,
+                    c.value_field.as_ref().map_or("values", |f| f.name.as_str())
+                ),
+                _ => format!("{} of {} rules matched", fire.count, c.inputs.len()),
+            };
+            let message = format!(
+                "{}: {} for {} between {} and {}",
+                c.meta.title,
+                what,
+                group_text.join(", "),
+                fire.first
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                fire.last
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            );
+            let template = AlertTemplate::new(&c.meta).with_host(self.node_name.as_deref());
+            let mut doc = template.render(
+                serde_json::json!({}),
+                &message,
+                self.cluster_name.as_deref(),
+                fire.suppressed_before,
+            );
+            let group: serde_json::Map<String, Value> = fire
+                .group
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let user = fire
+                .group
+                .iter()
+                .find(|(k, _)| k == "user.username")
+                .map(|(_, v)| v.clone());
+            let source_ip = fire
+                .group
+                .iter()
+                .find(|(k, _)| k == "source.ip")
+                .map(|(_, v)| v.clone());
+            if let Some(obj) = doc.as_object_mut() {
+                // No single audit event: the contributing ones are listed by id below.
+                obj.remove("kubernetes");
+                let first = fire
+                    .first
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let last = fire
+                    .last
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                obj.insert("@timestamp".into(), Value::String(last.clone()));
+                if let Some(event) = obj.get_mut("event").and_then(|e| e.as_object_mut()) {
+                    event.insert("start".into(), Value::String(first.clone()));
+                    event.insert("end".into(), Value::String(last.clone()));
+                }
+                if let Some(u) = &user {
+                    obj.insert("user".into(), serde_json::json!({"name": u}));
+                }
+                if let Some(ip) = &source_ip {
+                    obj.insert("source".into(), serde_json::json!({"ip": ip}));
+                }
+                let mut related = serde_json::Map::new();
+                if let Some(u) = &user {
+                    related.insert("user".into(), serde_json::json!([u]));
+                }
+                if let Some(ip) = &source_ip {
+                    related.insert("ip".into(), serde_json::json!([ip]));
+                }
+                if !related.is_empty() {
+                    obj.insert("related".into(), Value::Object(related));
+                }
+                let tripline = obj
+                    .entry("tripline")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(t) = tripline.as_object_mut() {
+                    t.insert(
+                        "correlation".into(),
+                        serde_json::json!({
+                            "type": c.kind.as_str(),
+                            "group": group,
+                            "count": fire.count,
+                            "values": fire.values,
+                            "first": first,
+                            "last": last,
+                            "timespan_seconds": c.timespan.as_secs(),
+                            "events": fire.doc_ids,
+                            "trigger": fire.trigger,
+                        }),
+                    );
+                }
+            }
+            let mut id_parts: Vec<&[u8]> = vec![c.meta.id.as_bytes(), c.meta.title.as_bytes()];
+            for (k, v) in &fire.group {
+                id_parts.push(k.as_bytes());
+                id_parts.push(v.as_bytes());
+            }
+            id_parts.push(fire.trigger.as_bytes());
+            let id = crate::sink::content_id(&id_parts);
+            emit(Alert {
+                rule: index,
+                id: Some(id),
+                doc: serde_json::to_vec(&doc).unwrap_or_default(),
+                user,
+                message,
+                time: Some(fire.last),
+            });
+        }
     }
 
     /// The alerts of `self.matches`, carrying `ev` (the event matched, or its reduced form).
@@ -143,6 +412,7 @@ impl<'r> Detector<'r> {
             .document(template);
             emit(Alert {
                 rule: m.index,
+                id: None,
                 doc,
                 user: fields.username.map(String::from),
                 message,

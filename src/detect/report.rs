@@ -64,8 +64,8 @@ impl Report {
         let mut out = String::new();
         let mut rows: Vec<(&usize, &RuleSummary)> = self.per_rule.iter().collect();
         rows.sort_by(|a, b| {
-            let la = rules.rules()[*a.0].meta.level;
-            let lb = rules.rules()[*b.0].meta.level;
+            let la = rules.meta(*a.0).level;
+            let lb = rules.meta(*b.0).level;
             lb.cmp(&la).then(b.1.alerts.cmp(&a.1.alerts))
         });
         let mut current: Option<Level> = None;
@@ -73,17 +73,17 @@ impl Report {
             out.push_str("No alerts.\n");
         }
         for (idx, s) in rows {
-            let rule = &rules.rules()[*idx];
-            if current != Some(rule.meta.level) {
-                current = Some(rule.meta.level);
-                let _ = writeln!(out, "\n== {} ==", rule.meta.level.as_str().to_uppercase());
+            let meta = rules.meta(*idx);
+            if current != Some(meta.level) {
+                current = Some(meta.level);
+                let _ = writeln!(out, "\n== {} ==", meta.level.as_str().to_uppercase());
             }
-            let _ = write!(out, "{:>6}  {}", s.alerts, rule.meta.title);
+            let _ = write!(out, "{:>6}  {}", s.alerts, meta.title);
             let throttled = rules.suppressed(*idx);
             if throttled > 0 {
                 let _ = write!(out, "  (+{throttled} throttled)");
             }
-            let _ = writeln!(out, "  [{}]", rule.meta.id);
+            let _ = writeln!(out, "  [{}]", meta.id);
             let mut users: Vec<(&String, &u64)> = s.users.iter().collect();
             users.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
             let top: Vec<String> = users

@@ -173,6 +173,7 @@ pub fn run(
         }
     })?);
     let budget = sink::InflightBudget::new(cfg.pipeline.max_inflight_bytes);
+    let correlator = Arc::new(std::sync::Mutex::new(None));
     for w in 0..workers {
         let ctx = WorkerContext {
             rx: batch_rx.clone(),
@@ -185,6 +186,7 @@ pub fn run(
             abandon: abandon.clone(),
             max_event_bytes: cfg.pipeline.max_event_bytes,
             budget: budget.clone(),
+            correlator: correlator.clone(),
         };
         worker_threads.push(spawn(format!("worker-{w}"), move || ctx.run())?);
     }

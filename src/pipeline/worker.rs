@@ -33,7 +33,16 @@ pub(super) struct WorkerContext {
     pub(super) max_event_bytes: usize,
     /// `pipeline.max_inflight_bytes`, shared by every worker.
     pub(super) budget: Arc<InflightBudget>,
+    /// The correlator of the current rule set, shared by every worker (its reorder buffer puts
+    /// their observations back in event-time order); made again when the rules are swapped.
+    pub(super) correlator: Arc<std::sync::Mutex<SharedCorrelator>>,
 }
+
+/// The rule set a correlator was made for, and the correlator (`None`: it has no correlation).
+pub(super) type SharedCorrelator = Option<(
+    Arc<RuleSet>,
+    Option<Arc<std::sync::Mutex<crate::detect::correlate::Correlator>>>,
+)>;
 
 /// `node_name` from the config, else the `NODE_NAME` environment variable.
 pub(super) fn node_name(cfg: &Config) -> Option<String> {
@@ -65,15 +74,29 @@ impl WorkerContext {
                 .as_ref()
                 .is_some_and(|(r, _)| Arc::ptr_eq(r, &rules))
             {
-                let ids = rules
-                    .rules()
-                    .iter()
-                    .map(|r| (r.meta.id.as_str(), r.meta.level));
+                let ids = (0..rules.alert_sources()).map(|i| {
+                    let m = rules.meta(i);
+                    (m.id.as_str(), m.level)
+                });
                 alert_counters = Some((rules.clone(), self.metrics.alert_counters(ids)));
             }
+            let correlator = {
+                let mut slot = match self.correlator.lock() {
+                    Ok(s) => s,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                match slot.as_ref() {
+                    Some((r, c)) if Arc::ptr_eq(r, &rules) => c.clone(),
+                    _ => {
+                        let c = Detector::correlator_for(&rules);
+                        *slot = Some((rules.clone(), c.clone()));
+                        c
+                    }
+                }
+            };
             let alerts = alert_counters.as_ref().map_or(&[][..], |(_, c)| &c[..]);
             let mut out = Outputs::default();
-            self.process(&batch, &rules, alerts, wants_events, &mut out);
+            self.process(&batch, &rules, alerts, correlator, wants_events, &mut out);
             self.dispatch(&batch, &rules, out);
             latency.observe(started.elapsed().as_secs_f64());
             batch.ack.done();
@@ -85,6 +108,7 @@ impl WorkerContext {
         batch: &Batch,
         rules: &RuleSet,
         alerts: &[Counter],
+        correlator: Option<Arc<std::sync::Mutex<crate::detect::correlate::Correlator>>>,
         wants_events: bool,
         out: &mut Outputs,
     ) {
@@ -93,7 +117,7 @@ impl WorkerContext {
             .events_received
             .get_or_create_owned(&SourceLabels::new(batch.source.clone()));
         let mut reduced = None;
-        let mut detector = Detector::new(rules, self.cluster.clone());
+        let mut detector = Detector::new(rules, self.cluster.clone()).with_correlator(correlator);
         detector.node_name = self.node.clone();
         detector.max_event_bytes = Some(self.max_event_bytes);
         let event_template = wants_events
@@ -130,19 +154,36 @@ impl WorkerContext {
                     // Only for events that produce a record: most events produce none.
                     let mut meta: Option<RecordMeta> = None;
                     detector.detect(ev, &mut |a| {
-                        let rule = &rules.rules()[a.rule].meta;
-                        alerts[a.rule].inc();
-                        let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
+                        let rule = rules.meta(a.rule);
+                        if let Some(c) = alerts.get(a.rule) {
+                            c.inc();
+                        }
                         let index = a.rule;
-                        out.records.push(Arc::new(sink::Record {
-                            flow: Flow::Alerts,
-                            id: sink::content_id(&[e.id.as_bytes(), rule.id.as_bytes()]),
-                            time: e.time,
-                            level: Some(rule.level),
-                            rule: Some((rule.id.clone(), rule.title.clone())),
-                            user: e.user.clone(),
-                            doc: a.into_json(),
-                        }));
+                        let record = match &a.id {
+                            // A correlation alert: its own id, time and user.
+                            Some(id) => sink::Record {
+                                flow: Flow::Alerts,
+                                id: id.clone(),
+                                time: a.time(),
+                                level: Some(rule.level),
+                                rule: Some((rule.id.clone(), rule.title.clone())),
+                                user: a.user().map(str::to_owned),
+                                doc: a.into_json(),
+                            },
+                            None => {
+                                let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
+                                sink::Record {
+                                    flow: Flow::Alerts,
+                                    id: sink::content_id(&[e.id.as_bytes(), rule.id.as_bytes()]),
+                                    time: e.time,
+                                    level: Some(rule.level),
+                                    rule: Some((rule.id.clone(), rule.title.clone())),
+                                    user: e.user.clone(),
+                                    doc: a.into_json(),
+                                }
+                            }
+                        };
+                        out.records.push(Arc::new(record));
                         out.rules.push(Some(index));
                     });
                     if let Some(template) = &event_template {
@@ -235,7 +276,7 @@ impl WorkerContext {
                 .filter(|(r, rule)| {
                     s.filter.takes(r.flow)
                         && rule.is_none_or(|i| {
-                            let meta = &rules.rules()[i].meta;
+                            let meta = rules.meta(i);
                             s.filter.takes_alert(meta.level, &meta.tags)
                         })
                 })

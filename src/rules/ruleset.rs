@@ -917,6 +917,20 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The number of alert sources: rules, then correlations. An alert's index
+    /// ([`crate::detect::Alert::rule`]) is below it.
+    pub fn alert_sources(&self) -> usize {
+        self.rules.len() + self.correlations.len()
+    }
+
+    /// The metadata of alert source `i`: rule `i`, or correlation `i - len()`.
+    pub fn meta(&self, i: usize) -> &super::model::RuleMeta {
+        match self.rules.get(i) {
+            Some(r) => &r.meta,
+            None => &self.correlations[i - self.rules.len()].meta,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.rules.len()
     }
