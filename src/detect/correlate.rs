@@ -103,7 +103,7 @@ impl Default for CorrelatorOptions {
     fn default() -> Self {
         CorrelatorOptions {
             lateness: Duration::from_secs(10),
-            max_groups: 100_000,
+            max_groups: 10_000,
             max_doc_ids: 32,
             max_values: 32,
         }
