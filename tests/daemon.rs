@@ -1147,3 +1147,54 @@ fn kill_9_behind_a_slow_sink_sends_again_about_one_checkpoint_interval() {
     );
     assert!(d.stop().success());
 }
+
+/// A correlation in the daemon: 403s of one identity, appended as they happen, raise one
+/// "Burst Of Forbidden Requests From One Identity" alert once the watermark (event time minus
+/// the 10 s lateness) has passed them, whichever worker took which batch.
+#[test]
+fn a_burst_of_refusals_raises_one_correlation_alert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = start(dir, "", "pipeline:\n  workers: 2\n");
+    let log = dir.join("logs/audit.log");
+    let alerts = dir.join("out/alerts.jsonl");
+    let refused = |i: u32| {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"r-{i}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns{i}/configmaps","verb":"list","user":{{"username":"mallory@example.com","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.7"],"userAgent":"kubectl/v1.29.0","objectRef":{{"resource":"configmaps","namespace":"ns{i}","apiVersion":"v1"}},"responseStatus":{{"code":403}},"stageTimestamp":"2026-03-01T10:00:{i:02}.000000Z"}}"#
+        )
+    };
+    // 30 refusals over 30 s, in several appends (several batches).
+    for chunk in (0..30).collect::<Vec<u32>>().chunks(7) {
+        let text: String = chunk.iter().map(|&i| refused(i) + "\n").collect();
+        append(&log, &text);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // A later event moves the watermark past all of them.
+    append(
+        &log,
+        &(quiet_event("q-late").replace("10:00:00.050000Z", "10:01:30.000000Z") + "\n"),
+    );
+    let title = "Burst Of Forbidden Requests From One Identity";
+    wait_until(
+        Duration::from_secs(15),
+        || {
+            read_lines(&alerts)
+                .iter()
+                .any(|a| a["rule"]["name"] == title)
+        },
+        || format!("{:?}\n{}", read_lines(&alerts), d.logs()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let found: Vec<serde_json::Value> = read_lines(&alerts)
+        .into_iter()
+        .filter(|a| a["rule"]["name"] == title)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let c = &found[0]["tripline"]["correlation"];
+    assert_eq!(c["group"]["user.username"], "mallory@example.com");
+    assert_eq!(c["count"], 20);
+    assert_eq!(c["first"], "2026-03-01T10:00:00.000000Z");
+    assert_eq!(c["last"], "2026-03-01T10:00:19.000000Z");
+    assert_eq!(found[0]["orchestrator"]["cluster"]["name"], "test");
+    assert!(d.stop().success());
+}

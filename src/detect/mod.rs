@@ -87,6 +87,9 @@ pub struct Detector<'r> {
     /// Rules referenced by correlations that matched the event.
     inputs: Vec<usize>,
     fires: Vec<Fire>,
+    /// The latest event time seen since the last [`Detector::flush`]: every event moves the
+    /// correlations' watermark, not only those they count.
+    latest: Option<DateTime<Utc>>,
 }
 
 impl<'r> Detector<'r> {
@@ -101,6 +104,7 @@ impl<'r> Detector<'r> {
             correlator: None,
             inputs: Vec::new(),
             fires: Vec::new(),
+            latest: None,
         }
     }
 
@@ -121,6 +125,21 @@ impl<'r> Detector<'r> {
     pub fn with_correlator(mut self, correlator: Option<Arc<Mutex<Correlator>>>) -> Self {
         self.correlator = correlator;
         self
+    }
+
+    /// Moves the correlations' watermark to the latest event time seen (less the lateness) and
+    /// emits the correlation alerts that releases. The daemon's workers call it after each
+    /// batch, so that events no correlation counts still move time forward.
+    pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
+        let (Some(c), Some(t)) = (self.correlator.clone(), self.latest.take()) else {
+            return;
+        };
+        let mut fires = std::mem::take(&mut self.fires);
+        if let Ok(mut c) = c.lock() {
+            c.advance_to(t, &mut fires);
+        }
+        self.correlation_alerts(&mut fires, emit);
+        self.fires = fires;
     }
 
     /// End of input (`scan`): every buffered observation is released and every window closed;
@@ -152,6 +171,9 @@ impl<'r> Detector<'r> {
     pub fn detect(&mut self, ev: &Event<'_>, emit: &mut dyn FnMut(Alert)) {
         self.matches.clear();
         if self.correlator.is_some() {
+            if let Some(t) = ev.time() {
+                self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+            }
             self.inputs.clear();
             self.rules
                 .matches_into_with_inputs(ev, &mut self.matches, &mut self.inputs);

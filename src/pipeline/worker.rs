@@ -226,6 +226,25 @@ impl WorkerContext {
                 }
             });
         }
+        // The batch's events move the correlations' watermark; what that releases travels with
+        // this batch.
+        detector.flush(&mut |a| {
+            let rule = rules.meta(a.rule);
+            if let Some(c) = alerts.get(a.rule) {
+                c.inc();
+            }
+            let index = a.rule;
+            out.records.push(Arc::new(sink::Record {
+                flow: Flow::Alerts,
+                id: a.id.clone().unwrap_or_default(),
+                time: a.time(),
+                level: Some(rule.level),
+                rule: Some((rule.id.clone(), rule.title.clone())),
+                user: a.user().map(str::to_owned),
+                doc: a.into_json(),
+            }));
+            out.rules.push(Some(index));
+        });
     }
 
     fn skip(
