@@ -326,11 +326,39 @@ fn rules_check_list_and_test_count_correlations() {
         "{s}"
     );
 
-    // Embedded tests of correlations do not run yet; their presence fails nothing.
+    // A correlation without embedded tests is named, and fails nothing.
     let out = run(&["rules", "test", p.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(
-        text(&out.stdout).contains("1 correlations are not tested"),
+        text(&out.stdout).contains("1 correlations have no embedded tests: Many Secrets Created"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Embedded tests of a correlation run through the rules and a correlator: five creates in a
+    // minute alert, one does not; a wrong expectation fails the command with the test's line.
+    let create = |i: u32| {
+        format!(
+            "      - {{kind: Event, stage: ResponseComplete, verb: create, user: {{username: eve}}, objectRef: {{resource: secrets, namespace: prod, name: s{i}}}, responseStatus: {{code: 201}}, stageTimestamp: '2026-03-01T10:00:{i:02}Z'}}\n"
+        )
+    };
+    let five: String = (0..5).map(create).collect();
+    let tested = correlation_file()
+        + &format!("tests:\n  - name: five creates\n    match: true\n    events:\n{five}  - name: one create\n    match: false\n    events:\n{}", create(0));
+    let p = write_rule(dir.path(), "tested.yml", &tested);
+    let out = run(&["rules", "test", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(" passed, 0 failed (1 rules and 1 correlations)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let wrong = tested.replace("match: false", "match: true");
+    let p = write_rule(dir.path(), "wrong.yml", &wrong);
+    let out = run(&["rules", "test", p.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("test `one create`: expected an alert, got 0 alert(s)"),
         "{}",
         text(&out.stdout)
     );

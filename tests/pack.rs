@@ -247,7 +247,17 @@ fn every_correlation_is_complete_and_tagged() {
             "{name}: needs a tactic and a technique"
         );
         assert!(!c.inputs.is_empty(), "{name}: no inputs");
+        assert!(
+            c.tests.iter().any(|t| t.expect_match) && c.tests.iter().any(|t| !t.expect_match),
+            "{name}: needs a positive and a negative embedded test"
+        );
     }
+    // Their embedded tests: event sequences through the rules and a fresh correlator.
+    let set = tripline::rules::RuleSet::new(loaded.rules.clone())
+        .with_correlations(loaded.correlations.clone());
+    let (ran, failures) = tripline::detect::run_correlation_tests(&set);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(ran >= 2 * loaded.correlations.len(), "only {ran} tests");
 }
 
 fn uuid_like(s: &str) -> bool {

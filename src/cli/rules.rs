@@ -133,27 +133,42 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
                     without.join("; ")
                 );
             }
+            let (mut ran, mut failed) = (ran, failures.len());
             if !loaded.correlations.is_empty() {
-                // Embedded tests of correlations (event sequences) are not run yet.
-                println!(
-                    "note: {} correlations are not tested",
-                    loaded.correlations.len()
-                );
+                // Event sequences through the rules and a fresh correlator.
+                let set = tripline::rules::RuleSet::new(loaded.rules.clone())
+                    .with_correlations(loaded.correlations.clone());
+                let (c_ran, c_failures) = tripline::detect::run_correlation_tests(&set);
+                for f in &c_failures {
+                    println!("{f}");
+                }
+                ran += c_ran;
+                failed += c_failures.len();
+                let untested: Vec<&str> = loaded
+                    .correlations
+                    .iter()
+                    .filter(|c| c.tests.is_empty())
+                    .map(|c| c.meta.title.as_str())
+                    .collect();
+                if !untested.is_empty() {
+                    println!(
+                        "note: {} correlations have no embedded tests: {}",
+                        untested.len(),
+                        untested.join("; ")
+                    );
+                }
             }
             println!(
-                "{} passed, {} failed ({} rules)",
-                ran - failures.len(),
-                failures.len(),
-                loaded.rules.len()
+                "{} passed, {} failed ({} rules{})",
+                ran - failed,
+                failed,
+                loaded.rules.len(),
+                correlations_count(loaded.correlations.len())
             );
             if !loaded.errors.is_empty() {
                 return Ok(EXIT_USAGE);
             }
-            Ok(if failures.is_empty() {
-                0
-            } else {
-                EXIT_TESTS_FAILED
-            })
+            Ok(if failed == 0 { 0 } else { EXIT_TESTS_FAILED })
         }
         RulesCommand::List { source } => {
             let (_, set) = match source.load() {

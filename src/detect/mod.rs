@@ -444,6 +444,62 @@ impl<'r> Detector<'r> {
     }
 }
 
+/// Runs the embedded tests of `set`'s correlations (`tests:` with event sequences): each test
+/// feeds its events, in order, through a fresh correlator and the rules, closes every window,
+/// and checks whether the correlation alerted. Returns the number of tests run and a message per
+/// failure (`source:line: ...`). Tests of inactive correlations are not run.
+pub fn run_correlation_tests(set: &RuleSet) -> (usize, Vec<String>) {
+    let mut ran = 0;
+    let mut failures = Vec::new();
+    for (ci, c) in set.correlations().iter().enumerate() {
+        if !c.is_active() {
+            continue;
+        }
+        let index = set.len() + ci;
+        for t in &c.tests {
+            ran += 1;
+            let mut detector =
+                Detector::new(set, None).with_correlator(Detector::correlator_for(set));
+            let mut fired = 0;
+            let mut problem = None;
+            for (i, text) in t.events_json.iter().enumerate() {
+                crate::event::decode_value_into(text, &mut |d| match d {
+                    Ok(ev) => {
+                        if ev.time().is_none() {
+                            problem = Some(format!("event {} has no time", i + 1));
+                        }
+                        detector.detect(ev, &mut |a| fired += usize::from(a.rule == index));
+                    }
+                    Err((reason, msg)) => {
+                        problem =
+                            Some(format!("event {} does not decode ({reason}): {msg}", i + 1));
+                    }
+                });
+            }
+            detector.finish(&mut |a| fired += usize::from(a.rule == index));
+            let ok = problem.is_none() && (fired > 0) == t.expect_match;
+            if !ok {
+                failures.push(format!(
+                    "{}:{}: correlation `{}` ({}), test `{}`: expected {}, got {} alert(s){}",
+                    c.meta.source,
+                    t.line,
+                    c.meta.title,
+                    c.meta.id,
+                    t.name,
+                    if t.expect_match {
+                        "an alert"
+                    } else {
+                        "no alert"
+                    },
+                    fired,
+                    problem.map(|p| format!("; {p}")).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    (ran, failures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

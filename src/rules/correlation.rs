@@ -129,6 +129,20 @@ pub struct Correlation {
     /// is loaded but must not be evaluated, and [`Correlation::inputs`] leaves out the disabled
     /// references.
     pub inactive: Vec<String>,
+    /// Embedded tests (a tripline extension, like a rule's `tests`): event sequences and
+    /// whether the correlation alerts on them.
+    pub tests: Vec<CorrelationTest>,
+}
+
+/// One embedded test of a correlation: `events` in order (each with its own times), and
+/// whether the correlation alerts on them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelationTest {
+    pub name: String,
+    pub expect_match: bool,
+    /// The audit events as JSON text, in order.
+    pub events_json: Vec<String>,
+    pub line: usize,
 }
 
 impl Correlation {
@@ -165,6 +179,7 @@ pub struct CorrelationDoc {
     generate: bool,
     pub(super) alerts: bool,
     pub(super) line: usize,
+    tests: Vec<CorrelationTest>,
 }
 
 const UNSUPPORTED_KINDS: &[&str] = &["value_sum", "value_avg", "value_percentile", "value_median"];
@@ -337,7 +352,64 @@ pub(super) fn compile(ctx: &mut Ctx<'_>, v: &Yaml) -> Option<CorrelationDoc> {
         generate,
         alerts: true,
         line,
+        tests: compile_correlation_tests(ctx, map.get("tests")),
     })
+}
+
+/// `tests:` of a correlation: a list of `{name, match: true|false, events: [audit events]}`.
+fn compile_correlation_tests(ctx: &mut Ctx<'_>, t: Option<&Yaml>) -> Vec<CorrelationTest> {
+    let Some(t) = t else {
+        return Vec::new();
+    };
+    let line = ctx.line(&["tests"]);
+    let Some(items) = t.as_sequence() else {
+        ctx.err(&["tests"], "`tests` must be a list");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let name = item
+            .get("name")
+            .and_then(yaml_str)
+            .unwrap_or_else(|| format!("test {}", i + 1));
+        let Some(Yaml::Bool(expect)) = item.get("match") else {
+            ctx.err(
+                &["tests"],
+                format!("test `{name}`: `match: true|false` is required"),
+            );
+            continue;
+        };
+        let Some(events) = item.get("events").and_then(Yaml::as_sequence) else {
+            ctx.err(
+                &["tests"],
+                format!("test `{name}`: `events` must be a list of audit events"),
+            );
+            continue;
+        };
+        let mut events_json = Vec::new();
+        for ev in events {
+            match ev {
+                Yaml::Mapping(_) => match serde_json::to_string(ev) {
+                    Ok(j) => events_json.push(j),
+                    Err(e) => ctx.err(
+                        &["tests"],
+                        format!("test `{name}`: an event cannot be written as JSON: {e}"),
+                    ),
+                },
+                _ => ctx.err(
+                    &["tests"],
+                    format!("test `{name}`: each of `events` must be a mapping (an audit event)"),
+                ),
+            }
+        }
+        out.push(CorrelationTest {
+            name,
+            expect_match: *expect,
+            events_json,
+            line,
+        });
+    }
+    out
 }
 
 fn bool_key(ctx: &mut Ctx<'_>, v: Option<&Yaml>, keys: &[&str]) -> Option<bool> {
@@ -833,6 +905,7 @@ pub(super) fn resolve(
             references: d.rules.clone(),
             alerts: d.alerts,
             inactive: std::mem::take(&mut inactive[j]),
+            tests: d.tests.clone(),
         });
         // Kept for the correlations that refer to this one.
         inactive[j] = out.last().map_or_else(Vec::new, |c| c.inactive.clone());

@@ -46,6 +46,7 @@ pub(super) fn correlation(
         references: vec![],
         alerts: true,
         inactive: vec![],
+        tests: vec![],
     }
 }
 
