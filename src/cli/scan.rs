@@ -51,7 +51,9 @@ pub fn run(args: ScanArgs) -> Result<u8> {
             return Ok(EXIT_USAGE);
         }
     }
-    let inputs = Input::expand(&paths).context("listing inputs")?;
+    let mut inputs = Input::expand(&paths).context("listing inputs")?;
+    // Stateful rules need time order across files (rotated backups, several API servers).
+    Input::order_by_first_event(&mut inputs);
     let reader = InputReader {
         max_line_bytes: cfg.input.max_line_bytes,
         ..InputReader::default()

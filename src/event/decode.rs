@@ -441,6 +441,64 @@ impl Input {
         Ok(out)
     }
 
+    /// The event time of the file's first event line (plain or gzip), read from at most its
+    /// first 1 MiB; `None` for stdin, a file whose first line is not an event with a time (an
+    /// `EventList` document, for example), or one that cannot be read.
+    pub fn first_event_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        use std::io::{BufRead, Read};
+        let Input::File(p) = self else { return None };
+        let mut f = std::fs::File::open(p).ok()?;
+        let mut magic = [0u8; 2];
+        let n = f.read(&mut magic).ok()?;
+        let head = std::io::Cursor::new(magic[..n].to_vec()).chain(f);
+        let r: Box<dyn Read> = if magic[..n] == [0x1f, 0x8b] {
+            Box::new(flate2::read::MultiGzDecoder::new(head))
+        } else {
+            Box::new(head)
+        };
+        let mut line = Vec::new();
+        let mut r = std::io::BufReader::new(r.take(1 << 20));
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line).ok()? == 0 {
+                return None;
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                break;
+            }
+        }
+        let text = std::str::from_utf8(&line).ok()?.trim();
+        let mut time = None;
+        decode_value_into(text, &mut |d| {
+            if let Ok(ev) = d {
+                time = time.or(ev.time());
+            }
+        });
+        time
+    }
+
+    /// Orders files by the time of their first event, so that stateful rules (correlations,
+    /// first-seen baselines) see several logs (rotated backups, several API servers' logs) in
+    /// time order. Kept as given when any input has no such time (stdin, `EventList`
+    /// documents); the sort is stable.
+    pub fn order_by_first_event(inputs: &mut [Input]) {
+        let times: Option<Vec<chrono::DateTime<chrono::Utc>>> =
+            inputs.iter().map(Input::first_event_time).collect();
+        let Some(times) = times else { return };
+        let mut keyed: Vec<(chrono::DateTime<chrono::Utc>, usize)> =
+            times.into_iter().enumerate().map(|(i, t)| (t, i)).collect();
+        keyed.sort();
+        let mut taken: Vec<Option<Input>> = inputs
+            .iter_mut()
+            .map(|i| Some(std::mem::replace(i, Input::Stdin)))
+            .collect();
+        for (slot, (_, from)) in inputs.iter_mut().zip(keyed) {
+            if let Some(input) = taken[from].take() {
+                *slot = input;
+            }
+        }
+    }
+
     /// The size on disk, when known (for progress bars).
     pub fn size_on_disk(&self) -> Option<u64> {
         match self {
@@ -917,6 +975,32 @@ mod tests {
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(verbs, ["get", "delete", "patch"]);
         assert_eq!(stats.events, 3);
+    }
+
+    #[test]
+    fn inputs_are_ordered_by_their_first_event_time() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ev = |t: &str| format!(r#"{{"kind":"Event","verb":"get","stageTimestamp":"{t}"}}"#);
+        // The backup's name sorts after the live file, its events come first.
+        let live = dir.path().join("a-audit.log");
+        std::fs::write(&live, format!("\n{}\n", ev("2026-03-02T10:00:00Z"))).unwrap();
+        let old = dir.path().join("b-audit-2026-03-01.log.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(format!("{}\n", ev("2026-03-01T10:00:00Z")).as_bytes())
+            .unwrap();
+        std::fs::write(&old, gz.finish().unwrap()).unwrap();
+        let mut inputs = Input::expand(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(inputs[0].name(), live.display().to_string());
+        Input::order_by_first_event(&mut inputs);
+        assert_eq!(inputs[0].name(), old.display().to_string());
+        assert_eq!(inputs[1].name(), live.display().to_string());
+        // A file without a first event time keeps the given order.
+        let list = dir.path().join("c-list.json");
+        std::fs::write(&list, r#"{"kind":"EventList","items":[]}"#).unwrap();
+        let mut inputs = Input::expand(&[dir.path().to_path_buf()]).unwrap();
+        Input::order_by_first_event(&mut inputs);
+        assert_eq!(inputs[0].name(), live.display().to_string());
     }
 
     #[test]
