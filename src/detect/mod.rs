@@ -213,7 +213,7 @@ impl<'r> Detector<'r> {
         let Some(time) = ev.time() else {
             return; // windows run on event time: an event without one cannot be placed
         };
-        let doc_id = crate::sink::content_id(&[ev.raw().as_bytes()]);
+        let doc_id = crate::event::content_id(&[ev.raw().as_bytes()]);
         // Values that redaction removes never reach a correlation alert.
         let secrets = std::cell::OnceCell::new();
         let text = |field: &crate::event::FieldRef| -> Option<String> {
@@ -395,7 +395,7 @@ impl<'r> Detector<'r> {
                 id_parts.push(v.as_bytes());
             }
             id_parts.push(fire.trigger.as_bytes());
-            let id = crate::sink::content_id(&id_parts);
+            let id = crate::event::content_id(&id_parts);
             emit(Alert {
                 rule: index,
                 id: Some(id),

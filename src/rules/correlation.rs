@@ -3,7 +3,7 @@
 //! A correlation refers to base rules (and other correlations) by `id` or `name`, groups their
 //! matches by `group-by` fields (through `aliases` where the field differs per rule), and
 //! fires when its `condition` holds within `timespan` of event time. The stateful engine that
-//! evaluates them lives in `crate::detect::correlate`.
+//! evaluates them lives in the detect stage (`detect::correlate`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -918,7 +918,7 @@ impl RuleSet {
     }
 
     /// The number of alert sources: rules, then correlations. An alert's index
-    /// ([`crate::detect::Alert::rule`]) is below it.
+    /// (the detect stage's `Alert::rule`) is below it.
     pub fn alert_sources(&self) -> usize {
         self.rules.len() + self.correlations.len()
     }

@@ -65,22 +65,8 @@ impl Record {
     }
 }
 
-/// A hash of `bytes` as 32 hex digits (128 bits of BLAKE3): collision-free in practice and not
-/// controllable by whoever wrote the event, unlike `auditID`.
-pub fn content_id(parts: &[&[u8]]) -> String {
-    let mut h = blake3::Hasher::new();
-    for p in parts {
-        h.update(&(p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    let hash = h.finalize();
-    let mut out = String::with_capacity(32);
-    for b in &hash.as_bytes()[..16] {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+/// Document ids: defined with the events, re-exported for the sinks.
+pub use crate::event::content_id;
 
 /// Records for one sink from one source batch.
 #[derive(Debug)]
