@@ -2,9 +2,11 @@
 //! over decoded events and turns each match into an [`Alert`] (an ECS document written from the
 //! redacted event). [`Report`] sums alerts up for `tripline scan`.
 //!
-//! The stateful stage (correlation windows, first-seen baselines) belongs here too, after the
-//! stateless matching.
+//! The stateful stage belongs here too, after the stateless matching: correlation windows
+//! ([`correlate`]) and first-seen baselines ([`baseline`], consulted by the rule set before
+//! throttling).
 
+pub mod baseline;
 pub mod correlate;
 mod report;
 

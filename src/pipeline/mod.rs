@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConfigFile;
+use crate::detect::baseline::{Baselines, BASELINES_FILE};
 use crate::rules::RuleSet;
 use crate::sink::{self, DeadLetters, SinkHandle};
 use crate::source::{self, Batch, SourceConfig, SourceContext, SourceEvent};
@@ -121,6 +122,10 @@ pub fn run(
         sink_threads.push(t);
     }
     let sinks: Arc<[SinkHandle]> = sinks.into();
+    // First-seen baselines: one store for every worker, kept across reloads, saved in state_dir.
+    let baselines = Arc::new(Baselines::load_or_set_aside(&cfg.state_dir));
+    let baselines_path = cfg.state_dir.join(BASELINES_FILE);
+    let rules = rules.with_baselines(&baselines);
     let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
     metrics
         .rules_loaded
@@ -200,8 +205,13 @@ pub fn run(
     );
 
     // Control loop: silence alerts, rule reloads, until stop.
-    let mut reloader = Reloader::new(file, rules.clone(), metrics.clone());
+    let mut reloader = Reloader::new(file, rules.clone(), metrics.clone(), baselines.clone());
+    let mut baselines_saved = std::time::Instant::now();
     while !control.stop.load(Ordering::Relaxed) {
+        if baselines_saved.elapsed() >= BASELINES_SAVE_INTERVAL {
+            baselines_saved = std::time::Instant::now();
+            save_baselines(&baselines, &baselines_path);
+        }
         match event_rx.recv_timeout(Duration::from_millis(200)) {
             Ok(SourceEvent::Silent {
                 source,
@@ -245,6 +255,7 @@ pub fn run(
     for t in worker_threads {
         let _ = t.join();
     }
+    save_baselines(&baselines, &baselines_path);
     drop(sinks);
     drop(reloader);
     abandon.store(true, Ordering::Relaxed);
@@ -253,6 +264,20 @@ pub fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the first-seen baselines are written while they change.
+const BASELINES_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Writes the baselines if they changed since they were last written; a failure is logged (the
+/// next interval tries again).
+fn save_baselines(baselines: &Baselines, path: &std::path::Path) {
+    if !baselines.changed() {
+        return;
+    }
+    if let Err(error) = baselines.store(path) {
+        tracing::warn!(%error, "writing first-seen baselines failed");
+    }
 }
 
 /// Starts a named thread of the pipeline.
