@@ -3,10 +3,9 @@
 //! redacted event). [`Report`] sums alerts up for `tripline scan`.
 //!
 //! The stateful stage belongs here too, after the stateless matching: correlation windows
-//! ([`correlate`]) and first-seen baselines ([`baseline`], consulted by the rule set before
-//! throttling).
+//! ([`correlate`]). First-seen baselines ([`crate::rules::baseline`]) live with the rule set,
+//! like throttling, because they decide whether a match alerts before throttling does.
 
-pub mod baseline;
 pub mod correlate;
 mod report;
 

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConfigFile;
-use crate::detect::baseline::{Baselines, BASELINES_FILE};
+use crate::rules::baseline::{Baselines, BASELINES_FILE};
 use crate::rules::RuleSet;
 use crate::sink::{self, DeadLetters, SinkHandle};
 use crate::source::{self, Batch, SourceConfig, SourceContext, SourceEvent};

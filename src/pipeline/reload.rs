@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, ConfigFile};
-use crate::detect::baseline::Baselines;
+use crate::rules::baseline::Baselines;
 use crate::rules::RuleSet;
 use crate::telemetry::{Metrics, ReloadLabels, ReloadResult};
 

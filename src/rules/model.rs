@@ -153,7 +153,7 @@ pub struct FirstSeenField {
 
 /// `first_seen`: the rule alerts only on keys its baseline has not seen within `history`
 /// (event time), once `learning` has passed since the baseline's first event
-/// ([`crate::detect::baseline`]).
+/// ([`crate::rules::baseline`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FirstSeenSpec {
     /// 1 to 3 fields.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
+use super::baseline::SharedBaseline as BaselineRef;
 use super::condition::Expr;
 use super::correlation::{Correlation, CorrelationInput};
 use super::matcher::{Pattern, StrMatcher};
@@ -663,7 +664,7 @@ fn first_seen(rule: &Rule, baseline: &BaselineRef, ev: &Event<'_>) -> bool {
     let Some(spec) = &rule.first_seen else {
         return true;
     };
-    let (Some(key), Some(time)) = (crate::detect::baseline::key_of(spec, ev), ev.time()) else {
+    let (Some(key), Some(time)) = (super::baseline::key_of(spec, ev), ev.time()) else {
         return false;
     };
     baseline
@@ -794,8 +795,6 @@ pub struct RuleSet {
     baselines: Vec<Option<BaselineRef>>,
 }
 
-type BaselineRef = std::sync::Arc<std::sync::Mutex<crate::detect::baseline::Baseline>>;
-
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
         let mut index = Index::build(&rules);
@@ -837,13 +836,13 @@ impl RuleSet {
             inputs_of: Vec::new(),
             baselines: Vec::new(),
         }
-        .with_baselines(&crate::detect::baseline::Baselines::default())
+        .with_baselines(&super::baseline::Baselines::default())
     }
 
     /// Takes the first-seen baselines of this set's rules from `store` (the daemon's, shared by
     /// its workers and kept across reloads and restarts); until then, each rule with
     /// `first_seen` has an empty baseline of its own, in memory (`scan`).
-    pub fn with_baselines(mut self, store: &crate::detect::baseline::Baselines) -> RuleSet {
+    pub fn with_baselines(mut self, store: &super::baseline::Baselines) -> RuleSet {
         self.baselines = if self.rules.iter().any(|r| r.first_seen.is_some()) {
             store.attach(&self.rules)
         } else {

@@ -1046,7 +1046,7 @@ fn compile_first_seen(ctx: &mut Ctx<'_>, t: &Yaml) -> Option<FirstSeenSpec> {
     let history = duration("history");
     let learning = duration("learning");
     let max_entries = match t.get("max_entries") {
-        None => crate::detect::baseline::DEFAULT_MAX_ENTRIES,
+        None => super::baseline::DEFAULT_MAX_ENTRIES,
         Some(v) => match v.as_u64().filter(|n| *n > 0) {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
             None => {

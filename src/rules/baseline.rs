@@ -38,9 +38,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+use super::model::{FirstSeenSpec, Normalize};
+use super::Rule;
 use crate::event::{Event, FieldValue};
-use crate::rules::model::{FirstSeenSpec, Normalize};
-use crate::rules::Rule;
 
 /// The default bound on the keys of one rule's baseline.
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
@@ -59,6 +59,9 @@ type Key = (u64, u64);
 pub const ENTRY_BYTES: usize = std::mem::size_of::<(Key, i64)>();
 
 type Table = HashMap<Key, i64, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
+
+/// One rule's baseline, as the rule set and the store share it.
+pub type SharedBaseline = Arc<Mutex<Baseline>>;
 
 /// The baseline of one rule.
 #[derive(Debug, Default)]
@@ -201,7 +204,7 @@ fn network(value: &str) -> String {
 /// workers; each baseline has its own lock, taken only when its rule matches.
 #[derive(Debug, Default)]
 pub struct Baselines {
-    by_rule: Mutex<HashMap<(String, u64), Arc<Mutex<Baseline>>>>,
+    by_rule: Mutex<HashMap<(String, u64), SharedBaseline>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +247,7 @@ impl Baselines {
     /// The baseline of each rule of `rules` that has `first_seen` (by index, `None` for the
     /// others), created empty where the store has none for its id and spec. Baselines of rules
     /// not in `rules` (removed, or their `first_seen` changed) are dropped.
-    pub fn attach(&self, rules: &[Rule]) -> Vec<Option<Arc<Mutex<Baseline>>>> {
+    pub fn attach(&self, rules: &[Rule]) -> Vec<Option<SharedBaseline>> {
         let mut by_rule = lock(&self.by_rule);
         let mut kept = HashMap::new();
         let out = rules
