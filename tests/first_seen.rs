@@ -321,6 +321,8 @@ fn the_daemon_keeps_its_baselines_across_a_restart_and_sets_a_corrupt_file_aside
     // After the restart the key learned before it is known, and the baseline is past learning:
     // a client never seen before still alerts.
     let d = start(dir);
+    // Two keys of the new-user-agent rule (client-go and curl) came back from the file.
+    assert_eq!(d.metric("tripline_first_seen_keys"), Some(2.0));
     append(&log, &sa_event("known-curl", 9, "curl/8.6.0"));
     append(&log, &sa_event("new-python", 9, "python-requests/2.31.0"));
     wait_until(

@@ -207,10 +207,13 @@ pub fn run(
     // Control loop: silence alerts, rule reloads, until stop.
     let mut reloader = Reloader::new(file, rules.clone(), metrics.clone(), baselines.clone());
     let mut baselines_saved = std::time::Instant::now();
+    let mut evictions_seen = baselines.evictions();
+    baseline_metrics(&baselines, &metrics, &mut evictions_seen);
     while !control.stop.load(Ordering::Relaxed) {
         if baselines_saved.elapsed() >= BASELINES_SAVE_INTERVAL {
             baselines_saved = std::time::Instant::now();
             save_baselines(&baselines, &baselines_path);
+            baseline_metrics(&baselines, &metrics, &mut evictions_seen);
         }
         match event_rx.recv_timeout(Duration::from_millis(200)) {
             Ok(SourceEvent::Silent {
@@ -278,6 +281,19 @@ fn save_baselines(baselines: &Baselines, path: &std::path::Path) {
     if let Err(error) = baselines.store(path) {
         tracing::warn!(%error, "writing first-seen baselines failed");
     }
+}
+
+/// Sets the first-seen metrics from the store; `seen` is the evictions already counted (a
+/// baseline dropped by a reload takes its evictions with it: the counter never goes back).
+fn baseline_metrics(baselines: &Baselines, metrics: &Metrics, seen: &mut u64) {
+    metrics
+        .first_seen_keys
+        .set(i64::try_from(baselines.entries()).unwrap_or(i64::MAX));
+    let now = baselines.evictions();
+    metrics
+        .first_seen_evictions
+        .inc_by(now.saturating_sub(*seen));
+    *seen = now;
 }
 
 /// Starts a named thread of the pipeline.
