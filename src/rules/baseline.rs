@@ -538,6 +538,32 @@ mod tests {
         assert!((30..=40).contains(&per_key), "{per_key} bytes per key");
     }
 
+    /// A reload keeps the baseline of a rule whose id and `first_seen` are unchanged; a changed
+    /// spec starts empty, and the old baseline is dropped from the store.
+    #[test]
+    fn a_reload_keeps_a_baseline_while_the_rule_id_and_spec_are_unchanged() {
+        let rule = |history: &str, max: &str| {
+            format!("title: T\nid: 3f1c2a7e-0d5b-4e3a-9b1e-6c2f8a4d7e10\nlogsource: {{product: kubernetes, service: audit}}\ndetection:\n  s:\n    verb: get\n  condition: s\nlevel: high\nfirst_seen:\n  fields: [user.username]\n  history: {history}\n  learning: 1d\n  max_entries: {max}\n")
+        };
+        let load = |text: &str| {
+            let (rules, errors) = super::super::sigma::load_str("r.yml", text, &Default::default());
+            assert!(errors.is_empty(), "{errors:?}");
+            rules
+        };
+        let store = Baselines::default();
+        let first = store.attach(&load(&rule("14d", "10")));
+        let first = first[0].clone().unwrap();
+        lock(&first).observe((1, 1), 0, &spec(14, 1, 10));
+        // The bound is not part of the spec: changing it keeps the baseline.
+        let again = store.attach(&load(&rule("14d", "20")));
+        assert!(Arc::ptr_eq(&first, again[0].as_ref().unwrap()));
+        assert_eq!(lock(&first).max_entries, 20);
+        assert_eq!(store.entries(), 1);
+        let changed = store.attach(&load(&rule("7d", "20")));
+        assert!(lock(changed[0].as_ref().unwrap()).is_empty());
+        assert_eq!(store.entries(), 0);
+    }
+
     #[test]
     fn baselines_survive_a_store_and_load_and_bad_files_are_set_aside() {
         let dir = tempfile::tempdir().unwrap();
