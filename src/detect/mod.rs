@@ -2,8 +2,9 @@
 //! over decoded events and turns each match into an [`Alert`] (an ECS document written from the
 //! redacted event). [`Report`] sums alerts up for `tripline scan`.
 //!
-//! The stateful stage (correlation windows, first-seen baselines) belongs here too, after the
-//! stateless matching.
+//! The stateful stage belongs here too, after the stateless matching: correlation windows
+//! ([`correlate`]). First-seen baselines ([`crate::rules::baseline`]) live with the rule set,
+//! like throttling, because they decide whether a match alerts before throttling does.
 
 pub mod correlate;
 mod report;

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConfigFile;
+use crate::rules::baseline::{Baselines, BASELINES_FILE};
 use crate::rules::RuleSet;
 use crate::sink::{self, DeadLetters, SinkHandle};
 use crate::source::{self, Batch, SourceConfig, SourceContext, SourceEvent};
@@ -121,6 +122,10 @@ pub fn run(
         sink_threads.push(t);
     }
     let sinks: Arc<[SinkHandle]> = sinks.into();
+    // First-seen baselines: one store for every worker, kept across reloads, saved in state_dir.
+    let baselines = Arc::new(Baselines::load_or_set_aside(&cfg.state_dir));
+    let baselines_path = cfg.state_dir.join(BASELINES_FILE);
+    let rules = rules.with_baselines(&baselines);
     let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
     metrics
         .rules_loaded
@@ -200,8 +205,16 @@ pub fn run(
     );
 
     // Control loop: silence alerts, rule reloads, until stop.
-    let mut reloader = Reloader::new(file, rules.clone(), metrics.clone());
+    let mut reloader = Reloader::new(file, rules.clone(), metrics.clone(), baselines.clone());
+    let mut baselines_saved = std::time::Instant::now();
+    let mut evictions_seen = baselines.evictions();
+    baseline_metrics(&baselines, &metrics, &mut evictions_seen);
     while !control.stop.load(Ordering::Relaxed) {
+        if baselines_saved.elapsed() >= BASELINES_SAVE_INTERVAL {
+            baselines_saved = std::time::Instant::now();
+            save_baselines(&baselines, &baselines_path);
+            baseline_metrics(&baselines, &metrics, &mut evictions_seen);
+        }
         match event_rx.recv_timeout(Duration::from_millis(200)) {
             Ok(SourceEvent::Silent {
                 source,
@@ -245,6 +258,7 @@ pub fn run(
     for t in worker_threads {
         let _ = t.join();
     }
+    save_baselines(&baselines, &baselines_path);
     drop(sinks);
     drop(reloader);
     abandon.store(true, Ordering::Relaxed);
@@ -253,6 +267,33 @@ pub fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the first-seen baselines are written while they change.
+const BASELINES_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Writes the baselines if they changed since they were last written; a failure is logged (the
+/// next interval tries again).
+fn save_baselines(baselines: &Baselines, path: &std::path::Path) {
+    if !baselines.changed() {
+        return;
+    }
+    if let Err(error) = baselines.store(path) {
+        tracing::warn!(%error, "writing first-seen baselines failed");
+    }
+}
+
+/// Sets the first-seen metrics from the store; `seen` is the evictions already counted (a
+/// baseline dropped by a reload takes its evictions with it: the counter never goes back).
+fn baseline_metrics(baselines: &Baselines, metrics: &Metrics, seen: &mut u64) {
+    metrics
+        .first_seen_keys
+        .set(i64::try_from(baselines.entries()).unwrap_or(i64::MAX));
+    let now = baselines.evictions();
+    metrics
+        .first_seen_evictions
+        .inc_by(now.saturating_sub(*seen));
+    *seen = now;
 }
 
 /// Starts a named thread of the pipeline.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, ConfigFile};
+use crate::rules::baseline::Baselines;
 use crate::rules::RuleSet;
 use crate::telemetry::{Metrics, ReloadLabels, ReloadResult};
 
@@ -40,12 +41,21 @@ pub(super) struct Reloader {
     stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
     last_poll: Instant,
     metrics: Arc<Metrics>,
+    /// The daemon's first-seen baselines: a reloaded rule keeps its baseline while its id and
+    /// `first_seen` are unchanged.
+    baselines: Arc<Baselines>,
 }
 
 impl Reloader {
-    pub(super) fn new(current: ConfigFile, rules: SharedRules, metrics: Arc<Metrics>) -> Reloader {
+    pub(super) fn new(
+        current: ConfigFile,
+        rules: SharedRules,
+        metrics: Arc<Metrics>,
+        baselines: Arc<Baselines>,
+    ) -> Reloader {
         Reloader {
             rules,
+            baselines,
             stamp: stamp(&current),
             current,
             last_poll: Instant::now(),
@@ -109,7 +119,7 @@ impl Reloader {
                 LIVE_SECTIONS.join("`, `"),
             )]);
         }
-        let set = load_rules(&next.config)?;
+        let set = load_rules(&next.config)?.with_baselines(&self.baselines);
         let n = set.len();
         if let Ok(mut w) = self.rules.write() {
             *w = Arc::new(set);

@@ -1,6 +1,7 @@
 //! Detection rules: the Sigma front end, the compiled rule model, the [`RuleSet`] engine and the
 //! embedded-test harness.
 
+pub mod baseline;
 mod condition;
 mod config;
 pub mod correlation;

@@ -112,6 +112,79 @@ pub struct ThrottleSpec {
     pub window: std::time::Duration,
 }
 
+/// How a `first_seen` key field's values are normalised before they are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    /// A user agent's product and major version, lowercased (`kubectl/v1.29.2 (linux/amd64)
+    /// kubernetes/4b8e819` -> `kubectl/1`): client upgrades keep their key.
+    ProductMajor,
+    /// An IPv4 address's /24 or an IPv6 address's /64; anything else stays as it is.
+    Network,
+    Lowercase,
+}
+
+impl Normalize {
+    pub fn parse(s: &str) -> Option<Normalize> {
+        Some(match s {
+            "product_major" => Normalize::ProductMajor,
+            "network" => Normalize::Network,
+            "lowercase" => Normalize::Lowercase,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Normalize::ProductMajor => "product_major",
+            Normalize::Network => "network",
+            Normalize::Lowercase => "lowercase",
+        }
+    }
+}
+
+/// One field of a `first_seen` key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirstSeenField {
+    /// The path as written in the rule.
+    pub name: String,
+    pub field: crate::event::FieldRef,
+    pub normalize: Option<Normalize>,
+}
+
+/// `first_seen`: the rule alerts only on keys its baseline has not seen within `history`
+/// (event time), once `learning` has passed since the baseline's first event
+/// ([`crate::rules::baseline`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirstSeenSpec {
+    /// 1 to 3 fields.
+    pub fields: Vec<FirstSeenField>,
+    pub history: std::time::Duration,
+    pub learning: std::time::Duration,
+    /// The most keys the baseline holds; the least recently seen go first.
+    pub max_entries: usize,
+}
+
+impl FirstSeenSpec {
+    /// A hash of what decides the meaning of the baseline's keys and times (fields,
+    /// normalisations, history, learning; not `max_entries`), stable across builds and runs: a
+    /// baseline is kept across reloads and restarts only while this is unchanged.
+    pub fn digest(&self) -> u64 {
+        let mut h = blake3::Hasher::new();
+        for f in &self.fields {
+            h.update(f.name.as_bytes());
+            h.update(&[0xff]);
+            h.update(f.normalize.map_or("", Normalize::as_str).as_bytes());
+            h.update(&[0xfe]);
+        }
+        h.update(&self.history.as_secs().to_le_bytes());
+        h.update(&self.learning.as_secs().to_le_bytes());
+        let b = h.finalize();
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b.as_bytes()[..8]);
+        u64::from_le_bytes(x)
+    }
+}
+
 /// One embedded test of a rule.
 #[derive(Debug, Clone)]
 pub struct RuleTest {
@@ -137,6 +210,8 @@ pub struct Rule {
     pub exceptions: Vec<Vec<FieldCond>>,
     pub output: Option<Vec<OutputPart>>,
     pub throttle: Option<ThrottleSpec>,
+    /// `first_seen`: alert only on keys new to the rule's baseline.
+    pub first_seen: Option<FirstSeenSpec>,
     pub tests: Vec<RuleTest>,
     /// The line of `id:` in `meta.source`.
     pub line: usize,

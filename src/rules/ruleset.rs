@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
+use super::baseline::SharedBaseline as BaselineRef;
 use super::condition::Expr;
 use super::correlation::{Correlation, CorrelationInput};
 use super::matcher::{Pattern, StrMatcher};
@@ -656,6 +657,22 @@ fn throttle_key(
     h.finish()
 }
 
+/// True if and only if `rule`'s `first_seen` key in `ev` is new to `baseline` after its learning
+/// period; learns the key either way. An event without the key's fields or without a time
+/// neither alerts nor is learned.
+fn first_seen(rule: &Rule, baseline: &BaselineRef, ev: &Event<'_>) -> bool {
+    let Some(spec) = &rule.first_seen else {
+        return true;
+    };
+    let (Some(key), Some(time)) = (super::baseline::key_of(spec, ev), ev.time()) else {
+        return false;
+    };
+    baseline
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .observe(key, time.timestamp(), spec)
+}
+
 /// The fields that identify one request across its stages. `auditID` alone comes from a
 /// client header (a client could reuse one to hide a later request); the receive time, verb,
 /// URI and user are the same in every stage of a request and differ between requests.
@@ -774,6 +791,8 @@ pub struct RuleSet {
     /// By rule index: the (correlation index, input position) pairs of the active
     /// correlations that count its matches. Empty (no allocation) without correlations.
     inputs_of: Vec<Vec<(usize, usize)>>,
+    /// By rule index, the baseline of each rule with `first_seen`; empty when no rule has one.
+    baselines: Vec<Option<BaselineRef>>,
 }
 
 impl RuleSet {
@@ -815,7 +834,21 @@ impl RuleSet {
             last_sweep: AtomicU64::new(0),
             correlations: Vec::new(),
             inputs_of: Vec::new(),
+            baselines: Vec::new(),
         }
+        .with_baselines(&super::baseline::Baselines::default())
+    }
+
+    /// Takes the first-seen baselines of this set's rules from `store` (the daemon's, shared by
+    /// its workers and kept across reloads and restarts); until then, each rule with
+    /// `first_seen` has an empty baseline of its own, in memory (`scan`).
+    pub fn with_baselines(mut self, store: &super::baseline::Baselines) -> RuleSet {
+        self.baselines = if self.rules.iter().any(|r| r.first_seen.is_some()) {
+            store.attach(&self.rules)
+        } else {
+            Vec::new()
+        };
+        self
     }
 
     /// Adds the correlation rules over this set's rules (as resolved by
@@ -1092,6 +1125,11 @@ impl RuleSet {
             let rule = &self.rules[i];
             if !rule.alerts || !self.first_of_request(i as u32, rule, ev) {
                 continue;
+            }
+            if let Some(Some(baseline)) = self.baselines.get(i) {
+                if !first_seen(rule, baseline, ev) {
+                    continue;
+                }
             }
             match &rule.throttle {
                 None => out.push(Match {
@@ -1658,6 +1696,51 @@ mod tests {
             let mut all = Vec::new();
             set.matching_unindexed_into(&ev, &mut all);
             assert_eq!(all, want, "{json}");
+        }
+    }
+
+    /// The first-seen check runs before throttling: a new key that throttling suppresses is
+    /// still learned, and a known key never reaches the throttle.
+    #[test]
+    fn first_seen_learns_before_throttling_and_alerts_only_new_keys() {
+        let set = rules(&[
+            (
+                "  s:\n    verb: get\n  condition: s",
+                "first_seen:\n  fields: [user.username]\n  history: 14d\n  learning: 1d\nthrottle:\n  key: [verb]\n  window: 1h",
+            ),
+            ("  s:\n    verb: get\n  condition: s", ""),
+        ]);
+        let mut fired = Vec::new();
+        for (u, t) in [
+            ("a", "2026-01-01T00:00:00Z"), // learning
+            ("b", "2026-01-02T00:00:00Z"), // new: alerts
+            ("c", "2026-01-02T00:10:00Z"), // new, throttled (same verb), but learned
+            ("c", "2026-01-02T02:00:00Z"), // known: no alert
+            ("a", "2026-01-02T03:00:00Z"), // known
+            ("d", "2026-01-02T04:00:00Z"), // new
+        ] {
+            let json =
+                format!(r#"{{"verb":"get","user":{{"username":"{u}"}},"stageTimestamp":"{t}"}}"#);
+            decode_value_into(&json, &mut |e| {
+                let mut m = Vec::new();
+                set.matches_into(e.unwrap(), &mut m);
+                fired.extend(m.iter().map(|m| (m.index, u)));
+            });
+        }
+        let first_seen: Vec<_> = fired.iter().filter(|(i, _)| *i == 0).collect();
+        assert_eq!(first_seen, vec![&(0, "b"), &(0, "d")]);
+        // The rule without `first_seen` is untouched.
+        assert_eq!(fired.iter().filter(|(i, _)| *i == 1).count(), 6);
+        // Without a time or without the key's field: no alert, nothing learned.
+        for json in [
+            r#"{"verb":"get","user":{"username":"e"}}"#,
+            r#"{"verb":"get","stageTimestamp":"2026-01-03T00:00:00Z"}"#,
+        ] {
+            decode_value_into(json, &mut |e| {
+                let mut m = Vec::new();
+                set.matches_into(e.unwrap(), &mut m);
+                assert!(m.iter().all(|m| m.index != 0), "{json}");
+            });
         }
     }
 

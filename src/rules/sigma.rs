@@ -10,7 +10,8 @@ use super::condition;
 use super::correlation::CorrelationDoc;
 use super::matcher::{compile_tokens, tokenize, Cmp, Pattern, StrMatcher, Tok};
 use super::model::{
-    FieldCond, Level, OutputPart, Rule, RuleMeta, RuleTest, Selection, ThrottleSpec,
+    FieldCond, FirstSeenField, FirstSeenSpec, Level, Normalize, OutputPart, Rule, RuleMeta,
+    RuleTest, Selection, ThrottleSpec,
 };
 use crate::config::types::parse_duration;
 use crate::event::{FieldPath, FieldRef};
@@ -342,6 +343,7 @@ fn compile_rule_with(ctx: &mut Ctx<'_>, v: &Yaml, with_tests: bool) -> Option<Ru
         }
     });
     let throttle = get("throttle").and_then(|t| compile_throttle(ctx, t));
+    let first_seen = get("first_seen").and_then(|t| compile_first_seen(ctx, t));
     let requires_placeholders = match str_list(get("requires_placeholders")) {
         Ok(l) => l,
         Err(()) => {
@@ -377,6 +379,7 @@ fn compile_rule_with(ctx: &mut Ctx<'_>, v: &Yaml, with_tests: bool) -> Option<Ru
         exceptions: Vec::new(),
         output,
         throttle,
+        first_seen,
         tests,
         line,
         requires_placeholders,
@@ -939,6 +942,133 @@ fn compile_throttle(ctx: &mut Ctx<'_>, t: &Yaml) -> Option<ThrottleSpec> {
     })
 }
 
+fn compile_first_seen(ctx: &mut Ctx<'_>, t: &Yaml) -> Option<FirstSeenSpec> {
+    let Some(m) = t.as_mapping() else {
+        ctx.err(&["first_seen"], "`first_seen` must be a mapping");
+        return None;
+    };
+    let mut ok = true;
+    for k in m.keys() {
+        if !matches!(
+            k.as_str(),
+            Some("fields" | "normalize" | "history" | "learning" | "max_entries")
+        ) {
+            ctx.err(
+                &["first_seen"],
+                format!(
+                    "unknown key `first_seen.{}`",
+                    yaml_str(k).unwrap_or_default()
+                ),
+            );
+            ok = false;
+        }
+    }
+    let names = match str_list(t.get("fields")) {
+        Ok(k) if (1..=3).contains(&k.len()) => k,
+        _ => {
+            ctx.err(
+                &["first_seen", "fields"],
+                "`first_seen.fields` must be a list of 1 to 3 field paths",
+            );
+            return None;
+        }
+    };
+    let mut fields = Vec::new();
+    for name in &names {
+        match FieldPath::parse(name) {
+            Ok(p) => fields.push(FirstSeenField {
+                name: name.clone(),
+                field: FieldRef::resolve(&p),
+                normalize: None,
+            }),
+            Err(e) => {
+                ctx.err(
+                    &["first_seen", "fields"],
+                    format!("`first_seen.fields`: {e}"),
+                );
+                ok = false;
+            }
+        }
+    }
+    match t.get("normalize") {
+        None => {}
+        Some(Yaml::Mapping(n)) => {
+            for (k, v) in n {
+                let (Some(field), Some(how)) = (yaml_str(k), yaml_str(v)) else {
+                    ctx.err(
+                        &["first_seen", "normalize"],
+                        "`first_seen.normalize` maps field paths to normalisations",
+                    );
+                    ok = false;
+                    continue;
+                };
+                let Some(how) = Normalize::parse(&how) else {
+                    ctx.err(
+                        &["first_seen", "normalize"],
+                        format!("`first_seen.normalize`: unknown normalisation `{how}` for `{field}` (product_major, network or lowercase)"),
+                    );
+                    ok = false;
+                    continue;
+                };
+                match fields.iter_mut().find(|f| f.name == field) {
+                    Some(f) => f.normalize = Some(how),
+                    None => {
+                        ctx.err(
+                            &["first_seen", "normalize"],
+                            format!("`first_seen.normalize`: `{field}` is not one of `first_seen.fields`"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            ctx.err(
+                &["first_seen", "normalize"],
+                "`first_seen.normalize` must be a mapping of field paths to normalisations",
+            );
+            ok = false;
+        }
+    }
+    let mut duration = |key: &str| {
+        let d = t
+            .get(key)
+            .and_then(yaml_str)
+            .and_then(|w| parse_duration(&w));
+        if d.is_none() {
+            ctx.err(
+                &["first_seen", key],
+                format!("`first_seen.{key}` must be a duration like `12h`, `7d`"),
+            );
+        }
+        d
+    };
+    let history = duration("history");
+    let learning = duration("learning");
+    let max_entries = match t.get("max_entries") {
+        None => super::baseline::DEFAULT_MAX_ENTRIES,
+        Some(v) => match v.as_u64().filter(|n| *n > 0) {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => {
+                ctx.err(
+                    &["first_seen", "max_entries"],
+                    "`first_seen.max_entries` must be a positive whole number",
+                );
+                return None;
+            }
+        },
+    };
+    if !ok {
+        return None;
+    }
+    Some(FirstSeenSpec {
+        fields,
+        history: history?,
+        learning: learning?,
+        max_entries,
+    })
+}
+
 fn compile_tests(ctx: &mut Ctx<'_>, t: &Yaml, rule: &Yaml) -> Vec<RuleTest> {
     let Some(items) = t.as_sequence() else {
         ctx.err(&["tests"], "`tests` must be a list");
@@ -1130,6 +1260,33 @@ mod tests {
             errors[0]
         );
         assert!(errors[0].message.contains("base64"), "{}", errors[0]);
+    }
+
+    /// `first_seen` is checked at load time, each error at the line of its key.
+    #[test]
+    fn first_seen_errors_name_the_line_of_the_key() {
+        let ok = "first_seen:\n  fields: [user.username, userAgent]\n  normalize: {userAgent: product_major}\n  history: 14d\n  learning: 7d\n";
+        let (rules, errors) = load_str("r.yml", &format!("{GOOD}{ok}"), &opts());
+        assert!(errors.is_empty(), "{errors:?}");
+        let spec = rules[0].first_seen.as_ref().unwrap();
+        assert_eq!(spec.fields[1].normalize, Some(Normalize::ProductMajor));
+        assert_eq!(spec.history.as_secs(), 14 * 86400);
+        // (the block, the line of the error, a part of its message)
+        for (block, line, want) in [
+            ("first_seen:\n  fields: []\n  history: 1d\n  learning: 1d\n", 12, "1 to 3"),
+            ("first_seen:\n  fields: [a, b, c, d]\n  history: 1d\n  learning: 1d\n", 12, "1 to 3"),
+            ("first_seen:\n  fields: [a]\n  normalize: {a: upper}\n  history: 1d\n  learning: 1d\n", 13, "unknown normalisation"),
+            ("first_seen:\n  fields: [a]\n  normalize: {b: lowercase}\n  history: 1d\n  learning: 1d\n", 13, "not one of"),
+            ("first_seen:\n  fields: [a]\n  history: 2 weeks\n  learning: 1d\n", 13, "first_seen.history"),
+            ("first_seen:\n  fields: [a]\n  history: 1d\n  learning: 0d\n", 14, "first_seen.learning"),
+            ("first_seen:\n  fields: [a]\n  history: 1d\n  learning: 1d\n  window: 1d\n", 11, "unknown key"),
+        ] {
+            let (rules, errors) = load_str("r.yml", &format!("{GOOD}{block}"), &opts());
+            assert!(rules.is_empty(), "{block}");
+            assert_eq!(errors.len(), 1, "{block}: {errors:?}");
+            assert_eq!(errors[0].line, line, "{block}: {}", errors[0]);
+            assert!(errors[0].message.contains(want), "{block}: {}", errors[0]);
+        }
     }
 
     #[test]

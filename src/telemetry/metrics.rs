@@ -222,6 +222,10 @@ pub struct Metrics {
     pub rule_reloads: Family<ReloadLabels, Counter>,
     /// `tripline_rules_loaded`.
     pub rules_loaded: Gauge,
+    /// `tripline_first_seen_keys`: keys held by the first-seen baselines.
+    pub first_seen_keys: Gauge,
+    /// `tripline_first_seen_evictions_total`: keys evicted from full first-seen baselines.
+    pub first_seen_evictions: Counter,
     /// `tripline_dead_letters_total`.
     pub dead_letters: Counter,
     /// `tripline_dead_letter_failures_total`: records that could not be written to the
@@ -419,6 +423,18 @@ impl Metrics {
                 "tripline_rules_loaded",
                 "Rules in the running rule set",
                 Gauge::default(),
+            ),
+            first_seen_keys: register(
+                r,
+                "tripline_first_seen_keys",
+                "Keys held by the first-seen baselines",
+                Gauge::default(),
+            ),
+            first_seen_evictions: register(
+                r,
+                "tripline_first_seen_evictions",
+                "Keys evicted from full first-seen baselines",
+                Counter::default(),
             ),
             dead_letters: register(
                 r,
@@ -625,6 +641,8 @@ mod tests {
         ("tripline_queue_batches", "gauge", &[]),
         ("tripline_rule_reloads_total", "counter", &["result"]),
         ("tripline_rules_loaded", "gauge", &[]),
+        ("tripline_first_seen_keys", "gauge", &[]),
+        ("tripline_first_seen_evictions_total", "counter", &[]),
         ("tripline_dead_letters_total", "counter", &[]),
         ("tripline_dead_letter_failures_total", "counter", &[]),
         (
@@ -876,6 +894,8 @@ mod tests {
                 "tripline_batch_duration_seconds",
                 "tripline_dead_letter_failures",
                 "tripline_dead_letters",
+                "tripline_first_seen_evictions",
+                "tripline_first_seen_keys",
                 "tripline_queue_batches",
                 "tripline_rule_reloads",
                 "tripline_rules_loaded"
