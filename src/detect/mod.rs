@@ -233,6 +233,22 @@ impl<'r> Detector<'r> {
                 return None;
             }
             let joined = values.join(",");
+            // Only these fields can hold what redaction removes; redacting the event (bodies of
+            // many megabytes) is left to the rare group-by on them.
+            use crate::event::FieldRef as F;
+            if !matches!(
+                field,
+                F::RequestUri
+                    | F::Annotation(_)
+                    | F::RequestObject(_)
+                    | F::ResponseObject(_)
+                    | F::Pod(_)
+                    | F::Other(_)
+                    | F::UserExtra(_)
+                    | F::ImpersonatedExtra(_)
+            ) {
+                return Some(joined);
+            }
             let secrets: &Vec<String> = secrets.get_or_init(|| redacted_event_json(ev).1.secrets);
             if secrets
                 .iter()
@@ -507,6 +523,60 @@ mod tests {
     use crate::alert::render_alert;
     use crate::event::decode_value_into;
     use crate::event::redact::redact_event;
+
+    /// A correlation grouped by a field that can hold a credential (here `requestURI` with an
+    /// `access_token`) writes the group value as `<redacted>`; one grouped by a user name
+    /// writes it as it is.
+    #[test]
+    fn correlation_groups_never_carry_what_redaction_removes() {
+        let text = r#"title: Secret get
+id: 0b6d1c2e-3f4a-4b5c-8d6e-7f8091a2b3c4
+name: secret_get
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection: {verb: get, objectRef.resource: secrets}
+  condition: selection
+level: low
+---
+title: By URI
+id: 1c7e2d3f-4a5b-4c6d-8e7f-8091a2b3c4d5
+correlation:
+  type: event_count
+  rules: [secret_get]
+  group-by: [requestURI, user.username]
+  timespan: 1m
+  condition: {gte: 2}
+level: high
+"#;
+        let cfg = crate::rules::RulesConfig::default();
+        let compiled = crate::rules::compile_str("t.yml", text, &cfg.compile_options("custom"));
+        let loaded = cfg.link(compiled);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let set = loaded.into_rule_set(&cfg);
+        let mut d = Detector::new(&set, None).with_correlator(Detector::correlator_for(&set));
+        let mut alerts = Vec::new();
+        for i in 0..2 {
+            let ev = format!(
+                r#"{{"kind":"Event","auditID":"a{i}","verb":"get","requestURI":"/api/v1/namespaces/p/secrets/s?access_token=abcdefgh123","user":{{"username":"mallory"}},"objectRef":{{"resource":"secrets","namespace":"p","name":"s"}},"stageTimestamp":"2026-01-02T03:04:0{i}Z"}}"#
+            );
+            decode_value_into(&ev, &mut |r| {
+                if let Ok(ev) = r {
+                    d.detect(ev, &mut |a| alerts.push(a));
+                }
+            });
+        }
+        d.finish(&mut |a| alerts.push(a));
+        let corr: Vec<Value> = alerts
+            .iter()
+            .filter(|a| a.rule >= set.len())
+            .map(Alert::to_value)
+            .collect();
+        assert_eq!(corr.len(), 1, "{corr:?}");
+        let group = &corr[0]["tripline"]["correlation"]["group"];
+        assert_eq!(group["requestURI"], "<redacted>", "{group}");
+        assert_eq!(group["user.username"], "mallory");
+        assert!(!String::from_utf8_lossy(alerts[alerts.len() - 1].json()).contains("abcdefgh123"));
+    }
 
     /// The alert the detector writes is the document built from the redacted event as a value,
     /// field for field.
