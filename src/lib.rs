@@ -25,6 +25,7 @@ pub mod alert;
 pub mod config;
 pub mod detect;
 pub mod event;
+pub mod fsutil;
 pub mod pipeline;
 pub mod policy;
 pub mod rules;

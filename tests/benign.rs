@@ -6,11 +6,12 @@
 
 #[path = "support/cluster_traffic.rs"]
 mod cluster_traffic;
+#[path = "support/scan.rs"]
+mod scan;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -20,22 +21,9 @@ const SEED: u64 = 0x7219_11ae_5c3d_0b14;
 
 /// Runs `tripline scan --format json` on `path`; returns the alerts.
 fn scan(path: &Path) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["scan", "--format", "json", "--no-progress"])
-        .arg(path)
-        .output()
-        .expect("the binary runs");
-    assert!(
-        out.status.success(),
-        "scan of {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim_end());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("alerts are JSON"))
-        .collect()
+    let (alerts, stderr) = scan::scan_json(&["--no-progress"], path);
+    eprintln!("{}", stderr.trim_end());
+    alerts
 }
 
 fn level(alert: &Value) -> &str {

@@ -686,18 +686,7 @@ fn stage_less_events_of_one_request_alert_once() {
     let stageless = EXEC.replace(r#""stage":"ResponseStarted","#, "");
     let complete = stageless.replace(r#""code":101"#, r#""code":200"#);
     let other = stageless.replace("7d3c5b4e-1f2a", "8e4d6c5f-2a3b");
-    let out = run_stdin(
-        &[
-            "scan",
-            "--format",
-            "json",
-            "--no-default-rules",
-            "--rules",
-            rule.to_str().unwrap(),
-        ],
-        format!("{stageless}\n{complete}\n{other}\n").as_bytes(),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = scan_with_only(&rule, &format!("{stageless}\n{complete}\n{other}"));
     assert_eq!(alerts(&out).len(), 2, "one alert per request");
     let e = text(&out.stderr);
     assert!(e.contains("1 repeats of one request"), "{e}");

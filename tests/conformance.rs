@@ -5,6 +5,9 @@
 //!
 //! When the folder is absent these tests print why and pass without checking anything.
 
+#[path = "support/scan.rs"]
+mod scan;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -37,23 +40,8 @@ fn event_files(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 /// Runs `tripline scan --format json` on `path`; returns (alerts, stderr).
-fn scan(path: &PathBuf) -> (Vec<Value>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["scan", "--format", "json"])
-        .arg(path)
-        .output()
-        .expect("the binary runs");
-    assert!(
-        out.status.success(),
-        "scan of {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let alerts = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("alerts are JSON"))
-        .collect();
-    (alerts, String::from_utf8_lossy(&out.stderr).into_owned())
+fn scan(path: &std::path::Path) -> (Vec<Value>, String) {
+    scan::scan_json(&[], path)
 }
 
 fn rule_names(alerts: &[Value]) -> Vec<String> {

@@ -1,8 +1,10 @@
 //! The default pack's correlation rules, end to end through `tripline scan`: event sequences
 //! with times, written as audit logs, and the correlation alerts they must (and must not) raise.
 
+#[path = "support/scan.rs"]
+mod scan;
+
 use std::io::Write as _;
-use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -42,19 +44,9 @@ fn correlation_alerts(lines: &[String]) -> Vec<Value> {
         writeln!(f, "{l}").unwrap();
     }
     drop(f);
-    let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["scan", "--format", "json"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    scan::scan_json(&[], &path)
+        .0
+        .into_iter()
         .filter(|a| !a["tripline"]["correlation"].is_null())
         .collect()
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
-use daemon::{append, free_port, read_lines, wait_until, Daemon};
+use daemon::{append, read_lines, wait_until, Daemon};
 
 const NEW_USER_AGENT: &str = "Service Account Used With A New User Agent";
 const NEW_NETWORK: &str = "Service Account Used From A New Network";
@@ -247,31 +247,11 @@ fn a_scan_over_ten_days_is_quiet_for_routine_change_and_alerts_on_new_clients_an
 
 /// Starts the daemon on `dir/logs/*.log` with the default pack, alerts to `dir/out/alerts.jsonl`.
 fn start(dir: &Path) -> Daemon {
-    let port = free_port();
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let cfg = format!(
-        r#"cluster_name: test
-state_dir: {dir}/state
-sources:
-  - type: file
-    name: audit
-    paths: ["{dir}/logs/*.log"]
-    read_from: beginning
-    poll_interval: 100ms
-    checkpoint_interval: 200ms
-    silence_alert_after: 1h
-sinks:
-  - type: file
-    name: alerts
-    path: {dir}/out/alerts.jsonl
-    flows: [alerts]
-telemetry:
-  listen: 127.0.0.1:{port}
-  log_format: json
-"#,
-        dir = dir.display()
+    let sink = format!(
+        "  - type: file\n    name: alerts\n    path: {}\n    flows: [alerts]\n",
+        dir.join("out/alerts.jsonl").display()
     );
-    let d = Daemon::spawn(dir, &cfg, port);
+    let d = daemon::start_tailing(dir, &sink);
     d.wait_ready(Duration::from_secs(20));
     d
 }

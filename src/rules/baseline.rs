@@ -31,8 +31,8 @@
 //! `state_dir/baselines.json` ([`Baselines::store`], [`Baselines::load_or_set_aside`]).
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -412,19 +412,7 @@ impl Baselines {
             baselines,
         })
         .map_err(|e| err(e.into()))?;
-        let tmp = path.with_extension("json.tmp");
-        {
-            let mut f = File::create(&tmp).map_err(err)?;
-            f.write_all(&body).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        fs::rename(&tmp, path).map_err(err)?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        crate::fsutil::write_atomically(path, &body).map_err(err)
     }
 }
 

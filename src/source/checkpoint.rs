@@ -1,8 +1,8 @@
 //! Checkpoints of file sources: per file identity, the offset up to which every required sink
 //! confirmed the events. Written atomically (temp file, fsync, rename, fsync of the directory).
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -157,21 +157,8 @@ impl Checkpoints {
             path: path.to_path_buf(),
             source,
         };
-        let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(self).map_err(|e| err(e.into()))?;
-        {
-            let mut f = File::create(&tmp).map_err(err)?;
-            f.write_all(&body).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        fs::rename(&tmp, path).map_err(err)?;
-        if let Some(dir) = path.parent() {
-            // Persist the rename itself.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        crate::fsutil::write_atomically(path, &body).map_err(err)
     }
 }
 
