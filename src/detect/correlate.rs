@@ -83,6 +83,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::rules::correlation::{Correlation, CorrelationInput, CorrelationKind, CountCondition};
 
@@ -159,6 +160,8 @@ pub struct Correlator {
     opts: CorrelatorOptions,
     lateness: TimeDelta,
     watermark: Option<DateTime<Utc>>,
+    /// The latest event time observed or advanced to (not by [`Correlator::advance_idle`]).
+    latest: Option<DateTime<Utc>>,
     pending: BinaryHeap<Reverse<Pending>>,
     /// Windows decided at their close: (close time, correlation, group).
     closes: BTreeSet<(DateTime<Utc>, usize, Vec<String>)>,
@@ -179,6 +182,8 @@ struct Plan {
     value_name: Option<String>,
     /// The (correlation, input position) pairs that observe this correlation's fires.
     feeds: Vec<(usize, usize)>,
+    /// [`Correlation::fingerprint`]: which saved state is this correlation's.
+    fingerprint: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -299,12 +304,13 @@ impl Groups {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stamp {
     time: DateTime<Utc>,
     doc_id: String,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 enum State {
     Early(EarlyState),
     AtClose(CloseState),
@@ -313,6 +319,7 @@ enum State {
 }
 
 /// A count with only lower bounds.
+#[derive(Clone, Serialize, Deserialize)]
 struct EarlyState {
     /// Oldest first. `event_count`: the latest `min` events (value `None`); `value_count`: at
     /// most `min` distinct values, each with its latest event.
@@ -323,6 +330,7 @@ struct EarlyState {
 }
 
 /// A count decided when its window closes.
+#[derive(Clone, Serialize, Deserialize)]
 struct CloseState {
     open: DateTime<Utc>,
     close: DateTime<Utc>,
@@ -333,6 +341,7 @@ struct CloseState {
     docs: VecDeque<String>,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct OrderedState {
     /// The latest observation of each input.
     latest: Vec<Option<Stamp>>,
@@ -340,7 +349,7 @@ struct OrderedState {
     chains: Vec<Option<Chain>>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Chain {
     start: DateTime<Utc>,
     /// Time of its last step.
@@ -412,6 +421,7 @@ impl Plan {
             group_names: c.group_by.iter().map(|g| g.name.clone()).collect(),
             value_name: c.value_field.as_ref().map(|v| v.name.clone()),
             feeds: Vec::new(),
+            fingerprint: c.fingerprint(),
         }
     }
 }
@@ -435,6 +445,7 @@ impl Correlator {
             opts,
             lateness: delta(opts.lateness),
             watermark: None,
+            latest: None,
             pending: BinaryHeap::new(),
             closes: BTreeSet::new(),
             seq: 0,
@@ -456,6 +467,7 @@ impl Correlator {
             self.late_total += 1;
             return;
         }
+        self.latest = Some(self.latest.map_or(obs.time, |l| l.max(obs.time)));
         self.raise_watermark(minus(obs.time, self.lateness));
         self.seq += 1;
         self.pending.push(Reverse(Pending { obs, seq: self.seq }));
@@ -465,7 +477,21 @@ impl Correlator {
     /// Moves the watermark to `now - lateness` (if later): releases what is older and closes
     /// the windows it passes.
     pub fn advance_to(&mut self, now: DateTime<Utc>, out: &mut Vec<Fire>) {
+        self.latest = Some(self.latest.map_or(now, |l| l.max(now)));
         self.raise_watermark(minus(now, self.lateness));
+        self.run(self.watermark, out);
+    }
+
+    /// The input has been quiet for `idle` (wall time): event time is taken to have moved on
+    /// as far from the latest event seen, so that windows close and buffered observations are
+    /// released without a new event. Reading a backlog of old events is never quiet, so this
+    /// does not jump the watermark to the present ahead of them. Nothing happens before the
+    /// first event.
+    pub fn advance_idle(&mut self, idle: Duration, out: &mut Vec<Fire>) {
+        let Some(latest) = self.latest else {
+            return;
+        };
+        self.raise_watermark(minus(plus(latest, delta(idle)), self.lateness));
         self.run(self.watermark, out);
     }
 
@@ -920,6 +946,9 @@ fn set_chain(st: &mut OrderedState, mut step: usize, mut chain: Chain) {
         step += 1;
     }
 }
+
+mod snapshot;
+pub use snapshot::CorrelatorSnapshot;
 
 #[cfg(test)]
 mod properties;

@@ -134,6 +134,41 @@ pub struct Correlation {
     pub tests: Vec<CorrelationTest>,
 }
 
+impl Correlation {
+    /// What identifies this correlation's state across reloads and restarts: its id and every
+    /// part of its definition that gives windows their meaning (kind, rules referenced as
+    /// written, group-by, counted field, timespan, condition). Title, level, tags and tests
+    /// can change without losing the windows.
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        let mut part = |b: &[u8]| {
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        part(self.meta.id.as_bytes());
+        part(self.kind.as_str().as_bytes());
+        for r in &self.references {
+            part(r.as_bytes());
+        }
+        part(b"group-by");
+        for g in &self.group_by {
+            part(g.name.as_bytes());
+            part(format!("{:?}", g.per_input).as_bytes());
+        }
+        if let Some(v) = &self.value_field {
+            part(b"field");
+            part(v.name.as_bytes());
+            part(format!("{:?}", v.per_input).as_bytes());
+        }
+        part(&self.timespan.as_secs().to_le_bytes());
+        let c = self.condition;
+        for b in [c.gt, c.gte, c.lt, c.lte, c.eq] {
+            part(&b.map_or([0xff; 8], u64::to_le_bytes));
+        }
+        h.finalize().to_hex()[..32].to_string()
+    }
+}
+
 /// One embedded test of a correlation: `events` in order (each with its own times), and
 /// whether the correlation alerts on them.
 #[derive(Debug, Clone, PartialEq)]

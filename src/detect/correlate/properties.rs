@@ -345,4 +345,40 @@ proptest! {
         prop_assert_eq!(engine.late_total(), late);
         prop_assert_eq!(got, want);
     }
+
+    /// A snapshot taken anywhere in the stream, written out as JSON and restored into a new
+    /// engine, gives the fires the uninterrupted engine gives.
+    #[test]
+    fn a_restored_snapshot_fires_as_the_uninterrupted_engine(
+        corrs in correlations(),
+        raw in stream(),
+        cut in 0..70usize,
+    ) {
+        let arrivals = observations(&corrs, &raw);
+        let cut = cut.min(arrivals.len());
+        let opts = CorrelatorOptions::default();
+        let mut whole = Correlator::new(&corrs, opts);
+        let mut want = Vec::new();
+        for o in arrivals.iter().cloned() {
+            whole.observe(o, &mut want);
+        }
+        whole.finish(&mut want);
+
+        let mut first = Correlator::new(&corrs, opts);
+        let mut got = Vec::new();
+        for o in arrivals[..cut].iter().cloned() {
+            first.observe(o, &mut got);
+        }
+        let text = serde_json::to_vec(&first.snapshot()).unwrap();
+        drop(first);
+        let mut second = Correlator::new(&corrs, opts);
+        let restored = second.restore(serde_json::from_slice(&text).unwrap());
+        prop_assert_eq!(restored, corrs.len());
+        for o in arrivals[cut..].iter().cloned() {
+            second.observe(o, &mut got);
+        }
+        second.finish(&mut got);
+        prop_assert_eq!(second.late_total(), whole.late_total());
+        prop_assert_eq!(got, want);
+    }
 }
