@@ -184,9 +184,12 @@ impl<'r> Detector<'r> {
                 }
             }
             self.inputs.clear();
+            // An event delivered again (a source re-reading after a restart) was counted when
+            // it first came.
+            let fresh = std::cell::OnceCell::new();
             self.rules
-                .matches_into_with_inputs(ev, &mut self.matches, &mut self.inputs);
-            if !self.inputs.is_empty() {
+                .matches_into_with_inputs(ev, &mut self.matches, &mut self.inputs, &fresh);
+            if !self.inputs.is_empty() && *fresh.get_or_init(|| self.rules.first_delivery(ev)) {
                 self.observe(ev, emit);
             }
         } else {

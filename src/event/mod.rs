@@ -23,16 +23,24 @@ pub use view::{parse_timestamp, Event, ObjectRef, ResponseStatus, UserInfo};
 /// A hash of `bytes` as 32 hex digits (128 bits of BLAKE3): collision-free in practice and not
 /// controllable by whoever wrote the event, unlike `auditID`.
 pub fn content_id(parts: &[&[u8]]) -> String {
+    let hash = content_hash(parts);
+    let mut out = String::with_capacity(32);
+    for b in &hash {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The 16 bytes that [`content_id`] writes in hex.
+pub fn content_hash(parts: &[&[u8]]) -> [u8; 16] {
     let mut h = blake3::Hasher::new();
     for p in parts {
         h.update(&(p.len() as u64).to_le_bytes());
         h.update(p);
     }
     let hash = h.finalize();
-    let mut out = String::with_capacity(32);
-    for b in &hash.as_bytes()[..16] {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{b:02x}");
-    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash.as_bytes()[..16]);
     out
 }

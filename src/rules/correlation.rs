@@ -1579,7 +1579,7 @@ detection:
         decode_value_into(json, &mut |ev| {
             let ev = ev.expect("test events decode");
             let mut m = Vec::new();
-            set.matches_into_with_inputs(ev, &mut m, &mut inputs);
+            set.matches_into_with_inputs(ev, &mut m, &mut inputs, &Default::default());
             alerts.extend(m.iter().map(|m| m.index));
             let mut plain = Vec::new();
             set.matches_into(ev, &mut plain);

@@ -623,20 +623,16 @@ struct ThrottleEntry {
 /// Allocates nothing. The hash is keyed with `keys`, chosen at random per rule set: values come
 /// from clients, and a collision chosen in advance could hide one key's alerts in another's
 /// window.
-fn throttle_key(
-    keys: &std::collections::hash_map::RandomState,
-    ev: &Event<'_>,
-    fields: &[crate::event::FieldRef],
-) -> u64 {
-    use std::hash::BuildHasher;
-    struct Text<'h>(&'h mut std::collections::hash_map::DefaultHasher);
+#[allow(deprecated)] // SipHash-2-4 with explicit keys: the keys are saved with the state.
+fn throttle_key(keys: (u64, u64), ev: &Event<'_>, fields: &[crate::event::FieldRef]) -> u64 {
+    struct Text<'h>(&'h mut std::hash::SipHasher);
     impl std::fmt::Write for Text<'_> {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
             self.0.write(s.as_bytes());
             Ok(())
         }
     }
-    let mut h = keys.build_hasher();
+    let mut h = std::hash::SipHasher::new_with_keys(keys.0, keys.1);
     for f in fields {
         ev.any_value(f, &mut |v| {
             use std::fmt::Write as _;
@@ -732,12 +728,125 @@ impl RequestsSeen {
         true
     }
 
+    /// Every pair, oldest first within each shard.
+    fn entries(&self) -> Vec<(u32, u64)> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .order
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map_or(0, |s| s.set.len()))
             .sum()
+    }
+}
+
+/// What [`RuleSet::snapshot`] copies: plain data, written to `state_dir` with the source
+/// positions it reflects.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RuleSetSnapshot {
+    hash_keys: (u64, u64),
+    throttles: Vec<ThrottleSnapshot>,
+    /// Per rule id, the request hashes that alerted, oldest first.
+    requests: Vec<(String, Vec<u64>)>,
+    /// Content hashes of the recent events stateful rules counted, oldest first.
+    deliveries: Vec<u64>,
+}
+
+impl RuleSetSnapshot {
+    /// Throttle windows held.
+    pub fn throttle_windows(&self) -> usize {
+        self.throttles.iter().map(|t| t.windows.len()).sum()
+    }
+}
+
+/// One rule's throttle windows: (key hash, window start, expiry, suppressed since the alert).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ThrottleSnapshot {
+    rule: String,
+    /// [`throttle_digest`] of the rule's `throttle`: windows of another key or length are not
+    /// taken over.
+    spec: String,
+    windows: Vec<(u64, DateTime<Utc>, DateTime<Utc>, u64)>,
+}
+
+/// A digest of a `throttle` spec: its key fields and window.
+fn throttle_digest(spec: &super::model::ThrottleSpec) -> String {
+    let text = format!("{:?}/{}", spec.key, spec.window.as_secs());
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// Two random words, the key of a rule set's hashes.
+fn random_keys() -> (u64, u64) {
+    use std::hash::{BuildHasher, Hasher};
+    let s = std::collections::hash_map::RandomState::new();
+    let word = |n: u64| {
+        let mut h = s.build_hasher();
+        h.write_u64(n);
+        h.finish()
+    };
+    (word(1), word(2))
+}
+
+/// A bounded set of recent content hashes, the oldest forgotten first.
+#[derive(Debug)]
+struct Deliveries {
+    max: usize,
+    seen: std::sync::Mutex<SeenDeliveries>,
+}
+
+#[derive(Debug, Default)]
+struct SeenDeliveries {
+    set: std::collections::HashSet<u64, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl Deliveries {
+    fn new(max: usize) -> Deliveries {
+        Deliveries {
+            max,
+            seen: Default::default(),
+        }
+    }
+
+    /// True if and only if `hash` was not in the set (or the set is off).
+    fn insert(&self, hash: u64) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        let mut s = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !s.set.insert(hash) {
+            return false;
+        }
+        s.order.push_back(hash);
+        while s.order.len() > self.max {
+            if let Some(old) = s.order.pop_front() {
+                s.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn entries(&self) -> Vec<u64> {
+        self.seen
+            .lock()
+            .map_or_else(|p| p.into_inner().order.iter().copied().collect(), |s| {
+                s.order.iter().copied().collect()
+            })
     }
 }
 
@@ -766,8 +875,9 @@ pub struct RuleSet {
     /// with a plain multiplicative hash rather than hashing them again.
     throttle:
         DashMap<(u32, u64), ThrottleEntry, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>,
-    /// The random key of throttle-key hashes.
-    throttle_hash_keys: std::collections::hash_map::RandomState,
+    /// The random key of throttle-key and request hashes (kept with the saved state, so that
+    /// the hashes stay valid after a restart or a reload).
+    throttle_hash_keys: (u64, u64),
     /// The number of keys in `throttle`, kept alongside (`DashMap::len` locks every shard).
     /// Workers racing past the limit can overshoot it by one key each.
     throttle_keys: AtomicUsize,
@@ -786,6 +896,10 @@ pub struct RuleSet {
     pub repeats_suppressed_total: AtomicU64,
     /// Wall-clock second of the last sweep of expired keys.
     last_sweep: AtomicU64,
+    /// Content hashes of the recent events that throttled rules or correlations counted: one
+    /// delivered again (a source re-reading after a restart) is not counted twice. Off (no
+    /// memory, no hashing) unless [`RuleSet::with_redelivery_window`] sets a size.
+    deliveries: Deliveries,
     /// Correlation rules over `rules`.
     correlations: Vec<Correlation>,
     /// By rule index: the (correlation index, input position) pairs of the active
@@ -824,7 +938,7 @@ impl RuleSet {
             shared,
             gated,
             throttle: DashMap::default(),
-            throttle_hash_keys: std::collections::hash_map::RandomState::new(),
+            throttle_hash_keys: random_keys(),
             throttle_keys: AtomicUsize::new(0),
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
             suppressed_total: AtomicU64::new(0),
@@ -832,6 +946,7 @@ impl RuleSet {
             requests_seen: RequestsSeen::new(DEFAULT_REQUEST_MAX_KEYS),
             repeats_suppressed_total: AtomicU64::new(0),
             last_sweep: AtomicU64::new(0),
+            deliveries: Deliveries::new(0),
             correlations: Vec::new(),
             inputs_of: Vec::new(),
             baselines: Vec::new(),
@@ -894,6 +1009,127 @@ impl RuleSet {
     /// ([`DEFAULT_REQUEST_MAX_KEYS`] by default).
     pub fn with_request_max_keys(mut self, n: usize) -> RuleSet {
         self.requests_seen = RequestsSeen::new(n);
+        self
+    }
+
+    /// Remembers the content hashes of the last `n` events that throttled rules or
+    /// correlations counted, so that an event delivered again is not counted twice (0: off).
+    pub fn with_redelivery_window(mut self, n: usize) -> RuleSet {
+        self.deliveries = Deliveries::new(n);
+        self
+    }
+
+    /// True unless `ev` is among the recent events the stateful rules counted (a source
+    /// re-reading after a restart delivers events again); remembers it. Always true when the
+    /// redelivery window is off.
+    pub fn first_delivery(&self, ev: &Event<'_>) -> bool {
+        if self.deliveries.max == 0 {
+            return true;
+        }
+        self.first_delivery_of(&crate::event::content_hash(&[ev.raw().as_bytes()]))
+    }
+
+    /// [`RuleSet::first_delivery`] of the event whose [`crate::event::content_hash`] is `hash`.
+    pub fn first_delivery_of(&self, hash: &[u8; 16]) -> bool {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hash[..8]);
+        self.deliveries.insert(u64::from_le_bytes(w))
+    }
+
+    /// A copy of the state the rules keep between events: throttle windows, the requests that
+    /// alerted once, the recent deliveries, and the key of their hashes.
+    pub fn snapshot(&self) -> RuleSetSnapshot {
+        let mut throttles: Vec<ThrottleSnapshot> = Vec::new();
+        let mut at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        for e in self.throttle.iter() {
+            let (rule, key) = *e.key();
+            let Some(r) = self.rules.get(rule as usize) else {
+                continue;
+            };
+            let Some(spec) = &r.throttle else { continue };
+            let slot = *at.entry(rule).or_insert_with(|| {
+                throttles.push(ThrottleSnapshot {
+                    rule: r.meta.id.clone(),
+                    spec: throttle_digest(spec),
+                    windows: Vec::new(),
+                });
+                throttles.len() - 1
+            });
+            let v = e.value();
+            throttles[slot]
+                .windows
+                .push((key, v.window_start, v.expires, v.suppressed));
+        }
+        let mut requests: Vec<(String, Vec<u64>)> = Vec::new();
+        let mut at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        for (rule, hash) in self.requests_seen.entries() {
+            let Some(r) = self.rules.get(rule as usize) else {
+                continue;
+            };
+            let slot = *at.entry(rule).or_insert_with(|| {
+                requests.push((r.meta.id.clone(), Vec::new()));
+                requests.len() - 1
+            });
+            requests[slot].1.push(hash);
+        }
+        RuleSetSnapshot {
+            hash_keys: self.throttle_hash_keys,
+            throttles,
+            requests,
+            deliveries: self.deliveries.entries(),
+        }
+    }
+
+    /// Takes over `snap` (from a snapshot of this or an earlier rule set): the hash key, the
+    /// throttle windows of every rule whose id and `throttle` are unchanged, the requests of
+    /// every rule still here, and the recent deliveries.
+    pub fn with_state(mut self, snap: RuleSetSnapshot) -> RuleSet {
+        self.throttle_hash_keys = snap.hash_keys;
+        self.throttle.clear();
+        self.throttle_keys.store(0, Ordering::Relaxed);
+        let index: std::collections::HashMap<&str, usize> = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.meta.id.as_str(), i))
+            .collect();
+        let mut keys = 0;
+        for t in snap.throttles {
+            let Some(&i) = index.get(t.rule.as_str()) else {
+                continue;
+            };
+            let Some(spec) = &self.rules[i].throttle else {
+                continue;
+            };
+            if throttle_digest(spec) != t.spec {
+                continue;
+            }
+            for (key, window_start, expires, suppressed) in t.windows {
+                if keys >= self.throttle_max_keys {
+                    break;
+                }
+                keys += 1;
+                self.throttle.insert(
+                    (i as u32, key),
+                    ThrottleEntry {
+                        window_start,
+                        expires,
+                        suppressed,
+                    },
+                );
+            }
+        }
+        self.throttle_keys.store(self.throttle.len(), Ordering::Relaxed);
+        for (rule, hashes) in snap.requests {
+            if let Some(&i) = index.get(rule.as_str()) {
+                for h in hashes {
+                    self.requests_seen.insert((i as u32, h));
+                }
+            }
+        }
+        for d in snap.deliveries {
+            self.deliveries.insert(d);
+        }
         self
     }
 
@@ -1089,20 +1325,24 @@ impl RuleSet {
     /// The rules that fire on `ev` after throttling, in rule order. Rules that only feed
     /// correlations ([`Rule::alerts`] false) do not fire.
     pub fn matches_into<'r>(&'r self, ev: &Event<'_>, out: &mut Vec<Match<'r>>) {
-        self.fire_into(ev, out, None);
+        self.fire_into(ev, out, None, &std::cell::OnceCell::new());
     }
 
     /// [`RuleSet::matches_into`], and in the same pass the index of every rule whose
     /// detection matches `ev` and that an active correlation counts
     /// ([`RuleSet::correlation_inputs`] not empty), in rule order: whether or not it alerts,
     /// before throttling and once-per-request (correlations count matches, not alerts).
+    ///
+    /// `fresh` is [`RuleSet::first_delivery`] of `ev`, worked out here if a throttled rule
+    /// matches; the caller decides with it whether correlations count the event.
     pub fn matches_into_with_inputs<'r>(
         &'r self,
         ev: &Event<'_>,
         out: &mut Vec<Match<'r>>,
         inputs: &mut Vec<usize>,
+        fresh: &std::cell::OnceCell<bool>,
     ) {
-        self.fire_into(ev, out, Some(inputs));
+        self.fire_into(ev, out, Some(inputs), fresh);
     }
 
     fn fire_into<'r>(
@@ -1110,6 +1350,7 @@ impl RuleSet {
         ev: &Event<'_>,
         out: &mut Vec<Match<'r>>,
         mut inputs: Option<&mut Vec<usize>>,
+        fresh: &std::cell::OnceCell<bool>,
     ) {
         let mut hits = smallvec::SmallVec::<[usize; 8]>::new();
         self.matching_into(ev, &mut hits);
@@ -1138,6 +1379,11 @@ impl RuleSet {
                     suppressed: 0,
                 }),
                 Some(spec) => {
+                    // An event delivered again was counted in the throttle when it first came;
+                    // its alert, if it had one, is in the saved state's alerts in flight.
+                    if !*fresh.get_or_init(|| self.first_delivery(ev)) {
+                        continue;
+                    }
                     if let Some(suppressed) = self.throttle_check(i as u32, spec, ev, &now) {
                         out.push(Match {
                             index: i,
@@ -1166,7 +1412,7 @@ impl RuleSet {
         }
         let key = (
             i,
-            throttle_key(&self.throttle_hash_keys, ev, REQUEST_FIELDS),
+            throttle_key(self.throttle_hash_keys, ev, REQUEST_FIELDS),
         );
         let first = self.requests_seen.insert(key);
         if !first {
@@ -1184,7 +1430,7 @@ impl RuleSet {
         ev: &Event<'_>,
         now: &std::cell::OnceCell<DateTime<Utc>>,
     ) -> Option<u64> {
-        let key = (rule, throttle_key(&self.throttle_hash_keys, ev, &spec.key));
+        let key = (rule, throttle_key(self.throttle_hash_keys, ev, &spec.key));
         let now = *now.get_or_init(|| ev.time().unwrap_or_else(Utc::now));
         let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::MAX);
         let full = || self.throttle_keys.load(Ordering::Relaxed) >= self.throttle_max_keys;
@@ -1742,6 +1988,94 @@ mod tests {
                 assert!(m.iter().all(|m| m.index != 0), "{json}");
             });
         }
+    }
+
+    /// Alerts of `set` on the events, as (user, time) pairs.
+    fn fire_all<'a>(set: &RuleSet, events: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut fired = Vec::new();
+        for &(u, t) in events {
+            let json =
+                format!(r#"{{"verb":"get","user":{{"username":"{u}"}},"stageTimestamp":"{t}"}}"#);
+            decode_value_into(&json, &mut |e| {
+                let mut m = Vec::new();
+                set.matches_into(e.unwrap(), &mut m);
+                fired.extend(m.iter().map(|_| (u, t)));
+            });
+        }
+        fired
+    }
+
+    #[test]
+    fn throttle_windows_survive_a_snapshot_written_as_json_and_a_changed_spec_drops_them() {
+        let throttled = (
+            "  s:\n    verb: get\n  condition: s",
+            "throttle:\n  key: [user.username]\n  window: 10m",
+        );
+        let set = rules(&[throttled]);
+        assert_eq!(fire_all(&set, &[("a", "2026-01-01T00:00:00Z")]).len(), 1);
+        let text = serde_json::to_string(&set.snapshot()).unwrap();
+        let snap: RuleSetSnapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(snap.throttle_windows(), 1);
+
+        // The same rule in a new set (a restart, a reload): the window holds.
+        let again = rules(&[throttled]).with_state(snap.clone());
+        assert!(fire_all(&again, &[("a", "2026-01-01T00:05:00Z")]).is_empty());
+        assert_eq!(fire_all(&again, &[("a", "2026-01-01T00:10:00Z")]).len(), 1);
+
+        // Another window length: a new definition, a new window.
+        let changed = rules(&[(
+            "  s:\n    verb: get\n  condition: s",
+            "throttle:\n  key: [user.username]\n  window: 20m",
+        )])
+        .with_state(snap);
+        assert_eq!(fire_all(&changed, &[("a", "2026-01-01T00:05:00Z")]).len(), 1);
+    }
+
+    #[test]
+    fn an_event_delivered_again_is_not_counted_twice_by_a_throttle() {
+        let set = rules(&[(
+            "  s:\n    verb: get\n  condition: s",
+            "throttle:\n  key: [user.username]\n  window: 10m",
+        )])
+        .with_redelivery_window(4);
+        let events = [
+            ("a", "2026-01-01T00:00:00Z"), // alerts
+            ("a", "2026-01-01T00:12:00Z"), // a new window: alerts
+        ];
+        assert_eq!(fire_all(&set, &events).len(), 2);
+        // Read again from the start (a restart before the checkpoint): without the window,
+        // the first event, 12 minutes before the current window, would open a window of its
+        // own and alert, and so would the second after it.
+        let snap = set.snapshot();
+        let restarted = rules(&[(
+            "  s:\n    verb: get\n  condition: s",
+            "throttle:\n  key: [user.username]\n  window: 10m",
+        )])
+        .with_redelivery_window(4)
+        .with_state(snap);
+        assert!(fire_all(&restarted, &events).is_empty());
+        assert_eq!(
+            fire_all(&restarted, &[("a", "2026-01-01T00:23:00Z")]).len(),
+            1,
+            "a new event still alerts"
+        );
+        // Without the redelivery window the replay alerts again.
+        let plain = rules(&[(
+            "  s:\n    verb: get\n  condition: s",
+            "throttle:\n  key: [user.username]\n  window: 10m",
+        )])
+        .with_state(set.snapshot());
+        assert_eq!(fire_all(&plain, &events).len(), 2);
+    }
+
+    #[test]
+    fn the_redelivery_window_forgets_the_oldest_beyond_its_size() {
+        let d = Deliveries::new(2);
+        assert!(d.insert(1) && d.insert(2) && !d.insert(1));
+        assert!(d.insert(3)); // forgets 1
+        assert!(d.insert(1));
+        assert_eq!(d.entries(), vec![3, 1]);
+        assert!(Deliveries::new(0).insert(5) && Deliveries::new(0).insert(5));
     }
 
     #[test]
