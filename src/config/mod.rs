@@ -58,7 +58,63 @@ pub struct Config {
     #[serde(default)]
     pub pipeline: PipelineConfig,
     #[serde(default)]
+    pub stateful: StatefulConfig,
+    #[serde(default)]
     pub telemetry: TelemetryConfig,
+}
+
+/// `stateful:`: the state of correlations, throttling and first-seen baselines in the daemon.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StatefulConfig {
+    /// How often the state is written to `state_dir` (with the source positions it reflects).
+    /// Sources checkpoint only what a written snapshot covers, so this is also how far
+    /// checkpoints may lag.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval: HumanDuration,
+    /// How far behind the latest event time a match may arrive and still count in a
+    /// correlation; later ones are counted in `tripline_correlation_late_total` and left out.
+    #[serde(default = "default_lateness")]
+    pub lateness: HumanDuration,
+    /// Groups kept per correlation; beyond, the least recently seen is evicted.
+    #[serde(default = "default_max_groups")]
+    pub max_groups: usize,
+    /// After this much silence (wall time), event time is taken to move on with the clock, so
+    /// that windows close on a quiet stream.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Events remembered (by content hash) so that one delivered again after a restart is not
+    /// counted twice by a throttle or a correlation.
+    #[serde(default = "default_redelivery_window")]
+    pub redelivery_window: usize,
+}
+
+impl Default for StatefulConfig {
+    fn default() -> Self {
+        StatefulConfig {
+            snapshot_interval: default_snapshot_interval(),
+            lateness: default_lateness(),
+            max_groups: default_max_groups(),
+            idle_timeout: default_idle_timeout(),
+            redelivery_window: default_redelivery_window(),
+        }
+    }
+}
+
+fn default_snapshot_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(1))
+}
+fn default_lateness() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+fn default_max_groups() -> usize {
+    10_000
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
+}
+fn default_redelivery_window() -> usize {
+    131_072
 }
 
 fn default_state_dir() -> PathBuf {
@@ -351,6 +407,13 @@ impl Config {
         let mut p = Vec::new();
         if self.input.max_line_bytes < 1024 {
             p.push("input.max_line_bytes: must be at least 1024".to_string());
+        }
+        let st = &self.stateful;
+        if st.snapshot_interval.0 < std::time::Duration::from_millis(100) {
+            p.push("stateful.snapshot_interval: must be at least 100ms".to_string());
+        }
+        if st.max_groups == 0 {
+            p.push("stateful.max_groups: must be at least 1".to_string());
         }
         for (i, src) in self.sources.iter().enumerate() {
             p.extend(

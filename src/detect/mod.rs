@@ -93,6 +93,8 @@ pub struct Detector<'r> {
     latest: Option<DateTime<Utc>>,
     /// Events seen, to sample their times for the watermark.
     seen: u64,
+    /// The time (as written) of the latest event not sampled.
+    last_time: String,
 }
 
 impl<'r> Detector<'r> {
@@ -109,20 +111,44 @@ impl<'r> Detector<'r> {
             fires: Vec::new(),
             latest: None,
             seen: 0,
+            last_time: String::new(),
         }
     }
 
     /// A correlator for `rules`' correlations, to share between the detectors of one rule set;
     /// `None` when it has none.
     pub fn correlator_for(rules: &RuleSet) -> Option<Arc<Mutex<Correlator>>> {
+        Self::correlator_with(rules, correlate::CorrelatorOptions::default())
+    }
+
+    /// [`Detector::correlator_for`] with other bounds (the daemon's `stateful:` settings).
+    pub fn correlator_with(
+        rules: &RuleSet,
+        opts: correlate::CorrelatorOptions,
+    ) -> Option<Arc<Mutex<Correlator>>> {
         if rules.correlations().iter().any(|c| c.is_active()) {
             Some(Arc::new(Mutex::new(Correlator::new(
                 rules.correlations(),
-                correlate::CorrelatorOptions::default(),
+                opts,
             ))))
         } else {
             None
         }
+    }
+
+    /// The input has been quiet for `idle` beyond the daemon's idle timeout: moves the
+    /// correlations' event time on by as much ([`Correlator::advance_idle`]) and emits the
+    /// correlation alerts that releases.
+    pub fn advance_idle(&mut self, idle: std::time::Duration, emit: &mut dyn FnMut(Alert)) {
+        let Some(c) = self.correlator.clone() else {
+            return;
+        };
+        let mut fires = std::mem::take(&mut self.fires);
+        if let Ok(mut c) = c.lock() {
+            c.advance_idle(idle, &mut fires);
+        }
+        self.correlation_alerts(&mut fires, emit);
+        self.fires = fires;
     }
 
     /// Feeds matches of the rules that correlations count to `correlator`.
@@ -135,6 +161,10 @@ impl<'r> Detector<'r> {
     /// emits the correlation alerts that releases. The daemon's workers call it after each
     /// batch, so that events no correlation counts still move time forward.
     pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
+        if let Some(t) = crate::event::parse_timestamp(&self.last_time) {
+            self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+        }
+        self.last_time.clear();
         let (Some(c), Some(t)) = (self.correlator.clone(), self.latest.take()) else {
             return;
         };
@@ -182,6 +212,11 @@ impl<'r> Detector<'r> {
                 if let Some(t) = ev.time() {
                     self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
                 }
+            } else {
+                // The last event before a flush counts too, parsed only then: the end of a
+                // burst must move time past it.
+                self.last_time.clear();
+                self.last_time.push_str(ev.time_str().unwrap_or(""));
             }
             self.inputs.clear();
             // An event delivered again (a source re-reading after a restart) was counted when

@@ -12,6 +12,7 @@
 
 mod reload;
 mod silence;
+mod state;
 mod worker;
 
 use std::path::PathBuf;
@@ -21,7 +22,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::ConfigFile;
-use crate::rules::baseline::{Baselines, BASELINES_FILE};
+use crate::detect::correlate::CorrelatorOptions;
+use crate::detect::Detector;
+use crate::rules::baseline::Baselines;
 use crate::rules::RuleSet;
 use crate::sink::{self, DeadLetters, SinkHandle};
 use crate::source::{self, Batch, SourceConfig, SourceContext, SourceEvent};
@@ -29,6 +32,7 @@ use crate::telemetry::{Health, Metrics};
 
 pub use reload::load_rules;
 pub use silence::SILENCE_RULE_ID;
+pub use state::{STATE_FILE, STATE_VERSION};
 
 use reload::Reloader;
 use silence::silence_alert;
@@ -122,11 +126,43 @@ pub fn run(
         sink_threads.push(t);
     }
     let sinks: Arc<[SinkHandle]> = sinks.into();
-    // First-seen baselines: one store for every worker, kept across reloads, saved in state_dir.
+    // The stateful rules' state: first-seen baselines (one store for every worker, kept
+    // across reloads), and the snapshot of throttles, correlations and alerts in flight.
     let baselines = Arc::new(Baselines::load_or_set_aside(&cfg.state_dir));
-    let baselines_path = cfg.state_dir.join(BASELINES_FILE);
-    let rules = rules.with_baselines(&baselines);
-    let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
+    let st = &cfg.stateful;
+    let correlator_options = CorrelatorOptions {
+        lateness: st.lateness.0,
+        max_groups: st.max_groups,
+        ..CorrelatorOptions::default()
+    };
+    let mut saved = state::load(&cfg.state_dir);
+    let mut rules = rules
+        .with_baselines(&baselines)
+        .with_redelivery_window(st.redelivery_window);
+    if let Some(f) = saved.as_mut() {
+        rules = rules.with_state(std::mem::take(&mut f.rules));
+    }
+    let rules = Arc::new(rules);
+    let correlator = Arc::new(std::sync::Mutex::new(Some((
+        rules.clone(),
+        Detector::correlator_with(&rules, correlator_options),
+    ))));
+    let rules: SharedRules = Arc::new(RwLock::new(rules));
+    let gate = Arc::new(RwLock::new(()));
+    let inflight = Arc::new(state::Inflight::default());
+    let mut keeper = state::StateKeeper {
+        gate: gate.clone(),
+        inflight: inflight.clone(),
+        rules: rules.clone(),
+        correlator: correlator.clone(),
+        baselines: baselines.clone(),
+        state_dir: cfg.state_dir.clone(),
+        metrics: metrics.clone(),
+        evictions_seen: baselines.evictions(),
+    };
+    if let Some(f) = saved {
+        keeper.restore(f);
+    }
     metrics
         .rules_loaded
         .set(rules.read().map(|r| r.len()).unwrap_or(0) as i64);
@@ -178,7 +214,7 @@ pub fn run(
         }
     })?);
     let budget = sink::InflightBudget::new(cfg.pipeline.max_inflight_bytes);
-    let correlator = Arc::new(std::sync::Mutex::new(None));
+    let last_batch = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
     for w in 0..workers {
         let ctx = WorkerContext {
             rx: batch_rx.clone(),
@@ -192,9 +228,32 @@ pub fn run(
             max_event_bytes: cfg.pipeline.max_event_bytes,
             budget: budget.clone(),
             correlator: correlator.clone(),
+            gate: gate.clone(),
+            inflight: inflight.clone(),
+            correlator_options,
+            watches_idle: w == 0,
+            idle_timeout: st.idle_timeout.0,
+            last_batch: last_batch.clone(),
         };
         worker_threads.push(spawn(format!("worker-{w}"), move || ctx.run())?);
     }
+    // Snapshots: every `snapshot_interval`, and once more when everything has stopped.
+    let keeper_stop = Arc::new(AtomicBool::new(false));
+    let keeper_thread = {
+        let stop = keeper_stop.clone();
+        let interval = st.snapshot_interval.0;
+        spawn("state".to_string(), move || {
+            let mut next = std::time::Instant::now() + interval;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20).min(interval));
+                if std::time::Instant::now() >= next {
+                    keeper.snapshot(false);
+                    next = std::time::Instant::now() + interval;
+                }
+            }
+            keeper.snapshot(true);
+        })?
+    };
     drop(batch_rx);
     pipeline_health.set_ready(true);
     tracing::info!(
@@ -205,16 +264,19 @@ pub fn run(
     );
 
     // Control loop: silence alerts, rule reloads, until stop.
-    let mut reloader = Reloader::new(file, rules.clone(), metrics.clone(), baselines.clone());
-    let mut baselines_saved = std::time::Instant::now();
-    let mut evictions_seen = baselines.evictions();
-    baseline_metrics(&baselines, &metrics, &mut evictions_seen);
+    let mut reloader = Reloader::new(
+        file,
+        rules.clone(),
+        metrics.clone(),
+        reload::Carry {
+            baselines: baselines.clone(),
+            gate: gate.clone(),
+            correlator: correlator.clone(),
+            correlator_options,
+            redelivery_window: st.redelivery_window,
+        },
+    );
     while !control.stop.load(Ordering::Relaxed) {
-        if baselines_saved.elapsed() >= BASELINES_SAVE_INTERVAL {
-            baselines_saved = std::time::Instant::now();
-            save_baselines(&baselines, &baselines_path);
-            baseline_metrics(&baselines, &metrics, &mut evictions_seen);
-        }
         match event_rx.recv_timeout(Duration::from_millis(200)) {
             Ok(SourceEvent::Silent {
                 source,
@@ -258,7 +320,8 @@ pub fn run(
     for t in worker_threads {
         let _ = t.join();
     }
-    save_baselines(&baselines, &baselines_path);
+    keeper_stop.store(true, Ordering::Relaxed);
+    let _ = keeper_thread.join();
     drop(sinks);
     drop(reloader);
     abandon.store(true, Ordering::Relaxed);
@@ -267,33 +330,6 @@ pub fn run(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// How often the first-seen baselines are written while they change.
-const BASELINES_SAVE_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Writes the baselines if they changed since they were last written; a failure is logged (the
-/// next interval tries again).
-fn save_baselines(baselines: &Baselines, path: &std::path::Path) {
-    if !baselines.changed() {
-        return;
-    }
-    if let Err(error) = baselines.store(path) {
-        tracing::warn!(%error, "writing first-seen baselines failed");
-    }
-}
-
-/// Sets the first-seen metrics from the store; `seen` is the evictions already counted (a
-/// baseline dropped by a reload takes its evictions with it: the counter never goes back).
-fn baseline_metrics(baselines: &Baselines, metrics: &Metrics, seen: &mut u64) {
-    metrics
-        .first_seen_keys
-        .set(i64::try_from(baselines.entries()).unwrap_or(i64::MAX));
-    let now = baselines.evictions();
-    metrics
-        .first_seen_evictions
-        .inc_by(now.saturating_sub(*seen));
-    *seen = now;
 }
 
 /// Starts a named thread of the pipeline.

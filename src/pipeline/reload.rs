@@ -3,11 +3,12 @@
 //! with a clear log and a `failed` count, and so is a rule set that does not load.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, ConfigFile};
 use crate::rules::baseline::Baselines;
+use crate::detect::Detector;
 use crate::rules::RuleSet;
 use crate::telemetry::{Metrics, ReloadLabels, ReloadResult};
 
@@ -41,9 +42,20 @@ pub(super) struct Reloader {
     stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
     last_poll: Instant,
     metrics: Arc<Metrics>,
+    carry: Carry,
+}
+
+/// What a reload carries from the running rule set to the next: the state of every rule and
+/// correlation whose definition is unchanged.
+pub(super) struct Carry {
     /// The daemon's first-seen baselines: a reloaded rule keeps its baseline while its id and
     /// `first_seen` are unchanged.
-    baselines: Arc<Baselines>,
+    pub(super) baselines: Arc<Baselines>,
+    /// Taken exclusively while the state moves, so that no batch is half in the old set.
+    pub(super) gate: Arc<std::sync::RwLock<()>>,
+    pub(super) correlator: Arc<std::sync::Mutex<super::worker::SharedCorrelator>>,
+    pub(super) correlator_options: crate::detect::correlate::CorrelatorOptions,
+    pub(super) redelivery_window: usize,
 }
 
 impl Reloader {
@@ -51,11 +63,11 @@ impl Reloader {
         current: ConfigFile,
         rules: SharedRules,
         metrics: Arc<Metrics>,
-        baselines: Arc<Baselines>,
+        carry: Carry,
     ) -> Reloader {
         Reloader {
             rules,
-            baselines,
+            carry,
             stamp: stamp(&current),
             current,
             last_poll: Instant::now(),
@@ -119,10 +131,35 @@ impl Reloader {
                 LIVE_SECTIONS.join("`, `"),
             )]);
         }
-        let set = load_rules(&next.config)?.with_baselines(&self.baselines);
+        let c = &self.carry;
+        let set = load_rules(&next.config)?
+            .with_baselines(&c.baselines)
+            .with_redelivery_window(c.redelivery_window);
         let n = set.len();
-        if let Ok(mut w) = self.rules.write() {
-            *w = Arc::new(set);
+        {
+            let _cut = c.gate.write().unwrap_or_else(PoisonError::into_inner);
+            let old = match self.rules.read() {
+                Ok(r) => r.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            let set = Arc::new(set.with_state(old.snapshot()));
+            let correlator = Detector::correlator_with(&set, c.correlator_options);
+            let mut slot = c.correlator.lock().unwrap_or_else(PoisonError::into_inner);
+            if let (Some(new), Some((r, Some(prev)))) = (&correlator, slot.as_ref()) {
+                if Arc::ptr_eq(r, &old) {
+                    let snap = prev.lock().unwrap_or_else(PoisonError::into_inner).snapshot();
+                    let kept = new
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .restore(snap);
+                    tracing::info!(correlations = kept, "correlation windows kept across the reload");
+                }
+            }
+            *slot = Some((set.clone(), correlator));
+            match self.rules.write() {
+                Ok(mut w) => *w = set,
+                Err(p) => *p.into_inner() = set,
+            }
         }
         self.current = next;
         Ok(n)

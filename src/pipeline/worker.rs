@@ -9,6 +9,7 @@ use crossbeam_channel::Receiver;
 
 use crate::config::types::Flow;
 use crate::config::Config;
+use crate::detect::correlate::CorrelatorOptions;
 use crate::detect::Detector;
 use crate::event::{decode_value_into, SkipReason};
 use crate::rules::RuleSet;
@@ -16,6 +17,7 @@ use crate::sink::{self, DeadLetters, InflightBudget, SinkBatch, SinkHandle};
 use crate::source::Batch;
 use crate::telemetry::{Counter, Metrics, SkipLabels, SourceLabels};
 
+use super::state::{sourceless, Inflight};
 use super::SharedRules;
 
 /// What a detection worker needs: the batches, the current rules, the sinks.
@@ -36,6 +38,19 @@ pub(super) struct WorkerContext {
     /// The correlator of the current rule set, shared by every worker (its reorder buffer puts
     /// their observations back in event-time order); made again when the rules are swapped.
     pub(super) correlator: Arc<std::sync::Mutex<SharedCorrelator>>,
+    /// Held (shared) while a batch changes state and its alerts are registered: a snapshot
+    /// takes it exclusively, so it copies whole batches only.
+    pub(super) gate: Arc<std::sync::RwLock<()>>,
+    /// Batches between this worker and the next snapshot.
+    pub(super) inflight: Arc<Inflight>,
+    /// Bounds of new correlators (`stateful:`).
+    pub(super) correlator_options: CorrelatorOptions,
+    /// This worker looks after quiet streams (one worker does).
+    pub(super) watches_idle: bool,
+    /// `stateful.idle_timeout`.
+    pub(super) idle_timeout: Duration,
+    /// Wall time of the latest batch any worker took.
+    pub(super) last_batch: Arc<std::sync::Mutex<Instant>>,
 }
 
 /// The rule set a correlator was made for, and the correlator (`None`: it has no correlation).
@@ -59,13 +74,31 @@ impl WorkerContext {
         let queue_depth = &self.metrics.queue_batches;
         // The alert counter of each rule, resolved again only when the rule set is swapped.
         let mut alert_counters: Option<(Arc<RuleSet>, Vec<Counter>)> = None;
-        for (batch, _input) in self.rx.iter() {
+        loop {
+            let (batch, _input) = match self.rx.recv_timeout(IDLE_TICK) {
+                Ok(b) => b,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if self.watches_idle && !self.abandon.load(Ordering::Relaxed) {
+                        self.idle(&mut alert_counters);
+                    }
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
             if self.abandon.load(Ordering::Relaxed) {
                 // Past the shutdown deadline: leave the batch unconfirmed.
                 continue;
             }
+            *self
+                .last_batch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
             queue_depth.set(self.rx.len() as i64);
             let started = Instant::now();
+            let cut = self
+                .gate
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let rules = match self.rules.read() {
                 Ok(r) => r.clone(),
                 Err(poisoned) => poisoned.into_inner().clone(),
@@ -80,27 +113,95 @@ impl WorkerContext {
                 });
                 alert_counters = Some((rules.clone(), self.metrics.alert_counters(ids)));
             }
-            let correlator = {
-                let mut slot = match self.correlator.lock() {
-                    Ok(s) => s,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                match slot.as_ref() {
-                    Some((r, c)) if Arc::ptr_eq(r, &rules) => c.clone(),
-                    _ => {
-                        let c = Detector::correlator_for(&rules);
-                        *slot = Some((rules.clone(), c.clone()));
-                        c
-                    }
-                }
-            };
+            let correlator = self.correlator_of(&rules);
             let alerts = alert_counters.as_ref().map_or(&[][..], |(_, c)| &c[..]);
             let mut out = Outputs::default();
             self.process(&batch, &rules, alerts, correlator, wants_events, &mut out);
-            self.dispatch(&batch, &rules, out);
+            self.resend_restored(&rules, &mut out);
+            let ack = self.inflight.hold(batch.ack.clone(), out.alerts());
+            drop(cut);
+            self.dispatch(&ack, &rules, out);
             latency.observe(started.elapsed().as_secs_f64());
-            batch.ack.done();
+            ack.done();
         }
+    }
+
+    /// The correlator of `rules`, made when the rules were swapped without one (the reloader
+    /// makes it, carrying the windows over, before it swaps the rules).
+    fn correlator_of(
+        &self,
+        rules: &Arc<RuleSet>,
+    ) -> Option<Arc<std::sync::Mutex<crate::detect::correlate::Correlator>>> {
+        let mut slot = match self.correlator.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match slot.as_ref() {
+            Some((r, c)) if Arc::ptr_eq(r, rules) => c.clone(),
+            _ => {
+                let c = Detector::correlator_with(rules, self.correlator_options);
+                *slot = Some((rules.clone(), c.clone()));
+                c
+            }
+        }
+    }
+
+    /// Adds the alerts saved in flight before a restart (once, to the first batch or tick).
+    fn resend_restored(&self, rules: &RuleSet, out: &mut Outputs) {
+        for r in self.inflight.take_restored() {
+            let index = r
+                .rule
+                .as_ref()
+                .and_then(|(id, _)| (0..rules.alert_sources()).find(|&i| &rules.meta(i).id == id));
+            out.records.push(r);
+            out.rules.push(index);
+        }
+    }
+
+    /// No batch came for a while: after `idle_timeout` of silence, moves the correlations'
+    /// event time on with the clock (closing windows on a quiet stream), and sends the alerts
+    /// saved before a restart if no batch has taken them.
+    fn idle(&self, alert_counters: &mut Option<(Arc<RuleSet>, Vec<Counter>)>) {
+        let quiet = self
+            .last_batch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed();
+        let beyond = quiet.saturating_sub(self.idle_timeout);
+        if beyond.is_zero() && !self.inflight.has_restored() {
+            return;
+        }
+        let cut = self
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rules = match self.rules.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut out = Outputs::default();
+        if !beyond.is_zero() {
+            if let Some(c) = self.correlator_of(&rules) {
+                let counters = alert_counters
+                    .as_ref()
+                    .filter(|(r, _)| Arc::ptr_eq(r, &rules))
+                    .map_or(&[][..], |(_, c)| &c[..]);
+                let mut detector =
+                    Detector::new(&rules, self.cluster.clone()).with_correlator(Some(c));
+                detector.node_name = self.node.clone();
+                detector.advance_idle(beyond, &mut |a| {
+                    push_correlation_alert(&rules, counters, a, &mut out)
+                });
+            }
+        }
+        self.resend_restored(&rules, &mut out);
+        if out.records.is_empty() {
+            return;
+        }
+        let ack = self.inflight.hold(sourceless(), out.alerts());
+        drop(cut);
+        self.dispatch(&ack, &rules, out);
+        ack.done();
     }
 
     fn process(
@@ -228,23 +329,7 @@ impl WorkerContext {
         }
         // The batch's events move the correlations' watermark; what that releases travels with
         // this batch.
-        detector.flush(&mut |a| {
-            let rule = rules.meta(a.rule);
-            if let Some(c) = alerts.get(a.rule) {
-                c.inc();
-            }
-            let index = a.rule;
-            out.records.push(Arc::new(sink::Record {
-                flow: Flow::Alerts,
-                id: a.id.clone().unwrap_or_default(),
-                time: a.time(),
-                level: Some(rule.level),
-                rule: Some((rule.id.clone(), rule.title.clone())),
-                user: a.user().map(str::to_owned),
-                doc: a.into_json(),
-            }));
-            out.rules.push(Some(index));
-        });
+        detector.flush(&mut |a| push_correlation_alert(rules, alerts, a, out));
     }
 
     fn skip(
@@ -272,7 +357,7 @@ impl WorkerContext {
 
     /// Hands each sink the records it takes (flows, level, tags); every required sink that
     /// receives something must confirm before the batch is confirmed.
-    fn dispatch(&self, batch: &Batch, rules: &RuleSet, out: Outputs) {
+    fn dispatch(&self, ack: &Arc<dyn crate::ack::Confirm>, rules: &RuleSet, out: Outputs) {
         if out.records.is_empty() {
             return;
         }
@@ -283,7 +368,7 @@ impl WorkerContext {
             .take(bytes, &|| self.abandon.load(Ordering::Relaxed))
         else {
             // Past the shutdown deadline: never confirmed, read again at the next start.
-            batch.ack.add(1);
+            ack.add(1);
             return;
         };
         let charge = Arc::new(charge);
@@ -306,10 +391,10 @@ impl WorkerContext {
             }
             if s.required {
                 // Backpressure: a full queue blocks this worker, and in turn the sources.
-                batch.ack.add(1);
+                ack.add(1);
                 let mut item = SinkBatch {
                     records,
-                    ack: Some(batch.ack.clone()),
+                    ack: Some(ack.clone()),
                     charge: Some(charge.clone()),
                 };
                 loop {
@@ -373,4 +458,42 @@ struct Outputs {
     records: Vec<Arc<sink::Record>>,
     /// Per record, the rule of an alert (for the sinks' level and tag filters).
     rules: Vec<Option<usize>>,
+}
+
+impl Outputs {
+    /// The alert records (kept with the state until their sinks confirm them).
+    fn alerts(&self) -> Vec<Arc<sink::Record>> {
+        self.records
+            .iter()
+            .filter(|r| r.flow == Flow::Alerts)
+            .cloned()
+            .collect()
+    }
+}
+
+/// How often an idle worker wakes to look after quiet streams.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+
+/// A correlation alert as a record.
+fn push_correlation_alert(
+    rules: &RuleSet,
+    counters: &[Counter],
+    a: crate::detect::Alert,
+    out: &mut Outputs,
+) {
+    let rule = rules.meta(a.rule);
+    if let Some(c) = counters.get(a.rule) {
+        c.inc();
+    }
+    let index = a.rule;
+    out.records.push(Arc::new(sink::Record {
+        flow: Flow::Alerts,
+        id: a.id.clone().unwrap_or_default(),
+        time: a.time(),
+        level: Some(rule.level),
+        rule: Some((rule.id.clone(), rule.title.clone())),
+        user: a.user().map(str::to_owned),
+        doc: a.into_json(),
+    }));
+    out.rules.push(Some(index));
 }

@@ -386,6 +386,12 @@ impl Baselines {
             path: path.to_path_buf(),
             source,
         };
+        let body = self.encode().map_err(|e| err(e.into()))?;
+        crate::fsutil::write_atomically(path, &body).map_err(err)
+    }
+
+    /// The store as the text of `baselines.json`; marks every baseline as written.
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         let baselines = {
             let by_rule = lock(&self.by_rule);
             by_rule
@@ -407,12 +413,10 @@ impl Baselines {
                 })
                 .collect()
         };
-        let body = serde_json::to_vec(&BaselinesFile {
+        serde_json::to_vec(&BaselinesFile {
             version: BASELINES_VERSION,
             baselines,
         })
-        .map_err(|e| err(e.into()))?;
-        crate::fsutil::write_atomically(path, &body).map_err(err)
     }
 }
 

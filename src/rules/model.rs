@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// Sigma `level`; in config files (a sink's `min_level`) written in lowercase as in Sigma.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Informational,

@@ -226,6 +226,14 @@ pub struct Metrics {
     pub first_seen_keys: Gauge,
     /// `tripline_first_seen_evictions_total`: keys evicted from full first-seen baselines.
     pub first_seen_evictions: Counter,
+    /// `tripline_correlation_groups`: groups held by the correlations' windows.
+    pub correlation_groups: Gauge,
+    /// `tripline_state_snapshot_bytes`: size of the last snapshot of the stateful rules.
+    pub state_snapshot_bytes: Gauge,
+    /// `tripline_state_snapshot_seconds`: how long the last snapshot took (capture and write).
+    pub state_snapshot_seconds: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// `tripline_state_snapshot_failures_total`: snapshots that could not be written.
+    pub state_snapshot_failures: Counter,
     /// `tripline_dead_letters_total`.
     pub dead_letters: Counter,
     /// `tripline_dead_letter_failures_total`: records that could not be written to the
@@ -436,6 +444,30 @@ impl Metrics {
                 "Keys evicted from full first-seen baselines",
                 Counter::default(),
             ),
+            correlation_groups: register(
+                r,
+                "tripline_correlation_groups",
+                "Groups held by the correlations' windows",
+                Gauge::default(),
+            ),
+            state_snapshot_bytes: register(
+                r,
+                "tripline_state_snapshot_bytes",
+                "Size of the last snapshot of the stateful rules",
+                Gauge::default(),
+            ),
+            state_snapshot_seconds: register(
+                r,
+                "tripline_state_snapshot_seconds",
+                "How long the last snapshot of the stateful rules took",
+                Default::default(),
+            ),
+            state_snapshot_failures: register(
+                r,
+                "tripline_state_snapshot_failures",
+                "Snapshots of the stateful rules that could not be written",
+                Counter::default(),
+            ),
             dead_letters: register(
                 r,
                 "tripline_dead_letters",
@@ -643,6 +675,10 @@ mod tests {
         ("tripline_rules_loaded", "gauge", &[]),
         ("tripline_first_seen_keys", "gauge", &[]),
         ("tripline_first_seen_evictions_total", "counter", &[]),
+        ("tripline_correlation_groups", "gauge", &[]),
+        ("tripline_state_snapshot_bytes", "gauge", &[]),
+        ("tripline_state_snapshot_seconds", "gauge", &[]),
+        ("tripline_state_snapshot_failures_total", "counter", &[]),
         ("tripline_dead_letters_total", "counter", &[]),
         ("tripline_dead_letter_failures_total", "counter", &[]),
         (
@@ -892,13 +928,17 @@ mod tests {
             families,
             [
                 "tripline_batch_duration_seconds",
+                "tripline_correlation_groups",
                 "tripline_dead_letter_failures",
                 "tripline_dead_letters",
                 "tripline_first_seen_evictions",
                 "tripline_first_seen_keys",
                 "tripline_queue_batches",
                 "tripline_rule_reloads",
-                "tripline_rules_loaded"
+                "tripline_rules_loaded",
+                "tripline_state_snapshot_bytes",
+                "tripline_state_snapshot_failures",
+                "tripline_state_snapshot_seconds"
             ]
         );
         assert!(
