@@ -1352,3 +1352,89 @@ fn stateful_rules_resume_after_kill_9_with_the_alerts_of_a_run_without_it() {
         "an alert delivered more than twice: {got:#?}"
     );
 }
+
+/// A reload keeps the windows of the correlations it does not change: a burst that straddles
+/// a SIGHUP (which disables an unrelated rule) still fires, at the 20th refusal.
+#[test]
+fn a_reload_keeps_the_windows_of_unchanged_correlations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (before, after) = straddling_events();
+    let d = start(dir, "", "pipeline:\n  workers: 2\n");
+    let log = dir.join("logs/audit.log");
+    append(&log, &before.iter().map(|l| format!("{l}\n")).collect::<String>());
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            d.metric("tripline_events_received_total{source=\"audit\"}")
+                .unwrap_or(0.0)
+                >= before.len() as f64
+        },
+        || d.logs(),
+    );
+    let config = dir.join("tripline.yaml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    // Any rule change reloads the whole set; this one touches no correlation.
+    std::fs::write(
+        &config,
+        format!("{original}\nrules:\n  disable: [00000000-0000-0000-0000-000000000000]\n"),
+    )
+    .unwrap();
+    d.signal("-HUP");
+    wait_for_metric(&d, "tripline_rule_reloads_total{result=\"ok\"}");
+    append(&log, &after.iter().map(|l| format!("{l}\n")).collect::<String>());
+    let alerts = dir.join("out/alerts.jsonl");
+    wait_until(
+        Duration::from_secs(15),
+        || {
+            alert_keys(&alerts)
+                .keys()
+                .any(|k| k.starts_with("Burst Of Forbidden"))
+        },
+        || format!("{:?}\n{}", alert_keys(&alerts), d.logs()),
+    );
+    let burst: Vec<serde_json::Value> = read_lines(&alerts)
+        .into_iter()
+        .filter(|a| a["tripline"]["correlation"].is_object())
+        .collect();
+    assert_eq!(burst.len(), 1, "{burst:?}");
+    assert_eq!(burst[0]["tripline"]["correlation"]["count"], 20);
+    assert_eq!(
+        burst[0]["tripline"]["correlation"]["first"],
+        "2026-03-01T10:00:01.000000Z"
+    );
+    assert!(d.stop().success());
+}
+
+/// On a quiet stream, event time moves on with the clock after `stateful.idle_timeout`: the
+/// burst's last refusal is released without a later event.
+#[test]
+fn a_quiet_stream_still_closes_its_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (before, after) = straddling_events();
+    let d = start(
+        dir,
+        "",
+        "stateful:\n  idle_timeout: 1s\n  lateness: 1s\n",
+    );
+    let log = dir.join("logs/audit.log");
+    // The burst and nothing after it that would move time past its last refusal.
+    let text: String = before
+        .iter()
+        .chain(after.iter().filter(|l| l.contains("\"auditID\":\"r-")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    append(&log, &text);
+    let alerts = dir.join("out/alerts.jsonl");
+    wait_until(
+        Duration::from_secs(15),
+        || {
+            alert_keys(&alerts)
+                .keys()
+                .any(|k| k.starts_with("Burst Of Forbidden"))
+        },
+        || format!("{:?}\n{}", alert_keys(&alerts), d.logs()),
+    );
+    assert!(d.stop().success());
+}
