@@ -1255,7 +1255,11 @@ fn alerts_without_a_crash() -> std::collections::BTreeMap<String, usize> {
     let (before, after) = straddling_events();
     let d = start(dir, "", "pipeline:\n  workers: 2\n");
     let log = dir.join("logs/audit.log");
-    let text: String = before.iter().chain(&after).map(|l| format!("{l}\n")).collect();
+    let text: String = before
+        .iter()
+        .chain(&after)
+        .map(|l| format!("{l}\n"))
+        .collect();
     append(&log, &text);
     let alerts = dir.join("out/alerts.jsonl");
     wait_until(
@@ -1362,7 +1366,10 @@ fn a_reload_keeps_the_windows_of_unchanged_correlations() {
     let (before, after) = straddling_events();
     let d = start(dir, "", "pipeline:\n  workers: 2\n");
     let log = dir.join("logs/audit.log");
-    append(&log, &before.iter().map(|l| format!("{l}\n")).collect::<String>());
+    append(
+        &log,
+        &before.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    );
     wait_until(
         Duration::from_secs(10),
         || {
@@ -1382,7 +1389,10 @@ fn a_reload_keeps_the_windows_of_unchanged_correlations() {
     .unwrap();
     d.signal("-HUP");
     wait_for_metric(&d, "tripline_rule_reloads_total{result=\"ok\"}");
-    append(&log, &after.iter().map(|l| format!("{l}\n")).collect::<String>());
+    append(
+        &log,
+        &after.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    );
     let alerts = dir.join("out/alerts.jsonl");
     wait_until(
         Duration::from_secs(15),
@@ -1413,11 +1423,7 @@ fn a_quiet_stream_still_closes_its_windows() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (before, after) = straddling_events();
-    let d = start(
-        dir,
-        "",
-        "stateful:\n  idle_timeout: 1s\n  lateness: 1s\n",
-    );
+    let d = start(dir, "", "stateful:\n  idle_timeout: 1s\n  lateness: 1s\n");
     let log = dir.join("logs/audit.log");
     // The burst and nothing after it that would move time past its last refusal.
     let text: String = before

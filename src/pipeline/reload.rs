@@ -7,8 +7,8 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, ConfigFile};
-use crate::rules::baseline::Baselines;
 use crate::detect::Detector;
+use crate::rules::baseline::Baselines;
 use crate::rules::RuleSet;
 use crate::telemetry::{Metrics, ReloadLabels, ReloadResult};
 
@@ -147,12 +147,18 @@ impl Reloader {
             let mut slot = c.correlator.lock().unwrap_or_else(PoisonError::into_inner);
             if let (Some(new), Some((r, Some(prev)))) = (&correlator, slot.as_ref()) {
                 if Arc::ptr_eq(r, &old) {
-                    let snap = prev.lock().unwrap_or_else(PoisonError::into_inner).snapshot();
+                    let snap = prev
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .snapshot();
                     let kept = new
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .restore(snap);
-                    tracing::info!(correlations = kept, "correlation windows kept across the reload");
+                    tracing::info!(
+                        correlations = kept,
+                        "correlation windows kept across the reload"
+                    );
                 }
             }
             *slot = Some((set.clone(), correlator));

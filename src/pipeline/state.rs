@@ -302,8 +302,7 @@ impl StateKeeper {
             }
         };
         let mut ok = true;
-        if let Err(e) = crate::fsutil::write_atomically(&self.state_dir.join(STATE_FILE), &state)
-        {
+        if let Err(e) = crate::fsutil::write_atomically(&self.state_dir.join(STATE_FILE), &state) {
             ok = false;
             self.failed(&format!("writing {}: {e}", STATE_FILE));
         }
@@ -354,7 +353,11 @@ impl StateKeeper {
             .flatten()
             .map(|r| SavedAlert::of(r))
             .collect();
-        alerts.extend(lock(&self.inflight.restored).iter().map(|r| SavedAlert::of(r)));
+        alerts.extend(
+            lock(&self.inflight.restored)
+                .iter()
+                .map(|r| SavedAlert::of(r)),
+        );
         let file = StateFile {
             version: STATE_VERSION,
             written: Utc::now(),
@@ -383,5 +386,120 @@ impl StateKeeper {
 fn release(held: Vec<Arc<dyn Confirm>>) {
     for h in held {
         h.done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_or_newer_snapshot_is_moved_aside_and_an_absent_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).is_none());
+        let path = dir.path().join(STATE_FILE);
+        for text in ["{\"version\": 1, \"rules\": ", "{\"version\": 99}"] {
+            std::fs::write(&path, text).unwrap();
+            assert!(load(dir.path()).is_none());
+            assert!(!path.exists(), "left in place: {text}");
+            let aside: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().contains(".unreadable-"))
+                .collect();
+            assert!(!aside.is_empty());
+            for e in aside {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_confirmation_reaches_its_source_only_at_the_snapshot_after_it_and_alerts_stay_until_then()
+    {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inflight = Arc::new(Inflight::default());
+        let alert = Arc::new(Record {
+            flow: Flow::Alerts,
+            id: "a1".into(),
+            time: None,
+            level: Some(Level::High),
+            rule: Some(("r".into(), "R".into())),
+            user: None,
+            doc: b"{}".to_vec(),
+        });
+        let held = inflight.hold(crate::ack::Ack::for_batch(7u64, tx), vec![alert]);
+        held.add(1); // a sink
+        held.done(); // the worker
+        assert_eq!(
+            lock(&inflight.alerts).len(),
+            1,
+            "in flight until the sink confirms"
+        );
+        held.done(); // the sink
+        assert!(lock(&inflight.alerts).is_empty());
+        assert!(rx.try_recv().is_err(), "released before a snapshot");
+        assert_eq!(lock(&inflight.held).len(), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let rules = Arc::new(crate::rules::RuleSet::new(Vec::new()));
+        let mut keeper = StateKeeper {
+            gate: Arc::default(),
+            inflight: inflight.clone(),
+            rules: Arc::new(RwLock::new(rules)),
+            correlator: Arc::default(),
+            baselines: Arc::default(),
+            state_dir: dir.path().to_path_buf(),
+            metrics: Metrics::new(),
+            evictions_seen: 0,
+        };
+        keeper.snapshot(false);
+        assert_eq!(rx.try_recv(), Ok(7));
+        let saved = load(dir.path()).expect("a snapshot");
+        assert!(
+            saved.alerts.is_empty(),
+            "the alert was confirmed before the snapshot"
+        );
+    }
+
+    #[test]
+    fn alerts_in_flight_are_saved_and_sent_again_after_a_restart() {
+        let inflight = Arc::new(Inflight::default());
+        let alert = Arc::new(Record {
+            flow: Flow::Alerts,
+            id: "a2".into(),
+            time: None,
+            level: Some(Level::Low),
+            rule: None,
+            user: Some("u".into()),
+            doc: b"{\"x\":1}".to_vec(),
+        });
+        let held = inflight.hold(sourceless(), vec![alert]);
+        held.add(1); // a sink that has not confirmed yet
+        held.done();
+        let dir = tempfile::tempdir().unwrap();
+        let mut keeper = StateKeeper {
+            gate: Arc::default(),
+            inflight: inflight.clone(),
+            rules: Arc::new(RwLock::new(Arc::new(
+                crate::rules::RuleSet::new(Vec::new()),
+            ))),
+            correlator: Arc::default(),
+            baselines: Arc::default(),
+            state_dir: dir.path().to_path_buf(),
+            metrics: Metrics::new(),
+            evictions_seen: 0,
+        };
+        keeper.snapshot(true);
+        let saved = load(dir.path()).expect("a snapshot");
+        assert_eq!(saved.alerts.len(), 1);
+        let restarted = Arc::new(Inflight::default());
+        keeper.inflight = restarted.clone();
+        keeper.restore(saved);
+        let again = restarted.take_restored();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, "a2");
+        assert_eq!(again[0].doc, b"{\"x\":1}");
+        assert!(restarted.take_restored().is_empty(), "sent again once");
     }
 }

@@ -842,11 +842,10 @@ impl Deliveries {
     }
 
     fn entries(&self) -> Vec<u64> {
-        self.seen
-            .lock()
-            .map_or_else(|p| p.into_inner().order.iter().copied().collect(), |s| {
-                s.order.iter().copied().collect()
-            })
+        self.seen.lock().map_or_else(
+            |p| p.into_inner().order.iter().copied().collect(),
+            |s| s.order.iter().copied().collect(),
+        )
     }
 }
 
@@ -1119,7 +1118,8 @@ impl RuleSet {
                 );
             }
         }
-        self.throttle_keys.store(self.throttle.len(), Ordering::Relaxed);
+        self.throttle_keys
+            .store(self.throttle.len(), Ordering::Relaxed);
         for (rule, hashes) in snap.requests {
             if let Some(&i) = index.get(rule.as_str()) {
                 for h in hashes {
@@ -1410,10 +1410,7 @@ impl RuleSet {
         {
             return true;
         }
-        let key = (
-            i,
-            throttle_key(self.throttle_hash_keys, ev, REQUEST_FIELDS),
-        );
+        let key = (i, throttle_key(self.throttle_hash_keys, ev, REQUEST_FIELDS));
         let first = self.requests_seen.insert(key);
         if !first {
             self.repeats_suppressed_total
@@ -2028,7 +2025,10 @@ mod tests {
             "throttle:\n  key: [user.username]\n  window: 20m",
         )])
         .with_state(snap);
-        assert_eq!(fire_all(&changed, &[("a", "2026-01-01T00:05:00Z")]).len(), 1);
+        assert_eq!(
+            fire_all(&changed, &[("a", "2026-01-01T00:05:00Z")]).len(),
+            1
+        );
     }
 
     #[test]

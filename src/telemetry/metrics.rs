@@ -231,7 +231,8 @@ pub struct Metrics {
     /// `tripline_state_snapshot_bytes`: size of the last snapshot of the stateful rules.
     pub state_snapshot_bytes: Gauge,
     /// `tripline_state_snapshot_seconds`: how long the last snapshot took (capture and write).
-    pub state_snapshot_seconds: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub state_snapshot_seconds:
+        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `tripline_state_snapshot_failures_total`: snapshots that could not be written.
     pub state_snapshot_failures: Counter,
     /// `tripline_dead_letters_total`.
