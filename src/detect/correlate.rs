@@ -645,7 +645,7 @@ impl Correlator {
         let time = obs.time;
         let make = || match mode {
             Mode::Early { min } => State::Early(EarlyState {
-                recent: VecDeque::with_capacity(min.min(64)),
+                recent: VecDeque::new(),
                 fired_until: None,
                 suppressed: 0,
             }),

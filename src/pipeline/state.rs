@@ -283,22 +283,25 @@ impl StateKeeper {
     /// covers. A snapshot that cannot be written is logged and counted, and the confirmations
     /// are released anyway: the sources must not stall on a full disk; a crash before the
     /// next snapshot may then count events read again twice.
-    pub fn snapshot(&mut self, force: bool) {
+    ///
+    /// Returns how long the workers waited for it (the state was encoded under the cut).
+    pub fn snapshot(&mut self, force: bool) -> std::time::Duration {
         let started = Instant::now();
         let (held, captured) = {
             let _cut = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             let held = std::mem::take(&mut *lock(&self.inflight.held));
             if held.is_empty() && !force && !self.baselines.changed() {
-                return;
+                return started.elapsed();
             }
             (held, self.capture())
         };
+        let paused = started.elapsed();
         let (state, baselines) = match captured {
             Ok(c) => c,
             Err(e) => {
                 self.failed(&e);
                 release(held);
-                return;
+                return paused;
             }
         };
         let mut ok = true;
@@ -330,6 +333,7 @@ impl StateKeeper {
             .first_seen_evictions
             .inc_by(now.saturating_sub(self.evictions_seen));
         self.evictions_seen = now;
+        paused
     }
 
     /// Copies the state (under the gate) and encodes it.
@@ -344,7 +348,9 @@ impl StateKeeper {
                 self.metrics
                     .correlation_groups
                     .set(i64::try_from(c.groups()).unwrap_or(i64::MAX));
-                Some(c.snapshot())
+                let json = c.snapshot_json().map_err(|e| e.to_string())?;
+                let json = String::from_utf8(json).map_err(|e| e.to_string())?;
+                Some(serde_json::value::RawValue::from_string(json).map_err(|e| e.to_string())?)
             }
             _ => None,
         };
@@ -358,7 +364,16 @@ impl StateKeeper {
                 .iter()
                 .map(|r| SavedAlert::of(r)),
         );
-        let file = StateFile {
+        /// [`StateFile`] with the correlations' part already encoded.
+        #[derive(Serialize)]
+        struct StateFileRef {
+            version: u32,
+            written: DateTime<Utc>,
+            rules: RuleSetSnapshot,
+            correlations: Option<Box<serde_json::value::RawValue>>,
+            alerts: Vec<SavedAlert>,
+        }
+        let file = StateFileRef {
             version: STATE_VERSION,
             written: Utc::now(),
             rules: rules.snapshot(),

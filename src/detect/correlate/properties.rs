@@ -369,7 +369,12 @@ proptest! {
         for o in arrivals[..cut].iter().cloned() {
             first.observe(o, &mut got);
         }
-        let text = serde_json::to_vec(&first.snapshot()).unwrap();
+        // Written from the live engine, as the daemon does; read as a copy.
+        let text = first.snapshot_json().unwrap();
+        prop_assert_eq!(
+            serde_json::to_value(first.snapshot()).unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&text).unwrap()
+        );
         drop(first);
         let mut second = Correlator::new(&corrs, opts);
         let restored = second.restore(serde_json::from_slice(&text).unwrap());

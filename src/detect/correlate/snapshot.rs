@@ -52,7 +52,90 @@ impl CorrelatorSnapshot {
     }
 }
 
+/// [`CorrelatorSnapshot`] borrowed from a live correlator: the same JSON without copying
+/// the state first.
+#[derive(Serialize)]
+struct CorrelatorRef<'a> {
+    watermark: Option<DateTime<Utc>>,
+    latest: Option<DateTime<Utc>>,
+    seq: u64,
+    tick: u64,
+    late_total: u64,
+    evicted_total: u64,
+    correlations: Vec<CorrelationRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct CorrelationRef<'a> {
+    fingerprint: &'a str,
+    groups: Vec<GroupRef<'a>>,
+    pending: Vec<PendingRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct GroupRef<'a> {
+    key: &'a [String],
+    touched: u64,
+    state: &'a State,
+}
+
+#[derive(Serialize)]
+struct PendingRef<'a> {
+    input: usize,
+    time: DateTime<Utc>,
+    group: &'a [String],
+    value: &'a Option<String>,
+    doc_id: &'a str,
+    seq: u64,
+}
+
 impl Correlator {
+    /// The state as the JSON of a [`CorrelatorSnapshot`], written straight from the live
+    /// structures (the daemon's workers wait while it is taken).
+    pub fn snapshot_json(&self) -> serde_json::Result<Vec<u8>> {
+        let mut correlations: Vec<CorrelationRef<'_>> = self
+            .plans
+            .iter()
+            .zip(&self.groups)
+            .map(|(plan, groups)| CorrelationRef {
+                fingerprint: &plan.fingerprint,
+                groups: groups
+                    .recency
+                    .iter()
+                    .filter_map(|(touched, key)| {
+                        Some(GroupRef {
+                            key,
+                            touched: *touched,
+                            state: &groups.map.get(key)?.state,
+                        })
+                    })
+                    .collect(),
+                pending: Vec::new(),
+            })
+            .collect();
+        for Reverse(p) in self.pending.iter() {
+            if let Some(c) = correlations.get_mut(p.obs.corr) {
+                c.pending.push(PendingRef {
+                    input: p.obs.input,
+                    time: p.obs.time,
+                    group: &p.obs.group,
+                    value: &p.obs.value,
+                    doc_id: &p.obs.doc_id,
+                    seq: p.seq,
+                });
+            }
+        }
+        serde_json::to_vec(&CorrelatorRef {
+            watermark: self.watermark,
+            latest: self.latest,
+            seq: self.seq,
+            tick: self.tick,
+            late_total: self.late_total,
+            evicted_total: self.evicted_total,
+            correlations,
+        })
+    }
+
     /// A copy of the state.
     pub fn snapshot(&self) -> CorrelatorSnapshot {
         let mut correlations: Vec<CorrelationSnapshot> = self
