@@ -644,7 +644,7 @@ impl Correlator {
         self.tick += 1;
         let time = obs.time;
         let make = || match mode {
-            Mode::Early { min } => State::Early(EarlyState {
+            Mode::Early { .. } => State::Early(EarlyState {
                 recent: VecDeque::new(),
                 fired_until: None,
                 suppressed: 0,
