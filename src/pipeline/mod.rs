@@ -163,6 +163,7 @@ pub fn run(
     if let Some(f) = saved {
         keeper.restore(f);
     }
+    keeper.baseline_metrics();
     metrics
         .rules_loaded
         .set(rules.read().map(|r| r.len()).unwrap_or(0) as i64);

@@ -325,6 +325,13 @@ impl StateKeeper {
                 .state_snapshot_seconds
                 .set(started.elapsed().as_secs_f64());
         }
+        self.baseline_metrics();
+        paused
+    }
+
+    /// Sets the first-seen metrics from the store (a baseline dropped by a reload takes its
+    /// evictions with it: the counter never goes back).
+    pub fn baseline_metrics(&mut self) {
         self.metrics
             .first_seen_keys
             .set(i64::try_from(self.baselines.entries()).unwrap_or(i64::MAX));
@@ -333,7 +340,6 @@ impl StateKeeper {
             .first_seen_evictions
             .inc_by(now.saturating_sub(self.evictions_seen));
         self.evictions_seen = now;
-        paused
     }
 
     /// Copies the state (under the gate) and encodes it.
