@@ -1,12 +1,22 @@
 //! Falco rule conditions over Kubernetes audit events, as Falco evaluates them with its
 //! k8saudit and json plugins: the condition language ([`parse`]), the expansion of a rules
-//! file's macros and lists ([`Definitions`]) and the plugins' fields ([`fields`]).
+//! file's macros and lists ([`Definitions`]), the plugins' fields ([`fields`]) and a direct
+//! interpreter ([`eval`]).
+//!
+//! Typical use: parse each `macro:` condition and register it with its name, register each
+//! `list:`, then parse a rule's condition, [`Definitions::expand`] it, and [`eval`] the result
+//! on each event's [`Doc`].
 
 mod condition;
+mod eval;
 mod expand;
 pub mod fields;
 mod json;
 
 pub use condition::{parse, Check, Expr, ListItem, Op, Operand, ParseError};
+pub use eval::{eval, glob, path_under, Doc};
 pub use expand::{Definitions, ExpandError};
 pub use fields::{ArgKind, Field, FieldArg, FieldDef};
+
+#[cfg(test)]
+mod tests;
