@@ -21,13 +21,16 @@
 //! NumValue    ::= 0[xX][0-9a-zA-Z]+ | [+-]?[0-9]+\.?[0-9]*([eE][+-][0-9]+)?
 //! StrValue    ::= QuotedStr | [^ \b\t\n\r(),="']+
 //! NumOp       ::= '<=' | '<' | '>=' | '>'
-//! StrOp       ::= '==' | '=' | '!=' | 'glob ' | 'contains ' | 'icontains ' | 'bcontains '
-//!               | 'startswith ' | 'bstartswith ' | 'endswith '
+//! StrOp       ::= '==' | '=' | '!=' | 'glob ' | 'iglob ' | 'contains ' | 'icontains '
+//!               | 'bcontains ' | 'startswith ' | 'bstartswith ' | 'endswith '
 //! ListOp      ::= 'intersects' | 'in' | 'pmatch'
 //! ```
 //!
 //! `not` binds tighter than `and`, and `and` tighter than `or`. Operators are tried in the
 //! order above, so `intersects` wins over `in`, and the word operators need a blank after them.
+//! `iglob` comes from later libsinsp versions (`flt_compare_string`, `CO_IGLOB`); their other
+//! additions (`regex`, field transformers such as `tolower(...)`, right-hand fields `val(...)`)
+//! are not supported.
 //! Quoted strings take `"` or `'` and the escapes `\b \f \n \r \t \\ \/ \ ` and the escaped
 //! delimiter (libsinsp `escaping.cpp`, `unescape_str`).
 //!
@@ -91,6 +94,8 @@ pub enum Op {
     EndsWith,
     /// `glob`.
     Glob,
+    /// `iglob` (`glob` ignoring ASCII case).
+    IGlob,
     /// `in`.
     In,
     /// `intersects`.
@@ -117,6 +122,7 @@ impl Op {
             Op::BStartsWith => "bstartswith",
             Op::EndsWith => "endswith",
             Op::Glob => "glob",
+            Op::IGlob => "iglob",
             Op::In => "in",
             Op::Intersects => "intersects",
             Op::PMatch => "pmatch",
@@ -133,11 +139,12 @@ impl Op {
 const NUM_OPS: [(&str, Op); 4] = [("<=", Op::Le), ("<", Op::Lt), (">=", Op::Ge), (">", Op::Gt)];
 
 /// String operators, in the order libsinsp tries them (word operators with their blank).
-const STR_OPS: [(&str, Op); 10] = [
+const STR_OPS: [(&str, Op); 11] = [
     ("==", Op::Eq),
     ("=", Op::Eq),
     ("!=", Op::Ne),
     ("glob ", Op::Glob),
+    ("iglob ", Op::IGlob),
     ("contains ", Op::Contains),
     ("icontains ", Op::IContains),
     ("bcontains ", Op::BContains),
@@ -580,7 +587,7 @@ impl<'a> Parser<'a> {
         }
         Err(self.error(
             "expected a valid check operator: one of 'exists', '<=', '<', '>=', '>', '==', '=', \
-             '!=', 'glob', 'contains', 'icontains', 'bcontains', 'startswith', 'bstartswith', \
+             '!=', 'glob', 'iglob', 'contains', 'icontains', 'bcontains', 'startswith', 'bstartswith', \
              'endswith', 'intersects', 'in', 'pmatch'",
         ))
     }

@@ -10,12 +10,14 @@
 //!   list) is false: libsinsp throws "list filter ... only supports operators 'exists', 'in'
 //!   and 'intersects'" when it evaluates one, which stops Falco.
 //! - On a single-valued field, `in` and `intersects` test membership in the set, and `pmatch`
-//!   tests whether the value is one of the set's paths or lies under one of them.
+//!   tests whether the value is one of the set's paths or lies under one of them (libsinsp
+//!   `path_prefix_search`).
 //! - Every field of the k8saudit and json plugins is a string, so the other operators compare
 //!   strings as C's `strcmp` family does: `=`/`!=` byte equality, `<`/`<=`/`>`/`>=` byte-wise
 //!   order (so `ka.response.code >= 400` compares text: `"1000" < "400"`), `contains`,
 //!   `startswith`, `endswith` on bytes, `icontains` ignoring ASCII case only (`strcasestr`),
-//!   and `glob` as `fnmatch` without flags (`*` also matches `/`).
+//!   `glob` as `fnmatch` without flags (`*` also matches `/`), `iglob` as `fnmatch` with
+//!   `FNM_CASEFOLD` (`sinsp_utils::glob_match`).
 //!
 //! An empty list extracted by the plugin counts as no value (the plugin sets no value).
 
@@ -102,19 +104,27 @@ fn compare(op: Op, value: &str, rhs: &[&str]) -> bool {
         Op::StartsWith => value.starts_with(rhs0),
         Op::EndsWith => value.ends_with(rhs0),
         Op::Glob => glob(rhs0, value),
+        Op::IGlob => glob(&rhs0.to_ascii_lowercase(), &value.to_ascii_lowercase()),
         Op::BContains | Op::BStartsWith => false,
     }
 }
 
 /// True if `path` is `prefix` or lies under it, component by component (`/var/run` covers
-/// `/var/run/docker.sock` but not `/var/running`; empty components are ignored, so `/`
-/// covers every absolute path).
+/// `/var/run/docker.sock` but not `/var/running` nor `/var`; empty components are ignored, so
+/// `/` covers every path). A component of `prefix` holding `?`, `*` or `[` is a [`glob`]
+/// pattern for one component (libsinsp `path_prefix_map`, `split_path` and
+/// `match_components_glob`).
 pub fn path_under(path: &str, prefix: &str) -> bool {
     let mut path = path.split('/').filter(|c| !c.is_empty());
-    prefix
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .all(|want| path.next() == Some(want))
+    prefix.split('/').filter(|c| !c.is_empty()).all(|want| {
+        path.next().is_some_and(|have| {
+            if want.contains(['?', '*', '[']) {
+                glob(want, have)
+            } else {
+                have == want
+            }
+        })
+    })
 }
 
 /// `fnmatch(pattern, text, 0)`: `*` matches any run of characters (`/` included), `?` any one

@@ -73,8 +73,8 @@ enum Extract {
     RulesField(&'static str),
     /// The values under each element of `requestObject.spec.<array>`, missing ones skipped.
     SpecItems(&'static [&'static str]),
-    /// `ka.req.volume.hostpath[path]`: `true` if a hostPath volume has that path (or that
-    /// prefix, for an argument ending in `*`), else `false`.
+    /// `ka.req.volume.hostpath[path]`: `true` if the first volume's hostPath is that path (or
+    /// has that prefix, for an argument ending in `*`), else `false`.
     VolumeHostpath,
     /// The volume types: every key but `name` of each volume.
     VolumeTypes,
@@ -779,9 +779,12 @@ fn rules_field(root: Json<'_>, index: Option<usize>, key: &str) -> Option<Vec<St
     Some(out)
 }
 
-/// `ka.req.volume.hostpath[arg]`, over every volume.
+/// `ka.req.volume.hostpath[arg]`: `true` if the path matches (`arg` ending in `*`: starts
+/// with the rest), else `false`. The plugin walks the volumes with the request's argument
+/// index, which libsinsp leaves at 0 for a key argument, so only the first volume is read, and
+/// the field is unavailable when that volume has no `hostPath`.
 fn volume_hostpath(root: Json<'_>, arg: &str) -> Option<Vec<String>> {
-    let vals = values_recursive(root, None, &spec(&["volumes", "hostPath", "path"]))?;
+    let vals = values_recursive(root, Some(0), &spec(&["volumes", "hostPath", "path"]))?;
     let prefix = arg.strip_suffix('*');
     let hit = skip_nil(&vals)
         .iter()

@@ -79,6 +79,7 @@ fn operators_and_values() {
         ("ka.verb startswith g", Op::StartsWith),
         ("ka.verb endswith t", Op::EndsWith),
         ("ka.verb glob g*", Op::Glob),
+        ("ka.verb iglob G*", Op::IGlob),
         ("ka.response.code >= 400", Op::Ge),
         ("ka.response.code<0x1F", Op::Lt),
         ("ka.verb exists", Op::Exists),
@@ -335,8 +336,10 @@ fn extracts_k8saudit_fields() {
             "ka.req.pod.volumes.hostpath",
             &["/var/run/docker.sock", "/etc/kubernetes"],
         ),
-        ("ka.req.volume.hostpath[/etc*]", &["true"]),
-        ("ka.req.volume.hostpath[/etc]", &["false"]),
+        ("ka.req.volume.hostpath[/var/run*]", &["true"]),
+        ("ka.req.volume.hostpath[/var/run/docker.sock]", &["true"]),
+        // Only the first volume is read.
+        ("ka.req.volume.hostpath[/etc*]", &["false"]),
         (
             "ka.req.pod.volumes.volume_type",
             &["hostPath", "emptyDir", "hostPath"],
@@ -391,6 +394,8 @@ fn operator_semantics() {
         "ka.uri glob /api/*/pods/*",
         "ka.user.name glob [a-c]l?ce",
         "ka.user.name glob [!b]lice",
+        "ka.user.name iglob A*E",
+        "ka.uri pmatch (/api/*/namespaces)",
         "ka.response.code >= 200",
         "ka.response.code < 3",
         "ka.response.code > 1000",
@@ -417,6 +422,8 @@ fn operator_semantics() {
         "ka.verb=Create",
         "ka.user.name icontains bob",
         "ka.user.name glob a",
+        "ka.user.name glob A*",
+        "ka.uri pmatch (/api/*/x)",
         "ka.response.code >= 400",
         "ka.user.groups in (dev)",
         "ka.user.groups intersects (ops)",
@@ -450,6 +457,9 @@ fn glob_and_path_helpers() {
     assert!(path_under("/var/run", "/var/run/"));
     assert!(!path_under("/var/running", "/var/run"));
     assert!(!path_under("/var", "/var/run"));
+    assert!(path_under("/etc/x", "/"));
+    assert!(path_under("/home/u1/.ssh/id", "/home/*/.ssh"));
+    assert!(!path_under("/home/u1/.sshx", "/home/*/.ssh"));
 }
 
 // ----- Falco's rules files and trace files -----
