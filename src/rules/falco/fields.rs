@@ -858,7 +858,7 @@ fn json_pointer<'a>(root: Json<'a>, pointer: &str) -> Option<Json<'a>> {
 }
 
 /// The event's timestamp in nanoseconds since the epoch: the k8saudit plugin stamps each event
-/// with its `stageTimestamp`.
+/// with its `stageTimestamp` (`source.go`, `parseSingleAuditEventJSON`).
 fn rawtime(root: Json<'_>) -> Option<String> {
     let ts = root.get("stageTimestamp")?.text();
     let t = chrono::DateTime::parse_from_rfc3339(&ts).ok()?;

@@ -6,6 +6,11 @@
 //! Typical use: parse each `macro:` condition and register it with its name, register each
 //! `list:`, then parse a rule's condition, [`Definitions::expand`] it, and [`eval`] the result
 //! on each event's [`Doc`].
+//!
+//! What reaches the rules in Falco is decided before them, by the k8saudit plugin's source
+//! (`source.go`, `ParseAuditEventsJSON`): an `Event`, the items of an `EventList`, or the
+//! elements of an array; an event without a `stageTimestamp` in RFC 3339 form is dropped with a
+//! log line and never evaluated. The integration with tripline's input has to do the same.
 
 mod condition;
 mod eval;
