@@ -5,6 +5,7 @@ pub mod baseline;
 mod condition;
 mod config;
 pub mod correlation;
+pub mod falco;
 mod harness;
 mod matcher;
 pub mod model;

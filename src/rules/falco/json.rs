@@ -1,0 +1,158 @@
+//! Navigation over the text of a JSON value, the way the k8saudit plugin reads an event: object
+//! members in their written order, array elements by index, and non-string values rendered as
+//! compact JSON text.
+
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// One JSON value, borrowed from the event's text.
+#[derive(Clone, Copy)]
+pub(crate) struct Json<'a>(&'a RawValue);
+
+/// The type of a JSON value, from its first character.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Object,
+    Array,
+    String,
+    Other,
+}
+
+impl<'a> Json<'a> {
+    /// The value whose text is `text`, or `None` if it is not one JSON value.
+    pub(crate) fn parse(text: &'a str) -> Option<Json<'a>> {
+        serde_json::from_str::<&RawValue>(text).ok().map(Json)
+    }
+
+    /// The value's type.
+    pub(crate) fn kind(self) -> Kind {
+        match self.0.get().as_bytes().first() {
+            Some(b'{') => Kind::Object,
+            Some(b'[') => Kind::Array,
+            Some(b'"') => Kind::String,
+            _ => Kind::Other,
+        }
+    }
+
+    /// The member `key` of an object (the first one if repeated), or the element at index `key`
+    /// of an array; `None` otherwise.
+    pub(crate) fn get(self, key: &str) -> Option<Json<'a>> {
+        match self.kind() {
+            Kind::Object => self
+                .entries()?
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v),
+            Kind::Array => {
+                let i: usize = key.parse().ok()?;
+                self.items()?.get(i).copied()
+            }
+            _ => None,
+        }
+    }
+
+    /// The value at the end of a chain of keys ([`Json::get`] at each step).
+    pub(crate) fn path(self, keys: &[&str]) -> Option<Json<'a>> {
+        keys.iter().try_fold(self, |v, k| v.get(k))
+    }
+
+    /// The elements of an array, `None` for anything else.
+    pub(crate) fn items(self) -> Option<Vec<Json<'a>>> {
+        if self.kind() != Kind::Array {
+            return None;
+        }
+        serde_json::from_str::<Vec<&RawValue>>(self.0.get())
+            .ok()
+            .map(|v| v.into_iter().map(Json).collect())
+    }
+
+    /// The members of an object in written order, `None` for anything else.
+    pub(crate) fn entries(self) -> Option<Vec<(String, Json<'a>)>> {
+        if self.kind() != Kind::Object {
+            return None;
+        }
+        let mut de = serde_json::Deserializer::from_str(self.0.get());
+        de.deserialize_map(Entries).ok()
+    }
+
+    /// The value as the plugin renders it: a string's content, or the compact JSON text of
+    /// anything else.
+    pub(crate) fn text(self) -> String {
+        if self.kind() == Kind::String {
+            if let Ok(s) = serde_json::from_str::<String>(self.0.get()) {
+                return s;
+            }
+        }
+        compact(self.0.get())
+    }
+
+    /// True for the JSON literal `true`.
+    pub(crate) fn is_true(self) -> bool {
+        self.0.get() == "true"
+    }
+}
+
+/// Collects an object's members in order.
+struct Entries;
+
+impl<'de> Visitor<'de> for Entries {
+    type Value = Vec<(String, Json<'de>)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+            out.push((k, Json(v)));
+        }
+        Ok(out)
+    }
+}
+
+/// `text` without the blanks between tokens (blanks inside strings are kept).
+fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn navigates_objects_and_arrays_in_order() {
+        let j = Json::parse(r#"{"b": [1, {"x": "y z"}], "a": true, "b": 2}"#).unwrap();
+        assert_eq!(
+            j.get("b").unwrap().get("1").unwrap().text(),
+            r#"{"x":"y z"}"#
+        );
+        assert!(j.get("a").unwrap().is_true());
+        let keys: Vec<String> = j.entries().unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["b", "a", "b"]);
+        assert_eq!(j.path(&["b", "1", "x"]).unwrap().text(), "y z");
+        assert!(j.path(&["b", "7"]).is_none());
+    }
+}
