@@ -128,24 +128,121 @@ impl Baseline {
     }
 }
 
-/// The hash of `spec`'s key in `ev`; `None` when a field is missing.
+/// The most keys one thread's memo of [`key_of`] holds; a full memo starts over empty.
+pub const KEY_MEMO_ENTRIES: usize = 1024;
+
+/// The longest raw text of a key the memo keeps (bytes): a thread's memo stays under about
+/// half a megabyte whatever the events hold; longer keys are hashed each time.
+pub const KEY_MEMO_TEXT_BYTES: usize = 512;
+
+/// One thread's memo of [`key_of`]: the raw text of a key's values ([`raw_key_text`]) -> the
+/// key's hash. Looked up by the exact text, so a hit is always the hash [`key_of_direct`] gives.
+#[derive(Debug, Default)]
+struct KeyMemo {
+    keys: HashMap<Box<[u8]>, Key, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>,
+    /// The raw text of the event at hand (kept to reuse its allocation).
+    text: Vec<u8>,
+}
+
+thread_local! {
+    static KEY_MEMO: std::cell::RefCell<KeyMemo> = std::cell::RefCell::default();
+}
+
+/// The hash of `spec`'s key in `ev`; `None` when a field is missing. The same as
+/// [`key_of_direct`], memoised per thread: an identity and client seen again (most requests)
+/// skip the normalisation and the hash.
 pub fn key_of(spec: &FirstSeenSpec, ev: &Event<'_>) -> Option<(u64, u64)> {
+    let memoised = KEY_MEMO.try_with(|memo| {
+        let Ok(mut memo) = memo.try_borrow_mut() else {
+            return key_of_direct(spec, ev);
+        };
+        let KeyMemo { keys, text } = &mut *memo;
+        text.clear();
+        if !raw_key_text(spec, ev, text) {
+            return None;
+        }
+        if text.len() > KEY_MEMO_TEXT_BYTES {
+            if text.capacity() > 4 * KEY_MEMO_TEXT_BYTES {
+                *text = Vec::new();
+            }
+            return key_of_direct(spec, ev);
+        }
+        if let Some(key) = keys.get(text.as_slice()) {
+            return Some(*key);
+        }
+        let key = key_of_direct(spec, ev)?;
+        if keys.len() >= KEY_MEMO_ENTRIES {
+            keys.clear();
+        }
+        keys.insert(text.as_slice().into(), key);
+        Some(key)
+    });
+    // The thread is exiting (its memo is gone): hash directly.
+    memoised.unwrap_or_else(|_| key_of_direct(spec, ev))
+}
+
+/// Writes what [`key_of_direct`] hashes before normalising to `out`: per field, its
+/// normalisation's tag byte, its values' text separated by `0xfe`, then `0xff` (bytes UTF-8
+/// never contains, so two events have the same text only if they have the same values, and
+/// then the same key). False when a field is missing.
+fn raw_key_text(spec: &FirstSeenSpec, ev: &Event<'_>, out: &mut Vec<u8>) -> bool {
+    use std::io::Write as _;
+    for f in &spec.fields {
+        out.push(match f.normalize {
+            None => 0,
+            Some(Normalize::Lowercase) => 1,
+            Some(Normalize::ProductMajor) => 2,
+            Some(Normalize::Network) => 3,
+        });
+        let mut n = 0usize;
+        ev.any_value(&f.field, &mut |v| {
+            if matches!(v, FieldValue::Null | FieldValue::Object) {
+                return false;
+            }
+            if n > 0 {
+                out.push(0xfe);
+            }
+            n += 1;
+            // Writing to a Vec cannot fail.
+            let _ = match v {
+                FieldValue::Str(s) => out.write_all(s.as_bytes()),
+                FieldValue::Int(i) => write!(out, "{i}"),
+                FieldValue::Float(x) => write!(out, "{x}"),
+                FieldValue::Bool(b) => write!(out, "{b}"),
+                FieldValue::Null | FieldValue::Object => Ok(()),
+            };
+            false
+        });
+        if n == 0 {
+            return false;
+        }
+        out.push(0xff);
+    }
+    true
+}
+
+/// The hash of `spec`'s key in `ev`, computed from the event; `None` when a field is missing.
+/// The hash is persisted (`baselines.json`): it must not change between releases.
+pub fn key_of_direct(spec: &FirstSeenSpec, ev: &Event<'_>) -> Option<(u64, u64)> {
     let mut h = blake3::Hasher::new();
     for f in &spec.fields {
         let mut n = 0usize;
         ev.any_value(&f.field, &mut |v| {
             let text = match v {
-                FieldValue::Str(s) => s.to_string(),
-                FieldValue::Int(i) => i.to_string(),
-                FieldValue::Float(x) => x.to_string(),
-                FieldValue::Bool(b) => b.to_string(),
+                FieldValue::Str(s) => std::borrow::Cow::Borrowed(s),
+                FieldValue::Int(i) => i.to_string().into(),
+                FieldValue::Float(x) => x.to_string().into(),
+                FieldValue::Bool(b) => b.to_string().into(),
                 FieldValue::Null | FieldValue::Object => return false,
             };
             if n > 0 {
                 h.update(b",");
             }
             n += 1;
-            h.update(normalize(f.normalize, &text).as_bytes());
+            match f.normalize {
+                None => h.update(text.as_bytes()),
+                Some(how) => h.update(normalize(Some(how), &text).as_bytes()),
+            };
             false
         });
         if n == 0 {
@@ -471,6 +568,137 @@ mod tests {
         }
         assert_eq!(normalize(Some(Normalize::Lowercase), "AbC"), "abc");
         assert_eq!(normalize(None, "AbC"), "AbC");
+    }
+
+    fn field(name: &str, normalize: Option<Normalize>) -> super::super::model::FirstSeenField {
+        let path = crate::event::FieldPath::parse(name).unwrap();
+        super::super::model::FirstSeenField {
+            name: name.into(),
+            field: crate::event::FieldRef::resolve(&path),
+            normalize,
+        }
+    }
+
+    fn event(user: &str, ua: &str, ip: &str) -> String {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","verb":"get","user":{{"username":"{user}","groups":["g1","g2"]}},"userAgent":"{ua}","sourceIPs":["{ip}"],"responseStatus":{{"code":200}},"stageTimestamp":"2026-12-05T09:12:44.131907Z"}}"#
+        )
+    }
+
+    /// The memoised key is the direct key, on a miss and on a hit, for normalised and plain
+    /// fields, several values of one field, and across specs that read the same values
+    /// differently; a missing field is no key either way.
+    #[test]
+    fn the_memoised_key_is_the_direct_key() {
+        let specs = [
+            vec![
+                field("user.username", None),
+                field("userAgent", Some(Normalize::ProductMajor)),
+            ],
+            vec![field("user.username", None), field("userAgent", None)],
+            vec![
+                field("userAgent", Some(Normalize::Lowercase)),
+                field("sourceIPs", Some(Normalize::Network)),
+            ],
+            vec![
+                field("user.groups", None),
+                field("responseStatus.code", None),
+            ],
+            vec![field("user.username", None), field("objectRef.name", None)],
+        ];
+        let events = [
+            event(
+                "system:serviceaccount:shop:cart",
+                "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+                "10.0.3.17",
+            ),
+            event(
+                "system:serviceaccount:shop:cart",
+                "kubectl/v1.30.0 (darwin/arm64) kubernetes/7c48c2b",
+                "10.0.3.99",
+            ),
+            event("alice", "Go-http-client/2.0", "2001:db8:1:2:3:4:5:6"),
+            event("alice", "curl/8.5.0", "not-an-ip"),
+        ];
+        for fields in specs {
+            let s = FirstSeenSpec {
+                fields,
+                ..spec(14, 7, 10)
+            };
+            for text in &events {
+                let ev = Event::parse(text).unwrap();
+                let direct = key_of_direct(&s, &ev);
+                assert_eq!(key_of(&s, &ev), direct, "miss: {text}");
+                assert_eq!(key_of(&s, &ev), direct, "hit: {text}");
+            }
+        }
+        // A product-major key is shared by upgrades, a plain one is not.
+        let s = FirstSeenSpec {
+            fields: vec![field("userAgent", Some(Normalize::ProductMajor))],
+            ..spec(14, 7, 10)
+        };
+        let plain = FirstSeenSpec {
+            fields: vec![field("userAgent", None)],
+            ..spec(14, 7, 10)
+        };
+        let (a, b) = (
+            Event::parse(&events[0]).unwrap(),
+            Event::parse(&events[1]).unwrap(),
+        );
+        assert_eq!(key_of(&s, &a), key_of(&s, &b));
+        assert_ne!(key_of(&plain, &a), key_of(&plain, &b));
+        assert_ne!(key_of(&s, &a), key_of(&plain, &a));
+        // The key of the persisted format: kubectl/1 for a service account.
+        let both = FirstSeenSpec {
+            fields: vec![
+                field("user.username", None),
+                field("userAgent", Some(Normalize::ProductMajor)),
+            ],
+            ..spec(14, 7, 10)
+        };
+        let mut h = blake3::Hasher::new();
+        h.update(b"system:serviceaccount:shop:cart\xffkubectl/1\xff");
+        let want = h.finalize();
+        let b = want.as_bytes();
+        let want = (
+            u64::from_le_bytes(b[..8].try_into().unwrap()),
+            u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        );
+        assert_eq!(key_of(&both, &a), Some(want));
+    }
+
+    #[test]
+    fn the_key_memo_holds_at_most_its_bound() {
+        let s = FirstSeenSpec {
+            fields: vec![field("user.username", None)],
+            ..spec(14, 7, 10)
+        };
+        let memo_len = || KEY_MEMO.with(|m| m.borrow().keys.len());
+        for i in 0..KEY_MEMO_ENTRIES * 3 + 7 {
+            let text = event(&format!("user-{i}"), "curl/8.5.0", "10.0.0.1");
+            let ev = Event::parse(&text).unwrap();
+            assert_eq!(key_of(&s, &ev), key_of_direct(&s, &ev));
+            assert!(memo_len() <= KEY_MEMO_ENTRIES, "{}", memo_len());
+        }
+        assert!(memo_len() > 0);
+        // A missing field is neither a key nor remembered.
+        let before = memo_len();
+        let text = r#"{"kind":"Event","verb":"get","stageTimestamp":"2026-12-05T09:12:44Z"}"#;
+        let ev = Event::parse(text).unwrap();
+        assert_eq!(key_of(&s, &ev), None);
+        assert_eq!(memo_len(), before);
+        // Nor is a key longer than the memo keeps; its hash is the direct one.
+        let text = event(
+            &"u".repeat(KEY_MEMO_TEXT_BYTES * 8),
+            "curl/8.5.0",
+            "10.0.0.1",
+        );
+        let ev = Event::parse(&text).unwrap();
+        assert_eq!(key_of(&s, &ev), key_of_direct(&s, &ev));
+        assert!(key_of(&s, &ev).is_some());
+        assert_eq!(memo_len(), before);
+        let text_capacity = KEY_MEMO.with(|m| m.borrow().text.capacity());
+        assert!(text_capacity <= 4 * KEY_MEMO_TEXT_BYTES, "{text_capacity}");
     }
 
     #[test]

@@ -655,14 +655,26 @@ fn throttle_key(keys: (u64, u64), ev: &Event<'_>, fields: &[crate::event::FieldR
 
 /// True if and only if `rule`'s `first_seen` key in `ev` is new to `baseline` after its learning
 /// period; learns the key either way. An event without the key's fields or without a time
-/// neither alerts nor is learned.
-fn first_seen(rule: &Rule, baseline: &BaselineRef, ev: &Event<'_>) -> bool {
+/// neither alerts nor is learned. `time` holds the event's time once read; `now`, the time
+/// throttling uses, is set to it when the event has one.
+fn first_seen(
+    rule: &Rule,
+    baseline: &BaselineRef,
+    ev: &Event<'_>,
+    time: &std::cell::OnceCell<Option<DateTime<Utc>>>,
+    now: &std::cell::OnceCell<DateTime<Utc>>,
+) -> bool {
     let Some(spec) = &rule.first_seen else {
         return true;
     };
-    let (Some(key), Some(time)) = (super::baseline::key_of(spec, ev), ev.time()) else {
+    let Some(key) = super::baseline::key_of(spec, ev) else {
         return false;
     };
+    let Some(time) = *time.get_or_init(|| ev.time()) else {
+        return false;
+    };
+    // Throttling would read the same time.
+    let _ = now.set(time);
     baseline
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1357,6 +1369,8 @@ impl RuleSet {
         hits.sort_unstable();
         // The event time, read once for all throttled rules that matched.
         let now = std::cell::OnceCell::new();
+        // The same for first-seen rules, which skip an event without one.
+        let time = std::cell::OnceCell::new();
         for i in hits {
             if let Some(inputs) = inputs.as_deref_mut() {
                 if !self.correlation_inputs(i).is_empty() {
@@ -1368,7 +1382,7 @@ impl RuleSet {
                 continue;
             }
             if let Some(Some(baseline)) = self.baselines.get(i) {
-                if !first_seen(rule, baseline, ev) {
+                if !first_seen(rule, baseline, ev, &time, &now) {
                     continue;
                 }
             }
