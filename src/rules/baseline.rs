@@ -72,9 +72,18 @@ pub struct Baseline {
     seen: Table,
     evictions: u64,
     max_entries: usize,
-    /// Changed since the last [`Baselines::store`].
+    /// A key was added or removed, or the start moved, since the last [`Baselines::encode`]:
+    /// the next snapshot must write the store (a checkpoint must not pass an event whose key
+    /// the file does not have).
     dirty: bool,
+    /// Only last-seen times moved since the last [`Baselines::encode`]: written at most every
+    /// [`TIMES_WRITE_INTERVAL`], since they only move the `history` boundary.
+    times_moved: bool,
 }
+
+/// How long last-seen times alone may wait to be written: after a crash a key's history may
+/// end up to this much earlier than without the crash.
+pub const TIMES_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Baseline {
     /// Records `key` seen at `time` (unix seconds); true if and only if the event alerts: the
@@ -83,16 +92,23 @@ impl Baseline {
         let history = i64::try_from(spec.history.as_secs()).unwrap_or(i64::MAX);
         let learning = i64::try_from(spec.learning.as_secs()).unwrap_or(i64::MAX);
         let start = self.start.map_or(time, |s| s.min(time));
-        self.start = Some(start);
-        self.dirty = true;
+        if self.start != Some(start) {
+            self.start = Some(start);
+            self.dirty = true;
+        }
         if let Some(last) = self.seen.get_mut(&key) {
             // Known: seen within `history`, or later than this event (out of order).
             if time.saturating_sub(*last) <= history {
-                *last = (*last).max(time);
+                if time > *last {
+                    *last = time;
+                    self.times_moved = true;
+                }
                 return false;
             }
             *last = time;
+            self.times_moved = true;
         } else {
+            self.dirty = true;
             if self.seen.len() >= self.max_entries.max(1) {
                 self.make_room(time, history);
             }
@@ -302,6 +318,8 @@ fn network(value: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Baselines {
     by_rule: Mutex<HashMap<(String, u64), SharedBaseline>>,
+    /// When [`Baselines::encode`] last ran (`None`: never).
+    encoded: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -378,9 +396,15 @@ impl Baselines {
             .sum()
     }
 
-    /// True if and only if a baseline changed since the last [`Baselines::store`].
+    /// True if and only if the store should be written: a key was added or removed since
+    /// the last [`Baselines::encode`], or last-seen times moved and the last write is more than
+    /// [`TIMES_WRITE_INTERVAL`] old.
     pub fn changed(&self) -> bool {
-        lock(&self.by_rule).values().any(|b| lock(b).dirty)
+        let times_due = lock(&self.encoded).is_none_or(|t| t.elapsed() >= TIMES_WRITE_INTERVAL);
+        lock(&self.by_rule).values().any(|b| {
+            let b = lock(b);
+            b.dirty || (times_due && b.times_moved)
+        })
     }
 
     /// Reads `path`; an absent file is an empty store.
@@ -439,11 +463,13 @@ impl Baselines {
                 evictions: r.evictions,
                 max_entries: DEFAULT_MAX_ENTRIES,
                 dirty: false,
+                times_moved: false,
             };
             by_rule.insert((r.rule, spec), Arc::new(Mutex::new(b)));
         }
         Ok(Baselines {
             by_rule: Mutex::new(by_rule),
+            encoded: Mutex::new(None),
         })
     }
 
@@ -489,6 +515,7 @@ impl Baselines {
 
     /// The store as the text of `baselines.json`; marks every baseline as written.
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        *lock(&self.encoded) = Some(std::time::Instant::now());
         let baselines = {
             let by_rule = lock(&self.by_rule);
             by_rule
@@ -496,6 +523,7 @@ impl Baselines {
                 .map(|((rule, spec), b)| {
                     let mut b = lock(b);
                     b.dirty = false;
+                    b.times_moved = false;
                     BaselineRecord {
                         rule: rule.clone(),
                         spec: format!("{spec:016x}"),
@@ -532,6 +560,33 @@ mod tests {
     }
 
     const DAY: i64 = 86400;
+
+    #[test]
+    fn a_new_key_must_be_written_at_the_next_snapshot_and_moved_times_only_every_interval() {
+        let store = Baselines::default();
+        let b: SharedBaseline = Arc::default();
+        lock(&b).max_entries = 10;
+        lock(&store.by_rule).insert(("r".into(), 1), b.clone());
+        let sp = spec(14, 0, 10);
+        lock(&b).observe((1, 1), DAY, &sp);
+        assert!(store.changed(), "a new key");
+        store.encode().unwrap();
+        assert!(!store.changed());
+        lock(&b).observe((1, 1), DAY + 30, &sp);
+        assert!(
+            !store.changed(),
+            "only a last-seen time moved, just after a write"
+        );
+        lock(&b).observe((2, 2), DAY + 40, &sp);
+        assert!(store.changed(), "another new key");
+        store.encode().unwrap();
+        *lock(&store.encoded) = Some(std::time::Instant::now() - TIMES_WRITE_INTERVAL);
+        lock(&b).observe((1, 1), DAY + 50, &sp);
+        assert!(
+            store.changed(),
+            "moved times are written once the interval has passed"
+        );
+    }
 
     #[test]
     fn user_agents_keep_their_product_and_major_version() {
