@@ -95,14 +95,7 @@ impl WorkerContext {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
             queue_depth.set(self.rx.len() as i64);
             let started = Instant::now();
-            let cut = self
-                .gate
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let rules = match self.rules.read() {
-                Ok(r) => r.clone(),
-                Err(poisoned) => poisoned.into_inner().clone(),
-            };
+            let (cut, rules) = self.enter();
             if !alert_counters
                 .as_ref()
                 .is_some_and(|(r, _)| Arc::ptr_eq(r, &rules))
@@ -124,6 +117,20 @@ impl WorkerContext {
             latency.observe(started.elapsed().as_secs_f64());
             ack.done();
         }
+    }
+
+    /// Enters the gate (a snapshot waits until the batch is registered) and takes the current
+    /// rules.
+    fn enter(&self) -> (std::sync::RwLockReadGuard<'_, ()>, Arc<RuleSet>) {
+        let cut = self
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rules = match self.rules.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        (cut, rules)
     }
 
     /// The correlator of `rules`, made when the rules were swapped without one (the reloader
@@ -171,14 +178,7 @@ impl WorkerContext {
         if beyond.is_zero() && !self.inflight.has_restored() {
             return;
         }
-        let cut = self
-            .gate
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let rules = match self.rules.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let (cut, rules) = self.enter();
         let mut out = Outputs::default();
         if !beyond.is_zero() {
             if let Some(c) = self.correlator_of(&rules) {

@@ -136,50 +136,13 @@ impl Correlator {
         })
     }
 
-    /// A copy of the state.
+    /// A copy of the state: [`Correlator::snapshot_json`] read back, so that there is one
+    /// description of what a snapshot holds.
     pub fn snapshot(&self) -> CorrelatorSnapshot {
-        let mut correlations: Vec<CorrelationSnapshot> = self
-            .plans
-            .iter()
-            .zip(&self.groups)
-            .map(|(plan, groups)| CorrelationSnapshot {
-                fingerprint: plan.fingerprint.clone(),
-                groups: groups
-                    .recency
-                    .iter()
-                    .filter_map(|(touched, key)| {
-                        let slot = groups.map.get(key)?;
-                        Some(GroupSnapshot {
-                            key: key.clone(),
-                            touched: *touched,
-                            state: slot.state.clone(),
-                        })
-                    })
-                    .collect(),
-                pending: Vec::new(),
-            })
-            .collect();
-        for Reverse(p) in self.pending.iter() {
-            if let Some(c) = correlations.get_mut(p.obs.corr) {
-                c.pending.push(PendingSnapshot {
-                    input: p.obs.input,
-                    time: p.obs.time,
-                    group: p.obs.group.clone(),
-                    value: p.obs.value.clone(),
-                    doc_id: p.obs.doc_id.clone(),
-                    seq: p.seq,
-                });
-            }
-        }
-        CorrelatorSnapshot {
-            watermark: self.watermark,
-            latest: self.latest,
-            seq: self.seq,
-            tick: self.tick,
-            late_total: self.late_total,
-            evicted_total: self.evicted_total,
-            correlations,
-        }
+        self.snapshot_json()
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .unwrap_or_default()
     }
 
     /// Takes over `snap`: the watermark, and the windows and buffered observations of each
