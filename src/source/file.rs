@@ -216,6 +216,10 @@ struct Tracked {
     /// A new file read from its start: before it is read, its first bytes are compared with
     /// what was read of other files (`copy_of`), once they identify it.
     check_copy: bool,
+    /// When the file was first found (an increasing number, kept across truncations and by
+    /// the copy that continues a reading): of two files with the same unread content, the one
+    /// found first is the original.
+    found: u64,
 }
 
 impl Tracked {
@@ -252,6 +256,7 @@ impl Tracked {
             present,
             retired_at: None,
             check_copy: false,
+            found: instance,
         }
     }
 
@@ -880,7 +885,7 @@ impl FileSource {
         }
         let mut check_copy = false;
         if !by_key {
-            match self.copy_of(&prefix) {
+            match self.copy_of(&prefix, None) {
                 // Decided before its first read (`read_some`), when its first bytes identify it.
                 CopyOf::Followed | CopyOf::Retired(_) => check_copy = true,
                 CopyOf::Checkpointed(k) => {
@@ -927,7 +932,7 @@ impl FileSource {
     /// Content is recognised by a fingerprint that covers everything read before (up to
     /// [`FINGERPRINT_BYTES`]) and at least one complete line: audit events carry unique ids
     /// and times, while their first bytes are the same in every file.
-    fn copy_of(&self, prefix: &[u8]) -> CopyOf {
+    fn copy_of(&self, prefix: &[u8], this: Option<FileKey>) -> CopyOf {
         if !self.cfg.detect_copies {
             return CopyOf::Nothing;
         }
@@ -949,13 +954,40 @@ impl FileSource {
                 followed = true;
             }
         }
-        if followed {
+        if followed || self.unread_original(prefix, this) {
             return CopyOf::Followed;
         }
         self.restored
             .iter()
             .find(|(_, cp)| same(cp.fingerprint, cp.fingerprint_len, cp.offset))
             .map_or(CopyOf::Nothing, |(k, _)| CopyOf::Checkpointed(*k))
+    }
+
+    /// Whether a file found before `this` (a file not tracked yet, when `None`) holds the
+    /// content that begins with `prefix`, unread. logrotate's copytruncate copies and then
+    /// truncates: a source that finds the copy before it has read the original, and reads the
+    /// copy first, would read the original's content again before the truncation. The copy
+    /// waits instead: once the original is read, the copy continues that reading after the
+    /// truncation (`Retired`); if the original is truncated unread, the copy is read.
+    fn unread_original(&self, prefix: &[u8], this: Option<FileKey>) -> bool {
+        let found = this
+            .and_then(|k| self.tracked.get(&k))
+            .map_or(u64::MAX, |t| t.found);
+        self.tracked.iter().any(|(k, t)| {
+            if Some(*k) == this || t.found >= found || t.read_pos != 0 {
+                return false;
+            }
+            let Some(file) = &t.file else {
+                return false;
+            };
+            let Ok(theirs) = read_prefix(file, FINGERPRINT_BYTES) else {
+                return false;
+            };
+            let m = prefix.len().min(theirs.len());
+            m > 0
+                && prefix[..m] == theirs[..m]
+                && (m == FINGERPRINT_BYTES || memchr::memchr(b'\n', &prefix[..m]).is_some())
+        })
     }
 
     /// Follows `file`, a copy of the content that the reading `retired` read before its file
@@ -1058,7 +1090,7 @@ impl FileSource {
                 // Not identifiable yet (a first line still being written, or being copied).
                 return Ok(0);
             }
-            match self.copy_of(&prefix) {
+            match self.copy_of(&prefix, Some(key)) {
                 CopyOf::Followed => {
                     // A copy of a followed file that still holds the content: not read.
                     // Once that file is truncated, the copy continues its reading.
@@ -1132,6 +1164,7 @@ impl FileSource {
             present: false,
             retired_at: Some(scans),
             check_copy: false,
+            found: t.found,
         };
         t.instance = instance;
         t.read_pos = 0;
@@ -1946,6 +1979,57 @@ mod tests {
         h.step();
         assert_eq!(h.confirmed("audit.log.1"), (6, 3));
         assert_eq!(h.confirmed("audit.log"), (2, 1));
+    }
+
+    /// Regression (CI): copytruncate right after a write, before the source read it. The copy
+    /// was found and read first, then the original's same content was read before the
+    /// truncation: every line twice. The copy now waits for the original, found before it.
+    #[test]
+    fn a_copy_of_unread_content_found_first_is_not_read_twice() {
+        let mut h = Harness::new(Opts::glob("audit.log*"));
+        // The copy's file exists before the original (a lower inode: read first in a turn).
+        let spare = h.dirs.path("spare");
+        File::create(&spare).unwrap();
+        let log = h.path("audit.log");
+        fs::write(&log, b"0\n").unwrap();
+        let mut all = h.step();
+        // An earlier rotation: the original is followed from its start again.
+        truncate(&log);
+        all.extend(h.step());
+        append(&log, b"1\n2\n");
+        fs::write(&spare, fs::read(&log).unwrap()).unwrap();
+        fs::rename(&spare, h.path("audit.log.1")).unwrap();
+        // The source turns between the copy and the truncation.
+        all.extend(h.step());
+        truncate(&log);
+        append(&log, b"x\n");
+        for _ in 0..3 {
+            all.extend(h.step());
+        }
+        let mut every = lines(&all);
+        every.sort();
+        assert_eq!(every, ["0", "1", "2", "x"]);
+    }
+
+    /// The same with the truncation before the source read the original: the copy is read.
+    #[test]
+    fn a_copy_of_content_truncated_unread_is_read() {
+        let mut h = Harness::new(Opts::glob("audit.log*"));
+        let log = h.path("audit.log");
+        fs::write(&log, b"0\n").unwrap();
+        let mut all = h.step();
+        truncate(&log);
+        all.extend(h.step());
+        append(&log, b"1\n2\n");
+        fs::copy(&log, h.path("audit.log.1")).unwrap();
+        truncate(&log);
+        append(&log, b"x\n");
+        for _ in 0..3 {
+            all.extend(h.step());
+        }
+        let mut every = lines(&all);
+        every.sort();
+        assert_eq!(every, ["0", "1", "2", "x"]);
     }
 
     /// logrotate creates the copy, then fills it: found empty (or with part of its first
