@@ -3,7 +3,11 @@
 //! file's macros and lists ([`Definitions`]), the plugins' fields ([`fields`]) and a direct
 //! interpreter ([`eval`]).
 //!
-//! Typical use: parse each `macro:` condition and register it with its name, register each
+//! Rules files load with [`load_files`] (or a [`Loader`], file by file), as Falco's rule
+//! loader reads, merges and compiles them; the result, [`FalcoRules`], holds each `k8s_audit`
+//! rule with its expanded condition.
+//!
+//! Lower level: parse each `macro:` condition and register it with its name, register each
 //! `list:`, then parse a rule's condition, [`Definitions::expand`] it, and [`eval`] the result
 //! on each event's [`Doc`].
 //!
@@ -17,11 +21,17 @@ mod eval;
 mod expand;
 pub mod fields;
 mod json;
+mod loader;
 
 pub use condition::{parse, Check, Expr, ListItem, Op, Operand, ParseError};
 pub use eval::{eval, glob, path_under, Doc};
 pub use expand::{Definitions, ExpandError};
 pub use fields::{ArgKind, Field, FieldArg, FieldDef};
+pub use loader::{
+    load_files, load_strs, ExceptionEntry, FalcoException, FalcoRule, FalcoRules, LoadError,
+    LoadMessage, LoadOptions, Loader, PluginRequirement, Priority, K8S_AUDIT_SOURCE,
+    LEGACY_LIST_NAMES,
+};
 
 #[cfg(test)]
 mod tests;

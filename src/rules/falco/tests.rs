@@ -484,138 +484,17 @@ fn falco_data() -> Option<PathBuf> {
     found
 }
 
-/// A rules file's items, merged across files as Falco's loader does (a later list or macro
-/// replaces an earlier one, `append: true` extends it).
-#[derive(Default)]
-struct RulesFiles {
-    lists: Vec<(String, Vec<String>)>,
-    macros: Vec<(String, String)>,
-    rules: Vec<(String, String, bool)>,
-    /// Load errors (an append to an item not defined before), which stop Falco.
-    errors: Vec<String>,
-}
-
-fn yaml_str(v: &serde_yaml::Value) -> String {
-    match v {
-        serde_yaml::Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other).unwrap().trim().to_string(),
-    }
-}
-
-impl RulesFiles {
-    fn load(&mut self, text: &str) {
-        let docs: Vec<serde_yaml::Value> = serde_yaml::from_str(text).unwrap_or_default();
-        for item in docs {
-            let append = item.get("append").and_then(|a| a.as_bool()) == Some(true);
-            if let Some(name) = item.get("list") {
-                let items = item["items"].as_sequence().cloned().unwrap_or_default();
-                let items: Vec<String> = items.iter().map(yaml_str).collect();
-                let name = yaml_str(name);
-                if !upsert(&mut self.lists, name.clone(), items, append, |old, new| {
-                    old.extend(new)
-                }) {
-                    self.errors.push(format!("append to undefined list {name}"));
-                }
-            } else if let Some(name) = item.get("macro") {
-                let cond = yaml_str(&item["condition"]);
-                let name = yaml_str(name);
-                if !upsert(&mut self.macros, name.clone(), cond, append, |old, new| {
-                    *old = format!("{old} {new}")
-                }) {
-                    self.errors
-                        .push(format!("append to undefined macro {name}"));
-                }
-            } else if let Some(name) = item.get("rule") {
-                let name = yaml_str(name);
-                let cond = item.get("condition").map(yaml_str);
-                let enabled = item.get("enabled").and_then(|e| e.as_bool());
-                let source = item.get("source").map(yaml_str).unwrap_or("syscall".into());
-                match self.rules.iter_mut().find(|r| r.0 == name) {
-                    Some(rule) => {
-                        if let Some(c) = cond {
-                            rule.1 = if append { format!("{} {c}", rule.1) } else { c };
-                        }
-                        if let Some(e) = enabled {
-                            rule.2 = e;
-                        }
-                    }
-                    None if append => self.errors.push(format!("append to undefined rule {name}")),
-                    None if source == "k8s_audit" => {
-                        self.rules
-                            .push((name, cond.unwrap_or_default(), enabled != Some(false)))
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
-
-    /// The lists of Falco's syscall rules file (`falco_rules.yaml`) that the k8s_audit test
-    /// files append to, empty (their images are none of the traces').
-    fn falco_rules_stub(&mut self) {
-        for name in [
-            "falco_privileged_images",
-            "falco_sensitive_mount_images",
-            "falco_hostnetwork_images",
-        ] {
-            self.lists.push((name.to_string(), Vec::new()));
-        }
-    }
-
-    fn definitions(&self) -> Definitions {
-        let mut d = Definitions::new();
-        for (name, items) in &self.lists {
-            d.add_list(name, items.clone());
-        }
-        for (name, cond) in &self.macros {
-            d.add_macro(
-                name,
-                parse(cond).unwrap_or_else(|e| panic!("macro {name}: {e}")),
-            );
-        }
-        d
-    }
-
-    /// Every macro and rule condition parsed and expanded; the rules' expanded trees.
-    fn compile(&self) -> Vec<(String, Expr, bool)> {
-        let d = self.definitions();
-        for (name, _) in &self.macros {
-            let e = d.expand(&Expr::Macro {
-                name: name.clone(),
-                offset: 0,
-            });
-            e.unwrap_or_else(|e| panic!("macro {name}: {e}"));
-        }
-        self.rules
-            .iter()
-            .map(|(name, cond, enabled)| {
-                let e = parse(cond).unwrap_or_else(|e| panic!("rule {name}: {e}\n{cond}"));
-                let e = d.expand(&e).unwrap_or_else(|e| panic!("rule {name}: {e}"));
-                (name.clone(), e, *enabled)
-            })
-            .collect()
-    }
-}
-
-/// Defines or appends to an item; false for an append to an item not defined before.
-fn upsert<T>(
-    items: &mut Vec<(String, T)>,
-    name: String,
-    value: T,
-    append: bool,
-    extend: impl FnOnce(&mut T, T),
-) -> bool {
-    match items.iter_mut().find(|(n, _)| *n == name) {
-        Some((_, old)) if append => extend(old, value),
-        Some((_, old)) => *old = value,
-        None if append => return false,
-        None => items.push((name, value)),
-    }
-    true
-}
-
 fn read(dir: &std::path::Path, rel: &str) -> String {
     std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn load_rel(
+    dir: &std::path::Path,
+    rels: &[&str],
+    options: LoadOptions,
+) -> Result<FalcoRules, LoadError> {
+    let paths: Vec<PathBuf> = rels.iter().map(|r| dir.join(r)).collect();
+    load_files(&paths, options)
 }
 
 #[test]
@@ -644,10 +523,6 @@ fn every_condition_of_the_rules_files_parses_and_expands() {
         ],
         &["k8s_audit_rules.yaml", "test_rules/disallow_kactivity.yaml"],
         &[
-            "k8s_audit_rules.yaml",
-            "test_rules/trust_nginx_container.yaml",
-        ],
-        &[
             "test_rules/engine_v4_k8s_audit_rules.yaml",
             "test_rules/engine_v4/allow_nginx_container.yaml",
         ],
@@ -658,24 +533,27 @@ fn every_condition_of_the_rules_files_parses_and_expands() {
     ];
     let mut rules = 0;
     for set in sets {
-        let mut files = RulesFiles::default();
-        files.falco_rules_stub();
-        for rel in *set {
-            files.load(&read(&dir, rel));
-        }
-        assert!(files.errors.is_empty(), "{set:?}: {:?}", files.errors);
-        rules += files.compile().len();
+        let loaded =
+            load_rel(&dir, set, LoadOptions::default()).unwrap_or_else(|e| panic!("{set:?}:\n{e}"));
+        rules += loaded.rules.len();
     }
     assert!(rules > 100, "{rules} rules");
+    // The current rules file: every rule is a k8s_audit rule, with Falco's priorities.
+    let loaded = load_rel(&dir, &["k8s_audit_rules.yaml"], LoadOptions::default()).unwrap();
+    let privileged = loaded
+        .rules
+        .iter()
+        .find(|r| r.name == "Create Privileged Pod")
+        .unwrap();
+    assert_eq!(privileged.priority, Priority::Warning);
+    assert_eq!(privileged.level, crate::rules::Level::Medium);
+    assert!(privileged.line > 1 && privileged.file.ends_with("k8s_audit_rules.yaml"));
+    assert!(loaded.required_engine_version.is_some());
 }
 
 /// The audit events of a trace file (JSON values one after another, an array or an EventList
 /// each giving several), with the number of rule matches per rule name.
-fn run_trace(
-    dir: &std::path::Path,
-    trace: &str,
-    rules: &[(String, Expr, bool)],
-) -> BTreeMap<String, usize> {
+fn run_trace(dir: &std::path::Path, trace: &str, rules: &[FalcoRule]) -> BTreeMap<String, usize> {
     let text = read(dir, &format!("trace_files/{trace}"));
     let mut counts = BTreeMap::new();
     let stream =
@@ -691,9 +569,9 @@ fn run_trace(
             decode_value_into(&t, &mut |d| {
                 let Ok(ev) = d else { return };
                 let doc = Doc::from_event(ev);
-                for (name, expr, enabled) in rules {
-                    if *enabled && eval(expr, &doc) {
-                        *counts.entry(name.clone()).or_insert(0) += 1;
+                for rule in rules.iter().filter(|r| r.enabled) {
+                    if eval(&rule.condition, &doc) {
+                        *counts.entry(rule.name.clone()).or_insert(0) += 1;
                     }
                 }
             });
@@ -705,10 +583,16 @@ fn run_trace(
 #[test]
 fn rules_fire_on_the_trace_files() {
     let Some(dir) = falco_data() else { return };
-    let mut files = RulesFiles::default();
-    files.load(&read(&dir, "k8s_audit_rules.yaml"));
-    files.load(&read(&dir, "test_rules/allow_only_apache_container.yaml"));
-    let rules = files.compile();
+    let rules = load_rel(
+        &dir,
+        &[
+            "k8s_audit_rules.yaml",
+            "test_rules/allow_only_apache_container.yaml",
+        ],
+        LoadOptions::default(),
+    )
+    .unwrap()
+    .rules;
     let counts = run_trace(&dir, "create_nginx_pod_unprivileged.json", &rules);
     assert_eq!(counts.get("Create Disallowed Pod"), Some(&1), "{counts:?}");
     let counts = run_trace(&dir, "create_nginx_pod_privileged.json", &rules);
@@ -723,45 +607,47 @@ fn rules_fire_on_the_trace_files() {
     assert_eq!(counts.get("Create Privileged Pod"), None, "{counts:?}");
 }
 
-/// Cases whose expectation predates the current k8s_audit_rules.yaml: trust_nginx_container.yaml
-/// trusts nginx by appending to `falco_privileged_images`, `falco_sensitive_mount_images` and
-/// `falco_hostnetwork_images`, which the rules of Falco 0.34 read; the current rules read
-/// `k8s_audit_privileged_images` and the like instead, so the trust no longer applies and the
-/// rules fire (as they would in Falco with the same files).
-const SKEWED: [&str; 3] = [
-    "create_privileged_trusted_pod",
-    "create_sensitive_mount_trusted_pod",
-    "create_hostnetwork_trusted_pod",
-];
+/// The rules file that trusts nginx through the legacy list names.
+const TRUST_FILE: &str = "trust_nginx_container.yaml";
 
-/// Every test case of Falco's k8s_audit regression suite (`expectations.json`): the rules
-/// files it loads, the trace file it reads, and the number of alerts per rule it expects.
-#[test]
-fn falco_regression_expectations() {
-    let Some(dir) = falco_data() else { return };
-    let spec: serde_json::Value = serde_json::from_str(&read(&dir, "expectations.json")).unwrap();
-    let mut failures = Vec::new();
-    let mut ran = 0;
+/// The outcome of one case of Falco's k8s_audit regression suite.
+enum Outcome {
+    Pass,
+    Fail(String),
+    /// The rules files were refused (Falco stops before reading any event).
+    Refused(LoadError),
+}
+
+/// Runs every test case of Falco's k8s_audit regression suite (`expectations.json`): loads
+/// exactly the rules files the case names, reads its trace file, and compares the alerts
+/// per rule with the expected ones. `falco_rules.yaml`, Falco's syscall rules, is not in the
+/// shared data and holds no k8s_audit rule; it is not loaded.
+fn run_suite(dir: &std::path::Path, options: LoadOptions) -> Vec<(String, Vec<String>, Outcome)> {
+    let spec: serde_json::Value = serde_json::from_str(&read(dir, "expectations.json")).unwrap();
+    let mut out = Vec::new();
     for case in spec["test_cases"].as_array().unwrap() {
-        let name = case["test_case"].as_str().unwrap();
-        // `stderr_contains` cases (fal_01_003: data that is no audit event) expect no alert
-        // either; the message is Falco's own.
-        let mut files = RulesFiles::default();
+        let name = case["test_case"].as_str().unwrap().to_string();
+        let mut files = Vec::new();
         for f in case["rules_files"].as_array().unwrap() {
             let f = f.as_str().unwrap();
-            if f.starts_with("falco_rules.yaml") {
-                files.falco_rules_stub();
-            } else if let Some(rel) = f.strip_prefix("test/rules/k8s_audit/") {
-                files.load(&read(&dir, &format!("test_rules/{rel}")));
+            if let Some(rel) = f.strip_prefix("test/rules/k8s_audit/") {
+                files.push(format!("test_rules/{rel}"));
             } else if f.starts_with("k8s_audit_rules.yaml") {
-                files.load(&read(&dir, "k8s_audit_rules.yaml"));
+                files.push("k8s_audit_rules.yaml".to_string());
+            } else {
+                assert!(
+                    f.starts_with("falco_rules.yaml"),
+                    "{name}: unexpected rules file {f}"
+                );
             }
         }
-        // A rules file Falco refuses to load stops it before any event.
-        let rules = if files.errors.is_empty() {
-            files.compile()
-        } else {
-            Vec::new()
+        let rels: Vec<&str> = files.iter().map(String::as_str).collect();
+        let rules = match load_rel(dir, &rels, options) {
+            Ok(r) => r.rules,
+            Err(e) => {
+                out.push((name, files, Outcome::Refused(e)));
+                continue;
+            }
         };
         let trace = case["trace_file"]
             .as_str()
@@ -769,33 +655,705 @@ fn falco_regression_expectations() {
             .rsplit('/')
             .next()
             .unwrap();
-        let counts = run_trace(&dir, trace, &rules);
-        ran += 1;
+        let counts = run_trace(dir, trace, &rules);
         let want: HashMap<String, usize> =
             serde_json::from_value(case["detect_counts_current_rule_names"].clone())
                 .unwrap_or_default();
+        // `stderr_contains` cases (fal_01_003: data that is no audit event) expect no alert
+        // either; the message is Falco's own.
         let ok = if case["detect"] == true {
             want.iter().all(|(r, n)| counts.get(r) == Some(n))
         } else {
             counts.is_empty()
         };
-        if ok && SKEWED.contains(&name) {
-            failures.push(format!(
-                "{name}: expected to differ (see SKEWED), got {counts:?}"
-            ));
-        }
-        if !ok && !SKEWED.contains(&name) {
-            failures.push(format!(
-                "{name}: want {want:?} (detect {}), got {counts:?}",
+        let outcome = if ok {
+            Outcome::Pass
+        } else {
+            Outcome::Fail(format!(
+                "want {want:?} (detect {}), got {counts:?}",
                 case["detect"]
-            ));
+            ))
+        };
+        out.push((name, files, outcome));
+    }
+    for (name, _, outcome) in &out {
+        let status = match outcome {
+            Outcome::Pass => "pass".to_string(),
+            Outcome::Fail(why) => format!("FAIL {why}"),
+            Outcome::Refused(e) => format!("refused: {}", e.errors[0]),
+        };
+        println!("{name:<60} {status}");
+    }
+    out
+}
+
+/// By default, Falco's behaviour with today's rules: the cases that load
+/// `trust_nginx_container.yaml` are refused, as it appends to `falco_privileged_images` and
+/// the like, which `k8s_audit_rules.yaml` no longer defines; every other case gives the
+/// expected alerts.
+#[test]
+fn falco_regression_expectations() {
+    let Some(dir) = falco_data() else { return };
+    let outcomes = run_suite(&dir, LoadOptions::default());
+    assert_eq!(outcomes.len(), 66);
+    let mut passed = 0;
+    let mut refused = 0;
+    for (name, files, outcome) in &outcomes {
+        let trusted = files.iter().any(|f| f.ends_with(TRUST_FILE));
+        match outcome {
+            Outcome::Pass if !trusted => passed += 1,
+            Outcome::Refused(e) if trusted => {
+                refused += 1;
+                let first = &e.errors[0];
+                assert!(first.file.ends_with(TRUST_FILE), "{name}: {first}");
+                assert_eq!(first.line, 1, "{name}: {first}");
+                assert_eq!(first.item, "list 'falco_sensitive_mount_images'");
+                assert!(first.message.contains("no list by that name"), "{first}");
+                // Every append of the file is reported, not only the first.
+                assert_eq!(e.errors.len(), 3, "{name}: {e}");
+            }
+            Outcome::Pass => panic!("{name}: expected a refusal"),
+            Outcome::Fail(why) => panic!("{name}: {why}"),
+            Outcome::Refused(e) => panic!("{name}: refused:\n{e}"),
         }
     }
-    assert!(ran > 60, "{ran} cases ran");
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} cases differ:\n{}",
-        failures.len(),
-        failures.join("\n")
+    println!("default: {passed} of 66 pass, {refused} refused ({TRUST_FILE})");
+    assert_eq!((passed, refused), (58, 8));
+}
+
+/// With the legacy list names option, every case gives the expected alerts.
+#[test]
+fn falco_regression_expectations_with_legacy_list_names() {
+    let Some(dir) = falco_data() else { return };
+    let options = LoadOptions {
+        legacy_list_names: true,
+    };
+    let outcomes = run_suite(&dir, options);
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(name, _, o)| match o {
+            Outcome::Pass => None,
+            Outcome::Fail(why) => Some(format!("{name}: {why}")),
+            Outcome::Refused(e) => Some(format!("{name}: refused: {e}")),
+        })
+        .collect();
+    println!(
+        "legacy_list_names: {} of {} pass",
+        outcomes.len() - failures.len(),
+        outcomes.len()
     );
+    assert_eq!(outcomes.len(), 66);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ----- the rules loader -----
+
+fn load1(text: &str) -> Result<FalcoRules, LoadError> {
+    load_strs(&[("rules.yaml", text)], LoadOptions::default())
+}
+
+fn loaded(text: &str) -> FalcoRules {
+    load1(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn rule<'a>(rules: &'a FalcoRules, name: &str) -> &'a FalcoRule {
+    rules
+        .rules
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no rule {name}"))
+}
+
+/// An audit event with the given verb, user and namespace.
+fn event(verb: &str, user: &str, ns: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","auditID":"1","stageTimestamp":"2024-01-01T00:00:00Z","stage":"ResponseComplete","verb":"{verb}","user":{{"username":"{user}"}},"objectRef":{{"resource":"pods","namespace":"{ns}"}}}}"#
+    )
+}
+
+fn fires(rule: &FalcoRule, verb: &str, user: &str, ns: &str) -> bool {
+    let raw = event(verb, user, ns);
+    eval(&rule.condition, &Doc::new(&raw))
+}
+
+/// The items of every list literal of a condition, in order.
+fn list_operands(e: &Expr) -> Vec<Vec<String>> {
+    fn go(e: &Expr, out: &mut Vec<Vec<String>>) {
+        match e {
+            Expr::And(c) | Expr::Or(c) => c.iter().for_each(|e| go(e, out)),
+            Expr::Not(c) => go(c, out),
+            Expr::Macro { .. } => {}
+            Expr::Check(c) => {
+                if let Operand::List(items) = &c.operand {
+                    out.push(items.iter().map(|i| i.text.clone()).collect());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(e, &mut out);
+    out
+}
+
+/// A k8s_audit rule item.
+fn rule_item(name: &str, cond: &str) -> String {
+    format!(
+        "- rule: {name}\n  desc: d\n  condition: {cond}\n  output: out %ka.user.name\n  priority: WARNING\n  source: k8s_audit\n"
+    )
+}
+
+#[test]
+fn lists_define_append_override_and_replace() {
+    let text = r#"
+- list: a
+  items: [x]
+- list: a
+  items: [y]
+  append: true
+- list: b
+  items: [p]
+- list: b
+  items: [q]
+- list: c
+  items: [c1]
+- list: c
+  items: [c2]
+  override:
+    items: append
+- list: d
+  items: [d1]
+- list: d
+  items: [d2]
+  override:
+    items: replace
+- list: outer
+  items: [a, "lit"]
+"#
+    .to_string()
+        + &rule_item(
+            "r",
+            "ka.verb in (a) and ka.verb in (b) and ka.verb in (c) and ka.verb in (d) and ka.verb in (outer)",
+        );
+    let rules = loaded(&text);
+    assert_eq!(
+        list_operands(&rule(&rules, "r").condition),
+        [
+            vec!["x", "y"],
+            vec!["q"],
+            vec!["c1", "c2"],
+            vec!["d2"],
+            vec!["x", "y", "lit"]
+        ]
+    );
+    // `append: true` is deprecated in Falco: a warning, as Falco gives.
+    assert!(rules
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("deprecated")));
+}
+
+#[test]
+fn macros_append_override_and_visibility() {
+    let text = r#"
+- macro: m
+  condition: ka.verb=create
+- macro: m
+  condition: or ka.verb=delete
+  append: true
+- macro: n
+  condition: ka.user.name=alice
+- macro: n
+  condition: and ka.target.namespace=ns
+  override:
+    condition: append
+"#
+    .to_string()
+        + &rule_item("uses m", "(m)")
+        + &rule_item("uses n", "n")
+        + &rule_item("uses later", "later")
+        + "- macro: later\n  condition: ka.verb=patch\n";
+    let rules = loaded(&text);
+    let m = rule(&rules, "uses m");
+    assert!(fires(m, "create", "u", "x") && fires(m, "delete", "u", "x"));
+    assert!(!fires(m, "get", "u", "x"));
+    let n = rule(&rules, "uses n");
+    assert!(fires(n, "get", "alice", "ns") && !fires(n, "get", "alice", "other"));
+    // Rules see every macro, even one defined after them.
+    assert!(fires(rule(&rules, "uses later"), "patch", "u", "x"));
+
+    // A macro only sees the macros defined before it.
+    let err =
+        load1("- macro: a\n  condition: b\n- macro: b\n  condition: ka.verb=get\n").unwrap_err();
+    assert_eq!(err.errors.len(), 1, "{err}");
+    assert_eq!(
+        (err.errors[0].line, err.errors[0].item.as_str()),
+        (1, "macro 'a'")
+    );
+    assert!(
+        err.errors[0].message.contains("Undefined macro 'b'"),
+        "{err}"
+    );
+    // ... unless it is redefined (or appended to) after them.
+    let ok = "- macro: a\n  condition: ka.verb=x\n- macro: b\n  condition: ka.verb=get\n- macro: a\n  condition: b\n";
+    loaded(ok);
+}
+
+#[test]
+fn rules_append_override_replace_and_position() {
+    let text = rule_item("A", "ka.verb=create")
+        + &rule_item("B", "ka.verb=get")
+        + r#"
+- rule: A
+  condition: and ka.user.name=alice
+  append: true
+- rule: B
+  output: more
+  desc: also
+  tags: [extra]
+  override:
+    output: append
+    desc: append
+    tags: append
+- rule: B
+  priority: ERROR
+  enabled: false
+  override:
+    priority: replace
+    enabled: replace
+"# + &rule_item("C", "ka.verb=x")
+        + &rule_item("A", "ka.verb=delete");
+    let rules = loaded(&text);
+    let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
+    // A redefinition keeps the place of the first definition.
+    assert_eq!(names, ["A", "B", "C"]);
+    let a = rule(&rules, "A");
+    assert_eq!(a.condition_text, "ka.verb=delete");
+    assert_eq!(a.line, 37, "the line of the item that defined it last");
+    let b = rule(&rules, "B");
+    assert_eq!(b.output, "out %ka.user.name more");
+    assert_eq!(b.desc, "d also");
+    assert_eq!(b.tags, ["extra"]);
+    assert_eq!(
+        (b.priority, b.level),
+        (Priority::Error, crate::rules::Level::High)
+    );
+    assert!(!b.enabled);
+    assert_eq!(rules.enabled().count(), 2);
+
+    // Appending joins the conditions with a space, as Falco does.
+    let rules = loaded(
+        &(rule_item("A", "ka.verb=create")
+            + "- rule: A\n  condition: and ka.user.name=alice\n  append: true\n"),
+    );
+    let a = rule(&rules, "A");
+    assert_eq!(a.condition_text, "ka.verb=create and ka.user.name=alice");
+    assert!(fires(a, "create", "alice", "x") && !fires(a, "create", "bob", "x"));
+}
+
+#[test]
+fn exceptions_compile_as_falco_builds_them() {
+    let text = r#"
+- rule: R
+  desc: d
+  condition: ka.verb=create
+  output: o
+  priority: NOTICE
+  source: k8s_audit
+  exceptions:
+    - name: namespaces
+      fields: ka.target.namespace
+      values: [kube-system, "a b"]
+    - name: user_ns
+      fields: [ka.user.name, ka.target.namespace]
+      comps: [=, in]
+      values:
+        - [alice, [ns1, ns2]]
+        - [bob, ns3]
+    - name: pairs
+      fields: [ka.user.name, ka.verb]
+      values: [[carol, create]]
+    - name: empty
+      fields: ka.user.name
+"#;
+    let rules = loaded(text);
+    let r = rule(&rules, "R");
+    assert_eq!(
+        r.condition_text,
+        "(ka.verb=create) and not (ka.target.namespace in (kube-system, \"a b\")) \
+         and not ((ka.user.name = alice and ka.target.namespace in (ns1, ns2)) or \
+         (ka.user.name = bob and ka.target.namespace in (ns3))) \
+         and not ((ka.user.name = carol and ka.verb = create))"
+    );
+    assert_eq!(r.exceptions.len(), 4);
+    assert_eq!(r.exceptions[0].comps, ExceptionEntry::Item("in".into()));
+    assert_eq!(
+        r.exceptions[2].comps,
+        ExceptionEntry::List(vec![ExceptionEntry::Item("=".into()); 2])
+    );
+    assert!(fires(r, "create", "u", "default"));
+    assert!(!fires(r, "create", "u", "kube-system"));
+    assert!(!fires(r, "create", "alice", "ns2"));
+    assert!(fires(r, "create", "alice", "ns3"));
+    assert!(!fires(r, "create", "bob", "ns3"));
+    assert!(!fires(r, "create", "carol", "x"));
+
+    // Appending values to an exception by name, and a new exception.
+    let more = r#"
+- rule: R
+  exceptions:
+    - name: namespaces
+      values: [default]
+    - name: users
+      fields: ka.user.name
+      values: [dave]
+  append: true
+"#;
+    let rules = load_strs(
+        &[("a.yaml", text), ("b.yaml", more)],
+        LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = rule(&rules, "R");
+    assert!(!fires(r, "create", "u", "default"));
+    assert!(!fires(r, "create", "dave", "x"));
+    assert!(fires(r, "create", "erin", "x"));
+
+    // Malformed exceptions.
+    let bad = |ex: &str| {
+        let text = format!(
+            "- rule: R\n  desc: d\n  condition: ka.verb=create\n  output: o\n  priority: INFO\n  source: k8s_audit\n  exceptions:\n{ex}"
+        );
+        load1(&text).unwrap_err().errors[0].message.clone()
+    };
+    let m = bad("    - name: e\n      fields: ka.user.name\n      comps: =\n      values: [a]\n");
+    assert!(
+        m.contains("comps must be one of (in, pmatch, intersects)"),
+        "{m}"
+    );
+    let m = bad("    - name: e\n      fields: [ka.user.name, ka.verb]\n      comps: [=]\n      values: []\n");
+    assert!(
+        m.contains("Fields and comps lists must have equal length"),
+        "{m}"
+    );
+    let m = bad("    - name: e\n      fields: [ka.nope]\n      values: []\n");
+    assert!(
+        m.contains("'ka.nope' is not a supported filter field"),
+        "{m}"
+    );
+    let m =
+        bad("    - name: e\n      fields: [ka.user.name]\n      comps: [like]\n      values: []\n");
+    assert!(
+        m.contains("'like' is not a supported comparison operator"),
+        "{m}"
+    );
+    let m = bad("    - name: e\n      fields: [ka.user.name, ka.verb]\n      values: [[a]]\n");
+    assert!(
+        m.contains("Fields and values lists must have equal length"),
+        "{m}"
+    );
+    let m = bad("    - name: e\n      values: [a]\n");
+    assert!(m.contains("no mapping for key 'fields'"), "{m}");
+    let m =
+        bad("    - name: e\n      fields: ka.user.name\n    - name: e\n      fields: ka.verb\n");
+    assert!(m.contains("must be unique"), "{m}");
+}
+
+#[test]
+fn enabled_and_sources() {
+    let text = r#"
+- rule: Off
+  desc: d
+  condition: ka.verb=create
+  output: o
+  priority: DEBUG
+  source: k8s_audit
+  enabled: false
+- rule: Syscall
+  desc: d
+  condition: evt.type=execve and proc.name=sh
+  output: o
+  priority: WARNING
+- rule: Syscall
+  condition: and proc.name=bash
+  append: true
+- list: syscall_list
+  items: [sh]
+"#
+    .to_string()
+        + &rule_item("On", "ka.verb=get")
+        + "- rule: On\n  enabled: false\n";
+    let rules = loaded(&text);
+    let names: Vec<(&str, bool)> = rules
+        .rules
+        .iter()
+        .map(|r| (r.name.as_str(), r.enabled))
+        .collect();
+    assert_eq!(names, [("Off", false), ("On", false)]);
+    assert_eq!(
+        rule(&rules, "Off").level,
+        crate::rules::Level::Informational
+    );
+    let skipped: Vec<&LoadMessage> = rules
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("Unknown source syscall"))
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(
+        (skipped[0].line, skipped[0].item.as_str()),
+        (9, "rule 'Syscall'")
+    );
+
+    // Errors: enabling an undefined rule, redefining a rule with another source.
+    let e = load1("- rule: Nope\n  enabled: true\n").unwrap_err();
+    assert!(e.errors[0].message.contains("no rule by that name"), "{e}");
+    let e = load1(
+        &(rule_item("A", "ka.verb=get")
+            + "- rule: A\n  desc: d\n  condition: x\n  output: o\n  priority: INFO\n"),
+    )
+    .unwrap_err();
+    assert!(e.errors[0].message.contains("different source"), "{e}");
+}
+
+#[test]
+fn errors_name_file_line_and_item_and_are_all_reported() {
+    let text = "\
+- list: ok
+  items: [a]
+- rule: bad key
+  desc: d
+  condition: ka.verb=create
+  output: o
+  priority: warning
+  source: k8s_audit
+  colour: red
+- rule: no output
+  desc: d
+  condition: ka.verb=create
+  priority: warning
+  source: k8s_audit
+- macro: m
+  condition: ka.verb=x
+  append: true
+- rule: bad priority
+  desc: d
+  condition: ka.verb=create
+  output: o
+  priority: urgent
+  source: k8s_audit
+- list: l2
+  items: [a]
+  override:
+    items: prepend
+- rule: both
+  condition: x
+  append: true
+  override:
+    condition: append
+- rule: override without key
+  output: o
+  override:
+    condition: append
+- rule: key without override
+  condition: ka.verb=get
+  output: o
+  override:
+    condition: replace
+- rule: not there
+  condition: ka.verb=get
+  override:
+    condition: replace
+- bogus: 1
+";
+    let e = load_strs(&[("f.yaml", text)], LoadOptions::default()).unwrap_err();
+    let got: Vec<(usize, &str)> = e.errors.iter().map(|m| (m.line, m.item.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (3, "rule 'bad key'"),
+            (10, "rule 'no output'"),
+            (15, "macro 'm'"),
+            (18, "rule 'bad priority'"),
+            (24, "list 'l2'"),
+            (28, "rule 'both'"),
+            (33, "rule 'override without key'"),
+            (37, "rule 'key without override'"),
+            (42, "rule 'not there'"),
+            (46, ""),
+        ],
+        "{e}"
+    );
+    let msgs: Vec<&str> = e.errors.iter().map(|m| m.message.as_str()).collect();
+    assert!(msgs[0].contains("unknown key 'colour'"));
+    assert!(msgs[1].contains("no mapping for key 'output'"));
+    assert!(msgs[2].contains("no macro by that name"));
+    assert!(msgs[3].contains("Invalid priority 'urgent'"));
+    assert!(msgs[4].contains("Invalid override operation for key 'items': 'prepend'"));
+    assert!(msgs[5].contains("cannot be used together"));
+    assert!(msgs[6].contains("'condition' is not defined"));
+    // As in Falco, the replace is applied (and fails here) before the keys are checked.
+    assert!(msgs[7].contains("no rule by that name"));
+    assert!(msgs[8].contains("no rule by that name"));
+    assert!(msgs[9].contains("Unknown top level item"));
+    assert!(e
+        .to_string()
+        .starts_with("f.yaml:3: rule 'bad key': unknown key 'colour'"));
+
+    // Compile errors: every one, each at its item.
+    let text = rule_item("undefined macro", "kevt and ka.verb=get")
+        + &rule_item("unknown field", "ka.nope=1")
+        + &rule_item("unbalanced", "(ka.verb=get")
+        + &rule_item("fine", "ka.verb=get")
+        + "- macro: broken\n  condition: ka.verb in (a\n";
+    let e = load_strs(&[("g.yaml", &text)], LoadOptions::default()).unwrap_err();
+    let got: Vec<(usize, &str)> = e.errors.iter().map(|m| (m.line, m.item.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (25, "macro 'broken'"),
+            (1, "rule 'undefined macro'"),
+            (7, "rule 'unknown field'"),
+            (13, "rule 'unbalanced'"),
+        ],
+        "{e}"
+    );
+    assert!(
+        e.errors[1].message.contains("undefined macro 'kevt'"),
+        "{e}"
+    );
+    assert!(
+        e.errors[2].message.contains("unknown field 'ka.nope'"),
+        "{e}"
+    );
+
+    // `skip-if-unknown-filter` turns an unknown field into a warning.
+    let text = rule_item("unknown field", "ka.nope=1") + "  skip-if-unknown-filter: true\n";
+    let rules = loaded(&text);
+    assert!(rules.rules.is_empty());
+    assert!(rules
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("skip-if-unknown-filter")));
+
+    // YAML syntax, at its line.
+    let e = load1("- list: a\n  items: [a\n- list: b\n").unwrap_err();
+    assert!(e.errors[0].message.starts_with("YAML syntax"), "{e}");
+    assert!(e.errors[0].line >= 2, "{e}");
+    // An unknown output field.
+    let e = load1(&rule_item("R", "ka.verb=get").replace("%ka.user.name", "%ka.nope")).unwrap_err();
+    assert!(e.errors[0].message.contains("%ka.nope"), "{e}");
+}
+
+#[test]
+fn later_files_override_earlier_ones() {
+    let base = "- macro: allowed\n  condition: ka.user.name=alice\n".to_string()
+        + &rule_item("R", "ka.verb=create and not allowed");
+    let local = "- macro: allowed\n  condition: ka.user.name in (bob)\n";
+    let rules = load_strs(
+        &[("base.yaml", &base), ("local.yaml", local)],
+        LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = rule(&rules, "R");
+    assert!(fires(r, "create", "alice", "x") && !fires(r, "create", "bob", "x"));
+    assert_eq!(r.file, "base.yaml");
+
+    // Every file is compiled with those before it: a macro of a later file is undefined then.
+    let uses = rule_item("R", "later_macro");
+    let defines = "- macro: later_macro\n  condition: ka.verb=get\n";
+    let e = load_strs(
+        &[("uses.yaml", &uses), ("defines.yaml", defines)],
+        LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.errors[0].file, "uses.yaml", "{e}");
+
+    // Files on disk, and a file that cannot be read.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.yaml");
+    std::fs::write(&path, &base).unwrap();
+    assert_eq!(
+        load_files(&[&path], LoadOptions::default())
+            .unwrap()
+            .rules
+            .len(),
+        1
+    );
+    let e = load_files(&[dir.path().join("missing.yaml")], LoadOptions::default()).unwrap_err();
+    assert!(e.errors[0].message.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn legacy_list_names_and_requirements() {
+    let base = "\
+- required_engine_version: 15
+- required_engine_version: 0.11.0
+- required_plugin_versions:
+  - name: k8saudit
+    version: 0.7.0
+    alternatives:
+      - name: k8saudit-eks
+        version: 0.4.0
+  - name: cloudtrail
+    version: 0.1.0
+- list: k8s_audit_privileged_images
+  items: [falco]
+"
+    .to_string()
+        + &rule_item(
+            "P",
+            "ka.verb=create and not ka.req.pod.containers.image.repository in (k8s_audit_privileged_images)",
+        );
+    let trust = "- list: falco_privileged_images\n  items: [nginx]\n  append: true\n";
+    let files = [("base.yaml", base.as_str()), ("trust.yaml", trust)];
+    let e = load_strs(&files, LoadOptions::default()).unwrap_err();
+    assert_eq!(e.errors.len(), 1);
+    assert_eq!(
+        (
+            e.errors[0].file.as_str(),
+            e.errors[0].line,
+            e.errors[0].item.as_str()
+        ),
+        ("trust.yaml", 1, "list 'falco_privileged_images'")
+    );
+    let rules = load_strs(
+        &files,
+        LoadOptions {
+            legacy_list_names: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        list_operands(&rule(&rules, "P").condition),
+        [vec!["falco", "nginx"]]
+    );
+    assert_eq!(rules.required_engine_version.as_deref(), Some("0.15.0"));
+    assert_eq!(rules.required_plugin_versions.len(), 2);
+    let plugin_warnings: Vec<&LoadMessage> = rules
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("requires plugin"))
+        .collect();
+    assert_eq!(plugin_warnings.len(), 1, "{plugin_warnings:?}");
+    assert!(plugin_warnings[0].message.contains("cloudtrail"));
+
+    for (p, name, level) in [
+        ("emergency", "Emergency", crate::rules::Level::Critical),
+        ("ALERT", "Alert", crate::rules::Level::Critical),
+        ("Critical", "Critical", crate::rules::Level::Critical),
+        ("error", "Error", crate::rules::Level::High),
+        ("warning", "Warning", crate::rules::Level::Medium),
+        ("notice", "Notice", crate::rules::Level::Low),
+        ("info", "Informational", crate::rules::Level::Informational),
+        (
+            "INFORMATIONAL",
+            "Informational",
+            crate::rules::Level::Informational,
+        ),
+        ("debug", "Debug", crate::rules::Level::Informational),
+    ] {
+        let prio = Priority::parse(p).unwrap();
+        assert_eq!((prio.as_str(), prio.level()), (name, level));
+    }
+    assert_eq!(Priority::parse("warn"), None);
 }
