@@ -613,26 +613,26 @@ impl Loader {
         };
         if map.contains_key("required_engine_version") {
             let ctx = ctx.named("required_engine_version".into());
-            check_keys(map, &["required_engine_version"], &ctx)?;
+            check_keys(map, &["required_engine_version"], &ctx, &mut self.warnings);
             self.read_engine_version(map, &ctx)
         } else if map.contains_key("required_plugin_versions") {
             let ctx = ctx.named("required_plugin_versions".into());
-            check_keys(map, &["required_plugin_versions"], &ctx)?;
+            check_keys(map, &["required_plugin_versions"], &ctx, &mut self.warnings);
             self.read_plugin_versions(map, &ctx)
         } else if map.contains_key("list") {
             let name = decode_val(map, "list", &ctx.named("list".into()))?;
             let ctx = ctx.named(format!("list '{name}'"));
-            check_keys(map, LIST_KEYS, &ctx)?;
+            check_keys(map, LIST_KEYS, &ctx, &mut self.warnings);
             self.read_list(map, name, &ctx)
         } else if map.contains_key("macro") {
             let name = decode_val(map, "macro", &ctx.named("macro".into()))?;
             let ctx = ctx.named(format!("macro '{name}'"));
-            check_keys(map, MACRO_KEYS, &ctx)?;
+            check_keys(map, MACRO_KEYS, &ctx, &mut self.warnings);
             self.read_macro(map, name, &ctx)
         } else if map.contains_key("rule") {
             let name = decode_val(map, "rule", &ctx.named("rule".into()))?;
             let ctx = ctx.named(format!("rule '{name}'"));
-            check_keys(map, RULE_KEYS, &ctx)?;
+            check_keys(map, RULE_KEYS, &ctx, &mut self.warnings);
             self.read_rule(map, name, &ctx)
         } else {
             let keys: Vec<String> = map.keys().filter_map(scalar).collect();
@@ -669,7 +669,7 @@ impl Loader {
             let Value::Mapping(p) = plugin else {
                 return Err(ctx.msg("Plugin version must be a mapping"));
             };
-            check_keys(p, &["name", "version", "alternatives"], ctx)?;
+            check_keys(p, &["name", "version", "alternatives"], ctx, &mut self.warnings);
             let mut alternatives =
                 vec![(decode_val(p, "name", ctx)?, decode_val(p, "version", ctx)?)];
             match p.get("alternatives") {
@@ -679,7 +679,7 @@ impl Loader {
                         let Value::Mapping(a) = alt else {
                             return Err(ctx.msg("Plugin version alternative must be a mapping"));
                         };
-                        check_keys(a, &["name", "version"], ctx)?;
+                        check_keys(a, &["name", "version"], ctx, &mut self.warnings);
                         alternatives
                             .push((decode_val(a, "name", ctx)?, decode_val(a, "version", ctx)?));
                     }
@@ -976,7 +976,7 @@ impl Loader {
             };
             let name = decode_val(ex, "name", ctx)?;
             let ectx = ctx.named(format!("{}, exception '{name}'", ctx.item));
-            check_keys(ex, EXCEPTION_KEYS, &ectx)?;
+            check_keys(ex, EXCEPTION_KEYS, &ectx, &mut self.warnings);
             if out.iter().any(|e| e.name == name) {
                 return Err(ectx.msg("Exceptions names in the same object must be unique"));
             }
@@ -1534,17 +1534,18 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-fn check_keys(map: &Mapping, allowed: &[&str], ctx: &Ctx) -> Result<(), LoadMessage> {
+/// Unknown keys are warnings, as Falco's schema validation reports them: the item loads
+/// (a key from a newer Falco, or a team's own annotation, must not stop the file).
+fn check_keys(map: &Mapping, allowed: &[&str], ctx: &Ctx, warnings: &mut Vec<LoadMessage>) {
     for key in map.keys() {
         let name = scalar(key).unwrap_or_else(|| format!("{key:?}"));
         if !allowed.contains(&name.as_str()) {
-            return Err(ctx.msg(format!(
-                "unknown key '{name}' (this item takes: {})",
+            warnings.push(ctx.msg(format!(
+                "unknown key '{name}', ignored (this item takes: {})",
                 allowed.join(", ")
             )));
         }
     }
-    Ok(())
 }
 
 /// A required non-empty scalar (Falco's `decode_val`).

@@ -1170,7 +1170,6 @@ fn errors_name_file_line_and_item_and_are_all_reported() {
     assert_eq!(
         got,
         [
-            (3, "rule 'bad key'"),
             (10, "rule 'no output'"),
             (15, "macro 'm'"),
             (18, "rule 'bad priority'"),
@@ -1184,20 +1183,29 @@ fn errors_name_file_line_and_item_and_are_all_reported() {
         "{e}"
     );
     let msgs: Vec<&str> = e.errors.iter().map(|m| m.message.as_str()).collect();
-    assert!(msgs[0].contains("unknown key 'colour'"));
-    assert!(msgs[1].contains("no mapping for key 'output'"));
-    assert!(msgs[2].contains("no macro by that name"));
-    assert!(msgs[3].contains("Invalid priority 'urgent'"));
-    assert!(msgs[4].contains("Invalid override operation for key 'items': 'prepend'"));
-    assert!(msgs[5].contains("cannot be used together"));
-    assert!(msgs[6].contains("'condition' is not defined"));
+    assert!(msgs[0].contains("no mapping for key 'output'"));
+    assert!(msgs[1].contains("no macro by that name"));
+    assert!(msgs[2].contains("Invalid priority 'urgent'"));
+    assert!(msgs[3].contains("Invalid override operation for key 'items': 'prepend'"));
+    assert!(msgs[4].contains("cannot be used together"));
+    assert!(msgs[5].contains("'condition' is not defined"));
     // As in Falco, the replace is applied (and fails here) before the keys are checked.
+    assert!(msgs[6].contains("no rule by that name"));
     assert!(msgs[7].contains("no rule by that name"));
-    assert!(msgs[8].contains("no rule by that name"));
-    assert!(msgs[9].contains("Unknown top level item"));
+    assert!(msgs[8].contains("Unknown top level item"));
     assert!(e
         .to_string()
-        .starts_with("f.yaml:3: rule 'bad key': unknown key 'colour'"));
+        .starts_with("f.yaml:10: rule 'no output': Item has no mapping for key 'output'"));
+    // An unknown key is a warning, as Falco's schema validation reports it: the rule loads.
+    let only_bad_key = text.split("- rule: no output").next().unwrap_or_default();
+    let warned = load_strs(&[("f.yaml", only_bad_key)], LoadOptions::default()).unwrap();
+    assert_eq!(warned.rules.len(), 1);
+    assert!(
+        warned.warnings.iter().any(|w| w.line == 3
+            && w.to_string().contains("rule 'bad key': unknown key 'colour', ignored")),
+        "{:?}",
+        warned.warnings
+    );
 
     // Compile errors: every one, each at its item.
     let text = rule_item("undefined macro", "kevt and ka.verb=get")
