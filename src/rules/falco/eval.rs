@@ -39,6 +39,12 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// The values of `field` in the event, as the plugin extracts them (`None`: not
+    /// available).
+    pub(crate) fn extract(&self, field: &super::fields::Field) -> Option<Vec<String>> {
+        field.extract_json(self.root?, self.raw)
+    }
+
     /// The event behind a decoded [`crate::event::Event`].
     pub fn from_event(event: &crate::event::Event<'a>) -> Self {
         Self::new(event.raw())
@@ -86,11 +92,16 @@ fn operand_values(operand: &Operand) -> Vec<&str> {
 
 /// One value against the right-hand side.
 fn compare(op: Op, value: &str, rhs: &[&str]) -> bool {
-    let rhs0 = rhs.first().copied().unwrap_or_default();
+    compare_values(op, value, rhs)
+}
+
+/// One value against the right-hand side (its values as any strings).
+pub(crate) fn compare_values<S: AsRef<str>>(op: Op, value: &str, rhs: &[S]) -> bool {
+    let rhs0 = rhs.first().map(AsRef::as_ref).unwrap_or_default();
     match op {
         Op::Exists => true,
-        Op::In | Op::Intersects => rhs.contains(&value),
-        Op::PMatch => rhs.iter().any(|p| path_under(value, p)),
+        Op::In | Op::Intersects => rhs.iter().any(|r| r.as_ref() == value),
+        Op::PMatch => rhs.iter().any(|p| path_under(value, p.as_ref())),
         Op::Eq => value == rhs0,
         Op::Ne => value != rhs0,
         Op::Lt => value.as_bytes() < rhs0.as_bytes(),

@@ -562,6 +562,20 @@ pub fn check_op(field: &Field, op: super::Op) -> Result<(), String> {
 }
 
 impl Field {
+    /// The path of a field whose value is the JSON value at a fixed path of the event (the
+    /// k8saudit plugin's `extractFromKeys` on a single-valued field, or `jevt.value` with a
+    /// pointer without escapes), and whether the k8saudit plugin reads it (it then needs an
+    /// `auditID`). `None` for every other field.
+    pub fn plain_path(&self) -> Option<(Vec<&str>, bool)> {
+        match (&self.def.extract, &self.arg) {
+            (E::Keys(path), FieldArg::None) if !self.def.list => Some((path.to_vec(), true)),
+            (E::JsonValue, FieldArg::Key(k)) if !k.contains('~') && k.starts_with('/') => {
+                Some((k[1..].split('/').collect(), false))
+            }
+            _ => None,
+        }
+    }
+
     /// The field's values in the event whose JSON text is `raw`: `None` when the field is not
     /// available (and when the plugin would give no value, such as an empty list).
     pub fn extract(&self, raw: &str) -> Option<Vec<String>> {

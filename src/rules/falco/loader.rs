@@ -669,7 +669,12 @@ impl Loader {
             let Value::Mapping(p) = plugin else {
                 return Err(ctx.msg("Plugin version must be a mapping"));
             };
-            check_keys(p, &["name", "version", "alternatives"], ctx, &mut self.warnings);
+            check_keys(
+                p,
+                &["name", "version", "alternatives"],
+                ctx,
+                &mut self.warnings,
+            );
             let mut alternatives =
                 vec![(decode_val(p, "name", ctx)?, decode_val(p, "version", ctx)?)];
             match p.get("alternatives") {

@@ -16,6 +16,7 @@
 //! elements of an array; an event without a `stageTimestamp` in RFC 3339 form is dropped with a
 //! log line and never evaluated. The integration with tripline's input has to do the same.
 
+mod compiled;
 mod condition;
 mod eval;
 mod expand;
@@ -23,6 +24,7 @@ pub mod fields;
 mod json;
 mod loader;
 
+pub use compiled::FalcoCond;
 pub use condition::{parse, Check, Expr, ListItem, Op, Operand, ParseError};
 pub use eval::{eval, glob, path_under, Doc};
 pub use expand::{Definitions, ExpandError};

@@ -1202,7 +1202,8 @@ fn errors_name_file_line_and_item_and_are_all_reported() {
     assert_eq!(warned.rules.len(), 1);
     assert!(
         warned.warnings.iter().any(|w| w.line == 3
-            && w.to_string().contains("rule 'bad key': unknown key 'colour', ignored")),
+            && w.to_string()
+                .contains("rule 'bad key': unknown key 'colour', ignored")),
         "{:?}",
         warned.warnings
     );
@@ -1364,4 +1365,133 @@ fn legacy_list_names_and_requirements() {
         assert_eq!((prio.as_str(), prio.level()), (name, level));
     }
     assert_eq!(Priority::parse("warn"), None);
+}
+
+/// Every comparison (and every whole condition) of the rules files, compiled for decoded
+/// events, gives the interpreter's result on every event of the test data, and on variants
+/// of them that stress the typed fields: members written `null`, no `auditID`, numbers.
+#[test]
+fn compiled_equals_the_interpreter() {
+    use super::FalcoCond;
+    let Some(dir) = falco_data() else { return };
+    let mut conds: Vec<Expr> = Vec::new();
+    fn checks(e: &Expr, out: &mut Vec<Expr>) {
+        match e {
+            Expr::And(c) | Expr::Or(c) => c.iter().for_each(|e| checks(e, out)),
+            Expr::Not(c) => checks(c, out),
+            Expr::Macro { .. } => {}
+            Expr::Check(_) => out.push(e.clone()),
+        }
+    }
+    for set in [
+        &["k8s_audit_rules.yaml"][..],
+        &["test_rules/engine_v4_k8s_audit_rules.yaml"],
+        &["test_rules/single_rule_with_json_pointer.yaml"],
+    ] {
+        for r in load_rel(&dir, set, LoadOptions::default()).unwrap().rules {
+            checks(&r.condition, &mut conds);
+            conds.push(r.condition);
+        }
+    }
+    // Hand-written checks of every typed field, present, missing and null.
+    for c in [
+        "ka.verb=create",
+        "ka.verb exists",
+        "not ka.target.subresource exists",
+        "ka.target.subresource=null",
+        "ka.target.namespace in (default, kube-system)",
+        "ka.response.code >= 400",
+        "ka.response.code=403",
+        "ka.user.name startswith system:",
+        "ka.impuser.name exists",
+        "ka.auditid exists",
+        "jevt.value[/verb]=create",
+        "jevt.value[/objectRef/resource] in (pods, secrets)",
+        "jevt.value[/stage] exists",
+        "ka.uri contains exec",
+        "ka.useragent icontains KUBECTL",
+        "ka.target.name glob 'kube-*'",
+    ] {
+        conds.push(p(c));
+    }
+    let mut seen = std::collections::HashSet::new();
+    conds.retain(|c| seen.insert(format!("{c:?}")));
+    let compiled: Vec<FalcoCond> = conds.iter().map(FalcoCond::new).collect();
+
+    let mut texts: Vec<String> = Vec::new();
+    let mut add_values = |text: &str| {
+        let stream =
+            serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>();
+        for value in stream.flatten() {
+            match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(value.get()) {
+                Ok(items) => texts.extend(items.iter().map(|i| i.get().to_string())),
+                Err(_) => texts.push(value.get().to_string()),
+            }
+        }
+    };
+    for entry in std::fs::read_dir(dir.join("trace_files")).unwrap() {
+        add_values(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    // Variants of the trace files' events: a typed member written null, removed, or of
+    // another type.
+    let mut variants = Vec::new();
+    for t in &texts {
+        let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(t) else {
+            continue;
+        };
+        let edits: [(&str, Option<&str>, serde_json::Value); 6] = [
+            ("verb", None, serde_json::Value::Null),
+            ("auditID", None, serde_json::Value::Null),
+            ("objectRef", Some("subresource"), serde_json::Value::Null),
+            ("objectRef", Some("namespace"), serde_json::Value::Null),
+            ("user", Some("username"), serde_json::Value::Null),
+            ("responseStatus", Some("code"), serde_json::json!(403)),
+        ];
+        for (key, sub, v) in edits {
+            let mut m = m.clone();
+            match sub {
+                None => {
+                    m.insert(key.into(), v.clone());
+                    let mut gone = m.clone();
+                    gone.remove(key);
+                    variants.push(serde_json::Value::Object(gone).to_string());
+                }
+                Some(sub) => {
+                    let inner = m.entry(key).or_insert_with(|| serde_json::json!({}));
+                    if let serde_json::Value::Object(inner) = inner {
+                        inner.insert(sub.into(), v);
+                    }
+                }
+            }
+            variants.push(serde_json::Value::Object(m).to_string());
+        }
+    }
+    texts.extend(variants);
+    // Real events, as they are.
+    let real = dir.join("../real");
+    for rel in ["openshift/audit_in.log", "audit2rbac/demo.log"] {
+        if let Ok(text) = std::fs::read_to_string(real.join(rel)) {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                texts.push(line.to_string());
+            }
+        }
+    }
+    let mut events = 0;
+    let mut agreed = 0usize;
+    let mut held = 0usize;
+    for t in &texts {
+        decode_value_into(t, &mut |d| {
+            let Ok(ev) = d else { return };
+            events += 1;
+            let doc = Doc::from_event(ev);
+            for (expr, c) in conds.iter().zip(&compiled) {
+                let want = eval(expr, &doc);
+                assert_eq!(c.matches(ev), want, "{expr:?} on {}", ev.raw());
+                agreed += 1;
+                held += usize::from(want);
+            }
+        });
+    }
+    assert!(events > 500, "{events} events");
+    assert!(held > 1000 && held < agreed, "{held} of {agreed} held");
 }
