@@ -480,10 +480,12 @@ impl<'r> Detector<'r> {
         let fields = AuditFields::of_redacted(ev, &redacted);
         let time = fields.time().map(|(_, t)| t);
         for m in &self.matches {
-            let message = if redacted.complete {
-                m.rule.render_output_redacted(ev, &redacted.secrets)
+            let (message, output_fields) = if redacted.complete {
+                // A Falco output reads its fields from the redacted event.
+                let text = std::str::from_utf8(&audit).unwrap_or_default();
+                m.rule.render(ev, text, &redacted.secrets)
             } else {
-                m.rule.meta.title.clone()
+                (m.rule.meta.title.clone(), serde_json::Map::new())
             };
             let template = self.templates[m.index].get_or_insert_with(|| {
                 Arc::new(AlertTemplate::new(&m.rule.meta).with_host(self.node_name.as_deref()))
@@ -496,6 +498,10 @@ impl<'r> Detector<'r> {
                 audit: &audit,
             }
             .document(template);
+            let doc = match &m.rule.falco {
+                Some(falco) => with_falco(doc, &m.rule.meta, falco, output_fields),
+                None => doc,
+            };
             emit(Alert {
                 rule: m.index,
                 id: None,
@@ -506,6 +512,33 @@ impl<'r> Detector<'r> {
             });
         }
     }
+}
+
+/// Adds the `falco` object of a Falco rule's alert to its document: the rule's name, its
+/// priority as Falco names it, its source and tags, and the `output_fields` of its output
+/// (what Falco's JSON alert holds beside the ECS fields).
+fn with_falco(
+    mut doc: Vec<u8>,
+    meta: &crate::rules::RuleMeta,
+    falco: &crate::rules::falco::FalcoInfo,
+    output_fields: serde_json::Map<String, Value>,
+) -> Vec<u8> {
+    let object = serde_json::json!({
+        "rule": meta.title,
+        "priority": falco.priority.as_str(),
+        "source": falco.source,
+        "tags": meta.tags,
+        "output_fields": output_fields,
+    });
+    if doc.last() != Some(&b'}') || doc.len() < 2 {
+        return doc;
+    }
+    doc.pop();
+    doc.extend_from_slice(b",\"falco\":");
+    // A JSON value always serialises.
+    doc.extend_from_slice(&serde_json::to_vec(&object).unwrap_or_else(|_| b"{}".to_vec()));
+    doc.push(b'}');
+    doc
 }
 
 /// Runs the embedded tests of `set`'s correlations (`tests:` with event sequences): each test

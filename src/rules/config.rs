@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::correlation::{self, Correlation};
 use super::{
-    builtin_field_mappings, builtin_placeholders, compile_field, load_builtin, load_paths,
+    builtin_field_mappings, builtin_placeholders, compile_field, load_builtin, load_paths_with,
     CompileOptions, Compiled, Rule, RuleError, RuleSet, DEFAULT_THROTTLE_MAX_KEYS,
 };
 use crate::config::types::OneOrMany;
@@ -43,6 +43,23 @@ pub struct RulesConfig {
     /// changes such as "K8s Deployment Created"); off by default.
     #[serde(default)]
     pub audit_trail: bool,
+    /// How Falco rules files among `paths` load and fire.
+    #[serde(default)]
+    pub falco: FalcoConfig,
+}
+
+/// `rules.falco`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FalcoConfig {
+    /// `first` (default, as Falco): of the Falco rules matching an event, only the first in
+    /// load order alerts; `all`: every one.
+    #[serde(default)]
+    pub rule_matching: crate::rules::falco::RuleMatching,
+    /// Accept appends to the list names of Falco's older rules files
+    /// (`falco_privileged_images`, ...), applying them to today's names.
+    #[serde(default)]
+    pub legacy_list_names: bool,
 }
 
 impl Default for RulesConfig {
@@ -56,6 +73,7 @@ impl Default for RulesConfig {
             exceptions: BTreeMap::new(),
             throttle_max_keys: DEFAULT_THROTTLE_MAX_KEYS,
             audit_trail: false,
+            falco: FalcoConfig::default(),
         }
     }
 }
@@ -138,6 +156,7 @@ impl Loaded {
         RuleSet::new(self.rules)
             .with_correlations(self.correlations)
             .with_throttle_max_keys(cfg.throttle_max_keys)
+            .with_rule_matching(cfg.falco.rule_matching)
     }
 }
 
@@ -158,7 +177,13 @@ impl RulesConfig {
         }
         let mut paths = cfg.paths.clone();
         paths.extend(extra_paths.iter().cloned());
-        all.append(&mut load_paths(&paths, &cfg.compile_options("custom")));
+        all.append(&mut load_paths_with(
+            &paths,
+            &cfg.compile_options("custom"),
+            crate::rules::falco::LoadOptions {
+                legacy_list_names: cfg.falco.legacy_list_names,
+            },
+        ));
         self.link(all)
     }
 
@@ -172,7 +197,9 @@ impl RulesConfig {
             mut rules,
             correlations: mut docs,
             mut errors,
+            warnings: load_warnings,
         } = all;
+        warnings.extend(load_warnings.iter().map(|w| w.to_string()));
 
         // Ids and names share one namespace: correlations refer to either.
         let mut seen: HashMap<String, String> = HashMap::new();

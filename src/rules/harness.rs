@@ -70,7 +70,7 @@ fn describe_misses(rule: &Rule, ev: &Event<'_>) -> String {
         match s {
             Selection::Map(conds) => conds.iter().for_each(&mut push),
             Selection::AnyOf(maps) => maps.iter().flatten().for_each(&mut push),
-            Selection::Keywords(_) => {}
+            Selection::Keywords(_) | Selection::Falco(_) => {}
         }
     }
     if missed.is_empty() {

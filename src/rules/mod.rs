@@ -107,7 +107,30 @@ fn collect_rule_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()
 /// `placeholders.yaml` is not a rule file). Loads what it can and reports every problem.
 /// Correlations are parsed, not resolved (see [`RulesConfig::load`]).
 pub fn load_paths(paths: &[PathBuf], opts: &CompileOptions) -> Compiled {
+    load_paths_with(paths, opts, falco::LoadOptions::default())
+}
+
+/// True if `text` is a Falco rules file: its first YAML document is a list (of `rule`,
+/// `macro` and `list` items), where a Sigma rule is a mapping.
+pub fn is_falco_rules(text: &str) -> bool {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .next()
+        .and_then(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .is_some_and(|v| v.is_sequence())
+}
+
+/// [`load_paths`], with the options of Falco rules files. Falco rules files among the paths
+/// load together, in the order given (as Falco loads `rules_files`: later files append to and
+/// override the items of earlier ones), after which their enabled `k8s_audit` rules join the
+/// Sigma rules.
+pub fn load_paths_with(
+    paths: &[PathBuf],
+    opts: &CompileOptions,
+    falco_opts: falco::LoadOptions,
+) -> Compiled {
     let mut out = Compiled::default();
+    let mut falco_files: Vec<(String, String)> = Vec::new();
     for p in paths {
         let mut files = Vec::new();
         if let Err(e) = collect_rule_files(p, &mut files) {
@@ -121,6 +144,7 @@ pub fn load_paths(paths: &[PathBuf], opts: &CompileOptions) -> Compiled {
         for f in files {
             let source = f.display().to_string();
             match std::fs::read_to_string(&f) {
+                Ok(text) if is_falco_rules(&text) => falco_files.push((source, text)),
                 Ok(text) => out.append(&mut compile_str(&source, &text, opts)),
                 Err(e) => out.errors.push(RuleError {
                     source,
@@ -130,5 +154,43 @@ pub fn load_paths(paths: &[PathBuf], opts: &CompileOptions) -> Compiled {
             }
         }
     }
+    if !falco_files.is_empty() {
+        out.append(&mut load_falco(&falco_files, falco_opts));
+    }
+    out
+}
+
+/// Loads Falco rules files `(name, text)` in order into tripline rules.
+pub fn load_falco(files: &[(String, String)], options: falco::LoadOptions) -> Compiled {
+    let mut out = Compiled::default();
+    let as_error = |m: &falco::LoadMessage| RuleError {
+        source: m.file.clone(),
+        line: m.line,
+        message: if m.item.is_empty() {
+            m.message.clone()
+        } else {
+            format!("{}: {}", m.item, m.message)
+        },
+    };
+    let mut loader = falco::Loader::new(options);
+    let mut loaded = None;
+    for (name, text) in files {
+        match loader.add_str(name, text) {
+            Ok(rules) => loaded = Some(rules),
+            Err(e) => {
+                // Falco stops at a file it cannot load.
+                out.errors.extend(e.errors.iter().map(as_error));
+                out.warnings.extend(e.warnings.iter().map(as_error));
+                return out;
+            }
+        }
+    }
+    let Some(loaded) = loaded else {
+        return out;
+    };
+    out.warnings.extend(loaded.warnings.iter().map(as_error));
+    let (mut rules, mut errors) = falco::to_rules(&loaded);
+    out.rules.append(&mut rules);
+    out.errors.append(&mut errors);
     out
 }

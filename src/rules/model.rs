@@ -97,6 +97,8 @@ pub enum Selection {
     AnyOf(Vec<Vec<FieldCond>>),
     /// A list of keywords: any occurs in the event's JSON text.
     Keywords(Vec<super::matcher::Pattern>),
+    /// The condition of a Falco rule.
+    Falco(std::sync::Arc<super::falco::FalcoCond>),
 }
 
 /// A piece of an `output` template.
@@ -104,6 +106,8 @@ pub enum Selection {
 pub enum OutputPart {
     Lit(String),
     Field(crate::event::FieldRef),
+    /// A field of Falco's plugins, in a Falco rule's `output`.
+    Falco(super::falco::Field),
 }
 
 /// `throttle`: repeated matches with the same key within `window` (event time) are counted, not
@@ -235,6 +239,8 @@ pub struct Rule {
     /// The rule alerts on its own: false if and only if correlations refer to it and none of
     /// them has `generate: true` (it is then only an input of those correlations).
     pub alerts: bool,
+    /// For a rule loaded from a Falco rules file: its priority, output fields and source.
+    pub falco: Option<Box<super::falco::FalcoInfo>>,
 }
 
 impl Rule {

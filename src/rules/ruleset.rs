@@ -104,6 +104,7 @@ impl Selection {
             Selection::Keywords(pats) => pats
                 .iter()
                 .any(|p| p.matches_value(FieldValue::Str(ev.raw()))),
+            Selection::Falco(c) => super::falco::FalcoCond::applies(ev) && c.matches(ev),
         }
     }
 
@@ -122,6 +123,7 @@ impl Selection {
                 .collect::<Option<Vec<_>>>()
                 .map(|sets| sets.into_iter().flatten().collect()),
             Selection::Keywords(_) => None,
+            Selection::Falco(c) => c.required_values(field),
         }
     }
 }
@@ -165,11 +167,38 @@ impl Rule {
     /// equal to one of them (as text or as a number) renders as `[REDACTED]`, and longer
     /// values are scrubbed of them.
     pub fn render_output_redacted(&self, ev: &Event<'_>, secrets: &[String]) -> String {
+        self.render(ev, ev.raw(), secrets).0
+    }
+
+    /// Renders the output of `ev`, with the fields of a Falco `output` read from
+    /// `falco_text` (the redacted event, so that a field such as `jevt.obj` never shows what
+    /// redaction removed), and for a Falco rule its `output_fields` (field name -> value,
+    /// `null` where the field has no value, an array for a list field), redacted alike.
+    pub fn render(
+        &self,
+        ev: &Event<'_>,
+        falco_text: &str,
+        secrets: &[String],
+    ) -> (String, serde_json::Map<String, serde_json::Value>) {
         use crate::event::redact::{scrub, REDACTED};
+        let mut fields = serde_json::Map::new();
         let Some(parts) = &self.output else {
-            return self.meta.title.clone();
+            return (self.meta.title.clone(), fields);
         };
         let numbers: Vec<f64> = secrets.iter().filter_map(|s| s.parse().ok()).collect();
+        let clean = |v: &str, out: &mut String| {
+            // Most events had nothing redacted: nothing to compare or scrub.
+            if secrets.is_empty() {
+                out.push_str(v);
+            } else if secrets.iter().any(|s| s == v)
+                || (!numbers.is_empty() && v.parse::<f64>().is_ok_and(|n| numbers.contains(&n)))
+            {
+                out.push_str(REDACTED);
+            } else {
+                out.push_str(&scrub(v, secrets));
+            }
+        };
+        let doc = std::cell::OnceCell::new();
         let mut out = String::with_capacity(128);
         for p in parts {
             match p {
@@ -183,22 +212,38 @@ impl Rule {
                         if i > 0 {
                             out.push_str(", ");
                         }
-                        // Most events had nothing redacted: nothing to compare or scrub.
-                        if secrets.is_empty() {
-                            out.push_str(v);
-                        } else if secrets.contains(v)
-                            || (!numbers.is_empty()
-                                && v.parse::<f64>().is_ok_and(|n| numbers.contains(&n)))
-                        {
-                            out.push_str(REDACTED);
-                        } else {
-                            out.push_str(&scrub(v, secrets));
-                        }
+                        clean(v, &mut out);
                     }
+                }
+                OutputPart::Falco(f) => {
+                    let doc = doc.get_or_init(|| super::falco::Doc::new(falco_text));
+                    let vals: Vec<String> = doc
+                        .extract(f)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|v| {
+                            let mut c = String::with_capacity(v.len());
+                            clean(v, &mut c);
+                            c
+                        })
+                        .collect();
+                    // As Falco prints them: `<NA>` without a value, `(a,b)` for a list.
+                    let text = match (vals.as_slice(), f.def.list) {
+                        ([], _) => "<NA>".to_string(),
+                        ([v], false) => v.clone(),
+                        (vs, _) => format!("({})", vs.join(",")),
+                    };
+                    out.push_str(&text);
+                    let value = match (vals.is_empty(), f.def.list) {
+                        (true, _) => serde_json::Value::Null,
+                        (false, true) => serde_json::Value::from(vals),
+                        (false, false) => serde_json::Value::from(text),
+                    };
+                    fields.insert(f.to_string(), value);
                 }
             }
         }
-        out
+        (out, fields)
     }
 
     /// Renders the `output` template (or the title) for `ev`. Fields with several values are
@@ -294,7 +339,7 @@ impl Index {
 enum SharedSel {
     Map(Vec<u32>),
     AnyOf(Vec<Vec<u32>>),
-    /// Keywords are evaluated from the rule's own selection.
+    /// Keywords and Falco conditions are evaluated from the rule's own selection.
     Keywords,
 }
 
@@ -340,7 +385,7 @@ impl Shared {
                             .map(|m| m.iter().map(|c| intern(c, &mut shared.conds)).collect())
                             .collect(),
                     ),
-                    Selection::Keywords(_) => SharedSel::Keywords,
+                    Selection::Keywords(_) | Selection::Falco(_) => SharedSel::Keywords,
                 });
             }
             shared.rules.push(sels);
@@ -918,6 +963,8 @@ pub struct RuleSet {
     inputs_of: Vec<Vec<(usize, usize)>>,
     /// By rule index, the baseline of each rule with `first_seen`; empty when no rule has one.
     baselines: Vec<Option<BaselineRef>>,
+    /// Whether only the first matching Falco rule (in load order) alerts on an event.
+    falco_first: bool,
 }
 
 impl RuleSet {
@@ -961,8 +1008,16 @@ impl RuleSet {
             correlations: Vec::new(),
             inputs_of: Vec::new(),
             baselines: Vec::new(),
+            falco_first: true,
         }
         .with_baselines(&super::baseline::Baselines::default())
+    }
+
+    /// Which Falco rules alert when several match an event (`first` by default, as in Falco).
+    /// Sigma rules are not affected: each alerts on its own.
+    pub fn with_rule_matching(mut self, m: super::falco::RuleMatching) -> RuleSet {
+        self.falco_first = m == super::falco::RuleMatching::First;
+        self
     }
 
     /// Takes the first-seen baselines of this set's rules from `store` (the daemon's, shared by
@@ -1371,6 +1426,7 @@ impl RuleSet {
         let now = std::cell::OnceCell::new();
         // The same for first-seen rules, which skip an event without one.
         let time = std::cell::OnceCell::new();
+        let mut falco_fired = false;
         for i in hits {
             if let Some(inputs) = inputs.as_deref_mut() {
                 if !self.correlation_inputs(i).is_empty() {
@@ -1378,6 +1434,13 @@ impl RuleSet {
                 }
             }
             let rule = &self.rules[i];
+            if rule.falco.is_some() {
+                // Falco's `rule_matching: first`: the first matching rule in load order.
+                if falco_fired && self.falco_first {
+                    continue;
+                }
+                falco_fired = true;
+            }
             if !rule.alerts || !self.first_of_request(i as u32, rule, ev) {
                 continue;
             }

@@ -169,6 +169,9 @@ pub struct Compiled {
     pub rules: Vec<Rule>,
     pub correlations: Vec<CorrelationDoc>,
     pub errors: Vec<RuleError>,
+    /// Findings that do not stop loading (a Falco rules file's deprecated or unknown keys,
+    /// items of other sources).
+    pub warnings: Vec<RuleError>,
 }
 
 impl Compiled {
@@ -176,6 +179,7 @@ impl Compiled {
         self.rules.append(&mut other.rules);
         self.correlations.append(&mut other.correlations);
         self.errors.append(&mut other.errors);
+        self.warnings.append(&mut other.warnings);
     }
 }
 
@@ -388,6 +392,7 @@ fn compile_rule_with(ctx: &mut Ctx<'_>, v: &Yaml, with_tests: bool) -> Option<Ru
         several_stages,
         name,
         alerts: true,
+        falco: None,
     })
 }
 
@@ -405,7 +410,7 @@ fn accepts_several_stages(sel: &Selection) -> bool {
     match sel {
         Selection::Map(conds) => conds.iter().any(item),
         Selection::AnyOf(maps) => maps.iter().flatten().any(item),
-        Selection::Keywords(_) => false,
+        Selection::Keywords(_) | Selection::Falco(_) => false,
     }
 }
 
@@ -421,7 +426,7 @@ fn accepts_missing_stage(sel: &Selection) -> bool {
     match sel {
         Selection::Map(conds) => conds.iter().any(item),
         Selection::AnyOf(maps) => maps.iter().flatten().any(item),
-        Selection::Keywords(_) => false,
+        Selection::Keywords(_) | Selection::Falco(_) => false,
     }
 }
 

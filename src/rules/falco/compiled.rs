@@ -86,6 +86,14 @@ impl FalcoCond {
         eval(&self.root, ev, &doc)
     }
 
+    /// True if Falco evaluates rules on `ev` at all: the k8saudit plugin drops an event whose
+    /// `stageTimestamp` is not an RFC 3339 time (`source.go`, `parseSingleAuditEventJSON`).
+    pub fn applies(ev: &Event<'_>) -> bool {
+        ev.stage_timestamp
+            .as_deref()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+    }
+
     /// The lowercased values the condition requires of `field` (a typed field), or `None` if
     /// it can hold with any value or none: sound for the rule index.
     pub fn required_values(&self, field: &FieldRef) -> Option<HashSet<String>> {

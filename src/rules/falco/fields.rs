@@ -938,3 +938,15 @@ fn indent(raw: &str) -> String {
     }
     out
 }
+
+impl std::fmt::Display for Field {
+    /// The field as written in a rule: `ka.user.name`, `ka.req.pod.containers.image[0]`,
+    /// `jevt.value[/verb]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.arg {
+            FieldArg::None => f.write_str(self.def.name),
+            FieldArg::Index(i) => write!(f, "{}[{i}]", self.def.name),
+            FieldArg::Key(k) => write!(f, "{}[{k}]", self.def.name),
+        }
+    }
+}

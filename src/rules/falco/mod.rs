@@ -23,6 +23,7 @@ mod expand;
 pub mod fields;
 mod json;
 mod loader;
+mod rule;
 
 pub use compiled::FalcoCond;
 pub use condition::{parse, Check, Expr, ListItem, Op, Operand, ParseError};
@@ -34,6 +35,7 @@ pub use loader::{
     LoadMessage, LoadOptions, Loader, PluginRequirement, Priority, K8S_AUDIT_SOURCE,
     LEGACY_LIST_NAMES,
 };
+pub use rule::{parse_output, to_rules, FalcoInfo, RuleMatching, ID_PREFIX};
 
 #[cfg(test)]
 mod tests;
