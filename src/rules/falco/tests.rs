@@ -623,6 +623,45 @@ enum Outcome {
 /// per rule with the expected ones. `falco_rules.yaml`, Falco's syscall rules, is not in the
 /// shared data and holds no k8s_audit rule; it is not loaded.
 fn run_suite(dir: &std::path::Path, options: LoadOptions) -> Vec<(String, Vec<String>, Outcome)> {
+    run_suite_with(dir, options, false)
+}
+
+/// The alerts per rule of the trace file, through tripline's pipeline: the rules files loaded
+/// as `rules.paths` are, into a [`crate::rules::RuleSet`] with `rule_matching: first`, and
+/// the detector that `scan` and the daemon run.
+fn run_trace_ruleset(
+    dir: &std::path::Path,
+    trace: &str,
+    files: &[String],
+    options: LoadOptions,
+) -> BTreeMap<String, usize> {
+    let texts: Vec<(String, String)> = files.iter().map(|f| (f.clone(), read(dir, f))).collect();
+    let compiled = crate::rules::load_falco(&texts, options);
+    assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+    let set =
+        crate::rules::RuleSet::new(compiled.rules).with_rule_matching(super::RuleMatching::First);
+    let mut detector = crate::detect::Detector::new(&set, None);
+    let text = read(dir, &format!("trace_files/{trace}"));
+    let mut counts = BTreeMap::new();
+    let stream =
+        serde_json::Deserializer::from_str(&text).into_iter::<&serde_json::value::RawValue>();
+    for value in stream {
+        let value = value.unwrap_or_else(|e| panic!("{trace}: {e}"));
+        decode_value_into(value.get(), &mut |d| {
+            let Ok(ev) = d else { return };
+            detector.detect(ev, &mut |a| {
+                *counts.entry(set.meta(a.rule).title.clone()).or_insert(0) += 1;
+            });
+        });
+    }
+    counts
+}
+
+fn run_suite_with(
+    dir: &std::path::Path,
+    options: LoadOptions,
+    via_ruleset: bool,
+) -> Vec<(String, Vec<String>, Outcome)> {
     let spec: serde_json::Value = serde_json::from_str(&read(dir, "expectations.json")).unwrap();
     let mut out = Vec::new();
     for case in spec["test_cases"].as_array().unwrap() {
@@ -655,7 +694,11 @@ fn run_suite(dir: &std::path::Path, options: LoadOptions) -> Vec<(String, Vec<St
             .rsplit('/')
             .next()
             .unwrap();
-        let counts = run_trace(dir, trace, &rules);
+        let counts = if via_ruleset {
+            run_trace_ruleset(dir, trace, &files, options)
+        } else {
+            run_trace(dir, trace, &rules)
+        };
         let want: HashMap<String, usize> =
             serde_json::from_value(case["detect_counts_current_rule_names"].clone())
                 .unwrap_or_default();
@@ -721,14 +764,22 @@ fn falco_regression_expectations() {
     assert_eq!((passed, refused), (58, 8));
 }
 
-/// With the legacy list names option, every case gives the expected alerts.
+/// With the legacy list names option, every case gives the expected alerts; the same through
+/// tripline's rule set and detector (compiled conditions, index, `rule_matching: first`,
+/// the plugin's `stageTimestamp` filter).
 #[test]
 fn falco_regression_expectations_with_legacy_list_names() {
     let Some(dir) = falco_data() else { return };
     let options = LoadOptions {
         legacy_list_names: true,
     };
-    let outcomes = run_suite(&dir, options);
+    for via_ruleset in [false, true] {
+        regression_with_legacy_names(&dir, options, via_ruleset);
+    }
+}
+
+fn regression_with_legacy_names(dir: &std::path::Path, options: LoadOptions, via_ruleset: bool) {
+    let outcomes = run_suite_with(dir, options, via_ruleset);
     let failures: Vec<String> = outcomes
         .iter()
         .filter_map(|(name, _, o)| match o {
@@ -1494,4 +1545,94 @@ fn compiled_equals_the_interpreter() {
     }
     assert!(events > 500, "{events} events");
     assert!(held > 1000 && held < agreed, "{held} of {agreed} held");
+}
+
+// ----- Falco rules in tripline's rule set -----
+
+/// Alerts of `text` (one Falco rules file) on the event `json`: (rule name, message,
+/// whole alert document).
+fn alerts_of(
+    text: &str,
+    json: &str,
+    matching: super::RuleMatching,
+) -> Vec<(String, String, String)> {
+    let compiled =
+        crate::rules::load_falco(&[("r.yaml".into(), text.into())], LoadOptions::default());
+    assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+    let set = crate::rules::RuleSet::new(compiled.rules).with_rule_matching(matching);
+    let mut detector = crate::detect::Detector::new(&set, None);
+    let mut out = Vec::new();
+    decode_value_into(json, &mut |d| {
+        let ev = d.expect("decodes");
+        detector.detect(ev, &mut |a| {
+            out.push((
+                set.meta(a.rule).title.clone(),
+                a.message().to_string(),
+                String::from_utf8_lossy(a.json()).into_owned(),
+            ));
+        });
+    });
+    out
+}
+
+const SECRET_EVENT: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/default/secrets","verb":"create","user":{"username":"alice"},"sourceIPs":["10.0.0.1"],"objectRef":{"resource":"secrets","namespace":"default","name":"db","apiVersion":"v1"},"responseStatus":{"code":201},"requestObject":{"kind":"Secret","apiVersion":"v1","metadata":{"name":"db"},"data":{"password":"aHVudGVyMlN1cGVyU2VjcmV0"},"stringData":{"token":"tok-Very-Secret-42"}},"requestReceivedTimestamp":"2024-05-01T10:00:00.000000Z","stageTimestamp":"2024-05-01T10:00:00.100000Z"}"#;
+
+#[test]
+fn only_the_first_matching_falco_rule_alerts_unless_all() {
+    let text = rule_item("Any Create", "ka.verb=create")
+        + &rule_item(
+            "Secret Create",
+            "ka.verb=create and ka.target.resource=secrets",
+        )
+        + &rule_item(
+            "Secret Delete",
+            "ka.verb=delete and ka.target.resource=secrets",
+        );
+    let names = |m| -> Vec<String> {
+        alerts_of(&text, SECRET_EVENT, m)
+            .into_iter()
+            .map(|a| a.0)
+            .collect()
+    };
+    assert_eq!(names(super::RuleMatching::First), ["Any Create"]);
+    assert_eq!(
+        names(super::RuleMatching::All),
+        ["Any Create", "Secret Create"]
+    );
+    // Without an RFC 3339 stageTimestamp the k8saudit plugin drops the event: no rule runs.
+    let no_time = SECRET_EVENT.replace(
+        "\"stageTimestamp\":\"2024-05-01T10:00:00.100000Z\"",
+        "\"stageTimestamp\":\"yesterday\"",
+    );
+    assert!(alerts_of(&text, &no_time, super::RuleMatching::All).is_empty());
+}
+
+/// A Falco output that prints the whole object (`%jevt.obj`, `%ka.req.configmap.obj`-like
+/// fields) shows the redacted event: no secret value reaches the message or `output_fields`.
+#[test]
+fn falco_outputs_render_redacted_values() {
+    let text = "- rule: Secret Create\n  desc: d\n  condition: ka.verb=create and ka.target.resource=secrets\n  output: \"Secret %ka.target.name by %ka.user.name (pw=%jevt.value[/requestObject/data/password] tok=%jevt.value[/requestObject/stringData/token] groups=%ka.user.groups obj=%jevt.obj)\"\n  priority: ERROR\n  source: k8s_audit\n  tags: [k8s, T1552]\n";
+    let alerts = alerts_of(text, SECRET_EVENT, super::RuleMatching::First);
+    assert_eq!(alerts.len(), 1);
+    let (name, message, doc) = &alerts[0];
+    assert_eq!(name, "Secret Create");
+    assert!(message.starts_with("Secret db by alice (pw="), "{message}");
+    assert!(message.contains("groups=<NA>"), "{message}");
+    for secret in ["aHVudGVyMlN1cGVyU2VjcmV0", "hunter2", "tok-Very-Secret-42"] {
+        assert!(!message.contains(secret), "{message}");
+        assert!(!doc.contains(secret), "{doc}");
+    }
+    let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+    assert_eq!(v["falco"]["rule"], "Secret Create");
+    assert_eq!(v["falco"]["priority"], "Error");
+    assert_eq!(v["falco"]["source"], "k8s_audit");
+    assert_eq!(v["falco"]["tags"], serde_json::json!(["T1552", "k8s"]));
+    assert_eq!(v["falco"]["output_fields"]["ka.user.name"], "alice");
+    assert_eq!(
+        v["falco"]["output_fields"]["ka.user.groups"],
+        serde_json::Value::Null
+    );
+    assert_eq!(v["rule"]["ruleset"], "falco");
+    assert_eq!(v["tripline"]["rule"]["level"], "high");
+    assert_eq!(v["message"], message.as_str());
 }
