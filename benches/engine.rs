@@ -198,6 +198,20 @@ fn stateful_pack() -> RuleSet {
     loaded.into_rule_set(&cfg)
 }
 
+/// Falco's own `k8s_audit_rules.yaml` (from the shared data), loaded as `rules.paths` loads it,
+/// alone: the Falco front end's cost. `None` without the shared data.
+fn falco_pack() -> Option<RuleSet> {
+    let file = data_dir()?.join("falco/k8s_audit_rules.yaml");
+    let cfg = RulesConfig {
+        builtin: false,
+        paths: vec![file],
+        ..RulesConfig::default()
+    };
+    let loaded = cfg.load(&[], false);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    Some(loaded.into_rule_set(&cfg))
+}
+
 /// The whole pack without its first-seen rules (to tell their cost from the correlations').
 fn correlations_pack() -> RuleSet {
     let cfg = RulesConfig::default();
@@ -291,6 +305,7 @@ fn summary() {
     let rules = full_pack();
     let stateful = stateful_pack();
     let correlations = correlations_pack();
+    let falco = falco_pack();
     let runs = 7;
     println!(
         "\nSummary (best of {runs} interleaved runs; corpus from {origin}; {} rules)",
@@ -308,9 +323,9 @@ fn summary() {
             continue;
         }
         let mb = corpus.bytes.len() as f64 / 1e6;
-        let (mut alerts, mut matches, mut stateful_alerts) = (0, 0, 0);
+        let (mut alerts, mut matches, mut stateful_alerts, mut falco_alerts) = (0, 0, 0, 0);
         // The modes take turns, so that a slower moment of a shared machine hits all of them.
-        let mut best = [Duration::MAX; 6];
+        let mut best = [Duration::MAX; 7];
         for _ in 0..runs {
             let times = [
                 best_of(1, || {
@@ -327,6 +342,10 @@ fn summary() {
                 best_of(1, || {
                     stateful_alerts = decode_detect_stateful(&corpus.bytes, &stateful).1
                 }),
+                match &falco {
+                    Some(f) => best_of(1, || falco_alerts = decode_detect(&corpus.bytes, f).1),
+                    None => Duration::MAX,
+                },
             ];
             for (b, t) in best.iter_mut().zip(times) {
                 *b = (*b).min(t);
@@ -340,10 +359,14 @@ fn summary() {
             "decode+detect (full pack)",
             "  +correlations",
             "  +correlations+first-seen",
+            "decode+detect (Falco rules)",
         ]
         .into_iter()
         .zip(best)
         {
+            if d == Duration::MAX {
+                continue;
+            }
             let s = d.as_secs_f64();
             println!(
                 "{:<18} {:<26} {:>12.0} {:>10.1} {:>15.2}x",
@@ -371,6 +394,14 @@ fn summary() {
             stateful_alerts,
             best[3].as_secs_f64() / best[5].as_secs_f64()
         );
+        if let Some(f) = &falco {
+            println!(
+                "{:<18} with Falco's k8s_audit_rules.yaml instead ({} rules, rule_matching first): {} alerts per pass",
+                "",
+                f.len(),
+                falco_alerts
+            );
+        }
     }
 }
 
@@ -450,6 +481,7 @@ fn profile(mode: &str) {
             .collect(),
     );
     let (any_verb, indexed) = split_by_verb(&rules);
+    let falco = falco_pack();
     let corpus = corpora().remove(1);
     let t = Instant::now();
     let mut passes = 0u32;
@@ -474,6 +506,24 @@ fn profile(mode: &str) {
             }
             "match-one" => {
                 black_box(decode_match(&corpus.bytes, &one));
+            }
+            "falco" => {
+                let falco = falco.as_ref().expect("the shared data's Falco rules");
+                black_box(decode_detect(&corpus.bytes, falco));
+            }
+            "falco-stats" => {
+                let falco = falco.as_ref().expect("the shared data's Falco rules");
+                let (mut n, mut cands) = (0usize, 0usize);
+                each_event(&corpus.bytes, |_, ev| {
+                    n += 1;
+                    cands += falco.candidate_count(ev);
+                });
+                println!(
+                    "{n} events, {:.2} Falco candidates/event of {} rules",
+                    cands as f64 / n as f64,
+                    falco.len()
+                );
+                return;
             }
             "stats" => {
                 let (mut n, mut cands) = (0usize, 0usize);

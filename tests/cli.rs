@@ -758,3 +758,198 @@ fn allow_list_rules_are_inactive_until_their_placeholders_have_values() {
         .find(|l| l.contains("User Outside The Allowed Users"));
     assert!(line.is_some_and(|l| !l.contains("inactive")), "{s}");
 }
+
+/// A team's own Falco rules file: lists, macros, a rule with an exception, and an override.
+const FALCO_RULES: &str = r#"- required_engine_version: 15
+- list: exec_users
+  items: [ops-bot]
+- macro: kevt
+  condition: (jevt.value[/stage] in (ResponseComplete, ResponseStarted))
+- macro: exec
+  condition: ka.target.resource=pods and ka.target.subresource in (exec, attach)
+- rule: Exec Into Pod
+  desc: Someone opened a shell in a pod.
+  condition: kevt and exec and not ka.user.name in (exec_users)
+  output: Exec into %ka.target.namespace/%ka.target.name by %ka.user.name (command=%ka.uri.param[command])
+  priority: NOTICE
+  source: k8s_audit
+  tags: [k8s, mitre_execution]
+  exceptions:
+    - name: test_namespaces
+      fields: [ka.target.namespace]
+      values: [[sandbox]]
+- rule: Any Pod Create
+  desc: Every create of a pod or its subresource.
+  condition: kevt and ka.verb=create and ka.target.resource=pods
+  output: Pod create by %ka.user.name
+  priority: INFO
+  source: k8s_audit
+- rule: Syscall Rule
+  desc: For another source; skipped.
+  condition: evt.type=open
+  output: x
+  priority: INFO
+  source: syscall
+- rule: Exec Into Pod
+  override:
+    priority: replace
+  priority: CRITICAL
+"#;
+
+#[test]
+fn falco_rules_files_load_check_list_and_scan_beside_sigma_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let falco = write_rule(dir.path(), "team_rules.yaml", FALCO_RULES);
+    let falco = falco.to_str().unwrap();
+    let out = run(&["rules", "check", falco]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("2 rules OK"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(&["rules", "list", "--no-default-rules", "--rules", falco]);
+    let listed = text(&out.stdout);
+    assert!(listed.contains("falco:Exec Into Pod"), "{listed}");
+    assert!(
+        listed.contains("critical"),
+        "priority CRITICAL is level critical: {listed}"
+    );
+    assert!(!listed.contains("Syscall Rule"), "{listed}");
+
+    // Only Falco's rules: the first matching rule alerts, as in Falco.
+    let events = dir.path().join("events.log");
+    let sandbox = EXEC.replace("\"namespace\":\"prod\"", "\"namespace\":\"sandbox\"");
+    std::fs::write(&events, format!("{EXEC}\n{sandbox}\n")).unwrap();
+    let events = events.to_str().unwrap();
+    let out = run(&[
+        "scan",
+        "--no-default-rules",
+        "--rules",
+        falco,
+        "--format",
+        "json",
+        events,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let got = alerts(&out);
+    assert_eq!(titles(&got), ["Exec Into Pod", "Any Pod Create"], "{got:?}");
+    assert_eq!(
+        got[0]["message"],
+        "Exec into prod/web-0 by mallory@example.com (command=sh)"
+    );
+    assert_eq!(got[0]["falco"]["priority"], "Critical");
+    assert_eq!(got[0]["rule"]["ruleset"], "falco");
+    // `--rule-matching all`: both rules on the first event.
+    let out = run(&[
+        "scan",
+        "--no-default-rules",
+        "--rules",
+        falco,
+        "--rule-matching",
+        "all",
+        "--format",
+        "json",
+        events,
+    ]);
+    assert_eq!(
+        titles(&alerts(&out)),
+        ["Exec Into Pod", "Any Pod Create", "Any Pod Create"]
+    );
+    // With the Sigma pack: its alerts and Falco's, side by side; the same from a config file.
+    let out = run(&["scan", "--rules", falco, "--format", "json", events]);
+    let with_pack = titles(&alerts(&out));
+    assert!(
+        with_pack.iter().any(|t| t == "Exec Into Pod"),
+        "{with_pack:?}"
+    );
+    assert!(with_pack.len() > 2, "Sigma alerts too: {with_pack:?}");
+    let cfg = dir.path().join("tripline.yaml");
+    std::fs::write(
+        &cfg,
+        format!("rules:\n  builtin: false\n  paths: [{falco}]\n  falco:\n    rule_matching: all\n"),
+    )
+    .unwrap();
+    let out = run(&[
+        "scan",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--format",
+        "json",
+        events,
+    ]);
+    assert_eq!(titles(&alerts(&out)).len(), 3, "{}", text(&out.stderr));
+
+    // A broken Falco file: every problem as file:line with the item.
+    let broken = FALCO_RULES
+        .replace(
+            "not ka.user.name in (exec_users)",
+            "not ka.user.nom in (exec_users)",
+        )
+        .replace(
+            "priority: INFO\n  source: k8s_audit",
+            "priority: LOUD\n  source: k8s_audit",
+        );
+    let p = write_rule(dir.path(), "broken.yaml", &broken);
+    let out = run(&["rules", "check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let s = text(&out.stdout);
+    let name = p.display().to_string();
+    assert!(
+        s.contains(&format!(
+            "{name}:20: rule 'Any Pod Create': Invalid priority"
+        )),
+        "{s}"
+    );
+    let out = run(&["scan", "--rules", p.to_str().unwrap(), events]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Falco's own rules file and a local override of one of its lists, loaded in order as Falco
+/// loads `rules_files`.
+#[test]
+fn falcos_k8s_audit_rules_with_a_local_override_run_unchanged() {
+    let Some(data) = shared_data() else { return };
+    let upstream = data.join("falco/k8s_audit_rules.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let local = write_rule(
+        dir.path(),
+        "falco_rules.local.yaml",
+        "- list: k8s_audit_privileged_images\n  items: [nginx]\n  override:\n    items: append\n",
+    );
+    let trace = data.join("falco/trace_files/create_nginx_pod_privileged.json");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "scan",
+            "--no-default-rules",
+            "--rules",
+            upstream.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        a.extend(["--format", "json", trace.to_str().unwrap()]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run_owned = |a: Vec<String>| run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let got = titles(&alerts(&run_owned(args(&[]))));
+    assert_eq!(got, ["Create Privileged Pod"]);
+    let got = titles(&alerts(&run_owned(args(&[
+        "--rules",
+        local.to_str().unwrap(),
+    ]))));
+    assert!(got.is_empty(), "the local file trusts nginx: {got:?}");
+}
+
+/// The shared data folder (`TRIPLINE_SHARED_DATA`, else `../shared/data`), or `None` with a
+/// message when absent.
+fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("TRIPLINE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data"));
+    if dir.join("falco/k8s_audit_rules.yaml").is_file() {
+        Some(dir)
+    } else {
+        println!("skipping: no shared data folder at {}", dir.display());
+        None
+    }
+}

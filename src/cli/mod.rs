@@ -33,6 +33,18 @@ pub struct RuleSource {
     /// `rules.audit_trail: true` in the config.
     #[arg(long)]
     pub audit_trail: bool,
+    /// Of the Falco rules matching an event, `first` (as Falco by default) or `all` alert,
+    /// like `rules.falco.rule_matching` in the config.
+    #[arg(long, value_name = "first|all", value_parser = parse_rule_matching)]
+    pub rule_matching: Option<tripline::rules::falco::RuleMatching>,
+}
+
+fn parse_rule_matching(s: &str) -> Result<tripline::rules::falco::RuleMatching, String> {
+    match s {
+        "first" => Ok(tripline::rules::falco::RuleMatching::First),
+        "all" => Ok(tripline::rules::falco::RuleMatching::All),
+        _ => Err(format!("`{s}`: expected first or all")),
+    }
 }
 
 impl RuleSource {
@@ -48,6 +60,9 @@ impl RuleSource {
         };
         let mut cfg = cfg;
         cfg.rules.audit_trail |= self.audit_trail;
+        if let Some(m) = self.rule_matching {
+            cfg.rules.falco.rule_matching = m;
+        }
         let loaded = cfg.rules.load(&self.rules, !self.no_default_rules);
         for w in &loaded.warnings {
             eprintln!("warning: {w}");

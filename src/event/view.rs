@@ -40,6 +40,9 @@ pub struct ResponseStatus<'a> {
     pub message: Option<Cow<'a, str>>,
 }
 
+/// One member of a JSON object: its name and its value's text.
+pub type RawMember<'a> = (Cow<'a, str>, &'a serde_json::value::RawValue);
+
 /// One kube-apiserver audit event (`audit.k8s.io/v1` or `v1beta1`), borrowing its strings from the
 /// text it was decoded from wherever they contain no JSON escapes.
 ///
@@ -79,6 +82,11 @@ pub struct Event<'a> {
     pub(crate) raw: &'a str,
     /// Boxed so that an event stays small to move; allocated on the first lazy access only.
     lazy: OnceCell<Box<Lazy>>,
+    /// The members of the event's object (name, value text), listed on first use: Falco rules
+    /// read the fields tripline does not type from them, once per event for all rules.
+    text_members: OnceCell<Option<Vec<RawMember<'a>>>>,
+    /// Whether `stageTimestamp` is an RFC 3339 time, worked out on first use.
+    rfc3339_stage: OnceCell<bool>,
 }
 
 fn string_list<'a, A: smallvec::Array<Item = Cow<'a, str>>>(
@@ -484,6 +492,23 @@ impl<'a> Event<'a> {
     /// event's text).
     pub fn raw(&self) -> &'a str {
         self.raw
+    }
+
+    /// The members of [`Event::raw`]'s object, in written order (listed once, on first use);
+    /// `None` if the text is not one JSON object.
+    pub fn raw_members(&self) -> Option<&[RawMember<'a>]> {
+        self.text_members
+            .get_or_init(|| crate::rules::falco::members(self.raw))
+            .as_deref()
+    }
+
+    /// True if `stageTimestamp` is an RFC 3339 time (worked out once).
+    pub fn has_rfc3339_stage_time(&self) -> bool {
+        *self.rfc3339_stage.get_or_init(|| {
+            self.stage_timestamp
+                .as_deref()
+                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+        })
     }
 
     /// True if and only if AKS replaced the request or the response body by the string

@@ -189,6 +189,26 @@ pub fn load_falco(files: &[(String, String)], options: falco::LoadOptions) -> Co
         return out;
     };
     out.warnings.extend(loaded.warnings.iter().map(as_error));
+    // tripline provides the fields of the k8saudit and json plugins; a rules file that needs
+    // another plugin's fields fails on them (unknown field), and says why here.
+    for req in &loaded.required_plugin_versions {
+        if !req.alternatives.iter().any(|(name, _)| {
+            matches!(
+                name.as_str(),
+                "k8saudit" | "json" | "k8saudit-eks" | "k8saudit-gke" | "k8saudit-aks"
+            )
+        }) {
+            let names: Vec<&str> = req.alternatives.iter().map(|(n, _)| n.as_str()).collect();
+            out.warnings.push(RuleError {
+                source: files.last().map(|f| f.0.clone()).unwrap_or_default(),
+                line: 0,
+                message: format!(
+                    "required_plugin_versions: plugin {} is not provided (tripline provides the fields of k8saudit and json)",
+                    names.join(" or ")
+                ),
+            });
+        }
+    }
     let (mut rules, mut errors) = falco::to_rules(&loaded);
     out.rules.append(&mut rules);
     out.errors.append(&mut errors);

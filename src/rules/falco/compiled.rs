@@ -39,6 +39,9 @@ struct CCheck {
     typed: Option<(FieldRef, &'static str)>,
     /// The k8saudit plugin reads the field only from an event with an `auditID`.
     needs_audit_id: bool,
+    /// `jevt.rawtime` / `json.rawtime`: `stageTimestamp` in nanoseconds, read from the typed
+    /// field.
+    rawtime: bool,
     op: Op,
     rhs: Vec<String>,
     /// `rhs` as a set, for long `in` lists.
@@ -89,9 +92,7 @@ impl FalcoCond {
     /// True if Falco evaluates rules on `ev` at all: the k8saudit plugin drops an event whose
     /// `stageTimestamp` is not an RFC 3339 time (`source.go`, `parseSingleAuditEventJSON`).
     pub fn applies(ev: &Event<'_>) -> bool {
-        ev.stage_timestamp
-            .as_deref()
-            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+        ev.has_rfc3339_stage_time()
     }
 
     /// The lowercased values the condition requires of `field` (a typed field), or `None` if
@@ -117,6 +118,7 @@ fn compile_check(check: &Check) -> CCheck {
         .plain_path()
         .and_then(|(path, _)| typed_field(&path));
     let needs_audit_id = check.field.def.name.starts_with("ka.");
+    let rawtime = matches!(check.field.def.name, "jevt.rawtime" | "json.rawtime");
     let rhs: Vec<String> = match &check.operand {
         Operand::None => Vec::new(),
         Operand::Value(v) | Operand::ListName(v) => vec![v.clone()],
@@ -128,6 +130,7 @@ fn compile_check(check: &Check) -> CCheck {
         field: check.field.clone(),
         typed,
         needs_audit_id,
+        rawtime,
         op: check.op,
         rhs,
         set,
@@ -149,6 +152,15 @@ fn eval_check<'e>(c: &CCheck, ev: &'e Event<'_>, doc: &OnceCell<Doc<'e>>) -> boo
         // The k8saudit plugin extracts nothing from an event without an `auditID`.
         return false;
     }
+    if c.rawtime {
+        // The plugin's `stageTimestamp` parsed as RFC 3339, in nanoseconds since the epoch.
+        let nanos = ev
+            .stage_timestamp
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| t.timestamp_nanos_opt());
+        return nanos.is_some_and(|n| c.op == Op::Exists || c.holds(&n.to_string()));
+    }
     if let (Some((field, key)), Some(_)) = (&c.typed, &ev.audit_id) {
         match ev.scalar(field) {
             Some(Some(FieldValue::Str(v))) => return c.holds(v),
@@ -159,7 +171,7 @@ fn eval_check<'e>(c: &CCheck, ev: &'e Event<'_>, doc: &OnceCell<Doc<'e>>) -> boo
             _ => {}
         }
     }
-    let doc = doc.get_or_init(|| Doc::new(ev.raw()));
+    let doc = doc.get_or_init(|| Doc::from_event(ev));
     let Some(values) = doc.extract(&c.field) else {
         return false;
     };

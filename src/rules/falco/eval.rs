@@ -45,9 +45,15 @@ impl<'a> Doc<'a> {
         field.extract_json(self.root?, self.raw)
     }
 
-    /// The event behind a decoded [`crate::event::Event`].
-    pub fn from_event(event: &crate::event::Event<'a>) -> Self {
-        Self::new(event.raw())
+    /// The event behind a decoded [`crate::event::Event`] (its text parsed once per event,
+    /// however many rules read it).
+    pub fn from_event(event: &'a crate::event::Event<'_>) -> Self {
+        Doc {
+            raw: event.raw(),
+            root: event
+                .raw_members()
+                .map(|members| Json::with_members(event.raw(), members)),
+        }
     }
 }
 

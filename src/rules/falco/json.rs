@@ -9,7 +9,9 @@ use serde_json::value::RawValue;
 
 /// One JSON value, borrowed from the event's text.
 #[derive(Clone, Copy)]
-pub(crate) struct Json<'a>(&'a RawValue);
+pub(crate) struct Json<'a>(&'a str, Option<&'a [Member<'a>]>);
+
+pub(crate) use crate::event::RawMember as Member;
 
 /// The type of a JSON value, from its first character.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -23,12 +25,20 @@ pub(crate) enum Kind {
 impl<'a> Json<'a> {
     /// The value whose text is `text`, or `None` if it is not one JSON value.
     pub(crate) fn parse(text: &'a str) -> Option<Json<'a>> {
-        serde_json::from_str::<&RawValue>(text).ok().map(Json)
+        serde_json::from_str::<&RawValue>(text)
+            .ok()
+            .map(|v| Json(v.get(), None))
+    }
+
+    /// The object whose text is `text` (already validated), with the index of its members
+    /// ([`members`]): looking one up then reads nothing.
+    pub(crate) fn with_members(text: &'a str, members: &'a [Member<'a>]) -> Json<'a> {
+        Json(text, Some(members))
     }
 
     /// The value's type.
     pub(crate) fn kind(self) -> Kind {
-        match self.0.get().as_bytes().first() {
+        match self.0.as_bytes().first() {
             Some(b'{') => Kind::Object,
             Some(b'[') => Kind::Array,
             Some(b'"') => Kind::String,
@@ -40,11 +50,13 @@ impl<'a> Json<'a> {
     /// of an array; `None` otherwise.
     pub(crate) fn get(self, key: &str) -> Option<Json<'a>> {
         match self.kind() {
-            Kind::Object => self
-                .entries()?
-                .into_iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v),
+            Kind::Object => match self.1 {
+                Some(members) => members
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| Json(v.get(), None)),
+                None => find_member(self.0, key).map(|v| Json(v.get(), None)),
+            },
             Kind::Array => {
                 let i: usize = key.parse().ok()?;
                 self.items()?.get(i).copied()
@@ -63,9 +75,9 @@ impl<'a> Json<'a> {
         if self.kind() != Kind::Array {
             return None;
         }
-        serde_json::from_str::<Vec<&RawValue>>(self.0.get())
+        serde_json::from_str::<Vec<&RawValue>>(self.0)
             .ok()
-            .map(|v| v.into_iter().map(Json).collect())
+            .map(|v| v.into_iter().map(|v| Json(v.get(), None)).collect())
     }
 
     /// The members of an object in written order, `None` for anything else.
@@ -73,7 +85,7 @@ impl<'a> Json<'a> {
         if self.kind() != Kind::Object {
             return None;
         }
-        let mut de = serde_json::Deserializer::from_str(self.0.get());
+        let mut de = serde_json::Deserializer::from_str(self.0);
         de.deserialize_map(Entries).ok()
     }
 
@@ -81,16 +93,16 @@ impl<'a> Json<'a> {
     /// anything else.
     pub(crate) fn text(self) -> String {
         if self.kind() == Kind::String {
-            if let Ok(s) = serde_json::from_str::<String>(self.0.get()) {
+            if let Ok(s) = serde_json::from_str::<String>(self.0) {
                 return s;
             }
         }
-        compact(self.0.get())
+        compact(self.0)
     }
 
     /// True for the JSON literal `true`.
     pub(crate) fn is_true(self) -> bool {
-        self.0.get() == "true"
+        self.0 == "true"
     }
 }
 
@@ -107,10 +119,84 @@ impl<'de> Visitor<'de> for Entries {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
         while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
-            out.push((k, Json(v)));
+            out.push((k, Json(v.get(), None)));
         }
         Ok(out)
     }
+}
+
+/// The members of the object whose text is `text`, in written order (`None` if it is not an
+/// object).
+pub(crate) fn members(text: &str) -> Option<Vec<Member<'_>>> {
+    struct All;
+    impl<'de> Visitor<'de> for All {
+        type Value = Vec<Member<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(k) = map.next_key::<Key<'de>>()? {
+                out.push((k.0, map.next_value::<&'de RawValue>()?));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(All).ok()
+}
+
+/// A member name, borrowed from the text when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The first member `key` of the object whose text is `text`: reads the members up to it and
+/// no further (the whole text was validated when the event was).
+fn find_member<'a>(text: &'a str, key: &str) -> Option<&'a RawValue> {
+    struct Find<'k, 'a> {
+        key: &'k str,
+        found: &'k std::cell::Cell<Option<&'a RawValue>>,
+    }
+    impl<'a> Visitor<'a> for Find<'_, 'a> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(k) = map.next_key::<Key<'a>>()? {
+                let v = map.next_value::<&'a RawValue>()?;
+                if k.0 == self.key {
+                    self.found.set(Some(v));
+                    // Stop reading: serde reports the members left unread as an error, which
+                    // the caller ignores once the member is found.
+                    return Err(serde::de::Error::custom("found"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let found = std::cell::Cell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = de.deserialize_map(Find { key, found: &found });
+    found.get()
 }
 
 /// `text` without the blanks between tokens (blanks inside strings are kept).
