@@ -482,7 +482,8 @@ fn profile(mode: &str) {
     );
     let (any_verb, indexed) = split_by_verb(&rules);
     let falco = falco_pack();
-    let corpus = corpora().remove(1);
+    // `CORPUS=0`: request_response; the metadata corpus by default.
+    let corpus = corpora().remove(env_num("CORPUS").unwrap_or(1));
     let t = Instant::now();
     let mut passes = 0u32;
     let secs: u64 = env_num("SECS").unwrap_or(10);

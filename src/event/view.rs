@@ -16,6 +16,8 @@ pub struct UserInfo<'a> {
     pub groups: SmallVec<[Cow<'a, str>; 4]>,
     /// `extra` (a map of string lists) as raw JSON; parsed only when a rule asks for it.
     pub extra: Option<&'a str>,
+    /// A string member was written `null` (decoded as absent).
+    pub(crate) had_null: bool,
 }
 
 /// `objectRef` of an audit event.
@@ -29,6 +31,8 @@ pub struct ObjectRef<'a> {
     pub api_version: Option<Cow<'a, str>>,
     pub uid: Option<Cow<'a, str>>,
     pub resource_version: Option<Cow<'a, str>>,
+    /// A member was written `null` (decoded as absent).
+    pub(crate) had_null: bool,
 }
 
 /// `responseStatus` of an audit event (a `metav1.Status`).
@@ -38,6 +42,8 @@ pub struct ResponseStatus<'a> {
     pub status: Option<Cow<'a, str>>,
     pub reason: Option<Cow<'a, str>>,
     pub message: Option<Cow<'a, str>>,
+    /// A member was written `null` (decoded as absent).
+    pub(crate) had_null: bool,
 }
 
 /// One member of a JSON object: its name and its value's text.
@@ -87,6 +93,8 @@ pub struct Event<'a> {
     text_members: OnceCell<Option<Vec<RawMember<'a>>>>,
     /// Whether `stageTimestamp` is an RFC 3339 time, worked out on first use.
     rfc3339_stage: OnceCell<bool>,
+    /// A top-level string member was written `null` (decoded as absent).
+    top_null: bool,
 }
 
 fn string_list<'a, A: smallvec::Array<Item = Cow<'a, str>>>(
@@ -154,10 +162,12 @@ fn user<'a>(s: &mut Scanner<'a>, what: &str, u: &mut UserInfo<'a>) -> Result<(),
     s.object(what, |s: &mut Scanner<'a>, key: &str| match key {
         "username" => {
             let v = s.opt_string("user.username")?;
+            u.had_null |= v.is_none();
             once(&mut u.username, v, key)
         }
         "uid" => {
             let v = s.opt_string("user.uid")?;
+            u.had_null |= v.is_none();
             once(&mut u.uid, v, key)
         }
         "groups" => {
@@ -188,6 +198,7 @@ fn object_ref<'a>(s: &mut Scanner<'a>, o: &mut ObjectRef<'a>) -> Result<(), Json
             _ => return s.skip_value().map(|_| ()),
         };
         let v = s.opt_string("objectRef field")?;
+        o.had_null |= v.is_none();
         once(slot, v, key)
     })
 }
@@ -197,6 +208,7 @@ fn response_status<'a>(s: &mut Scanner<'a>, r: &mut ResponseStatus<'a>) -> Resul
         let slot = match key {
             "code" => {
                 if s.null()? {
+                    r.had_null = true;
                     return Ok(());
                 }
                 if !matches!(s.peek(), Some(b'-' | b'0'..=b'9')) {
@@ -217,6 +229,7 @@ fn response_status<'a>(s: &mut Scanner<'a>, r: &mut ResponseStatus<'a>) -> Resul
             _ => return s.skip_value().map(|_| ()),
         };
         let v = s.opt_string("responseStatus field")?;
+        r.had_null |= v.is_none();
         once(slot, v, key)
     })
 }
@@ -461,6 +474,7 @@ impl<'a> Event<'a> {
                 M::Other => return s.skip_value().map(|_| ()),
             };
             let v = s.opt_string(key)?;
+            ev.top_null |= v.is_none();
             once(slot, v, key)
         })?;
         s.end()?;
@@ -500,6 +514,32 @@ impl<'a> Event<'a> {
         self.text_members
             .get_or_init(|| crate::rules::falco::members(self.raw))
             .as_deref()
+    }
+
+    /// True if a string member of the part of the event that holds `field` (the event itself,
+    /// `user`, `impersonatedUser`, `objectRef` or `responseStatus`) was written `null`, which
+    /// the typed fields show as absent: only then can `field`'s JSON member be there while
+    /// [`Event::scalar`] gives no value.
+    pub fn null_near(&self, field: &crate::event::FieldRef) -> bool {
+        use crate::event::FieldRef as F;
+        match field {
+            F::UserName | F::UserUid => self.user.as_ref().is_some_and(|u| u.had_null),
+            F::ImpersonatedName | F::ImpersonatedUid => {
+                self.impersonated_user.as_ref().is_some_and(|u| u.had_null)
+            }
+            F::ObjResource
+            | F::ObjSubresource
+            | F::ObjNamespace
+            | F::ObjName
+            | F::ObjApiGroup
+            | F::ObjApiVersion
+            | F::ObjUid
+            | F::ObjResourceVersion => self.object_ref.as_ref().is_some_and(|o| o.had_null),
+            F::StatusCode | F::StatusStatus | F::StatusReason | F::StatusMessage => {
+                self.response_status.as_ref().is_some_and(|r| r.had_null)
+            }
+            _ => self.top_null,
+        }
     }
 
     /// True if `stageTimestamp` is an RFC 3339 time (worked out once).

@@ -198,6 +198,7 @@ impl Rule {
                 out.push_str(&scrub(v, secrets));
             }
         };
+        let members = std::cell::OnceCell::new();
         let doc = std::cell::OnceCell::new();
         let mut out = String::with_capacity(128);
         for p in parts {
@@ -216,7 +217,10 @@ impl Rule {
                     }
                 }
                 OutputPart::Falco(f) => {
-                    let doc = doc.get_or_init(|| super::falco::Doc::new(falco_text));
+                    let doc = doc.get_or_init(|| {
+                        let members = members.get_or_init(|| super::falco::members(falco_text));
+                        super::falco::Doc::with_members(falco_text, members.as_deref())
+                    });
                     let vals: Vec<String> = doc
                         .extract(f)
                         .unwrap_or_default()

@@ -166,8 +166,9 @@ fn eval_check<'e>(c: &CCheck, ev: &'e Event<'_>, doc: &OnceCell<Doc<'e>>) -> boo
             Some(Some(FieldValue::Str(v))) => return c.holds(v),
             Some(Some(FieldValue::Int(n))) => return c.holds(&n.to_string()),
             // Not there at all, unless the member is written `null` (the plugin then reads
-            // the text `null`): only an event that names the key needs the text.
-            Some(None) if !names_key(ev.raw(), key) => return false,
+            // the text `null`): only an event with a `null` there, naming the key, needs the
+            // text.
+            Some(None) if !ev.null_near(field) || !names_key(ev.raw(), key) => return false,
             _ => {}
         }
     }

@@ -39,6 +39,18 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// The event whose JSON text is `raw`, its members listed once for every field read from
+    /// it (`members`, from [`super::members`]).
+    pub(crate) fn with_members(
+        raw: &'a str,
+        members: Option<&'a [super::json::Member<'a>]>,
+    ) -> Self {
+        Doc {
+            raw,
+            root: members.map(|m| Json::with_members(raw, m)),
+        }
+    }
+
     /// The values of `field` in the event, as the plugin extracts them (`None`: not
     /// available).
     pub(crate) fn extract(&self, field: &super::fields::Field) -> Option<Vec<String>> {
