@@ -47,7 +47,7 @@ pub struct ResponseStatus<'a> {
 }
 
 /// One member of a JSON object: its name and its value's text.
-pub type RawMember<'a> = (Cow<'a, str>, &'a serde_json::value::RawValue);
+pub type RawMember<'a> = (Cow<'a, str>, &'a str);
 
 /// One kube-apiserver audit event (`audit.k8s.io/v1` or `v1beta1`), borrowing its strings from the
 /// text it was decoded from wherever they contain no JSON escapes.

@@ -11,7 +11,9 @@ use serde_json::value::RawValue;
 #[derive(Clone, Copy)]
 pub(crate) struct Json<'a>(&'a str, Option<&'a [Member<'a>]>);
 
+use crate::event::json::{JsonError, Scanner};
 pub(crate) use crate::event::RawMember as Member;
+use std::borrow::Cow;
 
 /// The type of a JSON value, from its first character.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -54,8 +56,8 @@ impl<'a> Json<'a> {
                 Some(members) => members
                     .iter()
                     .find(|(k, _)| k == key)
-                    .map(|(_, v)| Json(v.get(), None)),
-                None => find_member(self.0, key).map(|v| Json(v.get(), None)),
+                    .map(|(_, v)| Json(v, None)),
+                None => find_member(self.0, key).map(|v| Json(v, None)),
             },
             Kind::Array => {
                 let i: usize = key.parse().ok()?;
@@ -75,9 +77,14 @@ impl<'a> Json<'a> {
         if self.kind() != Kind::Array {
             return None;
         }
-        serde_json::from_str::<Vec<&RawValue>>(self.0)
-            .ok()
-            .map(|v| v.into_iter().map(|v| Json(v.get(), None)).collect())
+        let mut out = Vec::new();
+        let mut s = Scanner::new(self.0);
+        s.array("", |s| {
+            out.push(Json(s.skip_value()?, None));
+            Ok(())
+        })
+        .ok()?;
+        Some(out)
     }
 
     /// The members of an object in written order, `None` for anything else.
@@ -126,77 +133,44 @@ impl<'de> Visitor<'de> for Entries {
 }
 
 /// The members of the object whose text is `text`, in written order (`None` if it is not an
-/// object).
+/// object). The text was validated when the event was decoded; tripline's scanner reads it.
 pub(crate) fn members(text: &str) -> Option<Vec<Member<'_>>> {
-    struct All;
-    impl<'de> Visitor<'de> for All {
-        type Value = Vec<Member<'de>>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(k) = map.next_key::<Key<'de>>()? {
-                out.push((k.0, map.next_value::<&'de RawValue>()?));
-            }
-            Ok(out)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.deserialize_map(All).ok()
+    let mut out = Vec::new();
+    let mut s = Scanner::new(text);
+    s.object("", |s, key| {
+        let k = borrow_from(text, key);
+        out.push((k, s.skip_value()?));
+        Ok(())
+    })
+    .ok()?;
+    s.end().ok()?;
+    Some(out)
 }
 
-/// A member name, borrowed from the text when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(V)
+/// `key` as a slice of `text` when it lies in it (a name without escapes), else a copy.
+fn borrow_from<'a>(text: &'a str, key: &str) -> Cow<'a, str> {
+    let start = (key.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    match text.get(start..start.wrapping_add(key.len())) {
+        Some(k) if k.as_ptr() == key.as_ptr() => Cow::Borrowed(k),
+        _ => Cow::Owned(key.to_string()),
     }
 }
 
-/// The first member `key` of the object whose text is `text`: reads the members up to it and
-/// no further (the whole text was validated when the event was).
-fn find_member<'a>(text: &'a str, key: &str) -> Option<&'a RawValue> {
-    struct Find<'k, 'a> {
-        key: &'k str,
-        found: &'k std::cell::Cell<Option<&'a RawValue>>,
-    }
-    impl<'a> Visitor<'a> for Find<'_, 'a> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON object")
+/// The value of the first member `key` of the object whose text is `text`, reading the members
+/// up to it and no further.
+fn find_member<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let mut found = None;
+    let mut s = Scanner::new(text);
+    let _ = s.object("", |s, k| {
+        let v = s.skip_value()?;
+        if k == key {
+            found = Some(v);
+            // Stop reading: the error ends the walk, and is not one.
+            return Err(JsonError::Eof);
         }
-        fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(k) = map.next_key::<Key<'a>>()? {
-                let v = map.next_value::<&'a RawValue>()?;
-                if k.0 == self.key {
-                    self.found.set(Some(v));
-                    // Stop reading: serde reports the members left unread as an error, which
-                    // the caller ignores once the member is found.
-                    return Err(serde::de::Error::custom("found"));
-                }
-            }
-            Ok(())
-        }
-    }
-    let found = std::cell::Cell::new(None);
-    let mut de = serde_json::Deserializer::from_str(text);
-    let _ = de.deserialize_map(Find { key, found: &found });
-    found.get()
+        Ok(())
+    });
+    found
 }
 
 /// `text` without the blanks between tokens (blanks inside strings are kept).
