@@ -223,10 +223,7 @@ fn k8saudit_fields(doc: &Value) -> Map<String, Value> {
     let mut fields = Map::new();
     if let Some(audit) = path(doc, &["kubernetes", "audit"]).filter(|a| a.is_object()) {
         for (name, at) in K8SAUDIT {
-            fields.insert(
-                name.to_string(),
-                path(audit, at).map_or(Value::Null, text),
-            );
+            fields.insert(name.to_string(), path(audit, at).map_or(Value::Null, text));
         }
         let ips = audit
             .get("sourceIPs")
@@ -284,8 +281,14 @@ mod tests {
         let f = to_falco(&doc, None, now());
         assert_eq!(f["time"], "2018-10-25T14:09:12.581541000Z");
         assert_eq!(f["output"], "14:09:12.581541000: Error m");
-        assert_eq!(f["output_fields"]["evt.time"], 1_540_476_552_581_541_000_i64);
-        assert!(f.get("uuid").is_none() && f.get("hostname").is_none(), "{f}");
+        assert_eq!(
+            f["output_fields"]["evt.time"],
+            1_540_476_552_581_541_000_i64
+        );
+        assert!(
+            f.get("uuid").is_none() && f.get("hostname").is_none(),
+            "{f}"
+        );
         // No time: the fallback, still with nine digits.
         let f = to_falco(&json!({"message": "m"}), Some("id-1"), now());
         assert_eq!(f["time"], "2030-01-01T00:00:00.000000000Z");
