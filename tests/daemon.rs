@@ -1,6 +1,8 @@
 //! `tripline run` end to end: the real binary follows files that are really appended to,
 //! renamed, truncated and deleted, and is really signalled and killed.
 
+#[path = "support/falco_payload.rs"]
+mod falco_payload;
 mod support;
 use support::daemon;
 use support::slow_endpoint::SlowEndpoint;
@@ -160,6 +162,110 @@ fn appended_lines_alert_and_a_partial_line_waits_for_its_newline() {
     let st = d.stop();
     assert!(st.success(), "SIGTERM exits 0: {st:?}");
     assert!(dir.join("state/checkpoints-audit.json").exists());
+}
+
+/// A bare HTTP/1.1 receiver for the daemon's `template: falco` sink: answers 200 to every
+/// request (keep-alive) and keeps each body.
+fn body_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + 4 + len {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    assert!(head.starts_with("post / "), "{head}");
+                    assert!(head.contains("content-type: application/json"), "{head}");
+                    got.lock()
+                        .unwrap()
+                        .push(buf[end + 4..end + 4 + len].to_vec());
+                    buf.drain(..end + 4 + len);
+                    if conn
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// Falco-shaped outputs in the daemon: a file sink with `format: falco` and an HTTP sink with
+/// `template: falco` (falcosidekick's `POST /`) get one falcosidekick payload per alert, with
+/// the node name as hostname, beside the ECS file sink.
+#[test]
+fn falco_format_and_template_deliver_falcosidekick_payloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (url, bodies) = body_receiver();
+    let sinks = format!(
+        "  - type: file\n    name: falco-file\n    path: {}/out/falco.jsonl\n    format: falco\n  - type: http\n    name: sidekick\n    url: {url}\n    template: falco\n    batch: {{ flush_interval: 20ms }}\n",
+        dir.display()
+    );
+    let d = start(dir, &sinks, "node_name: node-1\n");
+    let _g = KillOnDrop(d.child.id());
+    append(
+        &dir.join("logs/audit.log"),
+        &format!("{}\n", event("exec-1", "create", Some("exec"))),
+    );
+    let falco_file = dir.join("out/falco.jsonl");
+    // Every sink has had the alerts of the event.
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            let n = read_lines(&dir.join("out/alerts.jsonl")).len();
+            n > 0 && read_lines(&falco_file).len() == n && bodies.lock().unwrap().len() == n
+        },
+        || d.logs(),
+    );
+    let ecs = read_lines(&dir.join("out/alerts.jsonl"));
+    let lines = std::fs::read_to_string(&falco_file).unwrap();
+    let posted = bodies.lock().unwrap().clone();
+    assert_eq!(lines.lines().count(), ecs.len());
+    assert_eq!(posted.len(), ecs.len());
+    for (line, body) in lines.lines().zip(&posted) {
+        for bytes in [line.as_bytes(), body.as_slice()] {
+            let p = falco_payload::FalcoPayload::parse(bytes);
+            assert_eq!(p.hostname.as_deref(), Some("node-1"));
+            assert_eq!(p.source, "k8s_audit");
+            assert_eq!(p.output_fields["ka.auditid"], "exec-1");
+            assert_eq!(p.output_fields["ka.target.subresource"], "exec");
+            assert!(p.uuid.as_deref().is_some_and(|u| !u.is_empty()));
+            assert!(
+                ecs.iter().any(|a| a["rule"]["name"] == p.rule.as_str()),
+                "{}",
+                p.rule
+            );
+        }
+    }
+    assert!(d.stop().success());
 }
 
 #[test]

@@ -2,6 +2,11 @@
 //! std TCP/UDP sockets, a rustls server and small axum HTTP servers, each parsing what arrived
 //! on the wire. The sinks are driven through `Deliver`, the way the sink driver calls them.
 
+#[path = "support/falco_payload.rs"]
+mod falco_payload;
+#[path = "support/scan.rs"]
+mod scan;
+
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -11,6 +16,7 @@ use serde_json::{json, Value};
 use tripline::config::types::Flow;
 use tripline::rules::Level;
 use tripline::sink::http::{HttpSink, HttpSinkConfig};
+use tripline::sink::local::{LineFormat, Local};
 use tripline::sink::splunk::{Splunk, SplunkConfig};
 use tripline::sink::syslog::{Syslog, SyslogConfig};
 use tripline::sink::{Deliver, Outcome, Record};
@@ -884,6 +890,94 @@ fn http_slack_template_posts_an_escaped_message_per_alert() {
     );
     let second: Value = serde_json::from_slice(&reqs[1].body).unwrap();
     assert!(second["text"].as_str().unwrap().starts_with("[HIGH] "));
+}
+
+/// The alerts `tripline scan` raises on the sample log, as the sinks get them.
+fn sample_alert_records() -> Vec<Arc<Record>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/audit.log");
+    scan::scan_json(&[], &path)
+        .0
+        .into_iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            let level = match doc["tripline"]["rule"]["level"].as_str().unwrap() {
+                "critical" => Level::Critical,
+                "high" => Level::High,
+                "medium" => Level::Medium,
+                "low" => Level::Low,
+                _ => Level::Informational,
+            };
+            Arc::new(Record {
+                flow: Flow::Alerts,
+                id: format!("{i:032x}"),
+                time: doc["@timestamp"].as_str().and_then(|t| t.parse().ok()),
+                level: Some(level),
+                rule: Some((
+                    doc["rule"]["id"].as_str().unwrap().to_string(),
+                    doc["rule"]["name"].as_str().unwrap().to_string(),
+                )),
+                user: None,
+                doc: serde_json::to_vec(&doc).unwrap(),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn http_falco_template_posts_one_falcosidekick_payload_per_alert() {
+    let server = HttpReceiver::start(|_, _| (200, String::new()));
+    let mut sink = http(&format!("url: {}/\ntemplate: falco\n", server.url));
+    let records = sample_alert_records();
+    assert!(records.len() > 20, "{}", records.len());
+    assert!(all_delivered(&sink.deliver(&records).unwrap()));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), records.len(), "one POST per alert");
+    for (req, rec) in reqs.iter().zip(&records) {
+        assert_eq!(req.path, "/");
+        assert_eq!(req.header("content-type"), Some("application/json"));
+        let p = falco_payload::FalcoPayload::parse(&req.body);
+        let (_, title) = rec.rule.as_ref().unwrap();
+        assert_eq!(&p.rule, title);
+        assert_eq!(p.uuid.as_deref(), Some(rec.id.as_str()));
+        assert_eq!(p.source, "k8s_audit");
+        assert!(p.output_fields.contains_key("evt.time"));
+        assert_eq!(p.time, rec.time.unwrap());
+    }
+    // An event has no Falco shape: refused, the alerts beside it sent.
+    let outcomes = sink.deliver(&[event(1), records[0].clone()]).unwrap();
+    assert!(
+        matches!(&outcomes[0], Outcome::Reject(w) if w.contains("alerts only")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], Outcome::Delivered);
+    assert_eq!(server.requests().len(), records.len() + 1);
+}
+
+#[test]
+fn file_sink_in_falco_format_writes_one_falco_alert_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("falco.jsonl");
+    let mut sink = Local::file("file-test", &path)
+        .unwrap()
+        .with_format(LineFormat::Falco);
+    let records = sample_alert_records();
+    assert!(all_delivered(&sink.deliver(&records).unwrap()));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), records.len());
+    for (line, rec) in lines.iter().zip(&records) {
+        let p = falco_payload::FalcoPayload::parse(line.as_bytes());
+        assert_eq!(&p.rule, &rec.rule.as_ref().unwrap().1);
+    }
+    // The ECS format (the default) writes the documents unchanged.
+    let ecs = dir.path().join("ecs.jsonl");
+    let mut sink = Local::file("file-test", &ecs).unwrap();
+    assert!(all_delivered(&sink.deliver(&records[..2]).unwrap()));
+    let want: Vec<u8> = records[..2]
+        .iter()
+        .flat_map(|r| r.doc.iter().copied().chain([b'\n']))
+        .collect();
+    assert_eq!(std::fs::read(&ecs).unwrap(), want);
 }
 
 #[test]

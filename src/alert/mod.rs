@@ -18,6 +18,7 @@
 //! and the ATT&CK catalogue in `attack`.
 
 mod attack;
+pub mod falco;
 mod fields;
 mod writer;
 
@@ -27,6 +28,7 @@ pub(crate) mod reference;
 mod tests;
 
 pub use attack::threat_from_tags;
+pub use falco::{to_falco, to_falco_bytes};
 pub use fields::AuditFields;
 pub use writer::{
     with_reduced_event, write_document, write_event_document, write_reduced_event_document,

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::http::HttpTemplate;
+use super::local::LineFormat;
 use crate::config::types::Flow;
 use crate::config::types::HumanDuration;
 use crate::rules::Level;
@@ -140,8 +142,25 @@ impl SinkConfig {
                     .to_string(),
             );
         }
+        p.extend(self.alerts_only_problem());
         p.extend(self.kind.validate());
         p
+    }
+
+    /// A sink writing Falco's alert shape (`format: falco`, `template: falco`) takes alerts
+    /// only: Falco has no shape for an audit event.
+    pub fn alerts_only_problem(&self) -> Option<String> {
+        let key = match &self.kind {
+            SinkKind::File(c) if c.format == LineFormat::Falco => "format",
+            SinkKind::Stdout(c) if c.format == LineFormat::Falco => "format",
+            SinkKind::Http(c) if c.template == HttpTemplate::Falco => "template",
+            _ => return None,
+        };
+        self.flows.contains(&Flow::Events).then(|| {
+            format!(
+                "flows: `{key}: falco` writes Falco alerts, which exist for alerts only: remove `events` from `flows` (or send the events to another sink)"
+            )
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP sink: alerts POSTed as JSON to a webhook, as a JSON array per request (`batch`), one
-//! document per request (`single`), or one Slack message per alert (`template: slack`).
+//! document per request (`single`), one Slack message per alert (`template: slack`), or one
+//! Falco JSON alert per request (`template: falco`, what falcosidekick's `POST /` takes).
 //!
 //! Statuses: 2xx is delivered; 408, 429, 5xx, timeouts and connection errors fail the request
 //! (the driver retries it with backoff); a redirect fails it too (the body would be lost on the
@@ -50,12 +51,13 @@ pub struct HttpSinkConfig {
     /// show only its scheme, host and port.
     pub url: Secret,
     /// `batch` (default): a JSON array of documents per request; `single`: one document per
-    /// request. `template: slack` implies (and requires) `single`.
+    /// request. `template: slack` and `template: falco` imply (and require) `single`.
     #[serde(default)]
     pub mode: Option<HttpMode>,
     /// `none` (default): the ECS documents as they are; `slack`: a Slack message
     /// (`{"text", "blocks"}`, for an incoming webhook) per record, with the level, rule,
-    /// message, user, source IP, namespace and resource.
+    /// message, user, source IP, namespace and resource; `falco`: Falco's JSON alert per alert
+    /// (for falcosidekick; alerts only).
     #[serde(default)]
     pub template: HttpTemplate,
     /// Extra request headers, e.g. `X-Api-Key: ${WEBHOOK_KEY}`. Values are never logged.
@@ -99,6 +101,18 @@ pub enum HttpTemplate {
     #[default]
     None,
     Slack,
+    /// Falco's JSON alert ([`crate::alert::falco`]), one per request.
+    Falco,
+}
+
+impl HttpTemplate {
+    fn name(self) -> &'static str {
+        match self {
+            HttpTemplate::None => "none",
+            HttpTemplate::Slack => "slack",
+            HttpTemplate::Falco => "falco",
+        }
+    }
 }
 
 fn default_timeout() -> HumanDuration {
@@ -116,11 +130,11 @@ impl HttpSinkConfig {
         if let Some(tls) = &self.tls {
             p.extend(tls.validate().into_iter().map(|e| format!("tls: {e}")));
         }
-        if self.template == HttpTemplate::Slack && self.mode == Some(HttpMode::Batch) {
-            p.push(
-                "mode: `template: slack` sends one message per request: use `mode: single`"
-                    .to_string(),
-            );
+        if self.template != HttpTemplate::None && self.mode == Some(HttpMode::Batch) {
+            p.push(format!(
+                "mode: `template: {}` sends one message per request: use `mode: single`",
+                self.template.name()
+            ));
         }
         for (k, v) in &self.headers {
             if HeaderName::from_bytes(k.as_bytes()).is_err() {
@@ -183,13 +197,13 @@ impl HttpSink {
         SinkError::check(name, cfg.validate())?;
         let url = parse_url(cfg.url.expose(), "url", cfg.tls.is_some()).map_err(setup)?;
         let single = match (cfg.template, cfg.mode) {
-            (HttpTemplate::Slack, Some(HttpMode::Batch)) => {
-                return Err(setup(
-                    "`template: slack` sends one message per request: use `mode: single`"
-                        .to_string(),
-                ))
+            (HttpTemplate::Slack | HttpTemplate::Falco, Some(HttpMode::Batch)) => {
+                return Err(setup(format!(
+                    "`template: {}` sends one message per request: use `mode: single`",
+                    cfg.template.name()
+                )))
             }
-            (HttpTemplate::Slack, _) | (_, Some(HttpMode::Single)) => true,
+            (HttpTemplate::Slack | HttpTemplate::Falco, _) | (_, Some(HttpMode::Single)) => true,
             (HttpTemplate::None, Some(HttpMode::Batch) | None) => false,
         };
         let mut headers = HeaderMap::new();
@@ -284,10 +298,12 @@ impl HttpSink {
         }
     }
 
-    fn body_of(&self, rec: &Record) -> Vec<u8> {
+    /// The body for `rec`, or why it cannot be sent (it is rejected).
+    fn body_of(&self, rec: &Record) -> Result<Vec<u8>, String> {
         match self.template {
-            HttpTemplate::None => rec.doc.clone(),
-            HttpTemplate::Slack => slack_message(rec).to_string().into_bytes(),
+            HttpTemplate::None => Ok(rec.doc.clone()),
+            HttpTemplate::Slack => Ok(slack_message(rec).to_string().into_bytes()),
+            HttpTemplate::Falco => super::local::falco_line(rec),
         }
     }
 }
@@ -310,7 +326,14 @@ impl Deliver for HttpSink {
         }
         let mut outcomes = Vec::with_capacity(records.len());
         for rec in records {
-            match self.send(self.body_of(rec)) {
+            let body = match self.body_of(rec) {
+                Ok(body) => body,
+                Err(why) => {
+                    outcomes.push(Outcome::Reject(why));
+                    continue;
+                }
+            };
+            match self.send(body) {
                 Ok(outcome) => outcomes.push(outcome),
                 // Nothing sent yet: the request as a whole failed.
                 Err(e) if outcomes.is_empty() => return Err(RequestError(e)),
@@ -445,6 +468,8 @@ mod tests {
         assert!(err("url: ftp://x/y\n").contains("scheme `ftp`"));
         assert!(err("url: http://x/\ntls: {}\n").contains("`tls` is set"));
         assert!(err("url: http://x/\ntemplate: slack\nmode: batch\n").contains("mode: single"));
+        assert!(err("url: http://x/\ntemplate: falco\nmode: batch\n")
+            .contains("`template: falco` sends one message per request: use `mode: single`"));
         assert!(err("url: http://x/\ntoken: t\nusername: u\n").contains("not both"));
         assert!(err("url: http://x/\npassword: p\n").contains("needs `username`"));
         let e = err("url: http://x/\nheaders:\n  X-A: \"bad\\nSECRET\"\n");

@@ -16,12 +16,30 @@ use super::{Deliver, Limits, Outcome, Record, RequestError, SinkError};
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     pub path: PathBuf,
+    /// `ecs` (default): the documents as they are; `falco`: one Falco JSON alert per line.
+    #[serde(default)]
+    pub format: LineFormat,
 }
 
 /// `sinks: - type: stdout`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StdoutSinkConfig {}
+pub struct StdoutSinkConfig {
+    /// `ecs` (default) or `falco`, as for `file`.
+    #[serde(default)]
+    pub format: LineFormat,
+}
+
+/// `format:` of a local sink: what each line holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineFormat {
+    /// The ECS document (alert or event) as it is.
+    #[default]
+    Ecs,
+    /// Falco's JSON alert ([`crate::alert::falco`]), for tools made for Falco; alerts only.
+    Falco,
+}
 
 /// Local writes are cheap: write each source batch as it comes.
 pub const LIMITS: Limits = Limits {
@@ -35,8 +53,10 @@ pub const LIMITS: Limits = Limits {
 /// a record.
 pub struct Local {
     out: Output,
-    /// The body of a request whose write failed part-way, and how much of it was written.
-    partial: Option<(Vec<u8>, usize)>,
+    format: LineFormat,
+    /// The body of a request whose write failed part-way, how much of it was written, and the
+    /// outcomes of its records once it is.
+    partial: Option<(Vec<u8>, usize, Vec<Outcome>)>,
 }
 
 enum Output {
@@ -65,6 +85,7 @@ impl Local {
         }
         Ok(Local {
             out: Output::File(file),
+            format: LineFormat::Ecs,
             partial: None,
         })
     }
@@ -72,8 +93,15 @@ impl Local {
     pub fn stdout() -> Local {
         Local {
             out: Output::Stdout(io::stdout()),
+            format: LineFormat::Ecs,
             partial: None,
         }
+    }
+
+    /// Writes each record in `format`.
+    pub fn with_format(mut self, format: LineFormat) -> Local {
+        self.format = format;
+        self
     }
 
     /// Writes `body[*written..]`, advancing `written`; then makes it durable (file sinks fsync
@@ -100,32 +128,55 @@ impl Local {
 
 impl Deliver for Local {
     fn deliver(&mut self, records: &[Arc<Record>]) -> Result<Vec<Outcome>, RequestError> {
-        // The driver retries exactly the records of a failed call, so a pending body is theirs.
-        let (body, mut written) = self.partial.take().unwrap_or_else(|| {
-            let mut body = Vec::with_capacity(records.iter().map(|r| r.doc.len() + 1).sum());
-            for r in records {
-                body.extend_from_slice(&r.doc);
-                body.push(b'\n');
+        // The driver retries exactly the records of a failed call, so a pending body and its
+        // outcomes are theirs.
+        let (body, mut written, outcomes) = match self.partial.take() {
+            Some(p) => p,
+            None => {
+                let mut outcomes = vec![Outcome::Delivered; records.len()];
+                let mut body = Vec::with_capacity(records.iter().map(|r| r.doc.len() + 1).sum());
+                for (r, outcome) in records.iter().zip(&mut outcomes) {
+                    match self.format {
+                        LineFormat::Ecs => body.extend_from_slice(&r.doc),
+                        LineFormat::Falco => match falco_line(r) {
+                            Ok(line) => body.extend_from_slice(&line),
+                            Err(why) => {
+                                *outcome = Outcome::Reject(why);
+                                continue;
+                            }
+                        },
+                    }
+                    body.push(b'\n');
+                }
+                (body, 0, outcomes)
             }
-            (body, 0)
-        });
+        };
         match self.write_from(&body, &mut written) {
-            Ok(()) => Ok(vec![Outcome::Delivered; records.len()]),
+            Ok(()) => Ok(outcomes),
             Err(e) => {
-                self.partial = Some((body, written));
+                self.partial = Some((body, written, outcomes));
                 Err(RequestError(e.to_string()))
             }
         }
     }
 
     fn abandon(&mut self) {
-        if let Some((body, written)) = self.partial.take() {
+        if let Some((body, written, _)) = self.partial.take() {
             if written > 0 && written < body.len() {
                 // End the torn record so the next batch starts on its own line.
                 let _ = self.write_from(b"\n", &mut 0);
             }
         }
     }
+}
+
+/// `rec` as one Falco JSON alert; an event (not an alert) or a document that does not convert
+/// is refused.
+pub(crate) fn falco_line(rec: &Record) -> Result<Vec<u8>, String> {
+    if rec.flow != crate::config::types::Flow::Alerts {
+        return Err("the Falco format is for alerts only: an event was refused".to_string());
+    }
+    crate::alert::to_falco_bytes(&rec.doc, Some(&rec.id), rec.time_or_now())
 }
 
 /// Truncates `file` after its last `\n`, so that the next record starts a line of its own,

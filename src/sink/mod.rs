@@ -341,9 +341,16 @@ pub fn start(
     } else {
         Health::detached(&component)
     };
+    SinkError::check(&name, cfg.alerts_only_problem().into_iter().collect())?;
     let (deliver, defaults): (Box<dyn Deliver>, Limits) = match &cfg.kind {
-        SinkKind::File(f) => (Box::new(local::Local::file(&name, &f.path)?), local::LIMITS),
-        SinkKind::Stdout(_) => (Box::new(local::Local::stdout()), local::LIMITS),
+        SinkKind::File(f) => (
+            Box::new(local::Local::file(&name, &f.path)?.with_format(f.format)),
+            local::LIMITS,
+        ),
+        SinkKind::Stdout(c) => (
+            Box::new(local::Local::stdout().with_format(c.format)),
+            local::LIMITS,
+        ),
         SinkKind::Elasticsearch(c) => (
             Box::new(elasticsearch::Elasticsearch::new(&name, c, ctx.metrics)?),
             elasticsearch::LIMITS,
@@ -937,6 +944,38 @@ mod tests {
         let text = format!("sources:\n  - type: file\n    paths: [/var/log/audit.log]\n{config}");
         let c = crate::config::Config::from_str_named("c.yaml", &text, env).unwrap();
         c.sinks.into_iter().next().expect("a sink").kind
+    }
+
+    #[test]
+    fn falco_shaped_sinks_take_alerts_only() {
+        let check = |sink: &str| {
+            let text = format!(
+                "sources:\n  - type: file\n    paths: [/var/log/audit.log]\nsinks:\n  - {sink}\n"
+            );
+            crate::config::Config::from_str_named("c.yaml", &text, &|_| None).map(|_| ())
+        };
+        for (sink, key) in [
+            ("type: stdout\n    format: falco\n    flows: [events]", "format"),
+            ("type: file\n    path: /tmp/x\n    format: falco\n    flows: [alerts, events]", "format"),
+            ("type: http\n    url: http://falcosidekick:2801/\n    template: falco\n    flows: [events]", "template"),
+        ] {
+            let e = check(sink).expect_err(sink).to_string();
+            assert!(
+                e.contains(&format!("sinks[0].flows: `{key}: falco` writes Falco alerts, which exist for alerts only: remove `events`")),
+                "{e}"
+            );
+        }
+        for sink in [
+            "type: stdout\n    format: falco",
+            "type: stdout\n    format: ecs\n    flows: [alerts, events]",
+            "type: file\n    path: /tmp/x\n    format: falco\n    flows: [alerts]",
+            "type: http\n    url: http://falcosidekick:2801/\n    template: falco",
+            "type: http\n    url: http://falcosidekick:2801/\n    template: falco\n    mode: single",
+            "type: http\n    url: http://h/\n    template: slack\n    flows: [alerts, events]",
+        ] {
+            check(sink).unwrap_or_else(|e| panic!("{sink}: {e}"));
+        }
+        assert!(check("type: stdout\n    format: cef").is_err());
     }
 
     /// Regression (reliability report): a dead-letter write that failed was only logged, so
