@@ -18,7 +18,9 @@ pub use decode::{
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};
 pub use json::{parse_value, unique_keys, write_json_str};
-pub use view::{parse_timestamp, Event, ObjectRef, RawMember, ResponseStatus, UserInfo};
+pub use view::{
+    members_of, parse_timestamp, Event, ObjectRef, RawMember, ResponseStatus, UserInfo,
+};
 
 /// A hash of `bytes` as 32 hex digits (128 bits of BLAKE3): collision-free in practice and not
 /// controllable by whoever wrote the event, unlike `auditID`.

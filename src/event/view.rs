@@ -49,6 +49,30 @@ pub struct ResponseStatus<'a> {
 /// One member of a JSON object: its name and its value's text.
 pub type RawMember<'a> = (Cow<'a, str>, &'a str);
 
+/// The members of the object whose text is `text`, in written order (`None` if it is not an
+/// object). The text was validated when the event was decoded; tripline's scanner reads it.
+pub fn members_of(text: &str) -> Option<Vec<RawMember<'_>>> {
+    let mut out = Vec::new();
+    let mut s = Scanner::new(text);
+    s.object("", |s, key| {
+        let k = borrow_from(text, key);
+        out.push((k, s.skip_value()?));
+        Ok(())
+    })
+    .ok()?;
+    s.end().ok()?;
+    Some(out)
+}
+
+/// `key` as a slice of `text` when it lies in it (a name without escapes), else a copy.
+fn borrow_from<'a>(text: &'a str, key: &str) -> Cow<'a, str> {
+    let start = (key.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    match text.get(start..start.wrapping_add(key.len())) {
+        Some(k) if k.as_ptr() == key.as_ptr() => Cow::Borrowed(k),
+        _ => Cow::Owned(key.to_string()),
+    }
+}
+
 /// One kube-apiserver audit event (`audit.k8s.io/v1` or `v1beta1`), borrowing its strings from the
 /// text it was decoded from wherever they contain no JSON escapes.
 ///
@@ -512,7 +536,7 @@ impl<'a> Event<'a> {
     /// `None` if the text is not one JSON object.
     pub fn raw_members(&self) -> Option<&[RawMember<'a>]> {
         self.text_members
-            .get_or_init(|| crate::rules::falco::members(self.raw))
+            .get_or_init(|| members_of(self.raw))
             .as_deref()
     }
 

@@ -218,7 +218,7 @@ impl Rule {
                 }
                 OutputPart::Falco(f) => {
                     let doc = doc.get_or_init(|| {
-                        let members = members.get_or_init(|| super::falco::members(falco_text));
+                        let members = members.get_or_init(|| crate::event::members_of(falco_text));
                         super::falco::Doc::with_members(falco_text, members.as_deref())
                     });
                     let vals: Vec<String> = doc

@@ -303,7 +303,7 @@ impl HttpSink {
         match self.template {
             HttpTemplate::None => Ok(rec.doc.clone()),
             HttpTemplate::Slack => Ok(slack_message(rec).to_string().into_bytes()),
-            HttpTemplate::Falco => super::local::falco_line(rec),
+            HttpTemplate::Falco => rec.to_falco(),
         }
     }
 }

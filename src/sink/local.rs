@@ -138,7 +138,7 @@ impl Deliver for Local {
                 for (r, outcome) in records.iter().zip(&mut outcomes) {
                     match self.format {
                         LineFormat::Ecs => body.extend_from_slice(&r.doc),
-                        LineFormat::Falco => match falco_line(r) {
+                        LineFormat::Falco => match r.to_falco() {
                             Ok(line) => body.extend_from_slice(&line),
                             Err(why) => {
                                 *outcome = Outcome::Reject(why);
@@ -168,15 +168,6 @@ impl Deliver for Local {
             }
         }
     }
-}
-
-/// `rec` as one Falco JSON alert; an event (not an alert) or a document that does not convert
-/// is refused.
-pub(crate) fn falco_line(rec: &Record) -> Result<Vec<u8>, String> {
-    if rec.flow != crate::config::types::Flow::Alerts {
-        return Err("the Falco format is for alerts only: an event was refused".to_string());
-    }
-    crate::alert::to_falco_bytes(&rec.doc, Some(&rec.id), rec.time_or_now())
 }
 
 /// Truncates `file` after its last `\n`, so that the next record starts a line of its own,

@@ -59,6 +59,15 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record as one Falco JSON alert (falcosidekick's input); an event (not an alert)
+    /// or a document that does not convert is refused.
+    pub(crate) fn to_falco(&self) -> Result<Vec<u8>, String> {
+        if self.flow != crate::config::types::Flow::Alerts {
+            return Err("the Falco format is for alerts only: an event was refused".to_string());
+        }
+        crate::alert::to_falco_bytes(&self.doc, Some(&self.id), self.time_or_now())
+    }
+
     /// The record's time, or now when the event carries none.
     pub fn time_or_now(&self) -> DateTime<Utc> {
         self.time.unwrap_or_else(Utc::now)

@@ -13,7 +13,6 @@ pub(crate) struct Json<'a>(&'a str, Option<&'a [Member<'a>]>);
 
 use crate::event::json::{JsonError, Scanner};
 pub(crate) use crate::event::RawMember as Member;
-use std::borrow::Cow;
 
 /// The type of a JSON value, from its first character.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -129,30 +128,6 @@ impl<'de> Visitor<'de> for Entries {
             out.push((k, Json(v.get(), None)));
         }
         Ok(out)
-    }
-}
-
-/// The members of the object whose text is `text`, in written order (`None` if it is not an
-/// object). The text was validated when the event was decoded; tripline's scanner reads it.
-pub(crate) fn members(text: &str) -> Option<Vec<Member<'_>>> {
-    let mut out = Vec::new();
-    let mut s = Scanner::new(text);
-    s.object("", |s, key| {
-        let k = borrow_from(text, key);
-        out.push((k, s.skip_value()?));
-        Ok(())
-    })
-    .ok()?;
-    s.end().ok()?;
-    Some(out)
-}
-
-/// `key` as a slice of `text` when it lies in it (a name without escapes), else a copy.
-fn borrow_from<'a>(text: &'a str, key: &str) -> Cow<'a, str> {
-    let start = (key.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-    match text.get(start..start.wrapping_add(key.len())) {
-        Some(k) if k.as_ptr() == key.as_ptr() => Cow::Borrowed(k),
-        _ => Cow::Owned(key.to_string()),
     }
 }
 

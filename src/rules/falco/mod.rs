@@ -30,7 +30,6 @@ pub use condition::{parse, Check, Expr, ListItem, Op, Operand, ParseError};
 pub use eval::{eval, glob, path_under, Doc};
 pub use expand::{Definitions, ExpandError};
 pub use fields::{ArgKind, Field, FieldArg, FieldDef};
-pub(crate) use json::members;
 pub use loader::{
     load_files, load_strs, ExceptionEntry, FalcoException, FalcoRule, FalcoRules, LoadError,
     LoadMessage, LoadOptions, Loader, PluginRequirement, Priority, K8S_AUDIT_SOURCE,
