@@ -192,3 +192,193 @@ proptest! {
         }
     }
 }
+
+// ----- Falco conditions: compiled form, interpreter and index agree -----
+
+/// A Falco field with values an event may hold for it.
+const FALCO_FIELDS: &[(&str, &[&str])] = &[
+    ("ka.verb", &["create", "get", "", "null"]),
+    ("ka.target.resource", &["pods", "secrets", "Pods"]),
+    ("ka.target.subresource", &["exec", "attach", ""]),
+    ("ka.target.namespace", &["default", "kube-system"]),
+    ("ka.target.name", &["web-0", "kube-proxy"]),
+    (
+        "ka.user.name",
+        &["alice", "system:anonymous", "system:node:n1"],
+    ),
+    ("ka.user.groups", &["system:masters", "dev"]),
+    ("ka.response.code", &["200", "403", "1000"]),
+    ("ka.auditid", &["a1"]),
+    ("ka.uri.param[command]", &["sh", "ls"]),
+    ("ka.req.pod.containers.image", &["nginx", "busybox"]),
+    ("ka.req.pod.containers.privileged", &["true", "false"]),
+    ("jevt.value[/verb]", &["create", "get"]),
+    ("jevt.value[/objectRef/resource]", &["pods", "secrets"]),
+    ("jevt.value[/stage]", &["ResponseComplete"]),
+    ("jevt.rawtime", &["0"]),
+];
+
+const FALCO_OPS: &[&str] = &[
+    "=",
+    "!=",
+    "<",
+    ">=",
+    "contains",
+    "startswith",
+    "endswith",
+    "icontains",
+    "glob",
+    "in",
+    "intersects",
+    "exists",
+    "pmatch",
+];
+
+/// One comparison, in Falco's syntax.
+fn falco_check() -> impl Strategy<Value = String> {
+    (
+        0..FALCO_FIELDS.len(),
+        0..FALCO_OPS.len(),
+        0usize..8,
+        0usize..8,
+    )
+        .prop_map(|(f, o, a, b)| {
+            let (field, values) = FALCO_FIELDS[f];
+            let op = FALCO_OPS[o];
+            let v = |i: usize| values[i % values.len()].to_string();
+            let quote = |s: String| if s.is_empty() { "\"\"".to_string() } else { s };
+            match op {
+                "exists" => format!("{field} exists"),
+                "in" | "intersects" | "pmatch" => {
+                    format!("{field} {op} ({}, {})", quote(v(a)), quote(v(b)))
+                }
+                "glob" => format!(
+                    "{field} glob '{}*'",
+                    v(a).chars().take(2).collect::<String>()
+                ),
+                // Order operators take numbers (and compare them as text, as Falco does).
+                "<" | ">=" => format!("{field} {op} {}", ["400", "1000", "2"][a % 3]),
+                _ => format!("{field} {op} {}", quote(v(a))),
+            }
+        })
+        // Operators a field does not take are load errors, not conditions.
+        .prop_filter("a valid comparison", |c| {
+            tripline::rules::falco::parse(c).is_ok()
+        })
+}
+
+/// A condition of up to three levels of `and`, `or` and `not`.
+fn falco_condition() -> impl Strategy<Value = String> {
+    falco_check().prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 2..4)
+                .prop_map(|v| format!("({})", v.join(" and "))),
+            proptest::collection::vec(inner.clone(), 2..4)
+                .prop_map(|v| format!("({})", v.join(" or "))),
+            inner.prop_map(|c| format!("not {c}")),
+        ]
+    })
+}
+
+/// A string member of a generated event: absent, `null`, or one of `values`.
+fn member(
+    key: &'static str,
+    values: &'static [&'static str],
+) -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(format!("\"{key}\":null"))),
+        proptest::sample::select(values).prop_map(move |v| Some(format!("\"{key}\":\"{v}\""))),
+    ]
+}
+
+fn falco_event() -> impl Strategy<Value = String> {
+    (
+        (
+            member("verb", &["create", "get", "", "null"]),
+            member("auditID", &["a1", ""]),
+            member("stage", &["ResponseComplete", "ResponseStarted"]),
+            member("requestURI", &["/api/v1/namespaces/default/pods/web-0/exec?command=sh&command=-c", "/api/v1/pods"]),
+            member("stageTimestamp", &["2024-05-01T10:00:00.123456Z", "yesterday"]),
+        ),
+        (
+            member("resource", &["pods", "secrets", "Pods"]),
+            member("subresource", &["exec", "attach", ""]),
+            member("namespace", &["default", "kube-system"]),
+            member("name", &["web-0", "kube-proxy"]),
+            any::<bool>(),
+        ),
+        (
+            member("username", &["alice", "system:anonymous", "system:node:n1"]),
+            proptest::option::of(proptest::sample::subsequence(&["system:masters", "dev"][..], 0..3)),
+            proptest::option::of(prop_oneof![Just(200), Just(403), Just(1000)]),
+            proptest::option::of(prop_oneof![
+                Just(r#"{"kind":"Pod","spec":{"containers":[{"image":"nginx","securityContext":{"privileged":true}},{"image":"busybox"}]}}"#),
+                Just(r#"{"kind":"Pod","spec":{"containers":[]}}"#),
+                Just(r#"{"kind":"Pod","spec":{"containers":[{"name":"x"}]}}"#),
+                Just("null"),
+            ]),
+        ),
+    )
+        .prop_map(|((verb, audit, stage, uri, ts), (res, sub, ns, name, objref), (user, groups, code, body))| {
+            let mut parts: Vec<String> = [verb, audit, stage, uri, ts].into_iter().flatten().collect();
+            let objref_members: Vec<String> = [res, sub, ns, name].into_iter().flatten().collect();
+            if objref {
+                parts.push(format!("\"objectRef\":{{{}}}", objref_members.join(",")));
+            }
+            let mut user_members: Vec<String> = user.into_iter().collect();
+            if let Some(g) = groups {
+                let quoted: Vec<String> = g.iter().map(|x| format!("\"{x}\"")).collect();
+                user_members.push(format!("\"groups\":[{}]", quoted.join(",")));
+            }
+            parts.push(format!("\"user\":{{{}}}", user_members.join(",")));
+            if let Some(c) = code {
+                parts.push(format!("\"responseStatus\":{{\"code\":{c}}}"));
+            }
+            if let Some(b) = body {
+                parts.push(format!("\"requestObject\":{b}"));
+            }
+            format!("{{{}}}", parts.join(","))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A Falco condition compiled for decoded events gives the interpreter's result on the
+    /// event's text, and the rule index (built from what the condition requires of the verb
+    /// and resource) never changes which rules match.
+    #[test]
+    fn falco_conditions_compiled_agree_with_the_interpreter_and_the_index(
+        conds in proptest::collection::vec(falco_condition(), 1..6),
+        events in proptest::collection::vec(falco_event(), 1..12),
+    ) {
+        use tripline::rules::falco::{eval, parse, Doc, FalcoCond};
+        let exprs: Vec<_> = conds.iter().map(|c| parse(c).expect("generated conditions parse")).collect();
+        let compiled: Vec<FalcoCond> = exprs.iter().map(FalcoCond::new).collect();
+        let text: String = conds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("- rule: R{i}\n  desc: d\n  condition: {c}\n  output: o\n  priority: WARNING\n  source: k8s_audit\n"))
+            .collect();
+        let loaded = tripline::rules::load_falco(&[("p.yaml".into(), text)], Default::default());
+        prop_assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let set = RuleSet::new(loaded.rules);
+        for json in &events {
+            decode_value_into(json, &mut |ev| {
+                // Without `verb` and `auditID` it is no audit event to tripline: never evaluated.
+                let Ok(ev) = ev else { return };
+                let doc = Doc::new(ev.raw());
+                for (e, c) in exprs.iter().zip(&compiled) {
+                    assert_eq!(c.matches(ev), eval(e, &doc), "{e:?} on {json}");
+                }
+                let mut indexed = Vec::new();
+                let mut all = Vec::new();
+                set.matching_into(ev, &mut indexed);
+                set.matching_unindexed_into(ev, &mut all);
+                indexed.sort_unstable();
+                assert_eq!(indexed, all, "event {json}");
+            });
+        }
+    }
+}
