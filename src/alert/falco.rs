@@ -36,8 +36,12 @@ pub fn to_falco_bytes(
     uuid: Option<&str>,
     fallback_time: DateTime<Utc>,
 ) -> Result<Vec<u8>, String> {
-    let doc: Value =
-        serde_json::from_slice(doc).map_err(|e| format!("the alert is not JSON: {e}"))?;
+    // tripline's parser: an alert document nests as deep as the event it carries, deeper than
+    // serde_json's recursion limit allows.
+    let doc: Value = std::str::from_utf8(doc)
+        .ok()
+        .and_then(crate::event::parse_value)
+        .ok_or_else(|| "the alert is not JSON".to_string())?;
     if !doc.is_object() {
         return Err("the alert is not a JSON object".to_string());
     }
@@ -318,5 +322,19 @@ mod tests {
     fn not_an_object_is_an_error() {
         assert!(to_falco_bytes(b"[1]", None, now()).is_err());
         assert!(to_falco_bytes(b"{", None, now()).is_err());
+    }
+
+    /// An alert carries its event, which may nest deeper than serde_json parses.
+    #[test]
+    fn a_deeply_nested_alert_converts() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let doc = format!(
+            r#"{{"@timestamp":"2024-05-01T10:00:00.000001Z","message":"m","rule":{{"name":"R"}},"tripline":{{"rule":{{"level":"high"}}}},"kubernetes":{{"audit":{{"verb":"create","requestObject":{deep}}}}}}}"#
+        );
+        let out = to_falco_bytes(doc.as_bytes(), None, now()).expect("converts");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["rule"], "R");
+        assert_eq!(v["priority"], "Error");
+        assert_eq!(v["output_fields"]["ka.verb"], "create");
     }
 }
