@@ -471,3 +471,82 @@ fn https_with_a_custom_ca_and_a_client_certificate() {
     assert_eq!(count(&base, "nocert-*"), 0);
     d.stop();
 }
+
+/// Falco rules' alerts index in both servers: their output fields (`ka.uri` beside
+/// `ka.uri.param[command]`, `ka.req.pod.containers.image` beside its `.repository`) would be a
+/// field and an object of one name to dynamic mapping; the template maps them flattened.
+#[test]
+fn falco_rule_alerts_index_with_their_output_fields() {
+    if !servers::available(&[servers::NOIDA, servers::OSMEM]) {
+        return;
+    }
+    let es = Server::noida_temp();
+    let os = Server::osmem();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rules = dir.join("falco_rules.yaml");
+    std::fs::write(
+        &rules,
+        r#"- rule: Exec Into Pod
+  desc: A shell in a pod.
+  condition: ka.target.subresource in (exec, attach)
+  output: Exec (uri=%ka.uri command=%ka.uri.param[command] user=%ka.user.name)
+  priority: NOTICE
+  source: k8s_audit
+- rule: Pod Created
+  desc: A pod was created.
+  condition: ka.verb=create and ka.target.resource=pods and not ka.target.subresource exists
+  output: Pod (images=%ka.req.pod.containers.image repositories=%ka.req.pod.containers.image.repository)
+  priority: INFO
+  source: k8s_audit
+"#,
+    )
+    .unwrap();
+    let alerts_only = |name: &str, url: &str| {
+        es_sink(name, url, "").replace("flows: [alerts, events]", "flows: [alerts]")
+    };
+    let sinks = alerts_only("es", &es.base_url())
+        + &alerts_only("os", &os.base_url())
+        + &format!(
+            "rules:\n  builtin: false\n  paths: [\"{}\"]\n  falco:\n    rule_matching: all\n",
+            rules.display()
+        );
+    let d = start(dir, &sinks);
+    d.wait_ready(Duration::from_secs(20));
+    let text = exec_event("exec-1") + "\n" + &pod_event("pod-1") + "\n" + &quiet_lines(0, 5);
+    append(&dir.join("logs/audit.log"), &text);
+    for (name, base) in [("es", es.base_url()), ("os", os.base_url())] {
+        wait_count(&d, &base, ALERTS, 2, Duration::from_secs(30));
+        let alerts = servers::search_all(&base, ALERTS);
+        let exec = alerts
+            .iter()
+            .find(|a| a["_source"]["rule"]["name"] == "Exec Into Pod")
+            .unwrap_or_else(|| panic!("{name}: {alerts:?}"));
+        assert_eq!(exec["_source"]["falco"]["priority"], "Notice");
+        assert!(exec["_source"]["falco"]["output_fields"]["ka.uri"].is_string());
+        let flat = if name == "es" {
+            "flattened"
+        } else {
+            "flat_object"
+        };
+        assert_eq!(
+            mapped_type(&base, ALERTS, "falco.output_fields"),
+            flat,
+            "{name}"
+        );
+        assert_eq!(
+            mapped_type(&base, ALERTS, "falco.rule"),
+            "keyword",
+            "{name}"
+        );
+    }
+    for sink in ["es", "os"] {
+        assert_eq!(
+            d.metric(&format!("tripline_sink_rejected_total{{sink=\"{sink}\"}}")),
+            Some(0.0),
+            "{sink}: {}",
+            d.logs()
+        );
+    }
+    assert!(d.stop().success());
+}

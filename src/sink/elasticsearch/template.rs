@@ -124,6 +124,13 @@ pub fn mappings(flavor: Flavor) -> Value {
                 "suppressed_count": { "type": "long" },
                 "rule": { "properties": { "level": kw() } }
             } },
+            // A Falco rule's alert: its output fields are named like `ka.uri` and
+            // `ka.uri.param[command]`, which dynamic mapping would turn into a field and an
+            // object of the same name: one flattened field holds them all.
+            "falco": { "properties": {
+                "rule": kw(), "priority": kw(), "source": kw(), "tags": kw(),
+                "output_fields": flat(flavor)
+            } },
             "kubernetes": { "properties": { "audit": audit(flavor) } }
         }
     })
