@@ -10,15 +10,23 @@ use super::{print_errors, RuleSource, EXIT_TESTS_FAILED, EXIT_USAGE};
 
 #[derive(clap::Subcommand)]
 pub enum RulesCommand {
-    /// Validate rules; print every problem as file:line: message.
+    /// Validate rules (Sigma rules and Falco rules files); print every problem as
+    /// file:line: message.
     Check {
         /// Rule files or directories (default: the built-in pack).
         paths: Vec<PathBuf>,
+        /// Accept Falco rules files that append to the list names of Falco's older rules
+        /// (like `rules.falco.legacy_list_names`).
+        #[arg(long)]
+        legacy_list_names: bool,
     },
     /// Run every rule's embedded tests.
     Test {
         /// Rule files or directories (default: the built-in pack).
         paths: Vec<PathBuf>,
+        /// As for `check`.
+        #[arg(long)]
+        legacy_list_names: bool,
     },
     /// List the loaded rules (id, level, title, tags), then the correlations (with their type
     /// and the rules they refer to).
@@ -30,11 +38,12 @@ pub enum RulesCommand {
 
 /// The given paths, or the built-in pack with its opt-in audit-trail rules (they are checked
 /// and tested like the rest).
-fn load_paths(paths: &[PathBuf]) -> Loaded {
-    let cfg = RulesConfig {
+fn load_paths(paths: &[PathBuf], legacy_list_names: bool) -> Loaded {
+    let mut cfg = RulesConfig {
         audit_trail: true,
         ..RulesConfig::default()
     };
+    cfg.falco.legacy_list_names = legacy_list_names;
     cfg.load(paths, paths.is_empty())
 }
 
@@ -91,9 +100,15 @@ fn inactive_correlations_note(correlations: &[tripline::rules::Correlation]) -> 
 /// `tripline rules ...`.
 pub fn run(cmd: RulesCommand) -> Result<u8> {
     match cmd {
-        RulesCommand::Check { paths } => {
-            let loaded = load_paths(&paths);
+        RulesCommand::Check {
+            paths,
+            legacy_list_names,
+        } => {
+            let loaded = load_paths(&paths, legacy_list_names);
             print_errors(&loaded);
+            for w in &loaded.warnings {
+                println!("warning: {w}");
+            }
             if loaded.errors.is_empty() {
                 println!(
                     "{}{} OK{}{}",
@@ -113,8 +128,11 @@ pub fn run(cmd: RulesCommand) -> Result<u8> {
                 Ok(EXIT_USAGE)
             }
         }
-        RulesCommand::Test { paths } => {
-            let loaded = load_paths(&paths);
+        RulesCommand::Test {
+            paths,
+            legacy_list_names,
+        } => {
+            let loaded = load_paths(&paths, legacy_list_names);
             print_errors(&loaded);
             let (ran, failures) = run_tests(&loaded.rules);
             for f in &failures {
