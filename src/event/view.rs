@@ -571,7 +571,7 @@ impl<'a> Event<'a> {
         *self.rfc3339_stage.get_or_init(|| {
             self.stage_timestamp
                 .as_deref()
-                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+                .is_some_and(|t| parse_timestamp(t).is_some())
         })
     }
 

@@ -157,7 +157,7 @@ fn eval_check<'e>(c: &CCheck, ev: &'e Event<'_>, doc: &OnceCell<Doc<'e>>) -> boo
         let nanos = ev
             .stage_timestamp
             .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(crate::event::parse_timestamp)
             .and_then(|t| t.timestamp_nanos_opt());
         return nanos.is_some_and(|n| c.op == Op::Exists || c.holds(&n.to_string()));
     }
