@@ -524,6 +524,19 @@ fn profile(mode: &str) {
                     cands as f64 / n as f64,
                     falco.len()
                 );
+                let mut by_rule = std::collections::BTreeMap::<String, usize>::new();
+                each_event(&corpus.bytes, |_, ev| {
+                    let mut c = Vec::new();
+                    falco.candidates_into(ev, &mut c);
+                    for i in c {
+                        *by_rule.entry(falco.meta(i).title.clone()).or_default() += 1;
+                    }
+                });
+                let mut v: Vec<_> = by_rule.into_iter().collect();
+                v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+                for (t, n) in v.iter().take(12) {
+                    println!("  {n:7} {t}");
+                }
                 return;
             }
             "stats" => {

@@ -115,8 +115,9 @@ pub struct Event<'a> {
     /// The members of the event's object (name, value text), listed on first use: Falco rules
     /// read the fields tripline does not type from them, once per event for all rules.
     text_members: OnceCell<Option<Vec<RawMember<'a>>>>,
-    /// Whether `stageTimestamp` is an RFC 3339 time, worked out on first use.
-    rfc3339_stage: OnceCell<bool>,
+    /// Whether `stageTimestamp` is an RFC 3339 time, and the time in nanoseconds since the
+    /// epoch when it is in that range; worked out on first use.
+    stage_nanos: OnceCell<(bool, Option<i64>)>,
     /// A top-level string member was written `null` (decoded as absent).
     top_null: bool,
 }
@@ -568,10 +569,21 @@ impl<'a> Event<'a> {
 
     /// True if `stageTimestamp` is an RFC 3339 time (worked out once).
     pub fn has_rfc3339_stage_time(&self) -> bool {
-        *self.rfc3339_stage.get_or_init(|| {
-            self.stage_timestamp
-                .as_deref()
-                .is_some_and(|t| parse_timestamp(t).is_some())
+        self.stage_time().0
+    }
+
+    /// `stageTimestamp` in nanoseconds since the epoch (worked out once); `None` if it is not
+    /// an RFC 3339 time, or one outside the nanosecond range (before 1677 or after 2262).
+    pub fn stage_time_nanos(&self) -> Option<i64> {
+        self.stage_time().1
+    }
+
+    fn stage_time(&self) -> (bool, Option<i64>) {
+        *self.stage_nanos.get_or_init(|| {
+            match self.stage_timestamp.as_deref().and_then(parse_timestamp) {
+                Some(t) => (true, t.timestamp_nanos_opt()),
+                None => (false, None),
+            }
         })
     }
 

@@ -1214,6 +1214,18 @@ impl RuleSet {
             + self.gated.iter().map(|g| g.rules.len()).sum::<usize>()
     }
 
+    /// The rules the index selects for `ev` (before gates), for the benchmark's statistics.
+    #[doc(hidden)]
+    pub fn candidates_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
+        let verb = ev.verb().map(lower);
+        let resource = ev.resource().map(lower);
+        out.extend(
+            self.index
+                .candidates(verb.as_deref(), resource.as_deref())
+                .map(|i| i as usize),
+        );
+    }
+
     /// The groups of rules that name no verb, each with its gate (the conditions, one of which
     /// must hold for the group to be tested), for the benchmark's statistics.
     #[doc(hidden)]

@@ -45,7 +45,11 @@ struct CCheck {
     op: Op,
     rhs: Vec<String>,
     /// `rhs` as a set, for long `in` lists.
-    set: Option<HashSet<String>>,
+    set: Option<rustc_hash::FxHashSet<String>>,
+    /// For `=`, `!=`, `in` and `intersects`: the values of `rhs` that are integers written
+    /// the way an integer prints (`403`, not `0403` or `+403`), so that a number (a response
+    /// code, a time in nanoseconds) compares without being printed.
+    ints: Vec<i64>,
 }
 
 /// The typed field of a plain JSON path, if tripline's decoder keeps one.
@@ -124,8 +128,12 @@ fn compile_check(check: &Check) -> CCheck {
         Operand::Value(v) | Operand::ListName(v) => vec![v.clone()],
         Operand::List(items) => items.iter().map(|i| i.text.clone()).collect(),
     };
-    let set = (matches!(check.op, Op::In | Op::Intersects) && rhs.len() > 8)
+    let set = (matches!(check.op, Op::In | Op::Intersects) && rhs.len() > 4)
         .then(|| rhs.iter().cloned().collect());
+    let ints = rhs
+        .iter()
+        .filter_map(|r| r.parse::<i64>().ok().filter(|n| n.to_string() == *r))
+        .collect();
     CCheck {
         field: check.field.clone(),
         typed,
@@ -134,6 +142,7 @@ fn compile_check(check: &Check) -> CCheck {
         op: check.op,
         rhs,
         set,
+        ints,
     }
 }
 
@@ -154,17 +163,14 @@ fn eval_check<'e>(c: &CCheck, ev: &'e Event<'_>, doc: &OnceCell<Doc<'e>>) -> boo
     }
     if c.rawtime {
         // The plugin's `stageTimestamp` parsed as RFC 3339, in nanoseconds since the epoch.
-        let nanos = ev
-            .stage_timestamp
-            .as_deref()
-            .and_then(crate::event::parse_timestamp)
-            .and_then(|t| t.timestamp_nanos_opt());
-        return nanos.is_some_and(|n| c.op == Op::Exists || c.holds(&n.to_string()));
+        return ev
+            .stage_time_nanos()
+            .is_some_and(|n| c.op == Op::Exists || c.holds_int(n));
     }
     if let (Some((field, key)), Some(_)) = (&c.typed, &ev.audit_id) {
         match ev.scalar(field) {
             Some(Some(FieldValue::Str(v))) => return c.holds(v),
-            Some(Some(FieldValue::Int(n))) => return c.holds(&n.to_string()),
+            Some(Some(FieldValue::Int(n))) => return c.holds_int(n),
             // Not there at all, unless the member is written `null` (the plugin then reads
             // the text `null`): only an event with a `null` there, naming the key, needs the
             // text.
@@ -193,6 +199,17 @@ fn names_key(raw: &str, key: &str) -> bool {
 }
 
 impl CCheck {
+    /// The check on a single-valued field whose value is the integer `n` printed (the plugin
+    /// gives it as text): equality and membership without printing it.
+    fn holds_int(&self, n: i64) -> bool {
+        match self.op {
+            Op::Eq => self.ints.first().is_some_and(|&r| r == n) && self.rhs.len() == 1,
+            Op::Ne => !(self.ints.first().is_some_and(|&r| r == n) && self.rhs.len() == 1),
+            Op::In | Op::Intersects if !self.field.def.list => self.ints.contains(&n),
+            _ => self.holds(&n.to_string()),
+        }
+    }
+
     /// The check on the one value of a single-valued field.
     fn holds(&self, v: &str) -> bool {
         if self.field.def.list {
