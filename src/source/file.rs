@@ -136,16 +136,39 @@ impl Source for FileSource {
     /// fallback, because inotify misses changes on some filesystems).
     fn run(self: Box<Self>, stop: Arc<AtomicBool>, drain_timeout: Duration, health: HealthHandle) {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let _watcher = watch(&self.watch_dirs(), wake_tx, &self.name);
+        let _watcher = watch(&self.watch_dirs(), wake_tx, self.rescan.clone(), &self.name);
         self.run_woken_by(stop, drain_timeout, wake_rx, health.clone());
         health.set_ready(false);
     }
 }
 
-/// Wakes a source when its directories change (inotify). `None` when inotify is unavailable.
-fn watch(dirs: &[PathBuf], wake: Sender<()>, source: &str) -> Option<notify::RecommendedWatcher> {
+/// Wakes a source when its directories change (inotify), and sets `rescan` when the change
+/// may add or remove a file (a create, a removal, a rename). `None` when inotify is
+/// unavailable.
+fn watch(
+    dirs: &[PathBuf],
+    wake: Sender<()>,
+    rescan: Arc<AtomicBool>,
+    source: &str,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::event::{EventKind, ModifyKind};
     use notify::Watcher;
-    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+    let mut w = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let names_change = match &res {
+            Ok(ev) => matches!(
+                ev.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Name(_))
+                    | EventKind::Any
+                    | EventKind::Other
+            ),
+            // Overflowed or failed: anything may have changed.
+            Err(_) => true,
+        };
+        if names_change {
+            rescan.store(true, Ordering::Relaxed);
+        }
         let _ = wake.try_send(());
     }) {
         Ok(w) => w,
@@ -394,6 +417,10 @@ pub struct FileSource {
     instances: u64,
     /// Glob scans so far.
     scans: u64,
+    /// Set by the watcher when a file is created, removed or renamed under a watched
+    /// directory: the globs are evaluated again at once, not at the next poll (a rotation's
+    /// new file is read without waiting for it).
+    rescan: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     health: Option<crate::telemetry::HealthHandle>,
 }
@@ -493,6 +520,7 @@ impl FileSource {
             instances: 0,
             scans: 0,
             stop: Arc::new(AtomicBool::new(false)),
+            rescan: Arc::new(AtomicBool::new(false)),
             health: None,
         })
     }
@@ -541,7 +569,7 @@ impl FileSource {
         tracing::info!(source = %self.name, globs = ?self.cfg.paths, first_start = self.first_start, "file source started");
         while !stop.load(Ordering::Relaxed) {
             self.take_completions();
-            if last_scan.elapsed() >= poll {
+            if last_scan.elapsed() >= poll || self.rescan.swap(false, Ordering::Relaxed) {
                 self.scan();
                 last_scan = Instant::now();
             }
@@ -2559,6 +2587,40 @@ mod tests {
 
     /// The real loop in its thread: batches flow, confirmations arrive while it waits, and a
     /// stop waits for what is in flight before the final checkpoint.
+    /// A file created under the globs (a rotation's new `audit.log`) is found when inotify
+    /// reports it, not at the next poll: its events were late by up to `poll_interval`.
+    #[test]
+    fn a_file_created_under_the_glob_is_read_at_once_not_at_the_next_poll() {
+        let mut h = Harness::new(Opts::glob("*.log"));
+        h.src.cfg.poll_interval = HumanDuration(Duration::from_secs(30));
+        let Harness {
+            dirs,
+            src,
+            rx,
+            events,
+            ..
+        } = h;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                Box::new(src).run(stop, Duration::from_millis(100), Health::detached("t"))
+            })
+        };
+        // The first scan has run and the directory is watched.
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        fs::write(dirs.path("audit-new.log"), b"1\n").unwrap();
+        let b = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the new file is read before the next poll (30 s)");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        b.ack.done();
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        drop(events);
+    }
+
     #[test]
     fn run_confirms_what_is_in_flight_at_stop_and_writes_the_final_checkpoint() {
         let h = Harness::new(Opts::default());
