@@ -2,8 +2,10 @@
 //! daemon follows a file that this program appends to, with the full rule pack and a file sink.
 //!
 //! 1. Throughput: a large Metadata-level corpus (real event shapes from `../shared/data/real`,
-//!    else `samples/audit.log`) is appended as fast as possible; reported: sustained events/s,
-//!    CPU seconds per second (cores used) and peak RSS of the daemon.
+//!    else `samples/audit.log`) is appended as fast as possible, once with a file sink taking
+//!    the alerts and once taking events and alerts; reported: events/s, documents written by
+//!    the sink, cores used, CPU per event next to `tripline scan`'s on the same corpus, and
+//!    peak RSS of the daemon.
 //! 2. Latency: alerting events are appended at a steady 1,000 events/s; reported: p50/p99 of the
 //!    time from append to the alert being in the sink's file.
 //!
@@ -188,12 +190,59 @@ fn corpus(n: usize) -> Vec<u8> {
     corpus
 }
 
-fn throughput(n: usize) {
+/// CPU seconds (user + system) of this process's waited-for children, from /proc.
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // cutime and cstime: fields 16 and 17 of stat, 13 and 14 after the command name.
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (get(13) + get(14)) / 100.0
+}
+
+/// `tripline scan --format json` over the corpus, output discarded: (wall seconds, CPU seconds).
+fn scan_cost(corpus: &[u8]) -> (f64, f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("corpus.log");
+    std::fs::write(&file, corpus).unwrap();
+    let cpu0 = children_cpu();
+    let t = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["scan", "--format", "json"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("tripline scan runs");
+    assert!(
+        status.code().is_some_and(|c| c <= 1),
+        "scan failed: {status:?}"
+    );
+    (t.elapsed().as_secs_f64(), children_cpu() - cpu0)
+}
+
+/// The daemon over a backlog of `n` Metadata events, with a file sink taking `flows`; counts
+/// what the user gets: documents written by the sink (every event's document with the
+/// `events` flow, the alerts with `alerts` alone).
+fn throughput_of(corpus: &[u8], n: usize, flows: &str) -> (f64, f64, f64, u64) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    // The corpus, written first so that only appending is timed.
-    let corpus = corpus(n);
-    let d = Daemon::start(dir);
+    let d = Daemon::start_with(
+        dir,
+        &format!(
+            "  - type: file\n    name: out\n    path: {}/out/docs.jsonl\n    flows: [{flows}]\n",
+            dir.display()
+        ),
+    );
     let (cpu0, _) = d.usage();
     let log = dir.join("logs/audit.log");
     let mut f = OpenOptions::new()
@@ -205,27 +254,57 @@ fn throughput(n: usize) {
     for chunk in corpus.chunks(4 << 20) {
         f.write_all(chunk).unwrap();
     }
-    let metric = "tripline_events_received_total{source=\"bench\"}";
+    let received = "tripline_events_received_total{source=\"bench\"}";
+    let written = "tripline_sink_records_delivered_total{sink=\"out\"}";
+    // Done when every event was read and the sink has written what it will: with the events
+    // flow at least one document per event; then until the count stops moving.
+    let mut last = (0.0, Instant::now());
     loop {
-        if d.metric(metric).unwrap_or(0.0) as usize >= n {
-            break;
+        let r = d.metric(received).unwrap_or(0.0) as usize;
+        let w = d.metric(written).unwrap_or(0.0);
+        let events_flow = flows.contains("events");
+        if r >= n && (!events_flow || w as usize >= n) {
+            if w != last.0 {
+                last = (w, Instant::now());
+            } else if last.1.elapsed() > Duration::from_millis(300) {
+                break;
+            }
         }
         assert!(
             started.elapsed() < Duration::from_secs(600),
-            "not all events were read"
+            "not all events were read and written"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let secs = started.elapsed().as_secs_f64();
+    // The time of the last document, not of the settling wait.
+    let secs = last.1.duration_since(started).as_secs_f64();
     let (cpu1, rss) = d.usage();
-    println!(
-        "throughput: {n} Metadata events ({:.0} MB) in {secs:.2} s = {:.0} events/s, {:.2} CPU cores, peak RSS {:.1} MiB",
-        corpus.len() as f64 / 1e6,
-        n as f64 / secs,
-        (cpu1 - cpu0) / secs,
-        rss as f64 / 1024.0
-    );
     d.stop();
+    (secs, cpu1 - cpu0, last.0, rss)
+}
+
+fn throughput(n: usize) {
+    // The corpus, built first so that only appending is timed.
+    let corpus = corpus(n);
+    let mb = corpus.len() as f64 / 1e6;
+    let (scan_secs, scan_cpu) = scan_cost(&corpus);
+    println!(
+        "scan: {n} Metadata events ({mb:.0} MB) in {scan_secs:.2} s = {:.0} events/s, {:.2} us CPU per event",
+        n as f64 / scan_secs,
+        scan_cpu / n as f64 * 1e6
+    );
+    for flows in ["alerts", "events, alerts"] {
+        let (secs, cpu, docs, rss) = throughput_of(&corpus, n, flows);
+        println!(
+            "daemon, flows [{flows}]: {n} events in {secs:.2} s = {:.0} events/s, {docs:.0} documents written ({:.0}/s), {:.2} CPU cores, {:.2} us CPU per event ({:.1}x scan), peak RSS {:.1} MiB",
+            n as f64 / secs,
+            docs / secs,
+            cpu / secs,
+            cpu / n as f64 * 1e6,
+            cpu / scan_cpu.max(1e-9),
+            rss as f64 / 1024.0
+        );
+    }
 }
 
 fn latency(rate: u64, seconds: u64) {
