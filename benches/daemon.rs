@@ -138,22 +138,8 @@ impl Daemon {
     /// (user+system CPU seconds, peak RSS in KiB) from /proc.
     fn usage(&self) -> (f64, u64) {
         let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = 100.0; // USER_HZ on Linux
-        let cpu = fields
-            .get(11)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
+        // utime and stime.
+        let cpu = proc_stat_seconds(&format!("/proc/{pid}/stat"), 11, 12);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let hwm = status
             .lines()
@@ -161,7 +147,7 @@ impl Daemon {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        (cpu / ticks, hwm)
+        (cpu, hwm)
     }
 
     fn stop(mut self) {
@@ -192,21 +178,28 @@ fn corpus(n: usize) -> Vec<u8> {
 
 /// CPU seconds (user + system) of this process's waited-for children, from /proc.
 fn children_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // cutime and cstime.
+    proc_stat_seconds("/proc/self/stat", 13, 14)
+}
+
+/// The sum of two clock-tick fields of a `/proc/<pid>/stat` file, in seconds; fields counted
+/// from the first after the command name (utime is 11, cutime 13).
+fn proc_stat_seconds(path: &str, a: usize, b: usize) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    // cutime and cstime: fields 16 and 17 of stat, 13 and 14 after the command name.
     let get = |i: usize| {
         fields
             .get(i)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (get(13) + get(14)) / 100.0
+    // USER_HZ on Linux.
+    (get(a) + get(b)) / 100.0
 }
 
 /// `tripline scan --format json` over the corpus, output discarded: (wall seconds, CPU seconds).

@@ -61,17 +61,30 @@ pub fn builtin_field_mappings() -> HashMap<String, Vec<String>> {
 }
 
 /// One YAML document of a file and the line it starts on.
-pub(super) struct Doc<'t> {
-    text: &'t str,
-    first_line: usize,
+pub(crate) struct Doc<'t> {
+    pub(crate) text: &'t str,
+    pub(crate) first_line: usize,
 }
 
-/// Splits a multi-document YAML file at `---` lines.
+/// Splits a multi-document YAML file at `---` lines, leaving out documents with nothing but
+/// blanks and comments.
 fn split_documents(text: &str) -> Vec<Doc<'_>> {
+    let mut docs = split_yaml_documents(text);
+    docs.retain(|d| {
+        d.text
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
+/// Splits a multi-document YAML file at `---` lines (a `...` line ends a document too), each
+/// document with the line it starts on; Sigma and Falco rules files alike.
+pub(crate) fn split_yaml_documents(text: &str) -> Vec<Doc<'_>> {
     let mut docs = Vec::new();
-    let mut start = 0usize;
-    let mut start_line = 1usize;
-    let mut offset = 0usize;
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let t = line.trim_end();
         if t == "---" || t.starts_with("--- ") || t == "..." {
@@ -87,11 +100,6 @@ fn split_documents(text: &str) -> Vec<Doc<'_>> {
     docs.push(Doc {
         text: &text[start..],
         first_line: start_line,
-    });
-    docs.retain(|d| {
-        d.text
-            .lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
     });
     docs
 }

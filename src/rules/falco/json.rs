@@ -2,9 +2,6 @@
 //! members in their written order, array elements by index, and non-string values rendered as
 //! compact JSON text.
 
-use std::fmt;
-
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// One JSON value, borrowed from the event's text.
@@ -91,8 +88,13 @@ impl<'a> Json<'a> {
         if self.kind() != Kind::Object {
             return None;
         }
-        let mut de = serde_json::Deserializer::from_str(self.0);
-        de.deserialize_map(Entries).ok()
+        let members = crate::event::members_of(self.0)?;
+        Some(
+            members
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), Json(v, None)))
+                .collect(),
+        )
     }
 
     /// The value as the plugin renders it: a string's content, or the compact JSON text of
@@ -109,25 +111,6 @@ impl<'a> Json<'a> {
     /// True for the JSON literal `true`.
     pub(crate) fn is_true(self) -> bool {
         self.0 == "true"
-    }
-}
-
-/// Collects an object's members in order.
-struct Entries;
-
-impl<'de> Visitor<'de> for Entries {
-    type Value = Vec<(String, Json<'de>)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
-            out.push((k, Json(v.get(), None)));
-        }
-        Ok(out)
     }
 }
 

@@ -562,7 +562,7 @@ impl Loader {
 
     fn read(&mut self, file: &str, text: &str) -> Vec<LoadMessage> {
         let mut errors = Vec::new();
-        for doc in split_docs(text) {
+        for doc in crate::rules::sigma::split_yaml_documents(text) {
             let file_ctx = Ctx {
                 file: file.to_string(),
                 line: doc.first_line,
@@ -1717,37 +1717,6 @@ fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// One YAML document of a file and the line it starts on.
-struct Doc<'a> {
-    text: &'a str,
-    first_line: usize,
-}
-
-/// Splits a multi-document YAML file at `---` lines (a `...` line ends a document too).
-fn split_docs(text: &str) -> Vec<Doc<'_>> {
-    let mut docs = Vec::new();
-    let mut start = 0;
-    let mut start_line = 1;
-    let mut offset = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let t = line.trim_end();
-        if t == "---" || t.starts_with("--- ") || t == "..." {
-            docs.push(Doc {
-                text: &text[start..offset],
-                first_line: start_line,
-            });
-            start = offset + line.len();
-            start_line = i + 2;
-        }
-        offset += line.len();
-    }
-    docs.push(Doc {
-        text: &text[start..],
-        first_line: start_line,
-    });
-    docs
 }
 
 /// The 0-based lines, within a document, of the items of its top-level block sequence: the
