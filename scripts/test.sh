@@ -36,6 +36,9 @@ fi
 # They are installed now: a test that cannot find one fails instead of skipping.
 export TRIPLINE_REQUIRE_SERVERS=1
 
+# One build from a clean clone: incremental caches would only double the target directory.
+export CARGO_INCREMENTAL=0
+
 echo "== cargo fmt, cargo clippy (lints: Cargo.toml [lints] and src/lib.rs)"
 cargo fmt --check
 cargo clippy --all-targets --locked --quiet -- -D warnings
