@@ -252,7 +252,11 @@ fn required(node: &Node, field: &FieldRef) -> Option<HashSet<String>> {
         Node::False => Some(HashSet::new()),
         Node::Not(_) => None,
         Node::Check(c) => match (&c.typed, c.op) {
-            (Some((f, _)), Op::Eq | Op::In | Op::Intersects) if f == field && !c.field.def.list => {
+            // The k8saudit plugin reads a JSON `null` as the text `null`, which the event's
+            // typed field (absent) does not index: such a check requires nothing.
+            (Some((f, _)), Op::Eq | Op::In | Op::Intersects)
+                if f == field && !c.field.def.list && !c.rhs.iter().any(|v| v == "null") =>
+            {
                 Some(c.rhs.iter().map(|v| v.to_lowercase()).collect())
             }
             _ => None,

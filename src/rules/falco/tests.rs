@@ -1636,3 +1636,34 @@ fn falco_outputs_render_redacted_values() {
     assert_eq!(v["tripline"]["rule"]["level"], "high");
     assert_eq!(v["message"], message.as_str());
 }
+
+/// The plugin reads a JSON `null` as the text `null`: a rule that asks for the verb or resource
+/// `null` matches such an event, and the rule index (which knows the event's verb and resource
+/// as absent) must not skip it.
+#[test]
+fn a_check_for_the_text_null_is_not_indexed_away() {
+    for cond in [
+        "ka.verb in (null, get)",
+        "ka.verb = null",
+        "ka.target.resource = null",
+    ] {
+        let text = format!(
+            "- rule: R\n  desc: d\n  condition: {cond}\n  output: o\n  priority: WARNING\n  source: k8s_audit\n"
+        );
+        let loaded = crate::rules::load_falco(&[("p.yaml".into(), text)], Default::default());
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let set = crate::rules::RuleSet::new(loaded.rules);
+        let json = r#"{"verb":null,"auditID":"a1","stageTimestamp":"2024-05-01T10:00:00Z","objectRef":{"resource":null},"user":{}}"#;
+        let mut seen = false;
+        decode_value_into(json, &mut |ev| {
+            let ev = ev.expect("decodes");
+            let (mut indexed, mut all) = (Vec::new(), Vec::new());
+            set.matching_into(ev, &mut indexed);
+            set.matching_unindexed_into(ev, &mut all);
+            assert_eq!(all, vec![0], "{cond}");
+            assert_eq!(indexed, all, "{cond}");
+            seen = true;
+        });
+        assert!(seen);
+    }
+}
