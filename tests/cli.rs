@@ -1175,7 +1175,9 @@ fn scan_corpus(dir: &Path) {
         match i {
             100 => big.extend(b"\n   \n"),
             200 => big.extend(b"{\"kind\":\"Event\",\"verb\":\"get\",\"auditID\":\n"),
-            300 => big.extend(b"{\"kind\":\"Event\",\"verb\":\"get\",\"user\":{\"username\":\"\xff\xfe\"}}\n"),
+            300 => big.extend(
+                b"{\"kind\":\"Event\",\"verb\":\"get\",\"user\":{\"username\":\"\xff\xfe\"}}\n",
+            ),
             400 => big.extend(b"{\"kind\": 7}\n"),
             500 => {
                 // Over the limit of the config (256 KiB).

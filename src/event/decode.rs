@@ -668,9 +668,9 @@ impl InputReader {
     }
 
     /// Cuts `input` into [`Piece`]s for decoding on several threads, passing them to `send` in
-    /// order (`send` returns false to stop): chunks of whole lines of about `chunk_bytes`
-    /// each (a longer line is a chunk of its own; a line over the size limit travels as a
-    /// mark, without its bytes), and for an input that turns out to be a pretty-printed
+    /// order (`send` returns false to stop): chunks of whole lines, each sent once its lines
+    /// hold `chunk_bytes` or more (a longer line travels whole and ends its chunk; a line over
+    /// the size limit travels as a mark, without its bytes), and for an input that turns out to be a pretty-printed
     /// document, the rest of it as one [`Rest`]. The last piece of the input says so
     /// ([`Piece::is_last`]). Decoding the pieces in order with [`InputReader::read_chunk`] and
     /// [`InputReader::read_rest`] gives what [`InputReader::read`] gives: the same events,
@@ -1409,6 +1409,177 @@ mod tests {
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(verbs, ["create", "get"]);
         assert_eq!(stats.bodies_omitted, 1);
+    }
+
+    /// `input` cut into chunks of `chunk_bytes` and decoded chunk by chunk, as `tripline scan`
+    /// does on several threads: the stats, the event verbs with their line numbers, the errors
+    /// and the chunks (first line, number of lines, bytes held).
+    #[allow(clippy::type_complexity)]
+    fn cut_all(
+        bytes: &[u8],
+        chunk_bytes: usize,
+    ) -> (
+        DecodeStats,
+        Vec<(u64, String)>,
+        Vec<DecodeError>,
+        Vec<(u64, usize, usize)>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.log");
+        std::fs::write(&p, bytes).unwrap();
+        let reader = InputReader {
+            max_line_bytes: 4096,
+            ..InputReader::default()
+        };
+        let mut pieces = Vec::new();
+        reader.cut(&Input::File(p), chunk_bytes, &mut |piece| {
+            pieces.push(piece);
+            true
+        });
+        assert!(pieces.last().unwrap().is_last());
+        assert!(pieces[..pieces.len() - 1].iter().all(|p| !p.is_last()));
+        let mut stats = DecodeStats::default();
+        let mut verbs = Vec::new();
+        let mut errs = Vec::new();
+        let mut chunks = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Lines(chunk) => {
+                    chunks.push((chunk.first_line, chunk.len(), chunk.byte_len()));
+                    let mut again = Vec::new();
+                    reader.read_chunk(
+                        &chunk,
+                        &mut stats,
+                        &mut |i, ev| {
+                            again.push(i);
+                            verbs.push((
+                                chunk.first_line + i as u64,
+                                ev.verb().unwrap_or("").to_string(),
+                            ))
+                        },
+                        &mut |e| errs.push(e),
+                    );
+                    // Decoding lines again gives the same events, and counts nothing.
+                    let mut lines = again.clone();
+                    lines.dedup();
+                    let mut seen = Vec::new();
+                    reader.reread_lines(&chunk, &lines, &mut |i, _| seen.push(i));
+                    assert_eq!(seen, again);
+                }
+                Piece::Rest(rest) => reader.read_rest(
+                    *rest,
+                    &mut stats,
+                    &mut |ev| verbs.push((0, ev.verb().unwrap_or("").to_string())),
+                    &mut |e| errs.push(e),
+                ),
+            }
+        }
+        (stats, verbs, errs, chunks)
+    }
+
+    /// Errors without their source (the inputs compared lie in different directories).
+    fn where_why(errs: &[DecodeError]) -> Vec<(u64, SkipReason, &str)> {
+        errs.iter()
+            .map(|e| (e.line, e.reason, e.message.as_str()))
+            .collect()
+    }
+
+    fn assert_same_stats(a: &DecodeStats, b: &DecodeStats) {
+        assert_eq!(
+            (a.events, a.lines, a.bytes, a.skipped, a.bodies_omitted),
+            (b.events, b.lines, b.bytes, b.skipped, b.bodies_omitted)
+        );
+    }
+
+    #[test]
+    fn chunks_decode_to_what_the_whole_input_gives_whatever_their_size() {
+        let mut input = b"\xEF\xBB\xBF{\"verb\":\"get\"}\r\n\n  \n".to_vec();
+        input.extend(b"not json\n");
+        input.extend(b"{\"verb\":\"list\",\"x\":\"\xff\"}\n");
+        input.extend(b"{\"kind\":\"EventList\",\"items\":[{\"verb\":\"a\"},{\"verb\":\"b\"}]}\n");
+        input.extend(std::iter::repeat_n(b'x', 10_000));
+        input.extend(b"\n{\"verb\":\"patch\",\"note\":\"");
+        // Longer than most chunks below, within the line limit.
+        input.extend(std::iter::repeat_n(b'n', 3000));
+        input.extend(b"\"}\n{\"kind\": 0}\n{\"verb\":\"watch\"}\n{\"verb\":\"cre");
+        let (want_stats, want_verbs, want_errs) = read_all(&input);
+        assert_eq!(want_stats.skipped_total(), 5);
+        for chunk_bytes in [1, 2, 15, 16, 17, 100, 3000, 3025, 1 << 20] {
+            let (stats, verbs, errs, chunks) = cut_all(&input, chunk_bytes);
+            assert_same_stats(&stats, &want_stats);
+            assert_eq!(
+                where_why(&errs),
+                where_why(&want_errs),
+                "chunks of {chunk_bytes} bytes"
+            );
+            let verbs_only: Vec<&String> = verbs.iter().map(|(_, v)| v).collect();
+            assert_eq!(verbs_only, want_verbs.iter().collect::<Vec<_>>());
+            // Lines numbered on from chunk to chunk; none is empty but the last one.
+            let mut next = 1;
+            for (i, &(first, lines, bytes)) in chunks.iter().enumerate() {
+                assert_eq!(first, next, "chunks of {chunk_bytes} bytes: {chunks:?}");
+                next += lines as u64;
+                // A chunk is sent when its lines fill it.
+                if i + 1 < chunks.len() {
+                    assert!(lines > 0 && bytes >= chunk_bytes, "{chunks:?}");
+                }
+            }
+            assert_eq!(next - 1, 11, "{chunks:?}");
+        }
+        // The events' lines: the BOM line, the EventList's two, after the long lines.
+        let (_, verbs, _, chunks) = cut_all(&input, 16);
+        let at: Vec<(u64, &str)> = verbs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        assert_eq!(
+            at,
+            [(1, "get"), (6, "a"), (6, "b"), (8, "patch"), (10, "watch")]
+        );
+        // A line longer than a chunk travels whole and ends its chunk; the line over the limit
+        // (7) holds no bytes.
+        assert_eq!(chunks[3], (7, 2, 3026), "{chunks:?}");
+        assert_eq!(chunks[4].0, 9, "{chunks:?}");
+    }
+
+    #[test]
+    fn a_pretty_printed_input_is_cut_into_its_leading_lines_and_the_rest() {
+        let pretty = b"\n\n{\n  \"kind\": \"EventList\",\n  \"items\": [\n    {\"verb\": \"get\"},\n    {\"verb\": \"delete\"}\n  ]\n}\n{\n \"verb\": \"patch\"\n}\n{\n  \"kind\": 5\n}\n";
+        let (want_stats, want_verbs, want_errs) = read_all(pretty);
+        assert_eq!(want_verbs, ["get", "delete", "patch"]);
+        assert_eq!(want_errs.len(), 1);
+        for chunk_bytes in [1, 1 << 20] {
+            let (stats, verbs, errs, chunks) = cut_all(pretty, chunk_bytes);
+            assert_same_stats(&stats, &want_stats);
+            assert_eq!(where_why(&errs), where_why(&want_errs));
+            let verbs: Vec<String> = verbs.into_iter().map(|(_, v)| v).collect();
+            assert_eq!(verbs, want_verbs);
+            // The two blank lines before the document travel as chunks.
+            let lines: usize = chunks.iter().map(|c| c.1).sum();
+            assert_eq!(lines, 2, "{chunks:?}");
+        }
+    }
+
+    #[test]
+    fn an_input_that_cannot_be_opened_is_one_chunk_with_its_error() {
+        let reader = InputReader::default();
+        let missing = Input::File(PathBuf::from("/nonexistent/tripline/audit.log"));
+        let mut pieces = Vec::new();
+        reader.cut(&missing, 1 << 20, &mut |p| {
+            pieces.push(p);
+            true
+        });
+        let [Piece::Lines(chunk)] = &pieces[..] else {
+            panic!("one chunk expected")
+        };
+        assert!(chunk.is_last() && chunk.is_empty());
+        let mut stats = DecodeStats::default();
+        let mut errs = Vec::new();
+        reader.read_chunk(chunk, &mut stats, &mut |_, _| {}, &mut |e| errs.push(e));
+        let mut want_stats = DecodeStats::default();
+        let mut want = Vec::new();
+        reader.read(&missing, &mut want_stats, &mut |_| {}, &mut |e| {
+            want.push(e)
+        });
+        assert_eq!(errs, want);
+        assert_same_stats(&stats, &want_stats);
     }
 
     #[test]
