@@ -1105,7 +1105,7 @@ fn cluster_log(seed: u64, start: u64, n: u64) -> Vec<String> {
                 &format!("web-{}/exec", i % 3),
                 101,
             ),
-            31 | 32 | 33 => audit_event(
+            31..=33 => audit_event(
                 &id,
                 "ResponseComplete",
                 t,

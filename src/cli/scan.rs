@@ -299,7 +299,10 @@ impl Scan<'_> {
             std::thread::spawn(move || {
                 for (seq, chunk) in work_rx {
                     let scanned = scan_chunk(&reader, &set, chunk);
-                    if done_tx.send((seq, Taken::Scanned(scanned))).is_err() {
+                    if done_tx
+                        .send((seq, Taken::Scanned(Box::new(scanned))))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -319,7 +322,7 @@ impl Scan<'_> {
                 let last = match piece {
                     Taken::Scanned(scanned) => {
                         let last = scanned.chunk.is_last();
-                        self.detect_in_order(scanned, detector, out, &mut errors);
+                        self.detect_in_order(*scanned, detector, out, &mut errors);
                         last
                     }
                     Taken::Rest(rest) => {
@@ -372,7 +375,7 @@ impl Scan<'_> {
 
 /// What a decoding thread hands back, or the rest of a pretty-printed input.
 enum Taken {
-    Scanned(Scanned),
+    Scanned(Box<Scanned>),
     Rest(Box<Rest>),
 }
 
