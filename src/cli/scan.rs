@@ -272,7 +272,7 @@ impl Scan<'_> {
             let reader = self.reader.clone();
             let inputs = inputs.to_vec();
             let done_tx = done_tx.clone();
-            std::thread::spawn(move || {
+            spawn("scan-reader", move || {
                 let mut seq = 0u64;
                 for input in &inputs {
                     let mut open = true;
@@ -289,14 +289,14 @@ impl Scan<'_> {
                         return;
                     }
                 }
-            });
+            })?;
         }
         for _ in 0..threads {
             let work_rx = work_rx.clone();
             let done_tx = done_tx.clone();
             let reader = self.reader.clone();
             let set = set.clone();
-            std::thread::spawn(move || {
+            spawn("scan-decode", move || {
                 for (seq, chunk) in work_rx {
                     let scanned = scan_chunk(&reader, &set, chunk);
                     if done_tx
@@ -306,7 +306,7 @@ impl Scan<'_> {
                         return;
                     }
                 }
-            });
+            })?;
         }
         drop(work_rx);
         drop(done_tx);
@@ -371,6 +371,15 @@ impl Scan<'_> {
                 }
             });
     }
+}
+
+/// Starts a thread named `name` (as `top` and `perf` show it).
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map(drop)
+        .with_context(|| format!("starting the {name} thread"))
 }
 
 /// What a decoding thread hands back, or the rest of a pretty-printed input.

@@ -678,7 +678,10 @@ impl InputReader {
     pub fn cut(&self, input: &Input, chunk_bytes: usize, send: &mut dyn FnMut(Piece) -> bool) {
         let source: Arc<str> = input.name().into();
         let chunk_bytes = chunk_bytes.max(1);
-        let mut chunk = Chunk::new(source.clone(), 1);
+        // Room for the lines that fill a chunk and the one that ends it, up to a limit: the
+        // bytes are not copied again as the chunk grows.
+        let room = chunk_bytes.saturating_add(64 << 10).min(16 << 20);
+        let mut chunk = Chunk::new(source.clone(), 1, room);
         let mut lines = match self.open(input) {
             Ok(r) => LineReader::new(r, self.max_line_bytes),
             Err(e) => {
@@ -724,7 +727,7 @@ impl InputReader {
             }
             chunk.push(&line);
             if chunk.data.len() >= chunk_bytes {
-                let next = Chunk::new(source.clone(), n + 1);
+                let next = Chunk::new(source.clone(), n + 1, room);
                 if !send(Piece::Lines(std::mem::replace(&mut chunk, next))) {
                     return;
                 }
@@ -1013,11 +1016,12 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    fn new(source: Arc<str>, first_line: u64) -> Self {
+    /// An empty chunk with room for `bytes` of lines (a chunk grows past it by one line).
+    fn new(source: Arc<str>, first_line: u64, bytes: usize) -> Self {
         Chunk {
             source,
             first_line,
-            data: Vec::new(),
+            data: Vec::with_capacity(bytes),
             lines: Vec::new(),
             unreadable: None,
             last: false,
