@@ -13,9 +13,13 @@
 //!    Elasticsearch-compatible server the tests use; reported: documents/s, MB/s and tripline's
 //!    CPU seconds per 10,000 documents.
 //!
+//! 4. `tripline scan --threads 1` against `--threads 2` on the throughput corpus, runs
+//!    interleaved: events/s, wall time and parallel efficiency T(1) / (2 x T(2))
+//!    (`TRIPLINE_BENCH_ONLY=scan-threads`).
+//!
 //! Run: `cargo bench --bench daemon` (set `TRIPLINE_BENCH_EVENTS` to change the corpus size,
 //! default 300000; `TRIPLINE_BENCH_ES_DOCS` the documents sent to Elasticsearch, default
-//! 100000; `TRIPLINE_BENCH_ONLY=throughput|latency|elasticsearch` to run one part).
+//! 100000; `TRIPLINE_BENCH_ONLY=throughput|latency|elasticsearch|scan-threads` to run one part).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -221,6 +225,55 @@ fn scan_cost(corpus: &[u8]) -> (f64, f64) {
         "scan failed: {status:?}"
     );
     (t.elapsed().as_secs_f64(), children_cpu() - cpu0)
+}
+
+/// `tripline scan --format json --threads 1` against `--threads 2` on the same corpus, whole
+/// process wall time, runs interleaved (median of `TRIPLINE_BENCH_RUNS`, default 7, each):
+/// events/s, and parallel efficiency T(1) / (2 x T(2)).
+fn scan_threads(n: usize) {
+    let corpus = corpus(n);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("corpus.log");
+    std::fs::write(&file, &corpus).unwrap();
+    let runs: usize = std::env::var("TRIPLINE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let run = |threads: &str| {
+        let t = Instant::now();
+        let status = Command::new(env!("CARGO_BIN_EXE_tripline"))
+            .args(["scan", "--format", "json", "--threads", threads])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("tripline scan runs");
+        assert!(status.success(), "scan failed: {status:?}");
+        t.elapsed().as_secs_f64()
+    };
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        one.push(run("1"));
+        two.push(run("2"));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (t1, t2) = (median(&mut one), median(&mut two));
+    let mb = corpus.len() as f64 / 1e6;
+    for (threads, t) in [(1, t1), (2, t2)] {
+        println!(
+            "scan --threads {threads}: {n} Metadata events ({mb:.0} MB) in {t:.3} s (median of {runs}) = {:.0} events/s",
+            n as f64 / t
+        );
+    }
+    println!(
+        "scan parallel efficiency at 2 threads: {:.2} (T1 / (2 x T2)), speed-up {:.2}x, on {} cores",
+        t1 / (2.0 * t2),
+        t1 / t2,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
 }
 
 /// The daemon over a backlog of `n` Metadata events, with a file sink taking `flows`; counts
@@ -456,6 +509,9 @@ fn main() {
     // `TRIPLINE_BENCH_ONLY=elasticsearch` (or `throughput`, `latency`) runs one part.
     let only = std::env::var("TRIPLINE_BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    if run("scan-threads") {
+        scan_threads(n);
+    }
     if run("throughput") {
         throughput(n);
     }

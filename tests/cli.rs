@@ -969,3 +969,353 @@ fn shared_data() -> Option<PathBuf> {
         None
     }
 }
+
+/// One Metadata-level audit event as an API server logs it, at `t` seconds after
+/// 2026-03-01T00:00:00Z.
+#[allow(clippy::too_many_arguments)]
+fn audit_event(
+    id: &str,
+    stage: &str,
+    t: u64,
+    verb: &str,
+    user: &str,
+    ip: &str,
+    agent: &str,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+    code: u16,
+) -> String {
+    let time = |ms: u64| {
+        let secs = t + ms / 1000;
+        format!(
+            "2026-03-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            1 + secs / 86_400,
+            secs / 3600 % 24,
+            secs / 60 % 60,
+            secs % 60,
+            (ms % 1000) * 1000
+        )
+    };
+    let mut uri = format!("/api/v1/namespaces/{namespace}/{resource}");
+    if !name.is_empty() {
+        uri.push('/');
+        uri.push_str(name);
+    }
+    let object = match name.split_once('/') {
+        Some((name, sub)) => format!(r#""name":"{name}","subresource":"{sub}""#),
+        None => format!(r#""name":"{name}""#),
+    };
+    let decision = if code == 403 { "forbid" } else { "allow" };
+    let groups = if user == "system:anonymous" {
+        r#"["system:unauthenticated"]"#
+    } else {
+        r#"["system:authenticated"]"#
+    };
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"{stage}","requestURI":"{uri}","verb":"{verb}","user":{{"username":"{user}","groups":{groups}}},"sourceIPs":["{ip}"],"userAgent":"{agent}","objectRef":{{"resource":"{resource}","namespace":"{namespace}",{object},"apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":{code}}},"requestReceivedTimestamp":"{}","stageTimestamp":"{}","annotations":{{"authorization.k8s.io/decision":"{decision}","authorization.k8s.io/reason":""}}}}"#,
+        time(0),
+        time(20)
+    )
+}
+
+/// A generated cluster's audit log, `n` requests from `start` seconds on, two minutes apart:
+/// controllers at work, and among them what the default pack alerts on: bursts of refusals
+/// for one person (a correlation), one pod token reading secret after secret (a rule and a
+/// correlation), execs into pods, anonymous requests (a throttled rule), a service account's
+/// token replayed with curl after more than a week of client-go (a first-seen rule), and
+/// events delivered twice.
+fn cluster_log(seed: u64, start: u64, n: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut t = start;
+    for i in 0..n {
+        let id = format!("{seed:02x}{i:06x}-6b1e-4c3a-9d2f-7e8a9b0c1d2e");
+        t += 120;
+        let ev = match i % 50 {
+            // A burst of 22 refusals in 44 seconds.
+            7 => {
+                for k in 0..22 {
+                    out.push(audit_event(
+                        &format!("{id}-{k}"),
+                        "ResponseComplete",
+                        t + 2 * k,
+                        "list",
+                        "mallory@example.com",
+                        "203.0.113.5",
+                        "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+                        "configmaps",
+                        &format!("ns{k}"),
+                        "",
+                        403,
+                    ));
+                }
+                continue;
+            }
+            // A stolen pod token reads sixteen secrets.
+            19 if i % 200 == 19 => {
+                for k in 0..16 {
+                    out.push(audit_event(
+                        &format!("{id}-{k}"),
+                        "ResponseComplete",
+                        t + 3 * k,
+                        "get",
+                        "system:serviceaccount:shop:web",
+                        "10.244.1.5",
+                        "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+                        "secrets",
+                        "prod",
+                        &format!("secret-{k}"),
+                        200,
+                    ));
+                }
+                continue;
+            }
+            // An exec; every other one exported without stage, both stages of it logged.
+            23 if i % 100 == 73 => {
+                for _ in 0..2 {
+                    out.push(
+                        audit_event(
+                            &id,
+                            "",
+                            t,
+                            "create",
+                            "dev@example.com",
+                            "198.51.100.23",
+                            "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+                            "pods",
+                            "prod",
+                            "web-1/exec",
+                            101,
+                        )
+                        .replace("\"stage\":\"\",", ""),
+                    );
+                }
+                continue;
+            }
+            23 => audit_event(
+                &id,
+                "ResponseStarted",
+                t,
+                "create",
+                "dev@example.com",
+                "198.51.100.23",
+                "kubectl/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+                "pods",
+                "prod",
+                &format!("web-{}/exec", i % 3),
+                101,
+            ),
+            31..=33 => audit_event(
+                &id,
+                "ResponseComplete",
+                t,
+                "list",
+                "system:anonymous",
+                "192.0.2.44",
+                "curl/8.5.0",
+                "pods",
+                "default",
+                "",
+                200,
+            ),
+            41 => {
+                // Client-go for the first eight days, then curl.
+                let agent = if t > 8 * 86_400 {
+                    "curl/8.5.0"
+                } else {
+                    "shop-web/v1.4.0 (linux/amd64) kubernetes/v0.29.1"
+                };
+                audit_event(
+                    &id,
+                    "ResponseComplete",
+                    t,
+                    "get",
+                    "system:serviceaccount:shop:cart",
+                    "10.244.2.9",
+                    agent,
+                    "configmaps",
+                    "shop",
+                    "cart-settings",
+                    200,
+                )
+            }
+            _ => audit_event(
+                &id,
+                "ResponseComplete",
+                t,
+                ["get", "list", "watch", "update"][(i % 4) as usize],
+                [
+                    "system:kube-controller-manager",
+                    "system:serviceaccount:kube-system:replicaset-controller",
+                    "system:kube-scheduler",
+                ][(i % 3) as usize],
+                "10.0.0.10",
+                "kube-controller-manager/v1.29.2 (linux/amd64) kubernetes/4b8e819",
+                ["pods", "replicasets", "endpoints", "leases"][(i % 4) as usize],
+                "kube-system",
+                &format!("obj-{}", i % 17),
+                200,
+            ),
+        };
+        // Every 37th request is delivered twice (a shipper re-reading after a restart).
+        if i % 37 == 5 {
+            out.push(ev.clone());
+        }
+        out.push(ev);
+    }
+    out
+}
+
+/// A directory of audit logs with everything the reader meets: a large JSON-lines file with a
+/// byte-order mark, blank lines, CRLF, bad lines of every kind and an unterminated last event;
+/// a gzip file; a pretty-printed `EventList`; a file ending in a cut-off line.
+fn scan_corpus(dir: &Path) {
+    let mut big = b"\xEF\xBB\xBF".to_vec();
+    for (i, line) in cluster_log(1, 0, 3000).iter().enumerate() {
+        match i {
+            100 => big.extend(b"\n   \n"),
+            200 => big.extend(b"{\"kind\":\"Event\",\"verb\":\"get\",\"auditID\":\n"),
+            300 => big.extend(
+                b"{\"kind\":\"Event\",\"verb\":\"get\",\"user\":{\"username\":\"\xff\xfe\"}}\n",
+            ),
+            400 => big.extend(b"{\"kind\": 7}\n"),
+            500 => {
+                // Over the limit of the config (256 KiB).
+                big.extend(b"{\"kind\":\"Event\",\"verb\":\"get\",\"x\":\"");
+                big.extend(std::iter::repeat_n(b'a', 300_000));
+                big.extend(b"\"}\n");
+            }
+            600 => {
+                // Longer than a chunk, within the limit.
+                let padded = line.replacen(
+                    "\"authorization.k8s.io/reason\":\"\"",
+                    &format!("\"authorization.k8s.io/reason\":\"{}\"", "r".repeat(2500)),
+                    1,
+                );
+                big.extend(padded.as_bytes());
+                big.extend(b"\r\n");
+                continue;
+            }
+            700 => big.extend(b"not json at all\n"),
+            _ => {}
+        }
+        big.extend(line.as_bytes());
+        big.push(b'\n');
+    }
+    // The last event without its newline: still an event.
+    big.extend(cluster_log(2, 300_000, 1)[0].as_bytes());
+    std::fs::write(dir.join("a-audit.log"), &big).unwrap();
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for line in cluster_log(3, 400_000, 1500) {
+        gz.write_all(line.as_bytes()).unwrap();
+        gz.write_all(b"\n").unwrap();
+    }
+    std::fs::write(dir.join("b-audit.log.gz"), gz.finish().unwrap()).unwrap();
+
+    let items = cluster_log(4, 700_000, 60).join(",\n    ");
+    std::fs::write(
+        dir.join("c-list.json"),
+        format!("{{\n  \"kind\": \"EventList\",\n  \"apiVersion\": \"audit.k8s.io/v1\",\n  \"items\": [\n    {items}\n  ]\n}}\n"),
+    )
+    .unwrap();
+
+    let mut cut = cluster_log(5, 800_000, 1200).join("\n");
+    cut.push_str("\n{\"kind\":\"Event\",\"verb\":\"get\",\"auditID\":\"cut-in-the-mid");
+    std::fs::write(dir.join("d-audit.log"), cut).unwrap();
+}
+
+/// `tripline scan` of `dir` with `--threads threads`, chunks of 1,500 bytes.
+fn scan_threads(dir: &Path, format: &str, threads: &str) -> Output {
+    let cfg = dir.join("tripline.yaml");
+    bin()
+        .args(["scan", "--format", format, "--threads", threads, "--config"])
+        .arg(&cfg)
+        .arg(dir.join("logs"))
+        .env("TRIPLINE_SCAN_CHUNK_BYTES", "1500")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn a_parallel_scan_writes_what_a_sequential_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    scan_corpus(&dir.path().join("logs"));
+    std::fs::write(
+        dir.path().join("tripline.yaml"),
+        "input:\n  max_line_bytes: 262144\n",
+    )
+    .unwrap();
+    for format in ["json", "text"] {
+        let one = scan_threads(dir.path(), format, "1");
+        assert!(one.status.success(), "{}", text(&one.stderr));
+        for threads in ["2", "4"] {
+            let many = scan_threads(dir.path(), format, threads);
+            assert_eq!(
+                one.status.code(),
+                many.status.code(),
+                "--format {format} --threads {threads}"
+            );
+            // Compared as text first, for a readable difference.
+            assert_eq!(
+                text(&one.stderr),
+                text(&many.stderr),
+                "--format {format} --threads {threads}"
+            );
+            assert_eq!(
+                text(&one.stdout),
+                text(&many.stdout),
+                "--format {format} --threads {threads}"
+            );
+            assert!(one.stdout == many.stdout && one.stderr == many.stderr);
+        }
+        if format == "text" {
+            continue;
+        }
+        // The corpus exercises what the order matters to.
+        let err = text(&one.stderr);
+        let logs = dir.path().join("logs");
+        let big = logs.join("a-audit.log").display().to_string();
+        let cut = logs.join("d-audit.log");
+        let cut_at = std::fs::read(&cut)
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        let cut = cut.display();
+        for want in [
+            format!("{big}:203: malformed_json"),
+            format!("{big}:304: invalid_utf8"),
+            format!("{big}:405: not_an_event"),
+            format!("{big}:506: too_long"),
+            format!("{big}:707: malformed_json"),
+            format!("{cut}:{cut_at}: truncated"),
+        ] {
+            assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+        }
+        assert_eq!(err.lines().count(), 7, "{err}");
+        assert!(!err.contains(" (0 throttled"), "{err}");
+        assert!(err.contains("repeats of one request"), "{err}");
+        let alerts = alerts(&one);
+        let names = titles(&alerts);
+        for want in [
+            "Burst Of Forbidden Requests From One Identity",
+            "Many Distinct Secrets Read By One Identity",
+            "Service Account Used With A New User Agent",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "no {want:?} alert in {names:?}"
+            );
+        }
+        // The events of the gzip file and of the EventList alert too.
+        for id in ["03000017", "04000017"] {
+            assert!(
+                text(&one.stdout).contains(id),
+                "no alert for an event of {id}"
+            );
+        }
+    }
+}

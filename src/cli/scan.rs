@@ -2,13 +2,17 @@
 //! readable report.
 
 use std::io::{IsTerminal, Write};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use tripline::detect::{Detector, Report, MAX_ERRORS_SHOWN};
-use tripline::event::{Input, InputReader};
+use tripline::detect::{Alert, Detector, Report, MAX_ERRORS_SHOWN};
+use tripline::event::{Chunk, DecodeError, DecodeStats, Input, InputReader, Piece, Rest};
+use tripline::rules::{Hits, RuleSet};
 
 use super::{RuleSource, EXIT_USAGE};
 
@@ -30,9 +34,17 @@ pub struct ScanArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Threads decoding and matching events (default: one per core); 1 reads the inputs on
+    /// one thread. Alerts, report and errors are the same whatever the number.
+    #[arg(long)]
+    threads: Option<NonZeroUsize>,
     #[command(flatten)]
     source: RuleSource,
 }
+
+/// The bytes of lines handed to a decoding thread at a time; `TRIPLINE_SCAN_CHUNK_BYTES`
+/// overrides it (the tests cut their inputs into many small chunks).
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// `tripline scan`.
 pub fn run(args: ScanArgs) -> Result<u8> {
@@ -40,6 +52,8 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
+    // Shared with the decoding threads of a parallel scan.
+    let set = Arc::new(set);
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from("-")]
     } else {
@@ -72,52 +86,38 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         });
 
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut report = Report {
-        inputs: inputs.len(),
-        ..Report::default()
+    let mut out = Output {
+        json: args.format == Format::Json,
+        out: std::io::BufWriter::new(stdout.lock()),
+        write_err: None,
+        report: Report {
+            inputs: inputs.len(),
+            ..Report::default()
+        },
     };
     // Correlations run in memory, over the inputs in the order given.
     let mut detector = Detector::new(&set, cfg.cluster_name.clone())
         .with_correlator(Detector::correlator_for(&set));
-    let mut write_err: Option<std::io::Error> = None;
-    for input in &inputs {
-        let mut stats = std::mem::take(&mut report.stats);
-        let mut errors = Vec::new();
-        let mut alerts = Vec::new();
-        reader.read(
-            input,
-            &mut stats,
-            &mut |ev| {
-                detector.detect(ev, &mut |a| alerts.push(a));
-                if let Some(b) = bar.as_ref().filter(|_| stats_tick()) {
-                    b.set_position(reader.progress.load(std::sync::atomic::Ordering::Relaxed));
-                }
-                for a in alerts.drain(..) {
-                    if args.format == Format::Json && write_err.is_none() {
-                        if let Err(e) = out.write_all(a.json()).and_then(|()| out.write_all(b"\n"))
-                        {
-                            write_err = Some(e);
-                        }
-                    }
-                    report.record_alert(&a);
-                }
-            },
-            &mut |e| errors.push(e),
-        );
-        report.stats = stats;
-        for e in errors {
-            if report.errors_shown.len() < MAX_ERRORS_SHOWN {
-                eprintln!("{e}");
-            }
-            report.record_error(e);
-        }
-        if let Some(e) = write_err.take() {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(0);
-            }
-            return Err(e).context("writing alerts");
-        }
+    let threads = args
+        .threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    let scan = Scan {
+        reader: &reader,
+        bar: bar.as_ref(),
+    };
+    let done = if threads > 1 {
+        let chunk_bytes = std::env::var("TRIPLINE_SCAN_CHUNK_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(CHUNK_BYTES);
+        scan.parallel(&inputs, &set, &mut detector, &mut out, threads, chunk_bytes)?
+    } else {
+        scan.sequential(&inputs, &mut detector, &mut out)?
+    };
+    if !done {
+        // stdout was closed (`| head`): nothing more to say.
+        return Ok(0);
     }
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -126,13 +126,14 @@ pub fn run(args: ScanArgs) -> Result<u8> {
     let mut last = Vec::new();
     detector.finish(&mut |a| last.push(a));
     for a in last {
-        if args.format == Format::Json {
-            out.write_all(a.json())
-                .and_then(|()| out.write_all(b"\n"))
-                .context("writing alerts")?;
-        }
-        report.record_alert(&a);
+        out.alert(a);
     }
+    if let Some(e) = out.write_err.take() {
+        return Err(e).context("writing alerts");
+    }
+    let Output {
+        mut out, report, ..
+    } = out;
     let skipped = report.stats.skipped_total();
     if skipped > MAX_ERRORS_SHOWN as u64 {
         eprintln!(
@@ -158,6 +159,301 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Where alerts go: stdout in JSON mode, and the report.
+struct Output<W: Write> {
+    json: bool,
+    out: W,
+    /// The first error writing stdout; later alerts are only counted.
+    write_err: Option<std::io::Error>,
+    report: Report,
+}
+
+impl<W: Write> Output<W> {
+    fn alert(&mut self, a: Alert) {
+        if self.json && self.write_err.is_none() {
+            if let Err(e) = self
+                .out
+                .write_all(a.json())
+                .and_then(|()| self.out.write_all(b"\n"))
+            {
+                self.write_err = Some(e);
+            }
+        }
+        self.report.record_alert(&a);
+    }
+
+    /// The end of one input: its skipped lines are shown (the first [`MAX_ERRORS_SHOWN`] of the
+    /// scan) and kept for the report. `Ok(false)`: stdout was closed, the scan stops.
+    fn input_done(&mut self, errors: Vec<DecodeError>) -> Result<bool> {
+        for e in errors {
+            if self.report.errors_shown.len() < MAX_ERRORS_SHOWN {
+                eprintln!("{e}");
+            }
+            self.report.record_error(e);
+        }
+        match self.write_err.take() {
+            None => Ok(true),
+            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Some(e) => Err(e).context("writing alerts"),
+        }
+    }
+}
+
+/// One scan's inputs and progress bar.
+struct Scan<'a> {
+    reader: &'a InputReader,
+    bar: Option<&'a indicatif::ProgressBar>,
+}
+
+impl Scan<'_> {
+    fn show_progress(&self) {
+        if let Some(b) = self.bar {
+            b.set_position(self.reader.progress.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Every input in turn on this thread. `Ok(false)`: stdout was closed.
+    fn sequential<W: Write>(
+        &self,
+        inputs: &[Input],
+        detector: &mut Detector<'_>,
+        out: &mut Output<W>,
+    ) -> Result<bool> {
+        for input in inputs {
+            let mut stats = std::mem::take(&mut out.report.stats);
+            let mut errors = Vec::new();
+            self.reader.read(
+                input,
+                &mut stats,
+                &mut |ev| {
+                    detector.detect(ev, &mut |a| out.alert(a));
+                    if self.bar.is_some() && stats_tick() {
+                        self.show_progress();
+                    }
+                },
+                &mut |e| errors.push(e),
+            );
+            out.report.stats = stats;
+            if !out.input_done(errors)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The inputs cut into chunks of lines ([`InputReader::cut`]) by a reader thread; `threads`
+    /// threads decode each chunk and find the rules each event matches ([`RuleSet::hits`]);
+    /// this thread takes the chunks back in input order and runs the stateful part of
+    /// detection ([`Detector::detect_hits`]) on the events with hits, decoded again. Everything
+    /// the order matters to (throttling, first-seen baselines, correlations, once-per-request,
+    /// re-delivered events, errors and alerts) sees the events in input order, as
+    /// [`Scan::sequential`] does. At most two chunks per thread are in flight.
+    fn parallel<W: Write>(
+        &self,
+        inputs: &[Input],
+        set: &Arc<RuleSet>,
+        detector: &mut Detector<'_>,
+        out: &mut Output<W>,
+        threads: usize,
+        chunk_bytes: usize,
+    ) -> Result<bool> {
+        let in_flight = 2 * threads;
+        let (tokens_tx, tokens_rx) = crossbeam_channel::bounded::<()>(in_flight);
+        for _ in 0..in_flight {
+            let _ = tokens_tx.send(());
+        }
+        let (work_tx, work_rx) = crossbeam_channel::bounded::<(u64, Chunk)>(in_flight);
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<(u64, Taken)>(in_flight);
+        // The threads are not joined: they end when the inputs do, and when stdout closes
+        // (`| head`) the scan ends without waiting for a read to return.
+        {
+            let reader = self.reader.clone();
+            let inputs = inputs.to_vec();
+            let done_tx = done_tx.clone();
+            spawn("scan-reader", move || {
+                let mut seq = 0u64;
+                for input in &inputs {
+                    let mut open = true;
+                    reader.cut(input, chunk_bytes, &mut |piece| {
+                        open = tokens_rx.recv().is_ok()
+                            && match piece {
+                                Piece::Lines(chunk) => work_tx.send((seq, chunk)).is_ok(),
+                                Piece::Rest(rest) => done_tx.send((seq, Taken::Rest(rest))).is_ok(),
+                            };
+                        seq += 1;
+                        open
+                    });
+                    if !open {
+                        return;
+                    }
+                }
+            })?;
+        }
+        for _ in 0..threads {
+            let work_rx = work_rx.clone();
+            let done_tx = done_tx.clone();
+            let reader = self.reader.clone();
+            let set = set.clone();
+            spawn("scan-decode", move || {
+                for (seq, chunk) in work_rx {
+                    let scanned = scan_chunk(&reader, &set, chunk);
+                    if done_tx
+                        .send((seq, Taken::Scanned(Box::new(scanned))))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })?;
+        }
+        drop(work_rx);
+        drop(done_tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0u64;
+        let mut errors = Vec::new();
+        for (seq, piece) in &done_rx {
+            waiting.insert(seq, piece);
+            while let Some(piece) = waiting.remove(&next) {
+                next += 1;
+                // A piece is taken: the reader may cut another.
+                let _ = tokens_tx.try_send(());
+                let last = match piece {
+                    Taken::Scanned(scanned) => {
+                        let last = scanned.chunk.is_last();
+                        self.detect_in_order(*scanned, detector, out, &mut errors);
+                        last
+                    }
+                    Taken::Rest(rest) => {
+                        let mut stats = std::mem::take(&mut out.report.stats);
+                        self.reader.read_rest(
+                            *rest,
+                            &mut stats,
+                            &mut |ev| detector.detect(ev, &mut |a| out.alert(a)),
+                            &mut |e| errors.push(e),
+                        );
+                        out.report.stats = stats;
+                        true
+                    }
+                };
+                self.show_progress();
+                if last && !out.input_done(std::mem::take(&mut errors))? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The stateful part of detection on a decoded chunk's events with hits, in their order.
+    fn detect_in_order<W: Write>(
+        &self,
+        scanned: Scanned,
+        detector: &mut Detector<'_>,
+        out: &mut Output<W>,
+        errors: &mut Vec<DecodeError>,
+    ) {
+        out.report.stats.add(&scanned.stats);
+        errors.extend(scanned.errors);
+        if scanned.hits.is_empty() {
+            return;
+        }
+        let mut lines: Vec<usize> = scanned.hits.iter().map(|h| h.line).collect();
+        lines.dedup();
+        let mut hits = scanned.hits.iter().peekable();
+        let mut at = EventAt::default();
+        self.reader
+            .reread_lines(&scanned.chunk, &lines, &mut |line, ev| {
+                let event = at.next(line);
+                if let Some(h) = hits.next_if(|h| h.line == line && h.event == event) {
+                    detector.detect_hits(ev, &h.rules, &mut |a| out.alert(a));
+                }
+            });
+    }
+}
+
+/// Starts a thread named `name` (as `top` and `perf` show it).
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map(drop)
+        .with_context(|| format!("starting the {name} thread"))
+}
+
+/// What a decoding thread hands back, or the rest of a pretty-printed input.
+enum Taken {
+    Scanned(Box<Scanned>),
+    Rest(Box<Rest>),
+}
+
+/// A chunk decoded on a decoding thread: what it counted and skipped, and the events that
+/// matched a rule.
+struct Scanned {
+    chunk: Chunk,
+    stats: DecodeStats,
+    errors: Vec<DecodeError>,
+    hits: Vec<EventHits>,
+}
+
+/// The rules an event matched, and where the event is: its line in the chunk and its place
+/// among the line's events (an `EventList` or an envelope holds several).
+struct EventHits {
+    line: usize,
+    event: usize,
+    rules: Hits,
+}
+
+/// Numbers the events of each line as they come.
+#[derive(Default)]
+struct EventAt {
+    line: Option<usize>,
+    event: usize,
+}
+
+impl EventAt {
+    fn next(&mut self, line: usize) -> usize {
+        if self.line == Some(line) {
+            self.event += 1;
+        } else {
+            self.line = Some(line);
+            self.event = 0;
+        }
+        self.event
+    }
+}
+
+/// Decodes `chunk` and finds the rules each event matches: the part of detection that keeps no
+/// state, on a decoding thread.
+fn scan_chunk(reader: &InputReader, set: &RuleSet, chunk: Chunk) -> Scanned {
+    let mut stats = DecodeStats::default();
+    let mut errors = Vec::new();
+    let mut hits = Vec::new();
+    let mut rules = Hits::new();
+    let mut at = EventAt::default();
+    reader.read_chunk(
+        &chunk,
+        &mut stats,
+        &mut |line, ev| {
+            let event = at.next(line);
+            set.hits(ev, &mut rules);
+            if !rules.is_empty() {
+                hits.push(EventHits {
+                    line,
+                    event,
+                    rules: std::mem::take(&mut rules),
+                });
+            }
+        },
+        &mut |e| errors.push(e),
+    );
+    Scanned {
+        chunk,
+        stats,
+        errors,
+        hits,
+    }
 }
 
 /// Cheap rate limiter for progress updates.

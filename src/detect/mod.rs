@@ -21,7 +21,7 @@ use self::correlate::{Correlator, Fire, Observation};
 use crate::alert::{AlertTemplate, AuditFields, EventPart};
 use crate::event::redact::redacted_event_json;
 use crate::event::Event;
-use crate::rules::{Match, RuleSet};
+use crate::rules::{Hits, Match, RuleSet};
 
 /// One alert: the rule that fired and its ECS document, written as JSON.
 #[derive(Debug, Clone)]
@@ -203,6 +203,19 @@ impl<'r> Detector<'r> {
     /// event; the alert carries the redacted copy, and its message is scrubbed of every value
     /// that redaction removed. Allocates only when a rule fires.
     pub fn detect(&mut self, ev: &Event<'_>, emit: &mut dyn FnMut(Alert)) {
+        let mut hits = Hits::new();
+        self.rules.hits(ev, &mut hits);
+        self.detect_hits(ev, &hits, emit);
+    }
+
+    /// [`Detector::detect`] with the event's [`RuleSet::hits`] worked out before, on any
+    /// thread: the stateful part of detection (throttling, once-per-request, first-seen
+    /// baselines, correlations) and the alerts, to be run on the events in their order.
+    ///
+    /// `tripline scan` with several threads calls it only for events with hits. Skipping the
+    /// others changes what [`Detector::flush`] would move the correlations' watermark to,
+    /// which `scan` never calls ([`Detector::finish`] closes every window at the end).
+    pub fn detect_hits(&mut self, ev: &Event<'_>, hits: &[usize], emit: &mut dyn FnMut(Alert)) {
         self.matches.clear();
         if self.correlator.is_some() {
             // The watermark needs a recent time, not every one: one event in 32 (and every
@@ -222,13 +235,24 @@ impl<'r> Detector<'r> {
             // An event delivered again (a source re-reading after a restart) was counted when
             // it first came.
             let fresh = std::cell::OnceCell::new();
-            self.rules
-                .matches_into_with_inputs(ev, &mut self.matches, &mut self.inputs, &fresh);
+            self.rules.matches_from_hits_into(
+                ev,
+                hits,
+                &mut self.matches,
+                Some(&mut self.inputs),
+                &fresh,
+            );
             if !self.inputs.is_empty() && *fresh.get_or_init(|| self.rules.first_delivery(ev)) {
                 self.observe(ev, emit);
             }
         } else {
-            self.rules.matches_into(ev, &mut self.matches);
+            self.rules.matches_from_hits_into(
+                ev,
+                hits,
+                &mut self.matches,
+                None,
+                &std::cell::OnceCell::new(),
+            );
         }
         if self.matches.is_empty() {
             return;

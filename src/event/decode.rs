@@ -526,6 +526,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 }
 
 /// Reads events from one [`Input`], counting and reporting everything it skips.
+#[derive(Clone)]
 pub struct InputReader {
     pub max_line_bytes: usize,
     /// Bytes read from the underlying file so far (compressed bytes for gzip).
@@ -542,10 +543,11 @@ impl Default for InputReader {
 }
 
 impl InputReader {
-    fn open(&self, input: &Input) -> io::Result<Box<dyn Read>> {
-        let raw: Box<dyn Read> = match input {
+    fn open(&self, input: &Input) -> io::Result<Box<dyn Read + Send>> {
+        let raw: Box<dyn Read + Send> = match input {
             Input::File(p) => Box::new(File::open(p)?),
-            Input::Stdin => Box::new(io::stdin().lock()),
+            // Not locked: the reader may run on another thread ([`InputReader::cut`]).
+            Input::Stdin => Box::new(io::stdin()),
         };
         let mut r = BufReader::with_capacity(
             CHUNK,
@@ -586,24 +588,14 @@ impl InputReader {
         on_error: &mut dyn FnMut(DecodeError),
     ) {
         let source = input.name();
-        let mut report =
-            |stats: &mut DecodeStats, line: u64, reason: SkipReason, message: String| {
-                stats.count(reason);
-                on_error(DecodeError {
-                    source: source.clone(),
-                    line,
-                    reason,
-                    message,
-                });
-            };
-        let reader = match self.open(input) {
-            Ok(r) => r,
+        let mut report = reporter(&source, on_error);
+        let mut lines = match self.open(input) {
+            Ok(r) => LineReader::new(r, self.max_line_bytes),
             Err(e) => {
                 report(stats, 0, SkipReason::Unreadable, e.to_string());
                 return;
             }
         };
-        let mut lines = LineReader::new(reader, self.max_line_bytes);
         let mut first = true;
         loop {
             let (n, line) = match lines.next_numbered() {
@@ -615,63 +607,223 @@ impl InputReader {
                     break;
                 }
             };
-            let (bytes, terminated) = match line {
-                Line::Complete(b) => (b, true),
-                Line::Unterminated(b) => (b, false),
-                Line::TooLong => {
-                    stats.lines += 1;
-                    let limit = self.max_line_bytes;
-                    report(
-                        stats,
-                        n,
-                        SkipReason::TooLong,
-                        format!("line longer than {limit} bytes"),
-                    );
+            let document = match self.line_step(n, line, &mut first, stats, &mut report) {
+                LineStep::Skip => continue,
+                LineStep::Value { text, terminated } => {
+                    decode_line(stats, n, text, terminated, &mut report, on_event);
                     continue;
                 }
+                LineStep::Document(text) => text.as_bytes().to_vec(),
             };
-            stats.lines += 1;
-            stats.bytes += bytes.len() as u64 + u64::from(terminated);
-            let mut trimmed = trim_ascii(bytes);
-            if n == 1 {
-                // A UTF-8 byte-order mark (editors on Windows write one).
-                trimmed = trimmed.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(trimmed);
+            self.read_document(&document, n, &mut lines, stats, &mut report, on_event);
+            return;
+        }
+    }
+
+    /// The checks every line of JSON-lines input gets, in order: the size limit, blank lines
+    /// (a UTF-8 byte-order mark on line 1 counts as blank), UTF-8, and on the first line with
+    /// text (`first`, cleared here) whether it opens a pretty-printed document. Counts the line
+    /// in `stats` and reports what it skips.
+    fn line_step<'t>(
+        &self,
+        n: u64,
+        line: Line<'t>,
+        first: &mut bool,
+        stats: &mut DecodeStats,
+        report: &mut ReportFn<'_>,
+    ) -> LineStep<'t> {
+        let (bytes, terminated) = match line {
+            Line::Complete(b) => (b, true),
+            Line::Unterminated(b) => (b, false),
+            Line::TooLong => {
+                stats.lines += 1;
+                let limit = self.max_line_bytes;
+                report(
+                    stats,
+                    n,
+                    SkipReason::TooLong,
+                    format!("line longer than {limit} bytes"),
+                );
+                return LineStep::Skip;
             }
-            if trimmed.is_empty() {
-                continue;
+        };
+        stats.lines += 1;
+        stats.bytes += bytes.len() as u64 + u64::from(terminated);
+        let trimmed = line_text(n, bytes);
+        if trimmed.is_empty() {
+            return LineStep::Skip;
+        }
+        let text = match utf8(trimmed) {
+            Ok(t) => t,
+            Err(e) => {
+                report(stats, n, SkipReason::InvalidUtf8, e.to_string());
+                *first = false;
+                return LineStep::Skip;
             }
-            let text = match utf8(trimmed) {
-                Ok(t) => t,
+        };
+        if std::mem::take(first) && opens_document(text) {
+            return LineStep::Document(text);
+        }
+        LineStep::Value { text, terminated }
+    }
+
+    /// Cuts `input` into [`Piece`]s for decoding on several threads, passing them to `send` in
+    /// order (`send` returns false to stop): chunks of whole lines, each sent once its lines
+    /// hold `chunk_bytes` or more (a longer line travels whole and ends its chunk; a line over
+    /// the size limit travels as a mark, without its bytes), and for an input that turns out to be a pretty-printed
+    /// document, the rest of it as one [`Rest`]. The last piece of the input says so
+    /// ([`Piece::is_last`]). Decoding the pieces in order with [`InputReader::read_chunk`] and
+    /// [`InputReader::read_rest`] gives what [`InputReader::read`] gives: the same events,
+    /// errors (with their line numbers) and [`DecodeStats`].
+    pub fn cut(&self, input: &Input, chunk_bytes: usize, send: &mut dyn FnMut(Piece) -> bool) {
+        let source: Arc<str> = input.name().into();
+        let chunk_bytes = chunk_bytes.max(1);
+        // Room for the lines that fill a chunk and the one that ends it, up to a limit: the
+        // bytes are not copied again as the chunk grows.
+        let room = chunk_bytes.saturating_add(64 << 10).min(16 << 20);
+        let mut chunk = Chunk::new(source.clone(), 1, room);
+        let mut lines = match self.open(input) {
+            Ok(r) => LineReader::new(r, self.max_line_bytes),
+            Err(e) => {
+                chunk.unreadable = Some((0, e.to_string()));
+                chunk.last = true;
+                send(Piece::Lines(chunk));
+                return;
+            }
+        };
+        let mut first = true;
+        loop {
+            let (n, line) = match lines.next_numbered() {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
                 Err(e) => {
-                    report(stats, n, SkipReason::InvalidUtf8, e.to_string());
-                    first = false;
-                    continue;
+                    chunk.unreadable = Some((lines.line_no() + 1, e.to_string()));
+                    break;
                 }
             };
-            if first {
-                first = false;
-                // A first line that opens a JSON value without closing it: pretty-printed input
-                // (one Event or EventList spread over lines). Read the document as a whole.
-                // A truncated JSON line is not taken for one: a pretty-printer's first line is
-                // short and ends where a value opens or continues.
-                if looks_pretty_printed(text)
-                    && matches!(
-                        serde_json::from_str::<serde::de::IgnoredAny>(text),
-                        Err(ref e) if e.is_eof()
-                    )
-                {
-                    let first_line = text.as_bytes().to_vec();
-                    self.read_document(&first_line, n, &mut lines, stats, &mut report, on_event);
+            if let (true, Line::Complete(b) | Line::Unterminated(b)) = (first, &line) {
+                // The same test as `line_step`'s, made here so that a document is read whole
+                // where the events are detected.
+                let text = line_text(n, b);
+                if !text.is_empty() {
+                    first = false;
+                    if utf8(text).is_ok_and(opens_document) {
+                        let first_line = FirstLine {
+                            n,
+                            bytes: b.to_vec(),
+                            terminated: matches!(line, Line::Complete(_)),
+                        };
+                        if !chunk.lines.is_empty() && !send(Piece::Lines(chunk)) {
+                            return;
+                        }
+                        send(Piece::Rest(Box::new(Rest {
+                            source,
+                            first_line,
+                            lines,
+                        })));
+                        return;
+                    }
+                }
+            }
+            chunk.push(&line);
+            if chunk.data.len() >= chunk_bytes {
+                let next = Chunk::new(source.clone(), n + 1, room);
+                if !send(Piece::Lines(std::mem::replace(&mut chunk, next))) {
                     return;
                 }
             }
-            for (reason, msg) in stats.decode_value(text, on_event) {
-                let reason = if reason == SkipReason::Truncated && terminated {
-                    SkipReason::MalformedJson
-                } else {
-                    reason
-                };
-                report(stats, n, reason, msg);
+        }
+        chunk.last = true;
+        send(Piece::Lines(chunk));
+    }
+
+    /// Decodes every line of `chunk` as [`InputReader::read`] decodes them: counts them in
+    /// `stats`, calls `on_event` with the index of the line in the chunk and each event, and
+    /// `on_error` with what was skipped, at its line in the input.
+    pub fn read_chunk(
+        &self,
+        chunk: &Chunk,
+        stats: &mut DecodeStats,
+        on_event: &mut dyn FnMut(usize, &Event<'_>),
+        on_error: &mut dyn FnMut(DecodeError),
+    ) {
+        let mut report = reporter(&chunk.source, on_error);
+        self.chunk_lines(chunk, 0..chunk.len(), stats, &mut report, on_event);
+        if let Some((n, message)) = &chunk.unreadable {
+            report(stats, *n, SkipReason::Unreadable, message.clone());
+        }
+    }
+
+    /// The events of the lines `lines` (indices in the chunk, ascending) of `chunk` again,
+    /// as [`InputReader::read_chunk`] passed them, without counting or reporting anything.
+    pub fn reread_lines(
+        &self,
+        chunk: &Chunk,
+        lines: &[usize],
+        on_event: &mut dyn FnMut(usize, &Event<'_>),
+    ) {
+        let mut stats = DecodeStats::default();
+        let mut report = |_: &mut DecodeStats, _: u64, _: SkipReason, _: String| {};
+        self.chunk_lines(
+            chunk,
+            lines.iter().copied(),
+            &mut stats,
+            &mut report,
+            on_event,
+        );
+    }
+
+    fn chunk_lines(
+        &self,
+        chunk: &Chunk,
+        lines: impl Iterator<Item = usize>,
+        stats: &mut DecodeStats,
+        report: &mut ReportFn<'_>,
+        on_event: &mut dyn FnMut(usize, &Event<'_>),
+    ) {
+        // The cutter looked for a document on the first line with text already.
+        let mut first = false;
+        for i in lines {
+            let Some(line) = chunk.line(i) else { continue };
+            let n = chunk.first_line + i as u64;
+            if let LineStep::Value { text, terminated } =
+                self.line_step(n, line, &mut first, stats, report)
+            {
+                decode_line(stats, n, text, terminated, report, &mut |ev| {
+                    on_event(i, ev)
+                });
+            }
+        }
+    }
+
+    /// Decodes the [`Rest`] of an input, a pretty-printed document, as [`InputReader::read`]
+    /// does.
+    pub fn read_rest(
+        &self,
+        rest: Rest,
+        stats: &mut DecodeStats,
+        on_event: &mut dyn FnMut(&Event<'_>),
+        on_error: &mut dyn FnMut(DecodeError),
+    ) {
+        let Rest {
+            source,
+            first_line,
+            mut lines,
+        } = rest;
+        let mut report = reporter(&source, on_error);
+        let n = first_line.n;
+        let line = if first_line.terminated {
+            Line::Complete(&first_line.bytes)
+        } else {
+            Line::Unterminated(&first_line.bytes)
+        };
+        match self.line_step(n, line, &mut true, stats, &mut report) {
+            LineStep::Skip => {}
+            LineStep::Value { text, terminated } => {
+                decode_line(stats, n, text, terminated, &mut report, on_event)
+            }
+            LineStep::Document(text) => {
+                self.read_document(text.as_bytes(), n, &mut lines, stats, &mut report, on_event)
             }
         }
     }
@@ -682,9 +834,9 @@ impl InputReader {
         &self,
         first_line: &[u8],
         first_line_no: u64,
-        lines: &mut LineReader<Box<dyn Read>>,
+        lines: &mut LineReader<Box<dyn Read + Send>>,
         stats: &mut DecodeStats,
-        report: &mut dyn FnMut(&mut DecodeStats, u64, SkipReason, String),
+        report: &mut ReportFn<'_>,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) {
         let mut doc = first_line.to_vec();
@@ -762,6 +914,198 @@ impl InputReader {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// How input that is skipped is counted and reported: stats, line, reason, message.
+type ReportFn<'a> = dyn FnMut(&mut DecodeStats, u64, SkipReason, String) + 'a;
+
+/// A [`ReportFn`] that counts the reason and passes the error, with `source`, to `on_error`.
+fn reporter<'a>(
+    source: &'a str,
+    on_error: &'a mut dyn FnMut(DecodeError),
+) -> impl FnMut(&mut DecodeStats, u64, SkipReason, String) + 'a {
+    move |stats: &mut DecodeStats, line: u64, reason: SkipReason, message: String| {
+        stats.count(reason);
+        on_error(DecodeError {
+            source: source.to_string(),
+            line,
+            reason,
+            message,
+        });
+    }
+}
+
+/// What a line of JSON-lines input is to decoding ([`InputReader::line_step`]).
+enum LineStep<'t> {
+    /// Blank, or skipped and reported.
+    Skip,
+    /// A JSON value.
+    Value { text: &'t str, terminated: bool },
+    /// The first line of a pretty-printed document: the rest of the input is read with it.
+    Document(&'t str),
+}
+
+/// Decodes the JSON value on line `n`, counting and reporting what it skips. A value cut short
+/// on a line that ended with a newline is malformed, not truncated.
+fn decode_line(
+    stats: &mut DecodeStats,
+    n: u64,
+    text: &str,
+    terminated: bool,
+    report: &mut ReportFn<'_>,
+    on_event: &mut dyn FnMut(&Event<'_>),
+) {
+    for (reason, msg) in stats.decode_value(text, on_event) {
+        let reason = if reason == SkipReason::Truncated && terminated {
+            SkipReason::MalformedJson
+        } else {
+            reason
+        };
+        report(stats, n, reason, msg);
+    }
+}
+
+/// The bytes of line `n` that are decoded: without the white space around them and, on line 1,
+/// without a UTF-8 byte-order mark (editors on Windows write one).
+fn line_text(n: u64, bytes: &[u8]) -> &[u8] {
+    let trimmed = trim_ascii(bytes);
+    if n == 1 {
+        trimmed.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(trimmed)
+    } else {
+        trimmed
+    }
+}
+
+/// Whether the first line with text opens a JSON value without closing it: pretty-printed
+/// input (one Event or EventList spread over lines), read as a whole document. A truncated
+/// JSON line is not taken for one: a pretty-printer's first line is short and ends where a
+/// value opens or continues.
+fn opens_document(text: &str) -> bool {
+    looks_pretty_printed(text)
+        && matches!(
+            serde_json::from_str::<serde::de::IgnoredAny>(text),
+            Err(ref e) if e.is_eof()
+        )
+}
+
+/// What kind of line a [`Chunk`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind {
+    Complete,
+    Unterminated,
+    TooLong,
+}
+
+/// Consecutive lines of one input, cut by [`InputReader::cut`] to be decoded on another thread.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The input's name, as errors report it.
+    pub source: Arc<str>,
+    /// The 1-based number of the chunk's first line in the input.
+    pub first_line: u64,
+    /// The bytes of the lines, one after another.
+    data: Vec<u8>,
+    /// Per line: where its bytes end in `data`, and its kind.
+    lines: Vec<(usize, LineKind)>,
+    /// The input could not be read on after these lines: the line number and the error.
+    unreadable: Option<(u64, String)>,
+    /// The last piece of its input.
+    last: bool,
+}
+
+impl Chunk {
+    /// An empty chunk with room for `bytes` of lines (a chunk grows past it by one line).
+    fn new(source: Arc<str>, first_line: u64, bytes: usize) -> Self {
+        Chunk {
+            source,
+            first_line,
+            data: Vec::with_capacity(bytes),
+            lines: Vec::new(),
+            unreadable: None,
+            last: false,
+        }
+    }
+
+    fn push(&mut self, line: &Line<'_>) {
+        let kind = match line {
+            Line::Complete(b) => {
+                self.data.extend_from_slice(b);
+                LineKind::Complete
+            }
+            Line::Unterminated(b) => {
+                self.data.extend_from_slice(b);
+                LineKind::Unterminated
+            }
+            Line::TooLong => LineKind::TooLong,
+        };
+        self.lines.push((self.data.len(), kind));
+    }
+
+    /// Line `i` of the chunk as the [`LineReader`] returned it.
+    fn line(&self, i: usize) -> Option<Line<'_>> {
+        let &(end, kind) = self.lines.get(i)?;
+        let start = match i.checked_sub(1) {
+            Some(p) => self.lines.get(p)?.0,
+            None => 0,
+        };
+        let bytes = self.data.get(start..end)?;
+        Some(match kind {
+            LineKind::Complete => Line::Complete(bytes),
+            LineKind::Unterminated => Line::Unterminated(bytes),
+            LineKind::TooLong => Line::TooLong,
+        })
+    }
+
+    /// The number of lines.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The bytes of the lines (without their newlines).
+    pub fn byte_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The last piece of its input.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+}
+
+/// The first line of a pretty-printed document, as read.
+#[derive(Debug)]
+struct FirstLine {
+    n: u64,
+    bytes: Vec<u8>,
+    terminated: bool,
+}
+
+/// The rest of an input that is a pretty-printed document, from its first line on: read whole
+/// by [`InputReader::read_rest`].
+pub struct Rest {
+    source: Arc<str>,
+    first_line: FirstLine,
+    lines: LineReader<Box<dyn Read + Send>>,
+}
+
+/// A piece of an input, from [`InputReader::cut`].
+pub enum Piece {
+    Lines(Chunk),
+    Rest(Box<Rest>),
+}
+
+impl Piece {
+    /// The last piece of its input.
+    pub fn is_last(&self) -> bool {
+        match self {
+            Piece::Lines(c) => c.last,
+            Piece::Rest(_) => true,
         }
     }
 }
@@ -1069,6 +1413,177 @@ mod tests {
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(verbs, ["create", "get"]);
         assert_eq!(stats.bodies_omitted, 1);
+    }
+
+    /// `input` cut into chunks of `chunk_bytes` and decoded chunk by chunk, as `tripline scan`
+    /// does on several threads: the stats, the event verbs with their line numbers, the errors
+    /// and the chunks (first line, number of lines, bytes held).
+    #[allow(clippy::type_complexity)]
+    fn cut_all(
+        bytes: &[u8],
+        chunk_bytes: usize,
+    ) -> (
+        DecodeStats,
+        Vec<(u64, String)>,
+        Vec<DecodeError>,
+        Vec<(u64, usize, usize)>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.log");
+        std::fs::write(&p, bytes).unwrap();
+        let reader = InputReader {
+            max_line_bytes: 4096,
+            ..InputReader::default()
+        };
+        let mut pieces = Vec::new();
+        reader.cut(&Input::File(p), chunk_bytes, &mut |piece| {
+            pieces.push(piece);
+            true
+        });
+        assert!(pieces.last().unwrap().is_last());
+        assert!(pieces[..pieces.len() - 1].iter().all(|p| !p.is_last()));
+        let mut stats = DecodeStats::default();
+        let mut verbs = Vec::new();
+        let mut errs = Vec::new();
+        let mut chunks = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Lines(chunk) => {
+                    chunks.push((chunk.first_line, chunk.len(), chunk.byte_len()));
+                    let mut again = Vec::new();
+                    reader.read_chunk(
+                        &chunk,
+                        &mut stats,
+                        &mut |i, ev| {
+                            again.push(i);
+                            verbs.push((
+                                chunk.first_line + i as u64,
+                                ev.verb().unwrap_or("").to_string(),
+                            ))
+                        },
+                        &mut |e| errs.push(e),
+                    );
+                    // Decoding lines again gives the same events, and counts nothing.
+                    let mut lines = again.clone();
+                    lines.dedup();
+                    let mut seen = Vec::new();
+                    reader.reread_lines(&chunk, &lines, &mut |i, _| seen.push(i));
+                    assert_eq!(seen, again);
+                }
+                Piece::Rest(rest) => reader.read_rest(
+                    *rest,
+                    &mut stats,
+                    &mut |ev| verbs.push((0, ev.verb().unwrap_or("").to_string())),
+                    &mut |e| errs.push(e),
+                ),
+            }
+        }
+        (stats, verbs, errs, chunks)
+    }
+
+    /// Errors without their source (the inputs compared lie in different directories).
+    fn where_why(errs: &[DecodeError]) -> Vec<(u64, SkipReason, &str)> {
+        errs.iter()
+            .map(|e| (e.line, e.reason, e.message.as_str()))
+            .collect()
+    }
+
+    fn assert_same_stats(a: &DecodeStats, b: &DecodeStats) {
+        assert_eq!(
+            (a.events, a.lines, a.bytes, a.skipped, a.bodies_omitted),
+            (b.events, b.lines, b.bytes, b.skipped, b.bodies_omitted)
+        );
+    }
+
+    #[test]
+    fn chunks_decode_to_what_the_whole_input_gives_whatever_their_size() {
+        let mut input = b"\xEF\xBB\xBF{\"verb\":\"get\"}\r\n\n  \n".to_vec();
+        input.extend(b"not json\n");
+        input.extend(b"{\"verb\":\"list\",\"x\":\"\xff\"}\n");
+        input.extend(b"{\"kind\":\"EventList\",\"items\":[{\"verb\":\"a\"},{\"verb\":\"b\"}]}\n");
+        input.extend(std::iter::repeat_n(b'x', 10_000));
+        input.extend(b"\n{\"verb\":\"patch\",\"note\":\"");
+        // Longer than most chunks below, within the line limit.
+        input.extend(std::iter::repeat_n(b'n', 3000));
+        input.extend(b"\"}\n{\"kind\": 0}\n{\"verb\":\"watch\"}\n{\"verb\":\"cre");
+        let (want_stats, want_verbs, want_errs) = read_all(&input);
+        assert_eq!(want_stats.skipped_total(), 5);
+        for chunk_bytes in [1, 2, 15, 16, 17, 100, 3000, 3025, 1 << 20] {
+            let (stats, verbs, errs, chunks) = cut_all(&input, chunk_bytes);
+            assert_same_stats(&stats, &want_stats);
+            assert_eq!(
+                where_why(&errs),
+                where_why(&want_errs),
+                "chunks of {chunk_bytes} bytes"
+            );
+            let verbs_only: Vec<&String> = verbs.iter().map(|(_, v)| v).collect();
+            assert_eq!(verbs_only, want_verbs.iter().collect::<Vec<_>>());
+            // Lines numbered on from chunk to chunk; none is empty but the last one.
+            let mut next = 1;
+            for (i, &(first, lines, bytes)) in chunks.iter().enumerate() {
+                assert_eq!(first, next, "chunks of {chunk_bytes} bytes: {chunks:?}");
+                next += lines as u64;
+                // A chunk is sent when its lines fill it.
+                if i + 1 < chunks.len() {
+                    assert!(lines > 0 && bytes >= chunk_bytes, "{chunks:?}");
+                }
+            }
+            assert_eq!(next - 1, 11, "{chunks:?}");
+        }
+        // The events' lines: the BOM line, the EventList's two, after the long lines.
+        let (_, verbs, _, chunks) = cut_all(&input, 16);
+        let at: Vec<(u64, &str)> = verbs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        assert_eq!(
+            at,
+            [(1, "get"), (6, "a"), (6, "b"), (8, "patch"), (10, "watch")]
+        );
+        // A line longer than a chunk travels whole and ends its chunk; the line over the limit
+        // (7) holds no bytes.
+        assert_eq!(chunks[3], (7, 2, 3026), "{chunks:?}");
+        assert_eq!(chunks[4].0, 9, "{chunks:?}");
+    }
+
+    #[test]
+    fn a_pretty_printed_input_is_cut_into_its_leading_lines_and_the_rest() {
+        let pretty = b"\n\n{\n  \"kind\": \"EventList\",\n  \"items\": [\n    {\"verb\": \"get\"},\n    {\"verb\": \"delete\"}\n  ]\n}\n{\n \"verb\": \"patch\"\n}\n{\n  \"kind\": 5\n}\n";
+        let (want_stats, want_verbs, want_errs) = read_all(pretty);
+        assert_eq!(want_verbs, ["get", "delete", "patch"]);
+        assert_eq!(want_errs.len(), 1);
+        for chunk_bytes in [1, 1 << 20] {
+            let (stats, verbs, errs, chunks) = cut_all(pretty, chunk_bytes);
+            assert_same_stats(&stats, &want_stats);
+            assert_eq!(where_why(&errs), where_why(&want_errs));
+            let verbs: Vec<String> = verbs.into_iter().map(|(_, v)| v).collect();
+            assert_eq!(verbs, want_verbs);
+            // The two blank lines before the document travel as chunks.
+            let lines: usize = chunks.iter().map(|c| c.1).sum();
+            assert_eq!(lines, 2, "{chunks:?}");
+        }
+    }
+
+    #[test]
+    fn an_input_that_cannot_be_opened_is_one_chunk_with_its_error() {
+        let reader = InputReader::default();
+        let missing = Input::File(PathBuf::from("/nonexistent/tripline/audit.log"));
+        let mut pieces = Vec::new();
+        reader.cut(&missing, 1 << 20, &mut |p| {
+            pieces.push(p);
+            true
+        });
+        let [Piece::Lines(chunk)] = &pieces[..] else {
+            panic!("one chunk expected")
+        };
+        assert!(chunk.is_last() && chunk.is_empty());
+        let mut stats = DecodeStats::default();
+        let mut errs = Vec::new();
+        reader.read_chunk(chunk, &mut stats, &mut |_, _| {}, &mut |e| errs.push(e));
+        let mut want_stats = DecodeStats::default();
+        let mut want = Vec::new();
+        reader.read(&missing, &mut want_stats, &mut |_| {}, &mut |e| {
+            want.push(e)
+        });
+        assert_eq!(errs, want);
+        assert_same_stats(&stats, &want_stats);
     }
 
     #[test]

@@ -13,8 +13,8 @@ mod view;
 
 pub use decode::trim_ascii;
 pub use decode::{
-    decode_value_into, utf8, DecodeError, DecodeFn, DecodeStats, Decoded, Input, InputReader, Line,
-    LineReader, SkipReason, DEFAULT_MAX_LINE_BYTES,
+    decode_value_into, utf8, Chunk, DecodeError, DecodeFn, DecodeStats, Decoded, Input,
+    InputReader, Line, LineReader, Piece, Rest, SkipReason, DEFAULT_MAX_LINE_BYTES,
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};
 pub use json::{parse_value, unique_keys, write_json_str};

@@ -910,6 +910,9 @@ impl Deliveries {
     }
 }
 
+/// The rules whose detection matched one event ([`RuleSet::hits`]), in rule order.
+pub type Hits = smallvec::SmallVec<[usize; 8]>;
+
 /// One rule that fired on an event.
 #[derive(Debug)]
 pub struct Match<'r> {
@@ -1432,18 +1435,53 @@ impl RuleSet {
         &'r self,
         ev: &Event<'_>,
         out: &mut Vec<Match<'r>>,
+        inputs: Option<&mut Vec<usize>>,
+        fresh: &std::cell::OnceCell<bool>,
+    ) {
+        let mut hits = Hits::new();
+        self.hits(ev, &mut hits);
+        self.fire_hits_into(ev, &hits, out, inputs, fresh);
+    }
+
+    /// The rules whose detection matches `ev`, in rule order (`out` is cleared first): the
+    /// pure first step of [`RuleSet::matches_into`], before anything that keeps state
+    /// (Falco's first match, once-per-request, first-seen baselines, throttling, correlation
+    /// inputs). It changes nothing in the rule set, so several threads may run it at once on
+    /// one rule set; [`RuleSet::matches_from_hits_into`] takes its result on to the alerts.
+    pub fn hits(&self, ev: &Event<'_>, out: &mut Hits) {
+        out.clear();
+        self.matching_into(ev, out);
+        out.sort_unstable();
+    }
+
+    /// [`RuleSet::matches_into_with_inputs`] from the event's [`RuleSet::hits`], worked out
+    /// before (on another thread, for example): the stateful step, to be run on the events
+    /// in their order.
+    pub fn matches_from_hits_into<'r>(
+        &'r self,
+        ev: &Event<'_>,
+        hits: &[usize],
+        out: &mut Vec<Match<'r>>,
+        inputs: Option<&mut Vec<usize>>,
+        fresh: &std::cell::OnceCell<bool>,
+    ) {
+        self.fire_hits_into(ev, hits, out, inputs, fresh);
+    }
+
+    fn fire_hits_into<'r>(
+        &'r self,
+        ev: &Event<'_>,
+        hits: &[usize],
+        out: &mut Vec<Match<'r>>,
         mut inputs: Option<&mut Vec<usize>>,
         fresh: &std::cell::OnceCell<bool>,
     ) {
-        let mut hits = smallvec::SmallVec::<[usize; 8]>::new();
-        self.matching_into(ev, &mut hits);
-        hits.sort_unstable();
         // The event time, read once for all throttled rules that matched.
         let now = std::cell::OnceCell::new();
         // The same for first-seen rules, which skip an event without one.
         let time = std::cell::OnceCell::new();
         let mut falco_fired = false;
-        for i in hits {
+        for &i in hits {
             if let Some(inputs) = inputs.as_deref_mut() {
                 if !self.correlation_inputs(i).is_empty() {
                     inputs.push(i);
