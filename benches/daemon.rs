@@ -206,7 +206,9 @@ fn proc_stat_seconds(path: &str, a: usize, b: usize) -> f64 {
     (get(a) + get(b)) / 100.0
 }
 
-/// `tripline scan --format json` over the corpus, output discarded: (wall seconds, CPU seconds).
+/// `tripline scan --format json --threads 1` over the corpus, output discarded: (wall seconds,
+/// CPU seconds). One thread: the CPU per event of detection itself, without the parallel scan's
+/// hand-offs.
 fn scan_cost(corpus: &[u8]) -> (f64, f64) {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("corpus.log");
@@ -214,7 +216,7 @@ fn scan_cost(corpus: &[u8]) -> (f64, f64) {
     let cpu0 = children_cpu();
     let t = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["scan", "--format", "json"])
+        .args(["scan", "--format", "json", "--threads", "1"])
         .arg(&file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
