@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::event::parse_timestamp;
-use crate::event::redact::redacted_event_json;
+use crate::event::redact::write_redacted_event;
 use crate::event::{write_json_str, Event};
 
 use super::fields::{category, event_type, outcome};
@@ -29,17 +29,42 @@ pub fn write_event_document(
     ev: &Event<'_>,
     cluster_name: Option<&str>,
 ) -> Vec<u8> {
-    let (audit, redacted) = redacted_event_json(ev);
-    let fields = AuditFields::of_redacted(ev, &redacted);
-    EventPart {
-        fields: &fields,
-        message: "",
-        cluster_name,
-        suppressed: 0,
-        audit: &audit,
-    }
-    .document(template)
+    let write = |audit: &mut Vec<u8>| {
+        audit.clear();
+        let redacted = write_redacted_event(ev, audit);
+        let fields = AuditFields::of_redacted(ev, &redacted);
+        EventPart {
+            fields: &fields,
+            message: "",
+            cluster_name,
+            suppressed: 0,
+            audit,
+        }
+        .document(template)
+    };
+    // The redacted event is written to a buffer of the thread's, kept from event to event (it is
+    // copied into the document): one allocation per event fewer on the events flow.
+    SCRATCH
+        .try_with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut audit) => {
+                let doc = write(&mut audit);
+                if audit.capacity() > SCRATCH_BYTES {
+                    *audit = Vec::new();
+                }
+                doc
+            }
+            Err(_) => write(&mut Vec::new()),
+        })
+        .unwrap_or_else(|_| write(&mut Vec::new()))
 }
+
+thread_local! {
+    /// [`write_event_document`]'s buffer for the redacted event.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest redacted event whose buffer a thread keeps.
+const SCRATCH_BYTES: usize = 256 << 10;
 
 /// What replaces a body (`requestObject`, `responseObject`) in the reduced form of an event
 /// larger than `pipeline.max_event_bytes`: `{"tripline":"omitted-too-big","bytes":N}`, with N the

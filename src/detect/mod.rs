@@ -285,7 +285,7 @@ impl<'r> Detector<'r> {
             return; // windows run on event time: an event without one cannot be placed
         };
         self.latest = Some(self.latest.map_or(time, |l| l.max(time)));
-        let doc_id = crate::event::content_id(&[ev.raw().as_bytes()]);
+        let doc_id = ev.content_id();
         // Values that redaction removes never reach a correlation alert.
         let secrets = std::cell::OnceCell::new();
         let text = |field: &crate::event::FieldRef| -> Option<String> {

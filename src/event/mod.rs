@@ -25,11 +25,16 @@ pub use view::{
 /// A hash of `bytes` as 32 hex digits (128 bits of BLAKE3): collision-free in practice and not
 /// controllable by whoever wrote the event, unlike `auditID`.
 pub fn content_id(parts: &[&[u8]]) -> String {
-    let hash = content_hash(parts);
+    hex_id(&content_hash(parts))
+}
+
+/// A [`content_hash`] as [`content_id`] writes it: 32 lowercase hex digits.
+pub fn hex_id(hash: &[u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(32);
-    for b in &hash {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{b:02x}");
+    for &b in hash {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }

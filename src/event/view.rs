@@ -118,6 +118,9 @@ pub struct Event<'a> {
     /// Whether `stageTimestamp` is an RFC 3339 time, and the time in nanoseconds since the
     /// epoch when it is in that range; worked out on first use.
     stage_nanos: OnceCell<(bool, Option<i64>)>,
+    /// [`crate::event::content_hash`] of [`Event::raw`], worked out on first use: the events
+    /// flow's document id, the redelivery window and the correlations all need it.
+    content_hash: OnceCell<[u8; 16]>,
     /// A top-level string member was written `null` (decoded as absent).
     top_null: bool,
 }
@@ -531,6 +534,18 @@ impl<'a> Event<'a> {
     /// event's text).
     pub fn raw(&self) -> &'a str {
         self.raw
+    }
+
+    /// [`crate::event::content_hash`] of the event's text, computed once per event.
+    pub fn content_hash(&self) -> [u8; 16] {
+        *self
+            .content_hash
+            .get_or_init(|| crate::event::content_hash(&[self.raw.as_bytes()]))
+    }
+
+    /// [`crate::event::content_id`] of the event's text (its hash in hex).
+    pub fn content_id(&self) -> String {
+        crate::event::hex_id(&self.content_hash())
     }
 
     /// The members of [`Event::raw`]'s object, in written order (listed once, on first use);

@@ -446,7 +446,7 @@ struct RecordMeta {
 impl RecordMeta {
     fn of(ev: &crate::event::Event<'_>) -> RecordMeta {
         RecordMeta {
-            id: sink::content_id(&[ev.raw().as_bytes()]),
+            id: ev.content_id(),
             time: ev.time(),
             user: ev.username().map(str::to_owned),
         }

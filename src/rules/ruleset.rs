@@ -1099,7 +1099,7 @@ impl RuleSet {
         if self.deliveries.max == 0 {
             return true;
         }
-        self.first_delivery_of(&crate::event::content_hash(&[ev.raw().as_bytes()]))
+        self.first_delivery_of(&ev.content_hash())
     }
 
     /// [`RuleSet::first_delivery`] of the event whose [`crate::event::content_hash`] is `hash`.

@@ -41,6 +41,10 @@ pub enum LineFormat {
     Falco,
 }
 
+/// The largest body kept for the next request: the documents of a default batch (1 MiB of
+/// events) with room to spare.
+const SPARE_BYTES: usize = 4 << 20;
+
 /// Local writes are cheap: write each source batch as it comes.
 pub const LIMITS: Limits = Limits {
     max_records: 10_000,
@@ -57,6 +61,9 @@ pub struct Local {
     /// The body of a request whose write failed part-way, how much of it was written, and the
     /// outcomes of its records once it is.
     partial: Option<(Vec<u8>, usize, Vec<Outcome>)>,
+    /// The body of the last request, kept for the next: a batch of documents is megabytes, and a
+    /// fresh buffer each time costs the allocator's page faults.
+    spare: Vec<u8>,
 }
 
 enum Output {
@@ -87,6 +94,7 @@ impl Local {
             out: Output::File(file),
             format: LineFormat::Ecs,
             partial: None,
+            spare: Vec::new(),
         })
     }
 
@@ -95,6 +103,7 @@ impl Local {
             out: Output::Stdout(io::stdout()),
             format: LineFormat::Ecs,
             partial: None,
+            spare: Vec::new(),
         }
     }
 
@@ -134,7 +143,9 @@ impl Deliver for Local {
             Some(p) => p,
             None => {
                 let mut outcomes = vec![Outcome::Delivered; records.len()];
-                let mut body = Vec::with_capacity(records.iter().map(|r| r.doc.len() + 1).sum());
+                let mut body = std::mem::take(&mut self.spare);
+                body.clear();
+                body.reserve(records.iter().map(|r| r.doc.len() + 1).sum());
                 for (r, outcome) in records.iter().zip(&mut outcomes) {
                     match self.format {
                         LineFormat::Ecs => body.extend_from_slice(&r.doc),
@@ -152,7 +163,13 @@ impl Deliver for Local {
             }
         };
         match self.write_from(&body, &mut written) {
-            Ok(()) => Ok(outcomes),
+            Ok(()) => {
+                // Kept unless a batch of very large events made it huge.
+                if body.capacity() <= SPARE_BYTES {
+                    self.spare = body;
+                }
+                Ok(outcomes)
+            }
             Err(e) => {
                 self.partial = Some((body, written, outcomes));
                 Err(RequestError(e.to_string()))
