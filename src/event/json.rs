@@ -178,6 +178,45 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Copies the string at the cursor (on its opening quote) to `out` as [`write_json_str`]
+    /// writes its value. A string whose escapes are all spelt as `write_json_str` spells them
+    /// (`\"`, `\\`, `\n`, `\u001f`, ...) is copied as it is, without being decoded; any other
+    /// is decoded and written again.
+    pub fn copy_string(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if let Some(s) = self.plain_string() {
+            out.reserve(s.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+            return Ok(());
+        }
+        let start = self.pos;
+        self.skip_string()?;
+        let literal = &self.b[start..self.pos];
+        if canonical_escapes(&literal[1..literal.len() - 1]) {
+            out.extend_from_slice(literal);
+            return Ok(());
+        }
+        self.pos = start;
+        let value = self.string()?;
+        write_json_str(out, &value);
+        Ok(())
+    }
+
+    /// [`Self::string`], and the string's literal (quotes included) when [`write_json_str`]
+    /// would write the value exactly so: what to copy if the value is kept as it is.
+    pub fn string_and_literal(&mut self) -> Result<(Cow<'a, str>, Option<&'a str>)> {
+        self.peek();
+        let start = self.pos;
+        let value = self.string()?;
+        let literal = &self.text[start..self.pos];
+        let canonical = match &value {
+            Cow::Borrowed(_) => true,
+            Cow::Owned(_) => canonical_escapes(&literal.as_bytes()[1..literal.len() - 1]),
+        };
+        Ok((value, canonical.then_some(literal)))
+    }
+
     /// With the cursor on an opening quote: a string without escapes, read in place (the common
     /// case, inlined). Otherwise `None`, with the cursor left on the quote for [`Self::string`].
     #[inline]
@@ -644,14 +683,7 @@ impl<'a> Scanner<'a> {
         }
         match self.peek() {
             Some(b'"') => {
-                match self.plain_string() {
-                    Some(s) => {
-                        out.push(b'"');
-                        out.extend_from_slice(s.as_bytes());
-                        out.push(b'"');
-                    }
-                    None => write_json_str(out, &self.string()?),
-                }
+                self.copy_string(out)?;
                 Ok(Some(()))
             }
             Some(b'{') => {
@@ -832,6 +864,41 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// True if every escape in the body of a string literal is spelt as [`write_json_str`] (which
+/// is `serde_json`'s) spells it: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00xx` in
+/// lowercase hex for the other control characters. Such a literal is its value written again.
+fn canonical_escapes(body: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(j) = memchr::memchr(b'\\', &body[i..]) {
+        let k = i + j;
+        match body.get(k + 1) {
+            Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => i = k + 2,
+            Some(b'u') => {
+                let Some(&[b'0', b'0', hi, lo]) = body.get(k + 2..k + 6) else {
+                    return false;
+                };
+                let low = match lo {
+                    b'0'..=b'9' => lo - b'0',
+                    b'a'..=b'f' => lo - b'a' + 10,
+                    _ => return false,
+                };
+                let code = match hi {
+                    b'0' => low,
+                    b'1' => 16 + low,
+                    _ => return false,
+                };
+                // These have short forms.
+                if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                    return false;
+                }
+                i = k + 6;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// True if `text` is one JSON value in which no object repeats a key.
 pub fn unique_keys(text: &str) -> bool {
     let mut s = Scanner::new(text);
@@ -854,6 +921,55 @@ mod tests {
     fn accepts(text: &str) -> bool {
         let mut s = Scanner::new(text);
         s.skip_value().and_then(|_| s.end()).is_ok()
+    }
+
+    #[test]
+    fn a_string_is_copied_as_write_json_str_writes_its_value() {
+        let literals = [
+            r#""plain""#,
+            r#""RBAC: allowed by ClusterRoleBinding \"x\" of ClusterRole \"y\"""#,
+            r#""a\\b""#,
+            r#""tab\tnew\nline\r\b\f""#,
+            r#""\u001f\u0000\u0019""#,
+            r#""upper \u001F""#,
+            r#""short form \u000a \u0009 \u0008 \u000c \u000d""#,
+            r#""slash \/""#,
+            r#""letter \u0041 and \u00e9""#,
+            r#""pair \ud83d\ude00""#,
+            r#""lone \ud800 surrogate""#,
+            "\"caf\u{e9} \\\" \u{1F600}\"",
+            r#""trailing \\""#,
+        ];
+        for literal in literals {
+            let read = Scanner::new(literal).string().unwrap().into_owned();
+            let mut want = Vec::new();
+            write_json_str(&mut want, &read);
+            let mut got = Vec::new();
+            let mut s = Scanner::new(literal);
+            s.copy_string(&mut got).unwrap();
+            assert!(s.end().is_ok(), "{literal}: the whole literal is read");
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{literal}"
+            );
+            let mut s = Scanner::new(literal);
+            let (value, copy) = s.string_and_literal().unwrap();
+            assert!(s.end().is_ok());
+            assert_eq!(value, read, "{literal}");
+            if let Some(copy) = copy {
+                assert_eq!(
+                    copy.as_bytes(),
+                    &want[..],
+                    "{literal}: the literal is the value"
+                );
+            }
+        }
+        // Escapes spelt the canonical way are copied without decoding; others are not.
+        assert!(canonical_escapes(br#"a \" b \\ \n \u001f"#));
+        for other in [r#"\/"#, r#"\u001F"#, r#"\u000a"#, r#"\u0041"#, r#"\ud800"#] {
+            assert!(!canonical_escapes(other.as_bytes()), "{other}");
+        }
     }
 
     #[test]

@@ -246,10 +246,11 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
                 s.object("", |s, name| {
                     unique &= names.write_key(out, name);
                     if s.peek() == Some(b'"') {
-                        let value = s.string()?;
-                        match redact_bearer(&value, &mut found) {
-                            Some(redacted) => write_json_str(out, &redacted),
-                            None => write_json_str(out, &value),
+                        let (value, literal) = s.string_and_literal()?;
+                        match (redact_bearer(&value, &mut found), literal) {
+                            (Some(redacted), _) => write_json_str(out, &redacted),
+                            (None, Some(literal)) => out.extend_from_slice(literal.as_bytes()),
+                            (None, None) => write_json_str(out, &value),
                         }
                     } else {
                         unique &= s.copy_value(out, 1)?.is_some();
@@ -259,9 +260,13 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
                 out.push(b'}');
             }
             "requestURI" if s.peek() == Some(b'"') => {
-                let mut uri = s.string()?.into_owned();
+                let (value, literal) = s.string_and_literal()?;
+                let mut uri = value.into_owned();
                 let changed = redact_uri(&mut uri, &mut found);
-                write_json_str(out, &uri);
+                match literal {
+                    Some(literal) if !changed => out.extend_from_slice(literal.as_bytes()),
+                    _ => write_json_str(out, &uri),
+                }
                 request_uri = changed.then_some(uri);
             }
             _ => unique &= s.copy_value(out, 0)?.is_some(),
