@@ -203,18 +203,19 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// [`Self::string`], and the string's literal (quotes included) when [`write_json_str`]
-    /// would write the value exactly so: what to copy if the value is kept as it is.
-    pub fn string_and_literal(&mut self) -> Result<(Cow<'a, str>, Option<&'a str>)> {
-        self.peek();
+    /// Skips the string at the cursor and returns its literal (quotes included), and whether
+    /// [`write_json_str`] would write its value exactly so (see [`Self::copy_string`]).
+    pub fn string_literal(&mut self) -> Result<(&'a str, bool)> {
+        if self.peek() != Some(b'"') {
+            return self.syntax("expected a string");
+        }
         let start = self.pos;
-        let value = self.string()?;
+        let escaped = self.skip_string_noting_escapes()?;
         let literal = &self.text[start..self.pos];
-        let canonical = match &value {
-            Cow::Borrowed(_) => true,
-            Cow::Owned(_) => canonical_escapes(&literal.as_bytes()[1..literal.len() - 1]),
-        };
-        Ok((value, canonical.then_some(literal)))
+        Ok((
+            literal,
+            !escaped || canonical_escapes(&literal.as_bytes()[1..literal.len() - 1]),
+        ))
     }
 
     /// With the cursor on an opening quote: a string without escapes, read in place (the common
@@ -244,6 +245,27 @@ impl<'a> Scanner<'a> {
                     return Ok(());
                 }
                 Some(b'\\') => {
+                    self.escape(&mut None)?;
+                }
+                Some(_) => return self.syntax("control character in a string"),
+                None => return Err(JsonError::Eof),
+            }
+        }
+    }
+
+    /// [`Self::skip_string`], true if the string has escapes.
+    fn skip_string_noting_escapes(&mut self) -> Result<bool> {
+        self.pos += 1; // opening quote, checked by the caller
+        let mut escaped = false;
+        loop {
+            self.find_special();
+            match self.b.get(self.pos) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    escaped = true;
                     self.escape(&mut None)?;
                 }
                 Some(_) => return self.syntax("control character in a string"),
@@ -678,6 +700,30 @@ impl<'a> Scanner<'a> {
     /// number beyond `f64` becomes a string. `None` for an object with a repeated key, which
     /// the caller must build instead (the last one wins).
     pub fn copy_value(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<Option<()>> {
+        // Most values are written as they would be written again: one copy of their text.
+        if let Some(text) = self.verbatim_text(depth) {
+            out.extend_from_slice(text.as_bytes());
+            return Ok(Some(()));
+        }
+        self.copy_value_again(out, depth)
+    }
+
+    /// The text of the value at the cursor, when [`Self::copy_value`] would write it exactly so
+    /// (the cursor then after it); `None`, with the cursor where it was, otherwise.
+    pub fn verbatim_text(&mut self, depth: usize) -> Option<&'a str> {
+        self.skip_ws();
+        let start = self.pos;
+        match self.verbatim(depth) {
+            Ok(true) => Some(&self.text[start..self.pos]),
+            _ => {
+                self.pos = start;
+                None
+            }
+        }
+    }
+
+    /// [`Self::copy_value`] token by token, writing each again.
+    fn copy_value_again(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<Option<()>> {
         if depth > MAX_DEPTH {
             return self.syntax("nesting too deep");
         }
@@ -714,7 +760,7 @@ impl<'a> Scanner<'a> {
                         }
                         out.push(b':');
                         self.expect(b':')?;
-                        unique &= self.copy_value(out, depth + 1)?.is_some();
+                        unique &= self.copy_value_again(out, depth + 1)?.is_some();
                         if self.next_or_close(b'}')? {
                             break;
                         }
@@ -731,7 +777,7 @@ impl<'a> Scanner<'a> {
                     if !std::mem::take(&mut first) {
                         out.push(b',');
                     }
-                    if s.copy_value(out, depth + 1)?.is_none() {
+                    if s.copy_value_again(out, depth + 1)?.is_none() {
                         unique = false;
                     }
                     Ok(())
@@ -762,6 +808,84 @@ impl<'a> Scanner<'a> {
             }
             Some(_) => self.syntax("expected a value"),
             None => Err(JsonError::Eof),
+        }
+    }
+
+    /// Reads the value at the cursor, true if it is written exactly as [`Self::copy_value`]
+    /// would write it: no whitespace between tokens, strings spelt as [`write_json_str`]
+    /// spells them, keys without escapes and none repeated in an object, numbers that are
+    /// finite `f64`s. False (at any point) or an error: the value is to be copied the slow way.
+    fn verbatim(&mut self, depth: usize) -> Result<bool> {
+        if depth > MAX_DEPTH {
+            return Ok(false);
+        }
+        match self.b.get(self.pos) {
+            Some(b'"') => {
+                let start = self.pos;
+                Ok(!self.skip_string_noting_escapes()?
+                    || canonical_escapes(&self.b[start + 1..self.pos - 1]))
+            }
+            Some(b'{') => {
+                self.pos += 1;
+                if self.b.get(self.pos) == Some(&b'}') {
+                    self.pos += 1;
+                    return Ok(true);
+                }
+                let mut keys = KeySet::default();
+                loop {
+                    if self.b.get(self.pos) != Some(&b'"') {
+                        return Ok(false);
+                    }
+                    let start = self.pos;
+                    if self.skip_string_noting_escapes()? {
+                        return Ok(false);
+                    }
+                    let key = &self.text[start + 1..self.pos - 1];
+                    if !keys.insert(key) || self.b.get(self.pos) != Some(&b':') {
+                        return Ok(false);
+                    }
+                    self.pos += 1;
+                    if !self.verbatim(depth + 1)? {
+                        return Ok(false);
+                    }
+                    match self.b.get(self.pos) {
+                        Some(b',') => self.pos += 1,
+                        Some(b'}') => {
+                            self.pos += 1;
+                            return Ok(true);
+                        }
+                        _ => return Ok(false),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                if self.b.get(self.pos) == Some(&b']') {
+                    self.pos += 1;
+                    return Ok(true);
+                }
+                loop {
+                    if !self.verbatim(depth + 1)? {
+                        return Ok(false);
+                    }
+                    match self.b.get(self.pos) {
+                        Some(b',') => self.pos += 1,
+                        Some(b']') => {
+                            self.pos += 1;
+                            return Ok(true);
+                        }
+                        _ => return Ok(false),
+                    }
+                }
+            }
+            Some(b't') => self.literal(b"true").map(|()| true),
+            Some(b'f') => self.literal(b"false").map(|()| true),
+            Some(b'n') => self.literal(b"null").map(|()| true),
+            Some(b'-' | b'0'..=b'9') => {
+                let n = self.number()?;
+                Ok(n.parse::<f64>().is_ok_and(f64::is_finite))
+            }
+            _ => Ok(false),
         }
     }
 
@@ -954,21 +1078,65 @@ mod tests {
                 "{literal}"
             );
             let mut s = Scanner::new(literal);
-            let (value, copy) = s.string_and_literal().unwrap();
+            let (copy, canonical) = s.string_literal().unwrap();
             assert!(s.end().is_ok());
-            assert_eq!(value, read, "{literal}");
-            if let Some(copy) = copy {
-                assert_eq!(
-                    copy.as_bytes(),
-                    &want[..],
-                    "{literal}: the literal is the value"
-                );
-            }
+            assert_eq!(copy, literal);
+            assert_eq!(canonical, copy.as_bytes() == &want[..], "{literal}");
         }
         // Escapes spelt the canonical way are copied without decoding; others are not.
         assert!(canonical_escapes(br#"a \" b \\ \n \u001f"#));
         for other in [r#"\/"#, r#"\u001F"#, r#"\u000a"#, r#"\u0041"#, r#"\ud800"#] {
             assert!(!canonical_escapes(other.as_bytes()), "{other}");
+        }
+    }
+
+    /// The copy of a value's text (when it is written as it would be written again) and the
+    /// token-by-token copy write the same bytes, whatever the spelling of the input.
+    #[test]
+    fn a_value_copied_whole_is_what_copying_it_token_by_token_writes() {
+        let mut cases: Vec<String> = [
+            r#"{"a":"b","c":[1,2.5,-3e2,true,false,null],"d":{}}"#,
+            r#"{ "a" : "b" }"#,
+            "{\"a\":\n\"b\"}",
+            r#"{"a":"say \"hi\"","b":"x\\y","c":"\u001f"}"#,
+            r#"{"a":"\/","b":"\u0041","c":"\u000a","d":"\ud83d\ude00"}"#,
+            r#"{"k\u0061":"v"}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":{"b":1,"b":2}}"#,
+            r#"[{"x":1},{"x":1}]"#,
+            r#"{"n":1e999,"m":123456789012345678901234567890}"#,
+            r#"{"n":-0,"m":0.000001}"#,
+            r#"[]"#,
+            r#"[[],[{}],"",0]"#,
+            r#""plain""#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real");
+        for f in ["openshift/audit_in.log", "audit2rbac/demo.log"] {
+            match std::fs::read_to_string(data.join(f)) {
+                Ok(text) => cases.extend(text.lines().map(String::from)),
+                Err(_) => eprintln!("{} absent: the built-in cases only", data.display()),
+            }
+        }
+        for case in &cases {
+            let mut whole = Vec::new();
+            let mut s = Scanner::new(case);
+            let a = s.copy_value(&mut whole, 0).map(|r| r.is_some());
+            let mut tokens = Vec::new();
+            let mut t = Scanner::new(case);
+            let b = t.copy_value_again(&mut tokens, 0).map(|r| r.is_some());
+            assert_eq!(a.is_ok(), b.is_ok(), "{case}");
+            if let (Ok(a), Ok(b)) = (a, b) {
+                assert_eq!(a, b, "{case}: repeated keys noticed alike");
+                assert_eq!(
+                    String::from_utf8_lossy(&whole),
+                    String::from_utf8_lossy(&tokens),
+                    "{case}"
+                );
+                assert_eq!(s.pos, t.pos, "{case}");
+            }
         }
     }
 

@@ -241,16 +241,32 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
             }
             // What `redact_annotations` does, member by member.
             "annotations" if s.peek() == Some(b'{') => {
+                // Copied whole when written as it would be written again and "bearer" is
+                // nowhere in it: escapes spelt so cannot spell the word.
+                if let Some(text) = s
+                    .verbatim_text(0)
+                    .filter(|t| find_bearer(t.as_bytes(), 0).is_none())
+                {
+                    out.extend_from_slice(text.as_bytes());
+                    return Ok(());
+                }
                 let mut names = KeySet::default();
                 out.push(b'{');
                 s.object("", |s, name| {
                     unique &= names.write_key(out, name);
                     if s.peek() == Some(b'"') {
-                        let (value, literal) = s.string_and_literal()?;
-                        match (redact_bearer(&value, &mut found), literal) {
-                            (Some(redacted), _) => write_json_str(out, &redacted),
-                            (None, Some(literal)) => out.extend_from_slice(literal.as_bytes()),
-                            (None, None) => write_json_str(out, &value),
+                        let (literal, canonical) = s.string_literal()?;
+                        // A literal spelt as it would be written again, without "bearer" in
+                        // it, is copied: its escapes (quotes, backslashes, control characters)
+                        // cannot spell the word.
+                        if canonical && find_bearer(literal.as_bytes(), 0).is_none() {
+                            out.extend_from_slice(literal.as_bytes());
+                        } else {
+                            let value = Scanner::new(literal).string()?;
+                            match redact_bearer(&value, &mut found) {
+                                Some(redacted) => write_json_str(out, &redacted),
+                                None => write_json_str(out, &value),
+                            }
                         }
                     } else {
                         unique &= s.copy_value(out, 1)?.is_some();
@@ -260,14 +276,16 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
                 out.push(b'}');
             }
             "requestURI" if s.peek() == Some(b'"') => {
-                let (value, literal) = s.string_and_literal()?;
-                let mut uri = value.into_owned();
-                let changed = redact_uri(&mut uri, &mut found);
-                match literal {
-                    Some(literal) if !changed => out.extend_from_slice(literal.as_bytes()),
-                    _ => write_json_str(out, &uri),
+                let (literal, canonical) = s.string_literal()?;
+                let value = Scanner::new(literal).string()?;
+                match redacted_uri(&value, &mut found) {
+                    Some(uri) => {
+                        write_json_str(out, &uri);
+                        request_uri = Some(uri);
+                    }
+                    None if canonical => out.extend_from_slice(literal.as_bytes()),
+                    None => write_json_str(out, &value),
                 }
-                request_uri = changed.then_some(uri);
             }
             _ => unique &= s.copy_value(out, 0)?.is_some(),
         }
@@ -336,16 +354,19 @@ fn redact_annotations(annotations: &mut Value, found: &mut Found) {
 
 /// Token query parameters and bearer tokens in `requestURI`; true if it changed.
 fn redact_uri(uri: &mut String, found: &mut Found) -> bool {
-    let mut changed = false;
-    if let Some(redacted) = redact_query_tokens(uri, found) {
-        *uri = redacted;
-        changed = true;
+    match redacted_uri(uri, found) {
+        Some(redacted) => {
+            *uri = redacted;
+            true
+        }
+        None => false,
     }
-    if let Some(redacted) = redact_bearer(uri, found) {
-        *uri = redacted;
-        changed = true;
-    }
-    changed
+}
+
+/// `uri` with token query parameters and bearer tokens redacted; `None` if it has none.
+fn redacted_uri(uri: &str, found: &mut Found) -> Option<String> {
+    let query = redact_query_tokens(uri, found);
+    redact_bearer(query.as_deref().unwrap_or(uri), found).or(query)
 }
 
 /// Replaces every occurrence of each secret in `text` with [`REDACTED`].
@@ -652,14 +673,12 @@ fn record_leaves(value: &Value, found: &mut Found) {
 /// Replaces the token after `Bearer` (case-insensitive, not preceded by a letter or digit, followed
 /// by spaces, tabs, `+` or `%20`). Returns the new string when something was replaced.
 fn redact_bearer(s: &str, found: &mut Found) -> Option<String> {
-    // ASCII lowercasing keeps every byte offset.
-    let lower = s.to_ascii_lowercase();
     let bytes = s.as_bytes();
     let mut out = String::new();
     let mut copied = 0;
     let mut pos = 0;
     while pos < bytes.len() {
-        let Some(start) = lower[pos..].find(BEARER).map(|i| pos + i) else {
+        let Some(start) = find_bearer(bytes, pos) else {
             break;
         };
         let after = start + BEARER.len();
@@ -692,6 +711,18 @@ fn redact_bearer(s: &str, found: &mut Found) -> Option<String> {
     }
     out.push_str(&s[copied..]);
     Some(out)
+}
+
+/// The offset of the first [`BEARER`] at or after `from` in `bytes`, in any case.
+fn find_bearer(bytes: &[u8], from: usize) -> Option<usize> {
+    let rest = bytes.get(from..)?;
+    memchr::memchr2_iter(b'b', b'B', rest)
+        .map(|i| from + i)
+        .find(|&i| {
+            bytes
+                .get(i..i + BEARER.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(BEARER.as_bytes()))
+        })
 }
 
 /// Length of the run of separators (space, tab, `+`, `%20`) at the start of `bytes`.
@@ -734,30 +765,36 @@ fn redact_query_tokens(uri: &str, found: &mut Found) -> Option<String> {
     let query_end = uri[query_start..]
         .find('#')
         .map_or(uri.len(), |i| query_start + i);
+    let token = |param: &str| match param.split_once('=') {
+        Some((name, value)) => {
+            !value.is_empty()
+                && value != REDACTED
+                && TOKEN_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p))
+        }
+        None => false,
+    };
+    // Most queries carry no token: nothing is built for them.
+    if !uri[query_start..query_end].split('&').any(token) {
+        return None;
+    }
     let mut out = String::with_capacity(uri.len());
     out.push_str(&uri[..query_start]);
-    let mut changed = false;
     for (i, param) in uri[query_start..query_end].split('&').enumerate() {
         if i > 0 {
             out.push('&');
         }
         match param.split_once('=') {
-            Some((name, value))
-                if !value.is_empty()
-                    && value != REDACTED
-                    && TOKEN_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p)) =>
-            {
+            Some((name, value)) if token(param) => {
                 found.add(value);
                 out.push_str(name);
                 out.push('=');
                 out.push_str(REDACTED);
-                changed = true;
             }
             _ => out.push_str(param),
         }
     }
     out.push_str(&uri[query_end..]);
-    changed.then_some(out)
+    Some(out)
 }
 
 #[cfg(test)]
