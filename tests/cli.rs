@@ -1298,6 +1298,11 @@ fn a_parallel_scan_writes_what_a_sequential_one_does() {
         assert_eq!(err.lines().count(), 7, "{err}");
         assert!(!err.contains(" (0 throttled"), "{err}");
         assert!(err.contains("repeats of one request"), "{err}");
+        // A throttle window closed: a later alert counts the matches it held back.
+        assert!(
+            text(&one.stdout).contains("\"suppressed_count\":"),
+            "no alert after a throttle window"
+        );
         let alerts = alerts(&one);
         let names = titles(&alerts);
         for want in [

@@ -25,9 +25,13 @@ pub use view::{
 /// A hash of `bytes` as 32 hex digits (128 bits of BLAKE3): collision-free in practice and not
 /// controllable by whoever wrote the event, unlike `auditID`.
 pub fn content_id(parts: &[&[u8]]) -> String {
-    let hash = content_hash(parts);
+    hash_hex(&content_hash(parts))
+}
+
+/// A [`content_hash`] as the 32 hex digits of [`content_id`].
+pub fn hash_hex(hash: &[u8; 16]) -> String {
     let mut out = String::with_capacity(32);
-    for b in &hash {
+    for b in hash {
         use std::fmt::Write as _;
         let _ = write!(out, "{b:02x}");
     }
