@@ -1238,6 +1238,30 @@ fn scan_threads(dir: &Path, format: &str, threads: &str) -> Output {
 }
 
 #[test]
+fn a_parallel_scan_stops_when_stdout_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, cluster_log(1, 0, 20_000).join("\n")).unwrap();
+    let mut child = bin()
+        .args(["scan", "--format", "json", "--threads", "2"])
+        .arg(&log)
+        .env("TRIPLINE_SCAN_CHUNK_BYTES", "4000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut first = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    // The reader is dropped: the pipe is closed.
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    // No summary: the scan ended where the output did.
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
 fn a_parallel_scan_writes_what_a_sequential_one_does() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("logs")).unwrap();

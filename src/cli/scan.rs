@@ -340,7 +340,10 @@ impl Scan<'_> {
                     }
                 };
                 self.show_progress();
-                if last && !out.input_done(std::mem::take(&mut errors))? {
+                // stdout closed (`| head`): the scan stops at this chunk, not at the end of
+                // the input.
+                let closed = out.write_err.is_some();
+                if (last || closed) && !out.input_done(std::mem::take(&mut errors))? {
                     return Ok(false);
                 }
             }
