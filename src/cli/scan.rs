@@ -268,6 +268,8 @@ impl Scan<'_> {
         }
         let (work_tx, work_rx) = crossbeam_channel::bounded::<(u64, Chunk)>(in_flight);
         let (done_tx, done_rx) = crossbeam_channel::bounded::<(u64, Taken)>(in_flight);
+        // The buffers of chunks done with, for the reader to read into again.
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(in_flight);
         // The threads are not joined: they end when the inputs do, and when stdout closes
         // (`| head`) the scan ends without waiting for a read to return.
         {
@@ -278,7 +280,8 @@ impl Scan<'_> {
                 let mut seq = 0u64;
                 for input in &inputs {
                     let mut open = true;
-                    reader.cut(input, chunk_bytes, &mut |piece| {
+                    let mut spare = || spare_rx.try_recv().ok();
+                    reader.cut_into(input, chunk_bytes, &mut spare, &mut |piece| {
                         open = tokens_rx.recv().is_ok()
                             && match piece {
                                 Piece::Lines(chunk) => work_tx.send((seq, chunk)).is_ok(),
@@ -324,7 +327,8 @@ impl Scan<'_> {
                 let last = match piece {
                     Taken::Scanned(scanned) => {
                         let last = scanned.chunk.is_last();
-                        self.detect_in_order(*scanned, detector, out, &mut errors);
+                        let chunk = self.detect_in_order(*scanned, detector, out, &mut errors);
+                        let _ = spare_tx.try_send(chunk.into_buffer());
                         last
                     }
                     Taken::Rest(rest) => {
@@ -360,7 +364,7 @@ impl Scan<'_> {
         detector: &mut Detector<'_>,
         out: &mut Output<W>,
         errors: &mut Vec<DecodeError>,
-    ) {
+    ) -> Chunk {
         out.report.stats.add(&scanned.stats);
         errors.extend(scanned.errors);
         let mut pending = Vec::new();
@@ -405,6 +409,7 @@ impl Scan<'_> {
                 out.alert(a);
             }
         }
+        scanned.chunk
     }
 }
 

@@ -935,7 +935,7 @@ pub struct Prepared {
     /// The once-per-request key, when a hit rule needs it.
     request: Option<u64>,
     /// Per hit, in order.
-    keys: smallvec::SmallVec<[HitKeys; 8]>,
+    keys: smallvec::SmallVec<[HitKeys; 2]>,
 }
 
 impl Prepared {
