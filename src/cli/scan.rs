@@ -251,7 +251,7 @@ impl Scan<'_> {
     /// the events that alert. Everything
     /// the order matters to (throttling, first-seen baselines, correlations, once-per-request,
     /// re-delivered events, errors and alerts) sees the events in input order, as
-    /// [`Scan::sequential`] does. At most two chunks per thread are in flight.
+    /// [`Scan::sequential`] does. At most four chunks per thread are in flight.
     fn parallel<W: Write>(
         &self,
         inputs: &[Input],
@@ -261,7 +261,8 @@ impl Scan<'_> {
         threads: usize,
         chunk_bytes: usize,
     ) -> Result<bool> {
-        let in_flight = 2 * threads;
+        // Room for a chunk that takes long (many alerts) while the threads go on with the next.
+        let in_flight = 4 * threads;
         let (tokens_tx, tokens_rx) = crossbeam_channel::bounded::<()>(in_flight);
         for _ in 0..in_flight {
             let _ = tokens_tx.send(());
