@@ -1227,9 +1227,16 @@ fn scan_corpus(dir: &Path) {
 
 /// `tripline scan` of `dir` with `--threads threads`, chunks of 1,500 bytes.
 fn scan_threads(dir: &Path, format: &str, threads: &str) -> Output {
+    scan_threads_with(dir, format, threads, &[])
+}
+
+/// [`scan_threads`] with more arguments before the inputs.
+fn scan_threads_with(dir: &Path, format: &str, threads: &str, args: &[&str]) -> Output {
     let cfg = dir.join("tripline.yaml");
     bin()
-        .args(["scan", "--format", format, "--threads", threads, "--config"])
+        .args(["scan", "--format", format, "--threads", threads])
+        .args(args)
+        .arg("--config")
         .arg(&cfg)
         .arg(dir.join("logs"))
         .env("TRIPLINE_SCAN_CHUNK_BYTES", "1500")
@@ -1346,5 +1353,17 @@ fn a_parallel_scan_writes_what_a_sequential_one_does() {
                 "no alert for an event of {id}"
             );
         }
+    }
+    // Falco rules beside the pack: Falco's first match among its rules.
+    let falco = write_rule(dir.path(), "team_rules.yaml", FALCO_RULES);
+    let falco = ["--rules", falco.to_str().unwrap()];
+    let one = scan_threads_with(dir.path(), "json", "1", &falco);
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    let names = titles(&alerts(&one));
+    assert!(names.iter().any(|n| n == "Exec Into Pod"), "{names:?}");
+    for threads in ["2", "3"] {
+        let many = scan_threads_with(dir.path(), "json", threads, &falco);
+        assert_eq!(text(&one.stderr), text(&many.stderr), "--threads {threads}");
+        assert!(one.stdout == many.stdout, "--threads {threads}");
     }
 }
