@@ -260,7 +260,7 @@ impl<'r> Detector<'r> {
     /// What [`Detector::detect_prepared`] reads of `ev`, an event whose [`RuleSet::hits`] are
     /// `hits` (not empty): the stateless part of [`Detector::detect_hits`], on any thread.
     pub fn prepare(rules: &RuleSet, ev: &Event<'_>, hits: Hits) -> PreparedEvent {
-        let inputs: Vec<usize> = hits
+        let inputs: Hits = hits
             .iter()
             .copied()
             .filter(|&i| !rules.correlation_inputs(i).is_empty())
@@ -270,11 +270,12 @@ impl<'r> Detector<'r> {
             None
         } else {
             prepared.time().map(|time| {
-                let doc_id = prepared.hash().map_or_else(
-                    || crate::event::content_id(&[ev.raw().as_bytes()]),
-                    crate::event::hash_hex,
-                );
-                (time, observations(rules, &inputs, ev, time, &doc_id))
+                let hash = prepared
+                    .hash()
+                    .copied()
+                    .unwrap_or_else(|| crate::event::content_hash(&[ev.raw().as_bytes()]));
+                let all = observations(rules, &inputs, ev, time, "");
+                PreparedObservations::new(time, hash, all)
             })
         };
         PreparedEvent {
@@ -306,8 +307,9 @@ impl<'r> Detector<'r> {
             }
             self.last_time.clear();
             if p.counted && *fresh.get_or_init(|| self.rules.first_delivery_prepared(&p.rules)) {
-                if let Some((time, observations)) = p.observations {
-                    self.observe_all(time, observations, emit);
+                if let Some(o) = p.observations {
+                    let time = o.time;
+                    self.observe_all(time, o.expand(), emit);
                 }
             }
         }
@@ -643,8 +645,72 @@ pub struct PreparedEvent {
     pub rules: crate::rules::Prepared,
     /// A correlation counts one of the rules hit.
     counted: bool,
-    /// The time and correlation observations of a counted event with a time.
-    observations: Option<(DateTime<Utc>, Vec<Observation>)>,
+    /// The correlation observations of a counted event with a time.
+    observations: Option<PreparedObservations>,
+}
+
+/// The correlation observations of an event, made on one thread for another: their texts in
+/// one buffer (one allocation to free on the other thread, not one per text).
+struct PreparedObservations {
+    time: DateTime<Utc>,
+    /// The event's [`crate::event::content_hash`], its id.
+    hash: [u8; 16],
+    /// The group-by values and values, one after another.
+    text: String,
+    /// Where each text ends in `text`, in order.
+    ends: smallvec::SmallVec<[usize; 8]>,
+    /// Per observation: the correlation, the input, its number of group-by values, and whether
+    /// a value follows them.
+    items: smallvec::SmallVec<[(usize, usize, usize, bool); 2]>,
+}
+
+impl PreparedObservations {
+    fn new(time: DateTime<Utc>, hash: [u8; 16], all: Vec<Observation>) -> Self {
+        let mut o = PreparedObservations {
+            time,
+            hash,
+            text: String::new(),
+            ends: smallvec::SmallVec::new(),
+            items: smallvec::SmallVec::new(),
+        };
+        for obs in &all {
+            for g in &obs.group {
+                o.text.push_str(g);
+                o.ends.push(o.text.len());
+            }
+            if let Some(v) = &obs.value {
+                o.text.push_str(v);
+                o.ends.push(o.text.len());
+            }
+            o.items
+                .push((obs.corr, obs.input, obs.group.len(), obs.value.is_some()));
+        }
+        o
+    }
+
+    /// The observations again.
+    fn expand(self) -> Vec<Observation> {
+        let doc_id = crate::event::hash_hex(&self.hash);
+        let mut at = 0;
+        let mut ends = self.ends.iter();
+        let mut next = || {
+            let &end = ends.next()?;
+            let t = self.text.get(at..end).unwrap_or_default().to_string();
+            at = end;
+            Some(t)
+        };
+        self.items
+            .iter()
+            .map(|&(corr, input, n, value)| Observation {
+                corr,
+                input,
+                time: self.time,
+                group: (0..n).filter_map(|_| next()).collect(),
+                value: if value { next() } else { None },
+                doc_id: doc_id.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Adds the `falco` object of a Falco rule's alert to its document: the rule's name, its
