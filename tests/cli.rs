@@ -1227,14 +1227,45 @@ fn scan_corpus(dir: &Path) {
 
 /// `tripline scan` of `dir` with `--threads threads`, chunks of 1,500 bytes.
 fn scan_threads(dir: &Path, format: &str, threads: &str) -> Output {
+    scan_threads_with(dir, format, threads, &[])
+}
+
+/// [`scan_threads`] with more arguments before the inputs.
+fn scan_threads_with(dir: &Path, format: &str, threads: &str, args: &[&str]) -> Output {
     let cfg = dir.join("tripline.yaml");
     bin()
-        .args(["scan", "--format", format, "--threads", threads, "--config"])
+        .args(["scan", "--format", format, "--threads", threads])
+        .args(args)
+        .arg("--config")
         .arg(&cfg)
         .arg(dir.join("logs"))
         .env("TRIPLINE_SCAN_CHUNK_BYTES", "1500")
         .output()
         .expect("the binary runs")
+}
+
+#[test]
+fn a_parallel_scan_stops_when_stdout_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, cluster_log(1, 0, 20_000).join("\n")).unwrap();
+    let mut child = bin()
+        .args(["scan", "--format", "json", "--threads", "2"])
+        .arg(&log)
+        .env("TRIPLINE_SCAN_CHUNK_BYTES", "4000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut first = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    // The reader is dropped: the pipe is closed.
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    // No summary: the scan ended where the output did.
+    assert_eq!(text(&out.stderr), "");
 }
 
 #[test]
@@ -1298,6 +1329,11 @@ fn a_parallel_scan_writes_what_a_sequential_one_does() {
         assert_eq!(err.lines().count(), 7, "{err}");
         assert!(!err.contains(" (0 throttled"), "{err}");
         assert!(err.contains("repeats of one request"), "{err}");
+        // A throttle window closed: a later alert counts the matches it held back.
+        assert!(
+            text(&one.stdout).contains("\"suppressed_count\":"),
+            "no alert after a throttle window"
+        );
         let alerts = alerts(&one);
         let names = titles(&alerts);
         for want in [
@@ -1317,5 +1353,17 @@ fn a_parallel_scan_writes_what_a_sequential_one_does() {
                 "no alert for an event of {id}"
             );
         }
+    }
+    // Falco rules beside the pack: Falco's first match among its rules.
+    let falco = write_rule(dir.path(), "team_rules.yaml", FALCO_RULES);
+    let falco = ["--rules", falco.to_str().unwrap()];
+    let one = scan_threads_with(dir.path(), "json", "1", &falco);
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    let names = titles(&alerts(&one));
+    assert!(names.iter().any(|n| n == "Exec Into Pod"), "{names:?}");
+    for threads in ["2", "3"] {
+        let many = scan_threads_with(dir.path(), "json", threads, &falco);
+        assert_eq!(text(&one.stderr), text(&many.stderr), "--threads {threads}");
+        assert!(one.stdout == many.stdout, "--threads {threads}");
     }
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use tripline::detect::{Alert, Detector, Report, MAX_ERRORS_SHOWN};
+use tripline::detect::{Alert, Detector, PreparedEvent, Report, MAX_ERRORS_SHOWN};
 use tripline::event::{Chunk, DecodeError, DecodeStats, Input, InputReader, Piece, Rest};
-use tripline::rules::{Hits, RuleSet};
+use tripline::rules::{Hits, Match, RuleSet};
 
 use super::{RuleSource, EXIT_USAGE};
 
@@ -244,12 +244,14 @@ impl Scan<'_> {
     }
 
     /// The inputs cut into chunks of lines ([`InputReader::cut`]) by a reader thread; `threads`
-    /// threads decode each chunk and find the rules each event matches ([`RuleSet::hits`]);
-    /// this thread takes the chunks back in input order and runs the stateful part of
-    /// detection ([`Detector::detect_hits`]) on the events with hits, decoded again. Everything
+    /// threads decode each chunk and find the rules each event matches ([`RuleSet::hits`])
+    /// and work out what the stateful step reads of the events with hits
+    /// ([`Detector::prepare`]); this thread takes the chunks back in input order and runs the
+    /// stateful part of detection on them ([`Detector::detect_prepared`]), decoding again only
+    /// the events that alert. Everything
     /// the order matters to (throttling, first-seen baselines, correlations, once-per-request,
     /// re-delivered events, errors and alerts) sees the events in input order, as
-    /// [`Scan::sequential`] does. At most two chunks per thread are in flight.
+    /// [`Scan::sequential`] does. At most four chunks per thread are in flight.
     fn parallel<W: Write>(
         &self,
         inputs: &[Input],
@@ -259,13 +261,16 @@ impl Scan<'_> {
         threads: usize,
         chunk_bytes: usize,
     ) -> Result<bool> {
-        let in_flight = 2 * threads;
+        // Room for a chunk that takes long (many alerts) while the threads go on with the next.
+        let in_flight = 4 * threads;
         let (tokens_tx, tokens_rx) = crossbeam_channel::bounded::<()>(in_flight);
         for _ in 0..in_flight {
             let _ = tokens_tx.send(());
         }
         let (work_tx, work_rx) = crossbeam_channel::bounded::<(u64, Chunk)>(in_flight);
         let (done_tx, done_rx) = crossbeam_channel::bounded::<(u64, Taken)>(in_flight);
+        // The buffers of chunks done with, for the reader to read into again.
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(in_flight);
         // The threads are not joined: they end when the inputs do, and when stdout closes
         // (`| head`) the scan ends without waiting for a read to return.
         {
@@ -276,7 +281,8 @@ impl Scan<'_> {
                 let mut seq = 0u64;
                 for input in &inputs {
                     let mut open = true;
-                    reader.cut(input, chunk_bytes, &mut |piece| {
+                    let mut spare = || spare_rx.try_recv().ok();
+                    reader.cut_into(input, chunk_bytes, &mut spare, &mut |piece| {
                         open = tokens_rx.recv().is_ok()
                             && match piece {
                                 Piece::Lines(chunk) => work_tx.send((seq, chunk)).is_ok(),
@@ -322,7 +328,8 @@ impl Scan<'_> {
                 let last = match piece {
                     Taken::Scanned(scanned) => {
                         let last = scanned.chunk.is_last();
-                        self.detect_in_order(*scanned, detector, out, &mut errors);
+                        let chunk = self.detect_in_order(*scanned, detector, out, &mut errors);
+                        let _ = spare_tx.try_send(chunk.into_buffer());
                         last
                     }
                     Taken::Rest(rest) => {
@@ -338,7 +345,10 @@ impl Scan<'_> {
                     }
                 };
                 self.show_progress();
-                if last && !out.input_done(std::mem::take(&mut errors))? {
+                // stdout closed (`| head`): the scan stops at this chunk, not at the end of
+                // the input.
+                let closed = out.write_err.is_some();
+                if (last || closed) && !out.input_done(std::mem::take(&mut errors))? {
                     return Ok(false);
                 }
             }
@@ -346,31 +356,72 @@ impl Scan<'_> {
         Ok(true)
     }
 
-    /// The stateful part of detection on a decoded chunk's events with hits, in their order.
+    /// The stateful part of detection on a decoded chunk's events with hits, in their order,
+    /// from what the decoding thread read of them ([`Detector::detect_prepared`]). Only the
+    /// events whose rules alert are decoded again, for their alerts.
     fn detect_in_order<W: Write>(
         &self,
         scanned: Scanned,
         detector: &mut Detector<'_>,
         out: &mut Output<W>,
         errors: &mut Vec<DecodeError>,
-    ) {
+    ) -> Chunk {
         out.report.stats.add(&scanned.stats);
         errors.extend(scanned.errors);
-        if scanned.hits.is_empty() {
-            return;
-        }
-        let mut lines: Vec<usize> = scanned.hits.iter().map(|h| h.line).collect();
-        lines.dedup();
-        let mut hits = scanned.hits.iter().peekable();
-        let mut at = EventAt::default();
-        self.reader
-            .reread_lines(&scanned.chunk, &lines, &mut |line, ev| {
-                let event = at.next(line);
-                if let Some(h) = hits.next_if(|h| h.line == line && h.event == event) {
-                    detector.detect_hits(ev, &h.rules, &mut |a| out.alert(a));
-                }
+        let mut pending = Vec::new();
+        let mut lines: Vec<usize> = Vec::new();
+        for h in scanned.hits {
+            let matches = detector.detect_prepared(h.prepared, &mut |a| {
+                pending.push(Pending::Alert(a));
             });
+            if !matches.is_empty() {
+                if lines.last() != Some(&h.line) {
+                    lines.push(h.line);
+                }
+                pending.push(Pending::Event {
+                    line: h.line,
+                    event: h.event,
+                    matches,
+                });
+            }
+        }
+        let mut pending = pending.into_iter().peekable();
+        if !lines.is_empty() {
+            let mut at = EventAt::default();
+            self.reader
+                .reread_lines(&scanned.chunk, &lines, &mut |line, ev| {
+                    let event = at.next(line);
+                    while let Some(Pending::Alert(a)) =
+                        pending.next_if(|p| matches!(p, Pending::Alert(_)))
+                    {
+                        out.alert(a);
+                    }
+                    if let Some(Pending::Event { matches, .. }) = pending.next_if(|p| {
+                        matches!(p, Pending::Event { line: l, event: e, .. } if *l == line && *e == event)
+                    }) {
+                        detector.alerts_of(ev, matches, &mut |a| out.alert(a));
+                    }
+                });
+        }
+        // Correlation alerts after the last event that alerted (and none other, unless the
+        // chunk's lines read differently the second time).
+        for p in pending {
+            if let Pending::Alert(a) = p {
+                out.alert(a);
+            }
+        }
+        scanned.chunk
     }
+}
+
+/// An alert of a chunk in its place, or an event's matches that wait for the event.
+enum Pending<'r> {
+    Alert(Alert),
+    Event {
+        line: usize,
+        event: usize,
+        matches: Vec<Match<'r>>,
+    },
 }
 
 /// Starts a thread named `name` (as `top` and `perf` show it).
@@ -397,12 +448,13 @@ struct Scanned {
     hits: Vec<EventHits>,
 }
 
-/// The rules an event matched, and where the event is: its line in the chunk and its place
-/// among the line's events (an `EventList` or an envelope holds several).
+/// What the stateful step reads of an event with hits, and where the event is: its line in
+/// the chunk and its place among the line's events (an `EventList` or an envelope holds
+/// several).
 struct EventHits {
     line: usize,
     event: usize,
-    rules: Hits,
+    prepared: PreparedEvent,
 }
 
 /// Numbers the events of each line as they come.
@@ -442,7 +494,7 @@ fn scan_chunk(reader: &InputReader, set: &RuleSet, chunk: Chunk) -> Scanned {
                 hits.push(EventHits {
                     line,
                     event,
-                    rules: std::mem::take(&mut rules),
+                    prepared: Detector::prepare(set, ev, std::mem::take(&mut rules)),
                 });
             }
         },

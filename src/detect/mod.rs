@@ -254,6 +254,81 @@ impl<'r> Detector<'r> {
                 &std::cell::OnceCell::new(),
             );
         }
+        self.alerts_of_matches(ev, emit);
+    }
+
+    /// What [`Detector::detect_prepared`] reads of `ev`, an event whose [`RuleSet::hits`] are
+    /// `hits` (not empty): the stateless part of [`Detector::detect_hits`], on any thread.
+    pub fn prepare(rules: &RuleSet, ev: &Event<'_>, hits: Hits) -> PreparedEvent {
+        let inputs: Hits = hits
+            .iter()
+            .copied()
+            .filter(|&i| !rules.correlation_inputs(i).is_empty())
+            .collect();
+        let prepared = rules.prepare(ev, hits);
+        let observations = if inputs.is_empty() {
+            None
+        } else {
+            prepared.time().map(|time| {
+                let hash = prepared
+                    .hash()
+                    .copied()
+                    .unwrap_or_else(|| ev.content_hash());
+                let all = observations(rules, &inputs, ev, time, "");
+                PreparedObservations::new(time, hash, all)
+            })
+        };
+        PreparedEvent {
+            rules: prepared,
+            counted: !inputs.is_empty(),
+            observations,
+        }
+    }
+
+    /// [`Detector::detect_hits`] from what [`Detector::prepare`] read of the event: the
+    /// stateful part, run on the events with hits in their order. Correlation alerts go to
+    /// `emit`; the matches that alert are returned, for [`Detector::alerts_of`] to turn into
+    /// alerts with the event, after those correlation alerts.
+    ///
+    /// Every event it is given moves the correlations' watermark, which only
+    /// [`Detector::flush`] reads (`tripline scan` never calls it).
+    pub fn detect_prepared(
+        &mut self,
+        p: PreparedEvent,
+        emit: &mut dyn FnMut(Alert),
+    ) -> Vec<Match<'r>> {
+        let mut matches = Vec::new();
+        let fresh = std::cell::OnceCell::new();
+        self.rules
+            .matches_from_prepared_into(&p.rules, &mut matches, &fresh);
+        if self.correlator.is_some() {
+            if let Some(t) = p.rules.time() {
+                self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+            }
+            self.last_time.clear();
+            if p.counted && *fresh.get_or_init(|| self.rules.first_delivery_prepared(&p.rules)) {
+                if let Some(o) = p.observations {
+                    let time = o.time;
+                    self.observe_all(time, o.expand(), emit);
+                }
+            }
+        }
+        matches
+    }
+
+    /// The alerts of `matches` ([`Detector::detect_prepared`]), carrying `ev`.
+    pub fn alerts_of(
+        &mut self,
+        ev: &Event<'_>,
+        matches: Vec<Match<'r>>,
+        emit: &mut dyn FnMut(Alert),
+    ) {
+        self.matches = matches;
+        self.alerts_of_matches(ev, emit);
+    }
+
+    /// The alerts of `self.matches`, carrying `ev` or its reduced form.
+    fn alerts_of_matches(&mut self, ev: &Event<'_>, emit: &mut dyn FnMut(Alert)) {
         if self.matches.is_empty() {
             return;
         }
@@ -278,89 +353,29 @@ impl<'r> Detector<'r> {
     /// Hands the event's matches of correlated rules to the correlator, and emits the
     /// correlation alerts that releases.
     fn observe(&mut self, ev: &Event<'_>, emit: &mut dyn FnMut(Alert)) {
-        let Some(correlator) = self.correlator.clone() else {
+        if self.correlator.is_none() {
             return;
-        };
+        }
         let Some(time) = ev.time() else {
             return; // windows run on event time: an event without one cannot be placed
         };
-        self.latest = Some(self.latest.map_or(time, |l| l.max(time)));
         let doc_id = ev.content_id();
-        // Values that redaction removes never reach a correlation alert.
-        let secrets = std::cell::OnceCell::new();
-        let text = |field: &crate::event::FieldRef| -> Option<String> {
-            let mut values: Vec<String> = Vec::new();
-            ev.any_value(field, &mut |v| {
-                match v {
-                    crate::event::FieldValue::Str(s) => values.push(s.to_string()),
-                    crate::event::FieldValue::Int(i) => values.push(i.to_string()),
-                    crate::event::FieldValue::Float(x) => values.push(x.to_string()),
-                    crate::event::FieldValue::Bool(b) => values.push(b.to_string()),
-                    crate::event::FieldValue::Null | crate::event::FieldValue::Object => {}
-                }
-                false
-            });
-            if values.is_empty() {
-                return None;
-            }
-            let joined = values.join(",");
-            // Only these fields can hold what redaction removes; redacting the event (bodies of
-            // many megabytes) is left to the rare group-by on them.
-            use crate::event::FieldRef as F;
-            if !matches!(
-                field,
-                F::RequestUri
-                    | F::Annotation(_)
-                    | F::RequestObject(_)
-                    | F::ResponseObject(_)
-                    | F::Pod(_)
-                    | F::Other(_)
-                    | F::UserExtra(_)
-                    | F::ImpersonatedExtra(_)
-            ) {
-                return Some(joined);
-            }
-            let secrets: &Vec<String> = secrets.get_or_init(|| redacted_event_json(ev).1.secrets);
-            if secrets
-                .iter()
-                .any(|s| !s.is_empty() && joined.contains(s.as_str()))
-            {
-                Some("<redacted>".to_string())
-            } else {
-                Some(joined)
-            }
+        let observations = observations(self.rules, &self.inputs, ev, time, &doc_id);
+        self.observe_all(time, observations, emit);
+    }
+
+    /// Hands `observations` of an event at `time` to the correlator, and emits the correlation
+    /// alerts that releases.
+    fn observe_all(
+        &mut self,
+        time: DateTime<Utc>,
+        observations: Vec<Observation>,
+        emit: &mut dyn FnMut(Alert),
+    ) {
+        let Some(correlator) = self.correlator.clone() else {
+            return;
         };
-        let mut observations = Vec::new();
-        for &rule in &self.inputs {
-            for &(corr, input) in self.rules.correlation_inputs(rule) {
-                let c = &self.rules.correlations()[corr];
-                // A group-by field the event lacks: the event belongs to no group.
-                let group: Option<Vec<String>> = c
-                    .group_by
-                    .iter()
-                    .map(|g| {
-                        g.per_input
-                            .get(input)
-                            .and_then(|f| f.as_ref())
-                            .and_then(text)
-                    })
-                    .collect();
-                let Some(group) = group else { continue };
-                let value = c
-                    .value_field
-                    .as_ref()
-                    .and_then(|v| v.per_input.get(input).and_then(|f| f.as_ref()))
-                    .and_then(text);
-                observations.push(Observation {
-                    corr,
-                    input,
-                    time,
-                    group,
-                    value,
-                    doc_id: doc_id.clone(),
-                });
-            }
-        }
+        self.latest = Some(self.latest.map_or(time, |l| l.max(time)));
         let mut fires = std::mem::take(&mut self.fires);
         if let Ok(mut c) = correlator.lock() {
             for obs in observations {
@@ -535,6 +550,166 @@ impl<'r> Detector<'r> {
                 time,
             });
         }
+    }
+}
+
+/// The observations of the correlations that count the rules `inputs` (hits of `ev`, an event
+/// at `time` whose content id is `doc_id`).
+fn observations(
+    rules: &RuleSet,
+    inputs: &[usize],
+    ev: &Event<'_>,
+    time: DateTime<Utc>,
+    doc_id: &str,
+) -> Vec<Observation> {
+    // Values that redaction removes never reach a correlation alert.
+    let secrets = std::cell::OnceCell::new();
+    let text = |field: &crate::event::FieldRef| -> Option<String> {
+        let mut values: Vec<String> = Vec::new();
+        ev.any_value(field, &mut |v| {
+            match v {
+                crate::event::FieldValue::Str(s) => values.push(s.to_string()),
+                crate::event::FieldValue::Int(i) => values.push(i.to_string()),
+                crate::event::FieldValue::Float(x) => values.push(x.to_string()),
+                crate::event::FieldValue::Bool(b) => values.push(b.to_string()),
+                crate::event::FieldValue::Null | crate::event::FieldValue::Object => {}
+            }
+            false
+        });
+        if values.is_empty() {
+            return None;
+        }
+        let joined = values.join(",");
+        // Only these fields can hold what redaction removes; redacting the event (bodies of
+        // many megabytes) is left to the rare group-by on them.
+        use crate::event::FieldRef as F;
+        if !matches!(
+            field,
+            F::RequestUri
+                | F::Annotation(_)
+                | F::RequestObject(_)
+                | F::ResponseObject(_)
+                | F::Pod(_)
+                | F::Other(_)
+                | F::UserExtra(_)
+                | F::ImpersonatedExtra(_)
+        ) {
+            return Some(joined);
+        }
+        let secrets: &Vec<String> = secrets.get_or_init(|| redacted_event_json(ev).1.secrets);
+        if secrets
+            .iter()
+            .any(|s| !s.is_empty() && joined.contains(s.as_str()))
+        {
+            Some("<redacted>".to_string())
+        } else {
+            Some(joined)
+        }
+    };
+    let mut observations = Vec::new();
+    for &rule in inputs {
+        for &(corr, input) in rules.correlation_inputs(rule) {
+            let c = &rules.correlations()[corr];
+            // A group-by field the event lacks: the event belongs to no group.
+            let group: Option<Vec<String>> = c
+                .group_by
+                .iter()
+                .map(|g| {
+                    g.per_input
+                        .get(input)
+                        .and_then(|f| f.as_ref())
+                        .and_then(text)
+                })
+                .collect();
+            let Some(group) = group else { continue };
+            let value = c
+                .value_field
+                .as_ref()
+                .and_then(|v| v.per_input.get(input).and_then(|f| f.as_ref()))
+                .and_then(text);
+            observations.push(Observation {
+                corr,
+                input,
+                time,
+                group,
+                value,
+                doc_id: doc_id.to_string(),
+            });
+        }
+    }
+    observations
+}
+
+/// An event with hits as [`Detector::detect_prepared`] reads it, without the event.
+pub struct PreparedEvent {
+    pub rules: crate::rules::Prepared,
+    /// A correlation counts one of the rules hit.
+    counted: bool,
+    /// The correlation observations of a counted event with a time.
+    observations: Option<PreparedObservations>,
+}
+
+/// The correlation observations of an event, made on one thread for another: their texts in
+/// one buffer (one allocation to free on the other thread, not one per text).
+struct PreparedObservations {
+    time: DateTime<Utc>,
+    /// The event's [`crate::event::content_hash`], its id.
+    hash: [u8; 16],
+    /// The group-by values and values, one after another.
+    text: String,
+    /// Where each text ends in `text`, in order.
+    ends: smallvec::SmallVec<[usize; 8]>,
+    /// Per observation: the correlation, the input, its number of group-by values, and whether
+    /// a value follows them.
+    items: smallvec::SmallVec<[(usize, usize, usize, bool); 2]>,
+}
+
+impl PreparedObservations {
+    fn new(time: DateTime<Utc>, hash: [u8; 16], all: Vec<Observation>) -> Self {
+        let mut o = PreparedObservations {
+            time,
+            hash,
+            text: String::new(),
+            ends: smallvec::SmallVec::new(),
+            items: smallvec::SmallVec::new(),
+        };
+        for obs in &all {
+            for g in &obs.group {
+                o.text.push_str(g);
+                o.ends.push(o.text.len());
+            }
+            if let Some(v) = &obs.value {
+                o.text.push_str(v);
+                o.ends.push(o.text.len());
+            }
+            o.items
+                .push((obs.corr, obs.input, obs.group.len(), obs.value.is_some()));
+        }
+        o
+    }
+
+    /// The observations again.
+    fn expand(self) -> Vec<Observation> {
+        let doc_id = crate::event::hex_id(&self.hash);
+        let mut at = 0;
+        let mut ends = self.ends.iter();
+        let mut next = || {
+            let &end = ends.next()?;
+            let t = self.text.get(at..end).unwrap_or_default().to_string();
+            at = end;
+            Some(t)
+        };
+        self.items
+            .iter()
+            .map(|&(corr, input, n, value)| Observation {
+                corr,
+                input,
+                time: self.time,
+                group: (0..n).filter_map(|_| next()).collect(),
+                value: if value { next() } else { None },
+                doc_id: doc_id.clone(),
+            })
+            .collect()
     }
 }
 

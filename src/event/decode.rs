@@ -577,6 +577,36 @@ impl InputReader {
         }
     }
 
+    /// [`InputReader::open`] without a buffer in front of the file: [`InputReader::cut_into`]
+    /// reads blocks larger than one.
+    fn open_unbuffered(&self, input: &Input) -> io::Result<Box<dyn Read + Send>> {
+        let raw: Box<dyn Read + Send> = match input {
+            Input::File(p) => Box::new(File::open(p)?),
+            Input::Stdin => Box::new(io::stdin()),
+        };
+        let mut r = Counting {
+            inner: raw,
+            count: self.progress.clone(),
+        };
+        let mut magic = [0u8; 2];
+        let mut got = 0;
+        while got < 2 {
+            match r.read(&mut magic[got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let gz = got == 2 && magic == [0x1f, 0x8b];
+        let r = io::Cursor::new(magic[..got].to_vec()).chain(r);
+        if gz {
+            Ok(Box::new(flate2::read::MultiGzDecoder::new(r)))
+        } else {
+            Ok(Box::new(r))
+        }
+    }
+
     /// Decodes every event of `input`, calling `on_event` for each and `on_error` for each piece
     /// of input skipped; both are also counted in `stats`. An unreadable input is reported, not
     /// returned as an error.
@@ -670,20 +700,43 @@ impl InputReader {
     /// Cuts `input` into [`Piece`]s for decoding on several threads, passing them to `send` in
     /// order (`send` returns false to stop): chunks of whole lines, each sent once its lines
     /// hold `chunk_bytes` or more (a longer line travels whole and ends its chunk; a line over
-    /// the size limit travels as a mark, without its bytes), and for an input that turns out to be a pretty-printed
-    /// document, the rest of it as one [`Rest`]. The last piece of the input says so
-    /// ([`Piece::is_last`]). Decoding the pieces in order with [`InputReader::read_chunk`] and
-    /// [`InputReader::read_rest`] gives what [`InputReader::read`] gives: the same events,
-    /// errors (with their line numbers) and [`DecodeStats`].
+    /// the size limit travels as a mark, its bytes dropped as they are read), and for an input
+    /// that turns out to be a pretty-printed document, the rest of it as one [`Rest`]. The
+    /// last piece of the input says so ([`Piece::is_last`]). Decoding the pieces in order with
+    /// [`InputReader::read_chunk`] and [`InputReader::read_rest`] gives what
+    /// [`InputReader::read`] gives: the same events, errors (with their line numbers) and
+    /// [`DecodeStats`].
     pub fn cut(&self, input: &Input, chunk_bytes: usize, send: &mut dyn FnMut(Piece) -> bool) {
+        self.cut_into(input, chunk_bytes, &mut || None, send);
+    }
+
+    /// [`InputReader::cut`], reading into the buffers `buffers` hands back
+    /// ([`Chunk::into_buffer`] of chunks done with) when it has one. The input is read in
+    /// blocks straight into a chunk's buffer; only the partial line at the end of a block is
+    /// copied, to the start of the next chunk's.
+    pub fn cut_into(
+        &self,
+        input: &Input,
+        chunk_bytes: usize,
+        buffers: &mut dyn FnMut() -> Option<Vec<u8>>,
+        send: &mut dyn FnMut(Piece) -> bool,
+    ) {
         let source: Arc<str> = input.name().into();
         let chunk_bytes = chunk_bytes.max(1);
-        // Room for the lines that fill a chunk and the one that ends it, up to a limit: the
-        // bytes are not copied again as the chunk grows.
-        let room = chunk_bytes.saturating_add(64 << 10).min(16 << 20);
-        let mut chunk = Chunk::new(source.clone(), 1, room);
-        let mut lines = match self.open(input) {
-            Ok(r) => LineReader::new(r, self.max_line_bytes),
+        // Room for the lines that fill a chunk and the one that ends it (a longer one grows
+        // the buffer).
+        let room = chunk_bytes.saturating_add(chunk_bytes.min(64 << 10));
+        let max_line = self.max_line_bytes.max(1);
+        let mut buffer = || {
+            let mut b = buffers().unwrap_or_default();
+            if b.len() < room {
+                b.resize(room, 0);
+            }
+            b
+        };
+        let mut chunk = Chunk::new(source.clone(), 1, buffer());
+        let mut r = match self.open_unbuffered(input) {
+            Ok(r) => r,
             Err(e) => {
                 chunk.unreadable = Some((0, e.to_string()));
                 chunk.last = true;
@@ -691,50 +744,146 @@ impl InputReader {
                 return;
             }
         };
+        // Lines cut so far (the number of the last one).
+        let mut n = 0u64;
         let mut first = true;
+        // Dropping the bytes of a line over the limit until its newline.
+        let mut skipping = false;
+        // `chunk.data[..filled]` is read; the line being cut starts at `start`, and has no
+        // newline before `scanned`.
+        let mut filled = 0usize;
+        let mut start = 0usize;
+        let mut scanned = 0usize;
+        let mut eof = false;
         loop {
-            let (n, line) = match lines.next_numbered() {
-                Ok(Some(line)) => line,
-                Ok(None) => break,
-                Err(e) => {
-                    chunk.unreadable = Some((lines.line_no() + 1, e.to_string()));
-                    break;
-                }
-            };
-            if let (true, Line::Complete(b) | Line::Unterminated(b)) = (first, &line) {
-                // The same test as `line_step`'s, made here so that a document is read whole
-                // where the events are detected.
-                let text = line_text(n, b);
-                if !text.is_empty() {
-                    first = false;
-                    if utf8(text).is_ok_and(opens_document) {
-                        let first_line = FirstLine {
-                            n,
-                            bytes: b.to_vec(),
-                            terminated: matches!(line, Line::Complete(_)),
-                        };
-                        if !chunk.lines.is_empty() && !send(Piece::Lines(chunk)) {
-                            return;
+            if let Some(i) = memchr::memchr(b'\n', &chunk.data[scanned..filled]) {
+                let nl = scanned + i;
+                let (s, e) = (start, nl);
+                start = nl + 1;
+                scanned = start;
+                n += 1;
+                if std::mem::take(&mut skipping) || e - s > max_line {
+                    chunk.lines.push((start, start, LineKind::TooLong));
+                } else {
+                    let e = if e > s && chunk.data[e - 1] == b'\r' {
+                        e - 1
+                    } else {
+                        e
+                    };
+                    if first {
+                        // The same test as `line_step`'s, made here so that a document is read
+                        // whole where the events are detected.
+                        let text = line_text(n, &chunk.data[s..e]);
+                        if !text.is_empty() {
+                            first = false;
+                            if utf8(text).is_ok_and(opens_document) {
+                                let first_line = FirstLine {
+                                    n,
+                                    bytes: chunk.data[s..e].to_vec(),
+                                    terminated: true,
+                                };
+                                let read = chunk.data[start..filled].to_vec();
+                                chunk.end = s;
+                                self.send_rest(chunk, source, first_line, read, r, send);
+                                return;
+                            }
                         }
-                        send(Piece::Rest(Box::new(Rest {
-                            source,
-                            first_line,
-                            lines,
-                        })));
+                    }
+                    chunk.lines.push((s, e, LineKind::Complete));
+                }
+                if start >= chunk_bytes {
+                    // Full: the bytes read after its lines go to the next chunk.
+                    let mut next = Chunk::new(source.clone(), n + 1, buffer());
+                    let carried = filled - start;
+                    if next.data.len() < carried {
+                        next.data.resize(carried, 0);
+                    }
+                    next.data[..carried].copy_from_slice(&chunk.data[start..filled]);
+                    chunk.end = start;
+                    if !send(Piece::Lines(std::mem::replace(&mut chunk, next))) {
                         return;
                     }
+                    (filled, start, scanned) = (carried, 0, 0);
                 }
+                continue;
             }
-            chunk.push(&line);
-            if chunk.data.len() >= chunk_bytes {
-                let next = Chunk::new(source.clone(), n + 1, room);
-                if !send(Piece::Lines(std::mem::replace(&mut chunk, next))) {
-                    return;
+            scanned = filled;
+            if filled - start > max_line {
+                // Too long: drop what is read of it and skip to its newline.
+                skipping = true;
+                filled = start;
+                scanned = start;
+            }
+            if eof {
+                if skipping {
+                    chunk.lines.push((start, start, LineKind::TooLong));
+                } else if start < filled {
+                    n += 1;
+                    if first {
+                        let text = line_text(n, &chunk.data[start..filled]);
+                        if !text.is_empty() && utf8(text).is_ok_and(opens_document) {
+                            let first_line = FirstLine {
+                                n,
+                                bytes: chunk.data[start..filled].to_vec(),
+                                terminated: false,
+                            };
+                            chunk.end = start;
+                            self.send_rest(chunk, source, first_line, Vec::new(), r, send);
+                            return;
+                        }
+                    }
+                    chunk.lines.push((start, filled, LineKind::Unterminated));
+                    start = filled;
+                }
+                break;
+            }
+            if filled == chunk.data.len() {
+                // The buffer is full of one line: room for more of it, up to the limit.
+                let want = (chunk.data.len() * 2)
+                    .max(64)
+                    .min(max_line.saturating_add(2));
+                let want = want.max(filled - start + 64);
+                let grown = chunk.data.len().max(start + want);
+                chunk.data.resize(grown, 0);
+            }
+            match r.read(&mut chunk.data[filled..]) {
+                Ok(0) => eof = true,
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    chunk.unreadable = Some((n + 1, e.to_string()));
+                    break;
                 }
             }
         }
+        chunk.end = start;
         chunk.last = true;
         send(Piece::Lines(chunk));
+    }
+
+    /// Sends the lines of `chunk` if it has any, then the [`Rest`] of a pretty-printed input
+    /// from `first_line` on: `read`, the bytes read after it, then `r`.
+    fn send_rest(
+        &self,
+        chunk: Chunk,
+        source: Arc<str>,
+        first_line: FirstLine,
+        read: Vec<u8>,
+        r: Box<dyn Read + Send>,
+        send: &mut dyn FnMut(Piece) -> bool,
+    ) {
+        if !chunk.lines.is_empty() && !send(Piece::Lines(chunk)) {
+            return;
+        }
+        let n = first_line.n;
+        let r: Box<dyn Read + Send> = Box::new(io::Cursor::new(read).chain(r));
+        let mut lines = LineReader::new(r, self.max_line_bytes);
+        lines.line_no = n;
+        send(Piece::Rest(Box::new(Rest {
+            source,
+            first_line,
+            lines,
+        })));
     }
 
     /// Decodes every line of `chunk` as [`InputReader::read`] decodes them: counts them in
@@ -1005,10 +1154,13 @@ pub struct Chunk {
     pub source: Arc<str>,
     /// The 1-based number of the chunk's first line in the input.
     pub first_line: u64,
-    /// The bytes of the lines, one after another.
+    /// The buffer the lines were read into, newlines and all; bytes after `end` belong to no
+    /// line.
     data: Vec<u8>,
-    /// Per line: where its bytes end in `data`, and its kind.
-    lines: Vec<(usize, LineKind)>,
+    /// Where the lines end in `data`, with their newlines.
+    end: usize,
+    /// Per line: its bytes in `data` (without newline) and its kind.
+    lines: Vec<(usize, usize, LineKind)>,
     /// The input could not be read on after these lines: the line number and the error.
     unreadable: Option<(u64, String)>,
     /// The last piece of its input.
@@ -1016,40 +1168,22 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// An empty chunk with room for `bytes` of lines (a chunk grows past it by one line).
-    fn new(source: Arc<str>, first_line: u64, bytes: usize) -> Self {
+    /// An empty chunk reading into `data`.
+    fn new(source: Arc<str>, first_line: u64, data: Vec<u8>) -> Self {
         Chunk {
             source,
             first_line,
-            data: Vec::with_capacity(bytes),
+            data,
+            end: 0,
             lines: Vec::new(),
             unreadable: None,
             last: false,
         }
     }
 
-    fn push(&mut self, line: &Line<'_>) {
-        let kind = match line {
-            Line::Complete(b) => {
-                self.data.extend_from_slice(b);
-                LineKind::Complete
-            }
-            Line::Unterminated(b) => {
-                self.data.extend_from_slice(b);
-                LineKind::Unterminated
-            }
-            Line::TooLong => LineKind::TooLong,
-        };
-        self.lines.push((self.data.len(), kind));
-    }
-
-    /// Line `i` of the chunk as the [`LineReader`] returned it.
+    /// Line `i` of the chunk as the [`LineReader`] returns it.
     fn line(&self, i: usize) -> Option<Line<'_>> {
-        let &(end, kind) = self.lines.get(i)?;
-        let start = match i.checked_sub(1) {
-            Some(p) => self.lines.get(p)?.0,
-            None => 0,
-        };
+        let &(start, end, kind) = self.lines.get(i)?;
         let bytes = self.data.get(start..end)?;
         Some(match kind {
             LineKind::Complete => Line::Complete(bytes),
@@ -1067,14 +1201,19 @@ impl Chunk {
         self.lines.is_empty()
     }
 
-    /// The bytes of the lines (without their newlines).
+    /// The bytes of the lines held, with their newlines (a line over the limit holds none).
     pub fn byte_len(&self) -> usize {
-        self.data.len()
+        self.end
     }
 
     /// The last piece of its input.
     pub fn is_last(&self) -> bool {
         self.last
+    }
+
+    /// The buffer, for [`InputReader::cut_into`] to read another chunk into.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.data
     }
 }
 
@@ -1537,10 +1676,12 @@ mod tests {
             at,
             [(1, "get"), (6, "a"), (6, "b"), (8, "patch"), (10, "watch")]
         );
-        // A line longer than a chunk travels whole and ends its chunk; the line over the limit
-        // (7) holds no bytes.
-        assert_eq!(chunks[3], (7, 2, 3026), "{chunks:?}");
-        assert_eq!(chunks[4].0, 9, "{chunks:?}");
+        // A line longer than a chunk travels whole and ends its chunk (8); the line over the
+        // limit (7) holds no more than what was read after the limit was passed.
+        assert_eq!((chunks[3].0, chunks[3].1), (7, 1), "{chunks:?}");
+        assert!(chunks[3].2 < 4096, "{chunks:?}");
+        assert_eq!(chunks[4], (8, 1, 3027), "{chunks:?}");
+        assert_eq!(chunks[5].0, 9, "{chunks:?}");
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub use harness::{run_tests, TestFailure};
 pub use matcher::{Cmp, Pattern, StrMatcher};
 pub use model::{Level, Rule, RuleMeta};
 pub use ruleset::{
-    Hits, Match, RuleSet, RuleSetSnapshot, DEFAULT_REQUEST_MAX_KEYS, DEFAULT_THROTTLE_MAX_KEYS,
+    Hits, Match, Prepared, RuleSet, RuleSetSnapshot, DEFAULT_REQUEST_MAX_KEYS,
+    DEFAULT_THROTTLE_MAX_KEYS,
 };
 pub use sigma::{
     builtin_field_mappings, compile_field, compile_str, load_str, CompileOptions, Compiled,

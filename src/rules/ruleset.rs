@@ -724,6 +724,16 @@ fn first_seen(
     };
     // Throttling would read the same time.
     let _ = now.set(time);
+    observe_first_seen(baseline, spec, key, time)
+}
+
+/// [`first_seen`] of an event with key `key` and time `time`.
+fn observe_first_seen(
+    baseline: &BaselineRef,
+    spec: &super::model::FirstSeenSpec,
+    key: (u64, u64),
+    time: DateTime<Utc>,
+) -> bool {
     baseline
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -912,6 +922,42 @@ impl Deliveries {
 
 /// The rules whose detection matched one event ([`RuleSet::hits`]), in rule order.
 pub type Hits = smallvec::SmallVec<[usize; 8]>;
+
+/// An event with hits as the stateful step reads it ([`RuleSet::prepare`]), without the event.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The rules whose detection matched ([`RuleSet::hits`]).
+    pub hits: Hits,
+    time: Option<DateTime<Utc>>,
+    /// [`crate::event::content_hash`] of the event, when a hit rule is throttled or counted by
+    /// a correlation.
+    hash: Option<[u8; 16]>,
+    /// The once-per-request key, when a hit rule needs it.
+    request: Option<u64>,
+    /// Per hit, in order.
+    keys: smallvec::SmallVec<[HitKeys; 2]>,
+}
+
+impl Prepared {
+    /// The event's time.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        self.time
+    }
+
+    /// The event's [`crate::event::content_hash`], when worked out.
+    pub fn hash(&self) -> Option<&[u8; 16]> {
+        self.hash.as_ref()
+    }
+}
+
+/// What one hit rule's stateful step reads of an event.
+#[derive(Debug, Default, Clone, Copy)]
+struct HitKeys {
+    /// Once-per-request applies to this rule and event.
+    request: bool,
+    first_seen: Option<(u64, u64)>,
+    throttle: u64,
+}
 
 /// One rule that fired on an event.
 #[derive(Debug)]
@@ -1527,6 +1573,125 @@ impl RuleSet {
         }
     }
 
+    /// What the stateful step ([`RuleSet::matches_from_prepared_into`]) reads of `ev`, an
+    /// event whose [`RuleSet::hits`] are `hits`: its time, content hash, request key, and each
+    /// hit rule's first-seen and throttle keys. It changes nothing in the rule set: decoding
+    /// threads work it out, and the thread that keeps the order needs the event again only for
+    /// the alerts.
+    pub fn prepare(&self, ev: &Event<'_>, hits: Hits) -> Prepared {
+        let mut keys = smallvec::SmallVec::new();
+        let mut hash_needed = false;
+        let mut request = None;
+        let mut falco_fired = false;
+        for &i in &hits {
+            let rule = &self.rules[i];
+            let mut k = HitKeys::default();
+            hash_needed |= !self.correlation_inputs(i).is_empty();
+            let skipped = rule.falco.is_some() && falco_fired && self.falco_first;
+            falco_fired |= rule.falco.is_some();
+            if rule.alerts && !skipped {
+                // The test of `first_of_request`.
+                if rule.once_per_request
+                    && (ev.stage.is_none() || rule.several_stages)
+                    && ev.audit_id.is_some()
+                {
+                    k.request = true;
+                    request.get_or_insert_with(|| {
+                        throttle_key(self.throttle_hash_keys, ev, REQUEST_FIELDS)
+                    });
+                }
+                if let Some(spec) = &rule.first_seen {
+                    k.first_seen = super::baseline::key_of(spec, ev);
+                }
+                if let Some(spec) = &rule.throttle {
+                    hash_needed |= self.deliveries.max != 0;
+                    k.throttle = throttle_key(self.throttle_hash_keys, ev, &spec.key);
+                }
+            }
+            keys.push(k);
+        }
+        Prepared {
+            time: ev.time(),
+            hash: hash_needed.then(|| ev.content_hash()),
+            request,
+            keys,
+            hits,
+        }
+    }
+
+    /// [`RuleSet::matches_from_hits_into`] from what [`RuleSet::prepare`] read of the event:
+    /// the same matches, and the same state left behind, without the event. `fresh` is
+    /// [`RuleSet::first_delivery_prepared`] of the event, worked out here if a throttled rule
+    /// matches.
+    pub fn matches_from_prepared_into<'r>(
+        &'r self,
+        p: &Prepared,
+        out: &mut Vec<Match<'r>>,
+        fresh: &std::cell::OnceCell<bool>,
+    ) {
+        let now = std::cell::OnceCell::new();
+        let mut falco_fired = false;
+        for (&i, k) in p.hits.iter().zip(&p.keys) {
+            let rule = &self.rules[i];
+            if rule.falco.is_some() {
+                if falco_fired && self.falco_first {
+                    continue;
+                }
+                falco_fired = true;
+            }
+            if !rule.alerts {
+                continue;
+            }
+            if k.request {
+                if let Some(key) = p.request {
+                    if !self.first_of_request_key(i as u32, key) {
+                        continue;
+                    }
+                }
+            }
+            if let Some(Some(baseline)) = self.baselines.get(i) {
+                if let Some(spec) = &rule.first_seen {
+                    let (Some(key), Some(time)) = (k.first_seen, p.time) else {
+                        continue;
+                    };
+                    if !observe_first_seen(baseline, spec, key, time) {
+                        continue;
+                    }
+                }
+            }
+            match &rule.throttle {
+                None => out.push(Match {
+                    index: i,
+                    rule,
+                    suppressed: 0,
+                }),
+                Some(spec) => {
+                    if !*fresh.get_or_init(|| self.first_delivery_prepared(p)) {
+                        continue;
+                    }
+                    let now = *now.get_or_init(|| p.time.unwrap_or_else(Utc::now));
+                    if let Some(suppressed) =
+                        self.throttle_check_key(i as u32, spec, k.throttle, now)
+                    {
+                        out.push(Match {
+                            index: i,
+                            rule,
+                            suppressed,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`RuleSet::first_delivery`] of the event `p` was prepared from.
+    pub fn first_delivery_prepared(&self, p: &Prepared) -> bool {
+        match (&p.hash, self.deliveries.max) {
+            (_, 0) | (None, _) => true,
+            (Some(hash), _) => self.first_delivery_of(hash),
+        }
+    }
+
     /// False if and only if `ev` has an `auditID`, the rule can match several events of one
     /// request, and the same request already alerted for it. An export that dropped `stage`
     /// keeps every stage of a request (ResponseStarted and ResponseComplete of an exec,
@@ -1541,7 +1706,12 @@ impl RuleSet {
         {
             return true;
         }
-        let key = (i, throttle_key(self.throttle_hash_keys, ev, REQUEST_FIELDS));
+        self.first_of_request_key(i, throttle_key(self.throttle_hash_keys, ev, REQUEST_FIELDS))
+    }
+
+    /// [`RuleSet::first_of_request`] of an event whose request key is `key`.
+    fn first_of_request_key(&self, i: u32, key: u64) -> bool {
+        let key = (i, key);
         let first = self.requests_seen.insert(key);
         if !first {
             self.repeats_suppressed_total
@@ -1558,8 +1728,20 @@ impl RuleSet {
         ev: &Event<'_>,
         now: &std::cell::OnceCell<DateTime<Utc>>,
     ) -> Option<u64> {
-        let key = (rule, throttle_key(self.throttle_hash_keys, ev, &spec.key));
+        let key = throttle_key(self.throttle_hash_keys, ev, &spec.key);
         let now = *now.get_or_init(|| ev.time().unwrap_or_else(Utc::now));
+        self.throttle_check_key(rule, spec, key, now)
+    }
+
+    /// [`RuleSet::throttle_check`] of an event whose throttle key is `key` and time `now`.
+    fn throttle_check_key(
+        &self,
+        rule: u32,
+        spec: &super::model::ThrottleSpec,
+        key: u64,
+        now: DateTime<Utc>,
+    ) -> Option<u64> {
+        let key = (rule, key);
         let window = chrono::Duration::from_std(spec.window).unwrap_or(chrono::Duration::MAX);
         let full = || self.throttle_keys.load(Ordering::Relaxed) >= self.throttle_max_keys;
         if full() && !self.throttle.contains_key(&key) {
