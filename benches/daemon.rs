@@ -3,9 +3,12 @@
 //!
 //! 1. Throughput: a large Metadata-level corpus (real event shapes from `../shared/data/real`,
 //!    else `samples/audit.log`) is appended as fast as possible, once with a file sink taking
-//!    the alerts and once taking events and alerts; reported: events/s, documents written by
-//!    the sink, cores used, CPU per event next to `tripline scan`'s on the same corpus, and
-//!    peak RSS of the daemon.
+//!    the alerts and then taking events and alerts with each worker count of
+//!    `TRIPLINE_BENCH_WORKERS` (default `1,2`); reported: events/s, documents written by the
+//!    sink, cores used, CPU per event next to `tripline scan --threads 1`'s on the same corpus,
+//!    and peak RSS of the daemon; the events flow with its file on the disk and on /dev/shm
+//!    (a tmpfs: what tripline costs, not the disk). The scan and the daemon runs are
+//!    interleaved, `TRIPLINE_BENCH_RUNS` rounds (default 3), medians reported.
 //! 2. Latency: alerting events are appended at a steady 1,000 events/s; reported: p50/p99 of the
 //!    time from append to the alert being in the sink's file.
 //!
@@ -93,6 +96,11 @@ impl Daemon {
 
     /// The daemon with the given `sinks:` entries.
     fn start_with(dir: &Path, sinks: &str) -> Daemon {
+        Self::start_full(dir, sinks, "")
+    }
+
+    /// The daemon with the given `sinks:` entries and more top-level settings.
+    fn start_full(dir: &Path, sinks: &str, more: &str) -> Daemon {
         let port = free_port();
         let rules = dir.join("rules");
         std::fs::create_dir_all(&rules).unwrap();
@@ -103,7 +111,7 @@ impl Daemon {
         )
         .unwrap();
         let cfg = format!(
-            "state_dir: {d}/state\nrules:\n  paths: [{d}/rules]\nsources:\n  - type: file\n    name: bench\n    paths: [\"{d}/logs/*.log\"]\n    read_from: beginning\n    poll_interval: 250ms\nsinks:\n{sinks}telemetry:\n  listen: 127.0.0.1:{port}\n  log_format: json\n",
+            "state_dir: {d}/state\nrules:\n  paths: [{d}/rules]\nsources:\n  - type: file\n    name: bench\n    paths: [\"{d}/logs/*.log\"]\n    read_from: beginning\n    poll_interval: 250ms\nsinks:\n{sinks}{more}telemetry:\n  listen: 127.0.0.1:{port}\n  log_format: json\n",
             d = dir.display()
         );
         std::fs::create_dir_all(dir.join("logs")).unwrap();
@@ -281,15 +289,28 @@ fn scan_threads(n: usize) {
 /// The daemon over a backlog of `n` Metadata events, with a file sink taking `flows`; counts
 /// what the user gets: documents written by the sink (every event's document with the
 /// `events` flow, the alerts with `alerts` alone).
-fn throughput_of(corpus: &[u8], n: usize, flows: &str) -> (f64, f64, f64, u64) {
+/// With `sink_dir`, the sink's file is there (a tmpfs, so that the figure is tripline's and not
+/// the disk's) rather than beside the followed file.
+fn throughput_of(
+    corpus: &[u8],
+    n: usize,
+    flows: &str,
+    workers: usize,
+    sink_dir: Option<&Path>,
+) -> (f64, f64, f64, u64) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let d = Daemon::start_with(
+    let sink_tmp = sink_dir.map(|d| tempfile::tempdir_in(d).unwrap());
+    let out = sink_tmp
+        .as_ref()
+        .map_or_else(|| dir.join("out"), |t| t.path().to_path_buf());
+    let d = Daemon::start_full(
         dir,
         &format!(
-            "  - type: file\n    name: out\n    path: {}/out/docs.jsonl\n    flows: [{flows}]\n",
-            dir.display()
+            "  - type: file\n    name: out\n    path: {}/docs.jsonl\n    flows: [{flows}]\n",
+            out.display()
         ),
+        &format!("pipeline:\n  workers: {workers}\n"),
     );
     let (cpu0, _) = d.usage();
     let log = dir.join("logs/audit.log");
@@ -335,16 +356,60 @@ fn throughput(n: usize) {
     // The corpus, built first so that only appending is timed.
     let corpus = corpus(n);
     let mb = corpus.len() as f64 / 1e6;
-    let (scan_secs, scan_cpu) = scan_cost(&corpus);
+    let runs: usize = std::env::var("TRIPLINE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    // The events flow's worker counts (`TRIPLINE_BENCH_WORKERS=1,2,4,8,16` for a scaling curve).
+    let workers: Vec<usize> = std::env::var("TRIPLINE_BENCH_WORKERS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    // The events flow's documents go to the disk, and to a tmpfs where there is one.
+    let tmpfs = Path::new("/dev/shm");
+    let tmpfs = tmpfs.is_dir().then_some(tmpfs);
+    let mut configs: Vec<(&str, usize, Option<&Path>)> = vec![("alerts", 0, None)];
+    for sink_dir in [None, tmpfs]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        configs.extend(workers.iter().map(|&w| ("events, alerts", w, sink_dir)));
+    }
+    println!("{n} Metadata events ({mb:.0} MB), median of {runs} interleaved runs each");
+    // Each round runs the scan baseline and then every daemon configuration, so that a change
+    // in what else the machine does shows in all of them alike.
+    let mut scans: Vec<(f64, f64)> = Vec::new();
+    let mut daemons: Vec<Vec<(f64, f64, f64, u64)>> = vec![Vec::new(); configs.len()];
+    for _ in 0..runs {
+        scans.push(scan_cost(&corpus));
+        for (i, &(flows, w, sink_dir)) in configs.iter().enumerate() {
+            daemons[i].push(throughput_of(&corpus, n, flows, w, sink_dir));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let scan_secs = median(scans.iter().map(|s| s.0).collect());
+    let scan_cpu = median(scans.iter().map(|s| s.1).collect());
     println!(
-        "scan: {n} Metadata events ({mb:.0} MB) in {scan_secs:.2} s = {:.0} events/s, {:.2} us CPU per event",
+        "scan --threads 1: {scan_secs:.2} s = {:.0} events/s, {:.2} us CPU per event",
         n as f64 / scan_secs,
         scan_cpu / n as f64 * 1e6
     );
-    for flows in ["alerts", "events, alerts"] {
-        let (secs, cpu, docs, rss) = throughput_of(&corpus, n, flows);
+    for ((flows, w, sink_dir), runs) in configs.iter().zip(daemons) {
+        let secs = median(runs.iter().map(|r| r.0).collect());
+        let cpu = median(runs.iter().map(|r| r.1).collect());
+        let docs = median(runs.iter().map(|r| r.2).collect());
+        let rss = runs.iter().map(|r| r.3).max().unwrap_or(0);
+        let workers = if *w == 0 {
+            "workers: default".to_string()
+        } else {
+            format!("workers: {w}")
+        };
+        let disk = sink_dir.map_or("disk".to_string(), |d| format!("{}", d.display()));
         println!(
-            "daemon, flows [{flows}]: {n} events in {secs:.2} s = {:.0} events/s, {docs:.0} documents written ({:.0}/s), {:.2} CPU cores, {:.2} us CPU per event ({:.1}x scan), peak RSS {:.1} MiB",
+            "daemon, flows [{flows}], {workers}, sink on {disk}: {n} events in {secs:.2} s = {:.0} events/s, {docs:.0} documents written ({:.0}/s), {:.2} CPU cores, {:.2} us CPU per event ({:.1}x scan), peak RSS {:.1} MiB",
             n as f64 / secs,
             docs / secs,
             cpu / secs,
