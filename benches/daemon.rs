@@ -24,7 +24,7 @@
 //! default 300000; `TRIPLINE_BENCH_ES_DOCS` the documents sent to Elasticsearch, default
 //! 100000; `TRIPLINE_BENCH_ONLY=throughput|latency|elasticsearch|scan-threads` to run one part).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::TcpStream;
@@ -162,6 +162,20 @@ impl Daemon {
         (cpu, hwm)
     }
 
+    /// CPU seconds by thread, threads of one kind (`worker-0`, `worker-1`, ...) together.
+    fn threads(&self) -> BTreeMap<String, f64> {
+        let mut by_kind = BTreeMap::new();
+        let tasks = format!("/proc/{}/task", self.child.id());
+        for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let kind = name.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+            let kind = kind.strip_suffix('-').unwrap_or(kind).to_string();
+            let cpu = proc_stat_seconds(&format!("{}/stat", task.path().display()), 11, 12);
+            *by_kind.entry(kind).or_insert(0.0) += cpu;
+        }
+        by_kind
+    }
+
     fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -297,7 +311,7 @@ fn throughput_of(
     flows: &str,
     workers: usize,
     sink_dir: Option<&Path>,
-) -> (f64, f64, f64, u64) {
+) -> (f64, f64, f64, u64, BTreeMap<String, f64>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let sink_tmp = sink_dir.map(|d| tempfile::tempdir_in(d).unwrap());
@@ -348,8 +362,9 @@ fn throughput_of(
     // The time of the last document, not of the settling wait.
     let secs = last.1.duration_since(started).as_secs_f64();
     let (cpu1, rss) = d.usage();
+    let threads = d.threads();
     d.stop();
-    (secs, cpu1 - cpu0, last.0, rss)
+    (secs, cpu1 - cpu0, last.0, rss, threads)
 }
 
 fn throughput(n: usize) {
@@ -379,7 +394,7 @@ fn throughput(n: usize) {
     // Each round runs the scan baseline and then every daemon configuration, so that a change
     // in what else the machine does shows in all of them alike.
     let mut scans: Vec<(f64, f64)> = Vec::new();
-    let mut daemons: Vec<Vec<(f64, f64, f64, u64)>> = vec![Vec::new(); configs.len()];
+    let mut daemons: Vec<Vec<Run>> = vec![Vec::new(); configs.len()];
     for _ in 0..runs {
         scans.push(scan_cost(&corpus));
         for (i, &(flows, w, sink_dir)) in configs.iter().enumerate() {
@@ -402,6 +417,18 @@ fn throughput(n: usize) {
         let cpu = median(runs.iter().map(|r| r.1).collect());
         let docs = median(runs.iter().map(|r| r.2).collect());
         let rss = runs.iter().map(|r| r.3).max().unwrap_or(0);
+        // Each kind of thread's CPU per event, medians (start-up included).
+        let mut stages = String::new();
+        for kind in runs[0].4.keys() {
+            let cpu = median(
+                runs.iter()
+                    .map(|r| r.4.get(kind).copied().unwrap_or(0.0))
+                    .collect(),
+            );
+            if cpu > 0.0 {
+                stages.push_str(&format!(" {kind} {:.2} us,", cpu / n as f64 * 1e6));
+            }
+        }
         let workers = if *w == 0 {
             "workers: default".to_string()
         } else {
@@ -409,16 +436,20 @@ fn throughput(n: usize) {
         };
         let disk = sink_dir.map_or("disk".to_string(), |d| format!("{}", d.display()));
         println!(
-            "daemon, flows [{flows}], {workers}, sink on {disk}: {n} events in {secs:.2} s = {:.0} events/s, {docs:.0} documents written ({:.0}/s), {:.2} CPU cores, {:.2} us CPU per event ({:.1}x scan), peak RSS {:.1} MiB",
+            "daemon, flows [{flows}], {workers}, sink on {disk}: {n} events in {secs:.2} s = {:.0} events/s, {docs:.0} documents written ({:.0}/s), {:.2} CPU cores, {:.2} us CPU per event ({:.1}x scan), peak RSS {:.1} MiB\n    CPU per event by thread (whole run):{}",
             n as f64 / secs,
             docs / secs,
             cpu / secs,
             cpu / n as f64 * 1e6,
             cpu / scan_cpu.max(1e-9),
-            rss as f64 / 1024.0
+            rss as f64 / 1024.0,
+            stages.trim_end_matches(',')
         );
     }
 }
+
+/// One daemon run: seconds, CPU seconds, documents written, peak RSS (KiB), CPU by thread.
+type Run = (f64, f64, f64, u64, BTreeMap<String, f64>);
 
 fn latency(rate: u64, seconds: u64) {
     let tmp = tempfile::tempdir().unwrap();
