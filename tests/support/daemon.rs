@@ -16,13 +16,7 @@ pub struct Daemon {
     pub port: u16,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port;
 
 impl Daemon {
     /// Writes `config` to `dir/tripline.yaml` and starts the daemon (telemetry on `port`, which

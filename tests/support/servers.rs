@@ -49,7 +49,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -202,14 +202,7 @@ fn bin_or_panic(name: &str) -> PathBuf {
     venv_bin(name).unwrap_or_else(|| panic!("{}", missing_message(&[name])))
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port;
 
 // ---------------------------------------------------------------------------------------
 // Spawning with a parent-death signal
