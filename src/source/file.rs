@@ -888,6 +888,24 @@ impl FileSource {
 
     fn open(&mut self, path: PathBuf, key: FileKey, len: u64) -> io::Result<()> {
         let file = File::open(&path)?;
+        // The path may name another file by now: rotation renamed the one just found and
+        // created a new one under its name. What was opened is what is followed, under its own
+        // identity; the renamed file is found under its new name at the next scan. Keeping the
+        // identity found before the open would follow the new file as the old one, and the old
+        // one, then taken for known, would never be read.
+        let meta = file.metadata()?;
+        let opened = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let (key, len) = if opened == key {
+            (key, len)
+        } else {
+            if self.tracked.contains_key(&opened) {
+                return Ok(());
+            }
+            (opened, meta.len())
+        };
         let prefix = read_prefix(&file, FINGERPRINT_BYTES)?;
         let mut start = 0;
         let mut line = 0;
@@ -1842,6 +1860,33 @@ mod tests {
         assert_eq!(cp.files.len(), 1);
         assert_eq!((cp.files[0].offset, cp.files[0].line), (2, 1));
         assert_eq!(cp.files[0].path, log.display().to_string());
+    }
+
+    #[test]
+    fn a_file_renamed_between_finding_and_opening_it_is_not_taken_for_the_new_one() {
+        let mut h = Harness::new(Opts::glob("*.log"));
+        let log = h.path("audit.log");
+        fs::write(&log, b"1\n2\n").unwrap();
+        // The scan found `audit.log` (this inode) ...
+        let meta = fs::metadata(&log).unwrap();
+        let found = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        // ... and before it opened it, rotation renamed it and wrote a new file in its place.
+        fs::rename(&log, h.path("audit-2024.log")).unwrap();
+        fs::write(&log, b"3\n").unwrap();
+        h.src.open(log.clone(), found, meta.len()).unwrap();
+        assert!(
+            !h.src.tracked.contains_key(&found),
+            "the new file is not followed as the renamed one"
+        );
+        // The renamed file is found under its new name and read; nothing is read twice.
+        let mut all = h.step();
+        all.extend(h.step());
+        let mut got = lines(&all);
+        got.sort();
+        assert_eq!(got, ["1", "2", "3"]);
     }
 
     #[test]
