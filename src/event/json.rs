@@ -183,23 +183,12 @@ impl<'a> Scanner<'a> {
     /// (`\"`, `\\`, `\n`, `\u001f`, ...) is copied as it is, without being decoded; any other
     /// is decoded and written again.
     pub fn copy_string(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        if let Some(s) = self.plain_string() {
-            out.reserve(s.len() + 2);
-            out.push(b'"');
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'"');
-            return Ok(());
+        let (literal, canonical) = self.string_literal()?;
+        if canonical {
+            out.extend_from_slice(literal.as_bytes());
+        } else {
+            write_json_str(out, &Scanner::new(literal).string()?);
         }
-        let start = self.pos;
-        self.skip_string()?;
-        let literal = &self.b[start..self.pos];
-        if canonical_escapes(&literal[1..literal.len() - 1]) {
-            out.extend_from_slice(literal);
-            return Ok(());
-        }
-        self.pos = start;
-        let value = self.string()?;
-        write_json_str(out, &value);
         Ok(())
     }
 
@@ -848,13 +837,8 @@ impl<'a> Scanner<'a> {
                     if !self.verbatim(depth + 1)? {
                         return Ok(false);
                     }
-                    match self.b.get(self.pos) {
-                        Some(b',') => self.pos += 1,
-                        Some(b'}') => {
-                            self.pos += 1;
-                            return Ok(true);
-                        }
-                        _ => return Ok(false),
+                    if let Some(whole) = self.verbatim_next(b'}') {
+                        return Ok(whole);
                     }
                 }
             }
@@ -868,13 +852,8 @@ impl<'a> Scanner<'a> {
                     if !self.verbatim(depth + 1)? {
                         return Ok(false);
                     }
-                    match self.b.get(self.pos) {
-                        Some(b',') => self.pos += 1,
-                        Some(b']') => {
-                            self.pos += 1;
-                            return Ok(true);
-                        }
-                        _ => return Ok(false),
+                    if let Some(whole) = self.verbatim_next(b']') {
+                        return Ok(whole);
                     }
                 }
             }
@@ -886,6 +865,22 @@ impl<'a> Scanner<'a> {
                 Ok(n.parse::<f64>().is_ok_and(f64::is_finite))
             }
             _ => Ok(false),
+        }
+    }
+
+    /// After a member or element in [`Self::verbatim`]: `None` on a comma (another follows),
+    /// `Some(true)` on `close` (the container ends), `Some(false)` on anything else.
+    fn verbatim_next(&mut self, close: u8) -> Option<bool> {
+        match self.b.get(self.pos) {
+            Some(b',') => {
+                self.pos += 1;
+                None
+            }
+            Some(&c) if c == close => {
+                self.pos += 1;
+                Some(true)
+            }
+            _ => Some(false),
         }
     }
 
