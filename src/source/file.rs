@@ -209,6 +209,11 @@ struct Tracked {
     path_label: Arc<str>,
     /// `None` for a compressed backup, which is read in full when found.
     file: Option<File>,
+    /// The file's first bytes as they were read (up to [`FINGERPRINT_BYTES`]): what a copy of
+    /// the content is compared with. Taken from the bytes handed on, never read again from the
+    /// file afterwards, since the file may be truncated between the two reads.
+    head: Vec<u8>,
+    /// [`fingerprint`] of `head` (what the checkpoint stores).
     fingerprint: u64,
     fingerprint_len: u64,
     /// Bytes consumed from the file (complete lines handed on, skipped lines, and `partial`).
@@ -252,20 +257,21 @@ impl Tracked {
         key: FileKey,
         path: PathBuf,
         file: Option<File>,
-        fingerprint: u64,
-        fingerprint_len: u64,
+        head: &[u8],
         offset: u64,
         line: u64,
         instance: u64,
         present: bool,
     ) -> Tracked {
+        let head = head[..head.len().min(FINGERPRINT_BYTES)].to_vec();
         Tracked {
             key,
             path_label: Arc::from(path.display().to_string()),
             path,
             file,
-            fingerprint,
-            fingerprint_len,
+            fingerprint: fingerprint(&head),
+            fingerprint_len: head.len() as u64,
+            head,
             read_pos: offset,
             partial: Vec::new(),
             skipping: false,
@@ -292,6 +298,47 @@ impl Tracked {
             offset: self.confirmed,
             line: self.confirmed_line,
             path: self.path.display().to_string(),
+        }
+    }
+
+    /// Takes `chunk`, the bytes of the file at `read_pos`, into `head` while they lie within its
+    /// first [`FINGERPRINT_BYTES`].
+    fn extend_head(&mut self, chunk: &[u8]) {
+        let Ok(pos) = usize::try_from(self.read_pos) else {
+            return;
+        };
+        if pos >= FINGERPRINT_BYTES || self.head.len() < pos {
+            return;
+        }
+        self.head.truncate(pos);
+        let take = chunk.len().min(FINGERPRINT_BYTES - pos);
+        self.head.extend_from_slice(&chunk[..take]);
+        self.fingerprint = fingerprint(&self.head);
+        self.fingerprint_len = self.head.len() as u64;
+    }
+
+    /// How `prefix`, the first bytes of another file, compares with the content this reading
+    /// consumed. A copy is recognised by everything read before (up to
+    /// [`FINGERPRINT_BYTES`]) and at least one complete line: audit events carry unique ids and
+    /// times, while their first bytes are the same in every file. A prefix that agrees as far as
+    /// it goes but is shorter than that (a copy still being written) decides nothing yet.
+    fn compare_head(&self, prefix: &[u8]) -> Head {
+        let need = self.read_pos.min(FINGERPRINT_BYTES as u64) as usize;
+        if need == 0 || self.head.len() < need {
+            return Head::Other;
+        }
+        let k = need.min(prefix.len());
+        if k == 0 || prefix[..k] != self.head[..k] {
+            return Head::Other;
+        }
+        let line = memchr::memchr(b'\n', &prefix[..k]).is_some();
+        if k < need {
+            return if line { Head::Undecided } else { Head::Other };
+        }
+        if need == FINGERPRINT_BYTES || line {
+            Head::Same
+        } else {
+            Head::Other
         }
     }
 
@@ -338,6 +385,16 @@ fn starts_with(fp: u64, fp_len: u64, offset: u64, prefix: &[u8]) -> bool {
     let need = offset.min(FINGERPRINT_BYTES as u64);
     let len = fp_len as usize;
     fp_len >= need && len <= prefix.len() && fingerprint(&prefix[..len]) == fp
+}
+
+/// A new file's first bytes against the content of one reading.
+#[derive(PartialEq)]
+enum Head {
+    /// The same content.
+    Same,
+    /// The same as far as the new file goes, too short to tell.
+    Undecided,
+    Other,
 }
 
 /// What a newly found file is, by its first bytes.
@@ -797,20 +854,22 @@ impl FileSource {
     }
 
     /// Follows a file known from checkpoint `cp` (not present under the globs) from its offset.
+    /// `prefix` holds at least the bytes the checkpoint's fingerprint covers.
     fn track_from_checkpoint(
         &mut self,
         key: FileKey,
         path: &Path,
         file: Option<File>,
         cp: &FileCheckpoint,
+        prefix: &[u8],
     ) {
         let instance = self.next_instance();
+        let head = &prefix[..(cp.fingerprint_len as usize).min(prefix.len())];
         let t = Tracked::new(
             key,
             path.to_path_buf(),
             file,
-            cp.fingerprint,
-            cp.fingerprint_len,
+            head,
             cp.offset,
             cp.line,
             instance,
@@ -842,7 +901,8 @@ impl FileSource {
                 return Ok(false);
             }
             let file = File::open(gz)?;
-            if !fingerprint_matches(cp, &read_prefix(&file, FINGERPRINT_BYTES)?) {
+            let prefix = read_prefix(&file, FINGERPRINT_BYTES)?;
+            if !fingerprint_matches(cp, &prefix) {
                 return Ok(false);
             }
             let key = FileKey {
@@ -851,7 +911,7 @@ impl FileSource {
             };
             self.restored.retain(|_, c| c != cp);
             tracing::info!(source = %self.name, path = %gz.display(), offset = cp.offset, "following a file renamed out of the globs to its end");
-            self.track_from_checkpoint(key, gz, Some(file), cp);
+            self.track_from_checkpoint(key, gz, Some(file), cp, &prefix);
             return Ok(true);
         }
         let mut dec = flate2::read::MultiGzDecoder::new(io::BufReader::new(File::open(gz)?));
@@ -864,7 +924,7 @@ impl FileSource {
         self.restored.retain(|_, c| c != cp);
         let key = self.synthetic_key();
         tracing::info!(source = %self.name, path = %gz.display(), offset = cp.offset, "resuming a rotated file from its compressed backup");
-        self.track_from_checkpoint(key, gz, None, cp);
+        self.track_from_checkpoint(key, gz, None, cp, &prefix);
         // Position the stream at the checkpoint.
         let mut buf = vec![0u8; READ_CHUNK];
         if cp.offset < cp.fingerprint_len {
@@ -956,17 +1016,7 @@ impl FileSource {
         }
         tracing::info!(source = %self.name, path = %path.display(), offset = start, "following file");
         let instance = self.next_instance();
-        let mut t = Tracked::new(
-            key,
-            path,
-            Some(file),
-            fingerprint(&prefix),
-            prefix.len() as u64,
-            start,
-            line,
-            instance,
-            true,
-        );
+        let mut t = Tracked::new(key, path, Some(file), &prefix, start, line, instance, true);
         t.skipping_start = skipping;
         t.check_copy = check_copy && start == 0;
         self.tracked.insert(key, t);
@@ -982,30 +1032,31 @@ impl FileSource {
         if !self.cfg.detect_copies {
             return CopyOf::Nothing;
         }
-        let same = |fp: u64, fp_len: u64, offset: u64| {
-            let len = fp_len as usize;
-            offset > 0
-                && (len == FINGERPRINT_BYTES
-                    || prefix
-                        .get(..len)
-                        .is_some_and(|p| memchr::memchr(b'\n', p).is_some()))
-                && starts_with(fp, fp_len, offset, prefix)
-        };
         let mut followed = false;
         for (k, t) in &self.tracked {
-            if same(t.fingerprint, t.fingerprint_len, t.read_pos) {
-                if t.file.is_none() {
-                    return CopyOf::Retired(*k);
-                }
-                followed = true;
+            match t.compare_head(prefix) {
+                Head::Same if t.file.is_none() => return CopyOf::Retired(*k),
+                // Not read while it may be a copy: looked at again when it has grown.
+                Head::Same | Head::Undecided => followed = true,
+                Head::Other => {}
             }
         }
         if followed || self.unread_original(prefix, this) {
             return CopyOf::Followed;
         }
+        // Checkpoints keep only a fingerprint of their first bytes.
+        let same = |cp: &FileCheckpoint| {
+            let len = cp.fingerprint_len as usize;
+            cp.offset > 0
+                && (len == FINGERPRINT_BYTES
+                    || prefix
+                        .get(..len)
+                        .is_some_and(|p| memchr::memchr(b'\n', p).is_some()))
+                && fingerprint_matches(cp, prefix)
+        };
         self.restored
             .iter()
-            .find(|(_, cp)| same(cp.fingerprint, cp.fingerprint_len, cp.offset))
+            .find(|(_, cp)| same(cp))
             .map_or(CopyOf::Nothing, |(k, _)| CopyOf::Checkpointed(*k))
     }
 
@@ -1061,18 +1112,7 @@ impl FileSource {
             let line = t.line;
             self.tracked.insert(retired, t);
             let instance = self.next_instance();
-            let fp = fingerprint(prefix);
-            let copy = Tracked::new(
-                key,
-                path,
-                Some(file),
-                fp,
-                prefix.len() as u64,
-                len,
-                line,
-                instance,
-                true,
-            );
+            let copy = Tracked::new(key, path, Some(file), prefix, len, line, instance, true);
             self.tracked.insert(key, copy);
         } else {
             tracing::info!(source = %self.name, path = %path.display(), offset = t.read_pos, "a copy of a truncated file's content; continuing its reading");
@@ -1163,14 +1203,8 @@ impl FileSource {
         if n == 0 {
             return Ok(0);
         }
-        // Extend the fingerprint while the file is younger than its full length.
-        if (t.fingerprint_len as usize) < FINGERPRINT_BYTES {
-            let prefix = read_prefix(file, FINGERPRINT_BYTES)?;
-            if prefix.len() as u64 > t.fingerprint_len {
-                t.fingerprint = fingerprint(&prefix);
-                t.fingerprint_len = prefix.len() as u64;
-            }
-        }
+        // The head grows with the bytes read while the file is younger than its full length.
+        t.extend_head(&buf[..n]);
         self.feed(key, &buf[..n])?;
         Ok(n)
     }
@@ -1195,6 +1229,7 @@ impl FileSource {
             path: t.path.clone(),
             path_label: t.path_label.clone(),
             file: None,
+            head: std::mem::take(&mut t.head),
             fingerprint: t.fingerprint,
             fingerprint_len: t.fingerprint_len,
             read_pos: t.read_pos,
@@ -1224,6 +1259,7 @@ impl FileSource {
         // again from the new content as it is read.
         t.fingerprint = fingerprint(&[]);
         t.fingerprint_len = 0;
+        t.head.clear();
         self.tracked.insert(retired_key, retired);
         self.dirty = true;
     }
@@ -2124,6 +2160,30 @@ mod tests {
             all.extend(h.step());
         }
         assert_eq!(lines(&all), ["first-line", "2", "3"]);
+    }
+
+    /// The copy is found after the truncation, while it holds fewer bytes than were read of the
+    /// original (it is still being written): it agrees as far as it goes, so it waits, and once
+    /// complete it continues the original's reading instead of being read from its start.
+    #[test]
+    fn a_copy_shorter_than_what_was_read_waits_until_it_can_be_told_apart() {
+        let mut h = Harness::new(Opts::glob("audit.log*"));
+        let log = h.path("audit.log");
+        fs::write(&log, b"first-line\nsecond-line\n").unwrap();
+        let mut all = h.step();
+        truncate(&log);
+        all.extend(h.step());
+        let copy = h.path("audit.log.1");
+        fs::write(&copy, b"first-line\n").unwrap();
+        for _ in 0..2 {
+            all.extend(h.step());
+        }
+        assert_eq!(lines(&all), ["first-line", "second-line"], "not read yet");
+        append(&copy, b"second-line\nthird-line\n");
+        for _ in 0..2 {
+            all.extend(h.step());
+        }
+        assert_eq!(lines(&all), ["first-line", "second-line", "third-line"]);
     }
 
     /// Copytruncate while tripline is down, with logrotate's `dateext` name that matches
