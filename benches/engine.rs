@@ -469,7 +469,8 @@ criterion_group!(benches, bench);
 /// throttling, no alert documents) and `detect` repeat a pass for `SECS` seconds (default 10) or
 /// `PASSES` passes and print the time per event; so do `match-any-verb` and `match-indexed`
 /// (only the rules that name no verb, or only the others) and `match-one` (rule number `RULE`
-/// alone). `stats` prints the rule candidates per event by verb and resource; `alertparts`
+/// alone); `stateful` and `correlations` detect with the whole pack, or the pack without its
+/// first-seen rules, and their correlator. `stats` prints the rule candidates per event by verb and resource; `alertparts`
 /// times the steps of building alerts.
 fn profile(mode: &str) {
     let rules = full_pack();
@@ -482,6 +483,15 @@ fn profile(mode: &str) {
     );
     let (any_verb, indexed) = split_by_verb(&rules);
     let falco = falco_pack();
+    let stateful = stateful_pack();
+    let correlations = correlations_pack();
+    let first_seen = {
+        let cfg = RulesConfig::default();
+        let mut loaded = cfg.load(&[], true);
+        loaded.rules.retain(|r| r.first_seen.is_some());
+        loaded.correlations.clear();
+        loaded.into_rule_set(&cfg)
+    };
     // `CORPUS=0`: request_response; the metadata corpus by default.
     let corpus = corpora().remove(env_num("CORPUS").unwrap_or(1));
     let t = Instant::now();
@@ -649,6 +659,21 @@ fn profile(mode: &str) {
                     alerts as f64 / (raws.len() as f64 * reps as f64)
                 );
                 return;
+            }
+            "match-first-seen" => {
+                let n = decode_match(&corpus.bytes, &first_seen);
+                if passes == 0 {
+                    println!("{n} first-seen matches per pass");
+                }
+            }
+            "detect-first-seen" => {
+                black_box(decode_detect_stateful(&corpus.bytes, &first_seen));
+            }
+            "stateful" => {
+                black_box(decode_detect_stateful(&corpus.bytes, &stateful));
+            }
+            "correlations" => {
+                black_box(decode_detect_stateful(&corpus.bytes, &correlations));
             }
             "throttle" => {
                 let mut out = Vec::new();

@@ -32,9 +32,14 @@ impl FieldCond {
         // Fast path: one typed single-valued field, read once without callbacks.
         if let ([field], false) = (self.fields.as_slice(), self.all) {
             if let Some(v) = ev.scalar(field) {
+                // An address is parsed once for all the networks of a `cidr` list.
+                let mut ip = None;
                 return self.patterns.iter().any(|p| match (p, v) {
                     (Pattern::Null, v) => v.is_none(),
                     (Pattern::Exists(want), v) => v.is_some() == *want,
+                    (Pattern::Cidr(net), Some(FieldValue::Str(s))) => ip
+                        .get_or_insert_with(|| s.trim().parse::<std::net::IpAddr>().ok())
+                        .is_some_and(|ip| net.contains(&ip)),
                     (p, Some(v)) => p.matches_value(v),
                     (_, None) => false,
                 });
@@ -537,15 +542,15 @@ enum StrOp {
 }
 
 /// A condition specialised for the commonest shape: one typed single-valued string field
-/// (verb, user name, objectRef parts, ...) compared case-insensitively with a few ASCII values,
-/// tested without going through the general field and pattern machinery.
+/// (verb, user name, objectRef parts, ...) compared case-insensitively with a few ASCII values
+/// (each equal, prefix or suffix: an `expand` list mixes them), tested without going through
+/// the general field and pattern machinery.
 #[derive(Debug)]
 enum Pred {
     Str {
         field: FieldRef,
-        op: StrOp,
         /// Lowercase ASCII.
-        needles: Box<[Box<str>]>,
+        needles: Box<[(StrOp, Box<str>)]>,
         /// `null` is among the values: an absent field matches.
         or_absent: bool,
         /// A list field (`user.groups`, `sourceIPs`): any element may match.
@@ -589,7 +594,6 @@ impl Pred {
         if !single_string_field && !list {
             return Pred::General;
         }
-        let mut op = None;
         let mut needles = Vec::new();
         let mut or_absent = false;
         for p in &c.patterns {
@@ -612,21 +616,19 @@ impl Pred {
                 }) => (StrOp::Suffix, needle),
                 _ => return Pred::General,
             };
-            if !needle.is_ascii() || op.is_some_and(|o| o != this) {
+            if !needle.is_ascii() {
                 return Pred::General;
             }
-            op = Some(this);
-            needles.push(needle.clone().into_boxed_str());
+            needles.push((this, needle.clone().into_boxed_str()));
         }
-        match op {
-            Some(op) => Pred::Str {
-                field: field.clone(),
-                op,
-                needles: needles.into_boxed_slice(),
-                or_absent,
-                list,
-            },
-            None => Pred::General,
+        if needles.is_empty() {
+            return Pred::General;
+        }
+        Pred::Str {
+            field: field.clone(),
+            needles: needles.into_boxed_slice(),
+            or_absent,
+            list,
         }
     }
 }
@@ -1390,7 +1392,6 @@ impl RuleSet {
         let r = match &self.shared.preds[c as usize] {
             Pred::Str {
                 field,
-                op,
                 needles,
                 or_absent,
                 list: true,
@@ -1399,19 +1400,18 @@ impl RuleSet {
                     (items.is_empty() && *or_absent)
                         || items
                             .iter()
-                            .any(|h| needles.iter().any(|n| ascii_op(*op, h, n)))
+                            .any(|h| needles.iter().any(|(op, n)| ascii_op(*op, h, n)))
                 }
                 _ => self.shared.conds[c as usize].matches(ev),
             },
             Pred::Str {
                 field,
-                op,
                 needles,
                 or_absent,
                 list: false,
             } => match ev.scalar(field) {
                 Some(Some(FieldValue::Str(hay))) => {
-                    needles.iter().any(|n| ascii_op(*op, hay, n))
+                    needles.iter().any(|(op, n)| ascii_op(*op, hay, n))
                         || (!hay.is_ascii() && self.shared.conds[c as usize].matches(ev))
                 }
                 Some(None) => *or_absent,
