@@ -1550,3 +1550,110 @@ fn a_quiet_stream_still_closes_its_windows() {
     );
     assert!(d.stop().success());
 }
+
+/// An audit event at `t` seconds after 10:00: `user` from `ip` gets `code` for a `verb` on
+/// `resource`.
+fn timed_event(
+    n: usize,
+    t: f64,
+    user: &str,
+    ip: &str,
+    verb: &str,
+    resource: &str,
+    code: u16,
+) -> String {
+    let at = |s: f64| {
+        let micros = (s * 1e6) as u64;
+        format!(
+            "2026-03-01T10:{:02}:{:02}.{:06}Z",
+            micros / 60_000_000,
+            (micros / 1_000_000) % 60,
+            micros % 1_000_000
+        )
+    };
+    let decision = if code < 400 { "allow" } else { "forbid" };
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"ord-{n}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/{resource}","verb":"{verb}","user":{{"username":"{user}","groups":["system:authenticated"]}},"sourceIPs":["{ip}"],"userAgent":"kubectl/v1.30.0 (linux/amd64) kubernetes/7c48c2b","objectRef":{{"resource":"{resource}","namespace":"shop","apiVersion":"v1"}},"responseStatus":{{"code":{code}}},"annotations":{{"authorization.k8s.io/decision":"{decision}"}},"requestReceivedTimestamp":"{}","stageTimestamp":"{}"}}"#,
+        at(t),
+        at(t + 0.01)
+    )
+}
+
+/// Batches are read in parallel by the workers, but the stateful step (throttles,
+/// once-per-request, correlations) takes them in the order they were read: several workers
+/// raise exactly the alerts of one worker, on the same events, whatever the batches' timing.
+#[test]
+fn several_workers_raise_the_alerts_of_one_worker_on_the_same_events() {
+    // Anonymous requests allowed (throttled per address, verb and resource for 10 minutes:
+    // which request of a key alerts depends on order), 403 bursts (a correlation), and noise,
+    // over 4 minutes of event time.
+    let mut lines = String::new();
+    let resources = ["pods", "secrets", "configmaps"];
+    for n in 0..3000 {
+        let t = n as f64 * 0.08;
+        let line = match n % 10 {
+            0..=3 => timed_event(
+                n,
+                t,
+                "system:anonymous",
+                &format!("203.0.113.{}", n % 7),
+                "get",
+                resources[n % 3],
+                200,
+            ),
+            4 | 5 => timed_event(
+                n,
+                t,
+                &format!("mallory{}@example.com", n % 3),
+                "198.51.100.7",
+                "list",
+                resources[(n / 10) % 3],
+                403,
+            ),
+            _ => quiet_event(&format!("ord-{n}")),
+        };
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    let run = |workers: usize| -> std::collections::BTreeMap<String, usize> {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        std::fs::write(dir.join("logs/audit.log"), &lines).unwrap();
+        let d = start(
+            dir,
+            "",
+            &format!("pipeline:\n  workers: {workers}\n  batch_max_bytes: 4096\n"),
+        );
+        let _g = KillOnDrop(d.child.id());
+        wait_until(
+            Duration::from_secs(30),
+            || {
+                d.metric("tripline_events_received_total{source=\"audit\"}")
+                    .unwrap_or(0.0)
+                    >= 3000.0
+            },
+            || d.logs(),
+        );
+        // Stopping flushes what the last batches released.
+        assert!(d.stop().success());
+        alert_keys(&dir.join("out/alerts.jsonl"))
+    };
+    let one = run(1);
+    let anonymous = one
+        .keys()
+        .filter(|k| k.starts_with("Anonymous Access To API Resource Allowed /"))
+        .count();
+    assert_eq!(
+        anonymous, 21,
+        "one alert per address, verb and resource: {one:#?}"
+    );
+    assert!(
+        one.keys().any(|k| k.matches(" / ").count() == 2),
+        "a correlation fired: {one:#?}"
+    );
+    assert!(one.values().all(|&n| n == 1), "no alert twice: {one:#?}");
+    for workers in [3, 4] {
+        assert_eq!(run(workers), one, "{workers} workers");
+    }
+}

@@ -176,6 +176,12 @@ impl<'r> Detector<'r> {
         self.fires = fires;
     }
 
+    /// An event time seen by the caller: [`Detector::flush`] moves the watermark at least to
+    /// it. For callers that give [`Detector::detect_prepared`] only the events with hits.
+    pub fn saw_time(&mut self, t: DateTime<Utc>) {
+        self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+    }
+
     /// End of input (`scan`): every buffered observation is released and every window closed;
     /// the correlation alerts that gives are passed to `emit`.
     pub fn finish(&mut self, emit: &mut dyn FnMut(Alert)) {

@@ -216,6 +216,7 @@ pub fn run(
     })?);
     let budget = sink::InflightBudget::new(cfg.pipeline.max_inflight_bytes);
     let last_batch = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let turns = Arc::new(worker::Turnstile::default());
     for w in 0..workers {
         let ctx = WorkerContext {
             rx: batch_rx.clone(),
@@ -235,6 +236,7 @@ pub fn run(
             watches_idle: w == 0,
             idle_timeout: st.idle_timeout.0,
             last_batch: last_batch.clone(),
+            turns: turns.clone(),
         };
         worker_threads.push(spawn(format!("worker-{w}"), move || ctx.run())?);
     }

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::detect::correlate::CorrelatorOptions;
 use crate::detect::Detector;
 use crate::event::{decode_value_into, SkipReason};
-use crate::rules::RuleSet;
+use crate::rules::{Hits, RuleSet};
 use crate::sink::{self, DeadLetters, InflightBudget, SinkBatch, SinkHandle};
 use crate::source::Batch;
 use crate::telemetry::{Counter, Metrics, SkipLabels, SourceLabels};
@@ -51,6 +51,64 @@ pub(super) struct WorkerContext {
     pub(super) idle_timeout: Duration,
     /// Wall time of the latest batch any worker took.
     pub(super) last_batch: Arc<std::sync::Mutex<Instant>>,
+    /// The order in which the workers took their batches, which the stateful step follows.
+    pub(super) turns: Arc<Turnstile>,
+}
+
+/// Puts the stateful step of the workers' batches (throttles, once-per-request, first-seen
+/// baselines, correlations, and the alerts they decide) in the order the batches were taken
+/// from the sources, so that any number of workers decides the same alerts, with the same ids,
+/// as one worker: decoding, rule matching and the events flow's documents run in parallel,
+/// and only the short stateful step waits for the batches before it.
+#[derive(Default)]
+pub(super) struct Turnstile {
+    /// The next ticket to hand out.
+    taking: std::sync::Mutex<u64>,
+    /// The ticket whose stateful step may run.
+    serving: std::sync::Mutex<u64>,
+    turn: std::sync::Condvar,
+}
+
+/// A batch's place in [`Turnstile`]'s order. Dropping it (its batch done, skipped, or a panic
+/// unwinding) waits for its turn if it has not yet, and passes the turn on.
+struct Ticket {
+    n: u64,
+    turns: Arc<Turnstile>,
+    waited: bool,
+}
+
+impl Ticket {
+    /// Blocks until the stateful steps of every batch taken before this one are done.
+    fn wait(&mut self) {
+        let mut serving = self
+            .turns
+            .serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *serving != self.n {
+            serving = self
+                .turns
+                .turn
+                .wait(serving)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        self.waited = true;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.waited {
+            self.wait();
+        }
+        let mut serving = self
+            .turns
+            .serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *serving = self.n + 1;
+        self.turns.turn.notify_all();
+    }
 }
 
 /// The rule set a correlator was made for, and the correlator (`None`: it has no correlation).
@@ -75,7 +133,25 @@ impl WorkerContext {
         // The alert counter of each rule, resolved again only when the rule set is swapped.
         let mut alert_counters: Option<(Arc<RuleSet>, Vec<Counter>)> = None;
         loop {
-            let (batch, _input) = match self.rx.recv_timeout(IDLE_TICK) {
+            let taken = {
+                // A batch and its ticket are taken together, so tickets follow the channel's order.
+                let mut next = self
+                    .turns
+                    .taking
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.rx.recv_timeout(IDLE_TICK).map(|b| {
+                    let n = *next;
+                    *next += 1;
+                    let ticket = Ticket {
+                        n,
+                        turns: self.turns.clone(),
+                        waited: false,
+                    };
+                    (b, ticket)
+                })
+            };
+            let ((batch, _input), mut ticket) = match taken {
                 Ok(b) => b,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     if self.watches_idle && !self.abandon.load(Ordering::Relaxed) {
@@ -95,7 +171,16 @@ impl WorkerContext {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
             queue_depth.set(self.rx.len() as i64);
             let started = Instant::now();
-            let (cut, rules) = self.enter();
+            let mut rules = self.current_rules();
+            let mut read = self.read_batch(&batch, &rules, wants_events);
+            // The stateful step, in the order the batches were taken.
+            ticket.wait();
+            let (cut, current) = self.enter();
+            if !Arc::ptr_eq(&current, &rules) {
+                // The rules were swapped while the batch was read: read it with the new ones.
+                rules = current;
+                read = self.read_batch(&batch, &rules, wants_events);
+            }
             if !alert_counters
                 .as_ref()
                 .is_some_and(|(r, _)| Arc::ptr_eq(r, &rules))
@@ -109,10 +194,11 @@ impl WorkerContext {
             let correlator = self.correlator_of(&rules);
             let alerts = alert_counters.as_ref().map_or(&[][..], |(_, c)| &c[..]);
             let mut out = Outputs::default();
-            self.process(&batch, &rules, alerts, correlator, wants_events, &mut out);
+            self.detect_in_order(&batch, &rules, alerts, correlator, read, &mut out);
             self.resend_restored(&rules, &mut out);
             let ack = self.inflight.hold(batch.ack.clone(), out.alerts());
             drop(cut);
+            drop(ticket);
             self.dispatch(&ack, &rules, out);
             latency.observe(started.elapsed().as_secs_f64());
             ack.done();
@@ -120,17 +206,20 @@ impl WorkerContext {
     }
 
     /// Enters the gate (a snapshot waits until the batch is registered) and takes the current
-    /// rules.
+    /// rules (a reload swaps them inside the gate, with their correlator).
     fn enter(&self) -> (std::sync::RwLockReadGuard<'_, ()>, Arc<RuleSet>) {
         let cut = self
             .gate
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let rules = match self.rules.read() {
+        (cut, self.current_rules())
+    }
+
+    fn current_rules(&self) -> Arc<RuleSet> {
+        match self.rules.read() {
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        (cut, rules)
+        }
     }
 
     /// The correlator of `rules`, made when the rules were swapped without one (the reloader
@@ -204,30 +293,28 @@ impl WorkerContext {
         ack.done();
     }
 
-    fn process(
-        &self,
-        batch: &Batch,
-        rules: &RuleSet,
-        alerts: &[Counter],
-        correlator: Option<Arc<std::sync::Mutex<crate::detect::correlate::Correlator>>>,
-        wants_events: bool,
-        out: &mut Outputs,
-    ) {
+    /// The part of a batch that needs no state, run by the workers in parallel: decodes its
+    /// lines, works out the rule hits of each event and what the stateful step reads of those
+    /// with hits ([`Detector::prepare`]), and writes the events flow's documents.
+    fn read_batch(&self, batch: &Batch, rules: &RuleSet, wants_events: bool) -> ReadBatch {
         let events_read = self
             .metrics
             .events_received
             .get_or_create_owned(&SourceLabels::new(batch.source.clone()));
+        let mut read = ReadBatch::default();
         let mut reduced = None;
-        let mut detector = Detector::new(rules, self.cluster.clone()).with_correlator(correlator);
-        detector.node_name = self.node.clone();
-        detector.max_event_bytes = Some(self.max_event_bytes);
         let event_template = wants_events
             .then(|| crate::alert::AlertTemplate::for_events().with_host(self.node.as_deref()));
+        // The correlations' event time: every 32nd event's, and the last event's.
+        let timed = !rules.correlations().is_empty();
+        let mut seen = 0u32;
+        let mut hits = Hits::new();
         let mut offset = batch.start_offset;
         let mut start = 0;
         let data = &batch.data;
         for (this_line, nl) in (batch.first_line..).zip(memchr::memchr_iter(b'\n', data)) {
             let raw = &data[start..nl];
+            let line_start = start;
             let line_offset = offset;
             offset += (nl + 1 - start) as u64;
             start = nl + 1;
@@ -249,44 +336,32 @@ impl WorkerContext {
                     continue;
                 }
             };
+            let mut event = 0usize;
             decode_value_into(text, &mut |d| match d {
                 Ok(ev) => {
                     events_read.inc();
-                    // Only for events that produce a record: most events produce none.
-                    let mut meta: Option<RecordMeta> = None;
-                    detector.detect(ev, &mut |a| {
-                        let rule = rules.meta(a.rule);
-                        if let Some(c) = alerts.get(a.rule) {
-                            c.inc();
-                        }
-                        let index = a.rule;
-                        let record = match &a.id {
-                            // A correlation alert: its own id, time and user.
-                            Some(id) => sink::Record {
-                                flow: Flow::Alerts,
-                                id: id.clone(),
-                                time: a.time(),
-                                level: Some(rule.level),
-                                rule: Some((rule.id.clone(), rule.title.clone())),
-                                user: a.user().map(str::to_owned),
-                                doc: a.into_json(),
-                            },
-                            None => {
-                                let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
-                                sink::Record {
-                                    flow: Flow::Alerts,
-                                    id: sink::content_id(&[e.id.as_bytes(), rule.id.as_bytes()]),
-                                    time: e.time,
-                                    level: Some(rule.level),
-                                    rule: Some((rule.id.clone(), rule.title.clone())),
-                                    user: e.user.clone(),
-                                    doc: a.into_json(),
-                                }
+                    let this_event = event;
+                    event += 1;
+                    if timed {
+                        seen = seen.wrapping_add(1);
+                        if seen % 32 == 1 {
+                            if let Some(t) = ev.time() {
+                                read.latest = Some(read.latest.map_or(t, |l| l.max(t)));
                             }
-                        };
-                        out.records.push(Arc::new(record));
-                        out.rules.push(Some(index));
-                    });
+                        } else {
+                            read.last_time.clear();
+                            read.last_time.push_str(ev.time_str().unwrap_or(""));
+                        }
+                    }
+                    hits.clear();
+                    rules.hits(ev, &mut hits);
+                    if !hits.is_empty() {
+                        read.hits.push(EventHits {
+                            line: line_start..line_start + trimmed.len(),
+                            event: this_event,
+                            prepared: Detector::prepare(rules, ev, std::mem::take(&mut hits)),
+                        });
+                    }
                     if let Some(template) = &event_template {
                         // The rules saw the whole event; what is forwarded is bounded.
                         let doc = if ev.raw().len() > self.max_event_bytes {
@@ -309,8 +384,8 @@ impl WorkerContext {
                                 self.cluster.as_deref(),
                             )
                         };
-                        let e = meta.take().unwrap_or_else(|| RecordMeta::of(ev));
-                        out.records.push(Arc::new(sink::Record {
+                        let e = RecordMeta::of(ev);
+                        read.events.push(Arc::new(sink::Record {
                             flow: Flow::Events,
                             id: e.id,
                             time: e.time,
@@ -319,7 +394,6 @@ impl WorkerContext {
                             user: e.user,
                             doc,
                         }));
-                        out.rules.push(None);
                     }
                 }
                 Err((reason, msg)) => {
@@ -327,8 +401,83 @@ impl WorkerContext {
                 }
             });
         }
+        read
+    }
+
+    /// The stateful step of a batch, in the order the batches were taken: throttles,
+    /// once-per-request, first-seen baselines and correlations see the events with hits in
+    /// input order ([`Detector::detect_prepared`]), and the events whose rules alert are decoded
+    /// again for their alerts.
+    fn detect_in_order(
+        &self,
+        batch: &Batch,
+        rules: &RuleSet,
+        alerts: &[Counter],
+        correlator: Option<Arc<std::sync::Mutex<crate::detect::correlate::Correlator>>>,
+        read: ReadBatch,
+        out: &mut Outputs,
+    ) {
+        let mut detector = Detector::new(rules, self.cluster.clone()).with_correlator(correlator);
+        detector.node_name = self.node.clone();
+        detector.max_event_bytes = Some(self.max_event_bytes);
+        for h in read.hits {
+            let matches = detector.detect_prepared(h.prepared, &mut |a| {
+                push_correlation_alert(rules, alerts, a, out)
+            });
+            if matches.is_empty() {
+                continue;
+            }
+            let Some(text) = batch
+                .data
+                .get(h.line)
+                .and_then(|t| crate::event::utf8(t).ok())
+            else {
+                continue;
+            };
+            let mut matches = Some(matches);
+            let mut event = 0usize;
+            decode_value_into(text, &mut |d| {
+                let this_event = event;
+                event += 1;
+                let (Ok(ev), true) = (d, this_event == h.event) else {
+                    return;
+                };
+                let Some(matches) = matches.take() else {
+                    return;
+                };
+                let mut meta: Option<RecordMeta> = None;
+                detector.alerts_of(ev, matches, &mut |a| {
+                    let rule = rules.meta(a.rule);
+                    if let Some(c) = alerts.get(a.rule) {
+                        c.inc();
+                    }
+                    let index = a.rule;
+                    let e = meta.get_or_insert_with(|| RecordMeta::of(ev));
+                    out.records.push(Arc::new(sink::Record {
+                        flow: Flow::Alerts,
+                        id: sink::content_id(&[e.id.as_bytes(), rule.id.as_bytes()]),
+                        time: e.time,
+                        level: Some(rule.level),
+                        rule: Some((rule.id.clone(), rule.title.clone())),
+                        user: e.user.clone(),
+                        doc: a.into_json(),
+                    }));
+                    out.rules.push(Some(index));
+                });
+            });
+        }
+        for record in read.events {
+            out.records.push(record);
+            out.rules.push(None);
+        }
         // The batch's events move the correlations' watermark; what that releases travels with
         // this batch.
+        if let Some(t) = read.latest {
+            detector.saw_time(t);
+        }
+        if let Some(t) = crate::event::parse_timestamp(&read.last_time) {
+            detector.saw_time(t);
+        }
         detector.flush(&mut |a| push_correlation_alert(rules, alerts, a, out));
     }
 
@@ -451,6 +600,26 @@ impl RecordMeta {
             user: ev.username().map(str::to_owned),
         }
     }
+}
+
+/// What [`WorkerContext::read_batch`] read of a batch, for its stateful step.
+#[derive(Default)]
+struct ReadBatch {
+    /// The events with rule hits, in input order.
+    hits: Vec<EventHits>,
+    /// The events flow's records, in input order.
+    events: Vec<Arc<sink::Record>>,
+    /// The latest sampled event time, and the last event's time as written.
+    latest: Option<chrono::DateTime<chrono::Utc>>,
+    last_time: String,
+}
+
+/// An event with rule hits: where it is (its line's bytes in the batch, its place among the
+/// line's events) and what the stateful step reads of it.
+struct EventHits {
+    line: std::ops::Range<usize>,
+    event: usize,
+    prepared: crate::detect::PreparedEvent,
 }
 
 #[derive(Default)]
