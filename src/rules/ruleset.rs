@@ -1534,14 +1534,10 @@ impl RuleSet {
                 }
             }
             let rule = &self.rules[i];
-            if rule.falco.is_some() {
-                // Falco's `rule_matching: first`: the first matching rule in load order.
-                if falco_fired && self.falco_first {
-                    continue;
-                }
-                falco_fired = true;
-            }
-            if !rule.alerts || !self.first_of_request(i as u32, rule, ev) {
+            if self.falco_skips(rule, &mut falco_fired)
+                || !rule.alerts
+                || !self.first_of_request(i as u32, rule, ev)
+            {
                 continue;
             }
             if let Some(Some(baseline)) = self.baselines.get(i) {
@@ -1549,28 +1545,50 @@ impl RuleSet {
                     continue;
                 }
             }
-            match &rule.throttle {
-                None => out.push(Match {
-                    index: i,
-                    rule,
-                    suppressed: 0,
-                }),
-                Some(spec) => {
-                    // An event delivered again was counted in the throttle when it first came;
-                    // its alert, if it had one, is in the saved state's alerts in flight.
-                    if !*fresh.get_or_init(|| self.first_delivery(ev)) {
-                        continue;
-                    }
-                    if let Some(suppressed) = self.throttle_check(i as u32, spec, ev, &now) {
-                        out.push(Match {
-                            index: i,
-                            rule,
-                            suppressed,
-                        });
-                    }
-                }
-            }
+            self.push_unless_throttled(
+                i,
+                out,
+                &|| *fresh.get_or_init(|| self.first_delivery(ev)),
+                &|spec| self.throttle_check(i as u32, spec, ev, &now),
+            );
         }
+    }
+
+    /// Falco's `rule_matching: first`: true for a Falco rule after the first matching one in
+    /// load order (`falco_fired` records that one matched).
+    fn falco_skips(&self, rule: &Rule, falco_fired: &mut bool) -> bool {
+        if rule.falco.is_none() {
+            return false;
+        }
+        let skips = *falco_fired && self.falco_first;
+        *falco_fired = true;
+        skips
+    }
+
+    /// The end of the stateful step for rule `i`, which matched and passed its request and
+    /// first-seen tests: it alerts unless its throttle holds it. An event delivered again
+    /// (`fresh` false) was counted in the throttle when it first came; its alert, if it had
+    /// one, is in the saved state's alerts in flight.
+    fn push_unless_throttled<'r>(
+        &'r self,
+        i: usize,
+        out: &mut Vec<Match<'r>>,
+        fresh: &dyn Fn() -> bool,
+        throttle: &dyn Fn(&super::model::ThrottleSpec) -> Option<u64>,
+    ) {
+        let rule = &self.rules[i];
+        let suppressed = match &rule.throttle {
+            None => 0,
+            Some(spec) => match fresh().then(|| throttle(spec)).flatten() {
+                Some(suppressed) => suppressed,
+                None => return,
+            },
+        };
+        out.push(Match {
+            index: i,
+            rule,
+            suppressed,
+        });
     }
 
     /// What the stateful step ([`RuleSet::matches_from_prepared_into`]) reads of `ev`, an
@@ -1587,9 +1605,8 @@ impl RuleSet {
             let rule = &self.rules[i];
             let mut k = HitKeys::default();
             hash_needed |= !self.correlation_inputs(i).is_empty();
-            let skipped = rule.falco.is_some() && falco_fired && self.falco_first;
-            falco_fired |= rule.falco.is_some();
-            if rule.alerts && !skipped {
+            // Falco's first match is decided whether or not the rule alerts.
+            if !self.falco_skips(rule, &mut falco_fired) && rule.alerts {
                 // The test of `first_of_request`.
                 if rule.once_per_request
                     && (ev.stage.is_none() || rule.several_stages)
@@ -1633,13 +1650,7 @@ impl RuleSet {
         let mut falco_fired = false;
         for (&i, k) in p.hits.iter().zip(&p.keys) {
             let rule = &self.rules[i];
-            if rule.falco.is_some() {
-                if falco_fired && self.falco_first {
-                    continue;
-                }
-                falco_fired = true;
-            }
-            if !rule.alerts {
+            if self.falco_skips(rule, &mut falco_fired) || !rule.alerts {
                 continue;
             }
             if k.request {
@@ -1659,28 +1670,15 @@ impl RuleSet {
                     }
                 }
             }
-            match &rule.throttle {
-                None => out.push(Match {
-                    index: i,
-                    rule,
-                    suppressed: 0,
-                }),
-                Some(spec) => {
-                    if !*fresh.get_or_init(|| self.first_delivery_prepared(p)) {
-                        continue;
-                    }
+            self.push_unless_throttled(
+                i,
+                out,
+                &|| *fresh.get_or_init(|| self.first_delivery_prepared(p)),
+                &|spec| {
                     let now = *now.get_or_init(|| p.time.unwrap_or_else(Utc::now));
-                    if let Some(suppressed) =
-                        self.throttle_check_key(i as u32, spec, k.throttle, now)
-                    {
-                        out.push(Match {
-                            index: i,
-                            rule,
-                            suppressed,
-                        });
-                    }
-                }
-            }
+                    self.throttle_check_key(i as u32, spec, k.throttle, now)
+                },
+            );
         }
     }
 
