@@ -118,6 +118,8 @@ pub struct Event<'a> {
     /// Whether `stageTimestamp` is an RFC 3339 time, and the time in nanoseconds since the
     /// epoch when it is in that range; worked out on first use.
     stage_nanos: OnceCell<(bool, Option<i64>)>,
+    /// [`Event::time`], worked out once.
+    time: OnceCell<Option<chrono::DateTime<chrono::Utc>>>,
     /// [`crate::event::content_hash`] of [`Event::raw`], worked out on first use: the events
     /// flow's document id, the redelivery window and the correlations all need it.
     content_hash: OnceCell<[u8; 16]>,
@@ -642,8 +644,12 @@ impl<'a> Event<'a> {
     }
 
     /// The event time as a UTC timestamp, if present and RFC 3339.
+    /// Parsed once per event: detection (throttles, first-seen, correlations), the record and
+    /// the document of the events flow all read it.
     pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        parse_timestamp(self.time_str()?)
+        *self
+            .time
+            .get_or_init(|| self.time_str().and_then(parse_timestamp))
     }
 
     pub fn username(&self) -> Option<&str> {
