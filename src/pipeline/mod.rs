@@ -172,7 +172,10 @@ pub fn run(
     // join the workers' queue: `queue_batches` bounds how many wait, the budget how many bytes
     // wait or are being processed, whatever the size of a line and the number of workers.
     let (batch_tx, gate_rx) = crossbeam_channel::bounded::<Batch>(1);
-    let (work_tx, batch_rx) = crossbeam_channel::bounded::<(Batch, Option<sink::Charge>)>(queue);
+    // Each batch carries its place in the order the gate let batches through, which the
+    // workers' stateful step follows (`worker::Turnstile`).
+    let (work_tx, batch_rx) =
+        crossbeam_channel::bounded::<(Batch, Option<sink::Charge>, u64)>(queue);
     let (event_tx, event_rx) = crossbeam_channel::bounded::<SourceEvent>(64);
 
     // Sources.
@@ -206,10 +209,10 @@ pub fn run(
     let input_budget = sink::InflightBudget::new(cfg.pipeline.max_input_bytes);
     let gate_abandon = abandon.clone();
     worker_threads.push(spawn("batches".to_string(), move || {
-        for batch in gate_rx.iter() {
+        for (turn, batch) in (0u64..).zip(gate_rx.iter()) {
             let charge =
                 input_budget.take(batch.data.len(), &|| gate_abandon.load(Ordering::Relaxed));
-            if work_tx.send((batch, charge)).is_err() {
+            if work_tx.send((batch, charge, turn)).is_err() {
                 break;
             }
         }

@@ -23,7 +23,9 @@ use super::SharedRules;
 /// What a detection worker needs: the batches, the current rules, the sinks.
 pub(super) struct WorkerContext {
     /// Source batches, each with its share of the input budget.
-    pub(super) rx: Receiver<(Batch, Option<sink::Charge>)>,
+    /// Source batches, each with its share of the input budget and its turn for the stateful
+    /// step (consecutive numbers, in the channel's order).
+    pub(super) rx: Receiver<(Batch, Option<sink::Charge>, u64)>,
     pub(super) rules: SharedRules,
     pub(super) sinks: Arc<[SinkHandle]>,
     pub(super) dead_letters: Arc<DeadLetters>,
@@ -56,15 +58,15 @@ pub(super) struct WorkerContext {
 }
 
 /// Puts the stateful step of the workers' batches (throttles, once-per-request, first-seen
-/// baselines, correlations, and the alerts they decide) in the order the batches were taken
-/// from the sources, so that any number of workers decides the same alerts, with the same ids,
+/// baselines, correlations, and the alerts they decide) in the order the batches entered the
+/// workers' queue, so that any number of workers decides the same alerts, with the same ids,
 /// as one worker: decoding, rule matching and the events flow's documents run in parallel,
-/// and only the short stateful step waits for the batches before it.
+/// and only the short stateful step waits for the batches before it. The turns are numbered
+/// by the one thread that queues the batches, so they are taken in order: a worker waits only
+/// for batches other workers took before its own, and one worker never waits.
 #[derive(Default)]
 pub(super) struct Turnstile {
-    /// The next ticket to hand out.
-    taking: std::sync::Mutex<u64>,
-    /// The ticket whose stateful step may run.
+    /// The turn whose stateful step may run.
     serving: std::sync::Mutex<u64>,
     turn: std::sync::Condvar,
 }
@@ -133,26 +135,15 @@ impl WorkerContext {
         // The alert counter of each rule, resolved again only when the rule set is swapped.
         let mut alert_counters: Option<(Arc<RuleSet>, Vec<Counter>)> = None;
         loop {
-            let taken = {
-                // A batch and its ticket are taken together, so tickets follow the channel's order.
-                let mut next = self
-                    .turns
-                    .taking
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                self.rx.recv_timeout(IDLE_TICK).map(|b| {
-                    let n = *next;
-                    *next += 1;
+            let (batch, _input, mut ticket) = match self.rx.recv_timeout(IDLE_TICK) {
+                Ok((batch, input, n)) => {
                     let ticket = Ticket {
                         n,
                         turns: self.turns.clone(),
                         waited: false,
                     };
-                    (b, ticket)
-                })
-            };
-            let ((batch, _input), mut ticket) = match taken {
-                Ok(b) => b,
+                    (batch, input, ticket)
+                }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     if self.watches_idle && !self.abandon.load(Ordering::Relaxed) {
                         self.idle(&mut alert_counters);
