@@ -300,13 +300,13 @@ impl WorkerContext {
                             crate::alert::write_reduced_event_document(
                                 template,
                                 ev,
-                                self.cluster.as_deref(),
+                                ev.cluster().or(self.cluster.as_deref()),
                             )
                         } else {
                             crate::alert::write_event_document(
                                 template,
                                 ev,
-                                self.cluster.as_deref(),
+                                ev.cluster().or(self.cluster.as_deref()),
                             )
                         };
                         let e = meta.take().unwrap_or_else(|| RecordMeta::of(ev));
