@@ -589,18 +589,7 @@ fn observations(
         let joined = values.join(",");
         // Only these fields can hold what redaction removes; redacting the event (bodies of
         // many megabytes) is left to the rare group-by on them.
-        use crate::event::FieldRef as F;
-        if !matches!(
-            field,
-            F::RequestUri
-                | F::Annotation(_)
-                | F::RequestObject(_)
-                | F::ResponseObject(_)
-                | F::Pod(_)
-                | F::Other(_)
-                | F::UserExtra(_)
-                | F::ImpersonatedExtra(_)
-        ) {
+        if !field.may_be_redacted() {
             return Some(joined);
         }
         let secrets: &Vec<String> = secrets.get_or_init(|| redacted_event_json(ev).1.secrets);
