@@ -1367,3 +1367,60 @@ fn a_parallel_scan_writes_what_a_sequential_one_does() {
         assert!(one.stdout == many.stdout, "--threads {threads}");
     }
 }
+
+/// Issue 18: a detection tier partitioned by user names, in `config check`, every stateful
+/// rule of the default pack whose key does not include `user.username`; a first tier keying
+/// its events flow by a field redaction can change is refused.
+#[test]
+fn config_check_names_the_stateful_rules_a_partition_key_does_not_cover() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("detect.yaml");
+    std::fs::write(
+        &cfg,
+        "cluster_name: central\nsources:\n  - type: kafka\n    brokers: [\"kafka:9092\"]\n    topics: [kubernetes-audit]\n    group_id: tripline-detect\n    partitioned_by: [user.username]\nsinks:\n  - type: stdout\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", cfg.to_str().unwrap()]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    let warned = |title: &str| {
+        s.lines().any(|l| {
+            l.starts_with("warning: sources[0].partitioned_by [user.username]: ")
+                && l.contains(&format!("({title})"))
+        })
+    };
+    // Grouped by address: split across instances.
+    assert!(
+        warned("Burst Of Failed Authentications From One Address"),
+        "{s}"
+    );
+    assert!(warned("API Server Authentication Failed"), "{s}");
+    // Grouped by identity: exact.
+    assert!(!warned("Many Distinct Secrets Read By One Identity"), "{s}");
+    assert!(!warned("Service Account Used From A New Network"), "{s}");
+
+    // The same without `partitioned_by`: nothing to say.
+    std::fs::write(
+        &cfg,
+        "sources:\n  - type: kafka\n    brokers: [\"kafka:9092\"]\n    topics: [kubernetes-audit]\nsinks:\n  - type: stdout\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", cfg.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(!text(&out.stdout).contains("partitioned_by"));
+
+    // A first tier keyed by requestURI (redaction removes tokens from it) is refused.
+    let first = dir.path().join("first.yaml");
+    std::fs::write(
+        &first,
+        "cluster_name: prod-eu\nsources:\n  - type: file\n    paths: [/var/log/audit.log]\nsinks:\n  - type: kafka\n    brokers: [\"kafka:9092\"]\n    flows: [events]\n    key: {fields: [user.username, requestURI]}\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", first.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("sinks[0].key.fields[1]: `requestURI` can be changed by redaction"),
+        "{e}"
+    );
+}

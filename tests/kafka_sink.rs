@@ -9,7 +9,7 @@ use support::{daemon, events, servers};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use daemon::{append, start_tailing as start, wait_until, Daemon};
+use daemon::{append, read_lines, start_tailing as start, wait_until, Daemon};
 use events::{exec_event, quiet_ids, quiet_lines, secret_event, SECRET};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -568,4 +568,259 @@ fn a_broker_down_at_start_loses_nothing() {
     assert!(audit_counts(&r.of(ALERTS)).contains_key("exec-1"));
     let status = d.stop();
     assert!(status.success(), "{status:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two tiers: node tailers key the events flow by fields, a detection tier reads it back
+
+const KEYED: &str = "tl-keyed";
+
+/// Creates `topic` with `partitions` partitions on the broker at `addr`.
+fn create_topic(addr: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let done = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+    for r in done {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    }
+}
+
+/// A first-tier tripline of cluster `cluster` tailing `dir/logs/*.log` into the keyed topic.
+fn first_tier(dir: &std::path::Path, cluster: &str, brokers: &str) -> Daemon {
+    let port = support::free_port();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let cfg = format!(
+        r#"cluster_name: {cluster}
+state_dir: {d}/state
+sources:
+  - type: file
+    name: audit
+    paths: ["{d}/logs/*.log"]
+    read_from: beginning
+    poll_interval: 100ms
+    checkpoint_interval: 200ms
+    silence_alert_after: 1h
+sinks:
+  - type: kafka
+    name: kafka
+    brokers: ["{brokers}"]
+    flows: [events]
+    events_topic: {KEYED}
+    key: {{fields: [user.username]}}
+    message_timeout: 5s
+    batch: {{ flush_interval: 100ms }}
+    options:
+      "topic.metadata.refresh.interval.ms": "1000"
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        d = dir.display()
+    );
+    Daemon::spawn(dir, &cfg, port)
+}
+
+/// A detection-tier tripline (cluster `central`) reading the keyed topic in a consumer group,
+/// with its alerts and the events it read in files under `dir/out`.
+fn detection_tier(dir: &std::path::Path, brokers: &str) -> Daemon {
+    let port = support::free_port();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let cfg = format!(
+        r#"cluster_name: central
+state_dir: {d}/state
+sources:
+  - type: kafka
+    name: keyed
+    brokers: ["{brokers}"]
+    topics: [{KEYED}]
+    group_id: tripline-detect-{pid}
+    commit_interval: 1s
+    batch_linger: 50ms
+    silence_alert_after: 1h
+    options:
+      "auto.offset.reset": "earliest"
+      "session.timeout.ms": "6000"
+      "heartbeat.interval.ms": "500"
+      "topic.metadata.refresh.interval.ms": "1000"
+sinks:
+  - type: file
+    name: alerts
+    path: {d}/out/alerts.jsonl
+    flows: [alerts]
+  - type: file
+    name: events
+    path: {d}/out/events.jsonl
+    flows: [events]
+telemetry:
+  listen: 127.0.0.1:{port}
+  log_format: json
+"#,
+        d = dir.display(),
+        pid = std::process::id(),
+    );
+    Daemon::spawn(dir, &cfg, port)
+}
+
+/// `n` quiet events of users `user-0` .. `user-7` in turn, auditIDs `<prefix>-<i>`.
+fn users_events(prefix: &str, n: usize) -> (String, Vec<String>) {
+    let mut text = String::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        text += &quiet_lines(0, 1)
+            .replace("\"q-0\"", &format!("\"{id}\""))
+            .replace("system:kube-controller-manager", &format!("user-{}", i % 8));
+        ids.push(id);
+    }
+    (text, ids)
+}
+
+#[test]
+fn events_keyed_by_fields_carry_their_cluster_stay_on_one_partition_per_key_and_a_detection_tier_reads_them_back(
+) {
+    if !servers::available(&[servers::TANSU]) {
+        return;
+    }
+    let kafka = Server::tansu();
+    let addr = kafka.kafka_addr();
+    create_topic(&addr, KEYED, 4);
+    let (eu, us, det) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = first_tier(eu.path(), "prod-eu", &addr);
+    let b = first_tier(us.path(), "prod-us", &addr);
+    a.wait_ready(Duration::from_secs(20));
+    b.wait_ready(Duration::from_secs(20));
+
+    // The same users in both clusters, and an exec in each.
+    let (text_eu, mut want) = users_events("eu", 40);
+    let (text_us, ids_us) = users_events("us", 40);
+    want.extend(ids_us);
+    append(
+        &eu.path().join("logs/audit.log"),
+        &(text_eu + &exec_event("exec-eu") + "\n"),
+    );
+    append(
+        &us.path().join("logs/audit.log"),
+        &(text_us + &exec_event("exec-us") + "\n"),
+    );
+    want.extend(["exec-eu".to_string(), "exec-us".to_string()]);
+
+    let mut r = Reader::new(&addr, &[KEYED]);
+    r.read_until(
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |msgs| {
+            let seen: HashSet<String> = msgs.iter().map(Msg::audit_id).collect();
+            want.iter().all(|id| seen.contains(id))
+        },
+        |msgs| format!("{} messages\n{}\n{}", msgs.len(), a.logs(), b.logs()),
+    );
+
+    // Every record is keyed by its cluster and user; one key, one partition; the keys spread.
+    let mut partitions: HashMap<String, HashSet<i32>> = HashMap::new();
+    for m in &r.msgs {
+        let doc = m.json();
+        let cluster = doc["orchestrator"]["cluster"]["name"].as_str().unwrap();
+        let user = doc["kubernetes"]["audit"]["user"]["username"]
+            .as_str()
+            .unwrap();
+        let want_cluster = if m.audit_id().contains("eu") {
+            "prod-eu"
+        } else {
+            "prod-us"
+        };
+        assert_eq!(cluster, want_cluster, "{doc}");
+        assert_eq!(
+            m.key.as_deref(),
+            Some(format!("{cluster}|{user}").as_str()),
+            "{doc}"
+        );
+        partitions
+            .entry(m.key.clone().unwrap())
+            .or_default()
+            .insert(m.partition);
+    }
+    assert_eq!(partitions.len(), 18, "{partitions:?}");
+    assert!(
+        partitions.values().all(|p| p.len() == 1),
+        "a key on several partitions: {partitions:?}"
+    );
+    let used: HashSet<i32> = partitions.values().flatten().copied().collect();
+    assert!(used.len() > 1, "every key on one partition: {partitions:?}");
+
+    // The detection tier reads the documents back as audit events: each exec alerts, naming
+    // the cluster its event came from (not the detection tier's own).
+    let d = detection_tier(det.path(), &addr);
+    let out = det.path().join("out");
+    wait_until(
+        Duration::from_secs(90),
+        || read_lines(&out.join("events.jsonl")).len() >= want.len(),
+        || d.logs(),
+    );
+    let events = read_lines(&out.join("events.jsonl"));
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for e in &events {
+        seen.insert(
+            e["kubernetes"]["audit"]["auditID"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            e["orchestrator"]["cluster"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for id in &want {
+        let cluster = seen.get(id).unwrap_or_else(|| panic!("{id} not read back"));
+        let expect = if id.contains("eu") {
+            "prod-eu"
+        } else {
+            "prod-us"
+        };
+        assert_eq!(cluster, expect, "{id}");
+    }
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let alerts = read_lines(&out.join("alerts.jsonl"));
+            ["exec-eu", "exec-us"].iter().all(|id| {
+                alerts
+                    .iter()
+                    .any(|a| a["kubernetes"]["audit"]["auditID"] == *id)
+            })
+        },
+        || d.logs(),
+    );
+    for a in read_lines(&out.join("alerts.jsonl")) {
+        let id = a["kubernetes"]["audit"]["auditID"].as_str().unwrap_or("");
+        let cluster = a["orchestrator"]["cluster"]["name"].as_str().unwrap();
+        match id {
+            "exec-eu" => assert_eq!(cluster, "prod-eu", "{a}"),
+            "exec-us" => assert_eq!(cluster, "prod-us", "{a}"),
+            _ => {}
+        }
+    }
+    // One event per document: none was skipped or split.
+    assert_eq!(seen.len(), want.len(), "{seen:?}");
+    for t in [a, b, d] {
+        let status = t.stop();
+        assert!(status.success(), "{status:?}");
+    }
 }

@@ -30,6 +30,10 @@ pub fn check(file: &Path) -> Result<u8> {
     for w in &loaded.warnings {
         println!("warning: {w}");
     }
+    for w in tripline::source::partition_warnings(&cfg.sources, &loaded.rules, &loaded.correlations)
+    {
+        println!("warning: {w}");
+    }
     print_errors(&loaded);
     if loaded.errors.is_empty() {
         let inactive = loaded.rules.iter().filter(|r| !r.is_active()).count();

@@ -119,7 +119,8 @@ pub struct Observation {
     /// Position of the input in [`Correlation::inputs`].
     pub input: usize,
     pub time: DateTime<Utc>,
-    /// One value per `group_by` entry, in order.
+    /// One value per `group_by` entry, in order; then the event's cluster, if it named one
+    /// ([`CLUSTER_FIELD`]).
     pub group: Vec<String>,
     /// The field value a `value_count` counts.
     pub value: Option<String>,
@@ -127,11 +128,17 @@ pub struct Observation {
     pub doc_id: String,
 }
 
+/// The name under which an observation's cluster ([`crate::event::Event::cluster`]) is
+/// reported in a fire's group. An observation's group holds one value per `group_by` entry,
+/// then the cluster when its event named one.
+pub const CLUSTER_FIELD: &str = "orchestrator.cluster.name";
+
 /// A correlation that held for a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fire {
     pub corr: usize,
-    /// `group_by` names and values.
+    /// `group_by` names and values; last, [`CLUSTER_FIELD`] and the cluster when the
+    /// observations named one.
     pub group: Vec<(String, String)>,
     /// Events (`event_count`), distinct values (`value_count`) or inputs matched (`temporal`,
     /// `temporal_ordered`: steps completed in order).
@@ -516,9 +523,11 @@ impl Correlator {
     }
 
     fn valid(&self, obs: &Observation) -> bool {
-        self.plans
-            .get(obs.corr)
-            .is_some_and(|p| obs.input < p.inputs && obs.group.len() == p.group_names.len())
+        self.plans.get(obs.corr).is_some_and(|p| {
+            obs.input < p.inputs
+                && (obs.group.len() == p.group_names.len()
+                    || obs.group.len() == p.group_names.len() + 1)
+        })
     }
 
     fn raise_watermark(&mut self, w: DateTime<Utc>) {
@@ -593,7 +602,7 @@ impl Correlator {
                         .find(|(n, _)| n == name)
                         .map(|(_, v)| v.clone())
                 };
-                let Some(group) = target
+                let Some(mut group) = target
                     .group_names
                     .iter()
                     .map(|n| find(n))
@@ -601,6 +610,12 @@ impl Correlator {
                 else {
                     continue;
                 };
+                // The cluster goes along: a fire in one cluster feeds that cluster's groups.
+                if fire.group.len() > plan.group_names.len() {
+                    if let Some(cluster) = find(CLUSTER_FIELD) {
+                        group.push(cluster);
+                    }
+                }
                 let value = target.value_name.as_deref().and_then(find);
                 queue.push_back((
                     Observation {
@@ -743,7 +758,16 @@ impl Correlator {
         let names = self.plans.get(c).map(|p| &p.group_names[..]).unwrap_or(&[]);
         Fire {
             corr: c,
-            group: names.iter().cloned().zip(group.iter().cloned()).collect(),
+            group: names
+                .iter()
+                .cloned()
+                .zip(group.iter().cloned())
+                .chain(
+                    group
+                        .get(names.len())
+                        .map(|cluster| (CLUSTER_FIELD.to_string(), cluster.clone())),
+                )
+                .collect(),
             count: hit.count,
             values: hit.values,
             first: hit.first,

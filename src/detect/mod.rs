@@ -427,10 +427,17 @@ impl<'r> Detector<'r> {
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             );
             let template = AlertTemplate::new(&c.meta).with_host(self.node_name.as_deref());
+            // The cluster of the events counted, else the instance's.
+            let cluster = fire
+                .group
+                .iter()
+                .find(|(k, _)| k == correlate::CLUSTER_FIELD)
+                .map(|(_, v)| v.as_str())
+                .or(self.cluster_name.as_deref());
             let mut doc = template.render(
                 serde_json::json!({}),
                 &message,
-                self.cluster_name.as_deref(),
+                cluster,
                 fire.suppressed_before,
             );
             let group: serde_json::Map<String, Value> = fire
@@ -538,7 +545,7 @@ impl<'r> Detector<'r> {
             let doc = EventPart {
                 fields: &fields,
                 message: &message,
-                cluster_name: self.cluster_name.as_deref(),
+                cluster_name: ev.cluster().or(self.cluster_name.as_deref()),
                 suppressed: m.suppressed,
                 audit: &audit,
             }
@@ -588,18 +595,7 @@ fn observations(
         let joined = values.join(",");
         // Only these fields can hold what redaction removes; redacting the event (bodies of
         // many megabytes) is left to the rare group-by on them.
-        use crate::event::FieldRef as F;
-        if !matches!(
-            field,
-            F::RequestUri
-                | F::Annotation(_)
-                | F::RequestObject(_)
-                | F::ResponseObject(_)
-                | F::Pod(_)
-                | F::Other(_)
-                | F::UserExtra(_)
-                | F::ImpersonatedExtra(_)
-        ) {
+        if !field.may_be_redacted() {
             return Some(joined);
         }
         let secrets: &Vec<String> = secrets.get_or_init(|| redacted_event_json(ev).1.secrets);
@@ -627,7 +623,12 @@ fn observations(
                         .and_then(text)
                 })
                 .collect();
-            let Some(group) = group else { continue };
+            let Some(mut group) = group else { continue };
+            // The cluster closes the group: one cluster's events never complete another's
+            // window, and an event without one keeps the group it always had.
+            if let Some(cluster) = ev.cluster() {
+                group.push(cluster.to_string());
+            }
             let value = c
                 .value_field
                 .as_ref()
@@ -861,6 +862,160 @@ level: high
         assert_eq!(group["requestURI"], "<redacted>", "{group}");
         assert_eq!(group["user.username"], "mallory");
         assert!(!String::from_utf8_lossy(alerts[alerts.len() - 1].json()).contains("abcdefgh123"));
+    }
+
+    /// A rule set compiled from `text` (Sigma rules and correlations).
+    fn rule_set(text: &str) -> RuleSet {
+        let cfg = crate::rules::RulesConfig::default();
+        let compiled = crate::rules::compile_str("t.yml", text, &cfg.compile_options("custom"));
+        let loaded = cfg.link(compiled);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        loaded.into_rule_set(&cfg)
+    }
+
+    /// A secret read by `user` at `time`, as the events-flow document a first-tier tripline of
+    /// `cluster` writes it (or as the API server wrote it, for `None`).
+    fn secret_get_from(cluster: Option<&str>, user: &str, time: &str, n: u32) -> String {
+        let ev = format!(
+            r#"{{"kind":"Event","auditID":"c{n}","stage":"ResponseComplete","verb":"get","requestURI":"/api/v1/namespaces/p/secrets/s","user":{{"username":"{user}"}},"sourceIPs":["192.0.2.7"],"objectRef":{{"resource":"secrets","namespace":"p","name":"s"}},"responseStatus":{{"code":200}},"requestReceivedTimestamp":"{time}","stageTimestamp":"{time}"}}"#
+        );
+        let Some(cluster) = cluster else { return ev };
+        let mut doc = None;
+        decode_value_into(&ev, &mut |d| {
+            doc = Some(crate::alert::write_event_document(
+                &AlertTemplate::for_events(),
+                d.unwrap(),
+                Some(cluster),
+            ));
+        });
+        String::from_utf8(doc.unwrap()).unwrap()
+    }
+
+    /// Runs `events` through `d` in order, then closes every window: the alerts, as documents.
+    fn run(d: &mut Detector<'_>, events: &[String]) -> Vec<Value> {
+        let mut alerts = Vec::new();
+        for text in events {
+            let n = decode_value_into(text, &mut |r| d.detect(r.unwrap(), &mut |a| alerts.push(a)));
+            assert_eq!(n, 1, "{text}");
+        }
+        d.finish(&mut |a| alerts.push(a));
+        alerts.iter().map(Alert::to_value).collect()
+    }
+
+    const SECRET_GET_RULE: &str = "title: Secret get\nid: 0b6d1c2e-3f4a-4b5c-8d6e-7f8091a2b3c4\nname: secret_get\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  selection: {verb: get, objectRef.resource: secrets}\n  condition: selection\nlevel: low\n";
+
+    #[test]
+    fn two_clusters_interleaved_never_complete_each_others_correlation_window() {
+        let set = rule_set(&format!(
+            "{SECRET_GET_RULE}---\ntitle: Many secrets\nid: 1c7e2d3f-4a5b-4c6d-8e7f-8091a2b3c4d5\ncorrelation:\n  type: event_count\n  rules: [secret_get]\n  group-by: [user.username]\n  timespan: 1m\n  condition: {{gte: 2}}\nlevel: high\n"
+        ));
+        let corr = |alerts: &[Value]| -> Vec<Value> {
+            alerts
+                .iter()
+                .filter(|a| a["tripline"]["correlation"].is_object())
+                .cloned()
+                .collect()
+        };
+        // alice reads one secret in each cluster: no cluster reached two.
+        let mut d = Detector::new(&set, Some("central".into()))
+            .with_correlator(Detector::correlator_for(&set));
+        let events = [
+            secret_get_from(Some("prod-eu"), "alice", "2026-01-02T03:04:00Z", 1),
+            secret_get_from(Some("prod-us"), "alice", "2026-01-02T03:04:10Z", 2),
+        ];
+        assert_eq!(corr(&run(&mut d, &events)), Vec::<Value>::new());
+
+        // Interleaved, each cluster reaching two: one alert per cluster, each naming its own.
+        let mut d = Detector::new(&set, Some("central".into()))
+            .with_correlator(Detector::correlator_for(&set));
+        let events = [
+            secret_get_from(Some("prod-eu"), "alice", "2026-01-02T03:04:00Z", 1),
+            secret_get_from(Some("prod-us"), "alice", "2026-01-02T03:04:05Z", 2),
+            secret_get_from(Some("prod-eu"), "alice", "2026-01-02T03:04:10Z", 3),
+            secret_get_from(Some("prod-us"), "alice", "2026-01-02T03:04:15Z", 4),
+        ];
+        let fired = corr(&run(&mut d, &events));
+        let clusters: Vec<&Value> = fired
+            .iter()
+            .map(|a| &a["orchestrator"]["cluster"]["name"])
+            .collect();
+        assert_eq!(clusters, ["prod-eu", "prod-us"], "{fired:?}");
+        for a in &fired {
+            let group = &a["tripline"]["correlation"]["group"];
+            assert_eq!(group["user.username"], "alice");
+            assert_eq!(
+                group["orchestrator.cluster.name"],
+                a["orchestrator"]["cluster"]["name"]
+            );
+            assert_eq!(a["tripline"]["correlation"]["count"], 2);
+        }
+
+        // Events without a cluster keep the group they always had: two of them fire, under
+        // the instance's cluster name, with no cluster in the group.
+        let mut d = Detector::new(&set, Some("prod".into()))
+            .with_correlator(Detector::correlator_for(&set));
+        let events = [
+            secret_get_from(None, "alice", "2026-01-02T03:04:00Z", 1),
+            secret_get_from(None, "alice", "2026-01-02T03:04:10Z", 2),
+        ];
+        let fired = corr(&run(&mut d, &events));
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0]["orchestrator"]["cluster"]["name"], "prod");
+        assert_eq!(
+            fired[0]["tripline"]["correlation"]["group"],
+            serde_json::json!({"user.username": "alice"})
+        );
+    }
+
+    #[test]
+    fn two_clusters_never_throttle_each_other() {
+        let set = rule_set(&format!(
+            "{SECRET_GET_RULE}throttle:\n  key: [user.username]\n  window: 1h\n"
+        ));
+        let mut d = Detector::new(&set, None);
+        let events = [
+            secret_get_from(Some("prod-eu"), "alice", "2026-01-02T03:04:00Z", 1),
+            secret_get_from(Some("prod-us"), "alice", "2026-01-02T03:04:10Z", 2),
+            secret_get_from(Some("prod-eu"), "alice", "2026-01-02T03:04:20Z", 3),
+            secret_get_from(Some("prod-us"), "alice", "2026-01-02T03:04:30Z", 4),
+            secret_get_from(None, "alice", "2026-01-02T03:04:40Z", 5),
+            secret_get_from(None, "alice", "2026-01-02T03:04:50Z", 6),
+        ];
+        let alerts = run(&mut d, &events);
+        let clusters: Vec<Option<&str>> = alerts
+            .iter()
+            .map(|a| a["orchestrator"]["cluster"]["name"].as_str())
+            .collect();
+        // One alert per cluster within the window, and one for the events without a cluster.
+        assert_eq!(
+            clusters,
+            [Some("prod-eu"), Some("prod-us"), None],
+            "{alerts:?}"
+        );
+    }
+
+    #[test]
+    fn two_clusters_never_share_a_first_seen_key() {
+        let set = rule_set(&format!(
+            "{SECRET_GET_RULE}first_seen:\n  fields: [user.username]\n  history: 30d\n  learning: 1d\n"
+        ));
+        let mut d = Detector::new(&set, None);
+        let events = [
+            // Learnt: alice in prod-eu.
+            secret_get_from(Some("prod-eu"), "alice", "2026-01-02T03:04:00Z", 1),
+            // After the learning period: known in prod-eu, new in prod-us and without a
+            // cluster.
+            secret_get_from(Some("prod-eu"), "alice", "2026-01-05T03:04:00Z", 2),
+            secret_get_from(Some("prod-us"), "alice", "2026-01-05T03:05:00Z", 3),
+            secret_get_from(Some("prod-us"), "alice", "2026-01-05T03:06:00Z", 4),
+            secret_get_from(None, "alice", "2026-01-05T03:07:00Z", 5),
+        ];
+        let alerts = run(&mut d, &events);
+        let clusters: Vec<Option<&str>> = alerts
+            .iter()
+            .map(|a| a["orchestrator"]["cluster"]["name"].as_str())
+            .collect();
+        assert_eq!(clusters, [Some("prod-us"), None], "{alerts:?}");
     }
 
     /// The alert the detector writes is the document built from the redacted event as a value,

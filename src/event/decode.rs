@@ -23,8 +23,8 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
 pub enum SkipReason {
     /// Not valid JSON.
     MalformedJson,
-    /// Valid JSON, but not an audit `Event`, `EventList` or a known cloud envelope around events
-    /// (e.g. `{"kind": 0}`).
+    /// Valid JSON, but not an audit `Event`, `EventList`, a known cloud envelope around events
+    /// or a tripline events-flow document (e.g. `{"kind": 0}`).
     NotAnEvent,
     /// Bytes that are not UTF-8.
     InvalidUtf8,
@@ -174,11 +174,14 @@ fn classify(e: JsonError, text: &str) -> (SkipReason, String) {
     }
 }
 
-fn decode_event<'a>(text: &'a str, ev: &mut Event<'a>) -> Result<(), (SkipReason, String)> {
+pub(super) fn decode_event<'a>(
+    text: &'a str,
+    ev: &mut Event<'a>,
+) -> Result<(), (SkipReason, String)> {
     Event::parse_into(text, ev).map_err(|e| classify(e, text))
 }
 
-fn check_event(ev: &Event<'_>) -> Result<(), (SkipReason, String)> {
+pub(super) fn check_event(ev: &Event<'_>) -> Result<(), (SkipReason, String)> {
     match ev.kind.as_deref() {
         None | Some("Event") => {}
         Some(other) => {

@@ -24,6 +24,12 @@
 //!   ([`Event::body_omitted`](super::Event::body_omitted)).
 //! - **GKE Cloud Logging entries** (experimental): `{"protoPayload": {"@type":
 //!   ".../google.cloud.audit.AuditLog", ...}}`, mapped to an audit event by [`super::gke`].
+//! - **tripline's own events-flow documents** (`event.kind: "event"`, as a tripline `kafka` or
+//!   other sink writes the `events` flow): the redacted audit event under `kubernetes.audit`,
+//!   the cluster name stamped by the instance that wrote it in `orchestrator.cluster.name`. The
+//!   event is taken out with that cluster name ([`Event::cluster`](super::Event::cluster)): a
+//!   detection tier reading a first tier's events topic keeps every cluster's state apart. An
+//!   alert document (`event.kind: "alert"`) is not an event and is reported as such.
 //! - A JSON array of any of these, or of events (`gcloud logging read --format=json`).
 //!
 //! Any other object is `not_an_event`, with a message naming its keys.
@@ -33,8 +39,11 @@ use std::io::Read;
 
 use base64::Engine as _;
 
-use super::decode::{decode_at, DecodeFn, SkipReason, DEFAULT_MAX_LINE_BYTES};
+use super::decode::{
+    check_event, decode_at, decode_event, DecodeFn, SkipReason, DEFAULT_MAX_LINE_BYTES,
+};
 use super::json::{JsonError, Scanner};
+use super::Event;
 
 /// How many envelopes deep a value is looked for (base64, Lambda's `awslogs`, a payload, a log
 /// event and an array add up to five). Bounds recursion and nested buffers.
@@ -46,7 +55,7 @@ const MAX_INFLATED_BYTES: usize = DEFAULT_MAX_LINE_BYTES;
 /// Keys named in the message about an unknown object.
 const KEYS_SHOWN: usize = 8;
 
-const KNOWN: &str = "not an audit Event, EventList, or a known cloud envelope (EKS, AKS, GKE)";
+const KNOWN: &str = "not an audit Event, EventList, a known cloud envelope (EKS, AKS, GKE) or a tripline events-flow document";
 
 /// Called with a value that did not decode as an event, and the error it got; `no_event_fields`
 /// when it is an object that lacks `kind`, `verb` and `auditID`. Unwraps the envelope it is and
@@ -108,7 +117,8 @@ fn nested(text: &str, f: &mut DecodeFn<'_>, depth: u8, context: &dyn Fn() -> Str
 
 /// What a JSON text is at its top level, as far as envelopes go.
 enum Top<'t> {
-    Object(Members<'t>),
+    /// Boxed: an envelope is rare, and the members are many.
+    Object(Box<Members<'t>>),
     /// The items (raw JSON text) of an array whose first item is an object.
     Array(Vec<&'t str>),
     String(Cow<'t, str>),
@@ -117,7 +127,7 @@ enum Top<'t> {
 fn top_level(text: &str) -> Option<Top<'_>> {
     let mut s = Scanner::new(text);
     let top = match s.peek()? {
-        b'{' => Top::Object(members(text)?),
+        b'{' => Top::Object(Box::new(members(text)?)),
         b'[' => {
             let items = array_items(text).ok()?;
             if !items.first().is_some_and(|i| i.starts_with('{')) {
@@ -152,6 +162,10 @@ struct Members<'t> {
     records: Option<&'t str>,
     category: Option<&'t str>,
     properties: Option<&'t str>,
+    /// `kubernetes`, `event` and `orchestrator` of an ECS document tripline wrote.
+    kubernetes: Option<&'t str>,
+    ecs_event: Option<&'t str>,
+    orchestrator: Option<&'t str>,
     /// A member only an audit event has: the object is an event with a bad member, not an
     /// envelope.
     event_member: bool,
@@ -178,6 +192,9 @@ fn members(text: &str) -> Option<Members<'_>> {
             "records" => &mut m.records,
             "category" => &mut m.category,
             "properties" => &mut m.properties,
+            "kubernetes" => &mut m.kubernetes,
+            "event" => &mut m.ecs_event,
+            "orchestrator" => &mut m.orchestrator,
             "kind" | "verb" | "auditID" | "requestURI" | "objectRef" | "user" | "stage" => {
                 m.event_member = true;
                 &mut other
@@ -200,6 +217,12 @@ fn members(text: &str) -> Option<Members<'_>> {
 impl Members<'_> {
     /// Unwraps the envelope these members identify; `None` if they identify none.
     fn unwrap(&self, text: &str, f: &mut DecodeFn<'_>, depth: u8) -> Option<usize> {
+        // Before the test for event members: an ECS document has a top-level `user` too.
+        if let (Some(kubernetes), Some(event)) = (self.kubernetes, self.ecs_event) {
+            if let Some(n) = tripline_document(kubernetes, event, self.orchestrator, f) {
+                return Some(n);
+            }
+        }
         if self.event_member {
             return None;
         }
@@ -343,6 +366,67 @@ impl Skipped {
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+// --- tripline's own events flow ---
+
+/// A document tripline wrote (members `kubernetes`, `event` and `orchestrator`, raw JSON): the
+/// audit event of an events-flow document, passed to `f` with the cluster name the document
+/// carries. `None` when the members are not those of a tripline document (no `event.kind` of
+/// `event` or `alert`, or no `kubernetes.audit`): the object is then looked at as other
+/// envelopes are.
+///
+/// The event is decoded as one event, never as a list or another envelope: tripline writes one
+/// audit event per document, and a document is not a way to smuggle envelopes in.
+fn tripline_document(
+    kubernetes: &str,
+    event: &str,
+    orchestrator: Option<&str>,
+    f: &mut DecodeFn<'_>,
+) -> Option<usize> {
+    let audit = member(kubernetes, "audit")?;
+    let kind = member(event, "kind").and_then(string)?;
+    match &*kind {
+        "event" => {}
+        "alert" => {
+            f(Err((
+                SkipReason::NotAnEvent,
+                "a tripline alert document (`event.kind: alert`), not an events-flow document: \
+                 alerts are not read back as audit events"
+                    .to_string(),
+            )));
+            return Some(0);
+        }
+        _ => return None,
+    }
+    if !audit.starts_with('{') {
+        // A document written for an event that could not be redacted holds `null`.
+        f(Err((
+            SkipReason::NotAnEvent,
+            "tripline events-flow document: `kubernetes.audit` holds no audit event".to_string(),
+        )));
+        return Some(0);
+    }
+    let cluster = orchestrator
+        .and_then(|o| member(o, "cluster"))
+        .and_then(|c| member(c, "name"))
+        .and_then(string)
+        .filter(|c| !c.is_empty());
+    let mut ev = Event::default();
+    match decode_event(audit, &mut ev).and_then(|()| check_event(&ev)) {
+        Ok(()) => {
+            ev.cluster = cluster;
+            f(Ok(&ev));
+            Some(1)
+        }
+        Err((reason, msg)) => {
+            f(Err((
+                reason,
+                format!("tripline events-flow document `kubernetes.audit`: {msg}"),
+            )));
+            Some(0)
+        }
+    }
 }
 
 // --- EKS: CloudWatch Logs ---
@@ -1049,24 +1133,24 @@ mod tests {
         let cases = [
             (
                 r#"{"foo":1,"bar":{"kind":"Event"}}"#,
-                "object with keys `foo`, `bar`: not an audit Event, EventList, or a known cloud envelope (EKS, AKS, GKE)",
+                "object with keys `foo`, `bar`: not an audit Event, EventList, a known cloud envelope (EKS, AKS, GKE) or a tripline events-flow document",
             ),
             (
                 r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10}"#,
-                "object with keys `a`, `b`, `c`, `d`, `e`, `f`, `g`, `h` and 2 more: not an audit Event, EventList, or a known cloud envelope (EKS, AKS, GKE)",
+                "object with keys `a`, `b`, `c`, `d`, `e`, `f`, `g`, `h` and 2 more: not an audit Event, EventList, a known cloud envelope (EKS, AKS, GKE) or a tripline events-flow document",
             ),
             (
                 "{}",
-                "empty object: not an audit Event, EventList, or a known cloud envelope (EKS, AKS, GKE)",
+                "empty object: not an audit Event, EventList, a known cloud envelope (EKS, AKS, GKE) or a tripline events-flow document",
             ),
             // An envelope's key with the wrong shape is no envelope.
             (
                 r#"{"message":42,"awslogs":{"data":"not base64"}}"#,
-                "object with keys `message`, `awslogs`: not an audit Event, EventList, or a known cloud envelope (EKS, AKS, GKE)",
+                "object with keys `message`, `awslogs`: not an audit Event, EventList, a known cloud envelope (EKS, AKS, GKE) or a tripline events-flow document",
             ),
             (
                 r#"{"message":"hello","level":"info"}"#,
-                "object with keys `message`, `level`: not an audit Event, EventList, or a known cloud envelope (EKS, AKS, GKE)",
+                "object with keys `message`, `level`: not an audit Event, EventList, a known cloud envelope (EKS, AKS, GKE) or a tripline events-flow document",
             ),
             // Errors about event members keep their message.
             (r#"{"kind":0}"#, "kind must be a string"),
@@ -1092,7 +1176,7 @@ mod tests {
         let (_, errors) = decode(r#"{"message":"{\"foo\":1}"}"#);
         assert_eq!(
             errors,
-            [(SkipReason::NotAnEvent, "CloudWatch Logs event `message`: object with keys `foo`: not an audit Event, EventList, or a known cloud envelope (EKS, AKS, GKE)".to_string())]
+            [(SkipReason::NotAnEvent, "CloudWatch Logs event `message`: object with keys `foo`: not an audit Event, EventList, a known cloud envelope (EKS, AKS, GKE) or a tripline events-flow document".to_string())]
         );
     }
 
@@ -1107,5 +1191,125 @@ mod tests {
         let (events, errors) = decode(&text);
         assert!(events.is_empty());
         assert_eq!(errors.len(), 1);
+    }
+
+    // --- tripline's own events flow ---
+
+    const SECRET_CREATE: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"5a1c2d3e-0003-4000-8000-000000000003","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/default/secrets","verb":"create","user":{"username":"carol@example.com","groups":["system:authenticated"]},"sourceIPs":["198.51.100.6"],"objectRef":{"resource":"secrets","namespace":"default","name":"db","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},"requestObject":{"kind":"Secret","apiVersion":"v1","metadata":{"name":"db"},"data":{"password":"aHVudGVyMg=="}},"requestReceivedTimestamp":"2026-03-01T10:00:02.000000Z","stageTimestamp":"2026-03-01T10:00:02.010000Z"}"#;
+
+    /// The events-flow document tripline's writer makes of `event`, stamped with `cluster`.
+    fn events_flow_document(event: &str, cluster: Option<&str>) -> String {
+        let mut doc = None;
+        decode_value_into(event, &mut |d| {
+            let ev = d.unwrap();
+            doc = Some(crate::alert::write_event_document(
+                &crate::alert::AlertTemplate::for_events(),
+                ev,
+                cluster,
+            ));
+        });
+        String::from_utf8(doc.unwrap()).unwrap()
+    }
+
+    /// Each event decoded from `text`: its text and cluster.
+    fn decode_with_cluster(text: &str) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        decode_value_into(text, &mut |d| {
+            let ev = d.unwrap();
+            out.push((ev.raw().to_string(), ev.cluster().map(String::from)));
+        });
+        out
+    }
+
+    #[test]
+    fn events_flow_document_gives_back_its_audit_event_and_cluster() {
+        let doc = events_flow_document(SECRET_GET, Some("prod-eu"));
+        let got = decode_with_cluster(&doc);
+        assert_eq!(got.len(), 1, "{doc}");
+        let (raw, cluster) = &got[0];
+        assert_eq!(cluster.as_deref(), Some("prod-eu"));
+        // A Metadata event has nothing to redact: the event comes back as it was.
+        let back: Value = serde_json::from_str(raw).unwrap();
+        let original: Value = serde_json::from_str(SECRET_GET).unwrap();
+        assert_eq!(back, original);
+    }
+
+    #[test]
+    fn events_flow_document_without_cluster_name_gives_an_event_without_cluster() {
+        let doc = events_flow_document(POD_LIST, None);
+        let got = decode_with_cluster(&doc);
+        assert_eq!(got.len(), 1, "{doc}");
+        assert_eq!(got[0].1, None);
+        let back: Value = serde_json::from_str(&got[0].0).unwrap();
+        assert_eq!(back["user"]["username"], "bob@example.com");
+    }
+
+    #[test]
+    fn events_flow_document_holds_the_redacted_event_only() {
+        let doc = events_flow_document(SECRET_CREATE, Some("prod-us"));
+        assert!(!doc.contains("aHVudGVyMg=="), "{doc}");
+        let got = decode_with_cluster(&doc);
+        assert_eq!(got.len(), 1, "{doc}");
+        assert!(!got[0].0.contains("aHVudGVyMg=="), "{}", got[0].0);
+        let back: Value = serde_json::from_str(&got[0].0).unwrap();
+        assert_eq!(back["verb"], "create");
+        assert_eq!(back["objectRef"]["name"], "db");
+        assert_eq!(got[0].1.as_deref(), Some("prod-us"));
+    }
+
+    #[test]
+    fn events_flow_documents_in_an_array_and_as_reduced_documents_decode() {
+        let a = events_flow_document(SECRET_GET, Some("a"));
+        let b = events_flow_document(POD_LIST, Some("b"));
+        let got = decode_with_cluster(&format!("[{a},{b}]"));
+        let clusters: Vec<_> = got.iter().map(|(_, c)| c.clone().unwrap()).collect();
+        assert_eq!(clusters, ["a", "b"]);
+
+        let mut reduced = None;
+        decode_value_into(SECRET_CREATE, &mut |d| {
+            reduced = Some(crate::alert::write_reduced_event_document(
+                &crate::alert::AlertTemplate::for_events(),
+                d.unwrap(),
+                Some("c"),
+            ));
+        });
+        let reduced = String::from_utf8(reduced.unwrap()).unwrap();
+        let got = decode_with_cluster(&reduced);
+        assert_eq!(got.len(), 1, "{reduced}");
+        assert!(
+            got[0].0.contains(crate::alert::OMITTED_BODY),
+            "{}",
+            got[0].0
+        );
+        assert_eq!(got[0].1.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn alert_documents_and_empty_events_flow_documents_are_not_events() {
+        let doc = events_flow_document(SECRET_GET, Some("prod-eu"));
+        let alert = doc.replacen(r#""kind":"event""#, r#""kind":"alert""#, 1);
+        assert_ne!(alert, doc);
+        let (events, errors) = decode(&alert);
+        assert!(events.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, SkipReason::NotAnEvent);
+        assert!(errors[0].1.contains("alert document"), "{}", errors[0].1);
+
+        let mut v: Value = serde_json::from_str(&doc).unwrap();
+        v["kubernetes"]["audit"] = Value::Null;
+        let (events, errors) = decode(&v.to_string());
+        assert!(events.is_empty());
+        assert!(errors[0].1.contains("holds no audit event"), "{:?}", errors);
+
+        v["kubernetes"]["audit"] = json!({"kind": "Pod", "verb": "get"});
+        let (events, errors) = decode(&v.to_string());
+        assert!(events.is_empty());
+        assert!(
+            errors[0]
+                .1
+                .starts_with("tripline events-flow document `kubernetes.audit`: kind is `Pod`"),
+            "{:?}",
+            errors
+        );
     }
 }

@@ -170,6 +170,24 @@ impl FieldRef {
         }
     }
 
+    /// True for the fields whose values redaction can change or remove: `requestURI` (tokens
+    /// in query strings), annotations, `user.extra` and `impersonatedUser.extra`, the bodies
+    /// and the pod spec read from them, and paths read from the whole event. The values of
+    /// every other field are the same in an event and in its redacted copy.
+    pub fn may_be_redacted(&self) -> bool {
+        matches!(
+            self,
+            FieldRef::RequestUri
+                | FieldRef::Annotation(_)
+                | FieldRef::RequestObject(_)
+                | FieldRef::ResponseObject(_)
+                | FieldRef::Pod(_)
+                | FieldRef::Other(_)
+                | FieldRef::UserExtra(_)
+                | FieldRef::ImpersonatedExtra(_)
+        )
+    }
+
     /// Resolves a parsed path. Never fails: unknown paths read the whole event.
     pub fn resolve(path: &FieldPath) -> FieldRef {
         let s: Vec<&str> = path.0.iter().map(String::as_str).collect();

@@ -125,6 +125,13 @@ pub struct Event<'a> {
     content_hash: OnceCell<[u8; 16]>,
     /// A top-level string member was written `null` (decoded as absent).
     top_null: bool,
+    /// The cluster the event comes from, when its input says so: `orchestrator.cluster.name`
+    /// of a tripline events-flow document it was taken out of. `None` for an event read as the
+    /// API server wrote it (its cluster is the instance's `cluster_name`). Part of every
+    /// stateful key (correlation groups, first-seen baselines, throttling) when present, so
+    /// that two clusters' events never share state; absent, the keys are those of a single
+    /// cluster.
+    pub cluster: Option<Cow<'a, str>>,
 }
 
 fn string_list<'a, A: smallvec::Array<Item = Cow<'a, str>>>(
@@ -559,6 +566,11 @@ impl<'a> Event<'a> {
     /// event's text).
     pub fn raw(&self) -> &'a str {
         self.raw
+    }
+
+    /// [`Event::cluster`]: the cluster named by the event's input, if any.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
     }
 
     /// [`crate::event::content_hash`] of the event's text, computed once per event.

@@ -20,6 +20,9 @@ pub fn load_rules(cfg: &Config) -> Result<RuleSet, Vec<String>> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    for w in crate::source::partition_warnings(&cfg.sources, &loaded.rules, &loaded.correlations) {
+        tracing::warn!("{w}");
+    }
     if !loaded.errors.is_empty() {
         return Err(loaded.errors.iter().map(|e| e.to_string()).collect());
     }

@@ -366,13 +366,13 @@ impl WorkerContext {
                             crate::alert::write_reduced_event_document(
                                 template,
                                 ev,
-                                self.cluster.as_deref(),
+                                ev.cluster().or(self.cluster.as_deref()),
                             )
                         } else {
                             crate::alert::write_event_document(
                                 template,
                                 ev,
-                                self.cluster.as_deref(),
+                                ev.cluster().or(self.cluster.as_deref()),
                             )
                         };
                         let e = RecordMeta::of(ev);

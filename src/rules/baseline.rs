@@ -203,6 +203,12 @@ pub fn key_of(spec: &FirstSeenSpec, ev: &Event<'_>) -> Option<(u64, u64)> {
 /// then the same key). False when a field is missing.
 fn raw_key_text(spec: &FirstSeenSpec, ev: &Event<'_>, out: &mut Vec<u8>) -> bool {
     use std::io::Write as _;
+    // A field's text starts with its tag byte (0 to 3): the cluster's, with 0xfd.
+    if let Some(cluster) = ev.cluster() {
+        out.push(0xfd);
+        out.extend_from_slice(cluster.as_bytes());
+        out.push(0xfd);
+    }
     for f in &spec.fields {
         out.push(match f.normalize {
             None => 0,
@@ -238,9 +244,16 @@ fn raw_key_text(spec: &FirstSeenSpec, ev: &Event<'_>, out: &mut Vec<u8>) -> bool
 }
 
 /// The hash of `spec`'s key in `ev`, computed from the event; `None` when a field is missing.
-/// The hash is persisted (`baselines.json`): it must not change between releases.
+/// The hash is persisted (`baselines.json`): it must not change between releases. An event
+/// with a [`Event::cluster`] hashes it first, closed by a byte UTF-8 never contains: one
+/// cluster's key is never another's, and an event without one keeps the key it always had.
 pub fn key_of_direct(spec: &FirstSeenSpec, ev: &Event<'_>) -> Option<(u64, u64)> {
     let mut h = blake3::Hasher::new();
+    if let Some(cluster) = ev.cluster() {
+        h.update(&[0xfd]);
+        h.update(cluster.as_bytes());
+        h.update(&[0xfd]);
+    }
     for f in &spec.fields {
         let mut n = 0usize;
         ev.any_value(&f.field, &mut |v| {
@@ -720,6 +733,36 @@ mod tests {
             u64::from_le_bytes(b[8..16].try_into().unwrap()),
         );
         assert_eq!(key_of(&both, &a), Some(want));
+    }
+
+    /// An event's cluster is part of its key (memoised or not): two clusters never share a
+    /// key, and an event without a cluster keeps the key of the persisted format.
+    #[test]
+    fn a_cluster_is_part_of_the_key_and_no_cluster_keeps_the_old_key() {
+        let s = FirstSeenSpec {
+            fields: vec![field("user.username", None)],
+            ..spec(14, 7, 10)
+        };
+        let text = event("alice", "curl/8.5.0", "10.0.3.17");
+        let mut keys = Vec::new();
+        for cluster in [None, Some("prod-eu"), Some("prod-us"), None] {
+            let mut ev = Event::parse(&text).unwrap();
+            ev.cluster = cluster.map(std::borrow::Cow::Borrowed);
+            let direct = key_of_direct(&s, &ev);
+            assert_eq!(key_of(&s, &ev), direct, "miss: {cluster:?}");
+            assert_eq!(key_of(&s, &ev), direct, "hit: {cluster:?}");
+            keys.push(direct.unwrap());
+        }
+        assert_eq!(keys[0], keys[3]);
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[1], keys[2]);
+        let want = blake3::hash(b"alice\xff");
+        let b = want.as_bytes();
+        let want = (
+            u64::from_le_bytes(b[..8].try_into().unwrap()),
+            u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        );
+        assert_eq!(keys[0], want);
     }
 
     #[test]

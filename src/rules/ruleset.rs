@@ -670,8 +670,10 @@ struct ThrottleEntry {
 }
 
 /// A hash of the values of a throttle key's fields, as text (so `1` and `"1"` share a window,
-/// as they always have), each value and each field closed by a byte UTF-8 never contains.
-/// Allocates nothing. The hash is keyed with `keys`, chosen at random per rule set: values come
+/// as they always have), each value and each field closed by a byte UTF-8 never contains,
+/// after the event's [`Event::cluster`] when it has one (closed by another such byte): two
+/// clusters never share a window, and an event without a cluster keeps the key it always had
+/// (saved throttle state stays valid). Allocates nothing. The hash is keyed with `keys`, chosen at random per rule set: values come
 /// from clients, and a collision chosen in advance could hide one key's alerts in another's
 /// window.
 #[allow(deprecated)] // SipHash-2-4 with explicit keys: the keys are saved with the state.
@@ -684,6 +686,10 @@ fn throttle_key(keys: (u64, u64), ev: &Event<'_>, fields: &[crate::event::FieldR
         }
     }
     let mut h = std::hash::SipHasher::new_with_keys(keys.0, keys.1);
+    if let Some(cluster) = ev.cluster() {
+        h.write(cluster.as_bytes());
+        h.write_u8(0xfd);
+    }
     for f in fields {
         ev.any_value(f, &mut |v| {
             use std::fmt::Write as _;

@@ -35,6 +35,25 @@ pub enum SourceConfig {
     Kafka(kafka::KafkaSourceConfig),
 }
 
+/// The stateful rules that the `partitioned_by` of each Kafka source among `sources` does not
+/// cover ([`kafka::KafkaSourceConfig::partition_warnings`]), each as `sources[i].partitioned_by
+/// ...`: printed by `tripline config check`, logged by `tripline run` at start.
+pub fn partition_warnings(
+    sources: &[SourceConfig],
+    rules: &[crate::rules::Rule],
+    correlations: &[crate::rules::Correlation],
+) -> Vec<String> {
+    let mut w = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        if let SourceConfig::Kafka(k) = s {
+            for m in k.partition_warnings(rules, correlations) {
+                w.push(format!("sources[{i}].{m}"));
+            }
+        }
+    }
+    w
+}
+
 impl SourceConfig {
     /// The configured name, or `<type>-<index>`.
     pub fn name(&self, index: usize) -> String {

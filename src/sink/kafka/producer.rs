@@ -1,5 +1,6 @@
 //! The librdkafka producer behind a `kafka` sink (cargo feature `kafka`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use super::{KafkaSinkConfig, KeyChoice};
+use super::{FieldKey, KafkaSinkConfig, KeyChoice};
 use crate::config::types::Flow;
 use crate::sink::{runtime, Deliver, Outcome, Record, RequestError, SinkError};
 use crate::telemetry::Metrics;
@@ -18,6 +19,8 @@ const FIXED: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")
 
 pub struct KafkaSink {
     cfg: KafkaSinkConfig,
+    /// The key of events for `key: {fields}`.
+    field_key: Option<FieldKey>,
     producer: FutureProducer,
     rt: tokio::runtime::Runtime,
 }
@@ -64,22 +67,38 @@ impl KafkaSink {
         let producer: FutureProducer = c
             .create()
             .map_err(|e| setup(format!("creating the producer: {e}")))?;
+        let field_key = match &cfg.key {
+            KeyChoice::Fields(fields) => Some(
+                FieldKey::new(fields)
+                    .ok_or_else(|| setup("key.fields: a field does not parse".to_string()))?,
+            ),
+            _ => None,
+        };
         Ok(KafkaSink {
             cfg: cfg.clone(),
+            field_key,
             producer,
             rt: runtime(name)?,
         })
     }
 
-    fn key<'r>(&self, r: &'r Record) -> Option<&'r str> {
-        match self.cfg.key {
-            KeyChoice::User => r.user.as_deref(),
+    fn key<'r>(&self, r: &'r Record) -> Option<Cow<'r, str>> {
+        match &self.cfg.key {
+            KeyChoice::User => r.user.as_deref().map(Cow::Borrowed),
             KeyChoice::Rule => match &r.rule {
-                Some((id, _)) => Some(id),
-                None => r.user.as_deref(),
+                Some((id, _)) => Some(Cow::Borrowed(id)),
+                None => r.user.as_deref().map(Cow::Borrowed),
             },
-            KeyChoice::Id => Some(&r.id),
+            KeyChoice::Id => Some(Cow::Borrowed(&r.id)),
             KeyChoice::None => None,
+            // Alerts, and a document that holds no event (never written), by user.
+            KeyChoice::Fields(_) => match (&self.field_key, r.flow) {
+                (Some(k), Flow::Events) => k
+                    .of_document(&r.doc)
+                    .map(Cow::Owned)
+                    .or_else(|| r.user.as_deref().map(Cow::Borrowed)),
+                _ => r.user.as_deref().map(Cow::Borrowed),
+            },
         }
     }
 }
@@ -114,7 +133,7 @@ impl Deliver for KafkaSink {
                 .payload(r.doc.as_slice())
                 .headers(headers);
             let key = self.key(r);
-            if let Some(k) = key {
+            if let Some(k) = key.as_deref() {
                 rec = rec.key(k);
             }
             // The message timestamp is the time of sending, not the event time: brokers apply
