@@ -771,7 +771,21 @@ fn events_keyed_by_fields_carry_their_cluster_stay_on_one_partition_per_key_and_
     wait_until(
         Duration::from_secs(90),
         || read_lines(&out.join("events.jsonl")).len() >= want.len(),
-        || d.logs(),
+        || {
+            format!(
+                "{}\nMETRICS\n{}",
+                d.logs(),
+                d.get("/metrics")
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("received")
+                        || l.contains("skipped")
+                        || l.contains("delivered")
+                        || l.contains("batches"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        },
     );
     let events = read_lines(&out.join("events.jsonl"));
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -806,7 +820,19 @@ fn events_keyed_by_fields_carry_their_cluster_stay_on_one_partition_per_key_and_
                     .any(|a| a["kubernetes"]["audit"]["auditID"] == *id)
             })
         },
-        || d.logs(),
+        || {
+            format!(
+                "ALERTS {:?}\nEXEC {:?}",
+                read_lines(&out.join("alerts.jsonl")),
+                read_lines(&out.join("events.jsonl"))
+                    .into_iter()
+                    .filter(|e| e["kubernetes"]["audit"]["auditID"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("exec"))
+                    .collect::<Vec<_>>()
+            )
+        },
     );
     for a in read_lines(&out.join("alerts.jsonl")) {
         let id = a["kubernetes"]["audit"]["auditID"].as_str().unwrap_or("");
