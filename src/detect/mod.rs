@@ -88,13 +88,49 @@ pub struct Detector<'r> {
     /// Rules referenced by correlations that matched the event.
     inputs: Vec<usize>,
     fires: Vec<Fire>,
-    /// The latest event time seen since the last [`Detector::flush`]: every event moves the
+    /// The event times seen since the last [`Detector::flush`]: every event moves the
     /// correlations' watermark, not only those they count.
-    latest: Option<DateTime<Utc>>,
-    /// Events seen, to sample their times for the watermark.
+    times: TimeSample,
+}
+
+/// The event times that move the correlations' watermark, read cheaply: one event in 32 has
+/// its time parsed, and the last event's time is kept as written and parsed only when the
+/// sample is taken, so that the end of a burst moves time past it.
+#[derive(Debug, Default)]
+pub struct TimeSample {
     seen: u64,
-    /// The time (as written) of the latest event not sampled.
+    latest: Option<DateTime<Utc>>,
+    /// The time (as written) of the latest event not parsed.
     last_time: String,
+}
+
+impl TimeSample {
+    /// Samples `ev`'s time.
+    pub fn note(&mut self, ev: &Event<'_>) {
+        self.seen = self.seen.wrapping_add(1);
+        if self.seen % 32 == 1 {
+            if let Some(t) = ev.time() {
+                self.saw(t);
+            }
+        } else {
+            self.last_time.clear();
+            self.last_time.push_str(ev.time_str().unwrap_or(""));
+        }
+    }
+
+    /// A time known without sampling.
+    pub fn saw(&mut self, t: DateTime<Utc>) {
+        self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+    }
+
+    /// The latest time sampled (the last event's included), and a fresh start.
+    pub fn take(&mut self) -> Option<DateTime<Utc>> {
+        if let Some(t) = crate::event::parse_timestamp(&self.last_time) {
+            self.saw(t);
+        }
+        self.last_time.clear();
+        self.latest.take()
+    }
 }
 
 impl<'r> Detector<'r> {
@@ -109,9 +145,7 @@ impl<'r> Detector<'r> {
             correlator: None,
             inputs: Vec::new(),
             fires: Vec::new(),
-            latest: None,
-            seen: 0,
-            last_time: String::new(),
+            times: TimeSample::default(),
         }
     }
 
@@ -161,11 +195,7 @@ impl<'r> Detector<'r> {
     /// emits the correlation alerts that releases. The daemon's workers call it after each
     /// batch, so that events no correlation counts still move time forward.
     pub fn flush(&mut self, emit: &mut dyn FnMut(Alert)) {
-        if let Some(t) = crate::event::parse_timestamp(&self.last_time) {
-            self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
-        }
-        self.last_time.clear();
-        let (Some(c), Some(t)) = (self.correlator.clone(), self.latest.take()) else {
+        let (Some(c), Some(t)) = (self.correlator.clone(), self.times.take()) else {
             return;
         };
         let mut fires = std::mem::take(&mut self.fires);
@@ -179,7 +209,7 @@ impl<'r> Detector<'r> {
     /// An event time seen by the caller: [`Detector::flush`] moves the watermark at least to
     /// it. For callers that give [`Detector::detect_prepared`] only the events with hits.
     pub fn saw_time(&mut self, t: DateTime<Utc>) {
-        self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+        self.times.saw(t);
     }
 
     /// End of input (`scan`): every buffered observation is released and every window closed;
@@ -224,19 +254,9 @@ impl<'r> Detector<'r> {
     pub fn detect_hits(&mut self, ev: &Event<'_>, hits: &[usize], emit: &mut dyn FnMut(Alert)) {
         self.matches.clear();
         if self.correlator.is_some() {
-            // The watermark needs a recent time, not every one: one event in 32 (and every
-            // event a correlation counts, below) is enough and spares the parse.
-            self.seen = self.seen.wrapping_add(1);
-            if self.seen % 32 == 1 {
-                if let Some(t) = ev.time() {
-                    self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
-                }
-            } else {
-                // The last event before a flush counts too, parsed only then: the end of a
-                // burst must move time past it.
-                self.last_time.clear();
-                self.last_time.push_str(ev.time_str().unwrap_or(""));
-            }
+            // The watermark needs a recent time, not every one (every event a correlation
+            // counts moves it too, below).
+            self.times.note(ev);
             self.inputs.clear();
             // An event delivered again (a source re-reading after a restart) was counted when
             // it first came.
@@ -309,9 +329,8 @@ impl<'r> Detector<'r> {
             .matches_from_prepared_into(&p.rules, &mut matches, &fresh);
         if self.correlator.is_some() {
             if let Some(t) = p.rules.time() {
-                self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+                self.times.saw(t);
             }
-            self.last_time.clear();
             if p.counted && *fresh.get_or_init(|| self.rules.first_delivery_prepared(&p.rules)) {
                 if let Some(o) = p.observations {
                     let time = o.time;
@@ -381,7 +400,7 @@ impl<'r> Detector<'r> {
         let Some(correlator) = self.correlator.clone() else {
             return;
         };
-        self.latest = Some(self.latest.map_or(time, |l| l.max(time)));
+        self.times.saw(time);
         let mut fires = std::mem::take(&mut self.fires);
         if let Ok(mut c) = correlator.lock() {
             for obs in observations {

@@ -296,9 +296,8 @@ impl WorkerContext {
         let mut reduced = None;
         let event_template = wants_events
             .then(|| crate::alert::AlertTemplate::for_events().with_host(self.node.as_deref()));
-        // The correlations' event time: every 32nd event's, and the last event's.
+        // The correlations' event time.
         let timed = !rules.correlations().is_empty();
-        let mut seen = 0u32;
         let mut hits = Hits::new();
         let mut offset = batch.start_offset;
         let mut start = 0;
@@ -334,15 +333,7 @@ impl WorkerContext {
                     let this_event = event;
                     event += 1;
                     if timed {
-                        seen = seen.wrapping_add(1);
-                        if seen % 32 == 1 {
-                            if let Some(t) = ev.time() {
-                                read.latest = Some(read.latest.map_or(t, |l| l.max(t)));
-                            }
-                        } else {
-                            read.last_time.clear();
-                            read.last_time.push_str(ev.time_str().unwrap_or(""));
-                        }
+                        read.times.note(ev);
                     }
                     hits.clear();
                     rules.hits(ev, &mut hits);
@@ -405,7 +396,7 @@ impl WorkerContext {
         rules: &RuleSet,
         alerts: &[Counter],
         correlator: Option<Arc<std::sync::Mutex<crate::detect::correlate::Correlator>>>,
-        read: ReadBatch,
+        mut read: ReadBatch,
         out: &mut Outputs,
     ) {
         let mut detector = Detector::new(rules, self.cluster.clone()).with_correlator(correlator);
@@ -463,10 +454,7 @@ impl WorkerContext {
         }
         // The batch's events move the correlations' watermark; what that releases travels with
         // this batch.
-        if let Some(t) = read.latest {
-            detector.saw_time(t);
-        }
-        if let Some(t) = crate::event::parse_timestamp(&read.last_time) {
+        if let Some(t) = read.times.take() {
             detector.saw_time(t);
         }
         detector.flush(&mut |a| push_correlation_alert(rules, alerts, a, out));
@@ -600,9 +588,8 @@ struct ReadBatch {
     hits: Vec<EventHits>,
     /// The events flow's records, in input order.
     events: Vec<Arc<sink::Record>>,
-    /// The latest sampled event time, and the last event's time as written.
-    latest: Option<chrono::DateTime<chrono::Utc>>,
-    last_time: String,
+    /// The batch's event times, for the correlations' watermark.
+    times: crate::detect::TimeSample,
 }
 
 /// An event with rule hits: where it is (its line's bytes in the batch, its place among the
