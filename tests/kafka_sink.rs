@@ -704,8 +704,12 @@ fn events_keyed_by_fields_carry_their_cluster_stay_on_one_partition_per_key_and_
     );
     let a = first_tier(eu.path(), "prod-eu", &addr);
     let b = first_tier(us.path(), "prod-us", &addr);
+    // The detection tier runs before the events come, as it does in a deployment (reading a
+    // backlog with a new group is tested in tests/kafka_source.rs).
+    let d = detection_tier(det.path(), &addr);
     a.wait_ready(Duration::from_secs(20));
     b.wait_ready(Duration::from_secs(20));
+    d.wait_ready(Duration::from_secs(30));
 
     // The same users in both clusters, and an exec in each.
     let (text_eu, mut want) = users_events("eu", 40);
@@ -766,19 +770,34 @@ fn events_keyed_by_fields_carry_their_cluster_stay_on_one_partition_per_key_and_
 
     // The detection tier reads the documents back as audit events: each exec alerts, naming
     // the cluster its event came from (not the detection tier's own).
-    let d = detection_tier(det.path(), &addr);
     let out = det.path().join("out");
+    let partition_of: HashMap<String, i32> =
+        r.msgs.iter().map(|m| (m.audit_id(), m.partition)).collect();
     wait_until(
         Duration::from_secs(90),
         || read_lines(&out.join("events.jsonl")).len() >= want.len(),
         || {
+            let read: HashSet<String> = read_lines(&out.join("events.jsonl"))
+                .iter()
+                .filter_map(|e| {
+                    e["kubernetes"]["audit"]["auditID"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect();
+            let missing: Vec<(&String, Option<&i32>)> = want
+                .iter()
+                .filter(|id| !read.contains(*id))
+                .map(|id| (id, partition_of.get(id)))
+                .collect();
             format!(
-                "{}\nMETRICS\n{}",
+                "missing (auditID, partition): {missing:?}\n{}\nMETRICS\n{}",
                 d.logs(),
                 d.get("/metrics")
                     .unwrap_or_default()
                     .lines()
                     .filter(|l| l.contains("received")
+                        || l.contains("kafka")
                         || l.contains("skipped")
                         || l.contains("delivered")
                         || l.contains("batches"))
