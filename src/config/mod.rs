@@ -791,6 +791,9 @@ mod tests {
             health: &health,
             stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
             drain_timeout: std::time::Duration::ZERO,
+            partitions: std::sync::Arc::new(crate::pipeline::PartitionStates::for_rules(
+                std::sync::Arc::new(crate::rules::RuleSet::new(Vec::new())),
+            )),
         };
         crate::source::start(cfg, ctx)
             .map(crate::source::RunningSource::join)

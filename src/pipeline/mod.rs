@@ -10,6 +10,7 @@
 //! Threads, not async tasks: reading files and matching rules are blocking and CPU-bound, and
 //! bounded channels give backpressure directly (a full queue stops the source from reading).
 
+pub mod partitions;
 mod reload;
 mod silence;
 mod state;
@@ -30,6 +31,7 @@ use crate::sink::{self, DeadLetters, SinkHandle};
 use crate::source::{self, Batch, SourceConfig, SourceContext, SourceEvent};
 use crate::telemetry::{Health, Metrics};
 
+pub use partitions::{Changelog, PartitionId, PartitionStates, PARTITION_STATE_VERSION};
 pub use reload::load_rules;
 pub use silence::SILENCE_RULE_ID;
 pub use state::{STATE_FILE, STATE_VERSION};
@@ -149,6 +151,11 @@ pub fn run(
     ))));
     let rules: SharedRules = Arc::new(RwLock::new(rules));
     let gate = Arc::new(RwLock::new(()));
+    let partitions = Arc::new(partitions::PartitionStates::new(
+        correlator_options,
+        rules.clone(),
+        gate.clone(),
+    ));
     let inflight = Arc::new(state::Inflight::default());
     let mut keeper = state::StateKeeper {
         gate: gate.clone(),
@@ -159,6 +166,7 @@ pub fn run(
         state_dir: cfg.state_dir.clone(),
         metrics: metrics.clone(),
         evictions_seen: baselines.evictions(),
+        partitions: partitions.clone(),
     };
     if let Some(f) = saved {
         keeper.restore(f);
@@ -193,6 +201,7 @@ pub fn run(
             health: &health,
             stop: control.stop.clone(),
             drain_timeout: cfg.pipeline.shutdown_timeout.0,
+            partitions: partitions.clone(),
         };
         sources.push(source::start(s, ctx)?);
     }
@@ -240,6 +249,7 @@ pub fn run(
             idle_timeout: st.idle_timeout.0,
             last_batch: last_batch.clone(),
             turns: turns.clone(),
+            partitions: partitions.clone(),
         };
         worker_threads.push(spawn(format!("worker-{w}"), move || ctx.run())?);
     }

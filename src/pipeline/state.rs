@@ -250,6 +250,9 @@ pub struct StateKeeper {
     pub metrics: Arc<Metrics>,
     /// Evictions from the baselines already counted in the metric.
     pub evictions_seen: u64,
+    /// The states of the Kafka partitions whose state follows them: written to their
+    /// changelogs with every snapshot, before the confirmations it covers are released.
+    pub partitions: Arc<super::partitions::PartitionStates>,
 }
 
 impl StateKeeper {
@@ -287,15 +290,31 @@ impl StateKeeper {
     /// Returns how long the workers waited for it (the state was encoded under the cut).
     pub fn snapshot(&mut self, force: bool) -> std::time::Duration {
         let started = Instant::now();
-        let (held, captured) = {
+        let (held, captured, parts) = {
             let _cut = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             let held = std::mem::take(&mut *lock(&self.inflight.held));
             if held.is_empty() && !force && !self.baselines.changed() {
                 return started.elapsed();
             }
-            (held, self.capture())
+            (held, self.capture(), self.partitions.encode_all())
         };
         let paused = started.elapsed();
+        // The partitions' records first: the confirmations below let their offsets be
+        // committed, which must not pass what the changelogs hold.
+        let mut records = Vec::new();
+        for (id, r) in parts {
+            match r {
+                Ok(r) => records.push((id, r)),
+                Err(e) => self.failed(&format!("encoding the state of partition {id}: {e}")),
+            }
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.partitions.write(records) {
+                self.failed(&format!(
+                    "writing partition states to their changelogs: {e}"
+                ));
+            }
+        }
         let (state, baselines) = match captured {
             Ok(c) => c,
             Err(e) => {
@@ -473,6 +492,9 @@ mod tests {
             state_dir: dir.path().to_path_buf(),
             metrics: Metrics::new(),
             evictions_seen: 0,
+            partitions: Arc::new(crate::pipeline::PartitionStates::for_rules(Arc::new(
+                crate::rules::RuleSet::new(Vec::new()),
+            ))),
         };
         keeper.snapshot(false);
         assert_eq!(rx.try_recv(), Ok(7));
@@ -510,6 +532,9 @@ mod tests {
             state_dir: dir.path().to_path_buf(),
             metrics: Metrics::new(),
             evictions_seen: 0,
+            partitions: Arc::new(crate::pipeline::PartitionStates::for_rules(Arc::new(
+                crate::rules::RuleSet::new(Vec::new()),
+            ))),
         };
         keeper.snapshot(true);
         let saved = load(dir.path()).expect("a snapshot");

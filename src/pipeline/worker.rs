@@ -17,6 +17,7 @@ use crate::sink::{self, DeadLetters, InflightBudget, SinkBatch, SinkHandle};
 use crate::source::Batch;
 use crate::telemetry::{Counter, Metrics, SkipLabels, SourceLabels};
 
+use super::partitions::{PartitionId, PartitionState, PartitionStates};
 use super::state::{sourceless, Inflight};
 use super::SharedRules;
 
@@ -55,6 +56,8 @@ pub(super) struct WorkerContext {
     pub(super) last_batch: Arc<std::sync::Mutex<Instant>>,
     /// The order in which the workers took their batches, which the stateful step follows.
     pub(super) turns: Arc<Turnstile>,
+    /// The states of the Kafka partitions whose state follows them.
+    pub(super) partitions: Arc<PartitionStates>,
 }
 
 /// Puts the stateful step of the workers' batches (throttles, once-per-request, first-seen
@@ -113,6 +116,14 @@ impl Drop for Ticket {
     }
 }
 
+/// The rule set whose state a batch is detected with: its partition's, else the daemon's.
+fn state_rules<'a>(
+    rules: &'a Arc<RuleSet>,
+    part: &'a Option<Arc<PartitionState>>,
+) -> &'a Arc<RuleSet> {
+    part.as_ref().map_or(rules, |p| &p.rules)
+}
+
 /// The rule set a correlator was made for, and the correlator (`None`: it has no correlation).
 pub(super) type SharedCorrelator = Option<(
     Arc<RuleSet>,
@@ -163,18 +174,28 @@ impl WorkerContext {
             queue_depth.set(self.rx.len() as i64);
             let started = Instant::now();
             let mut rules = self.current_rules();
-            let mut read = self.read_batch(&batch, &rules, wants_events);
+            // A partition whose state follows it is detected with its own state (whose hash
+            // keys the reading phase uses too).
+            let mut part = self.partition_state(&batch, &rules);
+            let mut read = self.read_batch(&batch, state_rules(&rules, &part), wants_events);
             // The stateful step, in the order the batches were taken.
             ticket.wait();
             let (cut, current) = self.enter();
-            if !Arc::ptr_eq(&current, &rules) {
-                // The rules were swapped while the batch was read: read it with the new ones.
+            let now_part = self.partition_state(&batch, &current);
+            let part_changed = match (&part, &now_part) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if !Arc::ptr_eq(&current, &rules) || part_changed {
+                // The rules were swapped, or the partition's state restored, while the batch
+                // was read: read it again with the current ones.
                 rules = current;
-                read = self.read_batch(&batch, &rules, wants_events);
+                part = now_part;
+                read = self.read_batch(&batch, state_rules(&rules, &part), wants_events);
             }
             if !alert_counters
                 .as_ref()
-                .is_some_and(|(r, _)| Arc::ptr_eq(r, &rules))
+                .is_some_and(|(r, _)| r.same_rules(&rules))
             {
                 let ids = (0..rules.alert_sources()).map(|i| {
                     let m = rules.meta(i);
@@ -182,10 +203,26 @@ impl WorkerContext {
                 });
                 alert_counters = Some((rules.clone(), self.metrics.alert_counters(ids)));
             }
-            let correlator = self.correlator_of(&rules);
+            let correlator = match &part {
+                Some(p) => p.correlator.clone(),
+                None => self.correlator_of(&rules),
+            };
             let alerts = alert_counters.as_ref().map_or(&[][..], |(_, c)| &c[..]);
             let mut out = Outputs::default();
-            self.detect_in_order(&batch, &rules, alerts, correlator, read, &mut out);
+            self.detect_in_order(
+                &batch,
+                state_rules(&rules, &part),
+                alerts,
+                correlator,
+                read,
+                &mut out,
+            );
+            if let (Some(p), Some(&(_, last))) = (&part, batch.message_offsets.last()) {
+                p.next_offset.store(
+                    i64::try_from(last).unwrap_or(i64::MAX).saturating_add(1),
+                    Ordering::Relaxed,
+                );
+            }
             self.resend_restored(&rules, &mut out);
             let ack = self.inflight.hold(batch.ack.clone(), out.alerts());
             drop(cut);
@@ -194,6 +231,17 @@ impl WorkerContext {
             latency.observe(started.elapsed().as_secs_f64());
             ack.done();
         }
+    }
+
+    /// The state of the batch's partition, when its state follows it.
+    fn partition_state(&self, batch: &Batch, rules: &Arc<RuleSet>) -> Option<Arc<PartitionState>> {
+        let (topic, partition) = batch.state_partition.as_ref()?;
+        let id = PartitionId {
+            source: batch.source.clone(),
+            topic: topic.clone(),
+            partition: *partition,
+        };
+        Some(self.partitions.state_for(&id, rules))
     }
 
     /// Enters the gate (a snapshot waits until the batch is registered) and takes the current
@@ -271,6 +319,22 @@ impl WorkerContext {
                 detector.node_name = self.node.clone();
                 detector.advance_idle(beyond, &mut |a| {
                     push_correlation_alert(&rules, counters, a, &mut out)
+                });
+            }
+            // The partitions' correlations, each on its own clock.
+            for (_, p) in self.partitions.all() {
+                let Some(c) = p.correlator.clone() else {
+                    continue;
+                };
+                let counters = alert_counters
+                    .as_ref()
+                    .filter(|(r, _)| r.same_rules(&p.rules))
+                    .map_or(&[][..], |(_, c)| &c[..]);
+                let mut detector =
+                    Detector::new(&p.rules, self.cluster.clone()).with_correlator(Some(c));
+                detector.node_name = self.node.clone();
+                detector.advance_idle(beyond, &mut |a| {
+                    push_correlation_alert(&p.rules, counters, a, &mut out)
                 });
             }
         }

@@ -432,6 +432,12 @@ impl Baselines {
                 })
             }
         };
+        Baselines::decode(&text, path)
+    }
+
+    /// The store [`Baselines::encode`] wrote as `text`; `path` names where it was read from,
+    /// for the errors.
+    pub fn decode(text: &[u8], path: &Path) -> Result<Baselines, BaselineError> {
         let corrupt = |message: String| BaselineError::Corrupt {
             path: path.to_path_buf(),
             message,
@@ -442,7 +448,7 @@ impl Baselines {
             version: u32,
         }
         let Version { version } =
-            serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_slice(text).map_err(|e| corrupt(e.to_string()))?;
         if version != BASELINES_VERSION {
             return Err(BaselineError::UnknownVersion {
                 path: path.to_path_buf(),
@@ -450,7 +456,7 @@ impl Baselines {
             });
         }
         let file: BaselinesFile =
-            serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_slice(text).map_err(|e| corrupt(e.to_string()))?;
         let mut by_rule = HashMap::new();
         for r in file.baselines {
             let spec = u64::from_str_radix(&r.spec, 16)

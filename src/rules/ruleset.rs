@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -272,7 +273,7 @@ fn lower(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Candidate rules for one verb (or, in [`Index::any_verb`], for rules that require none).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Bucket {
     /// Rules that require no particular resource.
     any_resource: Vec<u32>,
@@ -303,7 +304,7 @@ impl Bucket {
 
 /// Rules indexed by the verbs and resources their conditions require: an event is tested only
 /// against rules that can match its verb and resource.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Index {
     by_verb: rustc_hash::FxHashMap<String, Bucket>,
     any_verb: Bucket,
@@ -344,7 +345,7 @@ impl Index {
 }
 
 /// A selection in terms of shared condition ids.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum SharedSel {
     Map(Vec<u32>),
     AnyOf(Vec<Vec<u32>>),
@@ -355,7 +356,7 @@ enum SharedSel {
 /// Field conditions deduplicated across all rules (the same `user.username|expand:
 /// '%system_components%'` filter appears in many rules), so that each is evaluated at most once
 /// per event.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Shared {
     conds: Vec<FieldCond>,
     /// The same conditions in their fastest form (parallel to `conds`).
@@ -484,7 +485,7 @@ fn clause_cost(clause: &[u32], conds: &[FieldCond]) -> u8 {
 
 /// Rules that name no verb or resource, tested together when one condition of their shared
 /// guard clause holds.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Gate {
     clause: Vec<u32>,
     rules: Vec<u32>,
@@ -545,7 +546,7 @@ enum StrOp {
 /// (verb, user name, objectRef parts, ...) compared case-insensitively with a few ASCII values
 /// (each equal, prefix or suffix: an `expand` list mixes them), tested without going through
 /// the general field and pattern machinery.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Pred {
     Str {
         field: FieldRef,
@@ -778,6 +779,11 @@ struct RequestsSeen {
 }
 
 impl RequestsSeen {
+    /// The bound it was made with (rounded up to whole shards).
+    fn max_keys(&self) -> usize {
+        self.per_shard * self.shards.len()
+    }
+
     fn new(max_keys: usize) -> RequestsSeen {
         RequestsSeen {
             shards: (0..REQUEST_SHARDS).map(|_| Default::default()).collect(),
@@ -981,13 +987,9 @@ pub struct Match<'r> {
 /// `Sync`: worker threads share one `RuleSet`.
 #[derive(Debug)]
 pub struct RuleSet {
-    rules: Vec<Rule>,
-    index: Index,
-    shared: Shared,
-    /// The rules that name no verb or resource (the index cannot skip them), grouped by their
-    /// first guard clause: a group is tested only when one condition of its clause holds, so
-    /// an event that is not, say, anonymous costs the anonymous-access rules one test together.
-    gated: Vec<Gate>,
+    /// The compiled rules, shared by the rule sets that differ only in their state
+    /// ([`RuleSet::with_fresh_state`]: one per Kafka partition whose state follows it).
+    c: Arc<Compiled>,
     /// By rule and throttle key. The keys are already keyed hashes, so the table spreads them
     /// with a plain multiplicative hash rather than hashing them again.
     throttle:
@@ -1017,13 +1019,25 @@ pub struct RuleSet {
     /// delivered again (a source re-reading after a restart) is not counted twice. Off (no
     /// memory, no hashing) unless [`RuleSet::with_redelivery_window`] sets a size.
     deliveries: Deliveries,
+    /// By rule index, the baseline of each rule with `first_seen`; empty when no rule has one.
+    baselines: Vec<Option<BaselineRef>>,
+}
+
+/// What a [`RuleSet`] compiled: the same for every state it is used with.
+#[derive(Debug, Clone)]
+struct Compiled {
+    rules: Vec<Rule>,
+    index: Index,
+    shared: Shared,
+    /// The rules that name no verb or resource (the index cannot skip them), grouped by their
+    /// first guard clause: a group is tested only when one condition of its clause holds, so
+    /// an event that is not, say, anonymous costs the anonymous-access rules one test together.
+    gated: Vec<Gate>,
     /// Correlation rules over `rules`.
     correlations: Vec<Correlation>,
     /// By rule index: the (correlation index, input position) pairs of the active
     /// correlations that count its matches. Empty (no allocation) without correlations.
     inputs_of: Vec<Vec<(usize, usize)>>,
-    /// By rule index, the baseline of each rule with `first_seen`; empty when no rule has one.
-    baselines: Vec<Option<BaselineRef>>,
     /// Whether only the first matching Falco rule (in load order) alerts on an event.
     falco_first: bool,
 }
@@ -1052,10 +1066,15 @@ impl RuleSet {
         let suppressed_by_rule = rules.iter().map(|_| AtomicU64::new(0)).collect();
         RuleSet {
             suppressed_by_rule,
-            rules,
-            index,
-            shared,
-            gated,
+            c: Arc::new(Compiled {
+                rules,
+                index,
+                shared,
+                gated,
+                correlations: Vec::new(),
+                inputs_of: Vec::new(),
+                falco_first: true,
+            }),
             throttle: DashMap::default(),
             throttle_hash_keys: random_keys(),
             throttle_keys: AtomicUsize::new(0),
@@ -1066,18 +1085,44 @@ impl RuleSet {
             repeats_suppressed_total: AtomicU64::new(0),
             last_sweep: AtomicU64::new(0),
             deliveries: Deliveries::new(0),
-            correlations: Vec::new(),
-            inputs_of: Vec::new(),
             baselines: Vec::new(),
-            falco_first: true,
         }
         .with_baselines(&super::baseline::Baselines::default())
+    }
+
+    /// A rule set with the same compiled rules (shared, not copied) and the same limits, but
+    /// state of its own: no throttle window, request or delivery yet, the same hash key, and
+    /// the baselines of `store`. The state of one Kafka partition is kept this way, so that it
+    /// can be handed to the partition's next owner on its own.
+    pub fn with_fresh_state(&self, store: &super::baseline::Baselines) -> RuleSet {
+        RuleSet {
+            c: self.c.clone(),
+            throttle: DashMap::default(),
+            throttle_hash_keys: self.throttle_hash_keys,
+            throttle_keys: AtomicUsize::new(0),
+            throttle_max_keys: self.throttle_max_keys,
+            suppressed_total: AtomicU64::new(0),
+            suppressed_by_rule: self.c.rules.iter().map(|_| AtomicU64::new(0)).collect(),
+            throttle_overflow_total: AtomicU64::new(0),
+            requests_seen: RequestsSeen::new(self.requests_seen.max_keys()),
+            repeats_suppressed_total: AtomicU64::new(0),
+            last_sweep: AtomicU64::new(0),
+            deliveries: Deliveries::new(self.deliveries.max),
+            baselines: Vec::new(),
+        }
+        .with_baselines(store)
+    }
+
+    /// Whether `other` was compiled from the same rules (one is the other's
+    /// [`RuleSet::with_fresh_state`], or both are of one rule set).
+    pub fn same_rules(&self, other: &RuleSet) -> bool {
+        Arc::ptr_eq(&self.c, &other.c)
     }
 
     /// Which Falco rules alert when several match an event (`first` by default, as in Falco).
     /// Sigma rules are not affected: each alerts on its own.
     pub fn with_rule_matching(mut self, m: super::falco::RuleMatching) -> RuleSet {
-        self.falco_first = m == super::falco::RuleMatching::First;
+        Arc::make_mut(&mut self.c).falco_first = m == super::falco::RuleMatching::First;
         self
     }
 
@@ -1085,8 +1130,8 @@ impl RuleSet {
     /// its workers and kept across reloads and restarts); until then, each rule with
     /// `first_seen` has an empty baseline of its own, in memory (`scan`).
     pub fn with_baselines(mut self, store: &super::baseline::Baselines) -> RuleSet {
-        self.baselines = if self.rules.iter().any(|r| r.first_seen.is_some()) {
-            store.attach(&self.rules)
+        self.baselines = if self.c.rules.iter().any(|r| r.first_seen.is_some()) {
+            store.attach(&self.c.rules)
         } else {
             Vec::new()
         };
@@ -1097,7 +1142,7 @@ impl RuleSet {
     /// [`super::RulesConfig::load`]: `CorrelationInput::Rule` indices into [`RuleSet::rules`]).
     /// Inactive correlations are kept but count nothing.
     pub fn with_correlations(mut self, correlations: Vec<Correlation>) -> RuleSet {
-        let mut inputs_of: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        let mut inputs_of: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.c.rules.len()];
         for (c, corr) in correlations.iter().enumerate() {
             if !corr.is_active() {
                 continue;
@@ -1110,21 +1155,22 @@ impl RuleSet {
                 }
             }
         }
-        self.correlations = correlations;
-        self.inputs_of = inputs_of;
+        let c = Arc::make_mut(&mut self.c);
+        c.correlations = correlations;
+        c.inputs_of = inputs_of;
         self
     }
 
     /// The correlation rules, in the order of [`CorrelationInput::Correlation`] indices (a
     /// correlation's correlation inputs come before it).
     pub fn correlations(&self) -> &[Correlation] {
-        &self.correlations
+        &self.c.correlations
     }
 
     /// The (correlation index, input position) pairs of the active correlations that count
     /// matches of rule `rule`; empty for a rule no correlation refers to (or out of range).
     pub fn correlation_inputs(&self, rule: usize) -> &[(usize, usize)] {
-        self.inputs_of.get(rule).map_or(&[], Vec::as_slice)
+        self.c.inputs_of.get(rule).map_or(&[], Vec::as_slice)
     }
 
     pub fn with_throttle_max_keys(mut self, n: usize) -> RuleSet {
@@ -1170,7 +1216,7 @@ impl RuleSet {
         let mut at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
         for e in self.throttle.iter() {
             let (rule, key) = *e.key();
-            let Some(r) = self.rules.get(rule as usize) else {
+            let Some(r) = self.c.rules.get(rule as usize) else {
                 continue;
             };
             let Some(spec) = &r.throttle else { continue };
@@ -1190,7 +1236,7 @@ impl RuleSet {
         let mut requests: Vec<(String, Vec<u64>)> = Vec::new();
         let mut at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
         for (rule, hash) in self.requests_seen.entries() {
-            let Some(r) = self.rules.get(rule as usize) else {
+            let Some(r) = self.c.rules.get(rule as usize) else {
                 continue;
             };
             let slot = *at.entry(rule).or_insert_with(|| {
@@ -1215,6 +1261,7 @@ impl RuleSet {
         self.throttle.clear();
         self.throttle_keys.store(0, Ordering::Relaxed);
         let index: std::collections::HashMap<&str, usize> = self
+            .c
             .rules
             .iter()
             .enumerate()
@@ -1225,7 +1272,7 @@ impl RuleSet {
             let Some(&i) = index.get(t.rule.as_str()) else {
                 continue;
             };
-            let Some(spec) = &self.rules[i].throttle else {
+            let Some(spec) = &self.c.rules[i].throttle else {
                 continue;
             };
             if throttle_digest(spec) != t.spec {
@@ -1265,10 +1312,11 @@ impl RuleSet {
     pub fn candidate_count(&self, ev: &Event<'_>) -> usize {
         let verb = ev.verb().map(lower);
         let resource = ev.resource().map(lower);
-        self.index
+        self.c
+            .index
             .candidates(verb.as_deref(), resource.as_deref())
             .count()
-            + self.gated.iter().map(|g| g.rules.len()).sum::<usize>()
+            + self.c.gated.iter().map(|g| g.rules.len()).sum::<usize>()
     }
 
     /// The rules the index selects for `ev` (before gates), for the benchmark's statistics.
@@ -1277,7 +1325,8 @@ impl RuleSet {
         let verb = ev.verb().map(lower);
         let resource = ev.resource().map(lower);
         out.extend(
-            self.index
+            self.c
+                .index
                 .candidates(verb.as_deref(), resource.as_deref())
                 .map(|i| i as usize),
         );
@@ -1287,12 +1336,13 @@ impl RuleSet {
     /// must hold for the group to be tested), for the benchmark's statistics.
     #[doc(hidden)]
     pub fn gate_groups(&self) -> Vec<(String, Vec<usize>)> {
-        self.gated
+        self.c
+            .gated
             .iter()
             .map(|Gate { clause, rules, .. }| {
                 let conds: Vec<String> = clause
                     .iter()
-                    .map(|&c| format!("{:?}", self.shared.conds[c as usize].fields))
+                    .map(|&c| format!("{:?}", self.c.shared.conds[c as usize].fields))
                     .collect();
                 (
                     conds.join(" | "),
@@ -1305,9 +1355,10 @@ impl RuleSet {
     /// True if rule `i` is tested on every event (its condition requires no particular verb).
     pub fn is_any_verb(&self, i: usize) -> bool {
         let i = i as u32;
-        self.index.any_verb.any_resource.contains(&i)
-            || self.gated.iter().any(|g| g.rules.contains(&i))
+        self.c.index.any_verb.any_resource.contains(&i)
+            || self.c.gated.iter().any(|g| g.rules.contains(&i))
             || self
+                .c
                 .index
                 .any_verb
                 .by_resource
@@ -1323,34 +1374,34 @@ impl RuleSet {
     }
 
     pub fn rules(&self) -> &[Rule] {
-        &self.rules
+        &self.c.rules
     }
 
     /// The number of alert sources: rules, then correlations. An alert's index
     /// (the detect stage's `Alert::rule`) is below it.
     pub fn alert_sources(&self) -> usize {
-        self.rules.len() + self.correlations.len()
+        self.c.rules.len() + self.c.correlations.len()
     }
 
     /// The metadata of alert source `i`: rule `i`, or correlation `i - len()`.
     pub fn meta(&self, i: usize) -> &super::model::RuleMeta {
-        match self.rules.get(i) {
+        match self.c.rules.get(i) {
             Some(r) => &r.meta,
-            None => &self.correlations[i - self.rules.len()].meta,
+            None => &self.c.correlations[i - self.c.rules.len()].meta,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.c.rules.len()
     }
 
     /// The number of inactive rules (a placeholder of `requires_placeholders` is empty).
     pub fn inactive_len(&self) -> usize {
-        self.rules.iter().filter(|r| !r.is_active()).count()
+        self.c.rules.iter().filter(|r| !r.is_active()).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.c.rules.is_empty()
     }
 
     /// Pushes the index of every rule matching `ev`, testing only the candidates the index
@@ -1361,13 +1412,17 @@ impl RuleSet {
         MEMO.with(|memo| {
             let mut memo = memo.borrow_mut();
             self.begin(&mut memo);
-            for i in self.index.candidates(verb.as_deref(), resource.as_deref()) {
+            for i in self
+                .c
+                .index
+                .candidates(verb.as_deref(), resource.as_deref())
+            {
                 let i = i as usize;
                 if self.eval(i, ev, &mut memo) {
                     out.extend([i]);
                 }
             }
-            for g in &self.gated {
+            for g in &self.c.gated {
                 if g.impersonation && ev.impersonated_user.is_none() {
                     continue;
                 }
@@ -1385,8 +1440,8 @@ impl RuleSet {
 
     fn begin(&self, memo: &mut Memo) {
         memo.generation += 1;
-        if memo.slots.len() < self.shared.conds.len() {
-            memo.slots.resize(self.shared.conds.len(), (0, false));
+        if memo.slots.len() < self.c.shared.conds.len() {
+            memo.slots.resize(self.c.shared.conds.len(), (0, false));
         }
     }
 
@@ -1395,7 +1450,7 @@ impl RuleSet {
         if slot.0 == memo.generation {
             return slot.1;
         }
-        let r = match &self.shared.preds[c as usize] {
+        let r = match &self.c.shared.preds[c as usize] {
             Pred::Str {
                 field,
                 needles,
@@ -1408,7 +1463,7 @@ impl RuleSet {
                             .iter()
                             .any(|h| needles.iter().any(|(op, n)| ascii_op(*op, h, n)))
                 }
-                _ => self.shared.conds[c as usize].matches(ev),
+                _ => self.c.shared.conds[c as usize].matches(ev),
             },
             Pred::Str {
                 field,
@@ -1418,12 +1473,12 @@ impl RuleSet {
             } => match ev.scalar(field) {
                 Some(Some(FieldValue::Str(hay))) => {
                     needles.iter().any(|(op, n)| ascii_op(*op, hay, n))
-                        || (!hay.is_ascii() && self.shared.conds[c as usize].matches(ev))
+                        || (!hay.is_ascii() && self.c.shared.conds[c as usize].matches(ev))
                 }
                 Some(None) => *or_absent,
-                _ => self.shared.conds[c as usize].matches(ev),
+                _ => self.c.shared.conds[c as usize].matches(ev),
             },
-            Pred::General => self.shared.conds[c as usize].matches(ev),
+            Pred::General => self.c.shared.conds[c as usize].matches(ev),
         };
         memo.slots[c as usize] = (memo.generation, r);
         r
@@ -1432,13 +1487,13 @@ impl RuleSet {
     /// Rule `i` on `ev`, with shared conditions memoised: the same result as
     /// [`Rule::matches`].
     fn eval(&self, i: usize, ev: &Event<'_>, memo: &mut Memo) -> bool {
-        for clause in &self.shared.guards[i] {
+        for clause in &self.c.shared.guards[i] {
             if !clause.iter().any(|&c| self.cond(c, ev, memo)) {
                 return false;
             }
         }
-        let rule = &self.rules[i];
-        let sels = &self.shared.rules[i];
+        let rule = &self.c.rules[i];
+        let sels = &self.c.shared.rules[i];
         let detection = rule.condition.eval(&mut |s| match &sels[s] {
             SharedSel::Map(ids) => ids.iter().all(|&c| self.cond(c, ev, memo)),
             SharedSel::AnyOf(maps) => maps
@@ -1447,7 +1502,7 @@ impl RuleSet {
             SharedSel::Keywords => rule.selections[s].matches(ev),
         });
         detection
-            && !self.shared.exceptions[i]
+            && !self.c.shared.exceptions[i]
                 .iter()
                 .any(|m| m.iter().all(|&c| self.cond(c, ev, memo)))
     }
@@ -1455,8 +1510,8 @@ impl RuleSet {
     /// Like [`RuleSet::matching_into`], but tests every rule (the reference for the index).
     pub fn matching_unindexed_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
         out.extend(
-            (0..self.rules.len())
-                .filter(|&i| self.rules[i].is_active() && self.rules[i].matches(ev)),
+            (0..self.c.rules.len())
+                .filter(|&i| self.c.rules[i].is_active() && self.c.rules[i].matches(ev)),
         );
     }
 
@@ -1539,7 +1594,7 @@ impl RuleSet {
                     inputs.push(i);
                 }
             }
-            let rule = &self.rules[i];
+            let rule = &self.c.rules[i];
             if self.falco_skips(rule, &mut falco_fired)
                 || !rule.alerts
                 || !self.first_of_request(i as u32, rule, ev)
@@ -1566,7 +1621,7 @@ impl RuleSet {
         if rule.falco.is_none() {
             return false;
         }
-        let skips = *falco_fired && self.falco_first;
+        let skips = *falco_fired && self.c.falco_first;
         *falco_fired = true;
         skips
     }
@@ -1582,7 +1637,7 @@ impl RuleSet {
         fresh: &dyn Fn() -> bool,
         throttle: &dyn Fn(&super::model::ThrottleSpec) -> Option<u64>,
     ) {
-        let rule = &self.rules[i];
+        let rule = &self.c.rules[i];
         let suppressed = match &rule.throttle {
             None => 0,
             Some(spec) => match fresh().then(|| throttle(spec)).flatten() {
@@ -1608,7 +1663,7 @@ impl RuleSet {
         let mut request = None;
         let mut falco_fired = false;
         for &i in &hits {
-            let rule = &self.rules[i];
+            let rule = &self.c.rules[i];
             let mut k = HitKeys::default();
             hash_needed |= !self.correlation_inputs(i).is_empty();
             // Falco's first match is decided whether or not the rule alerts.
@@ -1655,7 +1710,7 @@ impl RuleSet {
         let now = std::cell::OnceCell::new();
         let mut falco_fired = false;
         for (&i, k) in p.hits.iter().zip(&p.keys) {
-            let rule = &self.rules[i];
+            let rule = &self.c.rules[i];
             if self.falco_skips(rule, &mut falco_fired) || !rule.alerts {
                 continue;
             }
@@ -2159,7 +2214,7 @@ mod tests {
             ),
             ("  a:\n    verb|startswith: cre\n  condition: a", ""),
         ]);
-        let c = |verb, res| set.index.candidates(verb, res).collect::<Vec<_>>();
+        let c = |verb, res| set.c.index.candidates(verb, res).collect::<Vec<_>>();
         assert_eq!(c(Some("get"), Some("secrets")), [0, 2]);
         assert_eq!(c(Some("get"), Some("pods")), [2]);
         assert_eq!(c(Some("create"), Some("pods")), [1, 2]);
@@ -2167,9 +2222,9 @@ mod tests {
         assert_eq!(c(None, None), [2]);
         // Rule 2 names no verb and has no guard: tested on every event. Rule 3 names none
         // either, but is tested only when its guard (`verb|startswith: cre`) holds.
-        assert_eq!(set.index.any_verb.any_resource, vec![2]);
-        assert_eq!(set.gated.len(), 1);
-        assert_eq!(set.gated[0].rules, vec![3]);
+        assert_eq!(set.c.index.any_verb.any_resource, vec![2]);
+        assert_eq!(set.c.gated.len(), 1);
+        assert_eq!(set.c.gated[0].rules, vec![3]);
         assert!(set.is_any_verb(3));
         assert_eq!(hits(&set, r#"{"verb":"create"}"#), [1, 2, 3]);
         assert_eq!(hits(&set, r#"{"verb":"get"}"#), [2]);
@@ -2196,12 +2251,12 @@ mod tests {
             // Holds without impersonation: never skipped for its absence.
             ("  s:\n    impersonatedUser.username: null\n    user.username: bob\n  condition: s", ""),
         ]);
-        let skipped: Vec<bool> = set.gated.iter().map(|g| g.impersonation).collect();
+        let skipped: Vec<bool> = set.c.gated.iter().map(|g| g.impersonation).collect();
         assert_eq!(
             skipped,
             [false, false, true, true, false],
             "{:?}",
-            set.gated
+            set.c.gated
         );
         for (json, want) in [
             (r#"{"verb":"get","user":{"username":"bob"}}"#, &[6][..]),
@@ -2230,9 +2285,9 @@ mod tests {
             set.matching_unindexed_into(&ev, &mut all);
             assert_eq!(all, want, "{json}");
         }
-        assert_eq!(set.gated[0].rules, vec![0, 1, 2]);
-        assert_eq!(set.gated[0].clause.len(), 2);
-        assert_eq!(set.gated[1].rules, vec![3]);
+        assert_eq!(set.c.gated[0].rules, vec![0, 1, 2]);
+        assert_eq!(set.c.gated[0].clause.len(), 2);
+        assert_eq!(set.c.gated[1].rules, vec![3]);
         for (json, want) in [
             (
                 r#"{"verb":"get","user":{"username":"system:anonymous"},"stage":"ResponseComplete"}"#,

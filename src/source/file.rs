@@ -1385,6 +1385,7 @@ impl FileSource {
                 first_line: first,
                 start_offset,
                 message_offsets: Vec::new(),
+                state_partition: None,
                 ack,
             };
             // Backpressure: wait for room. Meanwhile confirmations keep arriving: the

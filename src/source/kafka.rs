@@ -25,6 +25,8 @@ use crate::rules::correlation::{Correlation, CorrelationInput};
 use crate::rules::Rule;
 
 #[cfg(feature = "kafka")]
+mod changelog;
+#[cfg(feature = "kafka")]
 mod consumer;
 #[cfg(feature = "kafka")]
 pub use consumer::{KafkaSource, KafkaSourceError};
@@ -62,6 +64,31 @@ pub struct KafkaSourceConfig {
     /// include them all.
     #[serde(default)]
     pub partitioned_by: Option<Vec<String>>,
+    /// With `partitioned_by`: the compacted topic the state of each partition is written to
+    /// (with every snapshot and at revoke) and read from (at assign). Default:
+    /// `<group_id>-state`; created when absent.
+    #[serde(default)]
+    pub changelog_topic: Option<String>,
+    /// How long reading a partition's state from the changelog may take at assign before the
+    /// partition starts with empty state.
+    #[serde(default = "default_restore_timeout")]
+    pub restore_timeout: HumanDuration,
+}
+
+impl KafkaSourceConfig {
+    /// The changelog topic, when the state follows the partitions (`partitioned_by` is set).
+    pub fn changelog(&self) -> Option<String> {
+        self.partitioned_by.as_ref()?;
+        Some(
+            self.changelog_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}-state", self.group_id)),
+        )
+    }
+}
+
+fn default_restore_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 fn default_group() -> String {

@@ -92,6 +92,9 @@ pub struct Batch {
     /// For sources of messages (Kafka): byte position in `data` -> message offset, ascending,
     /// so a bad line is reported by its message offset. Empty for files.
     pub message_offsets: Vec<(u64, u64)>,
+    /// The Kafka partition (topic, partition) whose own state the stateful rules keep for
+    /// this batch (a source with `partitioned_by`); `None`: the daemon's shared state.
+    pub state_partition: Option<(Arc<str>, i32)>,
     pub ack: Arc<dyn Confirm>,
 }
 
@@ -139,6 +142,8 @@ pub struct SourceContext<'a> {
     pub health: &'a Health,
     pub stop: Arc<AtomicBool>,
     pub drain_timeout: Duration,
+    /// Where a Kafka source with `partitioned_by` hands its partitions' state over.
+    pub partitions: Arc<crate::pipeline::PartitionStates>,
 }
 
 /// Why a source could not start.
@@ -249,6 +254,7 @@ pub fn start(cfg: &SourceConfig, ctx: SourceContext<'_>) -> Result<RunningSource
                 ctx.batches.clone(),
                 ctx.events.clone(),
                 ctx.metrics.clone(),
+                ctx.partitions.clone(),
             )?;
             (Box::new(source), None)
         }

@@ -14,6 +14,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{KafkaSourceConfig, FIXED};
 use crate::ack::Ack;
+use crate::pipeline::{PartitionId, PartitionStates};
 use crate::source::Batch;
 use crate::source::{Source, SourceEvent};
 use crate::telemetry::{ConsumerLagLabels, Counter, HealthHandle, Metrics, SourceLabels};
@@ -64,6 +65,62 @@ struct Tracker {
     /// Set at each assignment: the group was joined (the source is ready, even on an idle topic
     /// or with no partitions).
     joined: bool,
+    /// Where the partitions' state is handed over (`partitioned_by` set), else `None`.
+    states: Option<Arc<PartitionStates>>,
+    /// The source's readiness, false while partitions' state is restored.
+    health: Option<HealthHandle>,
+}
+
+impl Tracker {
+    fn partition_id(&self, topic: &str, partition: i32) -> PartitionId {
+        PartitionId {
+            source: self.source.clone(),
+            topic: Arc::from(topic),
+            partition,
+        }
+    }
+
+    /// Reads the state of newly assigned partitions from the changelog, not ready meanwhile.
+    fn restore(&self, tpl: &TopicPartitionList) {
+        let Some(states) = &self.states else { return };
+        if let Some(h) = &self.health {
+            h.set_ready(false);
+        }
+        for e in tpl.elements() {
+            let id = self.partition_id(e.topic(), e.partition());
+            let started = Instant::now();
+            match states.assigned(&id) {
+                Some(next_offset) => tracing::info!(
+                    source = %self.source,
+                    partition = %id,
+                    next_offset,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "partition state restored from the changelog"
+                ),
+                None => {
+                    tracing::info!(source = %self.source, partition = %id, "no state for the partition in the changelog; it starts empty")
+                }
+            }
+        }
+    }
+
+    /// Writes the state of revoked partitions to the changelog one last time and drops it.
+    fn hand_over(&self, keys: &[(usize, i32)]) {
+        let Some(states) = &self.states else { return };
+        for (t, part) in keys {
+            let id = self.partition_id(&self.topics[*t], *part);
+            if let Some(state) = states.revoked(&id) {
+                match states.write_one(&id, &state) {
+                    Ok(()) => {
+                        tracing::info!(source = %self.source, partition = %id, "partition state written to the changelog")
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %self.source, partition = %id, error = %e, "cannot write the revoked partition's state; its next owner restores the last snapshot's")
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Tracker {
@@ -178,6 +235,7 @@ impl Tracker {
             }
         }
         self.store(consumer, Some(&keys));
+        self.hand_over(&keys);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is reported as an error too.
             if !matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset)) {
@@ -234,6 +292,8 @@ impl ConsumerContext for Context {
             for e in tpl.elements() {
                 t.assign(e.topic(), e.partition());
             }
+            // Before any of their messages is polled.
+            t.restore(tpl);
             t.joined = true;
         }
     }
@@ -310,6 +370,7 @@ impl KafkaSource {
         out: Sender<Batch>,
         events: Sender<SourceEvent>,
         metrics: Arc<Metrics>,
+        states: Arc<PartitionStates>,
     ) -> Result<KafkaSource, KafkaSourceError> {
         let err = |message: String| KafkaSourceError {
             source_name: name.to_string(),
@@ -330,9 +391,16 @@ impl KafkaSource {
             acks_rx,
             revoke_timeout: cfg.revoke_timeout.0,
             joined: false,
+            states: None,
+            health: None,
             stopping: false,
             commit_failures: metrics.kafka_commit_failures.get_or_create_owned(&l),
         }));
+        if let Some(topic) = cfg.changelog() {
+            let log = super::changelog::KafkaChangelog::open(name, cfg, &topic).map_err(err)?;
+            states.register(Arc::from(name), Arc::new(log));
+            lock(&tracker).states = Some(states);
+        }
         let consumer: BaseConsumer<Context> = client_config(name, cfg)
             .create_with_context(Context {
                 tracker: tracker.clone(),
@@ -358,7 +426,8 @@ impl KafkaSource {
 
     /// Consumes until `stop`, then drains (up to `drain_timeout`) and commits.
     fn consume(self, stop: Arc<AtomicBool>, drain_timeout: Duration, health: HealthHandle) {
-        tracing::info!(source = %self.name, topics = ?self.cfg.topics, group = %self.cfg.group_id, "kafka source started");
+        tracing::info!(source = %self.name, topics = ?self.cfg.topics, group = %self.cfg.group_id, changelog = ?self.cfg.changelog(), "kafka source started");
+        lock(&self.tracker).health = Some(health.clone());
         let mut last_message = Instant::now();
         let mut silent = false;
         let mut last_lag = Instant::now();
@@ -479,6 +548,7 @@ impl KafkaSource {
         let mut t = lock(&self.tracker);
         let acks_tx = t.acks_tx.clone();
         let topics = t.topics.clone();
+        let follows = t.states.is_some();
         for ((topic, partition), p) in t.parts.iter_mut() {
             let due = p.buf_started.is_some_and(|s| s.elapsed() >= linger)
                 || p.buf.len() >= self.batch_max;
@@ -495,6 +565,7 @@ impl KafkaSource {
                 first_line: 1,
                 start_offset: 0,
                 message_offsets: std::mem::take(&mut p.offsets),
+                state_partition: follows.then(|| (Arc::from(topics[*topic].as_str()), *partition)),
                 ack: Ack::for_batch(
                     Completion {
                         topic: p.key.0,

@@ -1,0 +1,353 @@
+//! State that follows Kafka partitions: the stateful rules' state (throttle windows, requests
+//! that alerted once, recent deliveries, first-seen baselines, correlation windows) of each
+//! partition of a source with `partitioned_by`, kept apart from the daemon's shared state so
+//! that it can be handed to the partition's next owner on its own, as Kafka Streams hands a
+//! task's store over with its changelog.
+//!
+//! - **Kept per partition.** A batch from such a partition is detected with the partition's
+//!   own [`RuleSet`] (the same compiled rules, [`RuleSet::with_fresh_state`]), correlator and
+//!   baselines. Events of one key (the topic's key) are all in one partition, so each window
+//!   and baseline sees all of its events.
+//! - **Written with the snapshots.** Every snapshot of the stateful rules also encodes the
+//!   state of each partition ([`PartitionRecord`]) and writes it to the source's changelog
+//!   (a compacted Kafka topic) before the confirmations it covers go back to the source. The
+//!   committed offsets therefore never pass what the changelog holds: the record's
+//!   `next_offset` is at or after the partition's committed offset.
+//! - **Written at revoke, read at assign.** A revoked partition's state is written once more
+//!   and dropped; a newly assigned partition's state is read from the changelog before any of
+//!   its messages is consumed. Events between the committed offset and the record's
+//!   `next_offset` are read again and, already counted, are not counted again (the record
+//!   carries the recent deliveries).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::detect::correlate::{Correlator, CorrelatorOptions, CorrelatorSnapshot};
+use crate::detect::Detector;
+use crate::rules::baseline::Baselines;
+use crate::rules::{RuleSet, RuleSetSnapshot};
+
+use super::SharedRules;
+
+/// The format of [`PartitionRecord`] this release writes. It reads this one; a record of
+/// another version is ignored with a warning (the partition starts with empty state).
+pub const PARTITION_STATE_VERSION: u32 = 1;
+
+/// A partition whose state follows it: (source name, topic, partition).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    pub source: Arc<str>,
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// The state of one partition.
+pub struct PartitionState {
+    pub rules: Arc<RuleSet>,
+    pub correlator: Option<Arc<Mutex<Correlator>>>,
+    pub baselines: Arc<Baselines>,
+    /// The offset after the last message whose events the state has seen (-1: none yet).
+    pub next_offset: AtomicI64,
+}
+
+/// A partition's state as written to its changelog.
+#[derive(Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub version: u32,
+    pub topic: String,
+    pub partition: i32,
+    /// The offset after the last message whose events the state reflects (-1: unknown).
+    pub next_offset: i64,
+    /// Wall time of the write.
+    pub written: DateTime<Utc>,
+    pub rules: RuleSetSnapshot,
+    pub correlations: Option<CorrelatorSnapshot>,
+    /// `baselines.json`'s text ([`Baselines::encode`]).
+    pub baselines: Box<serde_json::value::RawValue>,
+}
+
+/// Where the records of a source's partitions go: its changelog topic.
+pub trait Changelog: Send + Sync {
+    /// Writes the records, each under its partition, and returns once the broker has them.
+    fn write(&self, records: &[(PartitionId, Vec<u8>)]) -> Result<(), String>;
+    /// The last record of `id`, if any.
+    fn read(&self, id: &PartitionId) -> Result<Option<Vec<u8>>, String>;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The states of the partitions this instance owns, and the changelogs they are written to.
+pub struct PartitionStates {
+    states: Mutex<HashMap<PartitionId, Arc<PartitionState>>>,
+    /// Partitions assigned to this instance (their batches keep their state).
+    owned: Mutex<HashSet<PartitionId>>,
+    changelogs: Mutex<HashMap<Arc<str>, Arc<dyn Changelog>>>,
+    correlator_options: Mutex<CorrelatorOptions>,
+    /// The daemon's current rules (a restored state is made for them).
+    rules: SharedRules,
+    /// The workers' gate: a revoked partition's state is taken between batches.
+    gate: Arc<RwLock<()>>,
+}
+
+impl PartitionStates {
+    pub fn new(
+        correlator_options: CorrelatorOptions,
+        rules: SharedRules,
+        gate: Arc<RwLock<()>>,
+    ) -> PartitionStates {
+        PartitionStates {
+            states: Mutex::default(),
+            owned: Mutex::default(),
+            changelogs: Mutex::default(),
+            correlator_options: Mutex::new(correlator_options),
+            rules,
+            gate,
+        }
+    }
+
+    /// For `rules` alone (no reload, no workers' gate): tools and tests.
+    pub fn for_rules(rules: Arc<RuleSet>) -> PartitionStates {
+        PartitionStates::new(
+            CorrelatorOptions::default(),
+            Arc::new(RwLock::new(rules)),
+            Arc::default(),
+        )
+    }
+
+    fn current_rules(&self) -> Arc<RuleSet> {
+        match self.rules.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Whether `source` keeps its partitions' state apart (it registered a changelog).
+    pub fn follows(&self, source: &str) -> bool {
+        lock(&self.changelogs).contains_key(source)
+    }
+
+    /// The changelog of `source`'s partitions.
+    pub fn register(&self, source: Arc<str>, changelog: Arc<dyn Changelog>) {
+        lock(&self.changelogs).insert(source, changelog);
+    }
+
+    /// The state `id`'s next batch is detected with, for the rules `rules` (the daemon's
+    /// current ones): the partition's state, made again for `rules` (carrying it over) when
+    /// the rules were reloaded since. A partition this instance does not own (a batch still
+    /// queued after its revocation) gets a state of its own that is not kept.
+    pub fn state_for(&self, id: &PartitionId, rules: &Arc<RuleSet>) -> Arc<PartitionState> {
+        let owned = lock(&self.owned).contains(id);
+        let mut states = lock(&self.states);
+        if let Some(s) = states.get(id) {
+            if s.rules.same_rules(rules) {
+                return s.clone();
+            }
+        }
+        let old = states.remove(id);
+        let fresh = Arc::new(self.carried(rules, old.as_deref()));
+        if owned {
+            states.insert(id.clone(), fresh.clone());
+        }
+        fresh
+    }
+
+    /// A state for `rules`, with `old`'s state carried over (as a reload carries the daemon's).
+    fn carried(&self, rules: &Arc<RuleSet>, old: Option<&PartitionState>) -> PartitionState {
+        let baselines = old.map_or_else(|| Arc::new(Baselines::default()), |o| o.baselines.clone());
+        let mut r = rules.with_fresh_state(&baselines);
+        if let Some(o) = old {
+            r = r.with_state(o.rules.snapshot());
+        }
+        let r = Arc::new(r);
+        let correlator = Detector::correlator_with(&r, *lock(&self.correlator_options));
+        if let (Some(c), Some(Some(oc))) = (&correlator, old.map(|o| &o.correlator)) {
+            let snap = lock(oc).snapshot();
+            lock(c).restore(snap);
+        }
+        PartitionState {
+            rules: r,
+            correlator,
+            baselines,
+            next_offset: AtomicI64::new(old.map_or(-1, |o| o.next_offset.load(Ordering::Relaxed))),
+        }
+    }
+
+    /// Encodes the state of `id` (`None` when this instance holds none).
+    pub fn encode(&self, id: &PartitionId) -> Option<Result<Vec<u8>, String>> {
+        let s = lock(&self.states).get(id)?.clone();
+        Some(encode(id, &s))
+    }
+
+    /// Encodes every partition's state, by source, for [`PartitionStates::write`].
+    pub fn encode_all(&self) -> Vec<(PartitionId, Result<Vec<u8>, String>)> {
+        let states: Vec<(PartitionId, Arc<PartitionState>)> = lock(&self.states)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        states
+            .into_iter()
+            .map(|(k, s)| {
+                let e = encode(&k, &s);
+                (k, e)
+            })
+            .collect()
+    }
+
+    /// Writes encoded records to their sources' changelogs.
+    pub fn write(&self, records: Vec<(PartitionId, Vec<u8>)>) -> Result<(), String> {
+        let mut by_source: HashMap<Arc<str>, Vec<(PartitionId, Vec<u8>)>> = HashMap::new();
+        for (id, r) in records {
+            by_source
+                .entry(id.source.clone())
+                .or_default()
+                .push((id, r));
+        }
+        let changelogs = lock(&self.changelogs).clone();
+        let mut errors = Vec::new();
+        for (source, records) in by_source {
+            match changelogs.get(&source) {
+                Some(c) => {
+                    if let Err(e) = c.write(&records) {
+                        errors.push(format!("source {source}: {e}"));
+                    }
+                }
+                None => errors.push(format!("source {source}: no changelog")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// `id` was assigned to this instance: reads its state from the changelog (before any of
+    /// its messages is read). Returns the restored record's `next_offset`, or `None` when
+    /// there was none to restore (or it could not be used: the partition starts empty).
+    pub fn assigned(&self, id: &PartitionId) -> Option<i64> {
+        lock(&self.owned).insert(id.clone());
+        let rules = &self.current_rules();
+        let changelog = lock(&self.changelogs).get(&id.source).cloned()?;
+        let bytes = match changelog.read(id) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(source = %id.source, partition = %id, error = %e, "cannot read the partition's state from its changelog; it starts empty");
+                return None;
+            }
+        };
+        match self.decode(id, &bytes, rules) {
+            Ok(state) => {
+                let next = state.next_offset.load(Ordering::Relaxed);
+                lock(&self.states).insert(id.clone(), Arc::new(state));
+                Some(next)
+            }
+            Err(e) => {
+                tracing::warn!(source = %id.source, partition = %id, error = %e, "the partition's state in its changelog cannot be used; it starts empty");
+                None
+            }
+        }
+    }
+
+    /// `id` was revoked: its state, taken out (to be written to the changelog one last time).
+    pub fn revoked(&self, id: &PartitionId) -> Option<Arc<PartitionState>> {
+        let _cut = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        lock(&self.owned).remove(id);
+        lock(&self.states).remove(id)
+    }
+
+    /// Writes the state of `state` (just revoked) to the changelog.
+    pub fn write_one(&self, id: &PartitionId, state: &PartitionState) -> Result<(), String> {
+        let bytes = encode(id, state)?;
+        self.write(vec![(id.clone(), bytes)])
+    }
+
+    /// A state decoded from a changelog record, for `rules`.
+    pub fn decode(
+        &self,
+        id: &PartitionId,
+        bytes: &[u8],
+        rules: &Arc<RuleSet>,
+    ) -> Result<PartitionState, String> {
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let v: Version = serde_json::from_slice(bytes).map_err(|e| format!("corrupt: {e}"))?;
+        if v.version != PARTITION_STATE_VERSION {
+            return Err(format!(
+                "format version {}; this release reads version {PARTITION_STATE_VERSION}",
+                v.version
+            ));
+        }
+        let rec: PartitionRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("corrupt: {e}"))?;
+        if rec.topic != *id.topic || rec.partition != id.partition {
+            return Err(format!(
+                "the record is of {}/{}, not of {id}",
+                rec.topic, rec.partition
+            ));
+        }
+        let label = std::path::PathBuf::from(format!("changelog record of {id}"));
+        let baselines = Arc::new(
+            Baselines::decode(rec.baselines.get().as_bytes(), &label).map_err(|e| e.to_string())?,
+        );
+        let r = Arc::new(rules.with_fresh_state(&baselines).with_state(rec.rules));
+        let correlator = Detector::correlator_with(&r, *lock(&self.correlator_options));
+        if let (Some(c), Some(snap)) = (&correlator, rec.correlations) {
+            lock(c).restore(snap);
+        }
+        Ok(PartitionState {
+            rules: r,
+            correlator,
+            baselines,
+            next_offset: AtomicI64::new(rec.next_offset),
+        })
+    }
+
+    /// Every partition state held, for the idle clock of the correlations.
+    pub fn all(&self) -> Vec<(PartitionId, Arc<PartitionState>)> {
+        lock(&self.states)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Partitions whose state is held.
+    pub fn len(&self) -> usize {
+        lock(&self.states).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn encode(id: &PartitionId, s: &PartitionState) -> Result<Vec<u8>, String> {
+    let baselines = s.baselines.encode().map_err(|e| e.to_string())?;
+    let baselines = String::from_utf8(baselines).map_err(|e| e.to_string())?;
+    let rec = PartitionRecord {
+        version: PARTITION_STATE_VERSION,
+        topic: id.topic.to_string(),
+        partition: id.partition,
+        next_offset: s.next_offset.load(Ordering::Relaxed),
+        written: Utc::now(),
+        rules: s.rules.snapshot(),
+        correlations: s.correlator.as_ref().map(|c| lock(c).snapshot()),
+        baselines: serde_json::value::RawValue::from_string(baselines)
+            .map_err(|e| e.to_string())?,
+    };
+    serde_json::to_vec(&rec).map_err(|e| e.to_string())
+}
