@@ -59,33 +59,51 @@ fn refusal(u: usize, i: usize) -> String {
     )
 }
 
-/// Writes refusals `from..to` of every user, keyed by user, user `u` on partition `u % 4`.
-fn produce(addr: &str, from: usize, to: usize) {
+/// An exec into a pod by user `u` (alerts on its own, from stateless rules), the `i`th.
+fn exec(u: usize, i: usize) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"x-{u}-{i}","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/prod/pods/web-{i}/exec?command=sh","verb":"create","user":{{"username":"{name}","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.{u}"],"userAgent":"kubectl/v1.29.0","objectRef":{{"resource":"pods","namespace":"prod","name":"web-{i}","apiVersion":"v1","subresource":"exec"}},"responseStatus":{{"code":101}},"requestReceivedTimestamp":"2026-12-05T10:00:0{i}.000000Z","stageTimestamp":"2026-12-05T10:00:0{i}.050000Z","annotations":{{"authorization.k8s.io/decision":"allow"}}}}"#,
+        name = user(u),
+    )
+}
+
+/// Writes `(user, event)` pairs to `topic`, keyed by user, user `u` on partition
+/// `u % partitions`.
+fn send(addr: &str, topic: &str, partitions: i32, events: &[(usize, String)]) {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("acks", "all")
         .set("linger.ms", "5")
         .create()
         .expect("producer");
-    for i in from..to {
-        for u in 0..USERS {
-            let payload = refusal(u, i);
-            let key = user(u);
-            p.send(
-                BaseRecord::to(TOPIC)
-                    .partition((u as i32) % PARTITIONS)
-                    .key(&key)
-                    .payload(&payload),
-            )
-            .map_err(|(e, _)| e)
-            .expect("produce");
-        }
+    for (u, payload) in events {
+        let key = user(*u);
+        p.send(
+            BaseRecord::to(topic)
+                .partition((*u as i32) % partitions)
+                .key(&key)
+                .payload(payload),
+        )
+        .map_err(|(e, _)| e)
+        .expect("produce");
     }
     p.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// A detection-tier instance in `group`, its state following the partitions.
+/// Writes refusals `from..to` of every user to [`TOPIC`].
+fn produce(addr: &str, from: usize, to: usize) {
+    let events: Vec<(usize, String)> = (from..to)
+        .flat_map(|i| (0..USERS).map(move |u| (u, refusal(u, i))))
+        .collect();
+    send(addr, TOPIC, PARTITIONS, &events);
+}
+
+/// A detection-tier instance in `group` reading [`TOPIC`], its state following the partitions.
 fn instance(dir: &std::path::Path, addr: &str, group: &str) -> Daemon {
+    instance_of(dir, addr, group, TOPIC)
+}
+
+fn instance_of(dir: &std::path::Path, addr: &str, group: &str, topic: &str) -> Daemon {
     let port = support::free_port();
     std::fs::create_dir_all(dir.join("out")).unwrap();
     let cfg = format!(
@@ -98,7 +116,7 @@ sources:
   - type: kafka
     name: keyed
     brokers: ["{addr}"]
-    topics: [{TOPIC}]
+    topics: [{topic}]
     group_id: {group}
     commit_interval: 200ms
     revoke_timeout: 5s
@@ -265,6 +283,186 @@ fn a_burst_whose_events_straddle_a_rebalance_fires_once_and_the_group_alerts_as_
     let alone: BTreeSet<_> = alerts(&[dr.path()]).into_iter().collect();
     assert_eq!(group_alerts, alone);
     for d in [a, b, r] {
+        let status = d.stop();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+/// Two, then three instances over six partitions; one is stopped, then another killed with
+/// SIGKILL, each between two parts of every user's burst, which reaches its threshold only
+/// after the kill: the windows survive every move, each burst fires once, and the group's
+/// alerts (execs, alerted by stateless rules, among them) are those of one instance alone.
+#[test]
+fn windows_survive_a_join_a_stop_and_a_kill_9_and_the_group_alerts_as_one_instance() {
+    if !servers::available(&[servers::TANSU]) {
+        return;
+    }
+    const TOPIC6: &str = "tl-partitioned-6";
+    const USERS6: usize = 12;
+    let kafka = Server::tansu();
+    let addr = kafka.kafka_addr();
+    create_topic(&addr, TOPIC6, 6);
+    let group = format!("tl-group6-{}", std::process::id());
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<&std::path::Path> = dirs.iter().map(|d| d.path()).collect();
+    // Wave `w` (0..4): refusals 6w..6w+6 of every user, and one exec of each.
+    let wave = |w: usize| -> Vec<(usize, String)> {
+        let mut v = Vec::new();
+        for i in 6 * w..6 * w + 6 {
+            for u in 0..USERS6 {
+                v.push((u, refusal(u, i)));
+            }
+        }
+        for u in 0..USERS6 {
+            v.push((u, exec(u, w)));
+        }
+        v
+    };
+    let per_wave = USERS6 * 7;
+    let read = |n: usize, ds: &[&std::path::Path]| -> bool { events_read(ds) >= n };
+    let show = |ds: &[&Daemon]| -> String {
+        ds.iter()
+            .enumerate()
+            .map(|(i, d)| format!("--- instance {i}\n{}", d.logs()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Each instance has read all it owns once the snapshots after it are written: a short
+    // pause covers the 200 ms snapshot interval.
+    let settle = || std::thread::sleep(Duration::from_millis(1500));
+
+    let a = instance_of(paths[0], &addr, &group, TOPIC6);
+    let b = instance_of(paths[1], &addr, &group, TOPIC6);
+    a.wait_ready(Duration::from_secs(30));
+    b.wait_ready(Duration::from_secs(30));
+    wait_until(
+        Duration::from_secs(60),
+        || assigned(&a).is_some_and(|n| n > 0) && assigned(&b).is_some_and(|n| n > 0),
+        || show(&[&a, &b]),
+    );
+    send(&addr, TOPIC6, 6, &wave(0));
+    wait_until(
+        Duration::from_secs(60),
+        || read(per_wave, &paths[..2]),
+        || show(&[&a, &b]),
+    );
+    settle();
+
+    // A third instance joins.
+    let c = instance_of(paths[2], &addr, &group, TOPIC6);
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            [&a, &b, &c]
+                .iter()
+                .all(|d| assigned(d).is_some_and(|n| n > 0))
+        },
+        || show(&[&a, &b, &c]),
+    );
+    c.wait_ready(Duration::from_secs(30));
+    send(&addr, TOPIC6, 6, &wave(1));
+    wait_until(
+        Duration::from_secs(60),
+        || read(2 * per_wave, &paths[..3]),
+        || show(&[&a, &b, &c]),
+    );
+    settle();
+
+    // B stops (its partitions' state written at revoke).
+    let status = b.stop();
+    assert!(status.success(), "{status:?}");
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            assigned(&a).is_some_and(|n| n > 0)
+                && assigned(&c).is_some_and(|n| n > 0)
+                && assigned(&a).unwrap_or(0) + assigned(&c).unwrap_or(0) == 6
+        },
+        || show(&[&a, &c]),
+    );
+    send(&addr, TOPIC6, 6, &wave(2));
+    wait_until(
+        Duration::from_secs(60),
+        || read(3 * per_wave, &paths[..3]),
+        || show(&[&a, &c]),
+    );
+    settle();
+    assert!(
+        alerts(&paths[..3]).iter().all(|(r, _, _)| r != BURST),
+        "no burst before the last wave"
+    );
+
+    // C is killed: A takes its partitions from the last snapshot's records.
+    c.kill9();
+    wait_until(
+        Duration::from_secs(60),
+        || assigned(&a) == Some(6),
+        || show(&[&a]),
+    );
+    a.wait_ready(Duration::from_secs(30));
+    send(&addr, TOPIC6, 6, &wave(3));
+    wait_until(
+        Duration::from_secs(90),
+        || {
+            alerts(&paths[..3])
+                .iter()
+                .filter(|(r, _, _)| r == BURST)
+                .map(|(_, u, _)| u.clone())
+                .collect::<BTreeSet<_>>()
+                .len()
+                >= USERS6
+        },
+        || format!("alerts {:?}\n{}", alerts(&paths[..3]), show(&[&a])),
+    );
+    settle();
+    let bursts: Vec<_> = alerts(&paths[..3])
+        .into_iter()
+        .filter(|(r, _, _)| r == BURST)
+        .collect();
+    // One per user; a copy only from the kill's replay (the same alert sent again).
+    let distinct: BTreeSet<_> = bursts.iter().cloned().collect();
+    assert_eq!(distinct.len(), USERS6, "{bursts:?}");
+
+    // One instance alone, over the whole topic.
+    let r = instance_of(paths[3], &addr, &format!("{group}-alone"), TOPIC6);
+    wait_until(
+        Duration::from_secs(90),
+        || read(4 * per_wave, &paths[3..]),
+        || r.logs(),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            alerts(&paths[3..])
+                .iter()
+                .filter(|(r, _, _)| r == BURST)
+                .count()
+                >= USERS6
+        },
+        || format!("alerts {:?}\n{}", alerts(&paths[3..]), r.logs()),
+    );
+    settle();
+    let group_alerts: BTreeSet<_> = alerts(&paths[..3]).into_iter().collect();
+    let alone: BTreeSet<_> = alerts(&paths[3..]).into_iter().collect();
+    let execs = alone
+        .iter()
+        .filter(|(r, _, id)| r != BURST && id.starts_with("x-"))
+        .count();
+    assert!(
+        execs >= 4 * USERS6,
+        "the execs alert on their own: {alone:?}"
+    );
+    assert_eq!(
+        group_alerts.difference(&alone).collect::<Vec<_>>(),
+        Vec::<&(String, String, String)>::new(),
+        "alerts of the group that one instance does not raise"
+    );
+    assert_eq!(
+        alone.difference(&group_alerts).collect::<Vec<_>>(),
+        Vec::<&(String, String, String)>::new(),
+        "alerts of one instance that the group does not raise"
+    );
+    for d in [a, r] {
         let status = d.stop();
         assert!(status.success(), "{status:?}");
     }

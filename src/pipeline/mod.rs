@@ -151,12 +151,13 @@ pub fn run(
     ))));
     let rules: SharedRules = Arc::new(RwLock::new(rules));
     let gate = Arc::new(RwLock::new(()));
+    let inflight = Arc::new(state::Inflight::default());
     let partitions = Arc::new(partitions::PartitionStates::new(
         correlator_options,
         rules.clone(),
         gate.clone(),
+        inflight.clone(),
     ));
-    let inflight = Arc::new(state::Inflight::default());
     let mut keeper = state::StateKeeper {
         gate: gate.clone(),
         inflight: inflight.clone(),

@@ -31,7 +31,9 @@ use crate::detect::Detector;
 use crate::rules::baseline::Baselines;
 use crate::rules::{RuleSet, RuleSetSnapshot};
 
+use super::state::{Inflight, SavedAlert};
 use super::SharedRules;
+use crate::sink::Record;
 
 /// The format of [`PartitionRecord`] this release writes. It reads this one; a record of
 /// another version is ignored with a warning (the partition starts with empty state).
@@ -58,6 +60,15 @@ pub struct PartitionState {
     pub baselines: Arc<Baselines>,
     /// The offset after the last message whose events the state has seen (-1: none yet).
     pub next_offset: AtomicI64,
+    /// Alerts restored with the state, to be sent again (taken once).
+    pub resend: Mutex<Vec<Arc<Record>>>,
+}
+
+impl PartitionState {
+    /// The alerts restored with the state that are still to be sent (taken once).
+    pub fn take_resend(&self) -> Vec<Arc<Record>> {
+        std::mem::take(&mut *lock(&self.resend))
+    }
 }
 
 /// A partition's state as written to its changelog.
@@ -74,6 +85,10 @@ pub struct PartitionRecord {
     pub correlations: Option<CorrelatorSnapshot>,
     /// `baselines.json`'s text ([`Baselines::encode`]).
     pub baselines: Box<serde_json::value::RawValue>,
+    /// Alerts of the partition's batches that their sinks had not confirmed: sent again by
+    /// the next owner (the events that raised them, read again, are already counted).
+    #[serde(default)]
+    pub alerts: Vec<SavedAlert>,
 }
 
 /// Where the records of a source's partitions go: its changelog topic.
@@ -99,6 +114,8 @@ pub struct PartitionStates {
     rules: SharedRules,
     /// The workers' gate: a revoked partition's state is taken between batches.
     gate: Arc<RwLock<()>>,
+    /// Batches in flight: their alerts are saved with their partition's state.
+    inflight: Arc<Inflight>,
 }
 
 impl PartitionStates {
@@ -106,6 +123,7 @@ impl PartitionStates {
         correlator_options: CorrelatorOptions,
         rules: SharedRules,
         gate: Arc<RwLock<()>>,
+        inflight: Arc<Inflight>,
     ) -> PartitionStates {
         PartitionStates {
             states: Mutex::default(),
@@ -114,6 +132,7 @@ impl PartitionStates {
             correlator_options: Mutex::new(correlator_options),
             rules,
             gate,
+            inflight,
         }
     }
 
@@ -122,6 +141,7 @@ impl PartitionStates {
         PartitionStates::new(
             CorrelatorOptions::default(),
             Arc::new(RwLock::new(rules)),
+            Arc::default(),
             Arc::default(),
         )
     }
@@ -181,17 +201,21 @@ impl PartitionStates {
             correlator,
             baselines,
             next_offset: AtomicI64::new(old.map_or(-1, |o| o.next_offset.load(Ordering::Relaxed))),
+            resend: Mutex::new(old.map(|o| o.take_resend()).unwrap_or_default()),
         }
     }
 
     /// Encodes the state of `id` (`None` when this instance holds none).
     pub fn encode(&self, id: &PartitionId) -> Option<Result<Vec<u8>, String>> {
         let s = lock(&self.states).get(id)?.clone();
-        Some(encode(id, &s))
+        Some(encode(id, &s, self.inflight.saved_alerts_of(id)))
     }
 
     /// Encodes every partition's state, by source, for [`PartitionStates::write`].
-    pub fn encode_all(&self) -> Vec<(PartitionId, Result<Vec<u8>, String>)> {
+    pub fn encode_all(
+        &self,
+        alerts: &dyn Fn(&PartitionId) -> Vec<SavedAlert>,
+    ) -> Vec<(PartitionId, Result<Vec<u8>, String>)> {
         let states: Vec<(PartitionId, Arc<PartitionState>)> = lock(&self.states)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -199,7 +223,7 @@ impl PartitionStates {
         states
             .into_iter()
             .map(|(k, s)| {
-                let e = encode(&k, &s);
+                let e = encode(&k, &s, alerts(&k));
                 (k, e)
             })
             .collect()
@@ -270,7 +294,7 @@ impl PartitionStates {
 
     /// Writes the state of `state` (just revoked) to the changelog.
     pub fn write_one(&self, id: &PartitionId, state: &PartitionState) -> Result<(), String> {
-        let bytes = encode(id, state)?;
+        let bytes = encode(id, state, self.inflight.saved_alerts_of(id))?;
         self.write(vec![(id.clone(), bytes)])
     }
 
@@ -314,6 +338,12 @@ impl PartitionStates {
             correlator,
             baselines,
             next_offset: AtomicI64::new(rec.next_offset),
+            resend: Mutex::new(
+                rec.alerts
+                    .into_iter()
+                    .map(|a| Arc::new(a.into_record()))
+                    .collect(),
+            ),
         })
     }
 
@@ -323,6 +353,13 @@ impl PartitionStates {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Whether some partition holds alerts restored with its state and not yet sent.
+    pub fn has_resend(&self) -> bool {
+        lock(&self.states)
+            .values()
+            .any(|s| !lock(&s.resend).is_empty())
     }
 
     /// Partitions whose state is held.
@@ -335,7 +372,11 @@ impl PartitionStates {
     }
 }
 
-fn encode(id: &PartitionId, s: &PartitionState) -> Result<Vec<u8>, String> {
+fn encode(
+    id: &PartitionId,
+    s: &PartitionState,
+    alerts: Vec<SavedAlert>,
+) -> Result<Vec<u8>, String> {
     let baselines = s.baselines.encode().map_err(|e| e.to_string())?;
     let baselines = String::from_utf8(baselines).map_err(|e| e.to_string())?;
     let rec = PartitionRecord {
@@ -348,6 +389,11 @@ fn encode(id: &PartitionId, s: &PartitionState) -> Result<Vec<u8>, String> {
         correlations: s.correlator.as_ref().map(|c| lock(c).snapshot()),
         baselines: serde_json::value::RawValue::from_string(baselines)
             .map_err(|e| e.to_string())?,
+        alerts,
     };
+    // Alerts restored with the state and not yet sent stay in flight.
+    let mut rec = rec;
+    rec.alerts
+        .extend(lock(&s.resend).iter().map(|r| SavedAlert::of(r)));
     serde_json::to_vec(&rec).map_err(|e| e.to_string())
 }

@@ -41,6 +41,7 @@ use crate::rules::{Level, RuleSetSnapshot};
 use crate::sink::Record;
 use crate::telemetry::Metrics;
 
+use super::partitions::PartitionId;
 use super::worker::SharedCorrelator;
 use super::SharedRules;
 
@@ -75,7 +76,7 @@ pub struct SavedAlert {
 }
 
 impl SavedAlert {
-    fn of(r: &Record) -> SavedAlert {
+    pub fn of(r: &Record) -> SavedAlert {
         SavedAlert {
             id: r.id.clone(),
             time: r.time,
@@ -86,7 +87,7 @@ impl SavedAlert {
         }
     }
 
-    fn into_record(self) -> Record {
+    pub fn into_record(self) -> Record {
         Record {
             flow: Flow::Alerts,
             id: self.id,
@@ -151,12 +152,17 @@ fn set_aside_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A batch's alerts in flight, and the partition whose state they are saved with.
+type BatchAlerts = (Option<PartitionId>, Vec<Arc<Record>>);
+
 /// Batches between their worker and the next snapshot: their alerts until their sinks
 /// confirm them, then their confirmations until a snapshot is written.
 #[derive(Default)]
 pub struct Inflight {
     next: AtomicU64,
-    alerts: Mutex<HashMap<u64, Vec<Arc<Record>>>>,
+    /// By batch: the partition whose state follows it (its alerts are saved with that
+    /// partition's state, not in `state.json`), and the alerts.
+    alerts: Mutex<HashMap<u64, BatchAlerts>>,
     /// Confirmations for the sources, held until the next snapshot is written.
     held: Mutex<Vec<Arc<dyn Confirm>>>,
     /// Alerts in flight at the last snapshot before a restart, to send again.
@@ -175,10 +181,11 @@ impl Inflight {
         self: &Arc<Self>,
         inner: Arc<dyn Confirm>,
         alerts: Vec<Arc<Record>>,
+        partition: Option<PartitionId>,
     ) -> Arc<dyn Confirm> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if !alerts.is_empty() {
-            lock(&self.alerts).insert(id, alerts);
+            lock(&self.alerts).insert(id, (partition, alerts));
         }
         Arc::new(Held {
             id,
@@ -186,6 +193,16 @@ impl Inflight {
             inner,
             inflight: self.clone(),
         })
+    }
+
+    /// The alerts in flight of the batches of `partition`, as saved.
+    pub fn saved_alerts_of(&self, partition: &PartitionId) -> Vec<SavedAlert> {
+        lock(&self.alerts)
+            .values()
+            .filter(|(p, _)| p.as_ref() == Some(partition))
+            .flat_map(|(_, a)| a)
+            .map(|r| SavedAlert::of(r))
+            .collect()
     }
 
     /// The alerts saved before a restart that are still to be sent (taken once).
@@ -296,7 +313,12 @@ impl StateKeeper {
             if held.is_empty() && !force && !self.baselines.changed() {
                 return started.elapsed();
             }
-            (held, self.capture(), self.partitions.encode_all())
+            (
+                held,
+                self.capture(),
+                self.partitions
+                    .encode_all(&|id| self.inflight.saved_alerts_of(id)),
+            )
         };
         let paused = started.elapsed();
         // The partitions' records first: the confirmations below let their offsets be
@@ -379,9 +401,11 @@ impl StateKeeper {
             }
             _ => None,
         };
+        // Those of partitions whose state follows them are saved with that state.
         let mut alerts: Vec<SavedAlert> = lock(&self.inflight.alerts)
             .values()
-            .flatten()
+            .filter(|(p, _)| p.is_none())
+            .flat_map(|(_, a)| a)
             .map(|r| SavedAlert::of(r))
             .collect();
         alerts.extend(
@@ -468,7 +492,7 @@ mod tests {
             user: None,
             doc: b"{}".to_vec(),
         });
-        let held = inflight.hold(crate::ack::Ack::for_batch(7u64, tx), vec![alert]);
+        let held = inflight.hold(crate::ack::Ack::for_batch(7u64, tx), vec![alert], None);
         held.add(1); // a sink
         held.done(); // the worker
         assert_eq!(
@@ -517,7 +541,7 @@ mod tests {
             user: Some("u".into()),
             doc: b"{\"x\":1}".to_vec(),
         });
-        let held = inflight.hold(sourceless(), vec![alert]);
+        let held = inflight.hold(sourceless(), vec![alert], None);
         held.add(1); // a sink that has not confirmed yet
         held.done();
         let dir = tempfile::tempdir().unwrap();

@@ -116,6 +116,28 @@ impl Drop for Ticket {
     }
 }
 
+/// Adds alerts saved in flight (before a restart, or with a partition's state) to `out`.
+fn push_resent(rules: &RuleSet, records: Vec<Arc<sink::Record>>, out: &mut Outputs) {
+    for r in records {
+        let index = r
+            .rule
+            .as_ref()
+            .and_then(|(id, _)| (0..rules.alert_sources()).find(|&i| &rules.meta(i).id == id));
+        out.records.push(r);
+        out.rules.push(index);
+    }
+}
+
+/// The partition whose state follows it that `batch` is of.
+fn partition_id(batch: &Batch) -> Option<PartitionId> {
+    let (topic, partition) = batch.state_partition.as_ref()?;
+    Some(PartitionId {
+        source: batch.source.clone(),
+        topic: topic.clone(),
+        partition: *partition,
+    })
+}
+
 /// The rule set whose state a batch is detected with: its partition's, else the daemon's.
 fn state_rules<'a>(
     rules: &'a Arc<RuleSet>,
@@ -224,7 +246,12 @@ impl WorkerContext {
                 );
             }
             self.resend_restored(&rules, &mut out);
-            let ack = self.inflight.hold(batch.ack.clone(), out.alerts());
+            if let Some(p) = &part {
+                push_resent(&p.rules, p.take_resend(), &mut out);
+            }
+            let ack = self
+                .inflight
+                .hold(batch.ack.clone(), out.alerts(), partition_id(&batch));
             drop(cut);
             drop(ticket);
             self.dispatch(&ack, &rules, out);
@@ -235,13 +262,7 @@ impl WorkerContext {
 
     /// The state of the batch's partition, when its state follows it.
     fn partition_state(&self, batch: &Batch, rules: &Arc<RuleSet>) -> Option<Arc<PartitionState>> {
-        let (topic, partition) = batch.state_partition.as_ref()?;
-        let id = PartitionId {
-            source: batch.source.clone(),
-            topic: topic.clone(),
-            partition: *partition,
-        };
-        Some(self.partitions.state_for(&id, rules))
+        Some(self.partitions.state_for(&partition_id(batch)?, rules))
     }
 
     /// Enters the gate (a snapshot waits until the batch is registered) and takes the current
@@ -283,14 +304,7 @@ impl WorkerContext {
 
     /// Adds the alerts saved in flight before a restart (once, to the first batch or tick).
     fn resend_restored(&self, rules: &RuleSet, out: &mut Outputs) {
-        for r in self.inflight.take_restored() {
-            let index = r
-                .rule
-                .as_ref()
-                .and_then(|(id, _)| (0..rules.alert_sources()).find(|&i| &rules.meta(i).id == id));
-            out.records.push(r);
-            out.rules.push(index);
-        }
+        push_resent(rules, self.inflight.take_restored(), out);
     }
 
     /// No batch came for a while: after `idle_timeout` of silence, moves the correlations'
@@ -303,7 +317,7 @@ impl WorkerContext {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .elapsed();
         let beyond = quiet.saturating_sub(self.idle_timeout);
-        if beyond.is_zero() && !self.inflight.has_restored() {
+        if beyond.is_zero() && !self.inflight.has_restored() && !self.partitions.has_resend() {
             return;
         }
         let (cut, rules) = self.enter();
@@ -321,11 +335,19 @@ impl WorkerContext {
                     push_correlation_alert(&rules, counters, a, &mut out)
                 });
             }
-            // The partitions' correlations, each on its own clock.
-            for (_, p) in self.partitions.all() {
-                let Some(c) = p.correlator.clone() else {
-                    continue;
-                };
+        }
+        self.resend_restored(&rules, &mut out);
+        // Registered under the gate, sent after it.
+        let mut send = Vec::new();
+        if !out.records.is_empty() {
+            let ack = self.inflight.hold(sourceless(), out.alerts(), None);
+            send.push((ack, rules.clone(), out));
+        }
+        // The partitions whose state follows them, each on its own: windows its clock closes
+        // and alerts restored with it are saved with its state until sent.
+        for (id, p) in self.partitions.all() {
+            let mut out = Outputs::default();
+            if let (false, Some(c)) = (beyond.is_zero(), p.correlator.clone()) {
                 let counters = alert_counters
                     .as_ref()
                     .filter(|(r, _)| r.same_rules(&p.rules))
@@ -337,15 +359,18 @@ impl WorkerContext {
                     push_correlation_alert(&p.rules, counters, a, &mut out)
                 });
             }
+            push_resent(&p.rules, p.take_resend(), &mut out);
+            if out.records.is_empty() {
+                continue;
+            }
+            let ack = self.inflight.hold(sourceless(), out.alerts(), Some(id));
+            send.push((ack, p.rules.clone(), out));
         }
-        self.resend_restored(&rules, &mut out);
-        if out.records.is_empty() {
-            return;
-        }
-        let ack = self.inflight.hold(sourceless(), out.alerts());
         drop(cut);
-        self.dispatch(&ack, &rules, out);
-        ack.done();
+        for (ack, rules, out) in send {
+            self.dispatch(&ack, &rules, out);
+            ack.done();
+        }
     }
 
     /// The part of a batch that needs no state, run by the workers in parallel: decodes its
