@@ -667,3 +667,35 @@ fn a_scan_with_100000_alerts_gives_a_small_page_that_says_what_it_left_out() {
     // The timeline chart stays bounded: at most one bar per bucket.
     assert!(attrs(&page, "bar", "data-alerts").len() <= 180);
 }
+
+#[test]
+fn a_parallel_scan_writes_the_page_and_timeline_a_sequential_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample_with_bad_lines(dir.path());
+    let outputs = |threads: &str| {
+        let page = dir.path().join(format!("page-{threads}.html"));
+        let csv = dir.path().join(format!("timeline-{threads}.csv"));
+        let out = Command::new(env!("CARGO_BIN_EXE_tripline"))
+            .args(["scan", "--threads", threads, "--html"])
+            .arg(&page)
+            .arg("--timeline")
+            .arg(&csv)
+            .arg(&input)
+            // Many small chunks, so that the time range and the alerts come from many.
+            .env("TRIPLINE_SCAN_CHUNK_BYTES", "1500")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (
+            std::fs::read_to_string(page).unwrap(),
+            std::fs::read_to_string(csv).unwrap(),
+        )
+    };
+    let one = outputs("1");
+    assert!(one.0.contains("id=\"first-event\">2026-11-22 09:00:02Z<"));
+    for threads in ["2", "3"] {
+        let many = outputs(threads);
+        assert!(many.0 == one.0, "{threads} threads: the page differs");
+        assert_eq!(many.1, one.1, "{threads} threads");
+    }
+}
