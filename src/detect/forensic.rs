@@ -4,6 +4,7 @@
 //! document `--format json` writes, so the page and the timeline show what the JSON shows and
 //! nothing it does not (its event is already redacted, its message already scrubbed).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
@@ -66,6 +67,78 @@ impl AlertRow {
     }
 }
 
+/// The fields of an alert document that make its [`AlertRow`], read without building the rest.
+#[derive(serde::Deserialize)]
+struct RowFields<'a> {
+    #[serde(borrow, default)]
+    source: Option<SourceFields<'a>>,
+    #[serde(borrow, default)]
+    kubernetes: Option<KubernetesFields<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SourceFields<'a> {
+    #[serde(borrow, default)]
+    ip: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct KubernetesFields<'a> {
+    #[serde(borrow, default)]
+    audit: Option<AuditFields<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct AuditFields<'a> {
+    #[serde(borrow, default)]
+    verb: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "objectRef")]
+    object_ref: Option<ObjectFields<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ObjectFields<'a> {
+    #[serde(borrow, default)]
+    resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    subresource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+}
+
+impl RowFields<'_> {
+    /// The row these fields make, as [`AlertRow::new`] makes it from the whole document.
+    fn row(self, alert: &Alert) -> AlertRow {
+        let text = |v: Option<Cow<'_, str>>| v.filter(|s| !s.is_empty()).map(Cow::into_owned);
+        let audit = self.kubernetes.and_then(|k| k.audit);
+        let (verb, object) = match audit {
+            Some(a) => (a.verb, a.object_ref),
+            None => (None, None),
+        };
+        let (resource, subresource, namespace, name) = match object {
+            Some(o) => (o.resource, o.subresource, o.namespace, o.name),
+            None => (None, None, None, None),
+        };
+        let resource = text(resource).map(|r| match text(subresource) {
+            Some(sub) => format!("{r}/{sub}"),
+            None => r,
+        });
+        AlertRow {
+            time: alert.time(),
+            rule: alert.rule,
+            message: alert.message().to_string(),
+            identity: alert.user().filter(|u| !u.is_empty()).map(str::to_string),
+            source_ip: text(self.source.and_then(|s| s.ip)),
+            verb: text(verb),
+            resource,
+            namespace: text(namespace),
+            name: text(name),
+        }
+    }
+}
+
 /// The alerts of a scan as rows, and the first few redacted documents of each rule.
 #[derive(Debug, Default)]
 pub struct Forensic {
@@ -80,17 +153,28 @@ pub struct Forensic {
 
 impl Forensic {
     /// Keeps `alert`'s row, and its document as an example while its rule has fewer than
-    /// [`EXAMPLES_PER_RULE`]. Parses the document once.
+    /// [`EXAMPLES_PER_RULE`]. Reads only the row's fields of the document, without building
+    /// it, except for an example or a document nested deeper than `serde_json` reads.
     pub fn record_alert(&mut self, alert: &Alert) {
-        let doc = std::str::from_utf8(alert.json())
-            .ok()
-            .and_then(crate::event::parse_value)
-            .unwrap_or_default();
         let examples = self.examples.entry(alert.rule).or_default();
-        if examples.len() < EXAMPLES_PER_RULE {
-            examples.push(example_text(&doc));
-        }
-        self.rows.push(AlertRow::new(alert, &doc));
+        let example = examples.len() < EXAMPLES_PER_RULE;
+        let fields = (!example)
+            .then(|| serde_json::from_slice::<RowFields<'_>>(alert.json()).ok())
+            .flatten();
+        let row = match fields {
+            Some(f) => f.row(alert),
+            None => {
+                let doc = std::str::from_utf8(alert.json())
+                    .ok()
+                    .and_then(crate::event::parse_value)
+                    .unwrap_or_default();
+                if example {
+                    examples.push(example_text(&doc));
+                }
+                AlertRow::new(alert, &doc)
+            }
+        };
+        self.rows.push(row);
     }
 
     /// Widens the covered time range to `t`.
@@ -361,6 +445,46 @@ mod tests {
         assert_eq!(a.techniques.len(), 1);
         assert_eq!(a.techniques[0].0, "T1609");
         assert_eq!(Attack::of_tags(&[]), Attack::default());
+    }
+
+    fn alert(doc: &Value) -> Alert {
+        Alert {
+            rule: 0,
+            id: None,
+            doc: doc.to_string().into_bytes(),
+            message: "m".to_string(),
+            user: Some("dev".to_string()),
+            time: None,
+        }
+    }
+
+    #[test]
+    fn the_row_read_without_building_the_document_is_the_row_of_the_document() {
+        let docs = [
+            serde_json::json!({"source": {"ip": "10.0.0.1"}, "kubernetes": {"audit": {
+                "verb": "create", "objectRef": {"resource": "pods", "subresource": "exec",
+                "namespace": "prod", "name": "we\"b-0\u{e9}"}, "requestObject": {"a": [1, {"b": null}]}}}}),
+            serde_json::json!({"kubernetes": {"audit": {"verb": "", "objectRef": {"name": null}}}}),
+            serde_json::json!({"tripline": {"correlation": {"events": ["x"]}}, "source": {}}),
+        ];
+        for doc in &docs {
+            let a = alert(doc);
+            let fields: RowFields<'_> = serde_json::from_slice(a.json()).unwrap();
+            assert_eq!(fields.row(&a), AlertRow::new(&a, doc), "{doc}");
+        }
+        // A field of another type: the document is read whole, and the row is the same.
+        let odd =
+            serde_json::json!({"kubernetes": {"audit": {"verb": 5, "objectRef": {"name": "db"}}}});
+        assert!(serde_json::from_slice::<RowFields<'_>>(alert(&odd).json()).is_err());
+        let mut f = Forensic::default();
+        for _ in 0..EXAMPLES_PER_RULE + 1 {
+            f.record_alert(&alert(&odd));
+        }
+        let last = f.rows.last().unwrap();
+        assert_eq!(
+            (last.verb.as_deref(), last.name.as_deref()),
+            (None, Some("db"))
+        );
     }
 
     #[test]
