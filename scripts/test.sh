@@ -33,6 +33,15 @@ if [ ! -x "$VENV/checkov/bin/checkov" ]; then
   [ -x "$VENV/checkov/bin/pip" ] || python3 -m venv "$VENV/checkov"
   "$VENV/checkov/bin/pip" install --quiet --disable-pip-version-check checkov==3.3.30
 fi
+# Headless Chromium (Debian's package) opens the HTML report of `tripline scan --html` in
+# tests/report_html.rs: rendered DOM, console messages, a screenshot in target/.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && apt-get install -y --no-install-recommends chromium
+  else
+    sudo apt-get update -qq && sudo apt-get install -y --no-install-recommends chromium
+  fi
+fi
 # They are installed now: a test that cannot find one fails instead of skipping.
 export TRIPLINE_REQUIRE_SERVERS=1
 

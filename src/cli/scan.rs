@@ -10,7 +10,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use tripline::detect::{Alert, Detector, PreparedEvent, Report, MAX_ERRORS_SHOWN};
+use chrono::{DateTime, Utc};
+
+use tripline::detect::{
+    Alert, Detector, Forensic, HtmlReport, PreparedEvent, Report, TimelineFormat, MAX_ERRORS_SHOWN,
+};
 use tripline::event::{Chunk, DecodeError, DecodeStats, Input, InputReader, Piece, Rest};
 use tripline::rules::{Hits, Match, RuleSet};
 
@@ -38,6 +42,14 @@ pub struct ScanArgs {
     /// one thread. Alerts, report and errors are the same whatever the number.
     #[arg(long)]
     threads: Option<NonZeroUsize>,
+    /// Also write the report as one self-contained HTML page (no script, nothing loaded from
+    /// the network): summary, timeline chart, alerts by rule, by identity and by ATT&CK tactic.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Also write every alert, in time order, as a timeline Timesketch imports: CSV
+    /// (`.csv`) or JSON lines (`.jsonl`), chosen by the file's extension.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
     #[command(flatten)]
     source: RuleSource,
 }
@@ -65,6 +77,19 @@ pub fn run(args: ScanArgs) -> Result<u8> {
             return Ok(EXIT_USAGE);
         }
     }
+    let timeline = match &args.timeline {
+        None => None,
+        Some(p) => match TimelineFormat::from_path(p) {
+            Some(f) => Some((p.clone(), f)),
+            None => {
+                eprintln!(
+                    "error: --timeline {}: the file must end in .csv or .jsonl",
+                    p.display()
+                );
+                return Ok(EXIT_USAGE);
+            }
+        },
+    };
     let mut inputs = Input::expand(&paths).context("listing inputs")?;
     // Stateful rules need time order across files (rotated backups, several API servers).
     Input::order_by_first_event(&mut inputs);
@@ -94,6 +119,7 @@ pub fn run(args: ScanArgs) -> Result<u8> {
             inputs: inputs.len(),
             ..Report::default()
         },
+        forensic: (args.html.is_some() || timeline.is_some()).then(Forensic::default),
     };
     // Correlations run in memory, over the inputs in the order given.
     let mut detector = Detector::new(&set, cfg.cluster_name.clone())
@@ -132,7 +158,10 @@ pub fn run(args: ScanArgs) -> Result<u8> {
         return Err(e).context("writing alerts");
     }
     let Output {
-        mut out, report, ..
+        mut out,
+        report,
+        forensic,
+        ..
     } = out;
     let skipped = report.stats.skipped_total();
     if skipped > MAX_ERRORS_SHOWN as u64 {
@@ -158,6 +187,28 @@ pub fn run(args: ScanArgs) -> Result<u8> {
                 .context("writing the report")?;
         }
     }
+    if let Some(forensic) = &forensic {
+        if let Some(path) = &args.html {
+            let names: Vec<String> = inputs.iter().map(Input::name).collect();
+            let page = HtmlReport {
+                report: &report,
+                forensic,
+                rules: &set,
+                input_names: &names,
+                suppressed_total: suppressed,
+            }
+            .render();
+            std::fs::write(path, page)
+                .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+        }
+        if let Some((path, format)) = &timeline {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating the timeline {}", path.display()))?;
+            forensic
+                .write_timeline(&set, *format, &mut std::io::BufWriter::new(file))
+                .with_context(|| format!("writing the timeline to {}", path.display()))?;
+        }
+    }
     Ok(0)
 }
 
@@ -168,6 +219,8 @@ struct Output<W: Write> {
     /// The first error writing stdout; later alerts are only counted.
     write_err: Option<std::io::Error>,
     report: Report,
+    /// What `--html` and `--timeline` need, when asked for.
+    forensic: Option<Forensic>,
 }
 
 impl<W: Write> Output<W> {
@@ -182,6 +235,20 @@ impl<W: Write> Output<W> {
             }
         }
         self.report.record_alert(&a);
+        if let Some(f) = &mut self.forensic {
+            f.record_alert(&a);
+        }
+    }
+
+    /// True when the scan keeps the time range of the events (for `--html`).
+    fn wants_times(&self) -> bool {
+        self.forensic.is_some()
+    }
+
+    fn saw_range(&mut self, first: Option<DateTime<Utc>>, last: Option<DateTime<Utc>>) {
+        if let Some(f) = &mut self.forensic {
+            f.saw_range(first, last);
+        }
     }
 
     /// The end of one input: its skipped lines are shown (the first [`MAX_ERRORS_SHOWN`] of the
@@ -224,10 +291,12 @@ impl Scan<'_> {
         for input in inputs {
             let mut stats = std::mem::take(&mut out.report.stats);
             let mut errors = Vec::new();
+            let mut span = Span::new(out.wants_times());
             self.reader.read(
                 input,
                 &mut stats,
                 &mut |ev| {
+                    span.note(ev);
                     detector.detect(ev, &mut |a| out.alert(a));
                     if self.bar.is_some() && stats_tick() {
                         self.show_progress();
@@ -236,6 +305,7 @@ impl Scan<'_> {
                 &mut |e| errors.push(e),
             );
             out.report.stats = stats;
+            out.saw_range(span.first, span.last);
             if !out.input_done(errors)? {
                 return Ok(false);
             }
@@ -302,9 +372,10 @@ impl Scan<'_> {
             let done_tx = done_tx.clone();
             let reader = self.reader.clone();
             let set = set.clone();
+            let times = out.wants_times();
             spawn("scan-decode", move || {
                 for (seq, chunk) in work_rx {
-                    let scanned = scan_chunk(&reader, &set, chunk);
+                    let scanned = scan_chunk(&reader, &set, chunk, times);
                     if done_tx
                         .send((seq, Taken::Scanned(Box::new(scanned))))
                         .is_err()
@@ -334,13 +405,18 @@ impl Scan<'_> {
                     }
                     Taken::Rest(rest) => {
                         let mut stats = std::mem::take(&mut out.report.stats);
+                        let mut span = Span::new(out.wants_times());
                         self.reader.read_rest(
                             *rest,
                             &mut stats,
-                            &mut |ev| detector.detect(ev, &mut |a| out.alert(a)),
+                            &mut |ev| {
+                                span.note(ev);
+                                detector.detect(ev, &mut |a| out.alert(a));
+                            },
                             &mut |e| errors.push(e),
                         );
                         out.report.stats = stats;
+                        out.saw_range(span.first, span.last);
                         true
                     }
                 };
@@ -367,6 +443,7 @@ impl Scan<'_> {
         errors: &mut Vec<DecodeError>,
     ) -> Chunk {
         out.report.stats.add(&scanned.stats);
+        out.saw_range(scanned.span.first, scanned.span.last);
         errors.extend(scanned.errors);
         let mut pending = Vec::new();
         let mut lines: Vec<usize> = Vec::new();
@@ -446,6 +523,35 @@ struct Scanned {
     stats: DecodeStats,
     errors: Vec<DecodeError>,
     hits: Vec<EventHits>,
+    span: Span,
+}
+
+/// The earliest and latest event time of some events, when the scan keeps them (`--html`):
+/// reading an event's time costs a timestamp parse, which the other outputs do not need.
+#[derive(Default)]
+struct Span {
+    on: bool,
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+}
+
+impl Span {
+    fn new(on: bool) -> Span {
+        Span {
+            on,
+            ..Span::default()
+        }
+    }
+
+    fn note(&mut self, ev: &tripline::event::Event<'_>) {
+        if !self.on {
+            return;
+        }
+        if let Some(t) = ev.time() {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        }
+    }
 }
 
 /// What the stateful step reads of an event with hits, and where the event is: its line in
@@ -478,7 +584,8 @@ impl EventAt {
 
 /// Decodes `chunk` and finds the rules each event matches: the part of detection that keeps no
 /// state, on a decoding thread.
-fn scan_chunk(reader: &InputReader, set: &RuleSet, chunk: Chunk) -> Scanned {
+fn scan_chunk(reader: &InputReader, set: &RuleSet, chunk: Chunk, times: bool) -> Scanned {
+    let mut span = Span::new(times);
     let mut stats = DecodeStats::default();
     let mut errors = Vec::new();
     let mut hits = Vec::new();
@@ -489,6 +596,7 @@ fn scan_chunk(reader: &InputReader, set: &RuleSet, chunk: Chunk) -> Scanned {
         &mut stats,
         &mut |line, ev| {
             let event = at.next(line);
+            span.note(ev);
             set.hits(ev, &mut rules);
             if !rules.is_empty() {
                 hits.push(EventHits {
@@ -505,6 +613,7 @@ fn scan_chunk(reader: &InputReader, set: &RuleSet, chunk: Chunk) -> Scanned {
         stats,
         errors,
         hits,
+        span,
     }
 }
 

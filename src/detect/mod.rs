@@ -1,15 +1,20 @@
 //! The detect stage, shared by `tripline scan` and the daemon: a [`Detector`] runs the rule set
 //! over decoded events and turns each match into an [`Alert`] (an ECS document written from the
-//! redacted event). [`Report`] sums alerts up for `tripline scan`.
+//! redacted event). [`Report`] sums alerts up for `tripline scan`; [`Forensic`] keeps what its
+//! HTML page ([`HtmlReport`]) and timeline export need of each alert.
 //!
 //! The stateful stage belongs here too, after the stateless matching: correlation windows
 //! ([`correlate`]). First-seen baselines ([`crate::rules::baseline`]) live with the rule set,
 //! like throttling, because they decide whether a match alerts before throttling does.
 
 pub mod correlate;
+pub mod forensic;
 mod report;
+pub mod report_html;
 
+pub use forensic::{AlertRow, Forensic, TimelineFormat};
 pub use report::{Report, RuleSummary, MAX_ERRORS_SHOWN};
+pub use report_html::HtmlReport;
 
 use std::sync::{Arc, Mutex};
 
