@@ -157,6 +157,7 @@ pub fn run(
         rules.clone(),
         gate.clone(),
         inflight.clone(),
+        metrics.clone(),
     ));
     let mut keeper = state::StateKeeper {
         gate: gate.clone(),

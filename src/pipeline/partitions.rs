@@ -34,24 +34,12 @@ use crate::rules::{RuleSet, RuleSetSnapshot};
 use super::state::{Inflight, SavedAlert};
 use super::SharedRules;
 use crate::sink::Record;
+pub use crate::source::{Changelog, PartitionHandover, PartitionId};
+use crate::telemetry::{ConsumerLagLabels, Metrics, SourceLabels};
 
 /// The format of [`PartitionRecord`] this release writes. It reads this one; a record of
 /// another version is ignored with a warning (the partition starts with empty state).
 pub const PARTITION_STATE_VERSION: u32 = 1;
-
-/// A partition whose state follows it: (source name, topic, partition).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartitionId {
-    pub source: Arc<str>,
-    pub topic: Arc<str>,
-    pub partition: i32,
-}
-
-impl std::fmt::Display for PartitionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.topic, self.partition)
-    }
-}
 
 /// The state of one partition.
 pub struct PartitionState {
@@ -91,14 +79,6 @@ pub struct PartitionRecord {
     pub alerts: Vec<SavedAlert>,
 }
 
-/// Where the records of a source's partitions go: its changelog topic.
-pub trait Changelog: Send + Sync {
-    /// Writes the records, each under its partition, and returns once the broker has them.
-    fn write(&self, records: &[(PartitionId, Vec<u8>)]) -> Result<(), String>;
-    /// The last record of `id`, if any.
-    fn read(&self, id: &PartitionId) -> Result<Option<Vec<u8>>, String>;
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -116,6 +96,7 @@ pub struct PartitionStates {
     gate: Arc<RwLock<()>>,
     /// Batches in flight: their alerts are saved with their partition's state.
     inflight: Arc<Inflight>,
+    metrics: Arc<Metrics>,
 }
 
 impl PartitionStates {
@@ -124,6 +105,7 @@ impl PartitionStates {
         rules: SharedRules,
         gate: Arc<RwLock<()>>,
         inflight: Arc<Inflight>,
+        metrics: Arc<Metrics>,
     ) -> PartitionStates {
         PartitionStates {
             states: Mutex::default(),
@@ -133,6 +115,7 @@ impl PartitionStates {
             rules,
             gate,
             inflight,
+            metrics,
         }
     }
 
@@ -143,6 +126,7 @@ impl PartitionStates {
             Arc::new(RwLock::new(rules)),
             Arc::default(),
             Arc::default(),
+            Metrics::new(),
         )
     }
 
@@ -241,13 +225,23 @@ impl PartitionStates {
         let changelogs = lock(&self.changelogs).clone();
         let mut errors = Vec::new();
         for (source, records) in by_source {
-            match changelogs.get(&source) {
-                Some(c) => {
-                    if let Err(e) = c.write(&records) {
-                        errors.push(format!("source {source}: {e}"));
+            let result = match changelogs.get(&source) {
+                Some(c) => c.write(&records),
+                None => Err("no changelog".to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    for (id, r) in &records {
+                        self.metrics
+                            .partition_state_bytes
+                            .get_or_create_owned(&labels(id))
+                            .set(i64::try_from(r.len()).unwrap_or(i64::MAX));
                     }
                 }
-                None => errors.push(format!("source {source}: no changelog")),
+                Err(e) => {
+                    self.failure(&source);
+                    errors.push(format!("source {source}: {e}"));
+                }
             }
         }
         if errors.is_empty() {
@@ -264,10 +258,17 @@ impl PartitionStates {
         lock(&self.owned).insert(id.clone());
         let rules = &self.current_rules();
         let changelog = lock(&self.changelogs).get(&id.source).cloned()?;
-        let bytes = match changelog.read(id) {
+        let started = std::time::Instant::now();
+        let read = changelog.read(id);
+        self.metrics
+            .partition_state_restore_seconds
+            .get_or_create_owned(&labels(id))
+            .set(started.elapsed().as_secs_f64());
+        let bytes = match read {
             Ok(Some(b)) => b,
             Ok(None) => return None,
             Err(e) => {
+                self.failure(&id.source);
                 tracing::warn!(source = %id.source, partition = %id, error = %e, "cannot read the partition's state from its changelog; it starts empty");
                 return None;
             }
@@ -279,6 +280,7 @@ impl PartitionStates {
                 Some(next)
             }
             Err(e) => {
+                self.failure(&id.source);
                 tracing::warn!(source = %id.source, partition = %id, error = %e, "the partition's state in its changelog cannot be used; it starts empty");
                 None
             }
@@ -355,6 +357,13 @@ impl PartitionStates {
             .collect()
     }
 
+    fn failure(&self, source: &Arc<str>) {
+        self.metrics
+            .partition_state_failures
+            .get_or_create_owned(&SourceLabels::new(source.clone()))
+            .inc();
+    }
+
     /// Whether some partition holds alerts restored with its state and not yet sent.
     pub fn has_resend(&self) -> bool {
         lock(&self.states)
@@ -369,6 +378,31 @@ impl PartitionStates {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl PartitionHandover for PartitionStates {
+    fn register(&self, source: Arc<str>, changelog: Arc<dyn Changelog>) {
+        PartitionStates::register(self, source, changelog);
+    }
+
+    fn assigned(&self, id: &PartitionId) -> Option<i64> {
+        PartitionStates::assigned(self, id)
+    }
+
+    fn revoked(&self, id: &PartitionId) -> Result<bool, String> {
+        match PartitionStates::revoked(self, id) {
+            Some(state) => self.write_one(id, &state).map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
+fn labels(id: &PartitionId) -> ConsumerLagLabels {
+    ConsumerLagLabels {
+        partition: id.partition,
+        source: id.source.clone(),
+        topic: id.topic.to_string(),
     }
 }
 
@@ -396,4 +430,155 @@ fn encode(
     rec.alerts
         .extend(lock(&s.resend).iter().map(|r| SavedAlert::of(r)));
     serde_json::to_vec(&rec).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Alert;
+    use crate::event::decode_value_into;
+
+    const RULES: &str = r#"title: Secret get
+id: 0b6d1c2e-3f4a-4b5c-8d6e-7f8091a2b3c4
+name: secret_get
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection: {verb: get, objectRef.resource: secrets}
+  condition: selection
+level: low
+---
+title: Three secret reads
+id: 5d0e8f4a-6b7c-4d8e-9f0a-1b2c3d4e5f60
+correlation:
+  type: event_count
+  rules: [secret_get]
+  group-by: [user.username]
+  timespan: 10m
+  condition: {gte: 3}
+level: high
+"#;
+
+    /// The rules compiled on their own (another instance's: other hash keys).
+    fn rules() -> Arc<RuleSet> {
+        let cfg = crate::rules::RulesConfig::default();
+        let compiled = crate::rules::compile_str("t.yml", RULES, &cfg.compile_options("custom"));
+        let loaded = cfg.link(compiled);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        Arc::new(loaded.into_rule_set(&cfg).with_redelivery_window(1000))
+    }
+
+    fn id() -> PartitionId {
+        PartitionId {
+            source: Arc::from("keyed"),
+            topic: Arc::from("audit"),
+            partition: 3,
+        }
+    }
+
+    /// The correlation alerts of reading `n` secret reads of mallory, from the `first`th on,
+    /// with the state `s`; then every window is closed (as the end of input would) when
+    /// `last`.
+    fn read(s: &PartitionState, first: usize, n: usize, last: bool) -> Vec<String> {
+        let mut d = Detector::new(&s.rules, None).with_correlator(s.correlator.clone());
+        let mut alerts: Vec<Alert> = Vec::new();
+        for i in first..first + n {
+            let ev = format!(
+                r#"{{"kind":"Event","auditID":"s{i}","stage":"ResponseComplete","verb":"get","requestURI":"/api/v1/namespaces/p/secrets/s{i}","user":{{"username":"mallory"}},"objectRef":{{"resource":"secrets","namespace":"p","name":"s{i}"}},"responseStatus":{{"code":200}},"stageTimestamp":"2026-12-05T10:00:0{i}Z"}}"#
+            );
+            decode_value_into(&ev, &mut |r| {
+                if let Ok(ev) = r {
+                    d.detect(ev, &mut |a| alerts.push(a));
+                }
+            });
+        }
+        if last {
+            d.finish(&mut |a| alerts.push(a));
+        } else {
+            d.flush(&mut |a| alerts.push(a));
+        }
+        alerts
+            .iter()
+            .filter(|a| a.rule >= s.rules.len())
+            .map(|a| a.message().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_partition_state_written_by_one_instance_is_continued_by_another() {
+        let (one, two) = (rules(), rules());
+        let a = PartitionStates::for_rules(one.clone());
+        a.assigned(&id());
+        let s = a.state_for(&id(), &one);
+        assert!(read(&s, 0, 2, false).is_empty(), "two reads: no burst yet");
+        s.next_offset.store(42, Ordering::Relaxed);
+        let record = a.encode(&id()).expect("held").expect("encoded");
+
+        // Another instance, whose rules hash with other keys, restores it.
+        let b = PartitionStates::for_rules(two.clone());
+        let restored = b.decode(&id(), &record, &two).expect("decoded");
+        assert_eq!(restored.next_offset.load(Ordering::Relaxed), 42);
+        assert_eq!(
+            read(&restored, 2, 1, true).len(),
+            1,
+            "the third read completes the window"
+        );
+        // An event read again (the replay from the committed offset) is not counted again.
+        let again = b.decode(&id(), &record, &two).expect("decoded");
+        assert!(
+            read(&again, 1, 1, true).is_empty(),
+            "a replayed read is not counted twice"
+        );
+
+        // Without the record, the third read alone is not a burst.
+        let fresh = PartitionStates::for_rules(two.clone());
+        fresh.assigned(&id());
+        assert!(read(&fresh.state_for(&id(), &two), 2, 1, true).is_empty());
+    }
+
+    #[test]
+    fn a_record_of_another_version_or_partition_is_refused_with_the_reason() {
+        let one = rules();
+        let a = PartitionStates::for_rules(one.clone());
+        a.assigned(&id());
+        a.state_for(&id(), &one);
+        let record = a.encode(&id()).expect("held").expect("encoded");
+        let mut v: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        v["version"] = 99.into();
+        let newer = serde_json::to_vec(&v).unwrap();
+        let e = a.decode(&id(), &newer, &one).err().expect("refused");
+        assert!(e.contains("format version 99"), "{e}");
+        let other = PartitionId {
+            partition: 4,
+            ..id()
+        };
+        let e = a.decode(&other, &record, &one).err().expect("refused");
+        assert!(e.contains("audit/3"), "{e}");
+        let e = a
+            .decode(&id(), b"{\"version\": 1", &one)
+            .err()
+            .expect("refused");
+        assert!(e.contains("corrupt"), "{e}");
+    }
+
+    #[test]
+    fn only_owned_partitions_keep_their_state_and_a_reload_carries_it_over() {
+        let one = rules();
+        let a = PartitionStates::for_rules(one.clone());
+        // Not assigned (a batch queued after its revocation): a state that is not kept.
+        let s = a.state_for(&id(), &one);
+        assert!(read(&s, 0, 2, false).is_empty());
+        assert!(a.is_empty());
+        a.assigned(&id());
+        let s = a.state_for(&id(), &one);
+        assert!(read(&s, 0, 2, false).is_empty());
+        assert!(Arc::ptr_eq(&s, &a.state_for(&id(), &one)), "kept");
+        // The rules are reloaded: the partition's windows go on with the new ones.
+        let reloaded = rules();
+        let s2 = a.state_for(&id(), &reloaded);
+        assert!(s2.rules.same_rules(&reloaded));
+        assert_eq!(read(&s2, 2, 1, true).len(), 1);
+        // Revoked: gone.
+        assert!(a.revoked(&id()).is_some());
+        assert!(a.is_empty());
+    }
 }

@@ -143,7 +143,42 @@ pub struct SourceContext<'a> {
     pub stop: Arc<AtomicBool>,
     pub drain_timeout: Duration,
     /// Where a Kafka source with `partitioned_by` hands its partitions' state over.
-    pub partitions: Arc<crate::pipeline::PartitionStates>,
+    pub partitions: Arc<dyn PartitionHandover>,
+}
+
+/// A partition whose state follows it: (source name, topic, partition).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    pub source: Arc<str>,
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Where the records of a source's partitions go: its changelog topic.
+pub trait Changelog: Send + Sync {
+    /// Writes the records, each under its partition, and returns once the broker has them.
+    fn write(&self, records: &[(PartitionId, Vec<u8>)]) -> Result<(), String>;
+    /// The last record of `id`, if any.
+    fn read(&self, id: &PartitionId) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// Where a Kafka source whose state follows its partitions (`partitioned_by`) hands their
+/// state over: the pipeline's keeper of the stateful rules' state.
+pub trait PartitionHandover: Send + Sync {
+    /// `source` writes its partitions' state to `changelog`.
+    fn register(&self, source: Arc<str>, changelog: Arc<dyn Changelog>);
+    /// `id` was assigned: its state is read from the changelog before any of its messages
+    /// is. The restored record's `next_offset`, or `None` when none was restored.
+    fn assigned(&self, id: &PartitionId) -> Option<i64>;
+    /// `id` was revoked: its state is written to the changelog one last time and dropped.
+    /// Whether a state was held.
+    fn revoked(&self, id: &PartitionId) -> Result<bool, String>;
 }
 
 /// Why a source could not start.

@@ -210,6 +210,18 @@ pub struct Metrics {
     pub kafka_commit_failures: Family<SourceLabels, Counter>,
     /// `tripline_kafka_consumer_lag{partition,source,topic}`.
     pub kafka_consumer_lag: Family<ConsumerLagLabels, Gauge>,
+    /// `tripline_partition_state_bytes{partition,source,topic}`: the size of the last record
+    /// of the partition's state written to the changelog.
+    pub partition_state_bytes: Family<ConsumerLagLabels, Gauge>,
+    /// `tripline_partition_state_restore_seconds{partition,source,topic}`: how long the last
+    /// restore of the partition's state from the changelog took.
+    pub partition_state_restore_seconds: Family<
+        ConsumerLagLabels,
+        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    >,
+    /// `tripline_partition_state_failures_total{source}`: partition states that could not be
+    /// written to or read from the changelog.
+    pub partition_state_failures: Family<SourceLabels, Counter>,
 
     // Detection.
     /// `tripline_alerts_emitted_total{level,rule_id}`; see [`Metrics::alert_counters`].
@@ -401,6 +413,24 @@ impl Metrics {
                 r,
                 "tripline_kafka_consumer_lag",
                 "Messages between a partition's end and the consumer's position",
+                Family::default(),
+            ),
+            partition_state_bytes: register(
+                r,
+                "tripline_partition_state_bytes",
+                "Size of the last record of a partition's state written to its changelog",
+                Family::default(),
+            ),
+            partition_state_restore_seconds: register(
+                r,
+                "tripline_partition_state_restore_seconds",
+                "How long the last restore of a partition's state from its changelog took",
+                Family::default(),
+            ),
+            partition_state_failures: register(
+                r,
+                "tripline_partition_state_failures",
+                "Partition states that could not be written to or read from their changelog",
                 Family::default(),
             ),
             alerts_emitted: register(
@@ -666,6 +696,21 @@ mod tests {
             &["partition", "source", "topic"],
         ),
         (
+            "tripline_partition_state_bytes",
+            "gauge",
+            &["partition", "source", "topic"],
+        ),
+        (
+            "tripline_partition_state_restore_seconds",
+            "gauge",
+            &["partition", "source", "topic"],
+        ),
+        (
+            "tripline_partition_state_failures_total",
+            "counter",
+            &["source"],
+        ),
+        (
             "tripline_alerts_emitted_total",
             "counter",
             &["level", "rule_id"],
@@ -758,6 +803,18 @@ mod tests {
                 topic: "audit".to_owned(),
             })
             .set(7);
+        let part = ConsumerLagLabels {
+            partition: 3,
+            source: Arc::from("kafka"),
+            topic: "audit".to_owned(),
+        };
+        m.partition_state_bytes.get_or_create_owned(&part).set(2048);
+        m.partition_state_restore_seconds
+            .get_or_create_owned(&part)
+            .set(0.25);
+        m.partition_state_failures
+            .get_or_create_owned(&SourceLabels::new("kafka"))
+            .inc();
         m.alert_counters([("rule-1", Level::High)])[0].inc();
         m.batch_duration.observe(0.5);
         m.queue_batches.set(2);

@@ -17,7 +17,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::pipeline::{Changelog, PartitionId};
+use crate::source::{Changelog, PartitionId};
 
 use super::KafkaSourceConfig;
 

@@ -14,8 +14,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{KafkaSourceConfig, FIXED};
 use crate::ack::Ack;
-use crate::pipeline::{PartitionId, PartitionStates};
 use crate::source::Batch;
+use crate::source::{PartitionHandover, PartitionId};
 use crate::source::{Source, SourceEvent};
 use crate::telemetry::{ConsumerLagLabels, Counter, HealthHandle, Metrics, SourceLabels};
 
@@ -66,7 +66,7 @@ struct Tracker {
     /// or with no partitions).
     joined: bool,
     /// Where the partitions' state is handed over (`partitioned_by` set), else `None`.
-    states: Option<Arc<PartitionStates>>,
+    states: Option<Arc<dyn PartitionHandover>>,
     /// The source's readiness, false while partitions' state is restored.
     health: Option<HealthHandle>,
 }
@@ -109,14 +109,13 @@ impl Tracker {
         let Some(states) = &self.states else { return };
         for (t, part) in keys {
             let id = self.partition_id(&self.topics[*t], *part);
-            if let Some(state) = states.revoked(&id) {
-                match states.write_one(&id, &state) {
-                    Ok(()) => {
-                        tracing::info!(source = %self.source, partition = %id, "partition state written to the changelog")
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = %self.source, partition = %id, error = %e, "cannot write the revoked partition's state; its next owner restores the last snapshot's")
-                    }
+            match states.revoked(&id) {
+                Ok(true) => {
+                    tracing::info!(source = %self.source, partition = %id, "partition state written to the changelog")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(source = %self.source, partition = %id, error = %e, "cannot write the revoked partition's state; its next owner restores the last snapshot's")
                 }
             }
         }
@@ -370,7 +369,7 @@ impl KafkaSource {
         out: Sender<Batch>,
         events: Sender<SourceEvent>,
         metrics: Arc<Metrics>,
-        states: Arc<PartitionStates>,
+        states: Arc<dyn PartitionHandover>,
     ) -> Result<KafkaSource, KafkaSourceError> {
         let err = |message: String| KafkaSourceError {
             source_name: name.to_string(),
