@@ -50,6 +50,8 @@ pub struct PartitionState {
     pub next_offset: AtomicI64,
     /// Alerts restored with the state, to be sent again (taken once).
     pub resend: Mutex<Vec<Arc<Record>>>,
+    /// Changed since it was last encoded for the changelog (a batch or the idle clock).
+    pub dirty: std::sync::atomic::AtomicBool,
 }
 
 impl PartitionState {
@@ -186,6 +188,7 @@ impl PartitionStates {
             baselines,
             next_offset: AtomicI64::new(old.map_or(-1, |o| o.next_offset.load(Ordering::Relaxed))),
             resend: Mutex::new(old.map(|o| o.take_resend()).unwrap_or_default()),
+            dirty: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -195,13 +198,15 @@ impl PartitionStates {
         Some(encode(id, &s, self.inflight.saved_alerts_of(id)))
     }
 
-    /// Encodes every partition's state, by source, for [`PartitionStates::write`].
+    /// Encodes the state of every partition that changed since it was last encoded, for
+    /// [`PartitionStates::write`].
     pub fn encode_all(
         &self,
         alerts: &dyn Fn(&PartitionId) -> Vec<SavedAlert>,
     ) -> Vec<(PartitionId, Result<Vec<u8>, String>)> {
         let states: Vec<(PartitionId, Arc<PartitionState>)> = lock(&self.states)
             .iter()
+            .filter(|(_, v)| v.dirty.swap(false, Ordering::Relaxed))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         states
@@ -346,6 +351,7 @@ impl PartitionStates {
                     .map(|a| Arc::new(a.into_record()))
                     .collect(),
             ),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -239,6 +239,9 @@ impl WorkerContext {
                 read,
                 &mut out,
             );
+            if let Some(p) = &part {
+                p.dirty.store(true, Ordering::Relaxed);
+            }
             if let (Some(p), Some(&(_, last))) = (&part, batch.message_offsets.last()) {
                 p.next_offset.store(
                     i64::try_from(last).unwrap_or(i64::MAX).saturating_add(1),
@@ -363,6 +366,7 @@ impl WorkerContext {
             if out.records.is_empty() {
                 continue;
             }
+            p.dirty.store(true, Ordering::Relaxed);
             let ack = self.inflight.hold(sourceless(), out.alerts(), Some(id));
             send.push((ack, p.rules.clone(), out));
         }

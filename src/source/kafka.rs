@@ -136,6 +136,19 @@ impl KafkaSourceConfig {
                 }
             }
         }
+        match (&self.changelog_topic, &self.partitioned_by) {
+            (Some(t), _) if t.trim().is_empty() => {
+                p.push("changelog_topic: must not be empty".to_string())
+            }
+            (Some(_), None) => p.push(
+                "changelog_topic: the state follows the partitions only with partitioned_by"
+                    .to_string(),
+            ),
+            (Some(t), Some(_)) if self.topics.contains(t) => p.push(format!(
+                "changelog_topic: `{t}` is also in topics; the changelog needs a topic of its own"
+            )),
+            _ => {}
+        }
         for k in self.options.keys() {
             if FIXED.iter().any(|(f, _)| f == k) {
                 p.push(format!(
@@ -471,6 +484,28 @@ mod tests {
         assert!(src
             .validate()
             .contains(&"partitioned_by: at least one field is required".to_string()));
+    }
+
+    #[test]
+    fn the_changelog_is_named_after_the_group_and_checked() {
+        let parse = |text: &str| -> KafkaSourceConfig { serde_yaml::from_str(text).unwrap() };
+        let src = parse(
+            "brokers: [b:9092]\ntopics: [t]\ngroup_id: det\npartitioned_by: [user.username]\n",
+        );
+        assert_eq!(src.changelog().as_deref(), Some("det-state"));
+        assert!(parse("brokers: [b:9092]\ntopics: [t]\n")
+            .changelog()
+            .is_none());
+        let problems = |text: &str| parse(text).validate();
+        let p = problems("brokers: [b:9092]\ntopics: [t]\nchangelog_topic: s\n");
+        assert!(
+            p.iter().any(|p| p.contains("only with partitioned_by")),
+            "{p:?}"
+        );
+        let p = problems(
+            "brokers: [b:9092]\ntopics: [t]\npartitioned_by: [user.username]\nchangelog_topic: t\n",
+        );
+        assert!(p.iter().any(|p| p.contains("a topic of its own")), "{p:?}");
     }
 
     #[test]

@@ -157,7 +157,10 @@ impl KafkaChangelog {
                 partitions,
                 TopicReplication::Fixed(replication),
             )
-            .set("cleanup.policy", "compact");
+            .set("cleanup.policy", "compact")
+            // Segments roll every 10 minutes, so that compaction keeps what a restore reads to
+            // about that much history.
+            .set("segment.ms", "600000");
             let result = rt
                 .block_on(admin.create_topics(&[topic], &opts))
                 .map_err(|e| format!("creating changelog topic {}: {e}", self.topic))?;
