@@ -104,6 +104,17 @@ fn instance(dir: &std::path::Path, addr: &str, group: &str) -> Daemon {
 }
 
 fn instance_of(dir: &std::path::Path, addr: &str, group: &str, topic: &str) -> Daemon {
+    instance_with(dir, addr, group, topic, "")
+}
+
+/// [`instance_of`], with `extra` top-level settings.
+fn instance_with(
+    dir: &std::path::Path,
+    addr: &str,
+    group: &str,
+    topic: &str,
+    extra: &str,
+) -> Daemon {
     let port = support::free_port();
     std::fs::create_dir_all(dir.join("out")).unwrap();
     let cfg = format!(
@@ -128,6 +139,7 @@ sources:
       "session.timeout.ms": "6000"
       "heartbeat.interval.ms": "500"
       "topic.metadata.refresh.interval.ms": "1000"
+      "fetch.wait.max.ms": "20"
 sinks:
   - type: file
     name: alerts
@@ -140,7 +152,7 @@ sinks:
 telemetry:
   listen: 127.0.0.1:{port}
   log_format: json
-"#,
+{extra}"#,
         d = dir.display(),
     );
     Daemon::spawn(dir, &cfg, port)
@@ -466,4 +478,68 @@ fn windows_survive_a_join_a_stop_and_a_kill_9_and_the_group_alerts_as_one_instan
         let status = d.stop();
         assert!(status.success(), "{status:?}");
     }
+}
+
+/// A partition that goes quiet has its windows closed by the clock even while the instance
+/// stays busy with other partitions: its burst is reported without waiting for the others to
+/// stop.
+#[test]
+fn a_quiet_partitions_burst_is_reported_while_other_partitions_stay_busy() {
+    if !servers::available(&[servers::TANSU]) {
+        return;
+    }
+    const TOPIC2: &str = "tl-partitioned-busy";
+    let kafka = Server::tansu();
+    let addr = kafka.kafka_addr();
+    create_topic(&addr, TOPIC2, 2);
+    let dir = tempfile::tempdir().unwrap();
+    // One worker, which is never idle while partition 1 streams.
+    let d = instance_with(
+        dir.path(),
+        &addr,
+        "tl-busy",
+        TOPIC2,
+        "pipeline: {workers: 1}\n",
+    );
+    d.wait_ready(Duration::from_secs(30));
+    // User 0 (partition 0): a burst of 20 refusals, then nothing.
+    let burst: Vec<(usize, String)> = (0..20).map(|i| (0, refusal(0, i))).collect();
+    send(&addr, TOPIC2, 2, &burst);
+    // User 1 (partition 1): a steady stream, a batch more often than the workers' idle tick,
+    // until the burst is reported (or 30 s).
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    let reported = loop {
+        if alerts(&[dir.path()])
+            .iter()
+            .any(|(r, u, _)| r == BURST && u == &user(0))
+        {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        // Allowed reads of user 1, one a second of event time, a few a second of wall time.
+        let ok = refusal(1, i % 50).replace("\"code\":403", "\"code\":200");
+        let key = user(1);
+        p.send(BaseRecord::to(TOPIC2).partition(1).key(&key).payload(&ok))
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        p.poll(Duration::ZERO);
+        i += 1;
+        std::thread::sleep(Duration::from_millis(40));
+    };
+    assert!(
+        reported,
+        "no burst for user 0 while partition 1 stayed busy: {:?}\n{}",
+        alerts(&[dir.path()]),
+        d.logs()
+    );
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
 }

@@ -52,12 +52,29 @@ pub struct PartitionState {
     pub resend: Mutex<Vec<Arc<Record>>>,
     /// Changed since it was last encoded for the changelog (a batch or the idle clock).
     pub dirty: std::sync::atomic::AtomicBool,
+    /// When its last batch was detected (or it was made).
+    last_batch: Mutex<std::time::Instant>,
 }
 
 impl PartitionState {
     /// The alerts restored with the state that are still to be sent (taken once).
     pub fn take_resend(&self) -> Vec<Arc<Record>> {
         std::mem::take(&mut *lock(&self.resend))
+    }
+
+    pub fn resend_is_empty(&self) -> bool {
+        lock(&self.resend).is_empty()
+    }
+
+    /// A batch of the partition was detected.
+    pub fn touched(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+        *lock(&self.last_batch) = std::time::Instant::now();
+    }
+
+    /// How long since its last batch.
+    pub fn quiet_for(&self) -> std::time::Duration {
+        lock(&self.last_batch).elapsed()
     }
 }
 
@@ -189,6 +206,7 @@ impl PartitionStates {
             next_offset: AtomicI64::new(old.map_or(-1, |o| o.next_offset.load(Ordering::Relaxed))),
             resend: Mutex::new(old.map(|o| o.take_resend()).unwrap_or_default()),
             dirty: std::sync::atomic::AtomicBool::new(true),
+            last_batch: Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -352,6 +370,7 @@ impl PartitionStates {
                     .collect(),
             ),
             dirty: std::sync::atomic::AtomicBool::new(false),
+            last_batch: Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -368,13 +387,6 @@ impl PartitionStates {
             .partition_state_failures
             .get_or_create_owned(&SourceLabels::new(source.clone()))
             .inc();
-    }
-
-    /// Whether some partition holds alerts restored with its state and not yet sent.
-    pub fn has_resend(&self) -> bool {
-        lock(&self.states)
-            .values()
-            .any(|s| !lock(&s.resend).is_empty())
     }
 
     /// Partitions whose state is held.

@@ -167,7 +167,15 @@ impl WorkerContext {
         let queue_depth = &self.metrics.queue_batches;
         // The alert counter of each rule, resolved again only when the rule set is swapped.
         let mut alert_counters: Option<(Arc<RuleSet>, Vec<Counter>)> = None;
+        // When the watcher last looked for quiet partitions while batches kept coming.
+        let mut partitions_looked = Instant::now();
         loop {
+            if self.watches_idle && partitions_looked.elapsed() >= IDLE_TICK {
+                partitions_looked = Instant::now();
+                if !self.abandon.load(Ordering::Relaxed) {
+                    self.idle_partitions(&mut alert_counters);
+                }
+            }
             let (batch, _input, mut ticket) = match self.rx.recv_timeout(IDLE_TICK) {
                 Ok((batch, input, n)) => {
                     let ticket = Ticket {
@@ -240,7 +248,7 @@ impl WorkerContext {
                 &mut out,
             );
             if let Some(p) = &part {
-                p.dirty.store(true, Ordering::Relaxed);
+                p.touched();
             }
             if let (Some(p), Some(&(_, last))) = (&part, batch.message_offsets.last()) {
                 p.next_offset.store(
@@ -320,7 +328,8 @@ impl WorkerContext {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .elapsed();
         let beyond = quiet.saturating_sub(self.idle_timeout);
-        if beyond.is_zero() && !self.inflight.has_restored() && !self.partitions.has_resend() {
+        if beyond.is_zero() && !self.inflight.has_restored() {
+            self.idle_partitions(alert_counters);
             return;
         }
         let (cut, rules) = self.enter();
@@ -346,9 +355,35 @@ impl WorkerContext {
             let ack = self.inflight.hold(sourceless(), out.alerts(), None);
             send.push((ack, rules.clone(), out));
         }
-        // The partitions whose state follows them, each on its own: windows its clock closes
-        // and alerts restored with it are saved with its state until sent.
-        for (id, p) in self.partitions.all() {
+        drop(cut);
+        for (ack, rules, out) in send {
+            self.dispatch(&ack, &rules, out);
+            ack.done();
+        }
+        self.idle_partitions(alert_counters);
+    }
+
+    /// The partitions whose state follows them, each on its own clock: one that had no batch
+    /// for `idle_timeout` (however busy the others) has its correlations' event time moved on
+    /// with the clock; alerts restored with a partition's state are sent. Their alerts are
+    /// saved with the partition's state until sent.
+    fn idle_partitions(&self, alert_counters: &mut Option<(Arc<RuleSet>, Vec<Counter>)>) {
+        let due: Vec<(PartitionId, Arc<PartitionState>, Duration)> = self
+            .partitions
+            .all()
+            .into_iter()
+            .filter_map(|(id, p)| {
+                let beyond = p.quiet_for().saturating_sub(self.idle_timeout);
+                let resend = !p.resend_is_empty();
+                (resend || (!beyond.is_zero() && p.correlator.is_some())).then_some((id, p, beyond))
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let (cut, _) = self.enter();
+        let mut send = Vec::new();
+        for (id, p, beyond) in due {
             let mut out = Outputs::default();
             if let (false, Some(c)) = (beyond.is_zero(), p.correlator.clone()) {
                 let counters = alert_counters
