@@ -698,7 +698,7 @@ fn redact_bearer(s: &str, found: &mut Found) -> Option<String> {
         pos = token_end;
         // "bearer", separators and terminators are ASCII, so these offsets are char boundaries.
         let token = &s[token_start..token_end];
-        if token.is_empty() || token == REDACTED {
+        if token.is_empty() || token == REDACTED || is_shell_expansion(token) {
             continue;
         }
         found.add(token);
@@ -711,6 +711,17 @@ fn redact_bearer(s: &str, found: &mut Found) -> Option<String> {
     }
     out.push_str(&s[copied..]);
     Some(out)
+}
+
+/// Whether a "token" is a shell expansion that reads the credential rather than the credential
+/// (`$(cat .../token)`, `${TOKEN}`, `$TOKEN`, a backquoted command; as written or
+/// percent-encoded in a URI): no issued token starts with `$` or a backquote, and the path it
+/// names is what rules about credential theft look for.
+fn is_shell_expansion(token: &str) -> bool {
+    let t = token.as_bytes();
+    let lower = |n: usize| t.get(..n).map(<[u8]>::to_ascii_lowercase);
+    t.first().is_some_and(|&b| b == b'$' || b == b'`')
+        || lower(3).is_some_and(|p| p == b"%24" || p == b"%60")
 }
 
 /// The offset of the first [`BEARER`] at or after `from` in `bytes`, in any case.
@@ -799,6 +810,34 @@ fn redact_query_tokens(uri: &str, found: &mut Found) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::{is_shell_expansion, redact_bearer, Found};
+
+    #[test]
+    fn a_bearer_token_read_by_a_shell_expansion_is_kept_and_a_real_one_is_not() {
+        for kept in [
+            "curl -H 'Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)'",
+            "Bearer ${TOKEN}",
+            "Bearer `cat /run/token`",
+            "/exec?command=curl&command=-H&command=Authorization%3A%20Bearer%20%24%28cat%20%2Fvar%2Frun%2Fsecrets%2Ftoken%29",
+            "Bearer%20%60cat%20t%60",
+        ] {
+            assert!(
+                redact_bearer(kept, &mut Found::default()).is_none(),
+                "{kept}"
+            );
+        }
+        let out = redact_bearer(
+            "Bearer eyJhbGciOi.x.y and Bearer $(cat t)",
+            &mut Found::default(),
+        );
+        assert_eq!(
+            out.as_deref(),
+            Some("Bearer [REDACTED] and Bearer $(cat t)")
+        );
+        assert!(!is_shell_expansion("eyJhbGciOi"));
+        assert!(!is_shell_expansion("s3cr3t%24"));
+    }
+
     use super::*;
     use serde_json::json;
 
