@@ -543,3 +543,67 @@ fn a_quiet_partitions_burst_is_reported_while_other_partitions_stay_busy() {
     let status = d.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// The detection tier needs no volume of its own: an instance killed with SIGKILL and started
+/// again on an empty `state_dir` (a new pod) takes its partitions' state from the changelog,
+/// and the bursts it was counting fire.
+#[test]
+fn an_instance_restarted_on_an_empty_state_dir_continues_from_the_changelog() {
+    if !servers::available(&[servers::TANSU]) {
+        return;
+    }
+    const TOPIC3: &str = "tl-partitioned-restart";
+    let kafka = Server::tansu();
+    let addr = kafka.kafka_addr();
+    create_topic(&addr, TOPIC3, PARTITIONS);
+    let group = format!("tl-restart-{}", std::process::id());
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let wave = |from: usize, to: usize| -> Vec<(usize, String)> {
+        (from..to)
+            .flat_map(|i| (0..USERS).map(move |u| (u, refusal(u, i))))
+            .collect()
+    };
+    let a = instance_of(first.path(), &addr, &group, TOPIC3);
+    a.wait_ready(Duration::from_secs(30));
+    send(&addr, TOPIC3, PARTITIONS, &wave(0, 12));
+    wait_until(
+        Duration::from_secs(60),
+        || events_read(&[first.path()]) >= USERS * 12,
+        || a.logs(),
+    );
+    // The snapshots after the last batch are written (200 ms apart).
+    std::thread::sleep(Duration::from_millis(1500));
+    a.kill9();
+
+    let b = instance_of(second.path(), &addr, &group, TOPIC3);
+    b.wait_ready(Duration::from_secs(60));
+    send(&addr, TOPIC3, PARTITIONS, &wave(12, PER_USER));
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            alerts(&[second.path()])
+                .iter()
+                .filter(|(r, _, _)| r == BURST)
+                .map(|(_, u, _)| u.clone())
+                .collect::<BTreeSet<_>>()
+                .len()
+                >= USERS
+        },
+        || format!("alerts {:?}\n{}", alerts(&[second.path()]), b.logs()),
+    );
+    assert!(
+        !second.path().join("state/state.json").exists()
+            || b.logs()
+                .contains("partition state restored from the changelog"),
+        "{}",
+        b.logs()
+    );
+    assert!(
+        b.logs()
+            .contains("partition state restored from the changelog"),
+        "{}",
+        b.logs()
+    );
+    let status = b.stop();
+    assert!(status.success(), "{status:?}");
+}
