@@ -19,7 +19,7 @@
 //!   `next_offset` are read again and, already counted, are not counted again (the record
 //!   carries the recent deliveries).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -78,6 +78,14 @@ impl PartitionState {
     }
 }
 
+/// A partition's record as [`PartitionStates::encode_all`] encoded it, for the assignment it
+/// was encoded under.
+pub struct Encoded {
+    pub id: PartitionId,
+    pub generation: u64,
+    pub record: Result<Vec<u8>, String>,
+}
+
 /// A partition's state as written to its changelog.
 #[derive(Serialize, Deserialize)]
 pub struct PartitionRecord {
@@ -102,11 +110,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A partition assigned to this instance: which assignment, and its state once it has one.
+struct Owned {
+    generation: u64,
+    state: Option<Arc<PartitionState>>,
+}
+
 /// The states of the partitions this instance owns, and the changelogs they are written to.
 pub struct PartitionStates {
-    states: Mutex<HashMap<PartitionId, Arc<PartitionState>>>,
-    /// Partitions assigned to this instance (their batches keep their state).
-    owned: Mutex<HashSet<PartitionId>>,
+    /// The partitions assigned to this instance, with their states. Ownership and state are
+    /// kept under one lock, so a batch never gives state to a partition being revoked.
+    states: Mutex<HashMap<PartitionId, Owned>>,
+    /// Held while records are checked against ownership and written: a record encoded before
+    /// a revocation is never written after the revocation's own.
+    writing: Mutex<()>,
     changelogs: Mutex<HashMap<Arc<str>, Arc<dyn Changelog>>>,
     correlator_options: Mutex<CorrelatorOptions>,
     /// The daemon's current rules (a restored state is made for them).
@@ -128,7 +145,7 @@ impl PartitionStates {
     ) -> PartitionStates {
         PartitionStates {
             states: Mutex::default(),
-            owned: Mutex::default(),
+            writing: Mutex::default(),
             changelogs: Mutex::default(),
             correlator_options: Mutex::new(correlator_options),
             rules,
@@ -166,30 +183,34 @@ impl PartitionStates {
         lock(&self.changelogs).insert(source, changelog);
     }
 
-    /// The state `id`'s next batch is detected with, for the rules `rules` (the daemon's
-    /// current ones): the partition's state, made again for `rules` (carrying it over) when
-    /// the rules were reloaded since. A partition this instance does not own (a batch still
-    /// queued after its revocation) gets a state of its own that is not kept.
-    pub fn state_for(&self, id: &PartitionId, rules: &Arc<RuleSet>) -> Arc<PartitionState> {
-        let owned = lock(&self.owned).contains(id);
+    /// The state `id`'s batch of assignment `generation` is detected with, for the rules
+    /// `rules` (the daemon's current ones): the partition's state, made again for `rules`
+    /// (carrying it over) when the rules were reloaded since. `None` for a batch of a partition
+    /// this instance does not own, or of an earlier assignment of it (queued before a
+    /// revocation): its events are read again by the partition's owner, and the batch is
+    /// left alone.
+    pub fn state_for(
+        &self,
+        id: &PartitionId,
+        generation: u64,
+        rules: &Arc<RuleSet>,
+    ) -> Option<Arc<PartitionState>> {
         let mut states = lock(&self.states);
-        if let Some(s) = states.get(id) {
+        let owned = states.get_mut(id).filter(|o| o.generation == generation)?;
+        if let Some(s) = &owned.state {
             if s.rules.same_rules(rules) {
-                return s.clone();
+                return Some(s.clone());
             }
         }
-        let old = states.remove(id);
-        let fresh = Arc::new(self.carried(rules, old.as_deref()));
-        if owned {
-            states.insert(id.clone(), fresh.clone());
-        }
-        fresh
+        let fresh = Arc::new(self.carried(rules, owned.state.as_deref()));
+        owned.state = Some(fresh.clone());
+        Some(fresh)
     }
 
     /// A state for `rules`, with `old`'s state carried over (as a reload carries the daemon's).
     fn carried(&self, rules: &Arc<RuleSet>, old: Option<&PartitionState>) -> PartitionState {
         let baselines = old.map_or_else(|| Arc::new(Baselines::default()), |o| o.baselines.clone());
-        let mut r = rules.with_fresh_state(&baselines);
+        let mut r = partition_rules(rules, &baselines);
         if let Some(o) = old {
             r = r.with_state(o.rules.snapshot());
         }
@@ -212,32 +233,64 @@ impl PartitionStates {
 
     /// Encodes the state of `id` (`None` when this instance holds none).
     pub fn encode(&self, id: &PartitionId) -> Option<Result<Vec<u8>, String>> {
-        let s = lock(&self.states).get(id)?.clone();
+        let s = lock(&self.states).get(id)?.state.clone()?;
         Some(encode(id, &s, self.inflight.saved_alerts_of(id)))
     }
 
     /// Encodes the state of every partition that changed since it was last encoded, for
     /// [`PartitionStates::write`].
-    pub fn encode_all(
-        &self,
-        alerts: &dyn Fn(&PartitionId) -> Vec<SavedAlert>,
-    ) -> Vec<(PartitionId, Result<Vec<u8>, String>)> {
-        let states: Vec<(PartitionId, Arc<PartitionState>)> = lock(&self.states)
+    pub fn encode_all(&self, alerts: &dyn Fn(&PartitionId) -> Vec<SavedAlert>) -> Vec<Encoded> {
+        let states: Vec<(PartitionId, u64, Arc<PartitionState>)> = lock(&self.states)
             .iter()
-            .filter(|(_, v)| v.dirty.swap(false, Ordering::Relaxed))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter_map(|(k, o)| Some((k, o.generation, o.state.clone()?)))
+            .filter(|(_, _, s)| s.dirty.swap(false, Ordering::Relaxed))
+            .map(|(k, g, s)| (k.clone(), g, s))
             .collect();
         states
             .into_iter()
-            .map(|(k, s)| {
-                let e = encode(&k, &s, alerts(&k));
-                (k, e)
+            .map(|(id, generation, state)| {
+                let record = encode(&id, &state, alerts(&id));
+                Encoded {
+                    id,
+                    generation,
+                    record,
+                }
             })
             .collect()
     }
 
-    /// Writes encoded records to their sources' changelogs.
-    pub fn write(&self, records: Vec<(PartitionId, Vec<u8>)>) -> Result<(), String> {
+    /// Writes the records of [`PartitionStates::encode_all`] to their sources' changelogs,
+    /// but those of partitions revoked since they were encoded. Returns the partitions whose
+    /// record could not be written (their states are marked to be written again), with the
+    /// errors.
+    pub fn write(&self, records: Vec<Encoded>) -> Result<(), (Vec<PartitionId>, String)> {
+        let _writing = lock(&self.writing);
+        let current: Vec<(PartitionId, Vec<u8>)> = {
+            let states = lock(&self.states);
+            records
+                .into_iter()
+                .filter_map(|e| {
+                    let owned = states.get(&e.id)?;
+                    if owned.generation != e.generation {
+                        return None;
+                    }
+                    match e.record {
+                        Ok(r) => Some((e.id, r)),
+                        Err(err) => {
+                            tracing::error!(partition = %e.id, error = %err, "cannot encode the partition's state");
+                            None
+                        }
+                    }
+                })
+                .collect()
+        };
+        self.write_records(current)
+    }
+
+    fn write_records(
+        &self,
+        records: Vec<(PartitionId, Vec<u8>)>,
+    ) -> Result<(), (Vec<PartitionId>, String)> {
         let mut by_source: HashMap<Arc<str>, Vec<(PartitionId, Vec<u8>)>> = HashMap::new();
         for (id, r) in records {
             by_source
@@ -247,6 +300,7 @@ impl PartitionStates {
         }
         let changelogs = lock(&self.changelogs).clone();
         let mut errors = Vec::new();
+        let mut failed = Vec::new();
         for (source, records) in by_source {
             let result = match changelogs.get(&source) {
                 Some(c) => c.write(&records),
@@ -264,21 +318,48 @@ impl PartitionStates {
                 Err(e) => {
                     self.failure(&source);
                     errors.push(format!("source {source}: {e}"));
+                    let states = lock(&self.states);
+                    for (id, _) in records {
+                        if let Some(s) = states.get(&id).and_then(|o| o.state.as_ref()) {
+                            s.dirty.store(true, Ordering::Relaxed);
+                        }
+                        failed.push(id);
+                    }
                 }
             }
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err((failed, errors.join("; ")))
         }
     }
 
-    /// `id` was assigned to this instance: reads its state from the changelog (before any of
-    /// its messages is read). Returns the restored record's `next_offset`, or `None` when
-    /// there was none to restore (or it could not be used: the partition starts empty).
-    pub fn assigned(&self, id: &PartitionId) -> Option<i64> {
-        lock(&self.owned).insert(id.clone());
+    /// Whether `id` is assigned to this instance.
+    pub fn owns(&self, id: &PartitionId) -> bool {
+        lock(&self.states).contains_key(id)
+    }
+
+    /// `id` was assigned to this instance (assignment `generation`): reads its state from the
+    /// changelog, before any of its messages is read. Returns the restored record's
+    /// `next_offset`, or `None` when there was none to restore (or it could not be used: the
+    /// partition starts empty).
+    pub fn assigned(&self, id: &PartitionId, generation: u64) -> Option<i64> {
+        let restored = self.restore(id);
+        let next = restored
+            .as_ref()
+            .map(|s| s.next_offset.load(Ordering::Relaxed));
+        lock(&self.states).insert(
+            id.clone(),
+            Owned {
+                generation,
+                state: restored.map(Arc::new),
+            },
+        );
+        next
+    }
+
+    fn restore(&self, id: &PartitionId) -> Option<PartitionState> {
         let rules = &self.current_rules();
         let changelog = lock(&self.changelogs).get(&id.source).cloned()?;
         let started = std::time::Instant::now();
@@ -292,35 +373,33 @@ impl PartitionStates {
             Ok(None) => return None,
             Err(e) => {
                 self.failure(&id.source);
-                tracing::warn!(source = %id.source, partition = %id, error = %e, "cannot read the partition's state from its changelog; it starts empty");
+                tracing::error!(source = %id.source, partition = %id, error = %e, "cannot read the partition's state from its changelog; it starts empty");
                 return None;
             }
         };
         match self.decode(id, &bytes, rules) {
-            Ok(state) => {
-                let next = state.next_offset.load(Ordering::Relaxed);
-                lock(&self.states).insert(id.clone(), Arc::new(state));
-                Some(next)
-            }
+            Ok(state) => Some(state),
             Err(e) => {
                 self.failure(&id.source);
-                tracing::warn!(source = %id.source, partition = %id, error = %e, "the partition's state in its changelog cannot be used; it starts empty");
+                tracing::error!(source = %id.source, partition = %id, error = %e, "the partition's state in its changelog cannot be used; it starts empty");
                 None
             }
         }
     }
 
-    /// `id` was revoked: its state, taken out (to be written to the changelog one last time).
+    /// `id` was revoked: its state, taken out (to be written to the changelog one last time),
+    /// between batches.
     pub fn revoked(&self, id: &PartitionId) -> Option<Arc<PartitionState>> {
         let _cut = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-        lock(&self.owned).remove(id);
-        lock(&self.states).remove(id)
+        lock(&self.states).remove(id)?.state
     }
 
     /// Writes the state of `state` (just revoked) to the changelog.
     pub fn write_one(&self, id: &PartitionId, state: &PartitionState) -> Result<(), String> {
         let bytes = encode(id, state, self.inflight.saved_alerts_of(id))?;
-        self.write(vec![(id.clone(), bytes)])
+        let _writing = lock(&self.writing);
+        self.write_records(vec![(id.clone(), bytes)])
+            .map_err(|(_, e)| e)
     }
 
     /// A state decoded from a changelog record, for `rules`.
@@ -353,7 +432,7 @@ impl PartitionStates {
         let baselines = Arc::new(
             Baselines::decode(rec.baselines.get().as_bytes(), &label).map_err(|e| e.to_string())?,
         );
-        let r = Arc::new(rules.with_fresh_state(&baselines).with_state(rec.rules));
+        let r = Arc::new(partition_rules(rules, &baselines).with_state(rec.rules));
         let correlator = Detector::correlator_with(&r, *lock(&self.correlator_options));
         if let (Some(c), Some(snap)) = (&correlator, rec.correlations) {
             lock(c).restore(snap);
@@ -378,7 +457,7 @@ impl PartitionStates {
     pub fn all(&self) -> Vec<(PartitionId, Arc<PartitionState>)> {
         lock(&self.states)
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter_map(|(k, o)| Some((k.clone(), o.state.clone()?)))
             .collect()
     }
 
@@ -391,7 +470,10 @@ impl PartitionStates {
 
     /// Partitions whose state is held.
     pub fn len(&self) -> usize {
-        lock(&self.states).len()
+        lock(&self.states)
+            .values()
+            .filter(|o| o.state.is_some())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -404,8 +486,12 @@ impl PartitionHandover for PartitionStates {
         PartitionStates::register(self, source, changelog);
     }
 
-    fn assigned(&self, id: &PartitionId) -> Option<i64> {
-        PartitionStates::assigned(self, id)
+    fn assigned(&self, id: &PartitionId, generation: u64) -> Option<i64> {
+        PartitionStates::assigned(self, id, generation)
+    }
+
+    fn lost(&self, id: &PartitionId) {
+        PartitionStates::revoked(self, id);
     }
 
     fn revoked(&self, id: &PartitionId) -> Result<bool, String> {
@@ -414,6 +500,20 @@ impl PartitionHandover for PartitionStates {
             None => Ok(false),
         }
     }
+}
+
+/// The recent deliveries a partition's state remembers, at most: a restore replays what its
+/// source read after the last commit (about one `commit_interval` of the partition's counted
+/// events), and every record carries them.
+pub const PARTITION_REDELIVERY_WINDOW: usize = 16_384;
+
+/// A rule set for one partition's state: `rules`' compiled rules, `baselines`, and a
+/// redelivery window of at most [`PARTITION_REDELIVERY_WINDOW`].
+fn partition_rules(rules: &RuleSet, baselines: &Baselines) -> RuleSet {
+    let window = rules.redelivery_window().min(PARTITION_REDELIVERY_WINDOW);
+    rules
+        .with_fresh_state(baselines)
+        .with_redelivery_window(window)
 }
 
 fn labels(id: &PartitionId) -> ConsumerLagLabels {
@@ -525,8 +625,8 @@ level: high
     fn a_partition_state_written_by_one_instance_is_continued_by_another() {
         let (one, two) = (rules(), rules());
         let a = PartitionStates::for_rules(one.clone());
-        a.assigned(&id());
-        let s = a.state_for(&id(), &one);
+        a.assigned(&id(), 1);
+        let s = a.state_for(&id(), 1, &one).expect("owned");
         assert!(read(&s, 0, 2, false).is_empty(), "two reads: no burst yet");
         s.next_offset.store(42, Ordering::Relaxed);
         let record = a.encode(&id()).expect("held").expect("encoded");
@@ -549,16 +649,16 @@ level: high
 
         // Without the record, the third read alone is not a burst.
         let fresh = PartitionStates::for_rules(two.clone());
-        fresh.assigned(&id());
-        assert!(read(&fresh.state_for(&id(), &two), 2, 1, true).is_empty());
+        fresh.assigned(&id(), 1);
+        assert!(read(&fresh.state_for(&id(), 1, &two).expect("owned"), 2, 1, true).is_empty());
     }
 
     #[test]
     fn a_record_of_another_version_or_partition_is_refused_with_the_reason() {
         let one = rules();
         let a = PartitionStates::for_rules(one.clone());
-        a.assigned(&id());
-        a.state_for(&id(), &one);
+        a.assigned(&id(), 1);
+        a.state_for(&id(), 1, &one).expect("owned");
         let record = a.encode(&id()).expect("held").expect("encoded");
         let mut v: serde_json::Value = serde_json::from_slice(&record).unwrap();
         v["version"] = 99.into();
@@ -582,21 +682,135 @@ level: high
     fn only_owned_partitions_keep_their_state_and_a_reload_carries_it_over() {
         let one = rules();
         let a = PartitionStates::for_rules(one.clone());
-        // Not assigned (a batch queued after its revocation): a state that is not kept.
-        let s = a.state_for(&id(), &one);
-        assert!(read(&s, 0, 2, false).is_empty());
+        // Not assigned (a batch queued after its revocation): no state, the batch is left.
+        assert!(a.state_for(&id(), 1, &one).is_none());
         assert!(a.is_empty());
-        a.assigned(&id());
-        let s = a.state_for(&id(), &one);
+        a.assigned(&id(), 1);
+        // A batch of an earlier assignment of it: left alone too.
+        assert!(a.state_for(&id(), 0, &one).is_none());
+        let s = a.state_for(&id(), 1, &one).expect("owned");
         assert!(read(&s, 0, 2, false).is_empty());
-        assert!(Arc::ptr_eq(&s, &a.state_for(&id(), &one)), "kept");
+        assert!(
+            Arc::ptr_eq(&s, &a.state_for(&id(), 1, &one).expect("owned")),
+            "kept"
+        );
         // The rules are reloaded: the partition's windows go on with the new ones.
         let reloaded = rules();
-        let s2 = a.state_for(&id(), &reloaded);
+        let s2 = a.state_for(&id(), 1, &reloaded).expect("owned");
         assert!(s2.rules.same_rules(&reloaded));
         assert_eq!(read(&s2, 2, 1, true).len(), 1);
         // Revoked: gone.
         assert!(a.revoked(&id()).is_some());
         assert!(a.is_empty());
+    }
+
+    /// A changelog in memory that can be made to fail (complements the tests against a real
+    /// broker in tests/partition_state.rs, which cannot make one write fail).
+    #[derive(Default)]
+    struct MemoryChangelog {
+        fail: std::sync::atomic::AtomicBool,
+        records: Mutex<Vec<(PartitionId, Vec<u8>)>>,
+    }
+
+    impl Changelog for MemoryChangelog {
+        fn write(&self, records: &[(PartitionId, Vec<u8>)]) -> Result<(), String> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err("broker down".to_string());
+            }
+            lock(&self.records).extend(records.iter().cloned());
+            Ok(())
+        }
+
+        fn read(&self, id: &PartitionId) -> Result<Option<Vec<u8>>, String> {
+            Ok(lock(&self.records)
+                .iter()
+                .rev()
+                .find(|(i, _)| i == id)
+                .map(|(_, r)| r.clone()))
+        }
+    }
+
+    fn keeper(
+        states: Arc<PartitionStates>,
+        inflight: Arc<Inflight>,
+    ) -> super::super::state::StateKeeper {
+        let dir = tempfile::tempdir().unwrap().keep();
+        super::super::state::StateKeeper {
+            gate: Arc::default(),
+            inflight,
+            rules: Arc::new(RwLock::new(rules())),
+            correlator: Arc::default(),
+            baselines: Arc::default(),
+            state_dir: dir,
+            metrics: Metrics::new(),
+            evictions_seen: 0,
+            partitions: states,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_confirmed_to_its_source_only_once_its_partitions_record_is_written() {
+        let one = rules();
+        let inflight = Arc::new(Inflight::default());
+        let states = Arc::new(PartitionStates::new(
+            CorrelatorOptions::default(),
+            Arc::new(RwLock::new(one.clone())),
+            Arc::default(),
+            inflight.clone(),
+            Metrics::new(),
+        ));
+        let log = Arc::new(MemoryChangelog::default());
+        states.register(Arc::from("keyed"), log.clone());
+        states.assigned(&id(), 1);
+        let s = states.state_for(&id(), 1, &one).expect("owned");
+        assert!(read(&s, 0, 2, false).is_empty());
+        s.touched();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let held = inflight.hold(crate::ack::Ack::for_batch(7u64, tx), Vec::new(), Some(id()));
+        held.done();
+        let mut k = keeper(states.clone(), inflight.clone());
+
+        log.fail.store(true, Ordering::Relaxed);
+        k.snapshot(false);
+        assert!(
+            rx.try_recv().is_err(),
+            "confirmed while its record is not written"
+        );
+        assert!(lock(&log.records).is_empty());
+
+        log.fail.store(false, Ordering::Relaxed);
+        k.snapshot(false);
+        assert_eq!(rx.try_recv(), Ok(7), "confirmed once its record is written");
+        let restored = states
+            .decode(&id(), &log.read(&id()).unwrap().unwrap(), &rules())
+            .expect("decoded");
+        assert_eq!(
+            read(&restored, 2, 1, true).len(),
+            1,
+            "the record holds the two reads"
+        );
+    }
+
+    #[test]
+    fn a_record_encoded_before_a_revocation_is_not_written_after_it() {
+        let one = rules();
+        let states = PartitionStates::for_rules(one.clone());
+        let log = Arc::new(MemoryChangelog::default());
+        states.register(Arc::from("keyed"), log.clone());
+        states.assigned(&id(), 1);
+        let s = states.state_for(&id(), 1, &one).expect("owned");
+        s.touched();
+        let early = states.encode_all(&|_| Vec::new());
+        assert_eq!(early.len(), 1);
+        // Two more reads, then the revocation writes the state with them.
+        assert!(read(&s, 0, 2, false).is_empty());
+        let taken = states.revoked(&id()).expect("held");
+        states.write_one(&id(), &taken).expect("written");
+        // The snapshot's write of what it encoded before comes late: it is dropped.
+        states.write(early).expect("nothing to write");
+        let records = lock(&log.records);
+        assert_eq!(records.len(), 1, "only the revocation's record");
+        let last = states.decode(&id(), &records[0].1, &one).expect("decoded");
+        assert_eq!(read(&last, 2, 1, true).len(), 1);
     }
 }

@@ -152,6 +152,9 @@ fn set_aside_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A batch's confirmation waiting for a snapshot, and its partition.
+type HeldConfirm = (Option<PartitionId>, Arc<dyn Confirm>);
+
 /// A batch's alerts in flight, and the partition whose state they are saved with.
 type BatchAlerts = (Option<PartitionId>, Vec<Arc<Record>>);
 
@@ -163,8 +166,9 @@ pub struct Inflight {
     /// By batch: the partition whose state follows it (its alerts are saved with that
     /// partition's state, not in `state.json`), and the alerts.
     alerts: Mutex<HashMap<u64, BatchAlerts>>,
-    /// Confirmations for the sources, held until the next snapshot is written.
-    held: Mutex<Vec<Arc<dyn Confirm>>>,
+    /// Confirmations for the sources, held until the next snapshot is written, with the
+    /// partition whose state follows it that the batch is of.
+    held: Mutex<Vec<HeldConfirm>>,
     /// Alerts in flight at the last snapshot before a restart, to send again.
     restored: Mutex<Vec<Arc<Record>>>,
 }
@@ -185,12 +189,13 @@ impl Inflight {
     ) -> Arc<dyn Confirm> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if !alerts.is_empty() {
-            lock(&self.alerts).insert(id, (partition, alerts));
+            lock(&self.alerts).insert(id, (partition.clone(), alerts));
         }
         Arc::new(Held {
             id,
             remaining: AtomicUsize::new(1),
             inner,
+            partition,
             inflight: self.clone(),
         })
     }
@@ -224,6 +229,7 @@ struct Held {
     id: u64,
     remaining: AtomicUsize,
     inner: Arc<dyn Confirm>,
+    partition: Option<PartitionId>,
     inflight: Arc<Inflight>,
 }
 
@@ -244,7 +250,7 @@ impl Confirm for Held {
     fn done(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             lock(&self.inflight.alerts).remove(&self.id);
-            lock(&self.inflight.held).push(self.inner.clone());
+            lock(&self.inflight.held).push((self.partition.clone(), self.inner.clone()));
         }
     }
 }
@@ -323,18 +329,26 @@ impl StateKeeper {
         let paused = started.elapsed();
         // The partitions' records first: the confirmations below let their offsets be
         // committed, which must not pass what the changelogs hold.
-        let mut records = Vec::new();
-        for (id, r) in parts {
-            match r {
-                Ok(r) => records.push((id, r)),
-                Err(e) => self.failed(&format!("encoding the state of partition {id}: {e}")),
+        // A partition whose record was not written keeps the confirmations of its batches
+        // until one is (its offsets must not pass the changelog); those of partitions no
+        // longer assigned here go (their new owner reads from the committed offset).
+        let mut held = held;
+        if !parts.is_empty() {
+            for e in &parts {
+                if let Err(err) = &e.record {
+                    self.failed(&format!("encoding the state of partition {}: {err}", e.id));
+                }
             }
-        }
-        if !records.is_empty() {
-            if let Err(e) = self.partitions.write(records) {
+            if let Err((failed, e)) = self.partitions.write(parts) {
                 self.failed(&format!(
                     "writing partition states to their changelogs: {e}"
                 ));
+                let (keep, go): (Vec<_>, Vec<_>) = held.into_iter().partition(|(p, _)| {
+                    p.as_ref()
+                        .is_some_and(|p| failed.contains(p) && self.partitions.owns(p))
+                });
+                lock(&self.inflight.held).extend(keep);
+                held = go;
             }
         }
         let (state, baselines) = match captured {
@@ -447,8 +461,8 @@ impl StateKeeper {
     }
 }
 
-fn release(held: Vec<Arc<dyn Confirm>>) {
-    for h in held {
+fn release(held: Vec<HeldConfirm>) {
+    for (_, h) in held {
         h.done();
     }
 }

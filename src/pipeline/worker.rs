@@ -130,7 +130,7 @@ fn push_resent(rules: &RuleSet, records: Vec<Arc<sink::Record>>, out: &mut Outpu
 
 /// The partition whose state follows it that `batch` is of.
 fn partition_id(batch: &Batch) -> Option<PartitionId> {
-    let (topic, partition) = batch.state_partition.as_ref()?;
+    let (topic, partition, _) = batch.state_partition.as_ref()?;
     Some(PartitionId {
         source: batch.source.clone(),
         topic: topic.clone(),
@@ -206,12 +206,18 @@ impl WorkerContext {
             let mut rules = self.current_rules();
             // A partition whose state follows it is detected with its own state (whose hash
             // keys the reading phase uses too).
-            let mut part = self.partition_state(&batch, &rules);
+            let Ok(mut part) = self.partition_state(&batch, &rules) else {
+                // Of a partition no longer (or no longer so) assigned here: its owner reads
+                // it again.
+                continue;
+            };
             let mut read = self.read_batch(&batch, state_rules(&rules, &part), wants_events);
             // The stateful step, in the order the batches were taken.
             ticket.wait();
             let (cut, current) = self.enter();
-            let now_part = self.partition_state(&batch, &current);
+            let Ok(now_part) = self.partition_state(&batch, &current) else {
+                continue;
+            };
             let part_changed = match (&part, &now_part) {
                 (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
                 _ => false,
@@ -271,9 +277,25 @@ impl WorkerContext {
         }
     }
 
-    /// The state of the batch's partition, when its state follows it.
-    fn partition_state(&self, batch: &Batch, rules: &Arc<RuleSet>) -> Option<Arc<PartitionState>> {
-        Some(self.partitions.state_for(&partition_id(batch)?, rules))
+    /// The state of the batch's partition, when its state follows it (`Ok(None)`: the
+    /// daemon's shared state); `Err(())` for a batch of an assignment this instance no longer
+    /// holds, which is left alone.
+    #[allow(clippy::result_unit_err)]
+    fn partition_state(
+        &self,
+        batch: &Batch,
+        rules: &Arc<RuleSet>,
+    ) -> Result<Option<Arc<PartitionState>>, ()> {
+        let Some((_, _, generation)) = &batch.state_partition else {
+            return Ok(None);
+        };
+        let Some(id) = partition_id(batch) else {
+            return Ok(None);
+        };
+        match self.partitions.state_for(&id, *generation, rules) {
+            Some(s) => Ok(Some(s)),
+            None => Err(()),
+        }
     }
 
     /// Enters the gate (a snapshot waits until the batch is registered) and takes the current

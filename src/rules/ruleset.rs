@@ -1192,6 +1192,11 @@ impl RuleSet {
         self
     }
 
+    /// How many recent deliveries it remembers (0: off).
+    pub fn redelivery_window(&self) -> usize {
+        self.deliveries.max
+    }
+
     /// True unless `ev` is among the recent events the stateful rules counted (a source
     /// re-reading after a restart delivers events again); remembers it. Always true when the
     /// redelivery window is off.

@@ -94,7 +94,8 @@ pub struct Batch {
     pub message_offsets: Vec<(u64, u64)>,
     /// The Kafka partition (topic, partition) whose own state the stateful rules keep for
     /// this batch (a source with `partitioned_by`); `None`: the daemon's shared state.
-    pub state_partition: Option<(Arc<str>, i32)>,
+    /// With the assignment of the partition it was read under.
+    pub state_partition: Option<(Arc<str>, i32, u64)>,
     pub ack: Arc<dyn Confirm>,
 }
 
@@ -173,9 +174,13 @@ pub trait Changelog: Send + Sync {
 pub trait PartitionHandover: Send + Sync {
     /// `source` writes its partitions' state to `changelog`.
     fn register(&self, source: Arc<str>, changelog: Arc<dyn Changelog>);
-    /// `id` was assigned: its state is read from the changelog before any of its messages
-    /// is. The restored record's `next_offset`, or `None` when none was restored.
-    fn assigned(&self, id: &PartitionId) -> Option<i64>;
+    /// `id` was assigned (its `generation`th assignment here, which its batches carry): its
+    /// state is read from the changelog before any of its messages is. The restored record's
+    /// `next_offset`, or `None` when none was restored.
+    fn assigned(&self, id: &PartitionId, generation: u64) -> Option<i64>;
+    /// `id` was lost (the group moved on without this instance, whose state of it is stale):
+    /// its state is dropped unwritten.
+    fn lost(&self, id: &PartitionId);
     /// `id` was revoked: its state is written to the changelog one last time and dropped.
     /// Whether a state was held.
     fn revoked(&self, id: &PartitionId) -> Result<bool, String>;

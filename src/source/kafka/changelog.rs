@@ -24,6 +24,8 @@ use super::KafkaSourceConfig;
 /// How long a write waits for the broker, and a metadata request for an answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest record of a partition's state written and read (64 MiB).
+const MAX_RECORD_BYTES: &str = "67108864";
 
 /// Delivery failures of the changelog's producer, gathered until the next write looks.
 #[derive(Default)]
@@ -95,8 +97,10 @@ impl KafkaChangelog {
         let mut pc = base_config(cfg);
         pc.set("client.id", format!("tripline-{source}-changelog"));
         pc.set("acks", "all");
+        // Records of one partition stay in the order they were written, retries included.
+        pc.set("enable.idempotence", "true");
         pc.set("compression.type", "lz4");
-        pc.set("message.max.bytes", "67108864");
+        pc.set("message.max.bytes", MAX_RECORD_BYTES);
         let producer: BaseProducer<Deliveries> = pc
             .create_with_context(Deliveries::default())
             .map_err(|e| format!("changelog producer: {e}"))?;
@@ -106,7 +110,7 @@ impl KafkaChangelog {
         rc.set("enable.auto.commit", "false");
         rc.set("enable.partition.eof", "true");
         rc.set("auto.offset.reset", "earliest");
-        rc.set("fetch.message.max.bytes", "67108864");
+        rc.set("fetch.message.max.bytes", MAX_RECORD_BYTES);
         let log = KafkaChangelog {
             topic: topic.to_string(),
             producer,
@@ -127,8 +131,17 @@ impl KafkaChangelog {
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
             return Ok(0);
         };
-        if t.error().is_some() {
-            return Ok(0);
+        match t.error() {
+            None => {}
+            Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+                return Ok(0)
+            }
+            Some(e) => {
+                return Err(format!(
+                    "metadata of {topic}: {}",
+                    RDKafkaErrorCode::from(e)
+                ))
+            }
         }
         Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
     }
@@ -158,6 +171,8 @@ impl KafkaChangelog {
                 TopicReplication::Fixed(replication),
             )
             .set("cleanup.policy", "compact")
+            // As large as the producer writes (a broker's default is 1 MB).
+            .set("max.message.bytes", MAX_RECORD_BYTES)
             // Segments roll every 10 minutes, so that compaction keeps what a restore reads to
             // about that much history.
             .set("segment.ms", "600000");
@@ -170,7 +185,13 @@ impl KafkaChangelog {
                     return Ok(());
                 }
                 Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => return Ok(()),
-                Some(Err((_, e))) => last = e.to_string(),
+                // A broker without a default replication (before Kafka 2.4): one replica.
+                Some(Err((_, e @ RDKafkaErrorCode::InvalidReplicationFactor))) => {
+                    last = e.to_string()
+                }
+                Some(Err((_, e))) => {
+                    return Err(format!("creating changelog topic {}: {e}", self.topic))
+                }
                 None => last = "no answer".to_string(),
             }
         }
@@ -185,6 +206,13 @@ fn key_of(id: &PartitionId) -> String {
 impl Changelog for KafkaChangelog {
     fn write(&self, records: &[(PartitionId, Vec<u8>)]) -> Result<(), String> {
         let n = self.partitions_of(&self.topic)?.max(1);
+        // Failures of an earlier write that timed out were reported with it.
+        self.producer
+            .context()
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         for (id, bytes) in records {
             let key = key_of(id);
             let record = BaseRecord::to(&self.topic)

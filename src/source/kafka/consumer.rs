@@ -81,15 +81,19 @@ impl Tracker {
     }
 
     /// Reads the state of newly assigned partitions from the changelog, not ready meanwhile.
-    fn restore(&self, tpl: &TopicPartitionList) {
-        let Some(states) = &self.states else { return };
+    fn restore(&mut self, tpl: &TopicPartitionList) {
+        let Some(states) = self.states.clone() else {
+            return;
+        };
         if let Some(h) = &self.health {
             h.set_ready(false);
         }
         for e in tpl.elements() {
             let id = self.partition_id(e.topic(), e.partition());
+            let key = (self.topic_id(e.topic()), e.partition());
+            let generation = self.parts.get(&key).map_or(0, |p| p.instance);
             let started = Instant::now();
-            match states.assigned(&id) {
+            match states.assigned(&id, generation) {
                 Some(next_offset) => tracing::info!(
                     source = %self.source,
                     partition = %id,
@@ -105,10 +109,17 @@ impl Tracker {
     }
 
     /// Writes the state of revoked partitions to the changelog one last time and drops it.
-    fn hand_over(&self, keys: &[(usize, i32)]) {
+    /// With `lost` (the group went on without this instance: another owner may have moved
+    /// the partition's state on), the state is dropped unwritten.
+    fn hand_over(&self, keys: &[(usize, i32)], lost: bool) {
         let Some(states) = &self.states else { return };
         for (t, part) in keys {
             let id = self.partition_id(&self.topics[*t], *part);
+            if lost {
+                states.lost(&id);
+                tracing::warn!(source = %self.source, partition = %id, "partition lost (this instance left the group); its state is dropped unwritten, its owner has the changelog's");
+                continue;
+            }
             match states.revoked(&id) {
                 Ok(true) => {
                     tracing::info!(source = %self.source, partition = %id, "partition state written to the changelog")
@@ -234,7 +245,7 @@ impl Tracker {
             }
         }
         self.store(consumer, Some(&keys));
-        self.hand_over(&keys);
+        self.hand_over(&keys, consumer.assignment_lost());
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is reported as an error too.
             if !matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset)) {
@@ -564,7 +575,8 @@ impl KafkaSource {
                 first_line: 1,
                 start_offset: 0,
                 message_offsets: std::mem::take(&mut p.offsets),
-                state_partition: follows.then(|| (Arc::from(topics[*topic].as_str()), *partition)),
+                state_partition: follows
+                    .then(|| (Arc::from(topics[*topic].as_str()), *partition, p.instance)),
                 ack: Ack::for_batch(
                     Completion {
                         topic: p.key.0,
