@@ -363,7 +363,15 @@ impl PartitionStates {
         let rules = &self.current_rules();
         let changelog = lock(&self.changelogs).get(&id.source).cloned()?;
         let started = std::time::Instant::now();
-        let read = changelog.read(id);
+        // A broker that does not answer now may a moment later: a state given up for lost is
+        // overwritten by the next snapshot.
+        let mut read = changelog.read(id);
+        for _ in 0..2 {
+            let Err(e) = &read else { break };
+            tracing::warn!(source = %id.source, partition = %id, error = %e, "reading the partition's state from its changelog; trying again");
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            read = changelog.read(id);
+        }
         self.metrics
             .partition_state_restore_seconds
             .get_or_create_owned(&labels(id))
