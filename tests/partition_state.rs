@@ -600,3 +600,25 @@ fn an_instance_restarted_on_an_empty_state_dir_continues_from_the_changelog() {
     let status = b.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// With no broker answering, an instance whose state follows its partitions starts, is alive
+/// and not ready, and stops cleanly (its changelog topic is made at its first use).
+#[test]
+fn an_instance_starts_without_a_broker_and_is_alive_but_not_ready() {
+    let closed = format!("127.0.0.1:{}", support::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let d = instance_of(dir.path(), &closed, "tl-nobroker", TOPIC);
+    wait_until(
+        Duration::from_secs(20),
+        || {
+            d.get("/healthz")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        },
+        || d.logs(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let ready = d.get("/readyz").unwrap_or_default();
+    assert!(!ready.starts_with("HTTP/1.1 200"), "{ready}\n{}", d.logs());
+    let status = d.stop();
+    assert!(status.success(), "{status:?}\n");
+}

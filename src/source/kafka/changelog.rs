@@ -49,6 +49,10 @@ impl ProducerContext for Deliveries {
 
 pub struct KafkaChangelog {
     topic: String,
+    /// The source's settings, to create the topic.
+    cfg: KafkaSourceConfig,
+    /// Set once the topic is known to exist (checked, or created, at its first use).
+    ensured: std::sync::atomic::AtomicBool,
     producer: BaseProducer<Deliveries>,
     /// The settings of the consumers that read a partition's record back.
     read_config: ClientConfig,
@@ -116,8 +120,11 @@ impl KafkaChangelog {
             producer,
             read_config: rc,
             restore_timeout: cfg.restore_timeout.0,
+            cfg: cfg.clone(),
+            ensured: std::sync::atomic::AtomicBool::new(false),
         };
-        log.ensure_topic(cfg)?;
+        // The topic is checked (and made) at its first use, the first restore: the brokers
+        // need not answer when the daemon starts.
         Ok(log)
     }
 
@@ -144,6 +151,17 @@ impl KafkaChangelog {
             }
         }
         Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+    }
+
+    /// Makes sure the topic exists (once it does, without asking again).
+    fn ensure(&self) -> Result<(), String> {
+        if self.ensured.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.ensure_topic(&self.cfg)?;
+        self.ensured
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn ensure_topic(&self, cfg: &KafkaSourceConfig) -> Result<(), String> {
@@ -205,6 +223,7 @@ fn key_of(id: &PartitionId) -> String {
 
 impl Changelog for KafkaChangelog {
     fn write(&self, records: &[(PartitionId, Vec<u8>)]) -> Result<(), String> {
+        self.ensure()?;
         let n = self.partitions_of(&self.topic)?.max(1);
         // Failures of an earlier write that timed out were reported with it.
         self.producer
@@ -241,6 +260,7 @@ impl Changelog for KafkaChangelog {
     }
 
     fn read(&self, id: &PartitionId) -> Result<Option<Vec<u8>>, String> {
+        self.ensure()?;
         let n = self.partitions_of(&self.topic)?;
         if n == 0 {
             return Ok(None);
