@@ -4,6 +4,7 @@
 //! back with its own librdkafka consumer. Faults come from stopping the brokers.
 
 mod support;
+use support::kafka::create_topic;
 use support::{daemon, events, servers};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -574,29 +575,6 @@ fn a_broker_down_at_start_loses_nothing() {
 // Two tiers: node tailers key the events flow by fields, a detection tier reads it back
 
 const KEYED: &str = "tl-keyed";
-
-/// Creates `topic` with `partitions` partitions on the broker at `addr`.
-fn create_topic(addr: &str, topic: &str, partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let done = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("create topics");
-    for r in done {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
 
 /// A first-tier tripline of cluster `cluster` tailing `dir/logs/*.log` into the keyed topic.
 fn first_tier(dir: &std::path::Path, cluster: &str, brokers: &str) -> Daemon {

@@ -23,6 +23,7 @@
 //! rebalance replays what was confirmed since the last commit before the join.
 
 mod support;
+use support::kafka::assigned;
 use support::slow_endpoint::SlowEndpoint;
 use support::{daemon, servers};
 
@@ -434,23 +435,6 @@ fn log_records(d: &Daemon, message: &str) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["fields"]["message"] == message)
         .collect()
-}
-
-/// How many partitions the daemon's last assignment gave it (0 after a revocation, `None`
-/// before any).
-fn assigned(d: &Daemon) -> Option<i64> {
-    let mut last = None;
-    for l in d.logs().lines() {
-        let Ok(v) = serde_json::from_str::<Value>(l) else {
-            continue;
-        };
-        match v["fields"]["message"].as_str() {
-            Some("partitions assigned") => last = v["fields"]["partitions"].as_i64(),
-            Some("partitions revoked") => last = Some(0),
-            _ => {}
-        }
-    }
-    last
 }
 
 /// Options for a group that notices a dead or new member within seconds.

@@ -5,6 +5,7 @@
 //! broker.
 
 mod support;
+use support::kafka::{assigned, create_topic};
 use support::{daemon, servers};
 
 use std::collections::BTreeSet;
@@ -21,28 +22,6 @@ const USERS: usize = 8;
 /// Refusals per user: the burst correlation fires at 20 within 10 minutes.
 const PER_USER: usize = 24;
 const BURST: &str = "Burst Of Forbidden Requests From One Identity";
-
-fn create_topic(addr: &str, topic: &str, partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let done = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("create topics");
-    for r in done {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
 
 fn user(u: usize) -> String {
     format!("mallory-{u}@example.com")
@@ -180,19 +159,17 @@ fn alerts(dirs: &[&std::path::Path]) -> Vec<(String, String, String)> {
     out
 }
 
-fn assigned(d: &Daemon) -> Option<i64> {
-    let mut last = None;
-    for l in d.logs().lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
-            continue;
-        };
-        match v["fields"]["message"].as_str() {
-            Some("partitions assigned") => last = v["fields"]["partitions"].as_i64(),
-            Some("partitions revoked") => last = Some(0),
-            _ => {}
-        }
-    }
-    last
+/// The burst correlation's alerts among [`alerts`].
+fn bursts(dirs: &[&std::path::Path]) -> Vec<(String, String, String)> {
+    alerts(dirs)
+        .into_iter()
+        .filter(|(r, _, _)| r == BURST)
+        .collect()
+}
+
+/// The users with a burst alert under `dirs`.
+fn burst_users(dirs: &[&std::path::Path]) -> BTreeSet<String> {
+    bursts(dirs).into_iter().map(|(_, u, _)| u).collect()
 }
 
 #[test]
@@ -251,15 +228,7 @@ fn a_burst_whose_events_straddle_a_rebalance_fires_once_and_the_group_alerts_as_
     let dirs = [da.path(), db.path()];
     wait_until(
         Duration::from_secs(60),
-        || {
-            alerts(&dirs)
-                .iter()
-                .filter(|(r, _, _)| r == BURST)
-                .map(|(_, u, _)| u.clone())
-                .collect::<BTreeSet<_>>()
-                .len()
-                >= USERS
-        },
+        || burst_users(&dirs).len() >= USERS,
         || {
             format!(
                 "alerts {:?}\nA:\n{}\nB:\n{}",
@@ -269,25 +238,16 @@ fn a_burst_whose_events_straddle_a_rebalance_fires_once_and_the_group_alerts_as_
             )
         },
     );
-    let bursts: Vec<_> = alerts(&dirs)
-        .into_iter()
-        .filter(|(r, _, _)| r == BURST)
-        .collect();
-    let users: BTreeSet<String> = bursts.iter().map(|(_, u, _)| u.clone()).collect();
-    assert_eq!(users.len(), USERS, "{bursts:?}");
-    assert_eq!(bursts.len(), USERS, "one burst per user: {bursts:?}");
+    let fired = bursts(&dirs);
+    let users: BTreeSet<String> = fired.iter().map(|(_, u, _)| u.clone()).collect();
+    assert_eq!(users.len(), USERS, "{fired:?}");
+    assert_eq!(fired.len(), USERS, "one burst per user: {fired:?}");
 
     // One instance reading the whole topic alone raises the same alerts.
     let r = instance(dr.path(), &addr, &format!("{group}-alone"));
     wait_until(
         Duration::from_secs(60),
-        || {
-            alerts(&[dr.path()])
-                .iter()
-                .filter(|(r, _, _)| r == BURST)
-                .count()
-                >= USERS
-        },
+        || bursts(&[dr.path()]).len() >= USERS,
         || format!("alerts {:?}\n{}", alerts(&[dr.path()]), r.logs()),
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -415,25 +375,14 @@ fn windows_survive_a_join_a_stop_and_a_kill_9_and_the_group_alerts_as_one_instan
     send(&addr, TOPIC6, 6, &wave(3));
     wait_until(
         Duration::from_secs(90),
-        || {
-            alerts(&paths[..3])
-                .iter()
-                .filter(|(r, _, _)| r == BURST)
-                .map(|(_, u, _)| u.clone())
-                .collect::<BTreeSet<_>>()
-                .len()
-                >= USERS6
-        },
+        || burst_users(&paths[..3]).len() >= USERS6,
         || format!("alerts {:?}\n{}", alerts(&paths[..3]), show(&[&a])),
     );
     settle();
-    let bursts: Vec<_> = alerts(&paths[..3])
-        .into_iter()
-        .filter(|(r, _, _)| r == BURST)
-        .collect();
+    let fired = bursts(&paths[..3]);
     // One per user; a copy only from the kill's replay (the same alert sent again).
-    let distinct: BTreeSet<_> = bursts.iter().cloned().collect();
-    assert_eq!(distinct.len(), USERS6, "{bursts:?}");
+    let distinct: BTreeSet<_> = fired.iter().cloned().collect();
+    assert_eq!(distinct.len(), USERS6, "{fired:?}");
 
     // One instance alone, over the whole topic.
     let r = instance_of(paths[3], &addr, &format!("{group}-alone"), TOPIC6);
@@ -444,13 +393,7 @@ fn windows_survive_a_join_a_stop_and_a_kill_9_and_the_group_alerts_as_one_instan
     );
     wait_until(
         Duration::from_secs(30),
-        || {
-            alerts(&paths[3..])
-                .iter()
-                .filter(|(r, _, _)| r == BURST)
-                .count()
-                >= USERS6
-        },
+        || bursts(&paths[3..]).len() >= USERS6,
         || format!("alerts {:?}\n{}", alerts(&paths[3..]), r.logs()),
     );
     settle();
@@ -580,15 +523,7 @@ fn an_instance_restarted_on_an_empty_state_dir_continues_from_the_changelog() {
     send(&addr, TOPIC3, PARTITIONS, &wave(12, PER_USER));
     wait_until(
         Duration::from_secs(60),
-        || {
-            alerts(&[second.path()])
-                .iter()
-                .filter(|(r, _, _)| r == BURST)
-                .map(|(_, u, _)| u.clone())
-                .collect::<BTreeSet<_>>()
-                .len()
-                >= USERS
-        },
+        || burst_users(&[second.path()]).len() >= USERS,
         || format!("alerts {:?}\n{}", alerts(&[second.path()]), b.logs()),
     );
     assert!(

@@ -49,20 +49,39 @@ impl AlertRow {
         let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
         let audit = &doc["kubernetes"]["audit"];
         let object = &audit["objectRef"];
-        let resource = text(&object["resource"]).map(|r| match text(&object["subresource"]) {
-            Some(sub) => format!("{r}/{sub}"),
-            None => r,
-        });
+        AlertRow::of(
+            alert,
+            text(&doc["source"]["ip"]),
+            text(&audit["verb"]),
+            (text(&object["resource"]), text(&object["subresource"])),
+            text(&object["namespace"]),
+            text(&object["name"]),
+        )
+    }
+
+    /// The row of `alert` with these fields of its document (empty values already dropped);
+    /// the resource is `resource/subresource` when both are there.
+    fn of(
+        alert: &Alert,
+        source_ip: Option<String>,
+        verb: Option<String>,
+        (resource, subresource): (Option<String>, Option<String>),
+        namespace: Option<String>,
+        name: Option<String>,
+    ) -> AlertRow {
         AlertRow {
             time: alert.time(),
             rule: alert.rule,
             message: alert.message().to_string(),
             identity: alert.user().filter(|u| !u.is_empty()).map(str::to_string),
-            source_ip: text(&doc["source"]["ip"]),
-            verb: text(&audit["verb"]),
-            resource,
-            namespace: text(&object["namespace"]),
-            name: text(&object["name"]),
+            source_ip,
+            verb,
+            resource: resource.map(|r| match subresource {
+                Some(sub) => format!("{r}/{sub}"),
+                None => r,
+            }),
+            namespace,
+            name,
         }
     }
 }
@@ -121,21 +140,14 @@ impl RowFields<'_> {
             Some(o) => (o.resource, o.subresource, o.namespace, o.name),
             None => (None, None, None, None),
         };
-        let resource = text(resource).map(|r| match text(subresource) {
-            Some(sub) => format!("{r}/{sub}"),
-            None => r,
-        });
-        AlertRow {
-            time: alert.time(),
-            rule: alert.rule,
-            message: alert.message().to_string(),
-            identity: alert.user().filter(|u| !u.is_empty()).map(str::to_string),
-            source_ip: text(self.source.and_then(|s| s.ip)),
-            verb: text(verb),
-            resource,
-            namespace: text(namespace),
-            name: text(name),
-        }
+        AlertRow::of(
+            alert,
+            text(self.source.and_then(|s| s.ip)),
+            text(verb),
+            (text(resource), text(subresource)),
+            text(namespace),
+            text(name),
+        )
     }
 }
 

@@ -858,11 +858,7 @@ correlation:
   condition: {gte: 2}
 level: high
 "#;
-        let cfg = crate::rules::RulesConfig::default();
-        let compiled = crate::rules::compile_str("t.yml", text, &cfg.compile_options("custom"));
-        let loaded = cfg.link(compiled);
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let set = loaded.into_rule_set(&cfg);
+        let set = rule_set(text);
         let mut d = Detector::new(&set, None).with_correlator(Detector::correlator_for(&set));
         let mut alerts = Vec::new();
         for i in 0..2 {
@@ -890,11 +886,7 @@ level: high
 
     /// A rule set compiled from `text` (Sigma rules and correlations).
     fn rule_set(text: &str) -> RuleSet {
-        let cfg = crate::rules::RulesConfig::default();
-        let compiled = crate::rules::compile_str("t.yml", text, &cfg.compile_options("custom"));
-        let loaded = cfg.link(compiled);
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        loaded.into_rule_set(&cfg)
+        crate::rules::test_rule_set(text)
     }
 
     /// A secret read by `user` at `time`, as the events-flow document a first-tier tripline of

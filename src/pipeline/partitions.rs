@@ -125,7 +125,7 @@ pub struct PartitionStates {
     /// a revocation is never written after the revocation's own.
     writing: Mutex<()>,
     changelogs: Mutex<HashMap<Arc<str>, Arc<dyn Changelog>>>,
-    correlator_options: Mutex<CorrelatorOptions>,
+    correlator_options: CorrelatorOptions,
     /// The daemon's current rules (a restored state is made for them).
     rules: SharedRules,
     /// The workers' gate: a revoked partition's state is taken between batches.
@@ -147,7 +147,7 @@ impl PartitionStates {
             states: Mutex::default(),
             writing: Mutex::default(),
             changelogs: Mutex::default(),
-            correlator_options: Mutex::new(correlator_options),
+            correlator_options,
             rules,
             gate,
             inflight,
@@ -171,11 +171,6 @@ impl PartitionStates {
             Ok(r) => r.clone(),
             Err(p) => p.into_inner().clone(),
         }
-    }
-
-    /// Whether `source` keeps its partitions' state apart (it registered a changelog).
-    pub fn follows(&self, source: &str) -> bool {
-        lock(&self.changelogs).contains_key(source)
     }
 
     /// The changelog of `source`'s partitions.
@@ -215,7 +210,7 @@ impl PartitionStates {
             r = r.with_state(o.rules.snapshot());
         }
         let r = Arc::new(r);
-        let correlator = Detector::correlator_with(&r, *lock(&self.correlator_options));
+        let correlator = Detector::correlator_with(&r, self.correlator_options);
         if let (Some(c), Some(Some(oc))) = (&correlator, old.map(|o| &o.correlator)) {
             let snap = lock(oc).snapshot();
             lock(c).restore(snap);
@@ -441,7 +436,7 @@ impl PartitionStates {
             Baselines::decode(rec.baselines.get().as_bytes(), &label).map_err(|e| e.to_string())?,
         );
         let r = Arc::new(partition_rules(rules, &baselines).with_state(rec.rules));
-        let correlator = Detector::correlator_with(&r, *lock(&self.correlator_options));
+        let correlator = Detector::correlator_with(&r, self.correlator_options);
         if let (Some(c), Some(snap)) = (&correlator, rec.correlations) {
             lock(c).restore(snap);
         }
@@ -586,11 +581,7 @@ level: high
 
     /// The rules compiled on their own (another instance's: other hash keys).
     fn rules() -> Arc<RuleSet> {
-        let cfg = crate::rules::RulesConfig::default();
-        let compiled = crate::rules::compile_str("t.yml", RULES, &cfg.compile_options("custom"));
-        let loaded = cfg.link(compiled);
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        Arc::new(loaded.into_rule_set(&cfg).with_redelivery_window(1000))
+        Arc::new(crate::rules::test_rule_set(RULES).with_redelivery_window(1000))
     }
 
     fn id() -> PartitionId {

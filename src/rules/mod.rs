@@ -31,6 +31,16 @@ pub use sigma::{
     FieldError, RuleError,
 };
 
+/// A rule set compiled from `text` (Sigma rules and correlations) with the default rules
+/// settings, for tests; panics on a rule that does not load.
+#[cfg(test)]
+pub(crate) fn test_rule_set(text: &str) -> RuleSet {
+    let cfg = RulesConfig::default();
+    let loaded = cfg.link(compile_str("t.yml", text, &cfg.compile_options("custom")));
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    loaded.into_rule_set(&cfg)
+}
+
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 }

@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod events;
+pub mod kafka;
 pub mod proxy;
 pub mod servers;
 pub mod slow_endpoint;

@@ -51,8 +51,9 @@ pub struct KafkaChangelog {
     topic: String,
     /// The source's settings, to create the topic.
     cfg: KafkaSourceConfig,
-    /// Set once the topic is known to exist (checked, or created, at its first use).
-    ensured: std::sync::atomic::AtomicBool,
+    /// The topic's partition count once it is known to exist (checked, or created, at its
+    /// first use; read again at each restore); 0 before.
+    partitions: std::sync::atomic::AtomicI32,
     producer: BaseProducer<Deliveries>,
     /// The settings of the consumers that read a partition's record back.
     read_config: ClientConfig,
@@ -121,7 +122,7 @@ impl KafkaChangelog {
             read_config: rc,
             restore_timeout: cfg.restore_timeout.0,
             cfg: cfg.clone(),
-            ensured: std::sync::atomic::AtomicBool::new(false),
+            partitions: std::sync::atomic::AtomicI32::new(0),
         };
         // The topic is checked (and made) at its first use, the first restore: the brokers
         // need not answer when the daemon starts.
@@ -153,15 +154,23 @@ impl KafkaChangelog {
         Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
     }
 
-    /// Makes sure the topic exists (once it does, without asking again).
-    fn ensure(&self) -> Result<(), String> {
-        if self.ensured.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
+    /// Makes sure the topic exists, and returns its partition count (known once it does, a
+    /// snapshot's write asks the brokers nothing).
+    fn ensure(&self) -> Result<i32, String> {
+        let known = self.partitions.load(std::sync::atomic::Ordering::Relaxed);
+        if known > 0 {
+            return Ok(known);
         }
         self.ensure_topic(&self.cfg)?;
-        self.ensured
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        self.refresh()
+    }
+
+    /// Reads the topic's partition count again.
+    fn refresh(&self) -> Result<i32, String> {
+        let n = self.partitions_of(&self.topic)?;
+        self.partitions
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
 
     fn ensure_topic(&self, cfg: &KafkaSourceConfig) -> Result<(), String> {
@@ -223,8 +232,7 @@ fn key_of(id: &PartitionId) -> String {
 
 impl Changelog for KafkaChangelog {
     fn write(&self, records: &[(PartitionId, Vec<u8>)]) -> Result<(), String> {
-        self.ensure()?;
-        let n = self.partitions_of(&self.topic)?.max(1);
+        let n = self.ensure()?.max(1);
         // Failures of an earlier write that timed out were reported with it.
         self.producer
             .context()
@@ -261,7 +269,7 @@ impl Changelog for KafkaChangelog {
 
     fn read(&self, id: &PartitionId) -> Result<Option<Vec<u8>>, String> {
         self.ensure()?;
-        let n = self.partitions_of(&self.topic)?;
+        let n = self.refresh()?;
         if n == 0 {
             return Ok(None);
         }
