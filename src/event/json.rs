@@ -697,6 +697,77 @@ impl<'a> Scanner<'a> {
         self.copy_value_again(out, depth)
     }
 
+    /// Writes the value at the cursor exactly as serializing [`Self::value`] writes it (the keys
+    /// of each object in order, numbers as `serde_json` prints them, strings as
+    /// [`write_json_str`] spells them), the same bytes, without building the value: the text
+    /// is read once into borrowed pieces, and each object's members are sorted. `None` (with
+    /// `out` partly written) for an object with a repeated key, which the caller must build
+    /// instead (the last one wins there).
+    pub fn copy_value_sorted(&mut self, out: &mut Vec<u8>) -> Result<Option<()>> {
+        let mut tree = SortedTree::default();
+        let root = self.read_sorted(&mut tree, 0)?;
+        if tree.repeated {
+            return Ok(None);
+        }
+        tree.write(&root, out);
+        Ok(Some(()))
+    }
+
+    /// The value at the cursor into `tree`, read whole (a repeated key is noted in `tree`).
+    fn read_sorted(&mut self, tree: &mut SortedTree<'a>, depth: usize) -> Result<SortedValue<'a>> {
+        if depth > MAX_DEPTH {
+            return self.syntax("nesting too deep");
+        }
+        match self.peek() {
+            Some(b'"') => {
+                let (literal, canonical) = self.string_literal()?;
+                Ok(SortedValue::Str(literal, canonical))
+            }
+            Some(b'{') => {
+                let mut members: smallvec::SmallVec<[(Cow<'a, str>, SortedValue<'a>); 8]> =
+                    smallvec::SmallVec::new();
+                if !self.open(b'{', b'}', "", "")? {
+                    loop {
+                        if self.b.get(self.pos) != Some(&b'"') && self.peek() != Some(b'"') {
+                            return self.syntax("expected a key");
+                        }
+                        let key = self.string()?;
+                        self.expect(b':')?;
+                        let value = self.read_sorted(tree, depth + 1)?;
+                        members.push((key, value));
+                        if self.next_or_close(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                // `serde_json::Map` is ordered by key, byte by byte, as `str` is.
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+                tree.repeated |= members.windows(2).any(|w| w[0].0 == w[1].0);
+                let start = tree.members.len();
+                let len = members.len();
+                tree.members.extend(members);
+                Ok(SortedValue::Object(start, len))
+            }
+            Some(b'[') => {
+                let mut items: smallvec::SmallVec<[SortedValue<'a>; 8]> = smallvec::SmallVec::new();
+                self.array("", |s: &mut Self| {
+                    items.push(s.read_sorted(tree, depth + 1)?);
+                    Ok(())
+                })?;
+                let start = tree.items.len();
+                let len = items.len();
+                tree.items.extend(items);
+                Ok(SortedValue::Array(start, len))
+            }
+            Some(b't') => self.literal(b"true").map(|()| SortedValue::Word("true")),
+            Some(b'f') => self.literal(b"false").map(|()| SortedValue::Word("false")),
+            Some(b'n') => self.literal(b"null").map(|()| SortedValue::Word("null")),
+            Some(b'-' | b'0'..=b'9') => Ok(SortedValue::Number(self.number()?)),
+            Some(_) => self.syntax("expected a value"),
+            None => Err(JsonError::Eof),
+        }
+    }
+
     /// The text of the value at the cursor, when [`Self::copy_value`] would write it exactly so
     /// (the cursor then after it); `None`, with the cursor where it was, otherwise.
     pub fn verbatim_text(&mut self, depth: usize) -> Option<&'a str> {
@@ -890,6 +961,69 @@ impl<'a> Scanner<'a> {
             return self.syntax("trailing characters");
         }
         Ok(())
+    }
+}
+
+/// A value of [`Scanner::copy_value_sorted`], borrowed from the text.
+enum SortedValue<'a> {
+    /// A string's literal (quotes included), and whether it is spelt as [`write_json_str`]
+    /// spells its value.
+    Str(&'a str, bool),
+    Number(&'a str),
+    /// `true`, `false` or `null`.
+    Word(&'static str),
+    /// `len` members of [`SortedTree::members`] from `start`, sorted by key.
+    Object(usize, usize),
+    /// `len` elements of [`SortedTree::items`] from `start`.
+    Array(usize, usize),
+}
+
+/// The containers' contents of a value read by [`Scanner::copy_value_sorted`].
+#[derive(Default)]
+struct SortedTree<'a> {
+    members: Vec<(Cow<'a, str>, SortedValue<'a>)>,
+    items: Vec<SortedValue<'a>>,
+    /// An object repeated a key.
+    repeated: bool,
+}
+
+impl SortedTree<'_> {
+    fn write(&self, v: &SortedValue<'_>, out: &mut Vec<u8>) {
+        match v {
+            SortedValue::Str(literal, true) => out.extend_from_slice(literal.as_bytes()),
+            SortedValue::Str(literal, false) => {
+                // Read once already: it decodes.
+                let value = Scanner::new(literal).string().unwrap_or_default();
+                write_json_str(out, &value);
+            }
+            SortedValue::Number(n) => {
+                // Writing a number to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, &number_value(n));
+            }
+            SortedValue::Word(w) => out.extend_from_slice(w.as_bytes()),
+            SortedValue::Object(start, len) => {
+                out.push(b'{');
+                for (i, (key, value)) in self.members[*start..start + len].iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_str(out, key);
+                    out.push(b':');
+                    self.write(value, out);
+                }
+                out.push(b'}');
+            }
+            SortedValue::Array(start, len) => {
+                out.push(b'[');
+                for (i, value) in self.items[*start..start + len].iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.write(value, out);
+                }
+                out.push(b']');
+            }
+        }
     }
 }
 
@@ -1131,6 +1265,77 @@ mod tests {
                     "{case}"
                 );
                 assert_eq!(s.pos, t.pos, "{case}");
+            }
+        }
+    }
+
+    /// The sorted copy writes the bytes that serializing the built value writes, whatever the
+    /// spelling of the input; it gives up exactly where a key repeats.
+    #[test]
+    fn a_value_copied_sorted_is_what_serializing_it_writes() {
+        let mut cases: Vec<String> = [
+            r#"{"b":"x","a":[1,2.5,-3e2,1E+2,true,false,null],"c":{},"A":0,"ab":1,"a\u0062":2}"#,
+            r#"{ "z" : { "y" : [ { "b" : 1 , "a" : 2 } ] } , "é" : "ü" , "e" : "\u00e9" }"#,
+            r#"{"a":"say \"hi\"","b":"x\\y","c":"\u001f","d":"\/","e":"\u0041\ud800"}"#,
+            r#"{"a":"\ud83d\ude00","b":"<\u003c>\u0026","k\u0061":"v"}"#,
+            r#"{"n":1e999,"m":123456789012345678901234567890,"o":18446744073709551615}"#,
+            r#"{"n":-0,"m":0.000001,"o":1.50,"p":-9223372036854775808,"q":100e-2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":{"b":1,"b":2}}"#,
+            r#"{"a":{"b":1,"\u0062":2}}"#,
+            r#"[{"x":1},{"x":1},[{"y":[{"z":1,"z":1}]}]]"#,
+            r#"[]"#,
+            r#"[[],[{}],"",0,{"":1}]"#,
+            r#""plain""#,
+            "17",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real");
+        let mut bodies = 0;
+        for f in ["openshift/audit_in.log", "audit2rbac/demo.log"] {
+            match std::fs::read_to_string(data.join(f)) {
+                Ok(text) => {
+                    for line in text.lines() {
+                        let Ok(serde_json::Value::Object(ev)) =
+                            serde_json::from_str::<serde_json::Value>(line)
+                        else {
+                            continue;
+                        };
+                        for key in ["requestObject", "responseObject"] {
+                            if let Some(body) = ev.get(key) {
+                                bodies += 1;
+                                cases.push(serde_json::to_string_pretty(body).unwrap());
+                            }
+                        }
+                        cases.push(line.to_string());
+                    }
+                }
+                Err(_) => eprintln!("{} absent: the built-in cases only", data.display()),
+            }
+        }
+        eprintln!("{} cases, {bodies} bodies of real events", cases.len());
+        for case in &cases {
+            let mut sorted = Vec::new();
+            let got = Scanner::new(case).copy_value_sorted(&mut sorted);
+            let mut replaced = Vec::new();
+            let built = Scanner::new(case).value_noting_repeats(0, &mut replaced);
+            assert_eq!(got.is_ok(), built.is_ok(), "{case}");
+            let (Ok(got), Ok(built)) = (got, built) else {
+                continue;
+            };
+            assert_eq!(
+                got.is_none(),
+                !replaced.is_empty(),
+                "{case}: a repeated key"
+            );
+            if got.is_some() {
+                assert_eq!(
+                    String::from_utf8_lossy(&sorted),
+                    serde_json::to_string(&built).unwrap(),
+                    "{case}"
+                );
             }
         }
     }

@@ -233,6 +233,20 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
         unique &= keys.write_key(out, key);
         match key {
             "requestObject" | "responseObject" => {
+                // Most bodies hold nothing to redact: written as the long way below writes
+                // them, without building them.
+                if request.redacts_nothing() {
+                    let (at, written) = (s.pos, out.len());
+                    let text = s.skip_value()?;
+                    if holds_no_redacted_kind(text)
+                        && Scanner::new(text).copy_value_sorted(out)?.is_some()
+                    {
+                        return Ok(());
+                    }
+                    // A repeated key: built below, which redacts what it hides.
+                    out.truncate(written);
+                    s.pos = at;
+                }
                 let mut replaced = Vec::new();
                 let mut v = s.value_noting_repeats(0, &mut replaced)?;
                 request.redact_body(key, &mut v, &mut found);
@@ -321,6 +335,13 @@ impl Request {
         }
     }
 
+    /// True if [`Request::redact_body`] changes nothing for this request by itself: not a
+    /// request about Secrets, token reviews or token requests (what a body holds may still
+    /// need redaction: [`holds_no_redacted_kind`]).
+    fn redacts_nothing(self) -> bool {
+        !(self.is_secrets || self.is_token_review || self.is_token_request)
+    }
+
     /// Redacts the event's `requestObject` or `responseObject` (`key`).
     fn redact_body(self, key: &str, object: &mut Value, found: &mut Found) {
         if key == "requestObject" && self.is_secret_patch {
@@ -337,6 +358,21 @@ impl Request {
             }
         }
     }
+}
+
+/// True if no object in the JSON text `body` can have the `kind` that [`walk`] redacts
+/// (`Secret`, `SecretList`, `TokenReview`, `TokenRequest`), so that a body of a request that
+/// [`Request::redacts_nothing`] is written without being built (the same bytes). A kind is
+/// compared exactly: spelt without escapes, its string starts `"Secret` or `"Token`; only an
+/// escape `\u0040` to `\u007f` can spell an ASCII letter, and any such escape also answers
+/// false (the body then takes the long way).
+fn holds_no_redacted_kind(body: &str) -> bool {
+    use memchr::memmem;
+    let b = body.as_bytes();
+    if memmem::find(b, b"\"Secret").is_some() || memmem::find(b, b"\"Token").is_some() {
+        return false;
+    }
+    !memmem::find_iter(b, b"\\u00").any(|at| matches!(b.get(at + 4), Some(b'4'..=b'7')))
 }
 
 /// Bearer tokens in the string values of the event's `annotations`.
@@ -1212,6 +1248,46 @@ mod tests {
         ] {
             assert_written_like_redact_event(&text, &text);
         }
+    }
+
+    /// Bodies of requests that are not about Secrets or tokens are written without being built
+    /// unless they might hold an object that redaction changes: a Secret inside anything
+    /// (a list, a custom resource, a Table) is still found, however its kind is spelt.
+    #[test]
+    fn secrets_inside_other_bodies_are_redacted_however_spelt() {
+        let event = |body: &str| {
+            format!(
+                r#"{{"verb":"create","objectRef":{{"resource":"backups","apiGroup":"example.com"}},"requestURI":"/apis/example.com/v1/backups","requestObject":{body},"responseObject":{{"kind":"Status","code":201}}}}"#
+            )
+        };
+        for body in [
+            r#"{"kind":"Backup","spec":{"items":[{"kind":"Secret","data":{"k":"c2VjcmV0LXZhbHVl"}}]}}"#,
+            r#"{"kind":"Backup","spec":{"items":[{"kind":"\u0053ecret","data":{"k":"c2VjcmV0LXZhbHVl"}}]}}"#,
+            r#"{"kind":"Backup","spec":{"items":[{"\u006bind":"Secret","data":{"k":"c2VjcmV0LXZhbHVl"}}]}}"#,
+            r#"{"kind":"Backup","spec":{"list":{"kind":"SecretList","items":[{"data":{"k":"c2VjcmV0LXZhbHVl"}}]}}}"#,
+            r#"{"kind":"Backup","spec":{"review":{"kind":"TokenReview","spec":{"token":"c2VjcmV0LXZhbHVl"}}}}"#,
+            r#"{"kind":"Backup","spec":{"items":[{"data":{"k":"c2VjcmV0LXZhbHVl"},"kind":"Secret"}]}}"#,
+        ] {
+            let text = event(body);
+            assert_written_like_redact_event(&text, &text);
+            let ev = Event::parse(&text).unwrap();
+            let (out, redacted) = redacted_event_json(&ev);
+            let out = String::from_utf8(out).unwrap();
+            assert!(!out.contains("c2VjcmV0LXZhbHVl"), "{out}");
+            assert!(!redacted.secrets.is_empty(), "{body}");
+        }
+        // Nothing to redact: written, keys sorted as the long way sorts them, nothing found.
+        let text = event(r#"{"z":1,"kind":"Backup","a":{"y":"Tokens \u003c3","b":[2,1]}}"#);
+        let ev = Event::parse(&text).unwrap();
+        let (out, redacted) = redacted_event_json(&ev);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(
+                r#""requestObject":{"a":{"b":[2,1],"y":"Tokens <3"},"kind":"Backup","z":1}"#
+            ),
+            "{out}"
+        );
+        assert!(redacted.secrets.is_empty());
     }
 
     #[test]
