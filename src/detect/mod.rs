@@ -753,21 +753,28 @@ fn with_falco(
     falco: &crate::rules::falco::FalcoInfo,
     output_fields: serde_json::Map<String, Value>,
 ) -> Vec<u8> {
-    let object = serde_json::json!({
-        "rule": meta.title,
-        "priority": falco.priority.as_str(),
-        "source": falco.source,
-        "tags": meta.tags,
-        "output_fields": output_fields,
-    });
     if doc.last() != Some(&b'}') || doc.len() < 2 {
         return doc;
     }
     doc.pop();
-    doc.extend_from_slice(b",\"falco\":");
-    // A JSON value always serialises.
-    doc.extend_from_slice(&serde_json::to_vec(&object).unwrap_or_else(|_| b"{}".to_vec()));
-    doc.push(b'}');
+    // Written directly, its keys in the order a `serde_json::Map` keeps them (sorted).
+    doc.extend_from_slice(b",\"falco\":{\"output_fields\":");
+    // A map of JSON values always serialises.
+    let _ = serde_json::to_writer(&mut doc, &output_fields);
+    doc.extend_from_slice(b",\"priority\":");
+    crate::event::write_json_str(&mut doc, falco.priority.as_str());
+    doc.extend_from_slice(b",\"rule\":");
+    crate::event::write_json_str(&mut doc, &meta.title);
+    doc.extend_from_slice(b",\"source\":");
+    crate::event::write_json_str(&mut doc, &falco.source);
+    doc.extend_from_slice(b",\"tags\":[");
+    for (i, tag) in meta.tags.iter().enumerate() {
+        if i > 0 {
+            doc.push(b',');
+        }
+        crate::event::write_json_str(&mut doc, tag);
+    }
+    doc.extend_from_slice(b"]}}");
     doc
 }
 
@@ -830,6 +837,58 @@ pub fn run_correlation_tests(set: &RuleSet) -> (usize, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `falco` object is written directly: the bytes that serializing it as a value gives.
+    #[test]
+    fn the_falco_object_is_what_serializing_it_writes() {
+        let meta = crate::rules::RuleMeta {
+            id: "falco:Odd \"rule\"".into(),
+            title: "Odd \"rule\" é\u{1}".into(),
+            description: None,
+            status: None,
+            author: None,
+            date: None,
+            modified: None,
+            level: crate::rules::Level::High,
+            tags: vec!["k8s".into(), "mitre_\\x".into()],
+            references: vec![],
+            falsepositives: vec![],
+            source: "f.yaml".into(),
+            ruleset: "custom".into(),
+        };
+        let falco = crate::rules::falco::FalcoInfo {
+            priority: crate::rules::falco::Priority::Warning,
+            output_fields: Vec::new(),
+            source: "k8s_audit".into(),
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("ka.user.name".into(), Value::from("bob"));
+        fields.insert(
+            "ka.req.pod.containers.image".into(),
+            serde_json::json!(["a", null]),
+        );
+        for tags in [meta.tags.clone(), Vec::new()] {
+            let meta = crate::rules::RuleMeta {
+                tags,
+                ..meta.clone()
+            };
+            let doc = with_falco(b"{\"a\":1}".to_vec(), &meta, &falco, fields.clone());
+            let want = serde_json::json!({
+                "a": 1,
+                "falco": {
+                    "rule": meta.title,
+                    "priority": falco.priority.as_str(),
+                    "source": falco.source,
+                    "tags": meta.tags,
+                    "output_fields": fields,
+                }
+            });
+            assert_eq!(
+                String::from_utf8(doc).unwrap(),
+                serde_json::to_string(&want).unwrap()
+            );
+        }
+    }
     use crate::alert::render_alert;
     use crate::event::decode_value_into;
     use crate::event::redact::redact_event;
