@@ -243,7 +243,8 @@ fn stream_redacted(ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Redacted> {
                     {
                         return Ok(());
                     }
-                    // A repeated key: built below, which redacts what it hides.
+                    // A kind redaction reads, or a repeated key: built below, which redacts
+                    // what it finds or what the repeat hides.
                     out.truncate(written);
                     s.pos = at;
                 }
