@@ -6,6 +6,7 @@ mod decode;
 mod envelope;
 mod field;
 mod gke;
+mod hash_many;
 pub(crate) mod json;
 mod pod;
 pub mod redact;
@@ -17,6 +18,7 @@ pub use decode::{
     InputReader, Line, LineReader, Piece, Rest, SkipReason, DEFAULT_MAX_LINE_BYTES,
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};
+pub use hash_many::content_hashes;
 pub use json::{parse_value, unique_keys, write_json_str};
 pub use view::{
     members_of, parse_timestamp, Event, ObjectRef, RawMember, ResponseStatus, UserInfo,

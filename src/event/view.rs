@@ -580,6 +580,12 @@ impl<'a> Event<'a> {
             .get_or_init(|| crate::event::content_hash(&[self.raw.as_bytes()]))
     }
 
+    /// Sets [`Event::content_hash`] to `hash`, computed beforehand (with other events', see
+    /// [`crate::event::content_hashes`]) from exactly [`Event::raw`]; no change once computed.
+    pub fn set_content_hash(&self, hash: [u8; 16]) {
+        let _ = self.content_hash.set(hash);
+    }
+
     /// [`crate::event::content_id`] of the event's text (its hash in hex).
     pub fn content_id(&self) -> String {
         crate::event::hex_id(&self.content_hash())

@@ -452,6 +452,14 @@ impl WorkerContext {
         let mut offset = batch.start_offset;
         let mut start = 0;
         let data = &batch.data;
+        // The events flow's document ids: each line's content hash, many lines side by side
+        // (an event whose text is its whole line takes its line's; any other hashes its own).
+        let mut line_hashes = Vec::new();
+        if wants_events {
+            let lines: Vec<&[u8]> = Lines::of(data).map(|(_, line)| line).collect();
+            crate::event::content_hashes(&lines, &mut line_hashes);
+        }
+        let mut line_hashes = line_hashes.into_iter();
         for (this_line, nl) in (batch.first_line..).zip(memchr::memchr_iter(b'\n', data)) {
             let raw = &data[start..nl];
             let line_start = start;
@@ -462,6 +470,7 @@ impl WorkerContext {
             if trimmed.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            let line_hash = line_hashes.next();
             let text = match crate::event::utf8(trimmed) {
                 Ok(t) => t,
                 Err(e) => {
@@ -480,6 +489,11 @@ impl WorkerContext {
             decode_value_into(text, &mut |d| match d {
                 Ok(ev) => {
                     events_read.inc();
+                    if let Some(h) =
+                        line_hash.filter(|_| std::ptr::eq(ev.raw().as_bytes(), trimmed))
+                    {
+                        ev.set_content_hash(h);
+                    }
                     let this_event = event;
                     event += 1;
                     if timed {
@@ -709,6 +723,37 @@ impl WorkerContext {
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The lines of a batch's data that [`WorkerContext::read_batch`] decodes, in order: each
+/// with its start, without its newline and `\r`, blank lines left out.
+struct Lines<'a> {
+    data: &'a [u8],
+    start: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn of(data: &'a [u8]) -> Lines<'a> {
+        Lines { data, start: 0 }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, &'a [u8]);
+
+    fn next(&mut self) -> Option<(usize, &'a [u8])> {
+        loop {
+            let rest = self.data.get(self.start..)?;
+            let nl = memchr::memchr(b'\n', rest)?;
+            let at = self.start;
+            self.start += nl + 1;
+            let raw = &rest[..nl];
+            let trimmed = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if !trimmed.iter().all(u8::is_ascii_whitespace) {
+                return Some((at, trimmed));
             }
         }
     }
