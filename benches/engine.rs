@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 
-use tripline::alert::{write_document, AlertTemplate, AuditFields, EventPart};
+use tripline::alert::{
+    write_document, write_event_document, AlertTemplate, AuditFields, EventPart,
+};
 use tripline::detect::Detector;
 use tripline::event::decode_value_into;
 use tripline::event::redact::write_redacted_event;
@@ -470,7 +472,8 @@ criterion_group!(benches, bench);
 /// `PASSES` passes and print the time per event; so do `match-any-verb` and `match-indexed`
 /// (only the rules that name no verb, or only the others) and `match-one` (rule number `RULE`
 /// alone); `stateful` and `correlations` detect with the whole pack, or the pack without its
-/// first-seen rules, and their correlator. `stats` prints the rule candidates per event by verb and resource; `alertparts`
+/// first-seen rules, and their correlator; `redact` writes each redacted event and `eventdoc`
+/// each events-flow document. `stats` prints the rule candidates per event by verb and resource; `alertparts`
 /// times the steps of building alerts.
 fn profile(mode: &str) {
     let rules = full_pack();
@@ -492,6 +495,7 @@ fn profile(mode: &str) {
         loaded.correlations.clear();
         loaded.into_rule_set(&cfg)
     };
+    let template = AlertTemplate::new(&rules.rules()[0].meta);
     // `CORPUS=0`: request_response; the metadata corpus by default.
     let corpus = corpora().remove(env_num("CORPUS").unwrap_or(1));
     let t = Instant::now();
@@ -674,6 +678,19 @@ fn profile(mode: &str) {
             }
             "correlations" => {
                 black_box(decode_detect_stateful(&corpus.bytes, &correlations));
+            }
+            // The events flow's parts: the redacted event alone, then the whole document.
+            "redact" => {
+                let mut out = Vec::new();
+                each_event(&corpus.bytes, |_, ev| {
+                    out.clear();
+                    black_box(write_redacted_event(ev, &mut out));
+                });
+            }
+            "eventdoc" => {
+                each_event(&corpus.bytes, |_, ev| {
+                    black_box(write_event_document(&template, ev, Some("bench")));
+                });
             }
             "throttle" => {
                 let mut out = Vec::new();

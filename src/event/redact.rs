@@ -169,6 +169,14 @@ pub struct Redacted {
 /// rest is copied. An event with a repeated member name is built whole instead (the last one
 /// wins, as when it is parsed), so the output never repeats a key.
 pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
+    if let Some(text) = verbatim_event(ev) {
+        out.extend_from_slice(text.as_bytes());
+        return Redacted {
+            secrets: Vec::new(),
+            request_uri: None,
+            complete: true,
+        };
+    }
     let start = out.len();
     if let Some(done) = stream_redacted(ev, out) {
         return done;
@@ -210,6 +218,40 @@ pub fn redacted_event_json(ev: &Event<'_>) -> (Vec<u8>, Redacted) {
     let mut out = Vec::with_capacity(ev.raw().len() + 16);
     let redacted = write_redacted_event(ev, &mut out);
     (out, redacted)
+}
+
+/// The event's text, when it is exactly what [`stream_redacted`] writes for it: it has no
+/// body (`requestObject` and `responseObject` absent or `null`), no "bearer" anywhere in its
+/// `annotations`, a `requestURI` that redaction leaves as it is, and its text is written as it
+/// would be written again (no whitespace between tokens, escapes spelt as `serde_json` spells
+/// them, no key repeated in any object, finite numbers). Most Metadata-level events are: one
+/// check of the text and one copy, instead of member by member. Members keep their order
+/// either way, and canonical escapes cannot spell a letter of "bearer".
+fn verbatim_event<'a>(ev: &Event<'a>) -> Option<&'a str> {
+    use crate::event::json::Scanner;
+    if ev.request_object.is_some() || ev.response_object.is_some() {
+        return None;
+    }
+    if ev
+        .annotations
+        .is_some_and(|a| find_bearer(a.as_bytes(), 0).is_some())
+    {
+        return None;
+    }
+    if ev
+        .request_uri
+        .as_deref()
+        .is_some_and(|uri| redacted_uri(uri, &mut Found::default()).is_some())
+    {
+        return None;
+    }
+    let mut s = Scanner::new(ev.raw());
+    if s.peek() != Some(b'{') {
+        return None;
+    }
+    let text = s.verbatim_text(0)?;
+    s.end().ok()?;
+    Some(text)
 }
 
 /// [`write_redacted_event`] member by member; `None` (with `out` partly written) when a member
@@ -1248,6 +1290,120 @@ mod tests {
             "{}".to_string(),
         ] {
             assert_written_like_redact_event(&text, &text);
+        }
+    }
+
+    /// An event copied whole (`verbatim_event`) is exactly what writing it member by member
+    /// writes, with nothing found; and most Metadata-level events are copied whole.
+    #[test]
+    fn an_event_copied_whole_is_what_writing_it_member_by_member_writes() {
+        let mut texts: Vec<String> = Vec::new();
+        for case in cases() {
+            texts.push(serde_json::to_string(&case.event).unwrap());
+            texts.push(serde_json::to_string_pretty(&case.event).unwrap());
+        }
+        let meta = r#"{"kind":"Event","level":"Metadata","verb":"get","user":{"username":"u","groups":["g"]},"sourceIPs":["10.0.0.1"],"objectRef":{"resource":"pods","namespace":"n"},"responseStatus":{"metadata":{},"code":200},"annotations":{"authorization.k8s.io/reason":"RBAC: allowed by RoleBinding \"r/n\""}"#;
+        let crafted = [
+            // Copied whole.
+            (
+                format!("{meta},\"requestURI\":\"/api/v1/namespaces/n/pods/p\"}}"),
+                true,
+            ),
+            (
+                format!("{meta},\"requestObject\":null,\"responseObject\":null}}"),
+                true,
+            ),
+            (
+                format!("{meta},\"tab\":\"a\\tb\\u001f\",\"n\":-1.5e3}}"),
+                true,
+            ),
+            // Not: what redaction changes, or text that is not written as it reads.
+            (
+                format!("{meta},\"requestURI\":\"/api/v1/pods?access_token=abcdefgh\"}}"),
+                false,
+            ),
+            (
+                format!("{meta},\"requestURI\":\"/api/v1/pods?x=Bearer%20abcdefgh\"}}"),
+                false,
+            ),
+            (
+                r#"{"verb":"get","annotations":{"a":"Bearer abcdefgh"}}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"verb":"get","annotations":{"a":"bEaReR abcdefgh"}}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"verb":"get","annotations":{"a":"\u0062earer abcdefgh"}}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"verb":"get","responseObject":{"kind":"Status"}}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"verb":"get","requestObject":{"b":1,"a":2}}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"verb":"get","user":{"extra":{"a":["1"],"a":["2"]}}}"#.to_string(),
+                false,
+            ),
+            (r#"{"verb":"get","x":{"y":1,"y":2}}"#.to_string(), false),
+            (r#"{"verb":"get", "x":1}"#.to_string(), false),
+            (r#" {"verb":"get","x":"\/"}"#.to_string(), false),
+            (r#"{"verb":"get","x":1e400}"#.to_string(), false),
+        ];
+        for (text, whole) in &crafted {
+            let ev = Event::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert_eq!(verbatim_event(&ev).is_some(), *whole, "{text}");
+            texts.push(text.clone());
+        }
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real");
+        let mut metadata = Vec::new();
+        for f in ["openshift/audit_in.log", "audit2rbac/demo.log"] {
+            match std::fs::read_to_string(data.join(f)) {
+                Ok(text) => {
+                    for line in text.lines() {
+                        texts.push(line.to_string());
+                        if let Ok(Value::Object(mut ev)) = serde_json::from_str::<Value>(line) {
+                            ev.remove("requestObject");
+                            ev.remove("responseObject");
+                            metadata.push(serde_json::to_string(&ev).unwrap());
+                        }
+                    }
+                }
+                Err(_) => eprintln!("{} absent: the built-in cases only", data.display()),
+            }
+        }
+        let mut copied = 0;
+        for text in metadata.iter().chain(&texts) {
+            let Ok(ev) = Event::parse(text) else {
+                continue;
+            };
+            let mut members = Vec::new();
+            let streamed = stream_redacted(&ev, &mut members);
+            if let Some(whole) = verbatim_event(&ev) {
+                let streamed = streamed.unwrap_or_else(|| panic!("{text}"));
+                assert_eq!(whole, String::from_utf8_lossy(&members), "{text}");
+                assert!(streamed.secrets.is_empty(), "{text}");
+                assert_eq!(streamed.request_uri, None, "{text}");
+                assert!(streamed.complete);
+                let mut out = Vec::new();
+                let written = write_redacted_event(&ev, &mut out);
+                assert_eq!(out, members, "{text}");
+                assert!(written.complete && written.secrets.is_empty());
+                copied += metadata.contains(text) as usize;
+            }
+        }
+        if !metadata.is_empty() {
+            // The real events without their bodies: all but the odd one are copied whole.
+            assert!(
+                copied * 10 >= metadata.len() * 9,
+                "{copied} of {} copied whole",
+                metadata.len()
+            );
         }
     }
 
