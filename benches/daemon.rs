@@ -20,9 +20,18 @@
 //!    interleaved: events/s, wall time and parallel efficiency T(1) / (2 x T(2))
 //!    (`TRIPLINE_BENCH_ONLY=scan-threads`).
 //!
+//! 5. `tripline scan --format json --threads 1` against the floor, a program that only validates
+//!    the same lines with `serde_json`'s `IgnoredAny` (`corpus::validate_lines`, this binary
+//!    started again), both whole processes, on a Metadata and a RequestResponse corpus of
+//!    `TRIPLINE_BENCH_FLOOR_MB` (default 200) each, built by the shared recipe
+//!    (`benches/support/corpus.rs`); runs alternate, `TRIPLINE_BENCH_RUNS` (default 7) each,
+//!    medians: events/s and scan's rate as a fraction of the floor's
+//!    (`TRIPLINE_BENCH_ONLY=scan-floor`).
+//!
 //! Run: `cargo bench --bench daemon` (set `TRIPLINE_BENCH_EVENTS` to change the corpus size,
 //! default 300000; `TRIPLINE_BENCH_ES_DOCS` the documents sent to Elasticsearch, default
-//! 100000; `TRIPLINE_BENCH_ONLY=throughput|latency|elasticsearch|scan-threads` to run one part).
+//! 100000; `TRIPLINE_BENCH_ONLY=throughput|latency|elasticsearch|scan-threads|scan-floor` to run one
+//! part).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -34,6 +43,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "support/corpus.rs"]
+mod corpus;
 #[path = "../tests/support/mod.rs"]
 mod support;
 use support::servers;
@@ -298,6 +309,79 @@ fn scan_threads(n: usize) {
         t1 / t2,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+}
+
+/// `tripline scan --format json --threads 1` against validating the same lines with
+/// `IgnoredAny`, both whole processes, runs alternating: see the module's part 5.
+fn scan_floor() {
+    let mb: usize = std::env::var("TRIPLINE_BENCH_FLOOR_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let runs: usize = std::env::var("TRIPLINE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let seeds = seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let me = std::env::current_exe().expect("the benchmark binary's path");
+    let timed = |cmd: &mut Command| {
+        let cpu0 = children_cpu();
+        let t = Instant::now();
+        let status = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the program runs");
+        assert!(
+            status.code().is_some_and(|c| c <= 1),
+            "{cmd:?} failed: {status:?}"
+        );
+        (t.elapsed().as_secs_f64(), children_cpu() - cpu0)
+    };
+    for (name, metadata_only) in [("Metadata", true), ("RequestResponse", false)] {
+        let corpus = corpus::build_corpus(&seeds, metadata_only, mb << 20);
+        let events = memchr::memchr_iter(b'\n', &corpus).count();
+        let file = tmp.path().join(format!("{name}.log"));
+        std::fs::write(&file, &corpus).unwrap();
+        drop(corpus);
+        let (mut floor, mut scan) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            floor.push(timed(
+                Command::new(&me)
+                    .arg("--bench")
+                    .env("TRIPLINE_BENCH_VALIDATE", &file),
+            ));
+            scan.push(timed(
+                Command::new(env!("CARGO_BIN_EXE_tripline"))
+                    .args(["scan", "--format", "json", "--threads", "1"])
+                    .arg(&file),
+            ));
+        }
+        let median = |v: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+            let mut v: Vec<f64> = v.iter().map(pick).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (fw, sw) = (median(&floor, |r| r.0), median(&scan, |r| r.0));
+        let (fc, sc) = (median(&floor, |r| r.1), median(&scan, |r| r.1));
+        println!(
+            "{name}: {events} events ({:.0} MB), median of {runs} alternating runs, whole processes",
+            std::fs::metadata(&file).map_or(0, |m| m.len()) as f64 / 1e6
+        );
+        println!(
+            "  IgnoredAny floor: {fw:.3} s = {:.0} events/s ({:.2} us CPU per event)",
+            events as f64 / fw,
+            fc / events as f64 * 1e6
+        );
+        println!(
+            "  tripline scan --format json --threads 1: {sw:.3} s = {:.0} events/s ({:.2} us CPU per event): {:.2}x the floor",
+            events as f64 / sw,
+            sc / events as f64 * 1e6,
+            fw / sw
+        );
+        std::fs::remove_file(&file).ok();
+    }
 }
 
 /// The daemon over a backlog of `n` Metadata events, with a file sink taking `flows`; counts
@@ -600,6 +684,12 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    // Part 5's floor, in a process of its own.
+    if let Some(path) = std::env::var_os("TRIPLINE_BENCH_VALIDATE") {
+        let valid = corpus::validate_lines(Path::new(&path)).expect("reading the corpus");
+        println!("{valid} valid lines");
+        return;
+    }
     let n = std::env::var("TRIPLINE_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -609,6 +699,9 @@ fn main() {
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     if run("scan-threads") {
         scan_threads(n);
+    }
+    if run("scan-floor") {
+        scan_floor();
     }
     if run("throughput") {
         throughput(n);

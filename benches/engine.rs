@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 
+#[path = "support/corpus.rs"]
+#[allow(dead_code, reason = "its validator is the daemon benchmark's")]
+mod corpus;
+
 use tripline::alert::{
     write_document, write_event_document, AlertTemplate, AuditFields, EventPart,
 };
@@ -68,37 +72,11 @@ fn seed_events() -> (Vec<Value>, String) {
     (events, origin)
 }
 
-/// Repeats the seed events (with distinct audit IDs and user names, so throttling and hashing
-/// see variety) up to the corpus size; returns JSON lines.
+/// The shared recipe at `TRIPLINE_BENCH_CORPUS_KB` (to see what the caches change) or
+/// [`CORPUS_BYTES`].
 fn build_corpus(seed: &[Value], metadata_only: bool) -> Vec<u8> {
-    // `TRIPLINE_BENCH_CORPUS_KB` overrides the size (to see what the caches change).
     let size = env_num::<usize>("TRIPLINE_BENCH_CORPUS_KB").map_or(CORPUS_BYTES, |kb| kb << 10);
-    let mut out = Vec::with_capacity(size + (1 << 20));
-    let mut n = 0u64;
-    while out.len() < size {
-        for ev in seed {
-            let mut ev = ev.clone();
-            if let Some(obj) = ev.as_object_mut() {
-                obj.insert("auditID".into(), Value::String(format!("bench-{n:016x}")));
-                if metadata_only {
-                    obj.remove("requestObject");
-                    obj.remove("responseObject");
-                    obj.insert("level".into(), Value::String("Metadata".into()));
-                }
-                if let Some(Value::Object(user)) = obj.get_mut("user") {
-                    if let Some(Value::String(name)) = user.get_mut("username") {
-                        if !name.starts_with("system:") {
-                            name.push_str(&format!("-{}", n % 97));
-                        }
-                    }
-                }
-            }
-            serde_json::to_writer(&mut out, &ev).expect("writing to a Vec");
-            out.push(b'\n');
-            n += 1;
-        }
-    }
-    out
+    corpus::build_corpus(seed, metadata_only, size)
 }
 
 /// Lines split with memchr, as the file reader does.
@@ -582,6 +560,10 @@ fn profile(mode: &str) {
                         .collect();
                     println!("gate {gate}: {titles:?}");
                 }
+                return;
+            }
+            "per-rule" => {
+                per_rule();
                 return;
             }
             "alertparts" => {
