@@ -15,7 +15,11 @@ fn main() {
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
+    let out_dir = env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let untested = Path::new(&out_dir).join("detections-without-tests");
+    fs::create_dir_all(&untested).expect("OUT_DIR is writable");
     let mut out = String::from("/// The default pack: (file name, contents).\npub static BUILTIN_RULE_FILES: &[(&str, &str)] = &[\n");
+    let mut without = String::from("/// The default pack with each document's `tests:` blanked out (the same lines, so the\n/// same line numbers): what detection loads.\npub static BUILTIN_RULE_FILES_WITHOUT_TESTS: &[(&str, &str)] = &[\n");
     for f in &files {
         if f.extension().and_then(|e| e.to_str()) == Some("yml") {
             println!("cargo:rerun-if-changed={}", f.display());
@@ -26,8 +30,19 @@ fn main() {
                 f.display().to_string()
             )
             .ok();
+            let text = fs::read_to_string(f).expect("a rule file of the pack is readable");
+            let blanked = untested.join(name);
+            fs::write(&blanked, without_tests(&text)).expect("OUT_DIR is writable");
+            writeln!(
+                without,
+                "    ({name:?}, include_str!({:?})),",
+                blanked.display().to_string()
+            )
+            .ok();
         }
     }
+    out.push_str("];\n");
+    out.push_str(&without);
     out.push_str("];\n");
     let ph = dir.join("placeholders.yaml");
     println!("cargo:rerun-if-changed={}", ph.display());
@@ -41,4 +56,30 @@ fn main() {
     let dest =
         Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("builtin_rules.rs");
     fs::write(dest, out).expect("OUT_DIR is writable");
+}
+
+/// `text` (YAML documents of block mappings, as the pack writes them) with every top-level
+/// `tests:` member replaced by empty lines: its key line and every line after it up to the next
+/// top-level key or document marker (lines indented, empty, comments, or items of the list at
+/// the key's own column). Line numbers stay the same.
+fn without_tests(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_tests = false;
+    for line in text.split_inclusive('\n') {
+        let starts_member = !line.starts_with([' ', '\t', '-', '#', '\n', '\r']);
+        let marker = line.starts_with("---") || line.starts_with("...");
+        if line.starts_with("tests:") {
+            in_tests = true;
+        } else if in_tests && (marker || (starts_member && !line.trim().is_empty())) {
+            in_tests = false;
+        }
+        if in_tests {
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }

@@ -51,6 +51,16 @@ impl RuleSource {
     /// Loads the config and the rules; every problem is printed and fails the command with
     /// [`EXIT_USAGE`].
     pub fn load(&self) -> Result<(Config, RuleSet), u8> {
+        self.load_with(true)
+    }
+
+    /// [`RuleSource::load`] for detection: the default pack without its embedded tests
+    /// ([`tripline::rules::RulesConfig::load_for_detection`]), the same rules, sooner.
+    pub fn load_for_detection(&self) -> Result<(Config, RuleSet), u8> {
+        self.load_with(false)
+    }
+
+    fn load_with(&self, tests: bool) -> Result<(Config, RuleSet), u8> {
         let cfg = match &self.config {
             Some(p) => Config::load(p).map_err(|e| {
                 eprintln!("error: {e}");
@@ -63,7 +73,12 @@ impl RuleSource {
         if let Some(m) = self.rule_matching {
             cfg.rules.falco.rule_matching = m;
         }
-        let loaded = cfg.rules.load(&self.rules, !self.no_default_rules);
+        let loaded = if tests {
+            cfg.rules.load(&self.rules, !self.no_default_rules)
+        } else {
+            cfg.rules
+                .load_for_detection(&self.rules, !self.no_default_rules)
+        };
         for w in &loaded.warnings {
             eprintln!("warning: {w}");
         }

@@ -60,7 +60,7 @@ const CHUNK_BYTES: usize = 1 << 20;
 
 /// `tripline scan`.
 pub fn run(args: ScanArgs) -> Result<u8> {
-    let (cfg, set) = match args.source.load() {
+    let (cfg, set) = match args.source.load_for_detection() {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };

@@ -16,7 +16,7 @@ use super::SharedRules;
 
 /// Loads the configured rules; every problem is an error (a daemon does not start half-armed).
 pub fn load_rules(cfg: &Config) -> Result<RuleSet, Vec<String>> {
-    let loaded = cfg.rules.load(&[], true);
+    let loaded = cfg.rules.load_for_detection(&[], true);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

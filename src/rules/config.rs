@@ -8,8 +8,9 @@ use serde::Deserialize;
 
 use super::correlation::{self, Correlation};
 use super::{
-    builtin_field_mappings, builtin_placeholders, compile_field, load_builtin, load_paths_with,
-    CompileOptions, Compiled, Rule, RuleError, RuleSet, DEFAULT_THROTTLE_MAX_KEYS,
+    builtin_field_mappings, builtin_placeholders, compile_field, load_builtin,
+    load_builtin_for_detection, load_paths_with, CompileOptions, Compiled, Rule, RuleError,
+    RuleSet, DEFAULT_THROTTLE_MAX_KEYS,
 };
 use crate::config::types::OneOrMany;
 
@@ -167,13 +168,26 @@ impl RulesConfig {
     /// `exceptions`. Duplicate rule ids are errors. The one loader behind `scan`, `rules`,
     /// `config check`, `policy check` and the daemon.
     pub fn load(&self, extra_paths: &[PathBuf], builtin: bool) -> Loaded {
+        self.load_with(extra_paths, builtin, true)
+    }
+
+    /// [`RulesConfig::load`] for detection (`scan`, the daemon): the default pack is loaded
+    /// without its embedded tests ([`load_builtin_for_detection`]), which only `rules test`
+    /// and `policy` read; the rules are the same.
+    pub fn load_for_detection(&self, extra_paths: &[PathBuf], builtin: bool) -> Loaded {
+        self.load_with(extra_paths, builtin, false)
+    }
+
+    fn load_with(&self, extra_paths: &[PathBuf], builtin: bool, tests: bool) -> Loaded {
         let cfg = self;
         let mut all = Compiled::default();
         if builtin && cfg.builtin {
-            all.append(&mut load_builtin(
-                &cfg.compile_options("tripline"),
-                cfg.audit_trail,
-            ));
+            let opts = cfg.compile_options("tripline");
+            all.append(&mut if tests {
+                load_builtin(&opts, cfg.audit_trail)
+            } else {
+                load_builtin_for_detection(&opts, cfg.audit_trail)
+            });
         }
         let mut paths = cfg.paths.clone();
         paths.extend(extra_paths.iter().cloned());

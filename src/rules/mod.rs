@@ -76,8 +76,24 @@ pub const AUDIT_TRAIL_FILE: &str = "audit_trail.yml";
 /// Compiles the built-in pack; its audit-trail rules ([`AUDIT_TRAIL_FILE`]) only when
 /// `audit_trail`. Correlations are parsed, not resolved (see [`RulesConfig::load`]).
 pub fn load_builtin(opts: &CompileOptions, audit_trail: bool) -> Compiled {
+    load_builtin_files(builtin::BUILTIN_RULE_FILES, opts, audit_trail)
+}
+
+/// [`load_builtin`] without the rules' embedded tests, which detection never reads: the same
+/// rules and correlations, with the same line numbers, from a copy of the pack whose `tests:`
+/// members were blanked out when tripline was built. Tests are three quarters of the pack's
+/// text, and parsing YAML was most of the time `tripline scan` and the daemon took to start.
+pub fn load_builtin_for_detection(opts: &CompileOptions, audit_trail: bool) -> Compiled {
+    load_builtin_files(builtin::BUILTIN_RULE_FILES_WITHOUT_TESTS, opts, audit_trail)
+}
+
+fn load_builtin_files(
+    files: &[(&str, &str)],
+    opts: &CompileOptions,
+    audit_trail: bool,
+) -> Compiled {
     let mut out = Compiled::default();
-    for (name, text) in builtin_rule_files() {
+    for (name, text) in files {
         if !audit_trail && *name == AUDIT_TRAIL_FILE {
             continue;
         }
@@ -224,4 +240,45 @@ pub fn load_falco(files: &[(String, String)], options: falco::LoadOptions) -> Co
     out.rules.append(&mut rules);
     out.errors.append(&mut errors);
     out
+}
+
+#[cfg(test)]
+mod builtin_tests {
+    use super::*;
+
+    /// Detection loads the pack without its embedded tests: the same rules and correlations,
+    /// compiled from the same lines (source locations included), without errors; only the
+    /// tests are missing.
+    #[test]
+    fn the_pack_without_its_tests_is_the_same_rules() {
+        for audit_trail in [false, true] {
+            let cfg = RulesConfig {
+                audit_trail,
+                ..RulesConfig::default()
+            };
+            let mut full = cfg.load(&[], true);
+            let bare = cfg.load_for_detection(&[], true);
+            assert!(full.errors.is_empty(), "{:?}", full.errors);
+            assert!(bare.errors.is_empty(), "{:?}", bare.errors);
+            assert!(full.rules.iter().filter(|r| !r.tests.is_empty()).count() > 50);
+            assert!(full.correlations.iter().any(|c| !c.tests.is_empty()));
+            assert!(bare.rules.iter().all(|r| r.tests.is_empty()));
+            assert!(bare.correlations.iter().all(|c| c.tests.is_empty()));
+            for r in &mut full.rules {
+                r.tests.clear();
+            }
+            for c in &mut full.correlations {
+                c.tests.clear();
+            }
+            assert_eq!(full.rules.len(), bare.rules.len());
+            for (a, b) in full.rules.iter().zip(&bare.rules) {
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{}", a.meta.title);
+            }
+            assert_eq!(
+                format!("{:?}", full.correlations),
+                format!("{:?}", bare.correlations)
+            );
+            assert_eq!(full.warnings, bare.warnings);
+        }
+    }
 }
