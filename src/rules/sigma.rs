@@ -8,7 +8,7 @@ use serde_yaml::Value as Yaml;
 
 use super::condition;
 use super::correlation::CorrelationDoc;
-use super::matcher::{compile_tokens, tokenize, Cmp, Pattern, StrMatcher, Tok};
+use super::matcher::{compile_tokens, tokenize, union_of_regexes, Cmp, Pattern, StrMatcher, Tok};
 use super::model::{
     FieldCond, FirstSeenField, FirstSeenSpec, Level, Normalize, OutputPart, Rule, RuleMeta,
     RuleTest, Selection, ThrottleSpec,
@@ -828,6 +828,10 @@ fn compile_field_text(opts: &CompileOptions, key: &str, v: &Yaml) -> Result<Fiel
                 patterns.push(Pattern::Str(m));
             }
         }
+    }
+    // Any of the values: their regular expressions searched as one.
+    if !all {
+        patterns = union_of_regexes(patterns);
     }
     // Only `expand` of defined but empty placeholders leaves no pattern (an empty value list
     // is refused above): the condition then matches nothing (see `FieldCond::matches`).
