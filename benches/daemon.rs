@@ -26,7 +26,7 @@
 //!    `TRIPLINE_BENCH_FLOOR_MB` (default 200) each, built by the shared recipe
 //!    (`benches/support/corpus.rs`); runs alternate, `TRIPLINE_BENCH_RUNS` (default 7) each,
 //!    medians: events/s and scan's rate as a fraction of the floor's
-//!    (`TRIPLINE_BENCH_ONLY=scan-floor`).
+//!    (`TRIPLINE_BENCH_ONLY=scan-floor`; `TRIPLINE_BENCH_KEEP=<dir>` keeps the two corpora there).
 //!
 //! Run: `cargo bench --bench daemon` (set `TRIPLINE_BENCH_EVENTS` to change the corpus size,
 //! default 300000; `TRIPLINE_BENCH_ES_DOCS` the documents sent to Elasticsearch, default
@@ -56,7 +56,16 @@ fn data_dir() -> Option<PathBuf> {
     dir.join("real").is_dir().then_some(dir)
 }
 
+/// The seed events as values (their members sorted).
 fn seed() -> Vec<Value> {
+    seed_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The seed events' lines as written, those that are JSON.
+fn seed_lines() -> Vec<String> {
     let files: Vec<PathBuf> = match data_dir() {
         Some(d) => [
             "openshift/audit_in.log",
@@ -77,7 +86,7 @@ fn seed() -> Vec<Value> {
                 .map(String::from)
                 .collect::<Vec<_>>()
         })
-        .filter_map(|l| serde_json::from_str(&l).ok())
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok())
         .collect()
 }
 
@@ -322,7 +331,7 @@ fn scan_floor() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let seeds = seed();
+    let seeds = seed_lines();
     let tmp = tempfile::tempdir().unwrap();
     let me = std::env::current_exe().expect("the benchmark binary's path");
     let timed = |cmd: &mut Command| {
@@ -380,7 +389,17 @@ fn scan_floor() {
             sc / events as f64 * 1e6,
             fw / sw
         );
-        std::fs::remove_file(&file).ok();
+        // `TRIPLINE_BENCH_KEEP=<dir>`: the corpus is kept there, to rerun or profile.
+        match std::env::var_os("TRIPLINE_BENCH_KEEP") {
+            Some(dir) => {
+                let kept = Path::new(&dir).join(format!("{name}.log"));
+                std::fs::copy(&file, &kept).expect("copying the corpus");
+                println!("  corpus kept at {}", kept.display());
+            }
+            None => {
+                std::fs::remove_file(&file).ok();
+            }
+        }
     }
 }
 

@@ -43,8 +43,8 @@ fn data_dir() -> Option<PathBuf> {
     dir.join("real").is_dir().then_some(dir)
 }
 
-/// Real events, one JSON value each.
-fn seed_events() -> (Vec<Value>, String) {
+/// Real events, one JSON object per line, as written.
+fn seed_events() -> (Vec<String>, String) {
     let mut files = Vec::new();
     let origin;
     if let Some(dir) = data_dir() {
@@ -65,7 +65,8 @@ fn seed_events() -> (Vec<Value>, String) {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         events.extend(
             text.lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok()),
+                .filter(|l| serde_json::from_str::<serde_json::Map<String, Value>>(l).is_ok())
+                .map(String::from),
         );
     }
     assert!(!events.is_empty(), "no seed events found in {origin}");
@@ -74,7 +75,7 @@ fn seed_events() -> (Vec<Value>, String) {
 
 /// The shared recipe at `TRIPLINE_BENCH_CORPUS_KB` (to see what the caches change) or
 /// [`CORPUS_BYTES`].
-fn build_corpus(seed: &[Value], metadata_only: bool) -> Vec<u8> {
+fn build_corpus(seed: &[String], metadata_only: bool) -> Vec<u8> {
     let size = env_num::<usize>("TRIPLINE_BENCH_CORPUS_KB").map_or(CORPUS_BYTES, |kb| kb << 10);
     corpus::build_corpus(seed, metadata_only, size)
 }
