@@ -727,3 +727,73 @@ fn a_reduced_event_document_omits_the_bodies_and_keeps_the_rest_redacted() {
     whole["kubernetes"]["audit"]["responseObject"] = audit["responseObject"].clone();
     assert_eq!(reduced, whole);
 }
+
+/// An events-flow document is the redacted event and the ECS fields read from it, whether the
+/// event is embedded straight from its text (most are) or written redacted; `resource/sub`
+/// and `group/version` are written as one string, escaped as a whole.
+#[test]
+fn an_event_document_is_the_redacted_event_with_its_ecs_fields() {
+    use crate::event::redact::{verbatim_event, write_redacted_event};
+    let template = AlertTemplate::for_events();
+    let mut texts: Vec<String> = vec![
+        exec_event().to_string(),
+        json!({"verb": "get", "objectRef": {"resource": "po\"ds", "subresource": "lo\\g", "apiGroup": "a\u{1}", "apiVersion": "v\"1"}}).to_string(),
+        json!({"verb": "get", "objectRef": {"resource": "pods", "apiVersion": "v1"}, "responseStatus": {"code": 404}}).to_string(),
+        json!({"verb": "list", "requestURI": "/api/v1/secrets?access_token=abcdefgh", "objectRef": {"resource": "secrets"}}).to_string(),
+        json!({"annotations": {"a": "Bearer abcdefgh"}, "user": {"username": "u"}}).to_string(),
+        r#"{"verb": "get", "user": {"username": "spaced"}}"#.to_string(),
+        json!({"verb": "create", "objectRef": {"resource": "secrets"}, "requestObject": {"kind": "Secret", "data": {"k": "c2VjcmV0LXZhbHVl"}}}).to_string(),
+    ];
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real");
+    for f in ["openshift/audit_in.log", "audit2rbac/demo.log"] {
+        match std::fs::read_to_string(data.join(f)) {
+            Ok(text) => texts.extend(text.lines().map(String::from)),
+            Err(_) => eprintln!("{} absent: the built-in cases only", data.display()),
+        }
+    }
+    let mut embedded = 0;
+    for text in &texts {
+        crate::event::decode_value_into(text, &mut |d| {
+            let Ok(ev) = d else { return };
+            let doc = write_event_document(&template, ev, Some("c"));
+            let mut audit = Vec::new();
+            let redacted = write_redacted_event(ev, &mut audit);
+            let fields = AuditFields::of_redacted(ev, &redacted);
+            let want = EventPart {
+                fields: &fields,
+                message: "",
+                cluster_name: Some("c"),
+                suppressed: 0,
+                audit: &audit,
+            }
+            .document(&template);
+            assert_eq!(
+                String::from_utf8_lossy(&doc),
+                String::from_utf8_lossy(&want)
+            );
+            embedded += usize::from(verbatim_event(ev).is_some());
+            let doc: Value = serde_json::from_slice(&doc).unwrap();
+            let event: Value = serde_json::from_str(text).unwrap();
+            let o = &event["objectRef"];
+            if let (Some(r), Some(s)) = (o["resource"].as_str(), o["subresource"].as_str()) {
+                assert_eq!(
+                    doc["orchestrator"]["resource"]["type"],
+                    json!(format!("{r}/{s}"))
+                );
+            }
+            if let (Some(g), Some(v)) = (o["apiGroup"].as_str(), o["apiVersion"].as_str()) {
+                if !g.is_empty() && !v.is_empty() {
+                    assert_eq!(
+                        doc["orchestrator"]["api_version"],
+                        json!(format!("{g}/{v}"))
+                    );
+                }
+            }
+            if let Some(code) = event["responseStatus"]["code"].as_u64() {
+                assert_eq!(doc["http"]["response"]["status_code"], json!(code));
+            }
+        });
+    }
+    // The crafted Metadata events without anything to redact are embedded from their text.
+    assert!(embedded >= 3, "{embedded}");
+}

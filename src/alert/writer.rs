@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use crate::event::parse_timestamp;
-use crate::event::redact::write_redacted_event;
-use crate::event::{write_json_str, Event};
+use crate::event::redact::{verbatim_event, write_redacted_event, Redacted};
+use crate::event::{needs_escape, write_json_str, Event};
 
 use super::fields::{category, event_type, outcome};
 use super::{AlertTemplate, AuditFields};
@@ -29,6 +29,24 @@ pub fn write_event_document(
     ev: &Event<'_>,
     cluster_name: Option<&str>,
 ) -> Vec<u8> {
+    // Most events are their own redacted form: embedded from their text, with no buffer in
+    // between.
+    if let Some(text) = verbatim_event(ev) {
+        let unchanged = Redacted {
+            secrets: Vec::new(),
+            request_uri: None,
+            complete: true,
+        };
+        let fields = AuditFields::of_redacted(ev, &unchanged);
+        return EventPart {
+            fields: &fields,
+            message: "",
+            cluster_name,
+            suppressed: 0,
+            audit: text.as_bytes(),
+        }
+        .document(template);
+    }
     let write = |audit: &mut Vec<u8>| {
         audit.clear();
         let redacted = write_redacted_event(ev, audit);
@@ -258,14 +276,14 @@ pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventP
     w.opt_str("namespace", f.namespace);
     w.begin("resource");
     match (f.resource, f.subresource) {
-        (Some(resource), Some(sub)) => w.str("type", &format!("{resource}/{sub}")),
+        (Some(resource), Some(sub)) => w.joined("type", resource, sub),
         (Some(resource), None) => w.str("type", resource),
         (None, _) => {}
     }
     w.opt_str("name", f.name);
     w.end();
     match (f.api_group, f.api_version) {
-        (Some(group), Some(version)) => w.str("api_version", &format!("{group}/{version}")),
+        (Some(group), Some(version)) => w.joined("api_version", group, version),
         (None, Some(version)) => w.str("api_version", version),
         _ => {}
     }
@@ -353,9 +371,26 @@ impl<'o> Obj<'o> {
         }
     }
 
-    fn num(&mut self, key: &'static str, value: u64) {
+    /// `a/b` as one string, written without building it first.
+    fn joined(&mut self, key: &'static str, a: &str, b: &str) {
         self.key(key);
-        self.out.extend_from_slice(value.to_string().as_bytes());
+        if needs_escape(a.as_bytes()) || needs_escape(b.as_bytes()) {
+            write_json_str(self.out, &format!("{a}/{b}"));
+        } else {
+            self.out.reserve(a.len() + b.len() + 3);
+            self.out.push(b'"');
+            self.out.extend_from_slice(a.as_bytes());
+            self.out.push(b'/');
+            self.out.extend_from_slice(b.as_bytes());
+            self.out.push(b'"');
+        }
+    }
+
+    fn num(&mut self, key: &'static str, value: u64) {
+        use std::io::Write as _;
+        self.key(key);
+        // Writing to a `Vec` cannot fail.
+        let _ = write!(self.out, "{value}");
     }
 
     /// A list of strings, unless it is empty.

@@ -1087,7 +1087,7 @@ impl KeySet {
 }
 
 /// True if `b` holds a `"`, a `\\` or a control byte (eight bytes per step).
-fn needs_escape(b: &[u8]) -> bool {
+pub fn needs_escape(b: &[u8]) -> bool {
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];

@@ -227,7 +227,7 @@ pub fn redacted_event_json(ev: &Event<'_>) -> (Vec<u8>, Redacted) {
 /// them, no key repeated in any object, finite numbers). Most Metadata-level events are: one
 /// check of the text and one copy, instead of member by member. Members keep their order
 /// either way, and canonical escapes cannot spell a letter of "bearer".
-fn verbatim_event<'a>(ev: &Event<'a>) -> Option<&'a str> {
+pub fn verbatim_event<'a>(ev: &Event<'a>) -> Option<&'a str> {
     use crate::event::json::Scanner;
     if ev.request_object.is_some() || ev.response_object.is_some() {
         return None;
