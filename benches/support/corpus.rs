@@ -119,7 +119,7 @@ pub fn validate_lines(path: &std::path::Path) -> std::io::Result<u64> {
             buf.resize(buf.len() * 2, 0);
         }
         let read = file.read(&mut buf[filled..])?;
-        let end = if read == 0 { filled } else { filled + read };
+        let end = filled + read;
         // Whole lines only, unless the file ended.
         let upto = if read == 0 {
             end

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::event::parse_timestamp;
-use crate::event::redact::{verbatim_event, write_redacted_event, Redacted};
+use crate::event::redact::{verbatim_event, write_redacted_members, Redacted};
 use crate::event::{needs_escape, write_json_str, Event};
 
 use super::fields::{category, event_type, outcome};
@@ -29,28 +29,8 @@ pub fn write_event_document(
     ev: &Event<'_>,
     cluster_name: Option<&str>,
 ) -> Vec<u8> {
-    // Most events are their own redacted form: embedded from their text, with no buffer in
-    // between.
-    if let Some(text) = verbatim_event(ev) {
-        let unchanged = Redacted {
-            secrets: Vec::new(),
-            request_uri: None,
-            complete: true,
-        };
-        let fields = AuditFields::of_redacted(ev, &unchanged);
-        return EventPart {
-            fields: &fields,
-            message: "",
-            cluster_name,
-            suppressed: 0,
-            audit: text.as_bytes(),
-        }
-        .document(template);
-    }
-    let write = |audit: &mut Vec<u8>| {
-        audit.clear();
-        let redacted = write_redacted_event(ev, audit);
-        let fields = AuditFields::of_redacted(ev, &redacted);
+    let document = |audit: &[u8], redacted: &Redacted| {
+        let fields = AuditFields::of_redacted(ev, redacted);
         EventPart {
             fields: &fields,
             message: "",
@@ -59,6 +39,16 @@ pub fn write_event_document(
             audit,
         }
         .document(template)
+    };
+    // Most events are their own redacted form: embedded from their text, with no buffer in
+    // between.
+    if let Some(text) = verbatim_event(ev) {
+        return document(text.as_bytes(), &Redacted::unchanged());
+    }
+    let write = |audit: &mut Vec<u8>| {
+        audit.clear();
+        let redacted = write_redacted_members(ev, audit);
+        document(audit, &redacted)
     };
     // The redacted event is written to a buffer of the thread's, kept from event to event (it is
     // copied into the document): one allocation per event fewer on the events flow.

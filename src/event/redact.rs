@@ -169,14 +169,18 @@ pub struct Redacted {
 /// rest is copied. An event with a repeated member name is built whole instead (the last one
 /// wins, as when it is parsed), so the output never repeats a key.
 pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
-    if let Some(text) = verbatim_event(ev) {
-        out.extend_from_slice(text.as_bytes());
-        return Redacted {
-            secrets: Vec::new(),
-            request_uri: None,
-            complete: true,
-        };
+    match verbatim_event(ev) {
+        Some(text) => {
+            out.extend_from_slice(text.as_bytes());
+            Redacted::unchanged()
+        }
+        None => write_redacted_members(ev, out),
     }
+}
+
+/// [`write_redacted_event`] for an event that is not its own redacted form
+/// ([`verbatim_event`] said no): member by member, or built whole where a key repeats.
+pub fn write_redacted_members(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
     let start = out.len();
     if let Some(done) = stream_redacted(ev, out) {
         return done;
@@ -210,6 +214,17 @@ pub fn write_redacted_event(ev: &Event<'_>, out: &mut Vec<u8>) -> Redacted {
         secrets,
         request_uri,
         complete,
+    }
+}
+
+impl Redacted {
+    /// What redaction reports for an event it leaves as it is.
+    pub fn unchanged() -> Redacted {
+        Redacted {
+            secrets: Vec::new(),
+            request_uri: None,
+            complete: true,
+        }
     }
 }
 
