@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -546,43 +546,10 @@ impl Default for InputReader {
 }
 
 impl InputReader {
+    /// The input, decompressed when it starts with gzip's magic bytes, without a buffer in
+    /// front of the file: its readers ([`LineReader`], [`InputReader::cut_into`]) read blocks
+    /// into buffers of their own.
     fn open(&self, input: &Input) -> io::Result<Box<dyn Read + Send>> {
-        let raw: Box<dyn Read + Send> = match input {
-            Input::File(p) => Box::new(File::open(p)?),
-            // Not locked: the reader may run on another thread ([`InputReader::cut`]).
-            Input::Stdin => Box::new(io::stdin()),
-        };
-        let mut r = BufReader::with_capacity(
-            CHUNK,
-            Counting {
-                inner: raw,
-                count: self.progress.clone(),
-            },
-        );
-        // Read the first two bytes whatever the reads return (a pipe may deliver one at a
-        // time), then put them back in front.
-        let mut magic = Vec::with_capacity(2);
-        while magic.len() < 2 {
-            let mut b = [0u8; 1];
-            match r.read(&mut b) {
-                Ok(0) => break,
-                Ok(_) => magic.push(b[0]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let gz = magic == [0x1f, 0x8b];
-        let r = io::Cursor::new(magic).chain(r);
-        if gz {
-            Ok(Box::new(flate2::read::MultiGzDecoder::new(r)))
-        } else {
-            Ok(Box::new(r))
-        }
-    }
-
-    /// [`InputReader::open`] without a buffer in front of the file: [`InputReader::cut_into`]
-    /// reads blocks larger than one.
-    fn open_unbuffered(&self, input: &Input) -> io::Result<Box<dyn Read + Send>> {
         let raw: Box<dyn Read + Send> = match input {
             Input::File(p) => Box::new(File::open(p)?),
             Input::Stdin => Box::new(io::stdin()),
@@ -622,6 +589,8 @@ impl InputReader {
     ) {
         let source = input.name();
         let mut report = reporter(&source, on_error);
+        // The line reader is the buffer: a second one in front of the file would copy every
+        // byte once more.
         let mut lines = match self.open(input) {
             Ok(r) => LineReader::new(r, self.max_line_bytes),
             Err(e) => {
@@ -738,7 +707,7 @@ impl InputReader {
             b
         };
         let mut chunk = Chunk::new(source.clone(), 1, buffer());
-        let mut r = match self.open_unbuffered(input) {
+        let mut r = match self.open(input) {
             Ok(r) => r,
             Err(e) => {
                 chunk.unreadable = Some((0, e.to_string()));
