@@ -454,6 +454,15 @@ criterion_group!(benches, bench);
 /// first-seen rules, and their correlator; `redact` writes each redacted event and `eventdoc`
 /// each events-flow document. `stats` prints the rule candidates per event by verb and resource; `alertparts`
 /// times the steps of building alerts.
+///
+/// For the stateful pack's cost: `hits` and `hits-stateful` run the stateless step alone
+/// ([`RuleSet::hits`]) with the stateless or the whole pack, `match-stateful` matches with the
+/// whole pack, `hits-per-rule` prints how many events each rule of the whole pack matches,
+/// `extra-rules` the matching cost each rule the stateless pack lacks adds to it (`ROUNDS`
+/// interleaved passes, the minimum), and `drop-one` the cost of each stateless rule (the pack
+/// with and without it). `match-title` matches with the rules whose title contains `TITLE`;
+/// `eval-title` runs them on the corpus's first 200 events decoded once, `REPS` times over
+/// (their cost without decoding).
 fn profile(mode: &str) {
     let rules = full_pack();
     // `match-one`: rule number `RULE` alone (none if out of range).
@@ -464,6 +473,18 @@ fn profile(mode: &str) {
             .collect(),
     );
     let (any_verb, indexed) = split_by_verb(&rules);
+    // `match-title`: the rules of the whole pack whose title contains `TITLE`.
+    let titled = {
+        let t = std::env::var("TITLE").unwrap_or_default();
+        RuleSet::new(
+            stateful_pack()
+                .rules()
+                .iter()
+                .filter(|r| !t.is_empty() && r.meta.title.contains(&t))
+                .cloned()
+                .collect(),
+        )
+    };
     let falco = falco_pack();
     let stateful = stateful_pack();
     let correlations = correlations_pack();
@@ -497,6 +518,45 @@ fn profile(mode: &str) {
             }
             "match-any-verb" => {
                 black_box(decode_match(&corpus.bytes, &any_verb));
+            }
+            "eval-title" => {
+                // The `TITLE` rules on each of the corpus's first 200 events, 2,000 times
+                // over (the decoded events kept): the rules' cost without decoding.
+                let lines: Vec<&str> = lines(&corpus.bytes)
+                    .take(200)
+                    .filter_map(|l| std::str::from_utf8(l).ok())
+                    .collect();
+                let mut owned = Vec::new();
+                for l in &lines {
+                    tripline::event::decode_value_into(l, &mut |ev| {
+                        if ev.is_ok() {
+                            owned.push(l.to_string());
+                        }
+                    });
+                }
+                let evs: Vec<_> = owned
+                    .iter()
+                    .filter_map(|l| tripline::event::Event::parse(l).ok())
+                    .collect();
+                let t = Instant::now();
+                let mut n = 0usize;
+                let mut hits = Vec::new();
+                for _ in 0..env_num::<usize>("REPS").unwrap_or(2000) {
+                    for ev in &evs {
+                        hits.clear();
+                        titled.matching_into(ev, &mut hits);
+                        n += hits.len();
+                    }
+                }
+                println!(
+                    "{:.1} ns per event, {} rules, {n} hits",
+                    t.elapsed().as_nanos() as f64 / (2000.0 * evs.len() as f64),
+                    titled.len()
+                );
+                return;
+            }
+            "match-title" => {
+                black_box(decode_match(&corpus.bytes, &titled));
             }
             "match-one" => {
                 black_box(decode_match(&corpus.bytes, &one));
@@ -646,6 +706,135 @@ fn profile(mode: &str) {
                     alerts as f64 / (raws.len() as f64 * reps as f64)
                 );
                 return;
+            }
+            "match-stateful" => {
+                black_box(decode_match(&corpus.bytes, &stateful));
+            }
+            "hits-stateful" => {
+                let mut n = 0;
+                each_event(&corpus.bytes, |_, ev| {
+                    let mut hits = tripline::rules::Hits::new();
+                    stateful.hits(ev, &mut hits);
+                    n += hits.len();
+                });
+                if passes == 0 {
+                    println!("{n} hits per pass");
+                }
+            }
+            "hits-per-rule" => {
+                let mut per = vec![0usize; stateful.len()];
+                let mut n = 0;
+                each_event(&corpus.bytes, |_, ev| {
+                    n += 1;
+                    let mut hits = tripline::rules::Hits::new();
+                    stateful.hits(ev, &mut hits);
+                    for &i in &hits {
+                        per[i] += 1;
+                    }
+                });
+                println!("{n} events");
+                for (i, c) in per.iter().enumerate() {
+                    if *c > 0 {
+                        let r = &stateful.rules()[i];
+                        println!(
+                            "{c:>7} {} alerts={} first_seen={} inputs={}",
+                            r.meta.title,
+                            r.alerts,
+                            r.first_seen.is_some(),
+                            !stateful.correlation_inputs(i).is_empty()
+                        );
+                    }
+                }
+                return;
+            }
+            "drop-one" => {
+                // The matching cost of each rule of the stateless pack: the pack's time less
+                // the pack's time without the rule (min of interleaved passes), top 25.
+                let all = rules.rules().to_vec();
+                let mut sets = vec![("whole pack".to_string(), RuleSet::new(all.clone()))];
+                for (i, r) in all.iter().enumerate() {
+                    let mut v = all.clone();
+                    v.remove(i);
+                    sets.push((r.meta.title.clone(), RuleSet::new(v)));
+                }
+                let mut best = vec![Duration::MAX; sets.len()];
+                for _ in 0..env_num::<usize>("ROUNDS").unwrap_or(10) {
+                    for (b, (_, set)) in best.iter_mut().zip(&sets) {
+                        *b = (*b).min(best_of(1, || {
+                            black_box(decode_match(&corpus.bytes, set));
+                        }));
+                    }
+                }
+                let n = corpus.events as f64;
+                let mut rows: Vec<_> = best
+                    .iter()
+                    .zip(&sets)
+                    .skip(1)
+                    .map(|(b, (t, _))| ((best[0].as_nanos() as f64 - b.as_nanos() as f64) / n, t))
+                    .collect();
+                rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+                println!(
+                    "{:>8.1} ns/event  whole pack",
+                    best[0].as_nanos() as f64 / n
+                );
+                for (d, t) in rows.iter().take(25) {
+                    println!("{d:>+8.1} ns/event  {t}");
+                }
+                return;
+            }
+            "extra-rules" => {
+                // Each rule of the stateful pack that the stateless pack lacks: the matching
+                // cost it adds to the stateless pack (min of interleaved passes).
+                let base_titles: std::collections::HashSet<_> =
+                    rules.rules().iter().map(|r| r.meta.id.clone()).collect();
+                let extra: Vec<_> = stateful
+                    .rules()
+                    .iter()
+                    .filter(|r| !base_titles.contains(&r.meta.id))
+                    .cloned()
+                    .collect();
+                let mut sets = vec![("stateless".to_string(), rules.rules().to_vec())];
+                for r in &extra {
+                    let mut v = rules.rules().to_vec();
+                    v.push(r.clone());
+                    sets.push((r.meta.title.clone(), v));
+                }
+                let mut all = rules.rules().to_vec();
+                all.extend(extra.iter().cloned());
+                sets.push(("all extra".to_string(), all));
+                sets.push(("stateless again".to_string(), rules.rules().to_vec()));
+                let sets: Vec<_> = sets
+                    .into_iter()
+                    .map(|(t, v)| (t, RuleSet::new(v)))
+                    .collect();
+                let mut best = vec![Duration::MAX; sets.len()];
+                for _ in 0..env_num::<usize>("ROUNDS").unwrap_or(15) {
+                    for (b, (_, set)) in best.iter_mut().zip(&sets) {
+                        *b = (*b).min(best_of(1, || {
+                            black_box(decode_match(&corpus.bytes, set));
+                        }));
+                    }
+                }
+                let n = corpus.events as f64;
+                for (b, (t, _)) in best.iter().zip(&sets) {
+                    println!(
+                        "{:>8.1} ns/event {:>+7.1}  {t}",
+                        b.as_nanos() as f64 / n,
+                        (b.as_nanos() as f64 - best[0].as_nanos() as f64) / n
+                    );
+                }
+                return;
+            }
+            "hits" => {
+                let mut n = 0;
+                each_event(&corpus.bytes, |_, ev| {
+                    let mut hits = tripline::rules::Hits::new();
+                    rules.hits(ev, &mut hits);
+                    n += hits.len();
+                });
+                if passes == 0 {
+                    println!("{n} hits per pass");
+                }
             }
             "match-first-seen" => {
                 let n = decode_match(&corpus.bytes, &first_seen);
