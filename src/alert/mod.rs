@@ -18,6 +18,7 @@
 //! and the ATT&CK catalogue in `attack`.
 
 mod attack;
+pub mod buffers;
 pub mod falco;
 mod fields;
 mod writer;

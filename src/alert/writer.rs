@@ -156,9 +156,9 @@ fn reduced_event_text(raw: &str) -> Option<String> {
 
 impl EventPart<'_, '_> {
     /// The whole document with `template`'s fields ([`write_document`]), in a buffer of its
-    /// size.
+    /// size (one a sink handed back, [`super::buffers`], when one waits).
     pub fn document(&self, template: &AlertTemplate) -> Vec<u8> {
-        let mut doc = Vec::with_capacity(template.document_capacity(self.audit.len()));
+        let mut doc = super::buffers::take(template.document_capacity(self.audit.len()));
         write_document(&mut doc, template, self);
         doc
     }

@@ -58,6 +58,14 @@ pub struct Record {
     pub doc: Vec<u8>,
 }
 
+/// A delivered record's document buffer goes back for the next document to be written into
+/// ([`crate::alert::buffers`]), rather than to the allocator from this thread.
+impl Drop for Record {
+    fn drop(&mut self) {
+        crate::alert::buffers::give_back(std::mem::take(&mut self.doc));
+    }
+}
+
 impl Record {
     /// The record as one Falco JSON alert (falcosidekick's input); an event (not an alert)
     /// or a document that does not convert is refused.
