@@ -20,14 +20,14 @@ pub const POOLED: usize = 256;
 /// ones (request bodies) are rarer and allocated each time.
 pub const LARGEST: usize = 8 << 10;
 
-fn queue() -> &'static (
+/// The queue's two ends.
+type Queue = (
     crossbeam_channel::Sender<Vec<u8>>,
     crossbeam_channel::Receiver<Vec<u8>>,
-) {
-    static QUEUE: OnceLock<(
-        crossbeam_channel::Sender<Vec<u8>>,
-        crossbeam_channel::Receiver<Vec<u8>>,
-    )> = OnceLock::new();
+);
+
+fn queue() -> &'static Queue {
+    static QUEUE: OnceLock<Queue> = OnceLock::new();
     QUEUE.get_or_init(|| crossbeam_channel::bounded(POOLED))
 }
 
