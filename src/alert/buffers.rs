@@ -33,7 +33,17 @@ fn queue() -> &'static Queue {
 
 /// An empty buffer with room for at least `capacity` bytes: one handed back if any waits.
 pub fn take(capacity: usize) -> Vec<u8> {
-    match queue().1.try_recv() {
+    take_from(queue(), capacity)
+}
+
+/// Hands `buf` back for a later [`take`] (its content is dropped), or frees it when it is
+/// larger than [`LARGEST`] or [`POOLED`] buffers already wait.
+pub fn give_back(buf: Vec<u8>) {
+    give_back_to(queue(), buf)
+}
+
+fn take_from(q: &Queue, capacity: usize) -> Vec<u8> {
+    match q.1.try_recv() {
         Ok(mut buf) => {
             buf.reserve(capacity);
             buf
@@ -42,14 +52,12 @@ pub fn take(capacity: usize) -> Vec<u8> {
     }
 }
 
-/// Hands `buf` back for a later [`take`] (its content is dropped), or frees it when it is
-/// larger than [`LARGEST`] or [`POOLED`] buffers already wait.
-pub fn give_back(mut buf: Vec<u8>) {
+fn give_back_to(q: &Queue, mut buf: Vec<u8>) {
     if buf.capacity() == 0 || buf.capacity() > LARGEST {
         return;
     }
     buf.clear();
-    let _ = queue().0.try_send(buf);
+    let _ = q.0.try_send(buf);
 }
 
 #[cfg(test)]
@@ -58,31 +66,30 @@ mod tests {
 
     #[test]
     fn a_buffer_handed_back_is_empty_when_taken_and_large_ones_are_not_kept() {
-        // Other tests share the queue: drain what waits, then work with this test's buffers.
-        while queue().1.try_recv().is_ok() {}
+        // A queue of the test's own (the process's is shared by every test's records).
+        let q: Queue = crossbeam_channel::bounded(POOLED);
         let mut b = Vec::with_capacity(4096);
         b.extend_from_slice(b"{\"secret\":\"x\"}");
         let ptr = b.as_ptr();
-        give_back(b);
-        give_back(Vec::with_capacity(LARGEST + 1));
-        let again = take(100);
+        give_back_to(&q, b);
+        give_back_to(&q, Vec::with_capacity(LARGEST + 1));
+        let again = take_from(&q, 100);
         assert!(again.is_empty(), "a reused buffer starts empty");
         assert!(again.capacity() >= 4096);
         // The queue held only the small buffer: it is the one taken back, and nothing else waits.
         assert_eq!(again.as_ptr(), ptr);
-        assert!(
-            queue().1.try_recv().is_err(),
-            "the large buffer was not kept"
-        );
+        assert!(q.1.try_recv().is_err(), "the large buffer was not kept");
         // Never more than POOLED wait.
         for _ in 0..POOLED + 10 {
-            give_back(Vec::with_capacity(64));
+            give_back_to(&q, Vec::with_capacity(64));
         }
-        assert_eq!(queue().1.len(), POOLED);
-        while queue().1.try_recv().is_ok() {}
+        assert_eq!(q.1.len(), POOLED);
         // A taken buffer has room for what was asked, reused or not.
-        give_back(Vec::with_capacity(16));
-        assert!(take(2048).capacity() >= 2048);
-        assert!(take(2048).capacity() >= 2048);
+        assert!(take_from(&q, 2048).capacity() >= 2048);
+        while q.1.try_recv().is_ok() {}
+        assert!(take_from(&q, 2048).capacity() >= 2048);
+        // The process's queue works the same way.
+        give_back(Vec::with_capacity(512));
+        assert!(take(1024).capacity() >= 1024);
     }
 }
