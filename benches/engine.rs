@@ -495,7 +495,6 @@ fn profile(mode: &str) {
         loaded.correlations.clear();
         loaded.into_rule_set(&cfg)
     };
-    let template = AlertTemplate::new(&rules.rules()[0].meta);
     // `CORPUS=0`: request_response; the metadata corpus by default.
     let corpus = corpora().remove(env_num("CORPUS").unwrap_or(1));
     let t = Instant::now();
