@@ -153,6 +153,35 @@ fn decode_match(corpus: &[u8], rules: &RuleSet) -> usize {
     n
 }
 
+/// The rule hits of each event ([`RuleSet::hits`], the stateless step alone), summed.
+fn decode_hits(corpus: &[u8], rules: &RuleSet) -> usize {
+    let mut n = 0;
+    let mut hits = tripline::rules::Hits::new();
+    each_event(corpus, |_, ev| {
+        rules.hits(ev, &mut hits);
+        n += hits.len();
+    });
+    n
+}
+
+/// The best time of [`decode_match`] with each of `sets`, the sets taking turns for `ROUNDS`
+/// rounds (`rounds` by default), so that a slower moment of the machine hits all of them.
+fn interleaved_match_times(
+    corpus: &[u8],
+    sets: &[(String, RuleSet)],
+    rounds: usize,
+) -> Vec<Duration> {
+    let mut best = vec![Duration::MAX; sets.len()];
+    for _ in 0..env_num::<usize>("ROUNDS").unwrap_or(rounds) {
+        for (b, (_, set)) in best.iter_mut().zip(sets) {
+            *b = (*b).min(best_of(1, || {
+                black_box(decode_match(corpus, set));
+            }));
+        }
+    }
+    best
+}
+
 /// The default pack's stateless rules: without its first-seen rules and without the rules that
 /// only feed correlations (and without the correlations).
 fn full_pack() -> RuleSet {
@@ -710,12 +739,7 @@ fn profile(mode: &str) {
                 black_box(decode_match(&corpus.bytes, &stateful));
             }
             "hits-stateful" => {
-                let mut n = 0;
-                each_event(&corpus.bytes, |_, ev| {
-                    let mut hits = tripline::rules::Hits::new();
-                    stateful.hits(ev, &mut hits);
-                    n += hits.len();
-                });
+                let n = decode_hits(&corpus.bytes, &stateful);
                 if passes == 0 {
                     println!("{n} hits per pass");
                 }
@@ -756,14 +780,7 @@ fn profile(mode: &str) {
                     v.remove(i);
                     sets.push((r.meta.title.clone(), RuleSet::new(v)));
                 }
-                let mut best = vec![Duration::MAX; sets.len()];
-                for _ in 0..env_num::<usize>("ROUNDS").unwrap_or(10) {
-                    for (b, (_, set)) in best.iter_mut().zip(&sets) {
-                        *b = (*b).min(best_of(1, || {
-                            black_box(decode_match(&corpus.bytes, set));
-                        }));
-                    }
-                }
+                let best = interleaved_match_times(&corpus.bytes, &sets, 10);
                 let n = corpus.events as f64;
                 let mut rows: Vec<_> = best
                     .iter()
@@ -806,14 +823,7 @@ fn profile(mode: &str) {
                     .into_iter()
                     .map(|(t, v)| (t, RuleSet::new(v)))
                     .collect();
-                let mut best = vec![Duration::MAX; sets.len()];
-                for _ in 0..env_num::<usize>("ROUNDS").unwrap_or(15) {
-                    for (b, (_, set)) in best.iter_mut().zip(&sets) {
-                        *b = (*b).min(best_of(1, || {
-                            black_box(decode_match(&corpus.bytes, set));
-                        }));
-                    }
-                }
+                let best = interleaved_match_times(&corpus.bytes, &sets, 15);
                 let n = corpus.events as f64;
                 for (b, (t, _)) in best.iter().zip(&sets) {
                     println!(
@@ -825,12 +835,7 @@ fn profile(mode: &str) {
                 return;
             }
             "hits" => {
-                let mut n = 0;
-                each_event(&corpus.bytes, |_, ev| {
-                    let mut hits = tripline::rules::Hits::new();
-                    rules.hits(ev, &mut hits);
-                    n += hits.len();
-                });
+                let n = decode_hits(&corpus.bytes, &rules);
                 if passes == 0 {
                     println!("{n} hits per pass");
                 }

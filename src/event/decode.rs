@@ -552,6 +552,7 @@ impl InputReader {
     fn open(&self, input: &Input) -> io::Result<Box<dyn Read + Send>> {
         let raw: Box<dyn Read + Send> = match input {
             Input::File(p) => Box::new(File::open(p)?),
+            // Not locked: the reader may run on another thread ([`InputReader::cut`]).
             Input::Stdin => Box::new(io::stdin()),
         };
         let mut r = Counting {
