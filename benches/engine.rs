@@ -541,6 +541,9 @@ fn profile(mode: &str) {
             "match" => {
                 black_box(decode_match(&corpus.bytes, &rules));
             }
+            "detect" => {
+                black_box(decode_detect(&corpus.bytes, &rules));
+            }
             "match-indexed" => {
                 black_box(decode_match(&corpus.bytes, &indexed));
             }

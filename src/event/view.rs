@@ -411,11 +411,6 @@ fn parse_utc(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     if b.len() < 20 || b[b.len() - 1] != b'Z' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
-    };
     if b[4] != b'-'
         || b[7] != b'-'
         || !matches!(b[10], b'T' | b't')
@@ -427,44 +422,38 @@ fn parse_utc(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let nanos = match &b[19..b.len() - 1] {
         [] => 0,
         [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
-            let n = num(20..20 + frac.len())?;
+            let mut n = 0u32;
+            for &c in frac {
+                let v = u32::from(c.wrapping_sub(b'0'));
+                if v > 9 {
+                    return None;
+                }
+                n = n * 10 + v;
+            }
             n * 10u32.pow(9 - frac.len() as u32)
         }
         _ => return None,
     };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    // The fourteen digits of `YYYY-MM-DDTHH:MM:SS`, each a digit's value (more than 9 for
+    // a byte that is not a digit), checked together.
+    let head: &[u8; 19] = b[..19].try_into().ok()?;
+    let mut v = [0u32; 14];
+    for (slot, at) in v
+        .iter_mut()
+        .zip([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+    {
+        *slot = u32::from(head[at].wrapping_sub(b'0'));
+    }
+    if v.iter().any(|&d| d > 9) {
         return None;
     }
-    if h > 23 || m > 59 || sec > 59 {
-        return None;
-    }
-    let secs =
-        days_from_civil(i64::from(year), month, day) * 86_400 + i64::from(h * 3600 + m * 60 + sec);
-    chrono::DateTime::from_timestamp(secs, nanos)
-}
-
-/// Days in `month` (1 to 12) of `year` (proleptic Gregorian).
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to `year-month-day` (proleptic Gregorian; Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let year = v[0] * 1000 + v[1] * 100 + v[2] * 10 + v[3];
+    let (month, day) = (v[4] * 10 + v[5], v[6] * 10 + v[7]);
+    let (h, m, sec) = (v[8] * 10 + v[9], v[10] * 10 + v[11], v[12] * 10 + v[13]);
+    // From the calendar fields directly (no round trip through a day count); chrono refuses
+    // a month, day, hour, minute or second out of range.
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    Some(date.and_hms_nano_opt(h, m, sec, nanos)?.and_utc())
 }
 
 impl<'a> Event<'a> {
