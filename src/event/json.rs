@@ -199,12 +199,8 @@ impl<'a> Scanner<'a> {
             return self.syntax("expected a string");
         }
         let start = self.pos;
-        let escaped = self.skip_string_noting_escapes()?;
-        let literal = &self.text[start..self.pos];
-        Ok((
-            literal,
-            !escaped || canonical_escapes(&literal.as_bytes()[1..literal.len() - 1]),
-        ))
+        let canonical = self.skip_string_canonical()?;
+        Ok((&self.text[start..self.pos], canonical))
     }
 
     /// With the cursor on an opening quote: a string without escapes, read in place (the common
@@ -242,24 +238,53 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// [`Self::skip_string`], true if the string has escapes.
+    /// [`Self::skip_string`], true if the string has escapes. A string without any (most keys
+    /// and values) costs one search and no call.
+    #[inline]
     fn skip_string_noting_escapes(&mut self) -> Result<bool> {
         self.pos += 1; // opening quote, checked by the caller
-        let mut escaped = false;
+        self.find_special();
+        if self.b.get(self.pos) == Some(&b'"') {
+            self.pos += 1;
+            return Ok(false);
+        }
+        self.rest_of_string(|_| {}).map(|()| true)
+    }
+
+    /// [`Self::skip_string`], true if the string has no escape that [`write_json_str`] would
+    /// spell otherwise ([`canonical_escape`]): the literal is its value written again.
+    #[inline]
+    fn skip_string_canonical(&mut self) -> Result<bool> {
+        self.pos += 1; // opening quote, checked by the caller
+        self.find_special();
+        if self.b.get(self.pos) == Some(&b'"') {
+            self.pos += 1;
+            return Ok(true);
+        }
+        let mut canonical = true;
+        self.rest_of_string(|escape| canonical &= canonical_escape(escape))?;
+        Ok(canonical)
+    }
+
+    /// The rest of a string from a special byte (found by [`Self::find_special`]) to past its
+    /// closing quote, validating escapes; each escape's text goes to `escape`.
+    #[inline(never)]
+    fn rest_of_string(&mut self, mut escape: impl FnMut(&[u8])) -> Result<()> {
         loop {
-            self.find_special();
             match self.b.get(self.pos) {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(escaped);
+                    return Ok(());
                 }
                 Some(b'\\') => {
-                    escaped = true;
+                    let at = self.pos;
                     self.escape(&mut None)?;
+                    escape(&self.b[at..self.pos]);
                 }
                 Some(_) => return self.syntax("control character in a string"),
                 None => return Err(JsonError::Eof),
             }
+            self.find_special();
         }
     }
 
@@ -880,11 +905,7 @@ impl<'a> Scanner<'a> {
             return Ok(false);
         }
         match self.b.get(self.pos) {
-            Some(b'"') => {
-                let start = self.pos;
-                Ok(!self.skip_string_noting_escapes()?
-                    || canonical_escapes(&self.b[start + 1..self.pos - 1]))
-            }
+            Some(b'"') => self.skip_string_canonical(),
             Some(b'{') => {
                 self.pos += 1;
                 if self.b.get(self.pos) == Some(&b'}') {
@@ -905,7 +926,13 @@ impl<'a> Scanner<'a> {
                         return Ok(false);
                     }
                     self.pos += 1;
-                    if !self.verbatim(depth + 1)? {
+                    // A string value (most) without a call.
+                    let value = if self.b.get(self.pos) == Some(&b'"') {
+                        self.skip_string_canonical()?
+                    } else {
+                        self.verbatim(depth + 1)?
+                    };
+                    if !value {
                         return Ok(false);
                     }
                     if let Some(whole) = self.verbatim_next(b'}') {
@@ -1041,26 +1068,84 @@ fn number_value(text: &str) -> serde_json::Value {
     }
 }
 
-/// The hashes of an object's keys, to notice a repeated one: a list while the object is small,
-/// a set beyond (so that a huge object costs linear time).
-#[derive(Default)]
+/// The fingerprints of an object's keys, to notice a repeated one: a list while the object is
+/// small, a set beyond (so that a huge object costs linear time), and a bit per fingerprint's
+/// top six bits in front of the list, so that most new keys are known new without a search.
 pub struct KeySet {
-    few: smallvec::SmallVec<[u64; 16]>,
+    seen_bits: u64,
+    len: usize,
+    few: [u64; KEY_LIST],
     many: rustc_hash::FxHashSet<u64>,
 }
 
+/// The most keys [`KeySet`] keeps in its list.
+const KEY_LIST: usize = 32;
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet {
+            seen_bits: 0,
+            len: 0,
+            few: [0; KEY_LIST],
+            many: Default::default(),
+        }
+    }
+}
+
+/// A key's fingerprint: its length and its bytes, read as overlapping words (exact for keys of
+/// up to 16 bytes but for the mixing's rare collisions). Two equal keys always have the same
+/// fingerprint; two different keys with the same one are taken for a repeat, which only sends
+/// the object the slow way.
+#[inline]
+fn fingerprint(key: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&key[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let n = key.len();
+    let (first, last) = match n {
+        0 => (0, 0),
+        1..=3 => (
+            u64::from(key[0]) | u64::from(key[n / 2]) << 8 | u64::from(key[n - 1]) << 16,
+            0,
+        ),
+        4..=7 => {
+            let half = |at: usize| {
+                let mut w = [0u8; 4];
+                w.copy_from_slice(&key[at..at + 4]);
+                u64::from(u32::from_le_bytes(w))
+            };
+            (half(0) | half(n - 4) << 32, 0)
+        }
+        _ => (word(0), word(n - 8)),
+    };
+    let mut h = (first ^ (n as u64).rotate_left(56)).wrapping_mul(K);
+    h = (h.rotate_left(29) ^ last).wrapping_mul(K);
+    // The bytes between the first and last words, eight at a time (the last of these words
+    // may overlap the last word).
+    let mut at = 8;
+    while at + 8 < n {
+        h = (h.rotate_left(29) ^ word(at)).wrapping_mul(K);
+        at += 8;
+    }
+    h ^ (h >> 32)
+}
+
 impl KeySet {
-    /// False if the key (or another with the same hash) was already there.
+    /// False if the key (or another with the same fingerprint) was already there.
+    #[inline]
     pub fn insert(&mut self, key: &str) -> bool {
-        use std::hash::{Hash, Hasher};
-        let mut h = rustc_hash::FxHasher::default();
-        key.hash(&mut h);
-        let h = h.finish();
-        if self.few.len() < 32 {
-            if self.few.contains(&h) {
+        let h = fingerprint(key.as_bytes());
+        if self.len < KEY_LIST {
+            let bit = 1u64 << (h >> 58);
+            if self.seen_bits & bit != 0 && self.few[..self.len].contains(&h) {
                 return false;
             }
-            self.few.push(h);
+            self.seen_bits |= bit;
+            self.few[self.len] = h;
+            self.len += 1;
             return true;
         }
         if self.many.is_empty() {
@@ -1070,7 +1155,7 @@ impl KeySet {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.few.is_empty()
+        self.len == 0
     }
 
     /// Writes `key` as the next member's key of an object being written (after a comma unless
@@ -1117,39 +1202,26 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// True if every escape in the body of a string literal is spelt as [`write_json_str`] (which
-/// is `serde_json`'s) spells it: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00xx` in
-/// lowercase hex for the other control characters. Such a literal is its value written again.
-fn canonical_escapes(body: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(j) = memchr::memchr(b'\\', &body[i..]) {
-        let k = i + j;
-        match body.get(k + 1) {
-            Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => i = k + 2,
-            Some(b'u') => {
-                let Some(&[b'0', b'0', hi, lo]) = body.get(k + 2..k + 6) else {
-                    return false;
-                };
-                let low = match lo {
-                    b'0'..=b'9' => lo - b'0',
-                    b'a'..=b'f' => lo - b'a' + 10,
-                    _ => return false,
-                };
-                let code = match hi {
-                    b'0' => low,
-                    b'1' => 16 + low,
-                    _ => return false,
-                };
-                // These have short forms.
-                if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
-                    return false;
-                }
-                i = k + 6;
-            }
-            _ => return false,
+/// True if `escape`, one escape sequence as [`Scanner::escape`] reads it (a surrogate pair is
+/// one), is spelt as [`write_json_str`] (which is `serde_json`'s) spells its character: `\"`,
+/// `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00xx` in lowercase hex for the other control
+/// characters. A literal whose escapes are all so is its value written again.
+#[inline]
+fn canonical_escape(escape: &[u8]) -> bool {
+    match *escape {
+        [b'\\', b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't'] => true,
+        [b'\\', b'u', b'0', b'0', hi @ (b'0' | b'1'), lo] => {
+            let low = match lo {
+                b'0'..=b'9' => lo - b'0',
+                b'a'..=b'f' => lo - b'a' + 10,
+                _ => return false,
+            };
+            let code = if hi == b'1' { 16 + low } else { low };
+            // These have short forms.
+            !matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
         }
+        _ => false,
     }
-    true
 }
 
 /// True if `text` is one JSON value in which no object repeats a key.
@@ -1170,6 +1242,27 @@ pub fn parse_value(text: &str) -> Option<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every key is new once and a repeat after, in small objects and past the list's bound,
+    /// for keys that differ only in their length, their middle, or one byte.
+    #[test]
+    fn a_key_set_notices_every_repeat_and_no_new_key_is_a_repeat() {
+        let mut keys: Vec<String> = (0..40).map(|n| "a".repeat(n)).collect();
+        keys.extend((0..200).map(|i| format!("authentication.kubernetes.io/{i:03}/pod-name")));
+        keys.extend((0..200).map(|i| format!("k{i}")));
+        keys.extend((0..=255u8).map(|b| format!("annotation-{}-x", b as char)));
+        keys.sort();
+        keys.dedup();
+        for n in [1, 5, 16, 31, 32, 33, keys.len()] {
+            let mut set = KeySet::default();
+            for k in &keys[..n] {
+                assert!(set.insert(k), "{k:?} is new");
+            }
+            for k in &keys[..n] {
+                assert!(!set.insert(k), "{k:?} repeats");
+            }
+        }
+    }
 
     fn accepts(text: &str) -> bool {
         let mut s = Scanner::new(text);
@@ -1213,9 +1306,18 @@ mod tests {
             assert_eq!(canonical, copy.as_bytes() == &want[..], "{literal}");
         }
         // Escapes spelt the canonical way are copied without decoding; others are not.
-        assert!(canonical_escapes(br#"a \" b \\ \n \u001f"#));
-        for other in [r#"\/"#, r#"\u001F"#, r#"\u000a"#, r#"\u0041"#, r#"\ud800"#] {
-            assert!(!canonical_escapes(other.as_bytes()), "{other}");
+        for canonical in [r#"\""#, r#"\\"#, r#"\n"#, r#"\u001f"#, r#"\u0000"#] {
+            assert!(canonical_escape(canonical.as_bytes()), "{canonical}");
+        }
+        for other in [
+            r#"\/"#,
+            r#"\u001F"#,
+            r#"\u000a"#,
+            r#"\u0041"#,
+            r#"\ud800"#,
+            r#"\ud83d\ude00"#,
+        ] {
+            assert!(!canonical_escape(other.as_bytes()), "{other}");
         }
     }
 

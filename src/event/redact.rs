@@ -1308,6 +1308,13 @@ mod tests {
         }
     }
 
+    /// `n` members `"k0":0,"k1":1,...`, and member `again`'s key once more at the end.
+    fn wide(n: usize, again: Option<usize>) -> String {
+        let mut members: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+        members.extend(again.map(|i| format!("\"k{i}\":0")));
+        members.join(",")
+    }
+
     /// An event copied whole (`verbatim_event`) is exactly what writing it member by member
     /// writes, with nothing found; and most Metadata-level events are copied whole.
     #[test]
@@ -1366,6 +1373,21 @@ mod tests {
                 false,
             ),
             (r#"{"verb":"get","x":{"y":1,"y":2}}"#.to_string(), false),
+            (
+                r#"{"verb":"get","x":{"authentication.kubernetes.io/pod-name":["a"],"authentication.kubernetes.io/pod-name":["b"]}}"#
+                    .to_string(),
+                false,
+            ),
+            (
+                r#"{"verb":"get","x":"\ud83d\ude00"}"#.to_string(),
+                false,
+            ),
+            // Past the key list's bound: forty distinct keys, then one of them again.
+            (format!("{{\"verb\":\"get\",\"x\":{{{}}}}}", wide(40, None)), true),
+            (
+                format!("{{\"verb\":\"get\",\"x\":{{{}}}}}", wide(40, Some(7))),
+                false,
+            ),
             (r#"{"verb":"get", "x":1}"#.to_string(), false),
             (r#" {"verb":"get","x":"\/"}"#.to_string(), false),
             (r#"{"verb":"get","x":1e400}"#.to_string(), false),
