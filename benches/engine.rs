@@ -476,13 +476,14 @@ criterion_group!(benches, bench);
 
 /// With `TRIPLINE_BENCH_PROFILE=<mode>`, only that, on the metadata corpus (to run under a
 /// profiler); nothing else runs. `ignored`, `decode`, `match`, `throttle` (matching with
-/// throttling, no alert documents) and `detect` repeat a pass for `SECS` seconds (default 10) or
-/// `PASSES` passes and print the time per event; so do `match-any-verb` and `match-indexed`
-/// (only the rules that name no verb, or only the others) and `match-one` (rule number `RULE`
-/// alone); `stateful` and `correlations` detect with the whole pack, or the pack without its
-/// first-seen rules, and their correlator; `redact` writes each redacted event and `eventdoc`
-/// each events-flow document. `stats` prints the rule candidates per event by verb and resource; `alertparts`
-/// times the steps of building alerts.
+/// throttling, no alert documents) and `detect` (the stateless pack, alerts built) repeat a
+/// pass for `SECS` seconds (default 10) or `PASSES` passes and print the time per event; so do
+/// `match-any-verb` and `match-indexed` (only the rules that name no verb, or only the others)
+/// and `match-one` (rule number `RULE` alone); `stateful` and `correlations` detect with the
+/// whole pack, or the pack without its first-seen rules, and their correlator; `redact` writes
+/// each redacted event and `eventdoc` each events-flow document. `stats` prints the rule
+/// candidates per event by verb and resource; `alertparts` times the steps of building alerts.
+/// `scripts/instructions.sh` counts the instructions of a mode's passes under callgrind.
 ///
 /// For the stateful pack's cost: `hits` and `hits-stateful` run the stateless step alone
 /// ([`RuleSet::hits`]) with the stateless or the whole pack, `match-stateful` matches with the
@@ -903,8 +904,9 @@ fn profile(mode: &str) {
     }
     let per = t.elapsed().as_secs_f64() / passes.max(1) as f64;
     println!(
-        "{mode}: {:.0} ns/event ({passes} passes)",
-        per * 1e9 / corpus.events as f64
+        "{mode}: {:.0} ns/event ({passes} passes of {} events)",
+        per * 1e9 / corpus.events as f64,
+        corpus.events
     );
 }
 
