@@ -323,6 +323,7 @@ impl<'o> Obj<'o> {
     }
 
     /// Starts a member: a comma if needed.
+    #[inline(always)]
     fn member(&mut self) {
         if let Some(top) = self.open.last_mut() {
             if std::mem::replace(&mut top.has, true) {
@@ -331,7 +332,9 @@ impl<'o> Obj<'o> {
         }
     }
 
-    /// A member's key: one of the ECS names written here, which need no escaping.
+    /// A member's key: one of the ECS names written here, which need no escaping. Inlined, so
+    /// that each call site copies its key's known length without a call.
+    #[inline(always)]
     fn key(&mut self, key: &'static str) {
         debug_assert!(key
             .bytes()
@@ -350,11 +353,13 @@ impl<'o> Obj<'o> {
         }
     }
 
+    #[inline(always)]
     fn str(&mut self, key: &'static str, value: &str) {
         self.key(key);
         write_json_str(self.out, value);
     }
 
+    #[inline(always)]
     fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
         if let Some(v) = value {
             self.str(key, v);
@@ -399,6 +404,7 @@ impl<'o> Obj<'o> {
         self.out.push(b']');
     }
 
+    #[inline(always)]
     fn begin(&mut self, key: &'static str) {
         let start = self.out.len();
         let parent_had = self.open.last().is_some_and(|t| t.has);
@@ -411,6 +417,7 @@ impl<'o> Obj<'o> {
         });
     }
 
+    #[inline(always)]
     fn end(&mut self) {
         let Some(frame) = self.open.pop() else {
             return;
