@@ -53,6 +53,51 @@ fn ctrl_mask(v: u64) -> u64 {
     v.wrapping_sub(ONES * 0x20) & !v & HIGH
 }
 
+/// The position of the first `"`, `\` or control byte of `b` at or after `from`; `b.len()` if
+/// none. Sixteen bytes a step with SSE2 on x86_64, then eight, then one.
+#[inline]
+fn first_special(b: &[u8], mut at: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SSE2 is part of x86_64.
+        use std::arch::x86_64::*;
+        while at + 16 <= b.len() {
+            // SAFETY: `at + 16 <= len`, so the unaligned 16-byte load stays inside `b`; SSE2
+            // is always available on x86_64.
+            #[allow(unsafe_code, reason = "SSE2 scan; bounds checked above")]
+            let m = unsafe {
+                let v = _mm_loadu_si128(b.as_ptr().add(at) as *const __m128i);
+                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                let limit = _mm_set1_epi8(0x1f);
+                let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
+                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), ctrl)) as u32
+            };
+            if m != 0 {
+                return at + m.trailing_zeros() as usize;
+            }
+            at += 16;
+        }
+    }
+    while at + 8 <= b.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        let v = u64::from_le_bytes(w);
+        let m = eq_mask(v, b'"') | eq_mask(v, b'\\') | ctrl_mask(v);
+        if m != 0 {
+            return at + (m.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(&c) = b.get(at) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return at;
+        }
+        at += 1;
+    }
+    at
+}
+
 impl<'a> Scanner<'a> {
     pub fn new(text: &'a str) -> Self {
         Scanner {
@@ -107,50 +152,10 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Moves to the first `"`, `\` or control byte at or after `pos`.
+    /// Moves to the first `"`, `\` or control byte at or after `pos` ([`first_special`]).
     #[inline]
     fn find_special(&mut self) {
-        let b = self.b;
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SSE2 is part of x86_64: 16 bytes per step.
-            use std::arch::x86_64::*;
-            while self.pos + 16 <= b.len() {
-                // SAFETY: `pos + 16 <= len`, so the unaligned 16-byte load stays inside `b`;
-                // SSE2 is always available on x86_64.
-                #[allow(unsafe_code, reason = "SSE2 scan; bounds checked above")]
-                let m = unsafe {
-                    let v = _mm_loadu_si128(b.as_ptr().add(self.pos) as *const __m128i);
-                    let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-                    let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-                    let limit = _mm_set1_epi8(0x1f);
-                    let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
-                    _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), ctrl)) as u32
-                };
-                if m != 0 {
-                    self.pos += m.trailing_zeros() as usize;
-                    return;
-                }
-                self.pos += 16;
-            }
-        }
-        while self.pos + 8 <= b.len() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[self.pos..self.pos + 8]);
-            let v = u64::from_le_bytes(w);
-            let m = eq_mask(v, b'"') | eq_mask(v, b'\\') | ctrl_mask(v);
-            if m != 0 {
-                self.pos += (m.trailing_zeros() / 8) as usize;
-                return;
-            }
-            self.pos += 8;
-        }
-        while let Some(&c) = b.get(self.pos) {
-            if c == b'"' || c == b'\\' || c < 0x20 {
-                return;
-            }
-            self.pos += 1;
-        }
+        self.pos = first_special(self.b, self.pos);
     }
 
     /// Parses a string (the cursor on its opening quote). Borrows unless it has escapes.
@@ -221,31 +226,30 @@ impl<'a> Scanner<'a> {
 
     /// Skips a string without building it (still validating escapes).
     fn skip_string(&mut self) -> Result<()> {
-        self.pos += 1; // opening quote, checked by the caller
-        loop {
-            self.find_special();
-            match self.b.get(self.pos) {
-                Some(b'"') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(b'\\') => {
-                    self.escape(&mut None)?;
-                }
-                Some(_) => return self.syntax("control character in a string"),
-                None => return Err(JsonError::Eof),
-            }
+        if self.plain_string_skipped() {
+            return Ok(());
         }
+        self.rest_of_string(|_| {})
+    }
+
+    /// From a string's opening quote (checked by the caller) to its first special byte: true,
+    /// and past the string, when that byte is its closing quote (no escapes, the common case).
+    #[inline]
+    fn plain_string_skipped(&mut self) -> bool {
+        self.pos += 1;
+        self.find_special();
+        if self.b.get(self.pos) == Some(&b'"') {
+            self.pos += 1;
+            return true;
+        }
+        false
     }
 
     /// [`Self::skip_string`], true if the string has escapes. A string without any (most keys
     /// and values) costs one search and no call.
     #[inline]
     fn skip_string_noting_escapes(&mut self) -> Result<bool> {
-        self.pos += 1; // opening quote, checked by the caller
-        self.find_special();
-        if self.b.get(self.pos) == Some(&b'"') {
-            self.pos += 1;
+        if self.plain_string_skipped() {
             return Ok(false);
         }
         self.rest_of_string(|_| {}).map(|()| true)
@@ -255,10 +259,7 @@ impl<'a> Scanner<'a> {
     /// spell otherwise ([`canonical_escape`]): the literal is its value written again.
     #[inline]
     fn skip_string_canonical(&mut self) -> Result<bool> {
-        self.pos += 1; // opening quote, checked by the caller
-        self.find_special();
-        if self.b.get(self.pos) == Some(&b'"') {
-            self.pos += 1;
+        if self.plain_string_skipped() {
             return Ok(true);
         }
         let mut canonical = true;
@@ -1171,45 +1172,9 @@ impl KeySet {
     }
 }
 
-/// True if `b` holds a `"`, a `\\` or a control byte (sixteen bytes per step on x86_64, eight
-/// elsewhere).
+/// True if `b` holds a `"`, a `\\` or a control byte ([`first_special`]).
 pub fn needs_escape(b: &[u8]) -> bool {
-    let mut at = 0;
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SSE2 is part of x86_64: 16 bytes per step, as `Scanner::find_special` reads.
-        use std::arch::x86_64::*;
-        while at + 16 <= b.len() {
-            // SAFETY: `at + 16 <= len`, so the unaligned 16-byte load stays inside `b`; SSE2
-            // is always available on x86_64.
-            #[allow(unsafe_code, reason = "SSE2 scan; bounds checked above")]
-            let m = unsafe {
-                let v = _mm_loadu_si128(b.as_ptr().add(at) as *const __m128i);
-                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-                let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-                let limit = _mm_set1_epi8(0x1f);
-                let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
-                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), ctrl))
-            };
-            if m != 0 {
-                return true;
-            }
-            at += 16;
-        }
-    }
-    let mut chunks = b[at..].chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let v = u64::from_le_bytes(w);
-        if eq_mask(v, b'"') | eq_mask(v, b'\\') | ctrl_mask(v) != 0 {
-            return true;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    first_special(b, 0) < b.len()
 }
 
 /// Writes `s` as a JSON string (quoted and escaped as `serde_json` escapes it).
