@@ -8,13 +8,16 @@
 //! daemon showed futex wake-ups under `malloc`. Handed back through a bounded lock-free queue
 //! instead, a buffer goes from the sink to the next document without the allocator.
 //!
-//! Bounded: at most [`POOLED`] buffers of at most [`LARGEST`] bytes each wait here (2 MiB at
+//! Bounded: at most [`POOLED`] buffers of at most [`LARGEST`] bytes each wait here (8 MiB at
 //! most); a buffer that does not fit, or arrives when the queue is full, is freed as before.
+//! A worker writes a whole batch's documents (about a thousand for a megabyte of Metadata
+//! events) before the sink hands the first back: with room for only 256, half of the buffers
+//! were freed on arrival and half of the documents allocated anew.
 
 use std::sync::OnceLock;
 
 /// The most buffers waiting to be reused.
-pub const POOLED: usize = 256;
+pub const POOLED: usize = 1024;
 
 /// The largest buffer kept (bytes of capacity): most documents of Metadata events fit; larger
 /// ones (request bodies) are rarer and allocated each time.

@@ -223,14 +223,16 @@ pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventP
     w.end();
 
     // Network. Only the last entry of `sourceIPs` is the connecting peer; see `render_alert`.
+    // Each address is parsed once: the last one is valid exactly when it is among the valid
+    // ones listed (an equal text is equally valid).
     let is_ip = |ip: &&str| ip.parse::<IpAddr>().is_ok();
-    let mut related_ips: Vec<&str> = Vec::new();
+    let mut related_ips: smallvec::SmallVec<[&str; 4]> = smallvec::SmallVec::new();
     for ip in f.source_ips.iter().copied().filter(is_ip) {
         if !related_ips.contains(&ip) {
             related_ips.push(ip);
         }
     }
-    let mut related_users: Vec<&str> = Vec::new();
+    let mut related_users: smallvec::SmallVec<[&str; 2]> = smallvec::SmallVec::new();
     for user in [f.username, f.impersonated_username].into_iter().flatten() {
         if !related_users.contains(&user) {
             related_users.push(user);
@@ -241,7 +243,13 @@ pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventP
     w.list("ip", &related_ips);
     w.end();
     w.begin("source");
-    w.opt_str("ip", f.source_ips.last().copied().filter(is_ip));
+    w.opt_str(
+        "ip",
+        f.source_ips
+            .last()
+            .copied()
+            .filter(|ip| related_ips.contains(ip)),
+    );
     w.end();
     w.begin("user_agent");
     w.opt_str("original", f.user_agent);

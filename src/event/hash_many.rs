@@ -66,10 +66,11 @@ pub fn content_hashes(parts: &[&[u8]], out: &mut Vec<[u8; 16]>) {
         }
         let (chunk, blocks) = (g / (CHUNK / BLOCK), g % (CHUNK / BLOCK));
         let n = blocks * BLOCK;
+        // Appended, not written over zeros: the buffer is most of a batch's bytes.
         buf.clear();
-        buf.resize(members.len() * n, 0);
-        for (slot, &i) in buf.chunks_exact_mut(n).zip(members) {
-            message_bytes(parts[i], chunk * CHUNK, slot);
+        buf.reserve(members.len() * n);
+        for &i in members {
+            extend_message(parts[i], chunk * CHUNK, n, &mut buf);
         }
         cv_bytes.clear();
         cv_bytes.resize(members.len() * 32, 0);
@@ -110,6 +111,21 @@ fn message_bytes(part: &[u8], start: usize, out: &mut [u8]) {
     let rest = out.len() - at;
     if let Some(src) = part.get(from..from + rest) {
         out[at..].copy_from_slice(src);
+    }
+}
+
+/// Appends `n` bytes of the message from `start` (the length prefix, then `part`) to `out`;
+/// zeros stand for bytes past the message's end (none are asked for).
+fn extend_message(part: &[u8], start: usize, n: usize, out: &mut Vec<u8>) {
+    let prefix = (part.len() as u64).to_le_bytes();
+    let end = start + n;
+    if let Some(p) = prefix.get(start..end.min(PREFIX)) {
+        out.extend_from_slice(p);
+    }
+    let (from, to) = (start.max(PREFIX) - PREFIX, end.max(PREFIX) - PREFIX);
+    match part.get(from..to) {
+        Some(src) => out.extend_from_slice(src),
+        None => out.resize(out.len() + (to - from), 0),
     }
 }
 

@@ -174,7 +174,10 @@ impl<'a> Scanner<'a> {
                 Ok(Cow::Borrowed(s))
             }
             Some(b'\\') => {
-                let mut out = String::from(&self.text[start..self.pos]);
+                // Room for more than the text before the first escape, so that the decoded
+                // rest is not copied again as it grows.
+                let mut out = String::with_capacity(2 * (self.pos - start) + 64);
+                out.push_str(&self.text[start..self.pos]);
                 self.unescape_into(&mut out)?;
                 Ok(Cow::Owned(out))
             }

@@ -33,12 +33,15 @@ pub fn content_id(parts: &[&[u8]]) -> String {
 /// A [`content_hash`] as [`content_id`] writes it: 32 lowercase hex digits.
 pub fn hex_id(hash: &[u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
-    for &b in hash {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    let mut out = [0u8; 32];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(hash) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
-    out
+    // Hex digits are ASCII: the check cannot fail.
+    std::str::from_utf8(&out)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// The 16 bytes that [`content_id`] writes in hex.

@@ -455,9 +455,15 @@ impl WorkerContext {
         // The events flow's document ids: each line's content hash, many lines side by side
         // (an event whose text is its whole line takes its line's; any other hashes its own).
         let mut line_hashes = Vec::new();
+        // The lists below hold up to one entry per line: sized up front rather than grown (and
+        // copied) from empty as they fill; the events with hits, often few, up to a bound.
+        let lines_at_most = memchr::memchr_iter(b'\n', data).count();
+        read.hits.reserve(lines_at_most.min(256));
         if wants_events {
-            let lines: Vec<&[u8]> = Lines::of(data).map(|(_, line)| line).collect();
+            let mut lines: Vec<&[u8]> = Vec::with_capacity(lines_at_most);
+            lines.extend(Lines::of(data).map(|(_, line)| line));
             crate::event::content_hashes(&lines, &mut line_hashes);
+            read.events.reserve(lines.len());
         }
         let mut line_hashes = line_hashes.into_iter();
         for (this_line, nl) in (batch.first_line..).zip(memchr::memchr_iter(b'\n', data)) {
