@@ -304,10 +304,17 @@ pub fn write_document(out: &mut Vec<u8>, template: &AlertTemplate, part: &EventP
 /// member is taken back out, so a document never holds an empty object.
 struct Obj<'o> {
     out: &'o mut Vec<u8>,
-    /// The open objects, the outermost first.
-    open: smallvec::SmallVec<[Frame; 6]>,
+    /// The open objects, the outermost first: `frames[..depth]`. A fixed array, not a
+    /// growable list: the document's nesting is this file's code (4 deep at most), and each
+    /// member asks for the innermost object.
+    frames: [Frame; MAX_DEPTH],
+    depth: usize,
 }
 
+/// Objects open at once, at most (the root included).
+const MAX_DEPTH: usize = 8;
+
+#[derive(Clone, Copy, Default)]
 struct Frame {
     /// Where the object's member began in the output (to take it back out).
     start: usize,
@@ -321,19 +328,23 @@ impl<'o> Obj<'o> {
     fn new(out: &'o mut Vec<u8>) -> Obj<'o> {
         let start = out.len();
         out.push(b'{');
-        let mut open = smallvec::SmallVec::new();
-        open.push(Frame {
+        let mut frames = [Frame::default(); MAX_DEPTH];
+        frames[0] = Frame {
             start,
             parent_had: false,
             has: false,
-        });
-        Obj { out, open }
+        };
+        Obj {
+            out,
+            frames,
+            depth: 1,
+        }
     }
 
     /// Starts a member: a comma if needed.
     #[inline(always)]
     fn member(&mut self) {
-        if let Some(top) = self.open.last_mut() {
+        if let Some(top) = self.frames.get_mut(self.depth.wrapping_sub(1)) {
             if std::mem::replace(&mut top.has, true) {
                 self.out.push(b',');
             }
@@ -390,10 +401,21 @@ impl<'o> Obj<'o> {
     }
 
     fn num(&mut self, key: &'static str, value: u64) {
-        use std::io::Write as _;
         self.key(key);
-        // Writing to a `Vec` cannot fail.
-        let _ = write!(self.out, "{value}");
+        // The digits from the last, without the formatting machinery (a status code per
+        // document).
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut v = value;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.out.extend_from_slice(&digits[at..]);
     }
 
     /// A list of strings, unless it is empty.
@@ -415,26 +437,37 @@ impl<'o> Obj<'o> {
     #[inline(always)]
     fn begin(&mut self, key: &'static str) {
         let start = self.out.len();
-        let parent_had = self.open.last().is_some_and(|t| t.has);
+        let parent_had = self
+            .frames
+            .get(self.depth.wrapping_sub(1))
+            .is_some_and(|t| t.has);
         self.key(key);
         self.out.push(b'{');
-        self.open.push(Frame {
-            start,
-            parent_had,
-            has: false,
-        });
+        debug_assert!(
+            self.depth < MAX_DEPTH,
+            "objects nested deeper than MAX_DEPTH"
+        );
+        if let Some(f) = self.frames.get_mut(self.depth) {
+            *f = Frame {
+                start,
+                parent_had,
+                has: false,
+            };
+            self.depth += 1;
+        }
     }
 
     #[inline(always)]
     fn end(&mut self) {
-        let Some(frame) = self.open.pop() else {
+        let Some(&frame) = self.frames.get(self.depth.wrapping_sub(1)) else {
             return;
         };
+        self.depth -= 1;
         if frame.has {
             self.out.push(b'}');
         } else {
             self.out.truncate(frame.start);
-            if let Some(parent) = self.open.last_mut() {
+            if let Some(parent) = self.frames.get_mut(self.depth.wrapping_sub(1)) {
                 parent.has = frame.parent_had;
             }
         }
@@ -442,5 +475,43 @@ impl<'o> Obj<'o> {
 
     fn finish(self) {
         self.out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Obj;
+
+    #[test]
+    fn numbers_are_written_as_json_writes_them_and_empty_objects_are_taken_out() {
+        for n in [0, 7, 10, 200, 403, 99_999, u64::from(u32::MAX), u64::MAX] {
+            let mut out = Vec::new();
+            let mut w = Obj::new(&mut out);
+            w.num("n", n);
+            w.finish();
+            assert_eq!(out, serde_json::json!({ "n": n }).to_string().as_bytes());
+        }
+        // Nested to the writer's depth, the inner objects empty but one: only its path stays.
+        let mut out = Vec::new();
+        let mut w = Obj::new(&mut out);
+        w.str("a", "x");
+        w.begin("b");
+        w.begin("c");
+        w.end();
+        w.begin("d");
+        w.begin("e");
+        w.num("f", 1);
+        w.end();
+        w.begin("g");
+        w.end();
+        w.end();
+        w.end();
+        w.begin("h");
+        w.end();
+        w.finish();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":"x","b":{"d":{"e":{"f":1}}}}"#
+        );
     }
 }
