@@ -866,11 +866,13 @@ fn is_token_end(b: u8) -> bool {
 /// Replaces the values of credential query parameters in a request URI. Returns the new URI when
 /// something was replaced.
 fn redact_query_tokens(uri: &str, found: &mut Found) -> Option<String> {
-    let query_start = uri.find('?')? + 1;
-    let query_end = uri[query_start..]
-        .find('#')
-        .map_or(uri.len(), |i| query_start + i);
-    let token = |param: &str| match param.split_once('=') {
+    // Byte searches (`?`, `#`, `&` and `=` are ASCII, so every cut falls on a char boundary):
+    // every event's URI goes through here.
+    let query_start = memchr::memchr(b'?', uri.as_bytes())? + 1;
+    let query = uri.get(query_start..).unwrap_or_default();
+    let query_end = memchr::memchr(b'#', query.as_bytes()).map_or(uri.len(), |i| query_start + i);
+    let query = uri.get(query_start..query_end).unwrap_or_default();
+    let token = |param: &str| match split_param(param) {
         Some((name, value)) => {
             !value.is_empty()
                 && value != REDACTED
@@ -879,16 +881,16 @@ fn redact_query_tokens(uri: &str, found: &mut Found) -> Option<String> {
         None => false,
     };
     // Most queries carry no token: nothing is built for them.
-    if !uri[query_start..query_end].split('&').any(token) {
+    if !query_params(query).any(token) {
         return None;
     }
     let mut out = String::with_capacity(uri.len());
     out.push_str(&uri[..query_start]);
-    for (i, param) in uri[query_start..query_end].split('&').enumerate() {
+    for (i, param) in query_params(query).enumerate() {
         if i > 0 {
             out.push('&');
         }
-        match param.split_once('=') {
+        match split_param(param) {
             Some((name, value)) if token(param) => {
                 found.add(value);
                 out.push_str(name);
@@ -902,9 +904,50 @@ fn redact_query_tokens(uri: &str, found: &mut Found) -> Option<String> {
     Some(out)
 }
 
+/// A query parameter's name and value, split at its first `=` as `split_once('=')` splits it.
+fn split_param(param: &str) -> Option<(&str, &str)> {
+    let i = memchr::memchr(b'=', param.as_bytes())?;
+    Some((
+        param.get(..i).unwrap_or_default(),
+        param.get(i + 1..).unwrap_or_default(),
+    ))
+}
+
+/// The parameters of a query, split at `&` as `query.split('&')` splits it.
+fn query_params(query: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr_iter(b'&', query.as_bytes())
+        .chain(std::iter::once(query.len()))
+        .map(move |end| {
+            let param = query.get(start..end).unwrap_or_default();
+            start = end + 1;
+            param
+        })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{is_shell_expansion, redact_bearer, Found};
+    use super::{is_shell_expansion, query_params, redact_bearer, Found};
+
+    #[test]
+    fn query_parameters_split_as_str_split_does() {
+        for q in [
+            "",
+            "&",
+            "&&",
+            "a",
+            "a=1",
+            "a=1&b=2",
+            "&a=1&",
+            "a=é&b=ü&",
+            "watch=1&&x",
+            "=&=",
+        ] {
+            let ours: Vec<&str> = query_params(q).collect();
+            let std: Vec<&str> = q.split('&').collect();
+            assert_eq!(ours, std, "{q:?}");
+        }
+    }
 
     #[test]
     fn a_bearer_token_read_by_a_shell_expansion_is_kept_and_a_real_one_is_not() {
