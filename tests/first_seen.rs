@@ -18,6 +18,36 @@ use daemon::{append, read_lines, wait_until, Daemon};
 const NEW_USER_AGENT: &str = "Service Account Used With A New User Agent";
 const NEW_NETWORK: &str = "Service Account Used From A New Network";
 const NEW_SECRET_READER: &str = "New Identity Reading Secrets In kube-system";
+const ADMIN_NETWORK: &str = "Cluster Admin Used From A New Network";
+
+/// `event` by an identity with cluster-admin rights: through a binding (the authorization
+/// annotation names the ClusterRole), or as a member of `system:masters` (no RBAC reason).
+fn admin_event(
+    id: &str,
+    time: DateTime<Utc>,
+    user: &str,
+    ip: &str,
+    masters: bool,
+    what: [&str; 3],
+) -> String {
+    let mut v: Value = serde_json::from_str(&event(
+        id,
+        time,
+        user,
+        ip,
+        "kubectl/v1.30.1 (linux/amd64) kubernetes/6911225",
+        what,
+    ))
+    .unwrap();
+    if masters {
+        v["user"]["groups"] = serde_json::json!(["system:masters", "system:authenticated"]);
+        v["annotations"]["authorization.k8s.io/reason"] = "".into();
+    } else {
+        v["user"]["groups"] = serde_json::json!(["platform-admins", "system:authenticated"]);
+        v["annotations"]["authorization.k8s.io/reason"] = "RBAC: allowed by ClusterRoleBinding \"platform-admins\" of ClusterRole \"cluster-admin\" to Group \"platform-admins\"".into();
+    }
+    v.to_string()
+}
 
 /// One audit event (a successful request) as a JSON line.
 fn event(
@@ -118,6 +148,36 @@ fn routine() -> Vec<(DateTime<Utc>, String)> {
                 ["list", "services", "shop"],
             ),
         );
+        // An administrator bound to cluster-admin, from a VPN pool whose addresses change
+        // within its /24 (a private range: for people, in-cluster ranges count), and the
+        // kubeadm admin certificate (system:masters) used by automation on the control-plane
+        // nodes.
+        if hour % 24 == 14 {
+            push(
+                &format!("bob-{hour}"),
+                admin_event(
+                    "ID",
+                    t + chrono::Duration::minutes(25),
+                    "bob@example.com",
+                    &format!("100.64.20.{}", 2 + hour % 100),
+                    false,
+                    ["list", "pods", "prod"],
+                ),
+            );
+        }
+        if hour % 24 == 3 {
+            push(
+                &format!("kubeadm-{hour}"),
+                admin_event(
+                    "ID",
+                    t + chrono::Duration::minutes(25),
+                    "kubernetes-admin",
+                    &format!("10.0.0.{}", 10 + day % 3),
+                    true,
+                    ["get", "configmaps", "kube-system"],
+                ),
+            );
+        }
         if hour % 24 == 9 {
             push(
                 &format!("alice-{hour}"),
@@ -151,15 +211,20 @@ fn scan_first_seen(dir: &Path, lines: &[String]) -> Vec<(String, String)> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|a| {
             let name = a["rule"]["name"].as_str()?.to_string();
-            [NEW_USER_AGENT, NEW_NETWORK, NEW_SECRET_READER]
-                .contains(&name.as_str())
-                .then(|| {
-                    let id = a["kubernetes"]["audit"]["auditID"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    (name, id)
-                })
+            [
+                NEW_USER_AGENT,
+                NEW_NETWORK,
+                NEW_SECRET_READER,
+                ADMIN_NETWORK,
+            ]
+            .contains(&name.as_str())
+            .then(|| {
+                let id = a["kubernetes"]["audit"]["auditID"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                (name, id)
+            })
         })
         .collect()
 }
@@ -205,6 +270,30 @@ fn a_scan_over_ten_days_is_quiet_for_routine_change_and_alerts_on_new_clients_an
             ["list", "secrets", "kube-system"],
         ),
     ));
+    // The administrator's credentials used from an internet address, and the kubeadm
+    // certificate used from a pod (a /24 it never came from).
+    events.push((
+        day9,
+        admin_event(
+            "attack-admin-network",
+            day9 + chrono::Duration::minutes(3),
+            "bob@example.com",
+            "203.0.113.77",
+            false,
+            ["list", "deployments", "prod"],
+        ),
+    ));
+    events.push((
+        day9,
+        admin_event(
+            "attack-admin-pod",
+            day9 + chrono::Duration::minutes(4),
+            "kubernetes-admin",
+            "10.244.2.99",
+            true,
+            ["list", "pods", "prod"],
+        ),
+    ));
     events.sort_by_key(|(t, _)| *t);
     let lines: Vec<String> = events.into_iter().map(|(_, l)| l).collect();
     let alerts = scan_first_seen(tmp.path(), &lines);
@@ -225,6 +314,11 @@ fn a_scan_over_ten_days_is_quiet_for_routine_change_and_alerts_on_new_clients_an
     assert_eq!(
         by.get(NEW_SECRET_READER).cloned().unwrap_or_default(),
         vec!["attack-secrets"],
+        "{alerts:?}"
+    );
+    assert_eq!(
+        by.get(ADMIN_NETWORK).cloned().unwrap_or_default(),
+        vec!["attack-admin-network", "attack-admin-pod"],
         "{alerts:?}"
     );
 
