@@ -402,20 +402,9 @@ impl<'o> Obj<'o> {
 
     fn num(&mut self, key: &'static str, value: u64) {
         self.key(key);
-        // The digits from the last, without the formatting machinery (a status code per
-        // document).
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut v = value;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.out.extend_from_slice(&digits[at..]);
+        // Without the formatting machinery (a status code per document).
+        self.out
+            .extend_from_slice(crate::event::IntBuf::unsigned(value).as_bytes());
     }
 
     /// A list of strings, unless it is empty.

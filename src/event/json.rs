@@ -1231,6 +1231,47 @@ pub fn parse_value(text: &str) -> Option<serde_json::Value> {
     Some(v)
 }
 
+/// An integer's decimal text, formatted without allocating or the formatting machinery (rule
+/// values compared as text, numbers in documents).
+pub struct IntBuf {
+    buf: [u8; 24],
+    start: usize,
+}
+
+impl IntBuf {
+    pub fn unsigned(n: u64) -> IntBuf {
+        let mut buf = [0u8; 24];
+        let mut pos = buf.len();
+        let mut n = n;
+        loop {
+            pos -= 1;
+            buf[pos] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        IntBuf { buf, start: pos }
+    }
+
+    pub fn signed(i: i64) -> IntBuf {
+        let mut b = IntBuf::unsigned(i.unsigned_abs());
+        if i < 0 {
+            b.start -= 1;
+            b.buf[b.start] = b'-';
+        }
+        b
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ pub use decode::{
 };
 pub use field::{FieldPath, FieldRef, FieldValue, PathError};
 pub use hash_many::content_hashes;
-pub use json::{needs_escape, parse_value, unique_keys, write_json_str};
+pub use json::{needs_escape, parse_value, unique_keys, write_json_str, IntBuf};
 pub use view::{
     members_of, parse_timestamp, Event, ObjectRef, RawMember, ResponseStatus, UserInfo,
 };

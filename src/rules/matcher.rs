@@ -292,8 +292,7 @@ impl Pattern {
             (Pattern::Str(StrMatcher::Any), _) => true,
             (Pattern::Str(m), FieldValue::Str(s)) => m.is_match(s),
             (Pattern::Str(m), FieldValue::Int(i)) => {
-                let mut buf = itoa_buf(i);
-                m.is_match(buf.as_str())
+                m.is_match(crate::event::IntBuf::signed(i).as_str())
             }
             (Pattern::Str(m), FieldValue::Float(f)) => m.is_match(&f.to_string()),
             (Pattern::Str(m), FieldValue::Bool(b)) => m.is_match(if b { "true" } else { "false" }),
@@ -326,38 +325,6 @@ impl Pattern {
             _ => ev.any_value(field, &mut |v| self.matches_value(v)),
         }
     }
-}
-
-/// Formats an integer without allocating.
-struct IntBuf {
-    buf: [u8; 24],
-    start: usize,
-}
-
-impl IntBuf {
-    fn as_str(&mut self) -> &str {
-        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("")
-    }
-}
-
-fn itoa_buf(i: i64) -> IntBuf {
-    let mut buf = [0u8; 24];
-    let mut pos = buf.len();
-    let neg = i < 0;
-    let mut n = i.unsigned_abs();
-    loop {
-        pos -= 1;
-        buf[pos] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if neg {
-        pos -= 1;
-        buf[pos] = b'-';
-    }
-    IntBuf { buf, start: pos }
 }
 
 #[cfg(test)]
@@ -544,7 +511,7 @@ mod tests {
     #[test]
     fn integers_format_without_allocation() {
         for i in [0i64, 7, -7, 403, i64::MIN, i64::MAX] {
-            assert_eq!(itoa_buf(i).as_str(), i.to_string());
+            assert_eq!(crate::event::IntBuf::signed(i).as_str(), i.to_string());
         }
     }
 }
