@@ -214,7 +214,7 @@ impl<'a> Scanner<'a> {
     /// With the cursor on an opening quote: a string without escapes, read in place (the common
     /// case, inlined). Otherwise `None`, with the cursor left on the quote for [`Self::string`].
     #[inline]
-    fn plain_string(&mut self) -> Option<&'a str> {
+    pub(crate) fn plain_string(&mut self) -> Option<&'a str> {
         let start = self.pos + 1;
         self.pos = start;
         self.find_special();

@@ -537,6 +537,9 @@ pub(crate) struct Lazy {
     pub request_object: OnceCell<Option<Value>>,
     pub response_object: OnceCell<Option<Value>>,
     pub annotations: OnceCell<Vec<(String, String)>>,
+    /// The annotations whose string value has JSON escapes, unescaped, in order (duplicates
+    /// kept): RBAC's `authorization.k8s.io/reason` quotes names, so most events have one.
+    pub escaped_annotations: OnceCell<Vec<(String, String)>>,
     pub user_extra: OnceCell<Option<Value>>,
     pub impersonated_extra: OnceCell<Option<Value>>,
     pub whole: OnceCell<Option<Value>>,
@@ -706,19 +709,51 @@ impl<'a> Event<'a> {
         })
     }
 
-    /// One annotation's value. Scans the raw annotations without allocating; only a value with
-    /// JSON escapes falls back to the parsed (and cached) map.
+    /// The annotations whose value has JSON escapes, unescaped, listed on first use (only
+    /// those are copied).
+    fn escaped_annotations(&self) -> &[(String, String)] {
+        self.lazy().escaped_annotations.get_or_init(|| {
+            let mut out = Vec::new();
+            let Some(raw) = self.annotations else {
+                return out;
+            };
+            let mut s = Scanner::new(raw);
+            let scanned = s.object("annotations", |s: &mut Scanner<'a>, k: &str| {
+                if s.peek() != Some(b'"') {
+                    return s.skip_value().map(|_| ());
+                }
+                if let Cow::Owned(v) = s.string()? {
+                    out.push((k.to_string(), v));
+                }
+                Ok(())
+            });
+            if scanned.is_err() {
+                out.clear();
+            }
+            out
+        })
+    }
+
+    /// One annotation's value. Scans the raw annotations without allocating; a value with
+    /// JSON escapes is unescaped once per event ([`Event::escaped_annotations`]).
     pub fn annotation(&self, key: &str) -> Option<&str> {
         let raw = self.annotations?;
         let mut s = Scanner::new(raw);
         let mut found: Option<Result<&'a str, ()>> = None;
         let scanned = s.object("annotations", |s: &mut Scanner<'a>, k: &str| {
             if k == key {
-                // The last of duplicate keys wins, as in the parsed map and in redaction.
-                found = match s.opt_string("annotation")? {
-                    Some(Cow::Borrowed(v)) => Some(Ok(v)),
-                    Some(Cow::Owned(_)) => Some(Err(())),
-                    None => None,
+                // The last of duplicate keys wins, as in the parsed map and in redaction. An
+                // escaped value is not decoded here: the event's list of them has it.
+                found = match s.peek() {
+                    Some(b'"') => match s.plain_string() {
+                        Some(v) => Some(Ok(v)),
+                        None => {
+                            s.skip_value()?;
+                            Some(Err(()))
+                        }
+                    },
+                    // `null`, or an error for any other value (the parsed map decides).
+                    _ => s.opt_string("annotation")?.and(None),
                 };
                 return Ok(());
             }
@@ -727,7 +762,14 @@ impl<'a> Event<'a> {
         match (scanned, found) {
             (Ok(()), Some(Ok(v))) => Some(v),
             (Ok(()), None) => None,
-            // Escaped value, or a non-string member: use the parsed map.
+            // The last member named `key` has an escaped value: it is the last of that name
+            // among the escaped ones.
+            (Ok(()), Some(Err(()))) => self
+                .escaped_annotations()
+                .iter()
+                .rfind(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str()),
+            // A non-string member: use the parsed map.
             _ => self
                 .annotations()
                 .iter()
@@ -948,6 +990,21 @@ mod tests {
         assert_eq!(dup.annotations(), &[("k".to_string(), "last".to_string())]);
         let none = Event::parse(r#"{"verb":"get","annotations":null}"#).unwrap();
         assert_eq!(none.annotation("a"), None);
+        // Escaped values among duplicates: the last member of the name wins, as in the map.
+        for (annotations, want) in [
+            (r#"{"k":"a\"1","k":"plain","k":"b\"2"}"#, Some("b\"2")),
+            (r#"{"k":"a\"1","k":"plain"}"#, Some("plain")),
+            (r#"{"k":"plain","k":"a\"1","j":"c\"3"}"#, Some("a\"1")),
+            (r#"{"\u006b":"x\"y"}"#, Some("x\"y")),
+            (r#"{"k":"a\"1","k":5}"#, None),
+            (r#"{"k":"a\"1","k":null}"#, None),
+        ] {
+            let text = format!(r#"{{"verb":"get","annotations":{annotations}}}"#);
+            let ev = Event::parse(&text).unwrap();
+            assert_eq!(ev.annotation("k"), want, "{annotations}");
+            let map = ev.annotations().iter().find(|(k, _)| k == "k");
+            assert_eq!(map.map(|(_, v)| v.as_str()), want, "{annotations}");
+        }
     }
 
     #[test]

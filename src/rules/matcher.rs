@@ -28,7 +28,7 @@ pub enum StrMatcher {
         cased: bool,
     },
     Contains {
-        finder: AhoCorasick,
+        finder: Box<Finder>,
         needle: String,
         cased: bool,
     },
@@ -81,6 +81,62 @@ impl StrMatcher {
             StrMatcher::Exact { needle, .. } => Some(needle),
             _ => None,
         }
+    }
+}
+
+/// Values up to this long are searched case-insensitively through a lowercased copy on the
+/// stack.
+const SHORT_VALUE: usize = 512;
+
+/// A search for a literal (`contains`): cased, or case-insensitive for an ASCII literal (ASCII
+/// letters fold; other bytes compare as they are, and UTF-8 puts no ASCII byte inside a
+/// multi-byte character).
+#[derive(Debug, Clone)]
+pub struct Finder {
+    /// The literal, lowercased when not `cased`; linear time (two-way) in the worst case.
+    memmem: memchr::memmem::Finder<'static>,
+    /// Case-insensitive only: values longer than [`SHORT_VALUE`] go through Aho-Corasick's
+    /// case-folding automaton instead of a copy.
+    folding: Option<AhoCorasick>,
+}
+
+impl Finder {
+    fn new(literal: &str, cased: bool) -> Result<Finder, regex::Error> {
+        if cased {
+            return Ok(Finder {
+                memmem: memchr::memmem::Finder::new(literal.as_bytes()).into_owned(),
+                folding: None,
+            });
+        }
+        let lower = literal.to_ascii_lowercase();
+        Ok(Finder {
+            memmem: memchr::memmem::Finder::new(lower.as_bytes()).into_owned(),
+            folding: Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build([literal])
+                    .map_err(|e| regex::Error::Syntax(e.to_string()))?,
+            ),
+        })
+    }
+
+    /// True if and only if the literal occurs in `hay`.
+    #[inline]
+    pub fn is_match(&self, hay: &str) -> bool {
+        let h = hay.as_bytes();
+        let Some(folding) = &self.folding else {
+            return self.memmem.find(h).is_some();
+        };
+        if h.len() > SHORT_VALUE {
+            return folding.is_match(hay);
+        }
+        // One case-folding automaton step per byte cost several times this copy and search.
+        let mut buf = [0u8; SHORT_VALUE];
+        let lower = &mut buf[..h.len()];
+        for (d, s) in lower.iter_mut().zip(h) {
+            *d = s.to_ascii_lowercase();
+        }
+        self.memmem.find(lower).is_some()
     }
 }
 
@@ -171,10 +227,7 @@ pub fn compile_tokens(toks: &[Tok], cased: bool) -> Result<StrMatcher, regex::Er
             cased,
         },
         [Tok::Star, Tok::Lit(s), Tok::Star] if cased || ascii => StrMatcher::Contains {
-            finder: AhoCorasick::builder()
-                .ascii_case_insensitive(!cased)
-                .build([s.as_str()])
-                .map_err(|e| regex::Error::Syntax(e.to_string()))?,
+            finder: Box::new(Finder::new(s, cased)?),
             needle: s.clone(),
             cased,
         },
@@ -443,6 +496,66 @@ mod tests {
                 *want,
                 "{pat:?} cased={cased} on {val:?}"
             );
+        }
+    }
+
+    /// The literal search agrees with lowercasing both sides (ASCII letters only) and searching,
+    /// on values shorter and longer than the stack copy, with the literal at every place.
+    #[test]
+    fn contains_finds_a_literal_in_any_case_wherever_it_is() {
+        let fill = ["x", "é", "\"", "Of ClusterRole "];
+        for (literal, cased) in [
+            ("of ClusterRole \"cluster-admin\"", false),
+            ("of ClusterRole \"cluster-admin\"", true),
+            ("a", false),
+            ("aab", false),
+        ] {
+            let finder = Finder::new(literal, cased).unwrap();
+            for len in [
+                0,
+                1,
+                30,
+                SHORT_VALUE - 40,
+                SHORT_VALUE - 20,
+                SHORT_VALUE,
+                2000,
+            ] {
+                for f in fill {
+                    let mut base = String::new();
+                    while base.len() < len {
+                        base.push_str(f);
+                    }
+                    let variants = [
+                        literal.to_string(),
+                        literal.to_uppercase(),
+                        literal.to_lowercase(),
+                    ];
+                    let mut hays = vec![base.clone()];
+                    for at in [0, len / 2, len] {
+                        let at = (0..=at)
+                            .rev()
+                            .find(|i| base.is_char_boundary(*i))
+                            .unwrap_or(0);
+                        for v in &variants {
+                            hays.push(format!("{}{v}{}", &base[..at], &base[at..]));
+                        }
+                    }
+                    for hay in hays {
+                        let want = if cased {
+                            hay.contains(literal)
+                        } else {
+                            hay.to_ascii_lowercase()
+                                .contains(&literal.to_ascii_lowercase())
+                        };
+                        assert_eq!(
+                            finder.is_match(&hay),
+                            want,
+                            "{literal:?} cased={cased} in {} bytes",
+                            hay.len()
+                        );
+                    }
+                }
+            }
         }
     }
 
