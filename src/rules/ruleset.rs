@@ -367,6 +367,15 @@ struct Shared {
     /// least one of which is true (empty: none known). Checked, memoised, before the rule's
     /// condition is evaluated, so most rules are rejected with a few cached lookups.
     guards: Vec<Vec<Vec<u32>>>,
+    /// Per rule: how many of its first guard clauses are on fields read without parsing (cost
+    /// at most 1). [`RuleSet::eval`] checks those, then the rule's [`Shared::vetoes`], then
+    /// the guard clauses on an annotation, `extra` or a body.
+    eager_guards: Vec<usize>,
+    /// Per rule: the maps of its condition's top-level `not` filters whose conditions are all
+    /// plain string comparisons of typed fields ([`Pred::Str`]): when every condition of one
+    /// holds, the rule cannot match. `not 1 of filter_*` with a service-account or
+    /// `%system_components%` filter turns most events away before an annotation is decoded.
+    vetoes: Vec<Vec<Vec<u32>>>,
 }
 
 impl Shared {
@@ -431,6 +440,21 @@ impl Shared {
                 clauses
             })
             .collect();
+        shared.eager_guards = shared
+            .guards
+            .iter()
+            .map(|clauses| {
+                clauses
+                    .iter()
+                    .take_while(|c| clause_cost(c, &shared.conds) <= 1)
+                    .count()
+            })
+            .collect();
+        shared.vetoes = rules
+            .iter()
+            .zip(&shared.rules)
+            .map(|(r, sels)| vetoes(&r.condition, sels, &shared.preds))
+            .collect();
         shared
     }
 }
@@ -460,6 +484,40 @@ impl Shared {
             .or_else(|| guards.iter().find(varied))
             .or(guards.first())
     }
+}
+
+/// [`Shared::vetoes`] of a rule with condition `expr` and selections `sels`.
+fn vetoes(expr: &Expr, sels: &[SharedSel], preds: &[Pred]) -> Vec<Vec<u32>> {
+    let Expr::And(es) = expr else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let maps_of = |i: usize, out: &mut Vec<Vec<u32>>| match &sels[i] {
+        SharedSel::Map(ids) => out.push(ids.clone()),
+        SharedSel::AnyOf(maps) => out.extend(maps.iter().cloned()),
+        SharedSel::Keywords => {}
+    };
+    for e in es {
+        let Expr::Not(inner) = e else { continue };
+        match &**inner {
+            Expr::Sel(i) => maps_of(*i, &mut out),
+            Expr::AtLeast(1, ids) => ids.iter().for_each(|i| maps_of(*i, &mut out)),
+            Expr::Or(alts) => {
+                for a in alts {
+                    if let Expr::Sel(i) = a {
+                        maps_of(*i, &mut out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.retain(|m| {
+        !m.is_empty()
+            && m.iter()
+                .all(|&c| matches!(preds[c as usize], Pred::Str { .. }))
+    });
+    out
 }
 
 /// True if every condition of the clause reads a field most events share a few values of
@@ -1492,10 +1550,19 @@ impl RuleSet {
     /// Rule `i` on `ev`, with shared conditions memoised: the same result as
     /// [`Rule::matches`].
     fn eval(&self, i: usize, ev: &Event<'_>, memo: &mut Memo) -> bool {
-        for clause in &self.c.shared.guards[i] {
-            if !clause.iter().any(|&c| self.cond(c, ev, memo)) {
+        let (guards, eager) = (&self.c.shared.guards[i], self.c.shared.eager_guards[i]);
+        let holds =
+            |clause: &Vec<u32>, memo: &mut Memo| clause.iter().any(|&c| self.cond(c, ev, memo));
+        if !guards[..eager].iter().all(|c| holds(c, memo)) {
+            return false;
+        }
+        for map in &self.c.shared.vetoes[i] {
+            if map.iter().all(|&c| self.cond(c, ev, memo)) {
                 return false;
             }
+        }
+        if !guards[eager..].iter().all(|c| holds(c, memo)) {
+            return false;
         }
         let rule = &self.c.rules[i];
         let sels = &self.c.shared.rules[i];
