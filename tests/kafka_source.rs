@@ -1153,7 +1153,15 @@ fn a_rebalance_while_a_sink_is_slow_loses_nothing_and_replays_at_most_the_uncomm
         r.replayed_old,
         r.a_logs
     );
-    assert!(dups <= r.a_recent, "{dups} duplicates > {}", r.a_recent);
+    // Each revocation whose commit the mock cluster refuses hands the uncommitted tail to the
+    // next owner once; a loaded machine can stretch the rebalance into a second one (A rejoins
+    // late), which replays that tail again.
+    assert!(
+        dups <= r.a_recent * r.revocations,
+        "{dups} duplicates > {} delivered since before B started x {} revocations",
+        r.a_recent,
+        r.revocations
+    );
     drop(mock);
 }
 
