@@ -501,7 +501,7 @@ fn vetoes(expr: &Expr, sels: &[SharedSel], preds: &[Pred]) -> Vec<Vec<u32>> {
         let Expr::Not(inner) = e else { continue };
         match &**inner {
             Expr::Sel(i) => maps_of(*i, &mut out),
-            Expr::AtLeast(1, ids) => ids.iter().for_each(|i| maps_of(*i, &mut out)),
+            // `1 of x*` parses to an `Or` of selections.
             Expr::Or(alts) => {
                 for a in alts {
                     if let Expr::Sel(i) = a {
