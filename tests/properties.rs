@@ -37,7 +37,18 @@ fn selection() -> impl Strategy<Value = String> {
         Just("    userAgent|contains|cased: Kube\n".to_string()),
         Just("    userAgent|contains: kube\n".to_string()),
     ];
-    (verb, res, user).prop_map(|(v, r, u)| format!("{v}{r}{u}"))
+    let map = (verb, res, user.clone()).prop_map(|(v, r, u)| format!("{v}{r}{u}"));
+    // A list of maps (any one must hold), of one field each or of two.
+    let list = proptest::collection::vec((user.clone(), proptest::option::of(user)), 1..3)
+        .prop_map(|maps| {
+            maps.iter()
+                .map(|(a, b)| {
+                    let second = b.as_ref().map_or(String::new(), |b| format!("  {b}"));
+                    format!("    - {}{second}", a.trim_start())
+                })
+                .collect()
+        });
+    prop_oneof![3 => map, 1 => list]
 }
 
 fn condition() -> impl Strategy<Value = String> {

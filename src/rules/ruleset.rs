@@ -376,6 +376,19 @@ struct Shared {
     /// holds, the rule cannot match. `not 1 of filter_*` with a service-account or
     /// `%system_components%` filter turns most events away before an annotation is decoded.
     vetoes: Vec<Vec<Vec<u32>>>,
+    /// Per rule: its condition as clauses and vetoes alone, when it has that shape
+    /// ([`exact`]); [`RuleSet::eval`] then checks them directly instead of walking the
+    /// condition.
+    exact: Vec<Option<Exact>>,
+}
+
+/// A condition that is a conjunction of clauses (each: one of its conditions holds) and vetoes
+/// (maps that must not hold entirely): `selection and response_ok and not 1 of filter_*` with
+/// `response_ok` a list of one-condition maps.
+#[derive(Debug, Clone, Default)]
+struct Exact {
+    clauses: Vec<Vec<u32>>,
+    vetoes: Vec<Vec<u32>>,
 }
 
 impl Shared {
@@ -455,6 +468,14 @@ impl Shared {
             .zip(&shared.rules)
             .map(|(r, sels)| vetoes(&r.condition, sels, &shared.preds))
             .collect();
+        shared.exact = rules
+            .iter()
+            .zip(&shared.rules)
+            .map(|(r, sels)| {
+                let mut plan = Exact::default();
+                exact(&r.condition, sels, false, &mut plan).then_some(plan)
+            })
+            .collect();
         shared
     }
 }
@@ -518,6 +539,42 @@ fn vetoes(expr: &Expr, sels: &[SharedSel], preds: &[Pred]) -> Vec<Vec<u32>> {
                 .all(|&c| matches!(preds[c as usize], Pred::Str { .. }))
     });
     out
+}
+
+/// Adds `expr` (negated if `negated`) to `plan` as clauses and vetoes; false if it has another
+/// shape (then `plan` is incomplete and must not be used). Empty maps and lists, which match
+/// everything or nothing, are left to the condition.
+fn exact(expr: &Expr, sels: &[SharedSel], negated: bool, plan: &mut Exact) -> bool {
+    match (expr, negated) {
+        (Expr::And(es), false) => es.iter().all(|e| exact(e, sels, false, plan)),
+        // `not (a or b)` is `not a and not b`.
+        (Expr::Or(es), true) => es.iter().all(|e| exact(e, sels, true, plan)),
+        (Expr::Not(e), false) => exact(e, sels, true, plan),
+        (Expr::Sel(i), false) => match &sels[*i] {
+            SharedSel::Map(ids) if !ids.is_empty() => {
+                plan.clauses.extend(ids.iter().map(|&c| vec![c]));
+                true
+            }
+            SharedSel::AnyOf(maps) if !maps.is_empty() && maps.iter().all(|m| m.len() == 1) => {
+                plan.clauses.push(maps.iter().map(|m| m[0]).collect());
+                true
+            }
+            _ => false,
+        },
+        (Expr::Sel(i), true) => match &sels[*i] {
+            SharedSel::Map(ids) if !ids.is_empty() => {
+                plan.vetoes.push(ids.clone());
+                true
+            }
+            // No map of the list may hold.
+            SharedSel::AnyOf(maps) if !maps.is_empty() && maps.iter().all(|m| !m.is_empty()) => {
+                plan.vetoes.extend(maps.iter().cloned());
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// True if every condition of the clause reads a field most events share a few values of
@@ -701,10 +758,41 @@ fn ascii_op(op: StrOp, hay: &str, needle: &str) -> bool {
         return false;
     }
     match op {
-        StrOp::Eq => h.len() == n.len() && h.eq_ignore_ascii_case(n),
-        StrOp::Prefix => h[..n.len()].eq_ignore_ascii_case(n),
-        StrOp::Suffix => h[h.len() - n.len()..].eq_ignore_ascii_case(n),
+        StrOp::Eq => h.len() == n.len() && lower_eq(h, n),
+        StrOp::Prefix => lower_eq(&h[..n.len()], n),
+        StrOp::Suffix => lower_eq(&h[h.len() - n.len()..], n),
     }
+}
+
+/// `h` (any bytes) lowercased as ASCII equals `n` (lowercase ASCII, as long as `h`): eight
+/// bytes at a time, stopping at the first word that differs.
+#[inline]
+fn lower_eq(h: &[u8], n: &[u8]) -> bool {
+    let mut hs = h.chunks_exact(8);
+    let mut ns = n.chunks_exact(8);
+    for (a, b) in (&mut hs).zip(&mut ns) {
+        let (Ok(a), Ok(b)) = (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) else {
+            return false;
+        };
+        if lower8(u64::from_le_bytes(a)) != u64::from_le_bytes(b) {
+            return false;
+        }
+    }
+    let (h, n) = (hs.remainder(), ns.remainder());
+    h.len() == n.len() && h.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b)
+}
+
+/// The eight bytes of `x` with ASCII capitals lowercased (other bytes, non-ASCII included, as
+/// they are).
+#[inline]
+fn lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = x & (ONES * 0x7f);
+    // The top bit of each byte: its low seven bits are at least b'A', and above b'Z'.
+    let from_a = low7 + ONES * (0x80 - u64::from(b'A'));
+    let past_z = low7 + ONES * (0x80 - u64::from(b'Z') - 1);
+    let upper = from_a & !past_z & !x & (ONES * 0x80);
+    x | (upper >> 2)
 }
 
 /// Per-thread memo of condition results for the event being evaluated: `(generation, result)`
@@ -1508,11 +1596,19 @@ impl RuleSet {
         }
     }
 
+    /// Shared condition `c` on `ev`, memoised for the event.
+    #[inline(always)]
     fn cond(&self, c: u32, ev: &Event<'_>, memo: &mut Memo) -> bool {
         let slot = memo.slots[c as usize];
         if slot.0 == memo.generation {
             return slot.1;
         }
+        self.cond_first(c, ev, memo)
+    }
+
+    /// [`RuleSet::cond`] when `c` is not yet known for the event.
+    #[inline(never)]
+    fn cond_first(&self, c: u32, ev: &Event<'_>, memo: &mut Memo) -> bool {
         let r = match &self.c.shared.preds[c as usize] {
             Pred::Str {
                 field,
@@ -1563,6 +1659,16 @@ impl RuleSet {
         }
         if !guards[eager..].iter().all(|c| holds(c, memo)) {
             return false;
+        }
+        if let Some(plan) = &self.c.shared.exact[i] {
+            return plan.clauses.iter().all(|c| holds(c, memo))
+                && !plan
+                    .vetoes
+                    .iter()
+                    .any(|m| m.iter().all(|&c| self.cond(c, ev, memo)))
+                && !self.c.shared.exceptions[i]
+                    .iter()
+                    .any(|m| m.iter().all(|&c| self.cond(c, ev, memo)));
         }
         let rule = &self.c.rules[i];
         let sels = &self.c.shared.rules[i];
@@ -1997,6 +2103,37 @@ mod tests {
             });
         }
         fired
+    }
+
+    #[test]
+    fn words_are_lowercased_like_ascii_bytes() {
+        for b in 0..=255u8 {
+            for fill in [0u8, b'A', b'z', b'@', b'[', 0x80, 0xc3, 0xff] {
+                let mut bytes = [fill; 8];
+                for (i, x) in bytes.iter_mut().enumerate() {
+                    if i % 3 == usize::from(b % 3) {
+                        *x = b;
+                    }
+                }
+                let want = bytes.map(|x| x.to_ascii_lowercase());
+                assert_eq!(
+                    lower8(u64::from_le_bytes(bytes)).to_le_bytes(),
+                    want,
+                    "{bytes:?}"
+                );
+            }
+        }
+        let hay = "System:ServiceAccount:Kube-System:Ä-Controller";
+        for end in 0..=hay.len() {
+            let h = &hay.as_bytes()[..end];
+            let lower: Vec<u8> = h.iter().map(u8::to_ascii_lowercase).collect();
+            assert!(lower_eq(h, &lower), "{end}");
+            for i in 0..end {
+                let mut other = lower.clone();
+                other[i] = other[i].wrapping_add(1);
+                assert!(!lower_eq(h, &other), "{end} {i}");
+            }
+        }
     }
 
     #[test]
