@@ -33,7 +33,81 @@ pub enum StrMatcher {
         cased: bool,
     },
     /// Wildcards that fit no simpler shape, and user regexes (`re`).
-    Regex(Regex),
+    Regex(LazyRegex),
+}
+
+/// A regular expression compiled the first time it is matched. Compiling the pack's wildcard
+/// and `re` patterns took a third of `tripline scan`'s start-up, and a stream seldom reaches
+/// every rule that has one. Its syntax is checked when it is made, so a malformed pattern is
+/// still a load error with its place.
+#[derive(Clone)]
+pub struct LazyRegex {
+    src: Box<str>,
+    compiled: std::sync::OnceLock<Option<Regex>>,
+    /// For a union ([`union_of_regexes`]): its members, matched one by one if the union
+    /// turns out too large to compile.
+    parts: Box<[LazyRegex]>,
+}
+
+impl std::fmt::Debug for LazyRegex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LazyRegex({:?})", self.src)
+    }
+}
+
+impl LazyRegex {
+    /// `src` checked as the regex crate's parser checks it (syntax, nesting, invalid UTF-8);
+    /// compiled on first use.
+    pub fn new(src: &str) -> Result<LazyRegex, regex::Error> {
+        regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(src)
+            .map_err(|e| regex::Error::Syntax(e.to_string()))?;
+        Ok(LazyRegex {
+            src: src.into(),
+            compiled: std::sync::OnceLock::new(),
+            parts: Box::new([]),
+        })
+    }
+
+    /// A regex this module wrote from parts already known to be valid (escaped literals and
+    /// `.`, or a union of checked expressions): not parsed again. Should it still not compile
+    /// (a union nested one level past the limit), a union falls back to its members.
+    fn from_valid(src: String) -> LazyRegex {
+        LazyRegex {
+            src: src.into_boxed_str(),
+            compiled: std::sync::OnceLock::new(),
+            parts: Box::new([]),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.src
+    }
+
+    /// The compiled expression; `None` only for one that exceeds the regex crate's size limit
+    /// (a union then matches through its members; a single expression is logged once and
+    /// matches nothing).
+    fn regex(&self) -> Option<&Regex> {
+        self.compiled
+            .get_or_init(|| match Regex::new(&self.src) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    if self.parts.is_empty() {
+                        tracing::error!(regex = %self.src, "a rule's regular expression cannot be compiled and matches nothing: {e}");
+                    }
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    pub fn is_match(&self, hay: &str) -> bool {
+        match self.regex() {
+            Some(r) => r.is_match(hay),
+            None => self.parts.iter().any(|p| p.is_match(hay)),
+        }
+    }
 }
 
 impl StrMatcher {
@@ -241,7 +315,7 @@ pub fn compile_tokens(toks: &[Tok], cased: bool) -> Result<StrMatcher, regex::Er
                 }
             }
             re.push('$');
-            StrMatcher::Regex(Regex::new(&re)?)
+            StrMatcher::Regex(LazyRegex::from_valid(re))
         }
     })
 }
@@ -251,23 +325,28 @@ pub fn compile_tokens(toks: &[Tok], cased: bool) -> Result<StrMatcher, regex::Er
 /// once for all of them instead of once per expression (the exec rules' lists of command-line
 /// patterns took 80 searches of each exec request's URI). Each keeps its own inline flags and
 /// anchors, which a group scopes, so the union matches exactly when one of them does. Unchanged
-/// when fewer than two are regular expressions or the union does not compile (too large).
+/// when fewer than two are regular expressions; a union too large to compile (found when first
+/// matched) matches through its members.
 pub fn union_of_regexes(patterns: Vec<Pattern>) -> Vec<Pattern> {
-    let regexes: Vec<String> = patterns
+    let parts: Vec<LazyRegex> = patterns
         .iter()
         .filter_map(|p| match p {
-            Pattern::Str(StrMatcher::Regex(r)) => Some(format!("(?:{})", r.as_str())),
+            Pattern::Str(StrMatcher::Regex(r)) => Some(r.clone()),
             _ => None,
         })
         .collect();
-    if regexes.len() < 2 {
+    if parts.len() < 2 {
         return patterns;
     }
-    let Ok(union) = Regex::new(&regexes.join("|")) else {
-        return patterns;
-    };
+    let src: Vec<String> = parts
+        .iter()
+        .map(|r| format!("(?:{})", r.as_str()))
+        .collect();
+    let mut union = LazyRegex::from_valid(src.join("|"));
+    let n_parts = parts.len();
+    union.parts = parts.into_boxed_slice();
     let mut union = Some(union);
-    let mut out = Vec::with_capacity(patterns.len() + 1 - regexes.len());
+    let mut out = Vec::with_capacity(patterns.len() + 1 - n_parts);
     for p in patterns {
         match p {
             Pattern::Str(StrMatcher::Regex(_)) => {
@@ -405,8 +484,41 @@ mod tests {
     fn regex_patterns(picks: &[usize]) -> Vec<Pattern> {
         picks
             .iter()
-            .map(|&i| Pattern::Str(StrMatcher::Regex(Regex::new(REGEXES[i]).unwrap())))
+            .map(|&i| Pattern::Str(StrMatcher::Regex(LazyRegex::new(REGEXES[i]).unwrap())))
             .collect()
+    }
+
+    #[test]
+    fn a_regex_is_checked_when_made_and_compiled_when_first_matched() {
+        let err = LazyRegex::new("a(b").unwrap_err();
+        assert!(err.to_string().contains("unclosed group"), "{err}");
+        assert!(
+            LazyRegex::new("(?-u:\\xff)").is_err(),
+            "invalid UTF-8 is refused as by Regex::new"
+        );
+        let r = LazyRegex::new("(?i)^kube").unwrap();
+        assert!(r.compiled.get().is_none());
+        assert!(r.is_match("KUBECTL") && !r.is_match("xkube"));
+        assert!(r.compiled.get().is_some());
+        // Too large to compile: a lone expression matches nothing; a union matches through
+        // its members.
+        let big = "(?:\\w{60}){60}";
+        assert!(Regex::new(big).is_err());
+        let alone = LazyRegex::new(big).unwrap();
+        assert!(!alone.is_match(&"a".repeat(4000)));
+        let members = vec![
+            Pattern::Str(StrMatcher::Regex(LazyRegex::new("^a+b$").unwrap())),
+            Pattern::Str(StrMatcher::Regex(LazyRegex::new("^\\w{200}$").unwrap())),
+            Pattern::Str(StrMatcher::Regex(LazyRegex::new("^\\w{200}x").unwrap())),
+            Pattern::Str(StrMatcher::Regex(LazyRegex::new("^\\w{200}y").unwrap())),
+        ];
+        let union = union_of_regexes(members);
+        let [Pattern::Str(StrMatcher::Regex(u))] = union.as_slice() else {
+            panic!("{union:?}")
+        };
+        assert!(Regex::new(u.as_str()).is_err(), "the union is too large");
+        assert!(u.is_match("aab") && u.is_match(&"é".repeat(200)));
+        assert!(!u.is_match("ab!") && !u.is_match(&"é".repeat(199)));
     }
 
     #[test]

@@ -803,7 +803,7 @@ fn compile_field_text(opts: &CompileOptions, key: &str, v: &Yaml) -> Result<Fiel
                 if !inline.is_empty() {
                     inline = format!("(?{inline})");
                 }
-                let r = regex::Regex::new(&format!("{inline}{s}"))
+                let r = super::matcher::LazyRegex::new(&format!("{inline}{s}"))
                     .map_err(|e| format!("invalid regex `{s}`: {e}"))?;
                 patterns.push(Pattern::Str(StrMatcher::Regex(r)));
             } else if cidr {
