@@ -26,7 +26,9 @@ pub fn load_rules(cfg: &Config) -> Result<RuleSet, Vec<String>> {
     if !loaded.errors.is_empty() {
         return Err(loaded.errors.iter().map(|e| e.to_string()).collect());
     }
-    Ok(loaded.into_rule_set(&cfg.rules))
+    let set = loaded.into_rule_set(&cfg.rules);
+    set.compile_regexes_in_background();
+    Ok(set)
 }
 
 /// The sections of the config file that change while the daemon runs; any other change needs

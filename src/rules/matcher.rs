@@ -40,13 +40,14 @@ pub enum StrMatcher {
 /// and `re` patterns took a third of `tripline scan`'s start-up, and a stream seldom reaches
 /// every rule that has one. Its syntax is checked when it is made, so a malformed pattern is
 /// still a load error with its place.
+/// Clones share the compiled expression.
 #[derive(Clone)]
 pub struct LazyRegex {
-    src: Box<str>,
-    compiled: std::sync::OnceLock<Option<Regex>>,
+    src: std::sync::Arc<str>,
+    compiled: std::sync::Arc<std::sync::OnceLock<Option<Regex>>>,
     /// For a union ([`union_of_regexes`]): its members, matched one by one if the union
     /// turns out too large to compile.
-    parts: Box<[LazyRegex]>,
+    parts: std::sync::Arc<[LazyRegex]>,
 }
 
 impl std::fmt::Debug for LazyRegex {
@@ -63,11 +64,7 @@ impl LazyRegex {
             .build()
             .parse(src)
             .map_err(|e| regex::Error::Syntax(e.to_string()))?;
-        Ok(LazyRegex {
-            src: src.into(),
-            compiled: std::sync::OnceLock::new(),
-            parts: Box::new([]),
-        })
+        Ok(LazyRegex::from_valid(src.to_string()))
     }
 
     /// A regex this module wrote from parts already known to be valid (escaped literals and
@@ -75,9 +72,9 @@ impl LazyRegex {
     /// (a union nested one level past the limit), a union falls back to its members.
     fn from_valid(src: String) -> LazyRegex {
         LazyRegex {
-            src: src.into_boxed_str(),
-            compiled: std::sync::OnceLock::new(),
-            parts: Box::new([]),
+            src: src.into(),
+            compiled: std::sync::Arc::default(),
+            parts: std::sync::Arc::new([]),
         }
     }
 
@@ -100,6 +97,17 @@ impl LazyRegex {
                 }
             })
             .as_ref()
+    }
+
+    /// Compiles it now if it is not yet (the daemon does so for every rule in the background
+    /// after loading, so no event waits for a compilation).
+    pub fn compile(&self) {
+        let _ = self.regex();
+    }
+
+    /// True once compiled (or found too large to compile).
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.get().is_some()
     }
 
     pub fn is_match(&self, hay: &str) -> bool {
@@ -344,7 +352,7 @@ pub fn union_of_regexes(patterns: Vec<Pattern>) -> Vec<Pattern> {
         .collect();
     let mut union = LazyRegex::from_valid(src.join("|"));
     let n_parts = parts.len();
-    union.parts = parts.into_boxed_slice();
+    union.parts = parts.into();
     let mut union = Some(union);
     let mut out = Vec::with_capacity(patterns.len() + 1 - n_parts);
     for p in patterns {

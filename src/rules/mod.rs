@@ -20,7 +20,7 @@ pub use config::{Loaded, RulesConfig};
 
 pub use correlation::{Correlation, CorrelationDoc, CorrelationInput, CorrelationKind};
 pub use harness::{run_tests, TestFailure};
-pub use matcher::{Cmp, Pattern, StrMatcher};
+pub use matcher::{Cmp, LazyRegex, Pattern, StrMatcher};
 pub use model::{Level, Rule, RuleMeta};
 pub use ruleset::{
     Hits, Match, Prepared, RuleSet, RuleSetSnapshot, DEFAULT_REQUEST_MAX_KEYS,

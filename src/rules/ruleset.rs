@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use super::baseline::SharedBaseline as BaselineRef;
 use super::condition::Expr;
 use super::correlation::{Correlation, CorrelationInput};
-use super::matcher::{Pattern, StrMatcher};
+use super::matcher::{LazyRegex, Pattern, StrMatcher};
 use super::model::{FieldCond, OutputPart, Rule, Selection};
 use crate::event::{Event, FieldRef, FieldValue};
 
@@ -1685,6 +1685,46 @@ impl RuleSet {
                 .any(|m| m.iter().all(|&c| self.cond(c, ev, memo)))
     }
 
+    /// Every regular expression of the rules' conditions ([`LazyRegex`] handles sharing the
+    /// rules' compiled state).
+    pub fn regexes(&self) -> Vec<LazyRegex> {
+        let keywords = self
+            .c
+            .rules
+            .iter()
+            .flat_map(|r| &r.selections)
+            .flat_map(|s| match s {
+                Selection::Keywords(ps) => ps.as_slice(),
+                _ => &[],
+            });
+        self.c
+            .shared
+            .conds
+            .iter()
+            .flat_map(|c| &c.patterns)
+            .chain(keywords)
+            .filter_map(|p| match p {
+                Pattern::Str(StrMatcher::Regex(r)) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Compiles every regular expression of the rules on a thread of its own, so that the
+    /// first events to reach them do not wait (the daemon; `scan` compiles on first use).
+    pub fn compile_regexes_in_background(&self) {
+        let regexes = self.regexes();
+        if regexes.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("regex-compile".into())
+            .spawn(move || regexes.iter().for_each(LazyRegex::compile));
+        if let Err(e) = spawned {
+            tracing::warn!("regular expressions will compile on first use: {e}");
+        }
+    }
+
     /// Like [`RuleSet::matching_into`], but tests every rule (the reference for the index).
     pub fn matching_unindexed_into(&self, ev: &Event<'_>, out: &mut Vec<usize>) {
         out.extend(
@@ -2103,6 +2143,34 @@ mod tests {
             });
         }
         fired
+    }
+
+    #[test]
+    fn the_rules_regexes_compile_in_the_background() {
+        let set = rules(&[
+            ("  s:\n    userAgent|re: '^curl/'\n  condition: s", ""),
+            (
+                "  s:\n    verb: get\n    requestURI: '/api/*/secrets*'\n  condition: s",
+                "",
+            ),
+            ("  s:\n    verb: get\n  condition: s", ""),
+        ]);
+        let regexes = set.regexes();
+        assert_eq!(regexes.len(), 2, "{regexes:?}");
+        assert!(!regexes.iter().any(LazyRegex::is_compiled));
+        // The thread compiles copies of the handles: the rules' own see the result.
+        set.compile_regexes_in_background();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !set.regexes().iter().all(LazyRegex::is_compiled) {
+            assert!(std::time::Instant::now() < deadline, "never compiled");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut matched = hits(
+            &set,
+            r#"{"verb":"get","userAgent":"curl/8.5","requestURI":"/api/v1/secrets"}"#,
+        );
+        matched.sort_unstable();
+        assert_eq!(matched, vec![0, 1, 2]);
     }
 
     #[test]
