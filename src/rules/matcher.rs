@@ -39,8 +39,7 @@ pub enum StrMatcher {
 /// A regular expression compiled the first time it is matched. Compiling the pack's wildcard
 /// and `re` patterns took a third of `tripline scan`'s start-up, and a stream seldom reaches
 /// every rule that has one. Its syntax is checked when it is made, so a malformed pattern is
-/// still a load error with its place.
-/// Clones share the compiled expression.
+/// still a load error with its place. Clones share the compiled expression.
 #[derive(Clone)]
 pub struct LazyRegex {
     src: std::sync::Arc<str>,
@@ -350,11 +349,11 @@ pub fn union_of_regexes(patterns: Vec<Pattern>) -> Vec<Pattern> {
         .iter()
         .map(|r| format!("(?:{})", r.as_str()))
         .collect();
-    let mut union = LazyRegex::from_valid(src.join("|"));
-    let n_parts = parts.len();
-    union.parts = parts.into();
-    let mut union = Some(union);
-    let mut out = Vec::with_capacity(patterns.len() + 1 - n_parts);
+    let mut out = Vec::with_capacity(patterns.len() + 1 - parts.len());
+    let mut union = Some(LazyRegex {
+        parts: parts.into(),
+        ..LazyRegex::from_valid(src.join("|"))
+    });
     for p in patterns {
         match p {
             Pattern::Str(StrMatcher::Regex(_)) => {
