@@ -516,6 +516,22 @@ fn profile(mode: &str) {
                 .collect(),
         )
     };
+    // `hits-plus`: the stateless pack and the stateful pack's rules whose title contains
+    // `TITLE` (what those rules add to the stateless pack's matching).
+    let plus = {
+        let t = std::env::var("TITLE").unwrap_or_default();
+        let ids: std::collections::HashSet<_> =
+            rules.rules().iter().map(|r| r.meta.id.clone()).collect();
+        let mut v = rules.rules().to_vec();
+        v.extend(
+            stateful_pack()
+                .rules()
+                .iter()
+                .filter(|r| !ids.contains(&r.meta.id) && !t.is_empty() && r.meta.title.contains(&t))
+                .cloned(),
+        );
+        RuleSet::new(v)
+    };
     let falco = falco_pack();
     let stateful = stateful_pack();
     let correlations = correlations_pack();
@@ -534,6 +550,7 @@ fn profile(mode: &str) {
         &rules,
         &one,
         &titled,
+        &plus,
         &stateful,
         &correlations,
         &first_seen,
@@ -759,6 +776,9 @@ fn profile(mode: &str) {
             }
             "match-stateful" => {
                 black_box(decode_match(&corpus.bytes, &stateful));
+            }
+            "hits-plus" => {
+                black_box(decode_hits(&corpus.bytes, &plus));
             }
             "hits-stateful" => {
                 let n = decode_hits(&corpus.bytes, &stateful);

@@ -6,7 +6,7 @@
 # it is not a time (it ignores cache misses and mispredicted branches): confirm with
 # `cargo bench --bench engine` or scripts/engine-modes.sh.
 # Usage: scripts/instructions.sh [MODE...] (default: detect stateful, and their ratio).
-# Modes: ignored decode match detect hits hits-stateful stateful correlations detect-first-seen
+# Modes: ignored decode match detect hits hits-stateful hits-plus (TITLE=...) stateful correlations detect-first-seen
 # eventdoc (the events flow's document alone, decoding left out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ for m in "${modes[@]}"; do
         decode) f='engine::decode_only' ;;
         match) f='engine::decode_match' ;;
         detect) f='engine::decode_detect' ;;
-        hits | hits-stateful) f='engine::decode_hits' ;;
+        hits | hits-stateful | hits-plus) f='engine::decode_hits' ;;
         stateful | correlations | detect-first-seen) f='engine::decode_detect_stateful' ;;
         eventdoc) f='tripline::alert::writer::write_event_document' ;;
         *) echo "unknown mode $m" >&2; exit 1 ;;

@@ -443,23 +443,21 @@ impl Shared {
                         .collect::<Vec<_>>(),
                 };
                 // Cheap, single-condition clauses first.
-                clauses.sort_by_key(|c| {
-                    (
-                        clause_cost(c, &shared.conds),
-                        weak(c, &shared.conds),
-                        c.len(),
-                    )
-                });
+                clauses.sort_by_key(|c| clause_order(c, &shared.conds));
                 clauses
             })
             .collect();
+        // Regular expressions wait until the vetoes have had their say.
         shared.eager_guards = shared
             .guards
             .iter()
             .map(|clauses| {
                 clauses
                     .iter()
-                    .take_while(|c| clause_cost(c, &shared.conds) <= 1)
+                    .take_while(|c| {
+                        clause_cost(c, &shared.conds) <= 1
+                            && clause_match_cost(c, &shared.conds) < 2
+                    })
                     .count()
             })
             .collect();
@@ -473,7 +471,11 @@ impl Shared {
             .zip(&shared.rules)
             .map(|(r, sels)| {
                 let mut plan = Exact::default();
-                exact(&r.condition, sels, false, &mut plan).then_some(plan)
+                let exact = exact(&r.condition, sels, false, &mut plan);
+                // Every clause must hold: any order gives the same result, so the cheap ones go
+                // first (the order written among equals). Vetoes keep the written order.
+                plan.clauses.sort_by_key(|c| clause_order(c, &shared.conds));
+                exact.then_some(plan)
             })
             .collect();
         shared
@@ -590,6 +592,40 @@ fn weak(clause: &[u32], conds: &[FieldCond]) -> bool {
     })
 }
 
+/// How much matching a condition's values costs once its field is read: 0 for comparisons
+/// with given values, 1 for substring and network tests, 2 for regular expressions (which
+/// include wildcards inside a value).
+fn match_cost(c: &FieldCond) -> u8 {
+    c.patterns
+        .iter()
+        .map(|p| match p {
+            Pattern::Str(StrMatcher::Regex(_)) => 2,
+            Pattern::Str(StrMatcher::Contains { .. }) | Pattern::Cidr(_) => 1,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn clause_match_cost(clause: &[u32], conds: &[FieldCond]) -> u8 {
+    clause
+        .iter()
+        .map(|c| match_cost(&conds[*c as usize]))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The order in which clauses (or veto maps) are tested: the cheap to read and match first,
+/// then those that reject more events, then the short.
+fn clause_order(clause: &[u32], conds: &[FieldCond]) -> (u8, u8, bool, usize) {
+    (
+        clause_cost(clause, conds),
+        clause_match_cost(clause, conds),
+        weak(clause, conds),
+        clause.len(),
+    )
+}
+
 fn clause_cost(clause: &[u32], conds: &[FieldCond]) -> u8 {
     clause
         .iter()
@@ -613,19 +649,40 @@ struct Gate {
 /// cheap conditions; `None` if none is known (under `not`, or for keywords).
 fn necessary(expr: &Expr, sels: &[SharedSel], conds: &[FieldCond]) -> Option<Vec<u32>> {
     let cost = |c: &u32| {
-        conds[*c as usize]
-            .fields
+        let cond = &conds[*c as usize];
+        (
+            cond.fields.iter().map(FieldRef::cost).max().unwrap_or(0),
+            match_cost(cond),
+        )
+    };
+    // Of a map's conditions, a cheap one that rejects many events: the verb and resource are
+    // what the rule index already looked up, and `stage`, `exists` and the like reject few.
+    let pick = |c: &u32| {
+        let cond = &conds[*c as usize];
+        let exists = cond
+            .patterns
             .iter()
-            .map(FieldRef::cost)
-            .max()
-            .unwrap_or(0)
+            .all(|p| matches!(p, Pattern::Exists(true)));
+        let index_or_weak = exists
+            || cond.fields.iter().all(|f| {
+                matches!(
+                    f,
+                    FieldRef::Verb
+                        | FieldRef::ObjResource
+                        | FieldRef::Stage
+                        | FieldRef::Level
+                        | FieldRef::Kind
+                        | FieldRef::ApiVersion
+                )
+            });
+        (cost(c), index_or_weak)
     };
     let of_sel = |i: usize| match &sels[i] {
         // Every condition of a map is necessary: take the cheapest.
-        SharedSel::Map(ids) => ids.iter().min_by_key(|c| cost(c)).map(|c| vec![*c]),
+        SharedSel::Map(ids) => ids.iter().min_by_key(|c| pick(c)).map(|c| vec![*c]),
         SharedSel::AnyOf(maps) => maps
             .iter()
-            .map(|m| m.iter().min_by_key(|c| cost(c)).copied())
+            .map(|m| m.iter().min_by_key(|c| pick(c)).copied())
             .collect::<Option<Vec<_>>>(),
         SharedSel::Keywords => None,
     };
@@ -643,7 +700,7 @@ fn necessary(expr: &Expr, sels: &[SharedSel], conds: &[FieldCond]) -> Option<Vec
         Expr::And(es) => es
             .iter()
             .filter_map(|e| necessary(e, sels, conds))
-            .min_by_key(|set| (set.iter().map(cost).max().unwrap_or(0), set.len())),
+            .min_by_key(|set| (set.iter().map(cost).max().unwrap_or((0, 0)), set.len())),
         Expr::Or(es) => union(es.iter().map(|e| necessary(e, sels, conds)).collect()),
         Expr::AtLeast(_, ids) => union(ids.iter().map(|i| of_sel(*i)).collect()),
     }
