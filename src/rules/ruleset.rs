@@ -382,13 +382,16 @@ struct Shared {
     exact: Vec<Option<Exact>>,
 }
 
-/// A condition that is a conjunction of clauses (each: one of its conditions holds) and vetoes
-/// (maps that must not hold entirely): `selection and response_ok and not 1 of filter_*` with
-/// `response_ok` a list of one-condition maps.
+/// A condition that is a conjunction of clauses (each: one of its conditions holds), vetoes
+/// (maps that must not hold entirely) and alternatives: `selection and response_ok and not 1
+/// of filter_*` with `response_ok` a list of one-condition maps, or `selection and 1 of
+/// admin_*` and `selection and (not service_account or client)`.
 #[derive(Debug, Clone, Default)]
 struct Exact {
     clauses: Vec<Vec<u32>>,
     vetoes: Vec<Vec<u32>>,
+    /// Each holds when one of its maps holds entirely (`false`) or does not (`true`).
+    alternatives: Vec<Vec<(bool, Vec<u32>)>>,
 }
 
 impl Shared {
@@ -561,8 +564,46 @@ fn exact(expr: &Expr, sels: &[SharedSel], negated: bool, plan: &mut Exact) -> bo
                 plan.clauses.push(maps.iter().map(|m| m[0]).collect());
                 true
             }
+            SharedSel::AnyOf(maps) if !maps.is_empty() && maps.iter().all(|m| !m.is_empty()) => {
+                plan.alternatives
+                    .push(maps.iter().map(|m| (false, m.clone())).collect());
+                true
+            }
             _ => false,
         },
+        (Expr::Or(es), false) => {
+            let mut alternative = Vec::new();
+            let all = es.iter().all(|e| match e {
+                Expr::Sel(i) => match &sels[*i] {
+                    SharedSel::Map(ids) if !ids.is_empty() => {
+                        alternative.push((false, ids.clone()));
+                        true
+                    }
+                    SharedSel::AnyOf(maps)
+                        if !maps.is_empty() && maps.iter().all(|m| !m.is_empty()) =>
+                    {
+                        alternative.extend(maps.iter().map(|m| (false, m.clone())));
+                        true
+                    }
+                    _ => false,
+                },
+                Expr::Not(inner) => match &**inner {
+                    Expr::Sel(i) => match &sels[*i] {
+                        SharedSel::Map(ids) if !ids.is_empty() => {
+                            alternative.push((true, ids.clone()));
+                            true
+                        }
+                        _ => false,
+                    },
+                    _ => false,
+                },
+                _ => false,
+            });
+            if all && !alternative.is_empty() {
+                plan.alternatives.push(alternative);
+            }
+            all
+        }
         (Expr::Sel(i), true) => match &sels[*i] {
             SharedSel::Map(ids) if !ids.is_empty() => {
                 plan.vetoes.push(ids.clone());
@@ -1723,6 +1764,10 @@ impl RuleSet {
                     .vetoes
                     .iter()
                     .any(|m| m.iter().all(|&c| self.cond(c, ev, memo)))
+                && plan.alternatives.iter().all(|alt| {
+                    alt.iter()
+                        .any(|(not, m)| m.iter().all(|&c| self.cond(c, ev, memo)) != *not)
+                })
                 && !self.c.shared.exceptions[i]
                     .iter()
                     .any(|m| m.iter().all(|&c| self.cond(c, ev, memo)));
@@ -2200,6 +2245,57 @@ mod tests {
             });
         }
         fired
+    }
+
+    #[test]
+    fn alternatives_of_maps_and_negated_maps_decide_like_the_condition() {
+        let set = rules(&[
+            (
+                "  sel:\n    responseStatus.code: 403\n  sa:\n    user.username|startswith: 'system:serviceaccount:'\n  cli:\n    userAgent|startswith: kubectl/\n  filter:\n    user.username: system:kube-scheduler\n  condition: sel and (not sa or cli) and not filter",
+                "",
+            ),
+            (
+                "  sel:\n    verb: get\n  admin_group:\n    user.groups: system:masters\n    userAgent|contains: kube\n  admin_name:\n    user.username|endswith: -admin\n  condition: sel and 1 of admin_*",
+                "",
+            ),
+            (
+                "  sel:\n    verb: get\n  pair:\n    - user.username: alice\n      userAgent: curl/8\n    - user.username: bob\n  condition: sel and pair",
+                "",
+            ),
+        ]);
+        // Each rule's condition has the shape the direct check covers.
+        for i in 0..3 {
+            let plan = set.c.shared.exact[i].as_ref().expect("an exact plan");
+            assert_eq!(plan.alternatives.len(), 1, "rule {i}");
+        }
+        let event = |code: u32, user: &str, agent: &str, groups: &str| {
+            format!(
+                r#"{{"verb":"get","user":{{"username":"{user}","groups":[{groups}]}},"userAgent":"{agent}","responseStatus":{{"code":{code}}},"objectRef":{{"resource":"pods"}}}}"#
+            )
+        };
+        let cases = [
+            event(403, "alice", "curl/8", ""),
+            event(403, "system:serviceaccount:a:b", "client-go/1", ""),
+            event(403, "system:serviceaccount:a:b", "kubectl/v1.30", ""),
+            event(403, "system:kube-scheduler", "kubectl/v1.30", ""),
+            event(200, "ops-admin", "kubectl/v1.30", "\"system:masters\""),
+            event(200, "carol", "kubectl/v1.30", "\"system:masters\""),
+            event(200, "carol", "curl/8", "\"system:masters\""),
+            event(200, "bob", "curl/8", ""),
+        ];
+        let want: [&[usize]; 8] = [&[0, 2], &[], &[0], &[], &[1], &[1], &[], &[2]];
+        for (json, want) in cases.iter().zip(want) {
+            let mut got = hits(&set, json);
+            got.sort_unstable();
+            assert_eq!(got, want, "{json}");
+            // The same as each rule's own condition.
+            decode_value_into(json, &mut |ev| {
+                let ev = ev.unwrap();
+                for (i, r) in set.rules().iter().enumerate() {
+                    assert_eq!(r.matches(ev), want.contains(&i), "rule {i} on {json}");
+                }
+            });
+        }
     }
 
     #[test]
