@@ -564,29 +564,27 @@ fn exact(expr: &Expr, sels: &[SharedSel], negated: bool, plan: &mut Exact) -> bo
                 plan.clauses.push(maps.iter().map(|m| m[0]).collect());
                 true
             }
-            SharedSel::AnyOf(maps) if !maps.is_empty() && maps.iter().all(|m| !m.is_empty()) => {
-                plan.alternatives
-                    .push(maps.iter().map(|m| (false, m.clone())).collect());
-                true
-            }
+            SharedSel::AnyOf(_) => match maps_of(&sels[*i]) {
+                Some(maps) => {
+                    plan.alternatives
+                        .push(maps.iter().map(|m| (false, m.to_vec())).collect());
+                    true
+                }
+                None => false,
+            },
             _ => false,
         },
         (Expr::Or(es), false) => {
             let mut alternative = Vec::new();
             let all = es.iter().all(|e| match e {
-                Expr::Sel(i) => match &sels[*i] {
-                    SharedSel::Map(ids) if !ids.is_empty() => {
-                        alternative.push((false, ids.clone()));
+                Expr::Sel(i) => match maps_of(&sels[*i]) {
+                    Some(maps) => {
+                        alternative.extend(maps.iter().map(|m| (false, m.to_vec())));
                         true
                     }
-                    SharedSel::AnyOf(maps)
-                        if !maps.is_empty() && maps.iter().all(|m| !m.is_empty()) =>
-                    {
-                        alternative.extend(maps.iter().map(|m| (false, m.clone())));
-                        true
-                    }
-                    _ => false,
+                    None => false,
                 },
+                // `not` of a map: the map does not hold entirely.
                 Expr::Not(inner) => match &**inner {
                     Expr::Sel(i) => match &sels[*i] {
                         SharedSel::Map(ids) if !ids.is_empty() => {
@@ -633,6 +631,18 @@ fn weak(clause: &[u32], conds: &[FieldCond]) -> bool {
     })
 }
 
+/// The maps of a selection, one of which must hold entirely for it to hold; `None` for
+/// keywords and for an empty map or list (which the condition decides).
+fn maps_of(sel: &SharedSel) -> Option<Vec<&[u32]>> {
+    match sel {
+        SharedSel::Map(ids) if !ids.is_empty() => Some(vec![ids.as_slice()]),
+        SharedSel::AnyOf(maps) if !maps.is_empty() && maps.iter().all(|m| !m.is_empty()) => {
+            Some(maps.iter().map(Vec::as_slice).collect())
+        }
+        _ => None,
+    }
+}
+
 /// How much matching a condition's values costs once its field is read: 0 for comparisons
 /// with given values, 1 for substring and network tests, 2 for regular expressions (which
 /// include wildcards inside a value).
@@ -656,8 +666,8 @@ fn clause_match_cost(clause: &[u32], conds: &[FieldCond]) -> u8 {
         .unwrap_or(0)
 }
 
-/// The order in which clauses (or veto maps) are tested: the cheap to read and match first,
-/// then those that reject more events, then the short.
+/// The order in which clauses are tested: the cheap to read and match first, then those that
+/// reject more events, then the short.
 fn clause_order(clause: &[u32], conds: &[FieldCond]) -> (u8, u8, bool, usize) {
     (
         clause_cost(clause, conds),
@@ -690,32 +700,22 @@ struct Gate {
 /// cheap conditions; `None` if none is known (under `not`, or for keywords).
 fn necessary(expr: &Expr, sels: &[SharedSel], conds: &[FieldCond]) -> Option<Vec<u32>> {
     let cost = |c: &u32| {
-        let cond = &conds[*c as usize];
-        (
-            cond.fields.iter().map(FieldRef::cost).max().unwrap_or(0),
-            match_cost(cond),
-        )
+        let one = [*c];
+        (clause_cost(&one, conds), clause_match_cost(&one, conds))
     };
     // Of a map's conditions, a cheap one that rejects many events: the verb and resource are
     // what the rule index already looked up, and `stage`, `exists` and the like reject few.
     let pick = |c: &u32| {
         let cond = &conds[*c as usize];
-        let exists = cond
-            .patterns
-            .iter()
-            .all(|p| matches!(p, Pattern::Exists(true)));
-        let index_or_weak = exists
-            || cond.fields.iter().all(|f| {
-                matches!(
-                    f,
-                    FieldRef::Verb
-                        | FieldRef::ObjResource
-                        | FieldRef::Stage
-                        | FieldRef::Level
-                        | FieldRef::Kind
-                        | FieldRef::ApiVersion
-                )
-            });
+        let index_or_weak = weak(&[*c], conds)
+            || cond
+                .patterns
+                .iter()
+                .all(|p| matches!(p, Pattern::Exists(true)))
+            || cond
+                .fields
+                .iter()
+                .all(|f| matches!(f, FieldRef::Verb | FieldRef::ObjResource));
         (cost(c), index_or_weak)
     };
     let of_sel = |i: usize| match &sels[i] {
