@@ -36,6 +36,13 @@ fn selection() -> impl Strategy<Value = String> {
         Just("    userAgent|re|i: '^kubectl/'\n".to_string()),
         Just("    userAgent|contains|cased: Kube\n".to_string()),
         Just("    userAgent|contains: kube\n".to_string()),
+        Just("    userAgent|exists: false\n".to_string()),
+        Just("    source.ip|exists: true\n".to_string()),
+        Just("    responseStatus.code|lt: 300\n".to_string()),
+        Just("    responseStatus.code|gte: 403\n".to_string()),
+        Just("    responseStatus.code: [403, 404]\n".to_string()),
+        Just("    responseStatus.code: null\n".to_string()),
+        Just("    responseStatus.code|exists: true\n".to_string()),
     ];
     let map = (verb, res, user.clone()).prop_map(|(v, r, u)| format!("{v}{r}{u}"));
     // A list of maps (any one must hold), of one field each or of two.
@@ -94,8 +101,9 @@ fn event() -> impl Strategy<Value = String> {
             Just("KUBECTL/v1"),
             Just("Kubelet")
         ]),
+        proptest::option::of(prop_oneof![Just(200), Just(403), Just(500)]),
     )
-        .prop_map(|(v, r, u, groups, ip, complete, agent)| {
+        .prop_map(|(v, r, u, groups, ip, complete, agent, code)| {
             let mut parts = vec![r#""auditID":"x""#.to_string()];
             if let Some(v) = v {
                 parts.push(format!(r#""verb":"{v}""#));
@@ -123,6 +131,9 @@ fn event() -> impl Strategy<Value = String> {
             }
             if let Some(a) = agent {
                 parts.push(format!(r#""userAgent":"{a}""#));
+            }
+            if let Some(c) = code {
+                parts.push(format!(r#""responseStatus":{{"code":{c}}}"#));
             }
             format!("{{{}}}", parts.join(","))
         })

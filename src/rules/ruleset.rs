@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use super::baseline::SharedBaseline as BaselineRef;
 use super::condition::Expr;
 use super::correlation::{Correlation, CorrelationInput};
-use super::matcher::{LazyRegex, Pattern, StrMatcher};
+use super::matcher::{Cmp, LazyRegex, Pattern, StrMatcher};
 use super::model::{FieldCond, OutputPart, Rule, Selection};
 use crate::event::{Event, FieldRef, FieldValue};
 
@@ -472,12 +472,25 @@ impl Shared {
         shared.exact = rules
             .iter()
             .zip(&shared.rules)
-            .map(|(r, sels)| {
+            .enumerate()
+            .map(|(i, (r, sels))| {
                 let mut plan = Exact::default();
                 let exact = exact(&r.condition, sels, false, &mut plan);
                 // Every clause must hold: any order gives the same result, so the cheap ones go
                 // first (the order written among equals). Vetoes keep the written order.
                 plan.clauses.sort_by_key(|c| clause_order(c, &shared.conds));
+                // [`RuleSet::eval`] has checked the guards and vetoes before the plan: what
+                // they settled is not looked up again.
+                let same = |a: &[u32], b: &[u32]| {
+                    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    a == b
+                };
+                plan.clauses
+                    .retain(|c| !shared.guards[i].iter().any(|g| same(g, c)));
+                plan.vetoes
+                    .retain(|v| !shared.vetoes[i].iter().any(|w| same(w, v)));
                 exact.then_some(plan)
             })
             .collect();
@@ -498,6 +511,7 @@ impl Shared {
                     self.preds[id as usize],
                     Pred::Str {
                         or_absent: false,
+                        or_present: false,
                         ..
                     }
                 )
@@ -541,7 +555,7 @@ fn vetoes(expr: &Expr, sels: &[SharedSel], preds: &[Pred]) -> Vec<Vec<u32>> {
     out.retain(|m| {
         !m.is_empty()
             && m.iter()
-                .all(|&c| matches!(preds[c as usize], Pred::Str { .. }))
+                .all(|&c| matches!(preds[c as usize], Pred::Str { .. } | Pred::Code { .. }))
     });
     out
 }
@@ -755,22 +769,48 @@ enum StrOp {
     Suffix,
 }
 
-/// A condition specialised for the commonest shape: one typed single-valued string field
-/// (verb, user name, objectRef parts, ...) compared case-insensitively with a few ASCII values
-/// (each equal, prefix or suffix: an `expand` list mixes them), tested without going through
-/// the general field and pattern machinery.
+/// A condition specialised for the commonest shapes, tested without going through the general
+/// field and pattern machinery: one typed single-valued string field (verb, user name,
+/// objectRef parts, ...) compared case-insensitively with a few ASCII values (each equal,
+/// prefix or suffix: an `expand` list mixes them) or tested for presence, and the response
+/// code compared with numbers.
 #[derive(Debug, Clone)]
 enum Pred {
     Str {
         field: FieldRef,
         /// Lowercase ASCII.
         needles: Box<[(StrOp, Box<str>)]>,
-        /// `null` is among the values: an absent field matches.
+        /// `null` or `exists: false` is among the values: an absent field matches.
         or_absent: bool,
+        /// `exists: true` is among the values: a present field matches (single-valued fields
+        /// only).
+        or_present: bool,
         /// A list field (`user.groups`, `sourceIPs`): any element may match.
         list: bool,
     },
+    /// `responseStatus.code` (an integer when present) against numbers: equal, `gt`, `gte`,
+    /// `lt`, `lte`, `exists`, or `null`.
+    Code {
+        tests: Box<[(Option<Cmp>, f64)]>,
+        /// `null` or `exists: false` is among the values.
+        or_absent: bool,
+        /// `exists: true` is among the values.
+        or_present: bool,
+    },
     General,
+}
+
+/// `x` against one [`Pred::Code`] test: equal when `op` is `None`, as
+/// [`Pattern::matches_value`] compares numbers.
+#[inline]
+fn code_test(x: f64, op: Option<Cmp>, n: f64) -> bool {
+    match op {
+        None => x == n,
+        Some(Cmp::Gt) => x > n,
+        Some(Cmp::Gte) => x >= n,
+        Some(Cmp::Lt) => x < n,
+        Some(Cmp::Lte) => x <= n,
+    }
 }
 
 impl Pred {
@@ -778,6 +818,9 @@ impl Pred {
         let ([field], false) = (c.fields.as_slice(), c.all) else {
             return Pred::General;
         };
+        if *field == FieldRef::StatusCode {
+            return Pred::code(&c.patterns);
+        }
         let single_string_field = matches!(
             field,
             FieldRef::Kind
@@ -809,11 +852,19 @@ impl Pred {
             return Pred::General;
         }
         let mut needles = Vec::new();
-        let mut or_absent = false;
+        let (mut or_absent, mut or_present) = (false, false);
         for p in &c.patterns {
             let (this, needle) = match p {
                 Pattern::Null => {
                     or_absent = true;
+                    continue;
+                }
+                Pattern::Exists(want) if !list => {
+                    *if *want {
+                        &mut or_present
+                    } else {
+                        &mut or_absent
+                    } = true;
                     continue;
                 }
                 Pattern::Str(StrMatcher::Exact {
@@ -835,14 +886,38 @@ impl Pred {
             }
             needles.push((this, needle.clone().into_boxed_str()));
         }
-        if needles.is_empty() {
+        // A single-valued field may be tested for presence alone; a list needs values.
+        let decides = !needles.is_empty() || or_present || (or_absent && !list);
+        if !decides {
             return Pred::General;
         }
         Pred::Str {
             field: field.clone(),
             needles: needles.into_boxed_slice(),
             or_absent,
+            or_present,
             list,
+        }
+    }
+
+    /// [`Pred::Code`] for these values of `responseStatus.code`, or [`Pred::General`] for
+    /// values it does not cover (strings, booleans, networks).
+    fn code(patterns: &[Pattern]) -> Pred {
+        let mut tests = Vec::new();
+        let (mut or_absent, mut or_present) = (false, false);
+        for p in patterns {
+            match p {
+                Pattern::Num(n) => tests.push((None, *n)),
+                Pattern::Compare(op, n) => tests.push((Some(*op), *n)),
+                Pattern::Null | Pattern::Exists(false) => or_absent = true,
+                Pattern::Exists(true) => or_present = true,
+                _ => return Pred::General,
+            }
+        }
+        Pred::Code {
+            tests: tests.into_boxed_slice(),
+            or_absent,
+            or_present,
         }
     }
 }
@@ -1713,6 +1788,7 @@ impl RuleSet {
                 needles,
                 or_absent,
                 list: true,
+                ..
             } => match ev.string_list(field) {
                 Some(items) if items.iter().all(|h| h.is_ascii()) => {
                     (items.is_empty() && *or_absent)
@@ -1726,14 +1802,29 @@ impl RuleSet {
                 field,
                 needles,
                 or_absent,
+                or_present,
                 list: false,
             } => match ev.scalar(field) {
                 Some(Some(FieldValue::Str(hay))) => {
-                    needles.iter().any(|(op, n)| ascii_op(*op, hay, n))
+                    *or_present
+                        || needles.iter().any(|(op, n)| ascii_op(*op, hay, n))
                         || (!hay.is_ascii() && self.c.shared.conds[c as usize].matches(ev))
                 }
                 Some(None) => *or_absent,
                 _ => self.c.shared.conds[c as usize].matches(ev),
+            },
+            Pred::Code {
+                tests,
+                or_absent,
+                or_present,
+            } => match ev.response_status.as_ref().and_then(|st| st.code) {
+                Some(code) => {
+                    *or_present || {
+                        let x = code as f64;
+                        tests.iter().any(|&(op, n)| code_test(x, op, n))
+                    }
+                }
+                None => *or_absent,
             },
             Pred::General => self.c.shared.conds[c as usize].matches(ev),
         };
