@@ -376,6 +376,19 @@ pub enum Cmp {
     Lte,
 }
 
+impl Cmp {
+    /// `x` compared with `n` by this operator.
+    #[inline]
+    pub fn holds(self, x: f64, n: f64) -> bool {
+        match self {
+            Cmp::Gt => x > n,
+            Cmp::Gte => x >= n,
+            Cmp::Lt => x < n,
+            Cmp::Lte => x <= n,
+        }
+    }
+}
+
 /// One compiled value of a field condition.
 #[derive(Debug, Clone)]
 pub enum Pattern {
@@ -442,12 +455,7 @@ impl Pattern {
                 s.eq_ignore_ascii_case(if *b { "true" } else { "false" })
             }
             (Pattern::Bool(_), _) => false,
-            (Pattern::Compare(op, n), v) => as_number(v).is_some_and(|x| match op {
-                Cmp::Gt => x > *n,
-                Cmp::Gte => x >= *n,
-                Cmp::Lt => x < *n,
-                Cmp::Lte => x <= *n,
-            }),
+            (Pattern::Compare(op, n), v) => as_number(v).is_some_and(|x| op.holds(x, *n)),
             (Pattern::Cidr(net), FieldValue::Str(s)) => {
                 s.trim().parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip))
             }

@@ -788,8 +788,9 @@ enum Pred {
         /// A list field (`user.groups`, `sourceIPs`): any element may match.
         list: bool,
     },
-    /// `responseStatus.code` (an integer when present) against numbers: equal, `gt`, `gte`,
-    /// `lt`, `lte`, `exists`, or `null`.
+    /// `responseStatus.code` (an integer when present) against numbers: equal (no operator),
+    /// `gt`, `gte`, `lt`, `lte` (compared as [`Pattern::matches_value`] does), `exists`, or
+    /// `null`.
     Code {
         tests: Box<[(Option<Cmp>, f64)]>,
         /// `null` or `exists: false` is among the values.
@@ -798,19 +799,6 @@ enum Pred {
         or_present: bool,
     },
     General,
-}
-
-/// `x` against one [`Pred::Code`] test: equal when `op` is `None`, as
-/// [`Pattern::matches_value`] compares numbers.
-#[inline]
-fn code_test(x: f64, op: Option<Cmp>, n: f64) -> bool {
-    match op {
-        None => x == n,
-        Some(Cmp::Gt) => x > n,
-        Some(Cmp::Gte) => x >= n,
-        Some(Cmp::Lt) => x < n,
-        Some(Cmp::Lte) => x <= n,
-    }
 }
 
 impl Pred {
@@ -1821,7 +1809,9 @@ impl RuleSet {
                 Some(code) => {
                     *or_present || {
                         let x = code as f64;
-                        tests.iter().any(|&(op, n)| code_test(x, op, n))
+                        tests
+                            .iter()
+                            .any(|&(op, n)| op.map_or(x == n, |op| op.holds(x, n)))
                     }
                 }
                 None => *or_absent,
