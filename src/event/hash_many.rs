@@ -39,14 +39,67 @@ const PREFIX: usize = 8;
 /// Per message and chunk, the chaining value so far.
 type ChunkCvs = [[u32; 8]; 2];
 
+/// Messages whose blocks are copied and hashed side by side at a time: their copy (at most 64
+/// x 960 bytes) is still in the core's cache when the lanes read it, and the buffer is reused
+/// from batch to batch instead of a megabyte being allocated (and faulted in) for each.
+const SLICE: usize = 64;
+
+/// The most messages of a batch whose working lists a thread keeps between batches.
+const KEPT: usize = 16 << 10;
+
+/// A thread's working lists, kept from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    /// Per message and chunk, the chaining value so far.
+    cvs: Vec<ChunkCvs>,
+    /// The messages of each (chunk, leading blocks) group.
+    groups: Vec<Vec<usize>>,
+    /// The blocks of a slice of a group, laid end to end.
+    buf: Vec<u8>,
+    /// Their chaining values.
+    cv_bytes: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 /// `content_hash(&[part])` of each of `parts`, into `out` (cleared first), in order.
 pub fn content_hashes(parts: &[&[u8]], out: &mut Vec<[u8; 16]>) {
+    let done = SCRATCH
+        .try_with(|s| match s.try_borrow_mut() {
+            Ok(mut scratch) => {
+                hashes_with(parts, out, &mut scratch);
+                if scratch.cvs.capacity() > KEPT {
+                    *scratch = Scratch::default();
+                }
+                true
+            }
+            Err(_) => false,
+        })
+        .unwrap_or(false);
+    if !done {
+        hashes_with(parts, out, &mut Scratch::default());
+    }
+}
+
+fn hashes_with(parts: &[&[u8]], out: &mut Vec<[u8; 16]>, scratch: &mut Scratch) {
     out.clear();
     let platform = Platform::detect();
-    let mut cvs: Vec<ChunkCvs> = vec![[IV; 2]; parts.len()];
+    let Scratch {
+        cvs,
+        groups,
+        buf,
+        cv_bytes,
+    } = scratch;
+    cvs.clear();
+    cvs.resize(parts.len(), [IV; 2]);
     // The blocks before the last of each chunk, grouped by chunk and count of blocks: each
     // group is hashed side by side (every message of a group has the same length there).
-    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); 2 * (CHUNK / BLOCK)];
+    groups.resize_with(2 * (CHUNK / BLOCK), Vec::new);
+    for g in groups.iter_mut() {
+        g.clear();
+    }
     for (i, part) in parts.iter().enumerate() {
         let len = part.len() + PREFIX;
         if len > MAX_MESSAGE {
@@ -58,26 +111,21 @@ pub fn content_hashes(parts: &[&[u8]], out: &mut Vec<[u8; 16]>) {
             }
         }
     }
-    let mut buf = Vec::new();
-    let mut cv_bytes = Vec::new();
     for (g, members) in groups.iter().enumerate() {
-        if members.is_empty() {
-            continue;
-        }
         let (chunk, blocks) = (g / (CHUNK / BLOCK), g % (CHUNK / BLOCK));
         let n = blocks * BLOCK;
-        // Appended, not written over zeros: the buffer is most of a batch's bytes.
-        buf.clear();
-        buf.reserve(members.len() * n);
-        for &i in members {
-            extend_message(parts[i], chunk * CHUNK, n, &mut buf);
-        }
-        cv_bytes.clear();
-        cv_bytes.resize(members.len() * 32, 0);
-        hash_blocks(platform, blocks, &buf, chunk as u64, &mut cv_bytes);
-        for (cv, &i) in cv_bytes.chunks_exact(32).zip(members) {
-            if let Ok(cv) = <&[u8; 32]>::try_from(cv) {
-                cvs[i][chunk] = words_from_le_bytes_32(cv);
+        for slice in members.chunks(SLICE) {
+            buf.clear();
+            for &i in slice {
+                extend_message(parts[i], chunk * CHUNK, n, buf);
+            }
+            cv_bytes.clear();
+            cv_bytes.resize(slice.len() * 32, 0);
+            hash_blocks(platform, blocks, buf, chunk as u64, cv_bytes);
+            for (cv, &i) in cv_bytes.chunks_exact(32).zip(slice) {
+                if let Ok(cv) = <&[u8; 32]>::try_from(cv) {
+                    cvs[i][chunk] = words_from_le_bytes_32(cv);
+                }
             }
         }
     }
@@ -136,7 +184,7 @@ fn hash_blocks(platform: Platform, blocks: usize, buf: &[u8], chunk: u64, out: &
         ($($b:literal)*) => {
             match blocks {
                 $($b => {
-                    let inputs: Vec<&[u8; $b * BLOCK]> = buf
+                    let inputs: smallvec::SmallVec<[&[u8; $b * BLOCK]; SLICE]> = buf
                         .chunks_exact($b * BLOCK)
                         .filter_map(|c| c.try_into().ok())
                         .collect();
@@ -220,6 +268,27 @@ mod tests {
         }
         content_hashes(&[], &mut hashes);
         assert!(hashes.is_empty());
+    }
+
+    #[test]
+    fn a_group_larger_than_a_slice_and_a_reused_scratch_hash_the_same() {
+        // 300 messages of one length make one group of more than `SLICE`; two chunks each.
+        let texts: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| (0..1500u32).map(|j| (i * 7 + j * 13) as u8).collect())
+            .collect();
+        let parts: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+        let one_by_one: Vec<[u8; 16]> = parts
+            .iter()
+            .map(|p| super::super::content_hash(&[p]))
+            .collect();
+        let mut hashes = Vec::new();
+        for _ in 0..2 {
+            content_hashes(&parts, &mut hashes);
+            assert_eq!(hashes, one_by_one);
+        }
+        // A smaller batch after a larger one: nothing of the first is left in the lists.
+        content_hashes(&parts[..3], &mut hashes);
+        assert_eq!(hashes, one_by_one[..3]);
     }
 
     proptest! {
