@@ -44,8 +44,10 @@ type ChunkCvs = [[u32; 8]; 2];
 /// from batch to batch instead of a megabyte being allocated (and faulted in) for each.
 const SLICE: usize = 64;
 
-/// The most messages of a batch whose working lists a thread keeps between batches.
-const KEPT: usize = 16 << 10;
+/// The most messages of a batch whose working lists a thread keeps between batches (a batch of
+/// Metadata events holds about a thousand): with the copy buffer, at most about 400 KiB per
+/// thread.
+const KEPT: usize = 4 << 10;
 
 /// A thread's working lists, kept from batch to batch.
 #[derive(Default)]
@@ -70,7 +72,8 @@ pub fn content_hashes(parts: &[&[u8]], out: &mut Vec<[u8; 16]>) {
         .try_with(|s| match s.try_borrow_mut() {
             Ok(mut scratch) => {
                 hashes_with(parts, out, &mut scratch);
-                if scratch.cvs.capacity() > KEPT {
+                let listed: usize = scratch.groups.iter().map(Vec::capacity).sum();
+                if scratch.cvs.capacity() > KEPT || listed > 2 * KEPT {
                     *scratch = Scratch::default();
                 }
                 true
